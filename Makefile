@@ -1,0 +1,140 @@
+# agt — one GNU Makefile.
+#   make            build ./agt (CUDA kernels too where nvcc is found)
+#   make setup      install the Debian packages agt needs (root; only what is missing)
+#   make test       setup + build + C unit tests + busted specs; last line "N passed, N failed"
+#   make asan       build and run the C unit tests under AddressSanitizer
+#   make bench      benchmarks, JSON lines on stdout
+#   make demo       train the default experiment with Byzantine workers and a robust rule
+#   make ffi        regenerate bindings/agt/cdef.lua from the public headers
+#   make check-ffi  fail if bindings/agt/cdef.lua is out of date
+#   make install PREFIX=/usr/local
+#   make gpu-bundle a self-contained agt for a GPU machine, in gpu-bundle/
+
+PREFIX   ?= /usr/local
+CC       ?= gcc
+WERROR   ?= 0
+BUILD    := build
+OPT      ?= -O2
+CFLAGS_BASE := -std=gnu11 $(OPT) -g -fPIC -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE \
+               -pthread -Isrc $(shell pkg-config --cflags luajit 2>/dev/null || echo -I/usr/include/luajit-2.1)
+ifeq ($(WERROR),1)
+CFLAGS_BASE += -Werror
+endif
+CFLAGS   := $(CFLAGS_BASE) $(EXTRA_CFLAGS)
+LIBS     := -lopenblas -lz -lcurl -lsodium -lm -lpthread -ldl
+HOST_LIBS := -lluajit-5.1 -ledit
+
+ENGINE_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
+ENGINE_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(ENGINE_SRCS))
+CTEST_SRCS  := $(wildcard spec/c/test_*.c)
+CTESTS      := $(patsubst spec/c/%.c,$(BUILD)/%,$(CTEST_SRCS))
+
+# --- CUDA: built whenever nvcc is found ---------------------------------------------------
+NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
+CUDA_SRCS := $(wildcard src/cuda/*.cu)
+ifneq ($(NVCC),)
+ifneq ($(CUDA_SRCS),)
+HAVE_CUDA := 1
+endif
+endif
+ifeq ($(HAVE_CUDA),1)
+CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH  ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+NVCCFLAGS  := -O3 -std=c++17 $(CUDA_ARCH) -Isrc -Xcompiler -fPIC,-Wall,-Wextra
+CUDA_OBJS  := $(patsubst src/cuda/%.cu,$(BUILD)/obj/cuda/%.o,$(CUDA_SRCS))
+CFLAGS     += -DAGT_HAVE_CUDA=1
+CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lstdc++ -lrt
+FEATURES   := CUDA
+else
+CUDA_OBJS  :=
+CUDA_LIBS  :=
+FEATURES   := CPU-only
+endif
+
+.PHONY: all setup test ctest spec asan bench demo ffi check-ffi install clean gpu-bundle features
+all: features agt
+
+features:
+	@echo "agt: building with $(FEATURES) (nvcc: $(if $(NVCC),$(NVCC),not found)), OpenBLAS, LuaJIT"
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/cuda/%.o: src/cuda/%.cu $(wildcard src/*.h src/cuda/*.h) | $(BUILD)/obj/cuda
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/obj $(BUILD)/obj/cuda:
+	mkdir -p $@
+
+$(BUILD)/libagt.a: $(ENGINE_OBJS) $(CUDA_OBJS)
+	rm -f $@; ar rcs $@ $^
+
+# -Wl,-E exports the engine's symbols so LuaJIT's FFI finds them in the binary itself.
+agt: $(BUILD)/obj/main.o $(BUILD)/libagt.a
+	$(CC) $(CFLAGS) -Wl,-E -o $@ $(BUILD)/obj/main.o -Wl,--whole-archive $(BUILD)/libagt.a \
+	  -Wl,--no-whole-archive $(HOST_LIBS) $(CUDA_LIBS) $(LIBS)
+
+$(BUILD)/test_%: spec/c/test_%.c spec/c/check.h $(BUILD)/libagt.a
+	$(CC) $(CFLAGS) -Ispec/c -o $@ $< $(BUILD)/libagt.a $(CUDA_LIBS) $(LIBS)
+
+setup:
+	@sh tools/setup.sh
+
+ctest: $(CTESTS)
+	@for t in $(CTESTS); do echo "== $$t"; $$t || echo "0 passed, 1 failed ($$t exited $$?)"; done
+
+spec: agt
+	@./agt spec/run.lua $(SPEC_ARGS)
+
+# Runs both suites whatever the outcome of the first, then prints one total line.
+test: setup
+	@$(MAKE) --no-print-directory all ctest-bins
+	@rm -f $(BUILD)/test.log
+	@$(MAKE) --no-print-directory ctest 2>&1 | tee -a $(BUILD)/test.log
+	@./agt spec/run.lua $(SPEC_ARGS) 2>&1 | tee -a $(BUILD)/test.log
+	@sh tools/test-summary.sh $(BUILD)/test.log
+
+ctest-bins: $(CTESTS)
+
+asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" ctest-bins
+	@rm -f build-asan/test.log
+	@for t in $(patsubst $(BUILD)/%,build-asan/%,$(CTESTS)); do echo "== $$t"; \
+	  ASAN_OPTIONS=detect_leaks=1 $$t || echo "0 passed, 1 failed ($$t exited $$?)"; done 2>&1 | tee build-asan/test.log
+	@sh tools/test-summary.sh build-asan/test.log
+
+bench: all
+	@./agt bench all
+
+demo: setup all
+	./agt run --demo
+
+ffi:
+	luajit tools/gen_ffi.lua src > bindings/agt/cdef.lua
+
+check-ffi:
+	@luajit tools/gen_ffi.lua src > $(BUILD)/cdef.check.lua 2>/dev/null || { mkdir -p $(BUILD); luajit tools/gen_ffi.lua src > $(BUILD)/cdef.check.lua; }
+	@cmp -s $(BUILD)/cdef.check.lua bindings/agt/cdef.lua \
+	  && echo "bindings/agt/cdef.lua is up to date" \
+	  || { echo "bindings/agt/cdef.lua is out of date: run 'make ffi' and commit it"; diff $(BUILD)/cdef.check.lua bindings/agt/cdef.lua | head -20; exit 1; }
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/agt
+	install -m 755 agt $(DESTDIR)$(PREFIX)/bin/agt
+	cp -R lua bindings $(DESTDIR)$(PREFIX)/share/agt/
+
+# A binary for a GPU machine with no package manager: LuaJIT and OpenBLAS static, CUDA runtime
+# static, cuBLAS dynamic; beside it the Lua tree, the specs and the benchmarks.
+gpu-bundle:
+	@test -n "$(NVCC)" || { echo "gpu-bundle needs nvcc"; exit 1; }
+	@$(MAKE) --no-print-directory BUILD=build-gpu $(BUILD:build=build-gpu)/libagt.a build-gpu/obj/main.o
+	rm -rf gpu-bundle && mkdir -p gpu-bundle
+	$(CC) -Wl,-E -o gpu-bundle/agt build-gpu/obj/main.o -Wl,--whole-archive build-gpu/libagt.a \
+	  -Wl,--no-whole-archive -Wl,-Bstatic -lluajit-5.1 -lopenblas -lsodium -ledit -lbsd -lmd -ltinfo -Wl,-Bdynamic \
+	  -L$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
+	cp -R lua bindings spec bench gpu-bundle/
+	@echo "gpu-bundle/ ready: run gpu-bundle/agt there"
+
+clean:
+	rm -rf $(BUILD) build-asan build-gpu gpu-bundle agt
