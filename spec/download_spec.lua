@@ -1,7 +1,8 @@
 -- Specs of the SHA-256 checked, resumable download (src/download.c) against HTTP servers
 -- this spec starts on 127.0.0.1 serving files it writes: python3's http.server, and a small
 -- subclass of it that honours Range requests and can cut a transfer short. Every server is
--- killed at the end, whatever happened.
+-- killed at the end, whatever happened (and, should the engine crash, by timeout(1) after
+-- five minutes).
 local D = require("agt.data")
 
 local function sh(cmd)
@@ -109,9 +110,9 @@ describe("agt.data downloads", function()
     write(srv .. "/corrupt.bin", corrupt:sub(1, 1000) .. "X" .. corrupt:sub(1002))
     write(dir .. "/range_server.py", RANGE_SERVER)
     -- python3 -m http.server on a free port (0: the kernel picks one; the server prints it)
-    plain_pid = sh(string.format("python3 -u -m http.server 0 --bind 127.0.0.1 --directory %s "
+    plain_pid = sh(string.format("timeout 300 python3 -u -m http.server 0 --bind 127.0.0.1 --directory %s "
                                  .. "> %s/plain.log 2>&1 & echo $!", srv, dir)):match("%d+")
-    range_pid = sh(string.format("python3 -u %s/range_server.py %s %s/range.log %s/range.port "
+    range_pid = sh(string.format("timeout 300 python3 -u %s/range_server.py %s %s/range.log %s/range.port "
                                  .. "> %s/range.out 2>&1 & echo $!", dir, srv, dir, dir, dir))
                 :match("%d+")
     plain_port = wait_for(dir .. "/plain.log", "port (%d+)")

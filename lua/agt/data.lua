@@ -214,7 +214,9 @@ function D.fashion_mnist(opts)
 end
 
 -- MNIST from dir (default <cache>/mnist), downloaded there first when missing (unless
--- download = false). opts.mirrors: list of base URLs to try in order.
+-- download = false). opts.mirrors: list of base URLs to try in order. Every .gz file is
+-- checked against the published SHA-256 (also one put there by hand), unless verify = false
+-- (for a variant of the data set); files gunzip'd by hand are checked by the reader only.
 function D.mnist(opts)
   opts = opts_table(opts, "mnist")
   local dir = opts.dir
@@ -225,24 +227,34 @@ function D.mnist(opts)
   end
   local key = "mnist\0" .. dir
   if cache[key] then return cache[key] end
-  local set, missing, msg = load_mnist_like("mnist", dir)
-  if not set and not msg and opts.download ~= false then
-    for _, f in ipairs(MNIST_FILES) do
-      if not find_idx(dir, (f.name:gsub("%.gz$", ""))) then
-        local ok, err
-        for _, base in ipairs(opts.mirrors or D.MNIST_MIRRORS) do
-          ok, err = D.download(base .. f.name, dir .. "/" .. f.name,
-                               { sha256 = f.sha256, bytes = f.bytes, quiet = opts.quiet })
-          if ok then break end
+  for _, f in ipairs(MNIST_FILES) do
+    local gz = dir .. "/" .. f.name
+    if exists(gz) then
+      if opts.verify ~= false then
+        local hex, err = D.sha256(gz)
+        if not hex then return nil, err end
+        if hex ~= f.sha256 then
+          return nil, string.format("MNIST: %s has SHA-256 %s, expected %s: remove it (it will "
+                                    .. "be downloaded again) or replace it with the right file",
+                                    gz, hex, f.sha256)
         end
-        if not ok then return nil, "MNIST: " .. err end
       end
+    elseif not exists(dir .. "/" .. f.name:gsub("%.gz$", "")) then
+      if opts.download == false then
+        return nil, string.format("MNIST: %s not found (download = false)", gz)
+      end
+      local ok, err
+      for _, base in ipairs(opts.mirrors or D.MNIST_MIRRORS) do
+        ok, err = D.download(base .. f.name, gz,
+                             { sha256 = f.sha256, bytes = f.bytes, quiet = opts.quiet })
+        if ok then break end
+      end
+      if not ok then return nil, "MNIST: " .. err end
     end
-    set, missing, msg = load_mnist_like("mnist", dir)
   end
+  local set, missing, msg = load_mnist_like("mnist", dir)
   if not set then
-    if msg then return nil, msg end
-    return nil, string.format("MNIST: %s.gz not found in %s (download = false)", missing, dir)
+    return nil, msg or string.format("MNIST: %s not found in %s", missing, dir)
   end
   cache[key] = set
   return set
