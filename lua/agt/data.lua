@@ -40,7 +40,7 @@ D.MNIST_MIRRORS = {
   "https://ossci-datasets.s3.amazonaws.com/mnist/",
 }
 
-local CIFAR_ARCHIVE = {
+D.CIFAR10_ARCHIVE = {
   name = "cifar-10-binary.tar.gz", bytes = 170052171,
   sha256 = "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
 }
@@ -314,11 +314,11 @@ function D.cifar10(opts)
       return nil, string.format("CIFAR-10: data_batch_1..5.bin and test_batch.bin not found in "
                                 .. "%s or %s/cifar-10-batches-bin (download = false)", dir, dir)
     end
-    local archive = dir .. "/" .. CIFAR_ARCHIVE.name
+    local A = D.CIFAR10_ARCHIVE
+    local archive = dir .. "/" .. A.name
     local ok, err
     for _, url in ipairs(opts.urls or D.CIFAR10_URLS) do
-      ok, err = D.download(url, archive, { sha256 = CIFAR_ARCHIVE.sha256,
-                                           bytes = CIFAR_ARCHIVE.bytes, quiet = opts.quiet })
+      ok, err = D.download(url, archive, { sha256 = A.sha256, bytes = A.bytes, quiet = opts.quiet })
       if ok then break end
     end
     if not ok then return nil, "CIFAR-10: " .. err end
