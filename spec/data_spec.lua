@@ -344,6 +344,33 @@ describe("agt.data sampler", function()
     assert.has_error(function() D.sampler(split, T.from_table({ 0, 50 }, "i64"), R.new(1, 1)) end)
   end)
 
+  it("applies cifarnet augmentation, still reproducible and exactly resumable", function()
+    local imgs = { x = R.new(4, 4):uniform(T.new({ 20, 3, 32, 32 }), 0, 1), y = labels(20) }
+    local s = D.sampler(imgs, nil, R.new(8, 1), { augment = "cifarnet" })
+    local x, yb = T.new({ 6, 3, 32, 32 }), T.new({ 6 }, "i32")
+    s:next(6, x, yb)
+    for b = 1, 6 do
+      local img = x:row(b)
+      assert.is_true(math.abs(img:mean()) < 1e-4)
+      assert.is_true(math.abs(img:norm() ^ 2 / img:numel() - 1) < 1e-3)
+    end
+    local st = s:state()
+    local a = s:next(6, x, yb):clone()
+    local t = D.sampler(imgs, nil, R.new(1, 1), { augment = "cifarnet" })
+    t:set_state(st)
+    local x2 = T.new({ 6, 3, 32, 32 })
+    t:next(6, x2, yb)
+    assert.is_true(x2:allclose(a, 0, 0))
+    -- evaluation preprocessing: standardisation only
+    local e = imgs.x:narrow(1, 2):clone()
+    D.preprocess(e, "cifarnet")
+    local f = imgs.x:narrow(1, 2):clone()
+    D.preprocess(f, "standardize")
+    assert.is_true(e:allclose(f, 0, 0))
+    assert.has_error(function() D.preprocess(e, "cifarnet", { train = true }) end)
+    assert.has_error(function() D.sampler(imgs, nil, R.new(1, 1), { augment = "zoom" }) end)
+  end)
+
   it("draws batches from the real Fashion-MNIST shards", function()
     local set = assert(D.fashion_mnist())
     local shards = D.shard(set.train.y, 11, { mode = "dirichlet", alpha = 0.5, rng = R.new(1, 0) })

@@ -380,6 +380,71 @@ agt_status agt_data_gather_i32(const int32_t *src, size_t rows, const int64_t *i
   return AGT_OK;
 }
 
+/* ---- preprocessing ------------------------------------------------------------------ */
+
+static void standardize_one(float *x, size_t n) {
+  double sum = 0, sq = 0;
+  for (size_t i = 0; i < n; i++) sum += x[i];
+  double mean = sum / (double)n;
+  for (size_t i = 0; i < n; i++) {
+    double d = x[i] - mean;
+    sq += d * d;
+  }
+  /* TF's floor 1/sqrt(n) is in byte units; our pixels are bytes/255. */
+  double sd = sqrt(sq / (double)n), floor_sd = 1.0 / (255.0 * sqrt((double)n));
+  float inv = (float)(1.0 / (sd > floor_sd ? sd : floor_sd)), m = (float)mean;
+  for (size_t i = 0; i < n; i++) x[i] = (x[i] - m) * inv;
+}
+
+agt_status agt_data_standardize(float *x, size_t bs, size_t per_image) {
+  if (bs && (!x || per_image == 0)) return AGT_FAIL(AGT_EINVAL, "standardize: empty images");
+  for (size_t b = 0; b < bs; b++) standardize_one(x + b * per_image, per_image);
+  return AGT_OK;
+}
+
+agt_status agt_data_cifarnet(float *x, size_t bs, size_t C, size_t H, size_t W, int train,
+                             agt_rng *r) {
+  size_t per = C * H * W;
+  if (bs && (!x || per == 0)) return AGT_FAIL(AGT_EINVAL, "cifarnet: empty images");
+  if (!train) return agt_data_standardize(x, bs, per);
+  if (!r) return AGT_FAIL(AGT_EINVAL, "cifarnet training preprocessing needs a random stream");
+  const int pad = 4;
+  const double max_delta = 63.0 / 255.0, lo = 0.2, hi = 1.8;
+  float *tmp = agt_alloc(per * sizeof(float));
+  if (!tmp) return AGT_FAIL(AGT_ENOMEM, "cifarnet: no memory");
+  for (size_t b = 0; b < bs; b++) {
+    float *img = x + b * per;
+    /* crop offsets into the padded image, in 0..2*pad */
+    long oy = (long)agt_rng_below(r, 2 * pad + 1) - pad;
+    long ox = (long)agt_rng_below(r, 2 * pad + 1) - pad;
+    int flip = agt_rng_below(r, 2) == 1;
+    float delta = (float)((2 * agt_rng_double(r) - 1) * max_delta);
+    float factor = (float)(lo + (hi - lo) * agt_rng_double(r));
+    for (size_t c = 0; c < C; c++)
+      for (size_t i = 0; i < H; i++) {
+        long si = (long)i + oy;
+        float *o = tmp + (c * H + i) * W;
+        for (size_t j = 0; j < W; j++) {
+          long sj = (long)(flip ? W - 1 - j : j) + ox;
+          o[j] = (si < 0 || si >= (long)H || sj < 0 || sj >= (long)W)
+                     ? 0.0f
+                     : img[(c * H + (size_t)si) * W + (size_t)sj];
+        }
+      }
+    for (size_t c = 0; c < C; c++) {
+      float *ch = tmp + c * H * W;
+      double m = 0;
+      for (size_t k = 0; k < H * W; k++) m += ch[k] += delta;
+      float mean = (float)(m / (double)(H * W));
+      for (size_t k = 0; k < H * W; k++) ch[k] = (ch[k] - mean) * factor + mean;
+    }
+    standardize_one(tmp, per);
+    memcpy(img, tmp, per * sizeof(float));
+  }
+  agt_free(tmp, per * sizeof(float));
+  return AGT_OK;
+}
+
 /* ---- shards ------------------------------------------------------------------------- */
 
 static void even_offsets(size_t N, size_t n, int64_t *offsets) {

@@ -438,10 +438,43 @@ local function checksum(idx)
   return h
 end
 
+-- ---- preprocessing ------------------------------------------------------------------------
+
+local function image_dims(x, what)
+  if not T.is_tensor(x) or x.dtype ~= "f32" or x:dim() ~= 4 then
+    error(what .. " needs an f32 tensor of images (N, C, H, W)", 3)
+  end
+  local s = x.shape
+  return s[1], s[2], s[3], s[4]
+end
+
+-- In place on a batch x (f32, (N, C, H, W), pixels in [0, 1]):
+--   "standardize": each image to zero mean, unit deviation (TF's per_image_standardization);
+--   "cifarnet": the original system's CIFAR-10 preprocessing; with opts.train and opts.rng,
+--   random crop (pad 4), flip, brightness and contrast, then standardisation; else only the
+--   standardisation (as for evaluation).
+function D.preprocess(x, kind, opts)
+  opts = opts or {}
+  local n, c, h, w = image_dims(x, "preprocess")
+  if kind == "standardize" then
+    F.check(C.agt_data_standardize(x.ptr, n, c * h * w), 2)
+  elseif kind == "cifarnet" then
+    local r = opts.train and rng_ptr(opts.rng, "preprocess") or nil
+    if opts.train and r == nil then error("cifarnet training preprocessing needs opts.rng", 2) end
+    F.check(C.agt_data_cifarnet(x.ptr, n, c, h, w, opts.train and 1 or 0, r), 2)
+  else
+    error("preprocess kind must be 'standardize' or 'cifarnet', got '" .. tostring(kind) .. "'", 2)
+  end
+  return x
+end
+
 -- A sampler over the rows `indices` (i64 tensor, 0-based; nil = every row) of split
 -- ({x, y}), drawing with rng (an agt.rng stream, which the sampler then uses: give each
--- worker its own).
-function D.sampler(split, indices, rng)
+-- worker its own). opts.augment = "cifarnet" applies that training preprocessing to each
+-- batch drawn (its random draws come from the same stream, so the state still restores
+-- exactly).
+function D.sampler(split, indices, rng, opts)
+  opts = opts or {}
   if type(split) ~= "table" or not T.is_tensor(split.x) or not T.is_tensor(split.y) then
     error("sampler needs a split {x = f32 tensor, y = i32 tensor}", 2)
   end
@@ -472,7 +505,13 @@ function D.sampler(split, indices, rng)
   if idx.n == 0 then error("sampler needs at least one index, got an empty shard", 2) end
   local r = rng_ptr(rng, "sampler")
   if r == nil then error("sampler needs an rng", 2) end
+  local augment = opts.augment
+  if augment ~= nil and augment ~= "cifarnet" then
+    error("sampler augment must be nil or 'cifarnet', got '" .. tostring(augment) .. "'", 2)
+  end
+  if augment then image_dims(split.x, "sampler augment") end
   local self = setmetatable({
+    augment = augment,
     split = split, idx = idx, m = idx.n, rl = row_len(split.x), rows = rows,
     perm = T.new({ idx.n }, "i64"), pos = idx.n, epoch = 0, rng = rng, r = r,
     epoch_rng = rng_t(), ck = checksum(idx),
@@ -518,6 +557,10 @@ function Sampler:next(bs, x_out, y_out)
     end
     self.pos = self.pos + k
     filled = filled + k
+  end
+  if self.augment then
+    local s = x.shape
+    F.check(C.agt_data_cifarnet(x_out.ptr, bs, s[2], s[3], s[4], 1, self.r), 2)
   end
   return x_out, y_out
 end
