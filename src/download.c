@@ -407,7 +407,10 @@ agt_status agt_download_fetch(const char *url, const char *dest, const char *sha
     }
   }
   if (s != AGT_OK) {
-    close(fd);  /* a network failure keeps the partial bytes for the next attempt */
+    /* A failure keeps the partial bytes for the next attempt; an empty .part goes. */
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_size == 0) unlink(part);
+    close(fd);
     return s;
   }
   if (!ok) {

@@ -243,13 +243,18 @@ function D.mnist(opts)
       if opts.download == false then
         return nil, string.format("MNIST: %s not found (download = false)", gz)
       end
-      local ok, err
-      for _, base in ipairs(opts.mirrors or D.MNIST_MIRRORS) do
+      local ok, err, first
+      local mirrors = opts.mirrors or D.MNIST_MIRRORS
+      for _, base in ipairs(mirrors) do
         ok, err = D.download(base .. f.name, gz,
                              { sha256 = f.sha256, bytes = f.bytes, quiet = opts.quiet })
         if ok then break end
+        first = first or err
       end
-      if not ok then return nil, "MNIST: " .. err end
+      if not ok then
+        local also = #mirrors > 1 and " (also tried: " .. table.concat(mirrors, ", ", 2) .. ")" or ""
+        return nil, "MNIST: " .. first .. also .. "; 'agt help data' lists every file"
+      end
     end
   end
   local set, missing, msg = load_mnist_like("mnist", dir)
@@ -316,12 +321,16 @@ function D.cifar10(opts)
     end
     local A = D.CIFAR10_ARCHIVE
     local archive = dir .. "/" .. A.name
-    local ok, err
+    local ok, err, first
     for _, url in ipairs(opts.urls or D.CIFAR10_URLS) do
       ok, err = D.download(url, archive, { sha256 = A.sha256, bytes = A.bytes, quiet = opts.quiet })
       if ok then break end
+      first = first or err
     end
-    if not ok then return nil, "CIFAR-10: " .. err end
+    if not ok then
+      return nil, "CIFAR-10: " .. first .. "; or extract it yourself so that " .. dir
+                  .. "/cifar-10-batches-bin holds data_batch_1..5.bin and test_batch.bin"
+    end
     if C.agt_download_untar(archive, dir) ~= 0 then return nil, "CIFAR-10: " .. errmsg() end
     train_paths, test_path = cifar_paths(dir)
     if not train_paths then
@@ -598,7 +607,13 @@ function Sampler:set_state(s)
 end
 
 function D.help()
-  return [[
+  local files = {}
+  for _, f in ipairs(MNIST_FILES) do
+    files[#files + 1] = string.format("  mnist/%-27s %9d bytes  SHA-256 %s", f.name, f.bytes, f.sha256)
+  end
+  local A = D.CIFAR10_ARCHIVE
+  files[#files + 1] = string.format("  cifar-10/%-24s %9d bytes  SHA-256 %s", A.name, A.bytes, A.sha256)
+  return ([[
 Data sets (agt.data)
 
   fashion-mnist  Fashion-MNIST, 60,000 + 10,000 grey 28x28 images, 10 classes, read from
@@ -617,7 +632,12 @@ Files may be gzip'd or not (IDX); each is validated (magic, dimensions, sizes) w
 Shards (experiment arg noniid-alpha etc.): iid (a random equal split), dirichlet (for each
 label, the shares given to the n workers follow Dirichlet(alpha): small alpha = strong label
 skew), sorted (sorted by label, cut in n pieces). Each worker samples its own minibatches
-from its own shard with its own random stream, reshuffled every epoch.]]
+from its own shard with its own random stream, reshuffled every epoch.
+
+Files fetched into the cache directory (put them there by hand when offline):
+]] .. table.concat(files, "\n") .. "\n" .. [[
+MNIST mirrors: ]] .. table.concat(D.MNIST_MIRRORS, " ") .. "\nCIFAR-10: " ..
+  table.concat(D.CIFAR10_URLS, " ") .. " (or extract it into cifar-10/ yourself)")
 end
 
 return D
