@@ -171,7 +171,7 @@ end
 
 local cache = setmetatable({}, { __mode = "v" })
 
-local function load_mnist_like(kind, dir, shape_hw)
+local function load_mnist_like(kind, dir)
   local paths = {}
   for _, base in ipairs({ "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte" }) do
@@ -184,7 +184,11 @@ local function load_mnist_like(kind, dir, shape_hw)
   local test
   test, msg = load_idx_split(paths[3], paths[4], 10)
   if not test then return nil, nil, msg end
-  local sh = train.x.shape
+  local sh, st = train.x.shape, test.x.shape
+  if sh[3] ~= st[3] or sh[4] ~= st[4] then
+    return nil, nil, string.format("%s: test images are %dx%d but training images %dx%d",
+                                   paths[3], st[3], st[4], sh[3], sh[4])
+  end
   return { train = train, test = test, classes = 10, shape = { 1, sh[3], sh[4] },
            names = NAMES[kind], dir = dir, name = kind }
 end
