@@ -53,7 +53,17 @@ static agt_status gz_read_full(gzFile gz, const char *path, void *buf, size_t le
       return AGT_FAIL(AGT_EFORMAT, "%s: corrupt or truncated gzip data after %zu bytes (%s)", path,
                       done, m ? m : "zlib error");
     }
-    if (r == 0) break;
+    if (r == 0) {
+      /* zlib reports a stream cut short as a soft error at end of input. */
+      int zerr = Z_OK;
+      gzerror(gz, &zerr);
+      if (zerr == Z_BUF_ERROR) {
+        *got = done;
+        return AGT_FAIL(AGT_EFORMAT, "%s: truncated gzip data (the stream ends unexpectedly)",
+                        path);
+      }
+      break;
+    }
     done += (size_t)r;
   }
   *got = done;
@@ -134,6 +144,33 @@ static agt_status probe_file(const char *path, int *is_gz, uint32_t *isize, uint
   return AGT_OK;
 }
 
+/* Decodes the rest of the stream (already past `at` bytes) and checks it ends at `want`. */
+static agt_status gz_count(gzFile gz, const char *path, uint64_t at, uint64_t want) {
+  size_t cap = CHUNK_BYTES;
+  uint8_t *buf = agt_alloc(cap);
+  if (!buf) return AGT_FAIL(AGT_ENOMEM, "%s: no memory for a read buffer", path);
+  uint64_t total = at;
+  agt_status s = AGT_OK;
+  for (;;) {
+    if (agt_interrupted()) {
+      s = AGT_FAIL(AGT_EINTR, "%s: reading interrupted", path);
+      break;
+    }
+    size_t n = 0;
+    s = gz_read_full(gz, path, buf, cap, &n);
+    total += n;
+    if (s != AGT_OK || n < cap || total > want) break;
+  }
+  agt_free(buf, cap);
+  if (s != AGT_OK) return s;
+  if (total != want)
+    return AGT_FAIL(AGT_EFORMAT, "%s: %s: it holds %s%llu bytes but its IDX header announces %llu",
+                    path, total < want ? "truncated" : "trailing bytes",
+                    total > want ? "more than " : "", (unsigned long long)total,
+                    (unsigned long long)want);
+  return AGT_OK;
+}
+
 static agt_status idx_open(const char *path, gzFile *out, idx_header *h) {
   if (!path) return AGT_FAIL(AGT_EINVAL, "IDX path is NULL");
   int is_gz = 0;
@@ -156,12 +193,17 @@ static agt_status idx_open(const char *path, gzFile *out, idx_header *h) {
                     (unsigned long long)size, (unsigned long long)want);
   }
   /* A single-member gzip stores the uncompressed length mod 2^32 in its last four
-   * bytes; a cut-off download leaves other bytes there. */
+   * bytes; a cut-off download leaves other bytes there. When they disagree (a truncated
+   * file, or a rarer multi-member one) the stream is decoded once to count its bytes, so
+   * that only a file of exactly the announced size gets past this point. */
   if (is_gz && isize != (uint32_t)want) {
-    gzclose(gz);
-    return AGT_FAIL(AGT_EFORMAT, "%s: truncated or corrupt: its gzip trailer gives %u bytes of "
-                    "content but the IDX header announces %llu", path, isize,
-                    (unsigned long long)want);
+    agt_status s = gz_count(gz, path, h->header_bytes, want);
+    if (s == AGT_OK && gzrewind(gz) == 0) s = idx_parse_header(gz, path, h);
+    else if (s == AGT_OK) s = AGT_FAIL(AGT_EIO, "%s: cannot rewind", path);
+    if (s != AGT_OK) {
+      gzclose(gz);
+      return s;
+    }
   }
   *out = gz;
   return AGT_OK;

@@ -529,7 +529,10 @@ agt_status agt_download_untar(const char *archive, const char *dest_dir) {
   int zero_blocks = 0, members = 0;
   for (;;) {
     int r = gzread(gz, h, 512);
-    if (r == 0 && members > 0) break;  /* end without the two zero blocks: accepted */
+    int zerr = Z_OK;
+    if (r == 0) gzerror(gz, &zerr);
+    /* the end without the two zero blocks is accepted, a gzip stream cut short is not */
+    if (r == 0 && members > 0 && zerr != Z_BUF_ERROR) break;
     if (r != 512) {
       int e;
       s = AGT_FAIL(AGT_EFORMAT, "%s: truncated or corrupt archive (%s)", archive,

@@ -116,6 +116,19 @@ static void test_idx(void) {
   CHECK(agt_data_idx_info(tmp_path("cut-idx3-ubyte.gz"), &ndim, dims) == AGT_EFORMAT);
   CHECK(msg_has("cut-idx3-ubyte.gz"));
   CHECK(agt_data_idx_read(tmp_path("cut-idx3-ubyte.gz"), AGT_F32, 1, x, 18) == AGT_EFORMAT);
+  /* a multi-member gzip (the trailer counts only the last member) is read whole */
+  {
+    gzFile g = gzopen(tmp_path("multi-idx3-ubyte.gz"), "wb");
+    gzwrite(g, buf, 20);
+    gzclose(g);
+    g = gzopen(tmp_path("multi-idx3-ubyte.gz"), "ab");
+    gzwrite(g, buf + 20, (unsigned)n - 20);
+    gzclose(g);
+    CHECK(agt_data_idx_info(tmp_path("multi-idx3-ubyte.gz"), &ndim, dims) == AGT_OK);
+    uint8_t u[18];
+    CHECK(agt_data_idx_read(tmp_path("multi-idx3-ubyte.gz"), AGT_U8, 1, u, 18) == AGT_OK);
+    CHECK(u[17] == 238 && u[3] == 42);
+  }
   /* gzip'd with the right length field but the data cut short: the read refuses it */
   unsigned char shortdata[64];
   memcpy(shortdata, buf, 16);
