@@ -174,13 +174,15 @@ function E.load(name_or_path, words, opts)
 end
 
 -- The data set, loaded on first use.
-function Exp:data()
+function Exp:dataset()
   if self._data then return self._data end
   local key = self.name .. "\0" .. self.args["data-dir"]
   local ds = data_cache[key]
   if not ds then
     local D = require("agt.data")
-    ds = self.def.data(self.args, D)
+    local err
+    ds, err = self.def.data(self.args, D)
+    if ds == nil then error("experiment " .. self.name .. ": " .. tostring(err), 0) end
     if type(ds) ~= "table" or not ds.train or not ds.test then
       error("experiment " .. self.name .. ": data() must return {train = ..., test = ...}", 0)
     end
@@ -209,7 +211,7 @@ function Exp:shards(n)
                         self._shards_n, n), 2)
   end
   local D = require("agt.data")
-  local ds = self:data()
+  local ds = self:dataset()
   local sh = D.shard(ds.train.y, n, { mode = self.args.shard, alpha = self.args["noniid-alpha"],
                                       rng = R.new(self.seed, R.stream_id("shard", 0)) })
   self._shards, self._shards_n = sh, n
@@ -248,7 +250,7 @@ end
 function Worker:_setup()
   local exp = self.exp
   local D = require("agt.data")
-  local ds = exp:data()
+  local ds = exp:dataset()
   local n = exp.n or exp.nworkers
   if self.i > n then
     error(string.format("worker %d of an experiment split for %d workers", self.i, n), 0)
@@ -265,8 +267,8 @@ function Worker:_setup()
   self.B = B
   self.x = T.new(shape)
   self.y = T.new({ B }, "i32")
-  self.xp = ffi.cast("float *", self.x:data())
-  self.yp = ffi.cast("int32_t *", self.y:data())
+  self.xp = ffi.cast("float *", self.x.data)
+  self.yp = ffi.cast("int32_t *", self.y.data)
 end
 
 local function apply_poison(self)
@@ -293,7 +295,7 @@ function Worker:gradient(theta, grad)
   if exp.def.preprocess then exp.def.preprocess(self.x, self.B, exp.args) end
   local loss = exp.model:loss_grad(theta, self.x, self.y, self.B, grad, self.drop_rng)
   if self.l1 > 0 or self.l2 > 0 then
-    local th, g = ffi.cast("float *", theta:data()), ffi.cast("float *", grad:data())
+    local th, g = ffi.cast("float *", theta.data), ffi.cast("float *", grad.data)
     if self.l1 > 0 then
       check(C.agt_optim_l1(th, g, exp.d, self.l1, self.pen))
       loss = loss + self.pen[0]
@@ -348,13 +350,13 @@ end
 
 -- Top-1 accuracy and mean cross-entropy over the test set (or its first eval-size examples).
 function Exp:evaluate(theta)
-  local ds = self:data()
+  local ds = self:dataset()
   local x, y = ds.test.x, ds.test.y
   local N = y:numel()
   if self.args["eval-size"] > 0 and self.args["eval-size"] < N then N = self.args["eval-size"] end
   local per = x:numel() / x:size(1)
   local bs = self.args["eval-batch-size"]
-  local xp, yp = ffi.cast("float *", x:data()), ffi.cast("int32_t *", y:data())
+  local xp, yp = ffi.cast("float *", x.data), ffi.cast("int32_t *", y.data)
   local pre = self.def.preprocess
   local buf
   if pre then
@@ -369,9 +371,9 @@ function Exp:evaluate(theta)
     local b = math.min(bs, N - start)
     local xb = xp + start * per
     if pre then
-      ffi.copy(buf:data(), xb, b * per * 4)
+      ffi.copy(buf.data, xb, b * per * 4)
       pre(buf, b, self.args)
-      xb = ffi.cast("float *", buf:data())
+      xb = ffi.cast("float *", buf.data)
     end
     local l, c = self.model:eval_batch(theta, xb, yp + start, b)
     loss, correct = loss + l, correct + c

@@ -42,7 +42,7 @@ local function grow(self, key, n, dtype)
   if cap < n then
     local t = T.new({ math.max(n, 1) }, dtype or "f32")
     self["_buf_" .. key] = t
-    self["_ptr_" .. key] = ffi.cast(dtype == "i32" and iptr_t or fptr_t, t:data())
+    self["_ptr_" .. key] = ffi.cast(dtype == "i32" and iptr_t or fptr_t, t.data)
     self["_cap_" .. key] = n
   end
   return self["_ptr_" .. key]
@@ -394,7 +394,7 @@ local function fptr(v, n, what)
     if n and v:numel() ~= n then
       error(string.format("%s must hold %d values, got %d", what, n, v:numel()), 3)
     end
-    return ffi.cast(fptr_t, v:data())
+    return ffi.cast(fptr_t, v.data)
   end
   if type(v) == "cdata" then return v end
   error(what .. " must be an f32 tensor, got " .. type(v), 3)
@@ -404,7 +404,7 @@ local function iptr(v, n, what)
   if T.is_tensor(v) then
     if v.dtype ~= "i32" then error(what .. " must be an i32 tensor, got " .. v.dtype, 3) end
     if n and v:numel() < n then error(string.format("%s must hold %d labels, got %d", what, n, v:numel()), 3) end
-    return ffi.cast(iptr_t, v:data())
+    return ffi.cast(iptr_t, v.data)
   end
   if type(v) == "cdata" then return v end
   error(what .. " must be an i32 tensor, got " .. type(v), 3)
@@ -439,7 +439,7 @@ end
 -- until the next call. opts: {train = bool, rng = agt.rng object or agt_rng*}.
 function Model:forward(theta, x, B, opts)
   local th = fptr(theta, self.d, "theta")
-  local xp = fptr(x, T.is_tensor(x) and nil or nil, "x")
+  local xp = fptr(x, nil, "x")
   if T.is_tensor(x) and x:numel() < B * self.in_numel then
     error(string.format("x must hold %d values (%d examples of %s), got %d", B * self.in_numel, B,
                         shape_str(self.input_shape), x:numel()), 2)

@@ -77,7 +77,7 @@ local Opt = {}
 Opt.__index = Opt
 
 local fptr_t = ffi.typeof("float *")
-local function ptr(t) return ffi.cast(fptr_t, t:data()) end
+local function ptr(t) return ffi.cast(fptr_t, t.data) end
 
 -- O.new(name, args, d): d = the number of parameters (slots are allocated for it).
 function O.new(name, args, d)
@@ -137,7 +137,7 @@ end
 -- "agt-optim 1 <name> <d> <t> <nslots>\n" then the slots' raw float32 bytes, in order.
 function Opt:state()
   local parts = { string.format("agt-optim 1 %s %d %d %d\n", self.name, self.d, self.t, #self.slots) }
-  for i, v in ipairs(self.slots) do parts[i + 1] = ffi.string(v:data(), self.d * 4) end
+  for i, v in ipairs(self.slots) do parts[i + 1] = ffi.string(v.data, self.d * 4) end
   return table.concat(parts)
 end
 
@@ -155,7 +155,7 @@ function Opt:set_state(str)
                         #str - rest + 1, ns * d * 4), 2)
   end
   for i, v in ipairs(self.slots) do
-    ffi.copy(v:data(), ffi.cast("const char *", str) + (rest - 1) + (i - 1) * d * 4, d * 4)
+    ffi.copy(v.data, ffi.cast("const char *", str) + (rest - 1) + (i - 1) * d * 4, d * 4)
   end
   self.t = t
 end
