@@ -10,6 +10,7 @@
 #include "nn.h"
 #include "pool.h"
 #include "vec.h"
+#include "mem.h"
 
 #include <math.h>
 #include <string.h>
@@ -35,11 +36,172 @@ agt_status agt_nn_conv_geometry(size_t in, size_t k, size_t stride, int same,
   return AGT_OK;
 }
 
-/* ---- linear ---------------------------------------------------------------------- */
+/* ---- linear ----------------------------------------------------------------------
+
+ * When the input of a linear layer is mostly zeros (raw pixels: half of Fashion-MNIST's
+ * are 0; ReLU outputs), the products skip them: x is compressed row by row (CSR) and
+ * y = x·W becomes, per row, a sum of rows of W scaled by the non-zeros; dW = xᵀ·dy the
+ * same with x compressed column by column. The sums run over register blocks of 64
+ * outputs (AVX2+FMA where the CPU has it), in a fixed order, so the result is the same
+ * for any thread count; it differs from the GEMM path only by float rounding. */
+
+#include <immintrin.h>
+
+/* Densities under which the compressed products beat BLAS (measured at 784→100, batch 32:
+ * the forward pays one pass over a row of W per non-zero, dW reuses the rows of dy). */
+#define SPARSE_FWD_DENSITY 0.2
+#define SPARSE_BWD_DENSITY 0.45
+#define SPARSE_MAX_OUT 512       /* wider outputs: the rows of W stop fitting in cache */
+
+typedef struct {
+  const int32_t *ptr, *idx;
+  const float *val;
+  const float *Bm, *bias;
+  float *C;
+  size_t ldb, out, ldc;
+} spmm_ctx;
+
+/* One pass over the non-zeros of each row for NV vectors of 8 outputs starting at j0, the
+ * last vector masked (m); NV ≤ 13 accumulators stay in registers, and with NV ≥ 5
+ * independent chains the FMA units, not their latency, set the pace. */
+#define DEF_SPMM(NV)                                                                      \
+  __attribute__((target("avx2,fma")))                                                     \
+  static void spmm_nv##NV(const spmm_ctx *t, size_t r0, size_t r1, size_t j0, __m256i m) { \
+    const int32_t *ptr = t->ptr, *idx = t->idx;                                           \
+    const float *val = t->val, *Bm = t->Bm + j0, *bias = t->bias;                         \
+    size_t ldb = t->ldb;                                                                  \
+    for (size_t r = r0; r < r1; r++) {                                                    \
+      __m256 a[NV];                                                                       \
+      _Pragma("GCC unroll 16")                                                            \
+      for (int v = 0; v < NV - 1; v++)                                                    \
+        a[v] = bias ? _mm256_loadu_ps(bias + j0 + 8 * v) : _mm256_setzero_ps();           \
+      a[NV - 1] = bias ? _mm256_maskload_ps(bias + j0 + 8 * (NV - 1), m) : _mm256_setzero_ps(); \
+      for (int32_t p = ptr[r]; p < ptr[r + 1]; p++) {                                     \
+        __m256 s = _mm256_set1_ps(val[p]);                                                \
+        const float *b = Bm + (size_t)idx[p] * ldb;                                       \
+        _Pragma("GCC unroll 16")                                                          \
+        for (int v = 0; v < NV - 1; v++)                                                  \
+          a[v] = _mm256_fmadd_ps(s, _mm256_loadu_ps(b + 8 * v), a[v]);                    \
+        a[NV - 1] = _mm256_fmadd_ps(s, _mm256_maskload_ps(b + 8 * (NV - 1), m), a[NV - 1]); \
+      }                                                                                   \
+      float *c = t->C + r * t->ldc + j0;                                                  \
+      _Pragma("GCC unroll 16")                                                            \
+      for (int v = 0; v < NV - 1; v++) _mm256_storeu_ps(c + 8 * v, a[v]);                 \
+      _mm256_maskstore_ps(c + 8 * (NV - 1), m, a[NV - 1]);                                \
+    }                                                                                     \
+  }
+DEF_SPMM(1) DEF_SPMM(2) DEF_SPMM(3) DEF_SPMM(4) DEF_SPMM(5) DEF_SPMM(6) DEF_SPMM(7)
+DEF_SPMM(8) DEF_SPMM(9) DEF_SPMM(10) DEF_SPMM(11) DEF_SPMM(12) DEF_SPMM(13)
+#undef DEF_SPMM
+
+typedef void (*spmm_fn)(const spmm_ctx *, size_t, size_t, size_t, __m256i);
+
+__attribute__((target("avx2,fma")))
+static void spmm_rows_avx2(const spmm_ctx *t, size_t r0, size_t r1) {
+  static const spmm_fn fns[14] = { NULL, spmm_nv1, spmm_nv2, spmm_nv3, spmm_nv4, spmm_nv5,
+                                   spmm_nv6, spmm_nv7, spmm_nv8, spmm_nv9, spmm_nv10,
+                                   spmm_nv11, spmm_nv12, spmm_nv13 };
+  size_t out = t->out;
+  for (size_t j0 = 0; j0 < out;) {
+    /* passes of 12 vectors while more than 13 remain, then one pass for the rest */
+    size_t rem = out - j0;
+    size_t width = rem > 104 ? 96 : rem;
+    size_t nv = (width + 7) / 8, last = width - 8 * (nv - 1);
+    int32_t lanes[8];
+    for (int l = 0; l < 8; l++) lanes[l] = (size_t)l < last ? -1 : 0;
+    fns[nv](t, r0, r1, j0, _mm256_loadu_si256((const __m256i *)lanes));
+    j0 += width;
+  }
+}
+
+static void spmm_rows_plain(const spmm_ctx *t, size_t r0, size_t r1) {
+  for (size_t r = r0; r < r1; r++) {
+    float *c = t->C + r * t->ldc;
+    if (t->bias) memcpy(c, t->bias, t->out * sizeof(float));
+    else memset(c, 0, t->out * sizeof(float));
+    for (int32_t p = t->ptr[r]; p < t->ptr[r + 1]; p++) {
+      float v = t->val[p];
+      const float *b = t->Bm + (size_t)t->idx[p] * t->ldb;
+      for (size_t j = 0; j < t->out; j++) c[j] += v * b[j];
+    }
+  }
+}
+
+static int have_avx2(void) {
+  static int known = -1;
+  if (known < 0) known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return known;
+}
+
+static void spmm_task(void *vctx, size_t begin, size_t end, size_t chunk) {
+  (void)chunk;
+  if (have_avx2()) spmm_rows_avx2(vctx, begin, end);
+  else spmm_rows_plain(vctx, begin, end);
+}
+
+/* C (rows×out) = A·Bm (+ bias on every row), A in CSR. */
+static agt_status spmm(const int32_t *ptr, const int32_t *idx, const float *val, size_t rows,
+                       const float *Bm, size_t ldb, size_t out, const float *bias, float *C) {
+  spmm_ctx t = { ptr, idx, val, Bm, bias, C, ldb, out, out };
+  size_t work = (size_t)ptr[rows] * out + rows * out;
+  if (work < (1u << 18)) { spmm_task(&t, 0, rows, 0); return AGT_OK; }
+  size_t per_row = work / rows + 1;
+  size_t grain = (1u << 17) / per_row;
+  return agt_parallel_for(rows, grain ? grain : 1, spmm_task, &t);
+}
+
+/* Compressed copies of x, kept per thread and grown on demand (x is small: a minibatch). */
+static _Thread_local struct {
+  int32_t *ptr, *idx;
+  float *val;
+  size_t cap_ptr, cap_nnz;
+} sp;
+
+static agt_status sp_reserve(size_t nptr, size_t nnz) {
+  if (nptr > sp.cap_ptr) {
+    agt_free(sp.ptr, sp.cap_ptr * sizeof(int32_t));
+    sp.ptr = agt_alloc(nptr * sizeof(int32_t));
+    sp.cap_ptr = sp.ptr ? nptr : 0;
+  }
+  if (nnz > sp.cap_nnz) {
+    agt_free(sp.idx, sp.cap_nnz * sizeof(int32_t));
+    agt_free(sp.val, sp.cap_nnz * sizeof(float));
+    sp.idx = agt_alloc(nnz * sizeof(int32_t));
+    sp.val = agt_alloc(nnz * sizeof(float));
+    sp.cap_nnz = (sp.idx && sp.val) ? nnz : 0;
+  }
+  if (!sp.ptr || !sp.idx || !sp.val) return AGT_FAIL(AGT_ENOMEM, "linear: no memory for a compressed input of %zu values", nnz);
+  return AGT_OK;
+}
+
+/* Number of non-zeros of x (B×in), or SIZE_MAX when too dense or too large to pay. */
+static size_t sparse_nnz(const float *x, size_t B, size_t in, size_t out, double max_density) {
+  if (out > SPARSE_MAX_OUT || in < 32 || B * in > 0x7fffffff) return SIZE_MAX;
+  size_t n = B * in, z = 0;
+  for (size_t i = 0; i < n; i++) z += x[i] == 0.0f;
+  size_t nnz = n - z;
+  return (double)nnz <= max_density * (double)n ? nnz : SIZE_MAX;
+}
 
 agt_status agt_nn_linear_forward(const float *x, const float *W, const float *b, float *y,
                                  size_t B, size_t in, size_t out) {
   if (B == 0 || in == 0 || out == 0) return AGT_FAIL(AGT_EINVAL, "linear: empty shape B=%zu in=%zu out=%zu", B, in, out);
+  size_t nnz = sparse_nnz(x, B, in, out, SPARSE_FWD_DENSITY);
+  if (nnz != SIZE_MAX) {
+    AGT_TRY(sp_reserve(B + 1, nnz + 1));
+    size_t p = 0;
+    for (size_t i = 0; i < B; i++) {
+      sp.ptr[i] = (int32_t)p;
+      const float *xr = x + i * in;
+      for (size_t k = 0; k < in; k++) {  /* branch-free: zeros are half of the values */
+        sp.idx[p] = (int32_t)k;
+        sp.val[p] = xr[k];
+        p += xr[k] != 0.0f;
+      }
+    }
+    sp.ptr[B] = (int32_t)p;
+    return spmm(sp.ptr, sp.idx, sp.val, B, W, out, out, b, y);
+  }
   float beta = 0.0f;
   if (b) {
     for (size_t i = 0; i < B; i++) memcpy(y + i * out, b, out * sizeof(float));
@@ -52,7 +214,25 @@ agt_status agt_nn_linear_backward(const float *x, const float *W, const float *d
                                   float *dx, float *dW, float *db,
                                   size_t B, size_t in, size_t out) {
   if (B == 0 || in == 0 || out == 0) return AGT_FAIL(AGT_EINVAL, "linear: empty shape B=%zu in=%zu out=%zu", B, in, out);
-  AGT_TRY(agt_gemm(1, 0, in, out, B, 1.0f, x, in, dy, out, 0.0f, dW, out));
+  size_t nnz = sparse_nnz(x, B, in, out, SPARSE_BWD_DENSITY);
+  if (nnz != SIZE_MAX) {
+    /* dW = xᵀ·dy with xᵀ compressed: row k of dW sums the rows of dy where x[:, k] != 0 */
+    AGT_TRY(sp_reserve(in + 1, nnz + 1));
+    size_t p = 0;
+    for (size_t k = 0; k < in; k++) {
+      sp.ptr[k] = (int32_t)p;
+      for (size_t i = 0; i < B; i++) {
+        float v = x[i * in + k];
+        sp.idx[p] = (int32_t)i;
+        sp.val[p] = v;
+        p += v != 0.0f;
+      }
+    }
+    sp.ptr[in] = (int32_t)p;
+    AGT_TRY(spmm(sp.ptr, sp.idx, sp.val, in, dy, out, out, NULL, dW));
+  } else {
+    AGT_TRY(agt_gemm(1, 0, in, out, B, 1.0f, x, in, dy, out, 0.0f, dW, out));
+  }
   if (db) {
     memcpy(db, dy, out * sizeof(float));
     for (size_t i = 1; i < B; i++) {
