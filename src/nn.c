@@ -458,20 +458,27 @@ static void maxpool_fwd_task(void *vctx, size_t begin, size_t end, size_t chunk)
       for (size_t ow = 0; ow < t->OW; ow++) {
         size_t w0, w1;
         window(ow, t->sw, t->pl, t->KW, t->W, &w0, &w1);
-        float best = -INFINITY;
-        int32_t bi = -1;
+        if (h0 >= h1 || w0 >= w1) {   /* a window all in padding */
+          yp[oh * t->OW + ow] = 0.0f;
+          ip[oh * t->OW + ow] = -1;
+          continue;
+        }
+        /* branch-free running max (selects, not jumps: the winner is unpredictable);
+         * a NaN anywhere in the window makes the result NaN */
+        int32_t bi = (int32_t)(h0 * t->W + w0);
+        float best = xp[bi];
+        int nan = 0;
         for (size_t h = h0; h < h1; h++) {
+          const float *row = xp + h * t->W;
           for (size_t w = w0; w < w1; w++) {
-            float v = xp[h * t->W + w];
-            if (v > best || bi < 0 || v != v) {
-              best = v;
-              bi = (int32_t)(h * t->W + w);
-              if (v != v) goto done;
-            }
+            float v = row[w];
+            int gt = v > best;
+            nan |= v != v;
+            best = gt ? v : best;
+            bi = gt ? (int32_t)(h * t->W + w) : bi;
           }
         }
-      done:
-        yp[oh * t->OW + ow] = bi < 0 ? 0.0f : best;
+        yp[oh * t->OW + ow] = nan ? NAN : best;
         ip[oh * t->OW + ow] = bi;
       }
     }
