@@ -1,12 +1,13 @@
 /* nn.c — layer kernels (see nn.h for layouts and conventions).
  *
- * Convolution is im2col + GEMM: the patches of sample b form col_b (K × P) with
- * K = C·KH·KW and P = OH·OW, so y_b (OC × P) = W (OC × K) · col_b, written straight
- * into the NCHW output. Backward reuses the same patches for dW = Σ_b dy_b · col_bᵀ
- * (a fixed order over b, so the sum is deterministic), then overwrites col_b with
- * Wᵀ · dy_b and folds it back (col2im) into dx. Unfolding and folding run on the
- * thread pool (one (sample, channel) plane per item: planes never share output),
- * while the GEMMs are left to BLAS, which threads them itself. */
+ * Convolution is im2col + GEMM. The patches of the whole batch form col (K × B·P) with
+ * K = C·KH·KW and P = OH·OW (sample b in columns b·P .. b·P+P−1), so the forward is ONE
+ * GEMM, Y (OC × B·P) = W (OC × K) · col, whose result is scattered into the NCHW output
+ * together with the bias and the activation. Backward reuses the patches for
+ * dW = Σ_b dy_b · col_bᵀ (a fixed order over b, so the sum is deterministic), then
+ * overwrites col_b with Wᵀ · dy_b and folds it back (col2im) into dx. Unfolding and
+ * folding run on the thread pool (one (sample, channel) plane per item: planes never
+ * share output), while the GEMMs are left to BLAS, which threads them itself. */
 #include "nn.h"
 #include "pool.h"
 #include "vec.h"
@@ -251,10 +252,12 @@ typedef struct {
   float *dx;
   float *col;
   size_t C, H, W, KH, KW, sh, sw, pt, pl, OH, OW;
+  size_t ldc;   /* row stride of col: B·P */
 } conv_ctx;
 
-size_t agt_nn_conv2d_scratch(size_t B, size_t C, size_t KH, size_t KW, size_t OH, size_t OW) {
-  return B * C * KH * KW * OH * OW;
+/* col (K × B·P) then the GEMM's result (OC × B·P) */
+size_t agt_nn_conv2d_scratch(size_t B, size_t C, size_t OC, size_t KH, size_t KW, size_t OH, size_t OW) {
+  return B * (C * KH * KW + OC) * OH * OW;
 }
 
 /* Range of output columns ow whose input column ow·sw + kw − pl lies in [0, W). */
@@ -275,14 +278,14 @@ static void valid_range(size_t n_out, size_t stride, size_t k, size_t pad, size_
 static void im2col_task(void *vctx, size_t begin, size_t end, size_t chunk) {
   (void)chunk;
   const conv_ctx *t = vctx;
-  size_t K = t->C * t->KH * t->KW, P = t->OH * t->OW;
+  size_t P = t->OH * t->OW;
   for (size_t item = begin; item < end; item++) {
     size_t b = item / t->C, c = item % t->C;
     const float *xp = t->x + (b * t->C + c) * t->H * t->W;
-    float *colb = t->col + b * K * P;
+    float *colb = t->col + b * P;
     for (size_t kh = 0; kh < t->KH; kh++) {
       for (size_t kw = 0; kw < t->KW; kw++) {
-        float *row = colb + ((c * t->KH + kh) * t->KW + kw) * P;
+        float *row = colb + ((c * t->KH + kh) * t->KW + kw) * t->ldc;
         size_t lo, hi;
         valid_range(t->OW, t->sw, kw, t->pl, t->W, &lo, &hi);
         for (size_t oh = 0; oh < t->OH; oh++) {
@@ -310,15 +313,15 @@ static void im2col_task(void *vctx, size_t begin, size_t end, size_t chunk) {
 static void col2im_task(void *vctx, size_t begin, size_t end, size_t chunk) {
   (void)chunk;
   const conv_ctx *t = vctx;
-  size_t K = t->C * t->KH * t->KW, P = t->OH * t->OW;
+  size_t P = t->OH * t->OW;
   for (size_t item = begin; item < end; item++) {
     size_t b = item / t->C, c = item % t->C;
     float *dxp = t->dx + (b * t->C + c) * t->H * t->W;
-    const float *colb = t->col + b * K * P;
+    const float *colb = t->col + b * P;
     memset(dxp, 0, t->H * t->W * sizeof(float));
     for (size_t kh = 0; kh < t->KH; kh++) {
       for (size_t kw = 0; kw < t->KW; kw++) {
-        const float *row = colb + ((c * t->KH + kh) * t->KW + kw) * P;
+        const float *row = colb + ((c * t->KH + kh) * t->KW + kw) * t->ldc;
         size_t lo, hi;
         valid_range(t->OW, t->sw, kw, t->pl, t->W, &lo, &hi);
         for (size_t oh = 0; oh < t->OH; oh++) {
@@ -357,23 +360,42 @@ static size_t plane_grain(size_t per_item) {
   return g ? g : 1;
 }
 
+/* y (b, o, :) = act(Y (o, b·P ..) + bias[o]): the GEMM's (OC × B·P) result into NCHW. */
+typedef struct {
+  const float *Y, *bias;
+  float *y;
+  size_t OC, P, BP;
+  int act;
+} scatter_ctx;
+
+static void act_fwd_range(int act, const float *x, float *y, size_t n);
+
+static void conv_scatter_task(void *vctx, size_t begin, size_t end, size_t chunk) {
+  (void)chunk;
+  const scatter_ctx *t = vctx;
+  for (size_t item = begin; item < end; item++) {   /* item = (b, o) */
+    size_t b = item / t->OC, o = item % t->OC;
+    const float *src = t->Y + o * t->BP + b * t->P;
+    float *dst = t->y + item * t->P;
+    float bv = t->bias ? t->bias[o] : 0.0f;
+    for (size_t j = 0; j < t->P; j++) dst[j] = src[j] + bv;
+    if (t->act >= 0) act_fwd_range(t->act, dst, dst, t->P);
+  }
+}
+
 agt_status agt_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
                                  float *col, size_t B, size_t C, size_t H, size_t Wd,
                                  size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
-                                 size_t pt, size_t pl, size_t OH, size_t OW) {
+                                 size_t pt, size_t pl, size_t OH, size_t OW, int act) {
   AGT_TRY(conv_check(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW));
-  conv_ctx t = { x, NULL, col, C, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW };
+  if (act < -1 || act > AGT_NN_SIGMOID) return AGT_FAIL(AGT_EINVAL, "conv2d: activation must be -1 (none), 0, 1 or 2, got %d", act);
   size_t K = C * KH * KW, P = OH * OW;
+  conv_ctx t = { x, NULL, col, C, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW, B * P };
   AGT_TRY(agt_parallel_for(B * C, plane_grain(KH * KW * P), im2col_task, &t));
-  for (size_t i = 0; i < B; i++) {
-    float *yb = y + i * OC * P;
-    float beta = 0.0f;
-    if (b) {
-      for (size_t o = 0; o < OC; o++) agt_vec_fill(yb + o * P, P, b[o]);
-      beta = 1.0f;
-    }
-    AGT_TRY(agt_gemm(0, 0, OC, P, K, 1.0f, W, K, col + i * K * P, P, beta, yb, P));
-  }
+  float *Y = col + K * B * P;
+  AGT_TRY(agt_gemm(0, 0, OC, B * P, K, 1.0f, W, K, col, B * P, 0.0f, Y, B * P));
+  scatter_ctx sc = { Y, b, y, OC, P, B * P, act };
+  AGT_TRY(agt_parallel_for(B * OC, plane_grain(P), conv_scatter_task, &sc));
   return agt_interrupted() ? AGT_FAIL(AGT_EINTR, "interrupted") : AGT_OK;
 }
 
@@ -410,14 +432,15 @@ agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *d
     bias_grad_ctx bt = { dy, db, B, OC, P };
     AGT_TRY(agt_parallel_for(OC, 1, bias_grad_task, &bt));
   }
+  size_t BP = B * P;
   for (size_t i = 0; i < B; i++) {
     const float *dyb = dy + i * OC * P;
-    float *colb = col + i * K * P;
-    if (dW) AGT_TRY(agt_gemm(0, 1, OC, K, P, 1.0f, dyb, P, colb, P, i ? 1.0f : 0.0f, dW, K));
-    if (dx) AGT_TRY(agt_gemm(1, 0, K, P, OC, 1.0f, W, K, dyb, P, 0.0f, colb, P));
+    float *colb = col + i * P;   /* columns i·P .. of col (K × B·P) */
+    if (dW) AGT_TRY(agt_gemm(0, 1, OC, K, P, 1.0f, dyb, P, colb, BP, i ? 1.0f : 0.0f, dW, K));
+    if (dx) AGT_TRY(agt_gemm(1, 0, K, P, OC, 1.0f, W, K, dyb, P, 0.0f, colb, BP));
   }
   if (dx) {
-    conv_ctx t = { NULL, dx, col, C, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW };
+    conv_ctx t = { NULL, dx, col, C, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW, BP };
     AGT_TRY(agt_parallel_for(B * C, plane_grain(KH * KW * P), col2im_task, &t));
   }
   return agt_interrupted() ? AGT_FAIL(AGT_EINTR, "interrupted") : AGT_OK;
