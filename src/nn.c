@@ -178,10 +178,16 @@ static agt_status sp_reserve(size_t nptr, size_t nnz) {
 /* Number of non-zeros of x (B×in), or SIZE_MAX when too dense or too large to pay. */
 static size_t sparse_nnz(const float *x, size_t B, size_t in, size_t out, double max_density) {
   if (out > SPARSE_MAX_OUT || in < 32 || B * in > 0x7fffffff) return SIZE_MAX;
-  size_t n = B * in, z = 0;
-  for (size_t i = 0; i < n; i++) z += x[i] == 0.0f;
-  size_t nnz = n - z;
-  return (double)nnz <= max_density * (double)n ? nnz : SIZE_MAX;
+  size_t n = B * in, limit = (size_t)(max_density * (double)n), nnz = 0;
+  /* counted a row at a time, giving up as soon as the input is too dense to pay */
+  for (size_t i = 0; i < B; i++) {
+    const float *r = x + i * in;
+    size_t z = 0;
+    for (size_t k = 0; k < in; k++) z += r[k] == 0.0f;
+    nnz += in - z;
+    if (nnz > limit) return SIZE_MAX;
+  }
+  return nnz;
 }
 
 agt_status agt_nn_linear_forward(const float *x, const float *W, const float *b, float *y,
