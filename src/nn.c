@@ -474,9 +474,19 @@ static void window(size_t o, size_t s, size_t pad, size_t k, size_t n, size_t *a
   *b = (size_t)hi;
 }
 
+/* Max-pool, one plane per item. The loops run over output columns innermost, so every
+ * output keeps its own running max (no dependency chain from one window element to the
+ * next) and the selects are branch-free; the visiting order within a window is still row
+ * by row, left to right, so ties go to the first maximum. Planes wider than the stack
+ * buffers take the same loop in pieces of MAXPOOL_TILE outputs. */
+#define MAXPOOL_TILE 256
+
 static void maxpool_fwd_task(void *vctx, size_t begin, size_t end, size_t chunk) {
   (void)chunk;
   const pool_ctx *t = vctx;
+  float best[MAXPOOL_TILE];
+  int32_t bi[MAXPOOL_TILE];
+  unsigned char nan[MAXPOOL_TILE];
   for (size_t p = begin; p < end; p++) {
     const float *xp = t->x + p * t->H * t->W;
     float *yp = t->y + p * t->OH * t->OW;
@@ -484,31 +494,31 @@ static void maxpool_fwd_task(void *vctx, size_t begin, size_t end, size_t chunk)
     for (size_t oh = 0; oh < t->OH; oh++) {
       size_t h0, h1;
       window(oh, t->sh, t->pt, t->KH, t->H, &h0, &h1);
-      for (size_t ow = 0; ow < t->OW; ow++) {
-        size_t w0, w1;
-        window(ow, t->sw, t->pl, t->KW, t->W, &w0, &w1);
-        if (h0 >= h1 || w0 >= w1) {   /* a window all in padding */
-          yp[oh * t->OW + ow] = 0.0f;
-          ip[oh * t->OW + ow] = -1;
-          continue;
-        }
-        /* branch-free running max (selects, not jumps: the winner is unpredictable);
-         * a NaN anywhere in the window makes the result NaN */
-        int32_t bi = (int32_t)(h0 * t->W + w0);
-        float best = xp[bi];
-        int nan = 0;
+      for (size_t o0 = 0; o0 < t->OW; o0 += MAXPOOL_TILE) {
+        size_t o1 = o0 + MAXPOOL_TILE < t->OW ? o0 + MAXPOOL_TILE : t->OW, n = o1 - o0;
+        for (size_t j = 0; j < n; j++) { best[j] = -INFINITY; bi[j] = -1; nan[j] = 0; }
         for (size_t h = h0; h < h1; h++) {
           const float *row = xp + h * t->W;
-          for (size_t w = w0; w < w1; w++) {
-            float v = row[w];
-            int gt = v > best;
-            nan |= v != v;
-            best = gt ? v : best;
-            bi = gt ? (int32_t)(h * t->W + w) : bi;
+          int32_t hb = (int32_t)(h * t->W);
+          for (size_t kw = 0; kw < t->KW; kw++) {
+            size_t lo, hi;
+            valid_range(t->OW, t->sw, kw, t->pl, t->W, &lo, &hi);
+            if (lo < o0) lo = o0;
+            if (hi > o1) hi = o1;
+            for (size_t ow = lo; ow < hi; ow++) {
+              size_t w = ow * t->sw + kw - t->pl, j = ow - o0;
+              float v = row[w];
+              int gt = v > best[j] || bi[j] < 0;
+              nan[j] |= v != v;
+              best[j] = gt ? v : best[j];
+              bi[j] = gt ? hb + (int32_t)w : bi[j];
+            }
           }
         }
-        yp[oh * t->OW + ow] = nan ? NAN : best;
-        ip[oh * t->OW + ow] = bi;
+        for (size_t j = 0; j < n; j++) {
+          yp[oh * t->OW + o0 + j] = bi[j] < 0 ? 0.0f : (nan[j] ? NAN : best[j]);
+          ip[oh * t->OW + o0 + j] = bi[j];
+        }
       }
     }
   }
@@ -522,8 +532,14 @@ static void maxpool_bwd_task(void *vctx, size_t begin, size_t end, size_t chunk)
     const float *dyp = t->dy + p * t->OH * t->OW;
     const int32_t *ip = t->cidx + p * t->OH * t->OW;
     memset(dxp, 0, t->H * t->W * sizeof(float));
-    for (size_t o = 0; o < t->OH * t->OW; o++)
-      if (ip[o] >= 0) dxp[ip[o]] += dyp[o];
+    if (t->y) {   /* ReLU folded in: only windows whose max is > 0 pass their gradient */
+      const float *yp = t->y + p * t->OH * t->OW;
+      for (size_t o = 0; o < t->OH * t->OW; o++)
+        if (ip[o] >= 0 && yp[o] > 0.0f) dxp[ip[o]] += dyp[o];
+    } else {
+      for (size_t o = 0; o < t->OH * t->OW; o++)
+        if (ip[o] >= 0) dxp[ip[o]] += dyp[o];
+    }
   }
 }
 
@@ -544,10 +560,10 @@ agt_status agt_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t
   return agt_parallel_for(P, plane_grain(OH * OW * KH * KW), maxpool_fwd_task, &t);
 }
 
-agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, float *dx, size_t P,
-                                   size_t H, size_t Wd, size_t OH, size_t OW) {
+agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
+                                   float *dx, size_t P, size_t H, size_t Wd, size_t OH, size_t OW) {
   AGT_TRY(pool_check(P, H, Wd, 1, 1, 1, 1, OH, OW));
-  pool_ctx t = { NULL, NULL, dy, dx, NULL, idx, H, Wd, 1, 1, 1, 1, 0, 0, OH, OW };
+  pool_ctx t = { NULL, (float *)relu_y, dy, dx, NULL, idx, H, Wd, 1, 1, 1, 1, 0, 0, OH, OW };
   return agt_parallel_for(P, plane_grain(H * Wd), maxpool_bwd_task, &t);
 }
 

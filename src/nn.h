@@ -56,13 +56,16 @@ agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *d
                                   size_t pt, size_t pl, size_t OH, size_t OW);
 
 /* Pooling over P = B·C planes of H×W into OH×OW. Max-pool records the flat in-plane
- * index of each maximum in idx (P·OH·OW int32) for backward; a window that holds NaN
- * yields NaN. Avg-pool divides by the number of non-padded pixels of each window. */
+ * index of each maximum in idx (P·OH·OW int32) for backward (ties: the first in row-major
+ * order); a window that holds NaN yields NaN. Max-pool's backward can fold in the
+ * backward of a ReLU applied just before it: pass the pool's output as relu_y and only
+ * windows whose max is > 0 pass their gradient (NULL: plain max-pool). Avg-pool divides by
+ * the number of non-padded pixels of each window. */
 agt_status agt_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW);
-agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, float *dx, size_t P,
-                                   size_t H, size_t Wd, size_t OH, size_t OW);
+agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
+                                   float *dx, size_t P, size_t H, size_t Wd, size_t OH, size_t OW);
 agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW);

@@ -179,8 +179,8 @@ agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *d
 agt_status agt_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW);
-agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, float *dx, size_t P,
-                                   size_t H, size_t Wd, size_t OH, size_t OW);
+agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
+                                   float *dx, size_t P, size_t H, size_t Wd, size_t OH, size_t OW);
 agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW);

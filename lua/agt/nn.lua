@@ -250,7 +250,8 @@ function nn.maxpool(opts)
   function l:backward(th, g, x, y, dy, B, need_dx)
     if not need_dx then return nil end
     local dx = grow(self, "dx", B * self.c * self.h * self.w)
-    check(C.agt_nn_maxpool_backward(dy, self._ptr_idx, dx, B * self.c, self.h, self.w, self.oh, self.ow))
+    check(C.agt_nn_maxpool_backward(dy, self._ptr_idx, self.relu_before and y or nil, dx, B * self.c,
+                                    self.h, self.w, self.oh, self.ow))
     return dx
   end
   return l
@@ -291,6 +292,7 @@ local function activation(name)
   end
   function l:backward(th, g, x, y, dy, B, need_dx)
     if not need_dx then return nil end
+    if self.folded then return dy end   -- the max-pool after it applied the ReLU mask
     check(C.agt_nn_act_backward(code, y, dy, dy, B * self.n))   -- in place: dy is ours alone
     return dy
   end
@@ -375,6 +377,12 @@ function nn.sequential(input_shape, layers)
     if ACT[l.kind] and prev and (prev.kind == "linear" or prev.kind == "conv2d") and not prev.act then
       prev.act = ACT[l.kind]
       l.fused = true
+    end
+    -- max(relu(z)) routes its gradient only where the pooled max is > 0: the max-pool's
+    -- backward applies the ReLU mask, and the ReLU's own backward pass is skipped
+    if l.kind == "maxpool" and prev and prev.kind == "relu" then
+      l.relu_before = true
+      prev.folded = true
     end
     m.layers[i] = l
     shape = out
