@@ -3,9 +3,9 @@
  * Convolution is im2col + GEMM. The patches of the whole batch form col (K × B·P) with
  * K = C·KH·KW and P = OH·OW (sample b in columns b·P .. b·P+P−1), so the forward is ONE
  * GEMM, Y (OC × B·P) = W (OC × K) · col, whose result is scattered into the NCHW output
- * together with the bias and the activation. Backward reuses the patches for
- * dW = Σ_b dy_b · col_bᵀ (a fixed order over b, so the sum is deterministic), then
- * overwrites col_b with Wᵀ · dy_b and folds it back (col2im) into dx. Unfolding and
+ * together with the bias and the activation. Backward lays dy out the same way (OC × B·P)
+ * and reuses the patches for dW = dy·colᵀ, then overwrites col with Wᵀ·dy and folds it
+ * back (col2im) into dx. Unfolding and
  * folding run on the thread pool (one (sample, channel) plane per item: planes never
  * share output), while the GEMMs are left to BLAS, which threads them itself. */
 #include "nn.h"
@@ -438,13 +438,14 @@ agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *d
     bias_grad_ctx bt = { dy, db, B, OC, P };
     AGT_TRY(agt_parallel_for(OC, 1, bias_grad_task, &bt));
   }
+  /* dy as (OC × B·P), in the scratch the forward's product used: one GEMM for dW and one
+   * for the patches' gradient (taller products than one per sample, and threaded better) */
   size_t BP = B * P;
-  for (size_t i = 0; i < B; i++) {
-    const float *dyb = dy + i * OC * P;
-    float *colb = col + i * P;   /* columns i·P .. of col (K × B·P) */
-    if (dW) AGT_TRY(agt_gemm(0, 1, OC, K, P, 1.0f, dyb, P, colb, BP, i ? 1.0f : 0.0f, dW, K));
-    if (dx) AGT_TRY(agt_gemm(1, 0, K, P, OC, 1.0f, W, K, dyb, P, 0.0f, colb, BP));
-  }
+  float *dyT = col + K * BP;
+  for (size_t i = 0; i < B; i++)
+    for (size_t o = 0; o < OC; o++) memcpy(dyT + o * BP + i * P, dy + (i * OC + o) * P, P * sizeof(float));
+  if (dW) AGT_TRY(agt_gemm(0, 1, OC, K, BP, 1.0f, dyT, BP, col, BP, 0.0f, dW, K));
+  if (dx) AGT_TRY(agt_gemm(1, 0, K, BP, OC, 1.0f, W, K, dyT, BP, 0.0f, col, BP));
   if (dx) {
     conv_ctx t = { NULL, dx, col, C, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW, BP };
     AGT_TRY(agt_parallel_for(B * C, plane_grain(KH * KW * P), col2im_task, &t));
@@ -474,19 +475,9 @@ static void window(size_t o, size_t s, size_t pad, size_t k, size_t n, size_t *a
   *b = (size_t)hi;
 }
 
-/* Max-pool, one plane per item. The loops run over output columns innermost, so every
- * output keeps its own running max (no dependency chain from one window element to the
- * next) and the selects are branch-free; the visiting order within a window is still row
- * by row, left to right, so ties go to the first maximum. Planes wider than the stack
- * buffers take the same loop in pieces of MAXPOOL_TILE outputs. */
-#define MAXPOOL_TILE 256
-
 static void maxpool_fwd_task(void *vctx, size_t begin, size_t end, size_t chunk) {
   (void)chunk;
   const pool_ctx *t = vctx;
-  float best[MAXPOOL_TILE];
-  int32_t bi[MAXPOOL_TILE];
-  unsigned char nan[MAXPOOL_TILE];
   for (size_t p = begin; p < end; p++) {
     const float *xp = t->x + p * t->H * t->W;
     float *yp = t->y + p * t->OH * t->OW;
@@ -494,31 +485,31 @@ static void maxpool_fwd_task(void *vctx, size_t begin, size_t end, size_t chunk)
     for (size_t oh = 0; oh < t->OH; oh++) {
       size_t h0, h1;
       window(oh, t->sh, t->pt, t->KH, t->H, &h0, &h1);
-      for (size_t o0 = 0; o0 < t->OW; o0 += MAXPOOL_TILE) {
-        size_t o1 = o0 + MAXPOOL_TILE < t->OW ? o0 + MAXPOOL_TILE : t->OW, n = o1 - o0;
-        for (size_t j = 0; j < n; j++) { best[j] = -INFINITY; bi[j] = -1; nan[j] = 0; }
+      for (size_t ow = 0; ow < t->OW; ow++) {
+        size_t w0, w1;
+        window(ow, t->sw, t->pl, t->KW, t->W, &w0, &w1);
+        if (h0 >= h1 || w0 >= w1) {   /* a window all in padding */
+          yp[oh * t->OW + ow] = 0.0f;
+          ip[oh * t->OW + ow] = -1;
+          continue;
+        }
+        /* branch-free running max (selects, not jumps: the winner is unpredictable);
+         * a NaN anywhere in the window makes the result NaN */
+        int32_t bi = (int32_t)(h0 * t->W + w0);
+        float best = xp[bi];
+        int nan = 0;
         for (size_t h = h0; h < h1; h++) {
           const float *row = xp + h * t->W;
-          int32_t hb = (int32_t)(h * t->W);
-          for (size_t kw = 0; kw < t->KW; kw++) {
-            size_t lo, hi;
-            valid_range(t->OW, t->sw, kw, t->pl, t->W, &lo, &hi);
-            if (lo < o0) lo = o0;
-            if (hi > o1) hi = o1;
-            for (size_t ow = lo; ow < hi; ow++) {
-              size_t w = ow * t->sw + kw - t->pl, j = ow - o0;
-              float v = row[w];
-              int gt = v > best[j] || bi[j] < 0;
-              nan[j] |= v != v;
-              best[j] = gt ? v : best[j];
-              bi[j] = gt ? hb + (int32_t)w : bi[j];
-            }
+          for (size_t w = w0; w < w1; w++) {
+            float v = row[w];
+            int gt = v > best;
+            nan |= v != v;
+            best = gt ? v : best;
+            bi = gt ? (int32_t)(h * t->W + w) : bi;
           }
         }
-        for (size_t j = 0; j < n; j++) {
-          yp[oh * t->OW + o0 + j] = bi[j] < 0 ? 0.0f : (nan[j] ? NAN : best[j]);
-          ip[oh * t->OW + o0 + j] = bi[j];
-        }
+        yp[oh * t->OW + ow] = nan ? NAN : best;
+        ip[oh * t->OW + ow] = bi;
       }
     }
   }
