@@ -4,8 +4,9 @@
  * K = C·KH·KW and P = OH·OW (sample b in columns b·P .. b·P+P−1), so the forward is ONE
  * GEMM, Y (OC × B·P) = W (OC × K) · col, whose result is scattered into the NCHW output
  * together with the bias and the activation. Backward lays dy out the same way (OC × B·P)
- * and reuses the patches for dW = dy·colᵀ, then overwrites col with Wᵀ·dy and folds it
- * back (col2im) into dx. Unfolding and
+ * and reuses the patches for dW = dy·colᵀ. For stride 1, dx is itself a convolution (of
+ * dy with the flipped kernel): im2col of dy and one GEMM. For other strides, col is
+ * overwritten with Wᵀ·dy and folded back (col2im) into dx. Unfolding and
  * folding run on the thread pool (one (sample, channel) plane per item: planes never
  * share output), while the GEMMs are left to BLAS, which threads them itself. */
 #include "nn.h"
@@ -261,9 +262,28 @@ typedef struct {
   size_t ldc;   /* row stride of col: B·P */
 } conv_ctx;
 
-/* col (K × B·P) then the GEMM's result (OC × B·P) */
-size_t agt_nn_conv2d_scratch(size_t B, size_t C, size_t OC, size_t KH, size_t KW, size_t OH, size_t OW) {
-  return B * (C * KH * KW + OC) * OH * OW;
+/* Scratch layout: [patches | product | flipped weights].
+ *   patches: col (K × B·P); for stride 1 also the patches of dy (OC·KH·KW × B·H·W)
+ *   product: the forward's (OC × B·P), dy as (OC × B·P); for stride 1 dx as (C × B·H·W)
+ *   flipped weights (stride 1 only): W' (C × OC·KH·KW) */
+static int direct_dx(size_t sh, size_t sw) { return sh == 1 && sw == 1; }
+
+static size_t max2(size_t a, size_t b) { return a > b ? a : b; }
+
+static void scratch_layout(size_t B, size_t C, size_t H, size_t Wd, size_t OC, size_t KH, size_t KW,
+                           size_t sh, size_t sw, size_t OH, size_t OW, size_t *r1, size_t *r2, size_t *r3) {
+  size_t BP = B * OH * OW, BHW = B * H * Wd;
+  int d = direct_dx(sh, sw);
+  *r1 = d ? max2(C * KH * KW * BP, OC * KH * KW * BHW) : C * KH * KW * BP;
+  *r2 = d ? max2(OC * BP, C * BHW) : OC * BP;
+  *r3 = d ? C * OC * KH * KW : 0;
+}
+
+size_t agt_nn_conv2d_scratch(size_t B, size_t C, size_t H, size_t Wd, size_t OC, size_t KH, size_t KW,
+                             size_t sh, size_t sw, size_t OH, size_t OW) {
+  size_t r1, r2, r3;
+  scratch_layout(B, C, H, Wd, OC, KH, KW, sh, sw, OH, OW, &r1, &r2, &r3);
+  return r1 + r2 + r3;
 }
 
 /* Range of output columns ow whose input column ow·sw + kw − pl lies in [0, W). */
@@ -398,7 +418,9 @@ agt_status agt_nn_conv2d_forward(const float *x, const float *W, const float *b,
   size_t K = C * KH * KW, P = OH * OW;
   conv_ctx t = { x, NULL, col, C, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW, B * P };
   AGT_TRY(agt_parallel_for(B * C, plane_grain(KH * KW * P), im2col_task, &t));
-  float *Y = col + K * B * P;
+  size_t r1, r2, r3;
+  scratch_layout(B, C, H, Wd, OC, KH, KW, sh, sw, OH, OW, &r1, &r2, &r3);
+  float *Y = col + r1;
   AGT_TRY(agt_gemm(0, 0, OC, B * P, K, 1.0f, W, K, col, B * P, 0.0f, Y, B * P));
   scatter_ctx sc = { Y, b, y, OC, P, B * P, act };
   AGT_TRY(agt_parallel_for(B * OC, plane_grain(P), conv_scatter_task, &sc));
@@ -438,15 +460,34 @@ agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *d
     bias_grad_ctx bt = { dy, db, B, OC, P };
     AGT_TRY(agt_parallel_for(OC, 1, bias_grad_task, &bt));
   }
-  /* dy as (OC × B·P), in the scratch the forward's product used: one GEMM for dW and one
-   * for the patches' gradient (taller products than one per sample, and threaded better) */
-  size_t BP = B * P;
-  float *dyT = col + K * BP;
+  /* dy as (OC × B·P), in the scratch the forward's product used: one GEMM for dW (taller
+   * than one per sample, and threaded better) */
+  size_t BP = B * P, r1, r2, r3;
+  scratch_layout(B, C, H, Wd, OC, KH, KW, sh, sw, OH, OW, &r1, &r2, &r3);
+  float *dyT = col + r1;
   for (size_t i = 0; i < B; i++)
     for (size_t o = 0; o < OC; o++) memcpy(dyT + o * BP + i * P, dy + (i * OC + o) * P, P * sizeof(float));
   if (dW) AGT_TRY(agt_gemm(0, 1, OC, K, BP, 1.0f, dyT, BP, col, BP, 0.0f, dW, K));
-  if (dx) AGT_TRY(agt_gemm(1, 0, K, BP, OC, 1.0f, W, K, dyT, BP, 0.0f, col, BP));
-  if (dx) {
+  if (!dx) return agt_interrupted() ? AGT_FAIL(AGT_EINTR, "interrupted") : AGT_OK;
+  if (direct_dx(sh, sw)) {
+    /* Stride 1: dx is the convolution of dy with the flipped, transposed kernel
+     * W'[c][o][KH−1−kh][KW−1−kw] = W[o][c][kh][kw] and leading padding (KH−1−pt, KW−1−pl):
+     * one im2col of dy and one GEMM with a long inner dimension, no col2im scatter. */
+    size_t K2 = OC * KH * KW, HW = H * Wd, BHW = B * HW;
+    float *W2 = col + r1 + r2, *dxT = col + r1;
+    for (size_t c = 0; c < C; c++)
+      for (size_t o = 0; o < OC; o++)
+        for (size_t kh = 0; kh < KH; kh++)
+          for (size_t kw = 0; kw < KW; kw++)
+            W2[((c * OC + o) * KH + kh) * KW + kw] = W[((o * C + c) * KH + (KH - 1 - kh)) * KW + (KW - 1 - kw)];
+    conv_ctx t = { dy, NULL, col, OC, OH, OW, KH, KW, 1, 1, KH - 1 - pt, KW - 1 - pl, H, Wd, BHW };
+    AGT_TRY(agt_parallel_for(B * OC, plane_grain(KH * KW * HW), im2col_task, &t));
+    AGT_TRY(agt_gemm(0, 0, C, BHW, K2, 1.0f, W2, K2, col, BHW, 0.0f, dxT, BHW));
+    scatter_ctx sc = { dxT, NULL, dx, C, HW, BHW, -1 };
+    AGT_TRY(agt_parallel_for(B * C, plane_grain(HW), conv_scatter_task, &sc));
+  } else {
+    /* the patches' gradient Wᵀ·dy, folded back into dx */
+    AGT_TRY(agt_gemm(1, 0, K, BP, OC, 1.0f, W, K, dyT, BP, 0.0f, col, BP));
     conv_ctx t = { NULL, dx, col, C, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW, BP };
     AGT_TRY(agt_parallel_for(B * C, plane_grain(KH * KW * P), col2im_task, &t));
   }

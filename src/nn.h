@@ -39,7 +39,8 @@ agt_status agt_nn_linear_backward(const float *x, const float *W, const float *d
 
 /* Scratch floats conv2d needs (the unfolded input patches, kept from forward to backward,
  * and the product before it is laid out as NCHW). */
-size_t agt_nn_conv2d_scratch(size_t B, size_t C, size_t OC, size_t KH, size_t KW, size_t OH, size_t OW);
+size_t agt_nn_conv2d_scratch(size_t B, size_t C, size_t H, size_t Wd, size_t OC, size_t KH, size_t KW,
+                             size_t sh, size_t sw, size_t OH, size_t OW);
 /* y (B,OC,OH,OW) = act(conv(x (B,C,H,W), W (OC,C,KH,KW)) + b (OC)); act: -1 none, else
  * AGT_NN_*. col: scratch of agt_nn_conv2d_scratch floats, which backward reads again (pass
  * the same buffer). */

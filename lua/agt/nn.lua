@@ -195,8 +195,8 @@ function nn.conv2d(oc, opts)
   function l:forward(th, x, B)
     local P = self.oh * self.ow
     local y = grow(self, "y", B * self.oc * P)
-    local col = grow(self, "col", tonumber(C.agt_nn_conv2d_scratch(B, self.c, self.oc, self.kh, self.kw,
-                                                                    self.oh, self.ow)))
+    local col = grow(self, "col", tonumber(C.agt_nn_conv2d_scratch(B, self.c, self.h, self.w, self.oc, self.kh,
+                                                                    self.kw, self.sh, self.sw, self.oh, self.ow)))
     check(C.agt_nn_conv2d_forward(x, th + self.params[1].offset, self.bias and th + self.params[2].offset or nil,
                                   y, col, B, self.c, self.h, self.w, self.oc, self.kh, self.kw, self.sh,
                                   self.sw, self.pt, self.pl, self.oh, self.ow, self.act or -1))

@@ -67,7 +67,7 @@ static void test_conv(size_t B, size_t C, size_t H, size_t Wd, size_t OC, size_t
   size_t nx = B * C * H * Wd, nw = OC * C * K * K, ny = B * OC * OH * OW;
   float *x = rnd(nx, 1), *W = rnd(nw, 2), *b = rnd(OC, 3), *dy = rnd(ny, 4);
   float *y = malloc(ny * 4), *dx = malloc(nx * 4), *dW = malloc(nw * 4), *db = malloc(OC * 4);
-  size_t ncol = agt_nn_conv2d_scratch(B, C, OC, K, K, OH, OW);
+  size_t ncol = agt_nn_conv2d_scratch(B, C, H, Wd, OC, K, K, s, s, OH, OW);
   float *col = malloc(ncol * 4);
   double *ry = malloc(ny * 8), *rdx = malloc(nx * 8), *rdW = malloc(nw * 8), *rdb = malloc(OC * 8);
   conv_ref(x, W, b, dy, ry, rdx, rdW, rdb, B, C, H, Wd, OC, K, K, s, s, pt, pl, OH, OW);
@@ -365,7 +365,7 @@ static void test_threads(void) {
   agt_nn_conv_geometry(W, K, 1, 1, &OW, &pl);
   size_t nx = B * C * H * W, nw = OC * C * K * K, ny = B * OC * OH * OW;
   float *x = rnd(nx, 30), *Wt = rnd(nw, 31), *b = rnd(OC, 32), *dy = rnd(ny, 33);
-  float *col = malloc(agt_nn_conv2d_scratch(B, C, OC, K, K, OH, OW) * 4);
+  float *col = malloc(agt_nn_conv2d_scratch(B, C, H, W, OC, K, K, 1, 1, OH, OW) * 4);
   float *out[2][4];
   double pen[2];
   for (int run = 0; run < 2; run++) {
