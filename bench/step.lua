@@ -8,7 +8,8 @@
 -- command with the same number of threads (1, then the machine's default when it has more).
 -- Each engine runs `rounds` times, alternating; steps_per_s is the rate of the median step
 -- of the best round (robust to a machine shared with other work); the mean and the fastest
--- step are printed too.
+-- step are printed too, and ratio_fastest compares the fastest steps (the least disturbed
+-- ones when other work shares the cores).
 --   agt bench step [steps-scale] [rounds]
 -- Prints JSON lines: one per engine and case, then {"ratio": agt/torch, "target": ...}.
 local ffi = require("ffi")
@@ -172,7 +173,8 @@ local function main(args)
                     mean_steps_per_s = trec.steps_per_s, best_steps_per_s = trec.best_steps_per_s }))
       end
       if arec and trec then
-        print(rec({ ratio = best_a / best_t, target = c.target, met = best_a / best_t >= c.target }))
+        print(rec({ ratio = best_a / best_t, target = c.target, met = best_a / best_t >= c.target,
+                    ratio_fastest = arec.best_steps_per_s / trec.best_steps_per_s }))
       end
       io.stdout:flush()
     end
