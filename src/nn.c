@@ -180,13 +180,15 @@ static agt_status sp_reserve(size_t nptr, size_t nnz) {
 static size_t sparse_nnz(const float *x, size_t B, size_t in, size_t out, double max_density) {
   if (out > SPARSE_MAX_OUT || in < 32 || B * in > 0x7fffffff) return SIZE_MAX;
   size_t n = B * in, limit = (size_t)(max_density * (double)n), nnz = 0;
-  /* counted a row at a time, giving up as soon as the input is too dense to pay */
+  /* counted a row at a time, giving up as soon as the input is too dense to pay, or when
+   * the first rows are already well above the threshold */
   for (size_t i = 0; i < B; i++) {
     const float *r = x + i * in;
     size_t z = 0;
     for (size_t k = 0; k < in; k++) z += r[k] == 0.0f;
     nnz += in - z;
     if (nnz > limit) return SIZE_MAX;
+    if (i == 3 && B > 8 && (double)nnz > 1.25 * max_density * (double)(4 * in)) return SIZE_MAX;
   }
   return nnz;
 }
