@@ -1,0 +1,15 @@
+-- agt.host — what the agt binary itself provides to Lua: where its tree is, and how Ctrl-C
+-- is delivered (raised as a Lua error, the default, or only flagged for a loop that polls).
+local ffi = require("ffi")
+ffi.cdef("void agt_host_sigint_raises(int on);")
+local C = require("agt.ffi").C
+local config = package.loaded["agt.host.config"] or { root = ".", exe = "agt" }
+
+local H = { root = config.root, exe = config.exe }
+
+-- on = false: Ctrl-C only sets the flag read by H.interrupted(); the caller stops itself.
+function H.sigint_raises(on) C.agt_host_sigint_raises(on and 1 or 0) end
+function H.interrupted() return C.agt_interrupted() ~= 0 end
+function H.clear_interrupt() C.agt_interrupt_set(0) end
+
+return H

@@ -1,0 +1,300 @@
+-- agt.tensor — the Lua class over engine tensors (src/tensor.h).
+--
+-- Each Lua tensor owns exactly one engine reference, attached with ffi.gc at construction;
+-- :free() detaches the finalizer and releases it at once. The typed data pointer is cached
+-- (contiguous views never move). Indexing is 1-based over the flattened elements; :row(i)
+-- gives a view of row i.
+local F = require("agt.ffi")
+local ffi, C = F.ffi, F.C
+local check = F.check
+
+local T = {}
+local Tensor = {}
+
+local dtypes = { f32 = C.AGT_F32, i32 = C.AGT_I32, u8 = C.AGT_U8, i64 = C.AGT_I64 }
+local dtype_names = { [tonumber(C.AGT_F32)] = "f32", [tonumber(C.AGT_I32)] = "i32",
+                      [tonumber(C.AGT_U8)] = "u8", [tonumber(C.AGT_I64)] = "i64" }
+local ptr_types = { f32 = ffi.typeof("float *"), i32 = ffi.typeof("int32_t *"),
+                    u8 = ffi.typeof("uint8_t *"), i64 = ffi.typeof("int64_t *") }
+local shape_t = ffi.typeof("int64_t[8]")
+local handle_out = ffi.typeof("agt_tensor *[1]")
+
+-- The Lua-side tensor is a cdata struct (so # and indexing work under LuaJIT's Lua 5.1
+-- semantics): the owned engine handle, its data pointer, the element count and the shape.
+ffi.cdef([[
+typedef struct agt_lua_tensor {
+  agt_tensor *handle;
+  void *data;
+  double n;
+  int32_t dt;
+  int32_t nd;
+  double dims[8];
+} agt_lua_tensor;
+]])
+local lua_tensor_t = ffi.typeof("agt_lua_tensor")
+
+local function finalize(t)
+  if t.handle ~= nil then
+    C.agt_tensor_release(t.handle)
+    t.handle = nil
+  end
+end
+
+-- Wraps an owned handle into a Lua tensor.
+local function wrap(h)
+  local t = lua_tensor_t()
+  t.handle = h
+  t.data = C.agt_tensor_data(h)
+  t.n = tonumber(C.agt_tensor_numel(h))
+  t.dt = C.agt_tensor_dtype(h)
+  t.nd = C.agt_tensor_ndim(h)
+  for i = 0, t.nd - 1 do t.dims[i] = tonumber(C.agt_tensor_dim(h, i)) end
+  return ffi.gc(t, finalize)
+end
+
+local function shape_of(shape, what)
+  if type(shape) == "number" then shape = { shape } end
+  if type(shape) ~= "table" then error((what or "shape") .. " must be a table of sizes", 3) end
+  if #shape > 8 then error("a tensor has at most 8 dimensions, got " .. #shape, 3) end
+  local s = shape_t()
+  for i, v in ipairs(shape) do
+    if type(v) ~= "number" or v < 0 or v ~= math.floor(v) then
+      error(string.format("dimension %d must be a non-negative integer, got %s", i, tostring(v)), 3)
+    end
+    s[i - 1] = v
+  end
+  return s, #shape
+end
+
+function T.new(shape, dtype)
+  dtype = dtype or "f32"
+  local dt = dtypes[dtype]
+  if not dt then error("unknown dtype '" .. tostring(dtype) .. "' (expected f32, i32, u8 or i64)", 2) end
+  local s, nd = shape_of(shape)
+  local out = handle_out()
+  check(F.alloc_call(C.agt_tensor_new, dt, nd, s, out), 2)
+  return wrap(out[0])
+end
+
+function T.is_tensor(x) return ffi.istype(lua_tensor_t, x) end
+
+function T.from_table(tbl, shape, dtype)
+  if type(shape) == "string" then shape, dtype = nil, shape end
+  local flat = {}
+  local function flatten(v)
+    if type(v) == "table" then for _, x in ipairs(v) do flatten(x) end
+    else flat[#flat + 1] = v end
+  end
+  flatten(tbl)
+  if not shape then
+    shape = {}
+    local v = tbl
+    while type(v) == "table" do shape[#shape + 1] = #v; v = v[1] end
+  end
+  local t = T.new(shape, dtype)
+  if t.n ~= #flat then error(string.format("table has %d values, shape wants %d", #flat, t.n), 2) end
+  local p = t.ptr
+  for i = 1, #flat do p[i - 1] = flat[i] end
+  return t
+end
+
+local getters = {
+  ptr = function(self) return ffi.cast(ptr_types[dtype_names[self.dt]], self.data) end,
+  dtype = function(self) return dtype_names[self.dt] end,
+  shape = function(self)
+    local s = {}
+    for i = 0, self.nd - 1 do s[i + 1] = self.dims[i] end
+    return s
+  end,
+}
+
+function Tensor.__index(self, k)
+  if type(k) == "number" then
+    if k < 1 or k > self.n then error(string.format("index %d out of range 1..%d", k, self.n), 2) end
+    local v = ffi.cast(ptr_types[dtype_names[self.dt]], self.data)[k - 1]
+    return self.dt == C.AGT_I64 and tonumber(v) or v
+  end
+  local g = getters[k]
+  if g then return g(self) end
+  return Tensor[k]
+end
+
+function Tensor.__newindex(self, k, v)
+  if type(k) ~= "number" then error("cannot set field '" .. tostring(k) .. "' of a tensor", 2) end
+  if k < 1 or k > self.n then error(string.format("index %d out of range 1..%d", k, self.n), 2) end
+  ffi.cast(ptr_types[dtype_names[self.dt]], self.data)[k - 1] = v
+end
+
+function Tensor.__len(self) return self.n end
+
+function Tensor:data() return self.ptr end
+function Tensor:dim() return self.nd end
+function Tensor:size(i)
+  if i == nil then return self.shape end
+  if i < 1 or i > self.nd then return nil end
+  return self.dims[i - 1]
+end
+function Tensor:numel() return self.n end
+
+function Tensor:free()
+  if self.handle ~= nil then
+    ffi.gc(self, nil)
+    C.agt_tensor_release(self.handle)
+    self.handle = nil
+    self.data = nil
+    self.n = 0
+    self.nd = 0
+  end
+end
+
+local function view(self, shape, offset)
+  local s, nd = shape_of(shape)
+  local out = handle_out()
+  check(C.agt_tensor_view(self.handle, nd, s, offset, out), 3)
+  return wrap(out[0])
+end
+
+function Tensor:reshape(shape)
+  local n = 1
+  for _, v in ipairs(shape) do n = n * v end
+  if n ~= self.n then
+    error(string.format("reshape to %d elements of a tensor of %d", n, self.n), 2)
+  end
+  return view(self, shape, 0)
+end
+
+local function row_size(self)
+  local w = 1
+  for i = 2, #self.shape do w = w * self.shape[i] end
+  return w
+end
+
+function Tensor:row(i)
+  if #self.shape < 2 then error("row() needs a tensor of at least 2 dimensions", 2) end
+  if type(i) ~= "number" or i < 1 or i > self.shape[1] then
+    error(string.format("row %s out of range 1..%d", tostring(i), self.shape[1]), 2)
+  end
+  local rest = { unpack(self.shape, 2) }
+  return view(self, rest, (i - 1) * row_size(self))
+end
+
+function Tensor:narrow(i, k)
+  local rows = self.shape[1] or 0
+  if i < 1 or k < 0 or i + k - 1 > rows then
+    error(string.format("narrow(%d, %d) out of range of %d rows", i, k, rows), 2)
+  end
+  local shape = { unpack(self.shape) }
+  shape[1] = k
+  return view(self, shape, (i - 1) * row_size(self))
+end
+
+local function need_f32(self, what)
+  if self.dtype ~= "f32" then error(what .. " needs an f32 tensor, got " .. self.dtype, 3) end
+end
+
+local function same_size(a, b, what)
+  if not T.is_tensor(b) then error(what .. " needs a tensor argument", 3) end
+  if a.n ~= b.n then error(string.format("%s: sizes differ (%d and %d)", what, a.n, b.n), 3) end
+end
+
+function Tensor:fill(v)
+  if self.dtype == "f32" then C.agt_vec_fill(self.ptr, self.n, v)
+  else for i = 0, self.n - 1 do self.ptr[i] = v end end
+  return self
+end
+function Tensor:zero() return self:fill(0) end
+
+function Tensor:copy(src)
+  same_size(self, src, "copy")
+  check(C.agt_tensor_copy(self.handle, src.handle), 2)
+  return self
+end
+
+function Tensor:clone()
+  local out = handle_out()
+  check(F.alloc_call(C.agt_tensor_clone, self.handle, out), 2)
+  return wrap(out[0])
+end
+
+function Tensor:totable()
+  local t = {}
+  for i = 0, self.n - 1 do t[i + 1] = tonumber(self.ptr[i]) end
+  return t
+end
+
+function Tensor:sum()
+  if self.dtype == "f32" then return C.agt_vec_sum(self.ptr, self.n) end
+  local s = 0
+  for i = 0, self.n - 1 do s = s + tonumber(self.ptr[i]) end
+  return s
+end
+function Tensor:mean() return self:sum() / self.n end
+function Tensor:norm(p)
+  need_f32(self, "norm")
+  if p == 1 then return C.agt_vec_norm1(self.ptr, self.n) end
+  if p == math.huge then return C.agt_vec_norminf(self.ptr, self.n) end
+  return C.agt_vec_norm2(self.ptr, self.n)
+end
+function Tensor:dot(u) need_f32(self, "dot"); same_size(self, u, "dot"); return C.agt_vec_dot(self.ptr, u.ptr, self.n) end
+function Tensor:max() need_f32(self, "max"); return C.agt_vec_max(self.ptr, self.n) end
+function Tensor:min() need_f32(self, "min"); return C.agt_vec_min(self.ptr, self.n) end
+function Tensor:scale(a) need_f32(self, "scale"); C.agt_vec_scale(self.ptr, self.n, a); return self end
+function Tensor:axpy(a, x) need_f32(self, "axpy"); same_size(self, x, "axpy"); C.agt_vec_axpy(self.ptr, x.ptr, self.n, a); return self end
+function Tensor:add(u) need_f32(self, "add"); same_size(self, u, "add"); C.agt_vec_add(self.ptr, self.ptr, u.ptr, self.n); return self end
+function Tensor:sub(u) need_f32(self, "sub"); same_size(self, u, "sub"); C.agt_vec_sub(self.ptr, self.ptr, u.ptr, self.n); return self end
+function Tensor:mul(u) need_f32(self, "mul"); same_size(self, u, "mul"); C.agt_vec_mul(self.ptr, self.ptr, u.ptr, self.n); return self end
+function Tensor:allclose(u, rtol, atol)
+  need_f32(self, "allclose"); same_size(self, u, "allclose")
+  return C.agt_vec_allclose(self.ptr, u.ptr, self.n, rtol or 1e-5, atol or 1e-8) == 1
+end
+
+function Tensor:__tostring()
+  if self.handle == nil then return "agt.tensor(freed)" end
+  local dims = table.concat(self.shape, "x")
+  local parts = {}
+  local shown = math.min(self.n, 8)
+  for i = 0, shown - 1 do parts[#parts + 1] = string.format("%.6g", tonumber(self.ptr[i])) end
+  if self.n > shown then parts[#parts + 1] = "..." end
+  local s = string.format("agt.tensor(%s, %s) [%s]", self.dtype, dims == "" and "scalar" or dims,
+                          table.concat(parts, ", "))
+  if self.dtype == "f32" and self.n > 0 then
+    local bad = tonumber(C.agt_vec_count_nonfinite(self.ptr, self.n))
+    if bad == 0 then
+      s = s .. string.format(" min=%.6g max=%.6g mean=%.6g", self:min(), self:max(), self:mean())
+    else
+      s = s .. string.format(" (%d non-finite)", bad)
+    end
+  end
+  return s
+end
+
+function T.gemm(ta, tb, alpha, A, B, beta, Cm)
+  for _, x in ipairs({ A, B, Cm }) do
+    if not T.is_tensor(x) or x.dtype ~= "f32" or #x.shape ~= 2 then error("gemm needs 2-D f32 tensors", 2) end
+  end
+  local m = ta and A.shape[2] or A.shape[1]
+  local k = ta and A.shape[1] or A.shape[2]
+  local kb = tb and B.shape[2] or B.shape[1]
+  local n = tb and B.shape[1] or B.shape[2]
+  if k ~= kb or Cm.shape[1] ~= m or Cm.shape[2] ~= n then
+    error(string.format("gemm shapes do not match: op(A) %dx%d, op(B) %dx%d, C %dx%d",
+                        m, k, kb, n, Cm.shape[1], Cm.shape[2]), 2)
+  end
+  check(C.agt_gemm(ta and 1 or 0, tb and 1 or 0, m, n, k, alpha, A.ptr, A.shape[2], B.ptr,
+                   B.shape[2], beta, Cm.ptr, Cm.shape[2]), 2)
+  return Cm
+end
+
+function T.rows_mean(G, out)
+  C.agt_rows_mean(G.ptr, G.shape[1], G.n / G.shape[1], out.ptr)
+  return out
+end
+
+function T.rows_std(G, mean, ddof, out)
+  C.agt_rows_std(G.ptr, G.shape[1], G.n / G.shape[1], mean.ptr, ddof or 0, out.ptr)
+  return out
+end
+
+ffi.metatype(lua_tensor_t, Tensor)
+T.Tensor = Tensor
+return T
