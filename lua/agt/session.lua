@@ -61,6 +61,7 @@ M.flags = {
   { "stdout-to", "string", nil, "Also append what the run prints on stdout to this file" },
   { "stderr-to", "string", nil, "Also append what the run prints on stderr to this file" },
   { "seed", "integer", 1, "Seed of every random stream (initialisation, data order, attacks, rules)" },
+  { "quiet", "boolean", false, "Print nothing on stdout and no --trace lines on stderr (the evaluation file, the summaries, --stdout-to and --stderr-to still get everything)" },
   { "progress", "string", "auto", "Progress display: auto (live line on a terminal, plain lines otherwise), line, plain, none" },
 }
 
@@ -118,25 +119,6 @@ function M.convert(fl, v)
     end
     return v
   end
-end
-
--- key:value words (or a key -> value table) to a table with numbers and booleans converted.
-function M.args_table(fl, v)
-  if v[1] == nil then
-    local t = {}
-    for k, x in pairs(v) do t[k] = x end
-    return t
-  end
-  local t = {}
-  for _, w in ipairs(v) do
-    local k, x = w:match("^([^:]+):(.*)$")
-    if not k then flagerr(fl, "expects key:value words, got '%s'", w) end
-    if t[k] ~= nil then flagerr(fl, "key '%s' given twice", k) end
-    if x == "true" then x = true elseif x == "false" then x = false
-    elseif tonumber(x) then x = tonumber(x) end
-    t[k] = x
-  end
-  return t
 end
 
 -- Canonical text of words or a table, for checkpoint fingerprints.
@@ -270,19 +252,15 @@ M.clear_interrupt = function() end
 ---------------------------------------------------------------------------------------------------
 -- Output: what the run prints, optionally tee'd to a file
 
-local function tee(stream, path)
-  local fh = path and assert(io.open(path, "a"))
+local function tee(stream, fh)
   return {
     write = function(_, ...)
-      stream:write(...)
+      if stream then stream:write(...) end
       if fh then fh:write(...) end
     end,
     flush = function()
-      stream:flush()
+      if stream then stream:flush() end
       if fh then fh:flush() end
-    end,
-    close = function()
-      if fh then fh:close(); fh = nil end
     end,
   }
 end
@@ -315,11 +293,15 @@ Session.__index = Session
 function M.new(opts)
   local o = M.check(opts)
   local s = setmetatable({ opts = o }, Session)
-  s.out = tee(io.stdout, o.stdout_to)
-  s.err = tee(io.stderr, o.stderr_to)
+  local outfh = o.stdout_to and assert(io.open(o.stdout_to, "a"))
+  local errfh = o.stderr_to and assert(io.open(o.stderr_to, "a"))
+  s.files = { outfh, errfh }
+  s.out = tee(not o.quiet and io.stdout or nil, outfh)
+  s.err = tee(io.stderr, errfh)
+  s.trace_out = tee(not o.quiet and io.stderr or nil, errfh)
   local ok, err = pcall(Session._build, s)
   if not ok then
-    s.out:close(); s.err:close()
+    s:_close_files()
     error(err, 0)
   end
   return s
@@ -337,30 +319,27 @@ function Session:_build()
     self.rule = o.aggregator
   else
     local A = need("agt.aggregators", "--aggregator")
-    local args = M.args_table(M.by_name["aggregator-args"], o.aggregator_args)
-    self.rule = as_flag("aggregator", A.new, o.aggregator, n, f, args)
+    self.rule = as_flag("aggregator", A.new, o.aggregator, n, f, o.aggregator_args)
   end
   if o.attack ~= nil then
     if type(o.attack) == "table" then
       self.attack = o.attack
     else
       local K = need("agt.attacks", "--attack")
-      local args = M.args_table(M.by_name["attack-args"], o.attack_args)
-      self.attack = as_flag("attack", K.new, o.attack, args,
-                            { n = n, f = f, r = r, rule = self.rule, seed = o.seed })
+      self.attack = as_flag("attack", K.new, o.attack, o.attack_args,
+                            { n = n, f = f, r = r, rule = self.rule, seed = o.seed,
+                              warn = function(msg) self:say_err("agt: warning: " .. msg) end })
     end
   end
   if type(o.learning_rate) == "table" then
     self.sched = o.learning_rate
   else
     local L = need("agt.lr", "--learning-rate")
-    self.sched = as_flag("learning-rate", L.new, o.learning_rate,
-                         M.args_table(M.by_name["learning-rate-args"], o.learning_rate_args))
+    self.sched = as_flag("learning-rate", L.new, o.learning_rate, o.learning_rate_args)
   end
   if type(o.optimizer) ~= "table" then
     local O = need("agt.optim", "--optimizer")
-    local args = M.args_table(M.by_name["optimizer-args"], o.optimizer_args)
-    as_flag("optimizer", O.new, o.optimizer, args, 1)   -- checks the name and arguments only
+    as_flag("optimizer", O.new, o.optimizer, o.optimizer_args, 1)   -- checks the name and arguments only
   end
   if type(o.experiment) ~= "table" then
     local E = need("agt.experiments", "--experiment")
@@ -390,8 +369,7 @@ function Session:_build()
     self.opt = o.optimizer
   else
     local O = require("agt.optim")
-    self.opt = as_flag("optimizer", O.new, o.optimizer,
-                       M.args_table(M.by_name["optimizer-args"], o.optimizer_args), d)
+    self.opt = as_flag("optimizer", O.new, o.optimizer, o.optimizer_args, d)
   end
 
   -- Which workers attack: a data attack poisons fixed workers from the start.
@@ -447,10 +425,17 @@ function Session:_fingerprint()
   }
 end
 
+-- The float* of an f32 tensor (the binding exposes it as .ptr; :data() per the contract).
+local function fptr(t)
+  local p = t.ptr
+  if p == nil then p = t:data() end
+  return p
+end
+
 -- Everything that a resumed run needs, as a map of strings.
 function Session:state()
   local map = {
-    theta = ffi.string(self.theta:data(), self.d * 4),
+    theta = ffi.string(fptr(self.theta), self.d * 4),
     step = tostring(self.global_step),
     d = tostring(self.d),
     optimizer = self.opt:state() or "",
@@ -478,7 +463,7 @@ function Session:set_state(map)
     error(string.format("--checkpoint-dir: the checkpoint holds %s parameters, the experiment has %d",
                         tostring(map.d), self.d), 0)
   end
-  ffi.copy(self.theta:data(), map.theta, self.d * 4)
+  ffi.copy(fptr(self.theta), map.theta, self.d * 4)
   self.opt:set_state(map.optimizer)
   self.rule_rng:set_state(map["rng.rule"])
   self.attack_rng:set_state(map["rng.attack"])
@@ -507,7 +492,7 @@ function Session:checkpoint()
   local dir = self.opts.checkpoint_dir
   if not dir then return nil end
   local K = require("agt.checkpoint")
-  local map = self._pre_step_state or self:state()
+  local map = self:state()
   local step = tonumber(map.step)
   local path, err = K.save(dir, step, map, self.opts.checkpoint_keep)
   if not path then error("checkpoint failed: " .. err, 0) end
@@ -532,8 +517,9 @@ end
 
 function Session:trace(what, phase)
   if self.opts.trace then
-    self.err:write(string.format("[TRACE] (%s) %sstep %d: %s\n", phase,
+    self.trace_out:write(string.format("[TRACE] (%s) %sstep %d: %s\n", phase,
                                  phase == "end" and "  " or "", self.global_step, what))
+    self.trace_out:flush()
   end
 end
 
@@ -543,6 +529,17 @@ end
 local function fmtv(v)
   if type(v) == "number" then return string.format("%.9g", v) end
   return tostring(v)
+end
+
+-- Writes what the run is (for agt plot's labels) beside the evaluation file.
+function Session:_write_info(path)
+  local fp = self:_fingerprint()
+  local fh = io.open(path, "w")
+  if not fh then return end
+  fh:write("experiment=", fp.experiment, "\n", "aggregator=", fp.aggregator, "\n",
+           "attack=", fp.attack, "\n", "n=", self.n, "\n", "f=", self.f, "\n", "r=", self.r, "\n",
+           "seed=", fp.seed, "\n", "d=", self.d, "\n")
+  fh:close()
 end
 
 -- Evaluates θ now: prints it, appends it to the evaluation file, adds it to the summaries.
@@ -563,6 +560,7 @@ function Session:evaluate()
       local fh, err = io.open(self.opts.evaluation_file, "a")
       if not fh then error("--evaluation-file: cannot open: " .. err, 0) end
       self.eval_fh = fh
+      self:_write_info(self.opts.evaluation_file .. ".info")
     end
     self.eval_fh:write(string.format("%.6f\t%d\t%s\n", wall, self.global_step, table.concat(parts, "\t")))
     self.eval_fh:flush()
@@ -723,6 +721,7 @@ function Session:run(steps)
   local o = self.opts
   steps = steps or o.max_step
   local last = steps > 0 and self.global_step + steps or nil
+  self._last = last
   if o.summary_dir and not self.summary then
     local S = require("agt.summary")
     local sm, err = S.open(o.summary_dir, { step = self.global_step })
@@ -735,17 +734,34 @@ function Session:run(steps)
   self.last_ckpt_time, self.last_eval_time, self.last_summary_time = now, now, now
   self.last_ckpt_step = self.last_ckpt_step or self.global_step
 
+  -- Ctrl-C must only set the flag polled between steps, not raise inside a step.
+  local okh, host = pcall(require, "agt.host")
+  if okh then host.sigint_raises(false) end
+  local okr, rep = pcall(self._loop, self)
+  if okh then host.sigint_raises(true) end
+  if not okr then error(rep, 0) end
+  return rep
+end
+
+function Session:_loop()
+  local o = self.opts
+  local last = self._last
   self:evaluate()
   local run_start, stopped = self.steps_run, "done"
   while true do
     if last and self.global_step >= last then break end
     if M.interrupted() then stopped = "interrupted"; break end
-    -- The state before the step: what a Ctrl-C in the middle of it must checkpoint, since a
-    -- half-done step has already advanced the samplers.
-    self._pre_step_state = o.checkpoint_dir and self:state() or nil
+    -- The state before the step: a Ctrl-C in the middle of it puts it back, since a half-done
+    -- step has already advanced the samplers (and the session must stay exactly resumable).
+    self._pre_step_state = self:state()
     local ok, err = pcall(self._one, self)
     if not ok then
-      if M.interrupted() then stopped = "interrupted"; break end
+      if M.interrupted() then
+        if self._pre_step_state then self:set_state(self._pre_step_state) end
+        self._pre_step_state = nil
+        stopped = "interrupted"
+        break
+      end
       self._pre_step_state = nil
       self:_finish(false)
       error(err, 0)
@@ -756,7 +772,6 @@ function Session:run(steps)
     self:say(string.format("Interrupted at step %d: stopping cleanly", self.global_step))
   end
   self:_finish(true)
-  self._pre_step_state = nil
   return { steps = self.steps_run - run_start, stopped = stopped, step = self.global_step,
            throughput = self:throughput() }
 end
@@ -789,7 +804,7 @@ end
 function Session:_finish(clean)
   if clean then
     if self.last_eval_step ~= self.global_step then self:evaluate() end
-    if self.opts.checkpoint_dir and (self.last_ckpt_step ~= self.global_step or self._pre_step_state) then
+    if self.opts.checkpoint_dir and self.last_ckpt_step ~= self.global_step then
       local path = self:checkpoint()
       self:say("Checkpoint: " .. path)
     end
@@ -817,11 +832,16 @@ function Session:throughput()
   return tp
 end
 
+function Session:_close_files()
+  for i = 1, 2 do
+    if self.files[i] then self.files[i]:close(); self.files[i] = false end
+  end
+end
+
 function Session:close()
   if self.summary then self.summary:close(self.global_step, M.wall()); self.summary = nil end
   if self.eval_fh then self.eval_fh:close(); self.eval_fh = nil end
-  self.out:close()
-  self.err:close()
+  self:_close_files()
 end
 
 -- Builds a session and runs it: the whole of `agt run` without the flag parsing.
