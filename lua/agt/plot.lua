@@ -91,10 +91,11 @@ function M.ticks(lo, hi, count)
     if m * mag >= raw then step = m * mag; break end
   end
   local out = {}
-  local v = math.ceil(lo / step - 1e-9) * step
-  while v <= hi + step * 1e-9 do
-    out[#out + 1] = math.abs(v) < step * 1e-9 and 0 or v
-    v = v + step
+  local k0 = math.ceil(lo / step - 1e-9)
+  for k = k0, math.floor(hi / step + 1e-9) do
+    -- k / (1 / step) rounds like the decimal tick (0.6, not 0.6000000000000001)
+    local v = step < 1 and k / math.floor(1 / step + 0.5) or k * step
+    out[#out + 1] = v == 0 and 0 or v
   end
   return out, step
 end
