@@ -359,7 +359,7 @@ function Session:_build()
     self.exp = o.experiment
   else
     local E = require("agt.experiments")
-    self.exp = as_flag("experiment", E.load, o.experiment, o.experiment_args, { seed = o.seed })
+    self.exp = as_flag("experiment", E.load, o.experiment, o.experiment_args, { seed = o.seed, n = n })
   end
   local d = self.exp.d
   self.d = d
