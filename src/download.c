@@ -372,7 +372,10 @@ agt_status agt_download_fetch(const char *url, const char *dest, const char *sha
   }
 
   agt_status s = AGT_OK;
-  for (int attempt = 0; attempt < 2; attempt++) {
+  ok = 0;
+  /* At most two rounds: a resumed (or already complete) .part that fails the check may
+   * hold stale bytes, so it is discarded and the file fetched once more from zero. */
+  for (int round = 0; round < 2; round++) {
     struct stat st;
     if (fstat(fd, &st) != 0) {
       s = AGT_FAIL(AGT_EIO, "%s: %s", part, strerror(errno));
@@ -386,29 +389,28 @@ agt_status agt_download_fetch(const char *url, const char *dest, const char *sha
       }
       offset = 0;
     }
-    if (bytes > 0 && offset == bytes) break;  /* complete already: check it below */
-    if (lseek(fd, offset, SEEK_SET) < 0) {
-      s = AGT_FAIL(AGT_EIO, "%s: cannot seek: %s", part, strerror(errno));
-      break;
+    if (!(bytes > 0 && offset == bytes)) {
+      if (lseek(fd, offset, SEEK_SET) < 0) {
+        s = AGT_FAIL(AGT_EIO, "%s: cannot seek: %s", part, strerror(errno));
+        break;
+      }
+      s = transfer(url, dest, sha, bytes, fd, part, offset, flags);
+      if (s == XFER_416) s = AGT_OK;  /* nothing past our bytes: check what we have */
+      if (s != AGT_OK) break;
     }
-    s = transfer(url, dest, sha, bytes, fd, part, offset, flags);
-    if (s != XFER_416) break;
-    /* Nothing past our bytes: .part may be whole. If it is not, start over once. */
     s = check_fd(fd, part, sha, bytes, &ok, why, sizeof why);
-    if (s != AGT_OK || ok) break;
+    if (s != AGT_OK || ok || offset == 0) break;
     if (ftruncate(fd, 0) != 0) {
       s = AGT_FAIL(AGT_EIO, "%s: cannot truncate: %s", part, strerror(errno));
       break;
     }
-    s = AGT_FAIL(AGT_ENET, "could not download %s: the server refuses the range request", url);
   }
   if (s != AGT_OK) {
-    close(fd);
+    close(fd);  /* a network failure keeps the partial bytes for the next attempt */
     return s;
   }
-  s = check_fd(fd, part, sha, bytes, &ok, why, sizeof why);
-  if (s == AGT_OK && !ok) {
-    /* Whole transfer done, wrong bytes: resuming it would not help. */
+  if (!ok) {
+    /* A whole transfer with wrong bytes: resuming it would not help. */
     unlink(part);
     s = AGT_FAIL(AGT_ECHECKSUM, "download of %s refused: got %s; the file was removed", url, why);
   }
