@@ -89,7 +89,7 @@ return {
     return table.concat(parts)
   end,
   set_state = function(self, s)
-    local t, target, d, rest = s:match("^" .. HEADER .. " (%d+) (%d+) (%d+)\n()")
+    local t, target, d, rest = s:match("^agt%-mimic/1 (%d+) (%d+) (%d+)\n()")
     if not t then error("attack mimic: not a mimic state", 2) end
     t, target, d = tonumber(t), tonumber(target), tonumber(d)
     if #s - rest + 1 ~= 8 * d then error("attack mimic: state has the wrong size", 2) end
