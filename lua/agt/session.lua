@@ -282,6 +282,7 @@ local function as_flag(name, fn, ...)
   local res = { pcall(fn, ...) }
   if not res[1] then
     local msg = tostring(res[2]):gsub("^[^:\n]*%.lua:%d+: ", "")
+    if msg:match("^%-%-[%w-]+") then error(msg, 0) end   -- already names its flag
     error(string.format("--%s: %s", name, msg), 0)
   end
   return unpack(res, 2)
