@@ -366,4 +366,37 @@ describe("agt.session", function()
     assert.is_true(tonumber(from) >= last)
     assert.truthy(out:find("STEP " .. (tonumber(from) + 10) .. " FROM " .. from, 1, true), out)
   end)
+
+  it("stops cleanly on SIGINT (Ctrl-C): a last evaluation and checkpoint, then exit", function()
+    local script = dir("child_int.lua")
+    local f = io.open(script, "w")
+    f:write("package.path = '" .. tmpdir .. "/?.lua;' .. package.path\n",
+            "local toy = require('toy_parts')\n",
+            "local s = require('agt.session').new(toy.opts({ checkpoint_dir = '", dir("int"),
+            "', checkpoint_delta = 5, max_step = 0 }))\n",
+            "local rep = s:run(); s:close(); print('STOPPED ' .. rep.stopped .. ' AT ' .. rep.step)\n")
+    f:close()
+    f = io.open(dir("toy_parts.lua"), "w"); f:write(TOY); f:close()
+    local agt_bin = require("agt.host").root .. "/agt"
+    os.execute(string.format("('%s' '%s' > '%s' 2>&1 & echo $! > '%s')", agt_bin, script,
+                             dir("int.out"), dir("int.pid")))
+    local pid = read(dir("int.pid")):match("%d+")
+    local waited = 0
+    while (#K.list(dir("int")) == 0 or K.list(dir("int"))[1].step < 20) and waited < 600 do
+      os.execute("sleep 0.05")
+      waited = waited + 1
+    end
+    os.execute("kill -INT " .. pid)
+    waited = 0
+    while os.execute("kill -0 " .. pid .. " 2>/dev/null") == 0 and waited < 600 do
+      os.execute("sleep 0.05")
+      waited = waited + 1
+    end
+    local out = read(dir("int.out"))
+    local at = tonumber(out:match("STOPPED interrupted AT (%d+)"))
+    assert.truthy(at, out)
+    assert.are.equal(at, K.list(dir("int"))[1].step)
+    local ev = lines(dir("int") .. "/eval")
+    assert.are.equal(at, tonumber(ev[#ev]:match("^[%d.]+\t(%d+)\t")))
+  end)
 end)
