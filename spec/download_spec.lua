@@ -1,7 +1,8 @@
 -- Specs of the SHA-256 checked, resumable download (src/download.c) against HTTP servers
 -- this spec starts on 127.0.0.1 serving files it writes: python3's http.server, and a small
 -- subclass of it that honours Range requests and can cut a transfer short. Every server is
--- killed at the end, whatever happened.
+-- killed at the end, whatever happened (and, should the engine crash, by timeout(1) after
+-- five minutes).
 local D = require("agt.data")
 
 local function sh(cmd)
@@ -109,9 +110,9 @@ describe("agt.data downloads", function()
     write(srv .. "/corrupt.bin", corrupt:sub(1, 1000) .. "X" .. corrupt:sub(1002))
     write(dir .. "/range_server.py", RANGE_SERVER)
     -- python3 -m http.server on a free port (0: the kernel picks one; the server prints it)
-    plain_pid = sh(string.format("python3 -u -m http.server 0 --bind 127.0.0.1 --directory %s "
+    plain_pid = sh(string.format("timeout 300 python3 -u -m http.server 0 --bind 127.0.0.1 --directory %s "
                                  .. "> %s/plain.log 2>&1 & echo $!", srv, dir)):match("%d+")
-    range_pid = sh(string.format("python3 -u %s/range_server.py %s %s/range.log %s/range.port "
+    range_pid = sh(string.format("timeout 300 python3 -u %s/range_server.py %s %s/range.log %s/range.port "
                                  .. "> %s/range.out 2>&1 & echo $!", dir, srv, dir, dir, dir))
                 :match("%d+")
     plain_port = wait_for(dir .. "/plain.log", "port (%d+)")
@@ -250,6 +251,43 @@ describe("agt.data downloads", function()
     assert.is_nil(set)
     assert.matches("train%-images%-idx3%-ubyte%.gz", msg2)
     assert.matches("put it at " .. cache .. "/mnist/", msg2, 1, true)
+  end)
+
+  it("downloads, checks and extracts a CIFAR-10 archive, then loads it", function()
+    -- a small archive of the real layout, served by the Range-aware server
+    local b = dir .. "/cifar-build/cifar-10-batches-bin"
+    os.execute("mkdir -p " .. b)
+    local function batch(n, k)
+      local t = {}
+      for r = 0, n - 1 do t[#t + 1] = string.char((r + k) % 10) .. string.rep(string.char(k), 3072) end
+      return table.concat(t)
+    end
+    for k = 1, 5 do write(b .. "/data_batch_" .. k .. ".bin", batch(2, k)) end
+    write(b .. "/test_batch.bin", batch(3, 9))
+    write(b .. "/batches.meta.txt", "airplane\n")
+    assert.are.equal(0, os.execute("cd " .. dir .. "/cifar-build && tar czf " .. srv
+                                   .. "/small-cifar.tar.gz cifar-10-batches-bin"))
+    local saved = D.CIFAR10_ARCHIVE
+    D.CIFAR10_ARCHIVE = { name = saved.name, sha256 = assert(D.sha256(srv .. "/small-cifar.tar.gz")),
+                          bytes = #read(srv .. "/small-cifar.tar.gz") }
+    local ok, set, msg = pcall(D.cifar10, { dir = cache .. "/cifar", quiet = true,
+                                            urls = { rurl("f", "small-cifar.tar.gz") } })
+    D.CIFAR10_ARCHIVE = saved
+    assert.is_true(ok, set)
+    assert.is_truthy(set, msg)
+    assert.are.same({ 10, 3, 32, 32 }, set.train.x.shape)
+    assert.are.same({ 3, 3, 32, 32 }, set.test.x.shape)
+    assert.are.equal(3, set.train.y[5])   -- batch 3, record 0
+    assert.is_true(math.abs(set.train.x[4 * 3072 + 1] - 3 / 255) < 1e-7)
+    -- the archive is gone once extracted; no partial files are left
+    assert.is_false(exists(cache .. "/cifar/" .. saved.name))
+    assert.are.equal("", sh("find " .. cache .. "/cifar -name '*.part'"))
+    -- a wrong archive (the real digest expected) is refused, nothing extracted
+    local s2, msg2 = D.cifar10({ dir = cache .. "/cifar-bad", quiet = true,
+                                 urls = { rurl("f", "small-cifar.tar.gz") } })
+    assert.is_nil(s2)
+    assert.matches("refused: got %d+ bytes, expected 170052171", msg2)
+    assert.is_false(exists(cache .. "/cifar-bad/cifar-10-batches-bin/test_batch.bin"))
   end)
 
   it("checks its arguments", function()

@@ -53,7 +53,17 @@ static agt_status gz_read_full(gzFile gz, const char *path, void *buf, size_t le
       return AGT_FAIL(AGT_EFORMAT, "%s: corrupt or truncated gzip data after %zu bytes (%s)", path,
                       done, m ? m : "zlib error");
     }
-    if (r == 0) break;
+    if (r == 0) {
+      /* zlib reports a stream cut short as a soft error at end of input. */
+      int zerr = Z_OK;
+      gzerror(gz, &zerr);
+      if (zerr == Z_BUF_ERROR) {
+        *got = done;
+        return AGT_FAIL(AGT_EFORMAT, "%s: truncated gzip data (the stream ends unexpectedly)",
+                        path);
+      }
+      break;
+    }
     done += (size_t)r;
   }
   *got = done;
@@ -134,6 +144,33 @@ static agt_status probe_file(const char *path, int *is_gz, uint32_t *isize, uint
   return AGT_OK;
 }
 
+/* Decodes the rest of the stream (already past `at` bytes) and checks it ends at `want`. */
+static agt_status gz_count(gzFile gz, const char *path, uint64_t at, uint64_t want) {
+  size_t cap = CHUNK_BYTES;
+  uint8_t *buf = agt_alloc(cap);
+  if (!buf) return AGT_FAIL(AGT_ENOMEM, "%s: no memory for a read buffer", path);
+  uint64_t total = at;
+  agt_status s = AGT_OK;
+  for (;;) {
+    if (agt_interrupted()) {
+      s = AGT_FAIL(AGT_EINTR, "%s: reading interrupted", path);
+      break;
+    }
+    size_t n = 0;
+    s = gz_read_full(gz, path, buf, cap, &n);
+    total += n;
+    if (s != AGT_OK || n < cap || total > want) break;
+  }
+  agt_free(buf, cap);
+  if (s != AGT_OK) return s;
+  if (total != want)
+    return AGT_FAIL(AGT_EFORMAT, "%s: %s: it holds %s%llu bytes but its IDX header announces %llu",
+                    path, total < want ? "truncated" : "trailing bytes",
+                    total > want ? "more than " : "", (unsigned long long)total,
+                    (unsigned long long)want);
+  return AGT_OK;
+}
+
 static agt_status idx_open(const char *path, gzFile *out, idx_header *h) {
   if (!path) return AGT_FAIL(AGT_EINVAL, "IDX path is NULL");
   int is_gz = 0;
@@ -156,12 +193,17 @@ static agt_status idx_open(const char *path, gzFile *out, idx_header *h) {
                     (unsigned long long)size, (unsigned long long)want);
   }
   /* A single-member gzip stores the uncompressed length mod 2^32 in its last four
-   * bytes; a cut-off download leaves other bytes there. */
+   * bytes; a cut-off download leaves other bytes there. When they disagree (a truncated
+   * file, or a rarer multi-member one) the stream is decoded once to count its bytes, so
+   * that only a file of exactly the announced size gets past this point. */
   if (is_gz && isize != (uint32_t)want) {
-    gzclose(gz);
-    return AGT_FAIL(AGT_EFORMAT, "%s: truncated or corrupt: its gzip trailer gives %u bytes of "
-                    "content but the IDX header announces %llu", path, isize,
-                    (unsigned long long)want);
+    agt_status s = gz_count(gz, path, h->header_bytes, want);
+    if (s == AGT_OK && gzrewind(gz) == 0) s = idx_parse_header(gz, path, h);
+    else if (s == AGT_OK) s = AGT_FAIL(AGT_EIO, "%s: cannot rewind", path);
+    if (s != AGT_OK) {
+      gzclose(gz);
+      return s;
+    }
   }
   *out = gz;
   return AGT_OK;
@@ -377,6 +419,71 @@ agt_status agt_data_gather_i32(const int32_t *src, size_t rows, const int64_t *i
   if (k && (!src || !idx || !dst)) return AGT_FAIL(AGT_EINVAL, "gather: NULL pointer");
   AGT_TRY(check_idx(idx, k, rows));
   for (size_t i = 0; i < k; i++) dst[i] = src[idx[i]];
+  return AGT_OK;
+}
+
+/* ---- preprocessing ------------------------------------------------------------------ */
+
+static void standardize_one(float *x, size_t n) {
+  double sum = 0, sq = 0;
+  for (size_t i = 0; i < n; i++) sum += x[i];
+  double mean = sum / (double)n;
+  for (size_t i = 0; i < n; i++) {
+    double d = x[i] - mean;
+    sq += d * d;
+  }
+  /* TF's floor 1/sqrt(n) is in byte units; our pixels are bytes/255. */
+  double sd = sqrt(sq / (double)n), floor_sd = 1.0 / (255.0 * sqrt((double)n));
+  float inv = (float)(1.0 / (sd > floor_sd ? sd : floor_sd)), m = (float)mean;
+  for (size_t i = 0; i < n; i++) x[i] = (x[i] - m) * inv;
+}
+
+agt_status agt_data_standardize(float *x, size_t bs, size_t per_image) {
+  if (bs && (!x || per_image == 0)) return AGT_FAIL(AGT_EINVAL, "standardize: empty images");
+  for (size_t b = 0; b < bs; b++) standardize_one(x + b * per_image, per_image);
+  return AGT_OK;
+}
+
+agt_status agt_data_cifarnet(float *x, size_t bs, size_t C, size_t H, size_t W, int train,
+                             agt_rng *r) {
+  size_t per = C * H * W;
+  if (bs && (!x || per == 0)) return AGT_FAIL(AGT_EINVAL, "cifarnet: empty images");
+  if (!train) return agt_data_standardize(x, bs, per);
+  if (!r) return AGT_FAIL(AGT_EINVAL, "cifarnet training preprocessing needs a random stream");
+  const int pad = 4;
+  const double max_delta = 63.0 / 255.0, lo = 0.2, hi = 1.8;
+  float *tmp = agt_alloc(per * sizeof(float));
+  if (!tmp) return AGT_FAIL(AGT_ENOMEM, "cifarnet: no memory");
+  for (size_t b = 0; b < bs; b++) {
+    float *img = x + b * per;
+    /* crop offsets into the padded image, in 0..2*pad */
+    long oy = (long)agt_rng_below(r, 2 * pad + 1) - pad;
+    long ox = (long)agt_rng_below(r, 2 * pad + 1) - pad;
+    int flip = agt_rng_below(r, 2) == 1;
+    float delta = (float)((2 * agt_rng_double(r) - 1) * max_delta);
+    float factor = (float)(lo + (hi - lo) * agt_rng_double(r));
+    for (size_t c = 0; c < C; c++)
+      for (size_t i = 0; i < H; i++) {
+        long si = (long)i + oy;
+        float *o = tmp + (c * H + i) * W;
+        for (size_t j = 0; j < W; j++) {
+          long sj = (long)(flip ? W - 1 - j : j) + ox;
+          o[j] = (si < 0 || si >= (long)H || sj < 0 || sj >= (long)W)
+                     ? 0.0f
+                     : img[(c * H + (size_t)si) * W + (size_t)sj];
+        }
+      }
+    for (size_t c = 0; c < C; c++) {
+      float *ch = tmp + c * H * W;
+      double m = 0;
+      for (size_t k = 0; k < H * W; k++) m += ch[k] += delta;
+      float mean = (float)(m / (double)(H * W));
+      for (size_t k = 0; k < H * W; k++) ch[k] = (ch[k] - mean) * factor + mean;
+    }
+    standardize_one(tmp, per);
+    memcpy(img, tmp, per * sizeof(float));
+  }
+  agt_free(tmp, per * sizeof(float));
   return AGT_OK;
 }
 

@@ -54,6 +54,20 @@ agt_status agt_data_gather_u8(const uint8_t *src, size_t rows, size_t row_len,
 agt_status agt_data_gather_i32(const int32_t *src, size_t rows, const int64_t *idx, size_t k,
                                int32_t *dst);
 
+/* Image preprocessing of a batch x (bs images of C×H×W floats), in place.
+ * Pixels are taken to be bytes/255, and the results equal TF's on the bytes.
+ * Standardise: each image becomes (x - mean) / max(std, 1/(255 sqrt(C*H*W))), with its own
+ * mean and (population) standard deviation, as TF's per_image_standardization.
+ * Cifarnet, the original system's CIFAR-10 preprocessing: for training, each image is padded
+ * by 4 zeros on every side and a random H×W window cropped, mirrored left-right with
+ * probability 1/2, shifted by a brightness delta ~ U[-63/255, 63/255] (pixels in [0, 1]),
+ * its contrast scaled per channel around the channel mean by a factor ~ U[0.2, 1.8], then
+ * standardised; for evaluation (train = 0) it is only standardised. Random draws come from
+ * r, in image order (crop row, crop column, flip, brightness, contrast). */
+agt_status agt_data_standardize(float *x, size_t bs, size_t per_image);
+agt_status agt_data_cifarnet(float *x, size_t bs, size_t C, size_t H, size_t W, int train,
+                             agt_rng *r);
+
 /* Shard modes. IID: a random permutation cut into n near-equal parts (sizes differ
  * by at most one). SORTED: indices ordered by (label, index), cut into n near-equal
  * parts: each worker sees one or two labels. DIRICHLET: for each label c, the

@@ -133,6 +133,7 @@ typedef struct {
   agt_status err;       /* set by a callback that stopped the transfer */
   int show;             /* draw a progress bar */
   double last_draw, t0;
+  int64_t total;        /* whole file size once known, else 0 */
   const char *name;
 } xfer;
 
@@ -205,11 +206,11 @@ static void draw_bar(xfer *x, int64_t have, int64_t total, int final) {
   for (int i = 0; i < 30; i++) bar[i] = i < filled ? '#' : '.';
   bar[30] = '\0';
   if (total > 0)
-    fprintf(stderr, "\r%s [%s] %5.1f%% %.1f/%.1f MB %.1f MB/s ", x->name, bar,
+    fprintf(stderr, "\r%s [%s] %5.1f%% %.1f/%.1f MB %.1f MB/s\033[K", x->name, bar,
             100.0 * (double)have / (double)total, (double)have / 1e6, (double)total / 1e6,
             rate / 1e6);
   else
-    fprintf(stderr, "\r%s %.1f MB %.1f MB/s ", x->name, (double)have / 1e6, rate / 1e6);
+    fprintf(stderr, "\r%s %.1f MB %.1f MB/s\033[K", x->name, (double)have / 1e6, rate / 1e6);
   if (final) fputc('\n', stderr);
   fflush(stderr);
 }
@@ -218,8 +219,8 @@ static int on_progress(void *p, curl_off_t dltotal, curl_off_t dlnow, curl_off_t
                        curl_off_t ulnow) {
   xfer *x = p;
   if (agt_interrupted()) return 1;
-  if (x->show && (dlnow > 0 || dltotal > 0))
-    draw_bar(x, x->offset + (int64_t)dlnow, dltotal > 0 ? x->offset + (int64_t)dltotal : 0, 0);
+  if (dltotal > 0) x->total = x->offset + (int64_t)dltotal;
+  if (x->show && (dlnow > 0 || dltotal > 0)) draw_bar(x, x->offset + (int64_t)dlnow, x->total, 0);
   return 0;
 }
 
@@ -281,7 +282,7 @@ static agt_status transfer(const char *url, const char *dest, const char *sha, i
   long code = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
   curl_easy_cleanup(c);
-  if (x.show && x.written > 0) draw_bar(&x, x.offset + x.written, bytes, 1);
+  if (x.show && x.written > 0) draw_bar(&x, x.offset + x.written, bytes > 0 ? bytes : x.total, 1);
   if (rc == CURLE_OK) return AGT_OK;
   if (x.err != AGT_OK) return x.err;
   char hint[PATH_CAP + 160];
@@ -406,7 +407,10 @@ agt_status agt_download_fetch(const char *url, const char *dest, const char *sha
     }
   }
   if (s != AGT_OK) {
-    close(fd);  /* a network failure keeps the partial bytes for the next attempt */
+    /* A failure keeps the partial bytes for the next attempt; an empty .part goes. */
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_size == 0) unlink(part);
+    close(fd);
     return s;
   }
   if (!ok) {
@@ -525,7 +529,10 @@ agt_status agt_download_untar(const char *archive, const char *dest_dir) {
   int zero_blocks = 0, members = 0;
   for (;;) {
     int r = gzread(gz, h, 512);
-    if (r == 0 && members > 0) break;  /* end without the two zero blocks: accepted */
+    int zerr = Z_OK;
+    if (r == 0) gzerror(gz, &zerr);
+    /* the end without the two zero blocks is accepted, a gzip stream cut short is not */
+    if (r == 0 && members > 0 && zerr != Z_BUF_ERROR) break;
     if (r != 512) {
       int e;
       s = AGT_FAIL(AGT_EFORMAT, "%s: truncated or corrupt archive (%s)", archive,

@@ -110,6 +110,9 @@ agt_status agt_data_gather_u8(const uint8_t *src, size_t rows, size_t row_len,
                               const int64_t *idx, size_t k, float scale, float *dst);
 agt_status agt_data_gather_i32(const int32_t *src, size_t rows, const int64_t *idx, size_t k,
                                int32_t *dst);
+agt_status agt_data_standardize(float *x, size_t bs, size_t per_image);
+agt_status agt_data_cifarnet(float *x, size_t bs, size_t C, size_t H, size_t W, int train,
+                             agt_rng *r);
 enum { AGT_SHARD_IID = 0, AGT_SHARD_SORTED = 1, AGT_SHARD_DIRICHLET = 2 };
 agt_status agt_data_shard(const int32_t *y, size_t N, int classes, size_t n, int mode,
                           double alpha, size_t min_size, agt_rng *r,

@@ -40,7 +40,7 @@ D.MNIST_MIRRORS = {
   "https://ossci-datasets.s3.amazonaws.com/mnist/",
 }
 
-local CIFAR_ARCHIVE = {
+D.CIFAR10_ARCHIVE = {
   name = "cifar-10-binary.tar.gz", bytes = 170052171,
   sha256 = "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
 }
@@ -171,7 +171,7 @@ end
 
 local cache = setmetatable({}, { __mode = "v" })
 
-local function load_mnist_like(kind, dir, shape_hw)
+local function load_mnist_like(kind, dir)
   local paths = {}
   for _, base in ipairs({ "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte" }) do
@@ -184,7 +184,11 @@ local function load_mnist_like(kind, dir, shape_hw)
   local test
   test, msg = load_idx_split(paths[3], paths[4], 10)
   if not test then return nil, nil, msg end
-  local sh = train.x.shape
+  local sh, st = train.x.shape, test.x.shape
+  if sh[3] ~= st[3] or sh[4] ~= st[4] then
+    return nil, nil, string.format("%s: test images are %dx%d but training images %dx%d",
+                                   paths[3], st[3], st[4], sh[3], sh[4])
+  end
   return { train = train, test = test, classes = 10, shape = { 1, sh[3], sh[4] },
            names = NAMES[kind], dir = dir, name = kind }
 end
@@ -214,7 +218,9 @@ function D.fashion_mnist(opts)
 end
 
 -- MNIST from dir (default <cache>/mnist), downloaded there first when missing (unless
--- download = false). opts.mirrors: list of base URLs to try in order.
+-- download = false). opts.mirrors: list of base URLs to try in order. Every .gz file is
+-- checked against the published SHA-256 (also one put there by hand), unless verify = false
+-- (for a variant of the data set); files gunzip'd by hand are checked by the reader only.
 function D.mnist(opts)
   opts = opts_table(opts, "mnist")
   local dir = opts.dir
@@ -225,24 +231,39 @@ function D.mnist(opts)
   end
   local key = "mnist\0" .. dir
   if cache[key] then return cache[key] end
-  local set, missing, msg = load_mnist_like("mnist", dir)
-  if not set and not msg and opts.download ~= false then
-    for _, f in ipairs(MNIST_FILES) do
-      if not find_idx(dir, (f.name:gsub("%.gz$", ""))) then
-        local ok, err
-        for _, base in ipairs(opts.mirrors or D.MNIST_MIRRORS) do
-          ok, err = D.download(base .. f.name, dir .. "/" .. f.name,
-                               { sha256 = f.sha256, bytes = f.bytes, quiet = opts.quiet })
-          if ok then break end
+  for _, f in ipairs(MNIST_FILES) do
+    local gz = dir .. "/" .. f.name
+    if exists(gz) then
+      if opts.verify ~= false then
+        local hex, err = D.sha256(gz)
+        if not hex then return nil, err end
+        if hex ~= f.sha256 then
+          return nil, string.format("MNIST: %s has SHA-256 %s, expected %s: remove it (it will "
+                                    .. "be downloaded again) or replace it with the right file",
+                                    gz, hex, f.sha256)
         end
-        if not ok then return nil, "MNIST: " .. err end
+      end
+    elseif not exists(dir .. "/" .. f.name:gsub("%.gz$", "")) then
+      if opts.download == false then
+        return nil, string.format("MNIST: %s not found (download = false)", gz)
+      end
+      local ok, err, first
+      local mirrors = opts.mirrors or D.MNIST_MIRRORS
+      for _, base in ipairs(mirrors) do
+        ok, err = D.download(base .. f.name, gz,
+                             { sha256 = f.sha256, bytes = f.bytes, quiet = opts.quiet })
+        if ok then break end
+        first = first or err
+      end
+      if not ok then
+        local also = #mirrors > 1 and " (also tried: " .. table.concat(mirrors, ", ", 2) .. ")" or ""
+        return nil, "MNIST: " .. first .. also .. "; 'agt help data' lists every file"
       end
     end
-    set, missing, msg = load_mnist_like("mnist", dir)
   end
+  local set, missing, msg = load_mnist_like("mnist", dir)
   if not set then
-    if msg then return nil, msg end
-    return nil, string.format("MNIST: %s.gz not found in %s (download = false)", missing, dir)
+    return nil, msg or string.format("MNIST: %s not found in %s", missing, dir)
   end
   cache[key] = set
   return set
@@ -302,14 +323,18 @@ function D.cifar10(opts)
       return nil, string.format("CIFAR-10: data_batch_1..5.bin and test_batch.bin not found in "
                                 .. "%s or %s/cifar-10-batches-bin (download = false)", dir, dir)
     end
-    local archive = dir .. "/" .. CIFAR_ARCHIVE.name
-    local ok, err
+    local A = D.CIFAR10_ARCHIVE
+    local archive = dir .. "/" .. A.name
+    local ok, err, first
     for _, url in ipairs(opts.urls or D.CIFAR10_URLS) do
-      ok, err = D.download(url, archive, { sha256 = CIFAR_ARCHIVE.sha256,
-                                           bytes = CIFAR_ARCHIVE.bytes, quiet = opts.quiet })
+      ok, err = D.download(url, archive, { sha256 = A.sha256, bytes = A.bytes, quiet = opts.quiet })
       if ok then break end
+      first = first or err
     end
-    if not ok then return nil, "CIFAR-10: " .. err end
+    if not ok then
+      return nil, "CIFAR-10: " .. first .. "; or extract it yourself so that " .. dir
+                  .. "/cifar-10-batches-bin holds data_batch_1..5.bin and test_batch.bin"
+    end
     if C.agt_download_untar(archive, dir) ~= 0 then return nil, "CIFAR-10: " .. errmsg() end
     train_paths, test_path = cifar_paths(dir)
     if not train_paths then
@@ -426,10 +451,43 @@ local function checksum(idx)
   return h
 end
 
+-- ---- preprocessing ------------------------------------------------------------------------
+
+local function image_dims(x, what)
+  if not T.is_tensor(x) or x.dtype ~= "f32" or x:dim() ~= 4 then
+    error(what .. " needs an f32 tensor of images (N, C, H, W)", 3)
+  end
+  local s = x.shape
+  return s[1], s[2], s[3], s[4]
+end
+
+-- In place on a batch x (f32, (N, C, H, W), pixels in [0, 1]):
+--   "standardize": each image to zero mean, unit deviation (TF's per_image_standardization);
+--   "cifarnet": the original system's CIFAR-10 preprocessing; with opts.train and opts.rng,
+--   random crop (pad 4), flip, brightness and contrast, then standardisation; else only the
+--   standardisation (as for evaluation).
+function D.preprocess(x, kind, opts)
+  opts = opts or {}
+  local n, c, h, w = image_dims(x, "preprocess")
+  if kind == "standardize" then
+    F.check(C.agt_data_standardize(x.ptr, n, c * h * w), 2)
+  elseif kind == "cifarnet" then
+    local r = opts.train and rng_ptr(opts.rng, "preprocess") or nil
+    if opts.train and r == nil then error("cifarnet training preprocessing needs opts.rng", 2) end
+    F.check(C.agt_data_cifarnet(x.ptr, n, c, h, w, opts.train and 1 or 0, r), 2)
+  else
+    error("preprocess kind must be 'standardize' or 'cifarnet', got '" .. tostring(kind) .. "'", 2)
+  end
+  return x
+end
+
 -- A sampler over the rows `indices` (i64 tensor, 0-based; nil = every row) of split
 -- ({x, y}), drawing with rng (an agt.rng stream, which the sampler then uses: give each
--- worker its own).
-function D.sampler(split, indices, rng)
+-- worker its own). opts.augment = "cifarnet" applies that training preprocessing to each
+-- batch drawn (its random draws come from the same stream, so the state still restores
+-- exactly).
+function D.sampler(split, indices, rng, opts)
+  opts = opts or {}
   if type(split) ~= "table" or not T.is_tensor(split.x) or not T.is_tensor(split.y) then
     error("sampler needs a split {x = f32 tensor, y = i32 tensor}", 2)
   end
@@ -460,7 +518,13 @@ function D.sampler(split, indices, rng)
   if idx.n == 0 then error("sampler needs at least one index, got an empty shard", 2) end
   local r = rng_ptr(rng, "sampler")
   if r == nil then error("sampler needs an rng", 2) end
+  local augment = opts.augment
+  if augment ~= nil and augment ~= "cifarnet" then
+    error("sampler augment must be nil or 'cifarnet', got '" .. tostring(augment) .. "'", 2)
+  end
+  if augment then image_dims(split.x, "sampler augment") end
   local self = setmetatable({
+    augment = augment,
     split = split, idx = idx, m = idx.n, rl = row_len(split.x), rows = rows,
     perm = T.new({ idx.n }, "i64"), pos = idx.n, epoch = 0, rng = rng, r = r,
     epoch_rng = rng_t(), ck = checksum(idx),
@@ -507,6 +571,10 @@ function Sampler:next(bs, x_out, y_out)
     self.pos = self.pos + k
     filled = filled + k
   end
+  if self.augment then
+    local s = x.shape
+    F.check(C.agt_data_cifarnet(x_out.ptr, bs, s[2], s[3], s[4], 1, self.r), 2)
+  end
   return x_out, y_out
 end
 
@@ -543,7 +611,13 @@ function Sampler:set_state(s)
 end
 
 function D.help()
-  return [[
+  local files = {}
+  for _, f in ipairs(MNIST_FILES) do
+    files[#files + 1] = string.format("  mnist/%-27s %9d bytes  SHA-256 %s", f.name, f.bytes, f.sha256)
+  end
+  local A = D.CIFAR10_ARCHIVE
+  files[#files + 1] = string.format("  cifar-10/%-24s %9d bytes  SHA-256 %s", A.name, A.bytes, A.sha256)
+  return ([[
 Data sets (agt.data)
 
   fashion-mnist  Fashion-MNIST, 60,000 + 10,000 grey 28x28 images, 10 classes, read from
@@ -562,7 +636,12 @@ Files may be gzip'd or not (IDX); each is validated (magic, dimensions, sizes) w
 Shards (experiment arg noniid-alpha etc.): iid (a random equal split), dirichlet (for each
 label, the shares given to the n workers follow Dirichlet(alpha): small alpha = strong label
 skew), sorted (sorted by label, cut in n pieces). Each worker samples its own minibatches
-from its own shard with its own random stream, reshuffled every epoch.]]
+from its own shard with its own random stream, reshuffled every epoch.
+
+Files fetched into the cache directory (put them there by hand when offline):
+]] .. table.concat(files, "\n") .. "\n" .. [[
+MNIST mirrors: ]] .. table.concat(D.MNIST_MIRRORS, " ") .. "\nCIFAR-10: " ..
+  table.concat(D.CIFAR10_URLS, " ") .. " (or extract it into cifar-10/ yourself)")
 end
 
 return D

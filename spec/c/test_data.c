@@ -116,6 +116,19 @@ static void test_idx(void) {
   CHECK(agt_data_idx_info(tmp_path("cut-idx3-ubyte.gz"), &ndim, dims) == AGT_EFORMAT);
   CHECK(msg_has("cut-idx3-ubyte.gz"));
   CHECK(agt_data_idx_read(tmp_path("cut-idx3-ubyte.gz"), AGT_F32, 1, x, 18) == AGT_EFORMAT);
+  /* a multi-member gzip (the trailer counts only the last member) is read whole */
+  {
+    gzFile g = gzopen(tmp_path("multi-idx3-ubyte.gz"), "wb");
+    gzwrite(g, buf, 20);
+    gzclose(g);
+    g = gzopen(tmp_path("multi-idx3-ubyte.gz"), "ab");
+    gzwrite(g, buf + 20, (unsigned)n - 20);
+    gzclose(g);
+    CHECK(agt_data_idx_info(tmp_path("multi-idx3-ubyte.gz"), &ndim, dims) == AGT_OK);
+    uint8_t u[18];
+    CHECK(agt_data_idx_read(tmp_path("multi-idx3-ubyte.gz"), AGT_U8, 1, u, 18) == AGT_OK);
+    CHECK(u[17] == 238 && u[3] == 42);
+  }
   /* gzip'd with the right length field but the data cut short: the read refuses it */
   unsigned char shortdata[64];
   memcpy(shortdata, buf, 16);
@@ -294,6 +307,73 @@ static void test_shard(void) {
   CHECK(agt_data_shard(y, N, C, 3, 9, 0, 0, &r, order, off) == AGT_EINVAL);
 }
 
+/* The one-channel cifarnet output is a standardised crop/flip of the padded input (brightness
+ * and a single channel's contrast are undone by the standardisation). */
+static int matches_some_crop(const float *in, const float *out, int H, int W) {
+  float cand[64], tmp[64];
+  for (int oy = -4; oy <= 4; oy++)
+    for (int ox = -4; ox <= 4; ox++)
+      for (int flip = 0; flip < 2; flip++) {
+        for (int i = 0; i < H; i++)
+          for (int j = 0; j < W; j++) {
+            int si = i + oy, sj = (flip ? W - 1 - j : j) + ox;
+            cand[i * W + j] = (si < 0 || si >= H || sj < 0 || sj >= W) ? 0 : in[si * W + sj];
+          }
+        memcpy(tmp, cand, sizeof(float) * (size_t)(H * W));
+        agt_data_standardize(tmp, 1, (size_t)(H * W));
+        int same = 1;
+        for (int k = 0; k < H * W; k++) same &= fabsf(tmp[k] - out[k]) < 1e-4f;
+        if (same) return 1;
+      }
+  return 0;
+}
+
+static void test_preprocess(void) {
+  float x[2 * 12];
+  for (int i = 0; i < 24; i++) x[i] = (float)(i * i % 7) / 7.0f;
+  CHECK(agt_data_standardize(x, 2, 12) == AGT_OK);
+  for (int b = 0; b < 2; b++) {
+    double m = 0, v = 0;
+    for (int i = 0; i < 12; i++) m += x[b * 12 + i];
+    m /= 12;
+    for (int i = 0; i < 12; i++) v += (x[b * 12 + i] - m) * (x[b * 12 + i] - m);
+    CHECK_NEAR(m, 0, 1e-6);
+    CHECK_NEAR(v / 12, 1, 1e-5);
+  }
+  /* a constant image: the 1/sqrt(n) floor keeps it finite (all zeros) */
+  float k[4] = {0.5f, 0.5f, 0.5f, 0.5f};
+  CHECK(agt_data_standardize(k, 1, 4) == AGT_OK && k[0] == 0 && k[3] == 0);
+  /* eval = standardise */
+  float a[48], b2[48];
+  for (int i = 0; i < 48; i++) a[i] = b2[i] = (float)((i * 37) % 11) / 11.0f;
+  CHECK(agt_data_cifarnet(a, 1, 3, 4, 4, 0, NULL) == AGT_OK);
+  agt_data_standardize(b2, 1, 48);
+  CHECK(memcmp(a, b2, sizeof a) == 0);
+  /* train: reproducible from the stream, standardised, a crop/flip of the input */
+  enum { H = 6, W = 6, B = 20 };
+  float in[B * H * W], o1[B * H * W], o2[B * H * W];
+  for (int i = 0; i < B * H * W; i++) in[i] = (float)((i * 53) % 17) / 17.0f;
+  memcpy(o1, in, sizeof in);
+  memcpy(o2, in, sizeof in);
+  agt_rng r1, r2;
+  agt_rng_init(&r1, 3, 4);
+  agt_rng_init(&r2, 3, 4);
+  CHECK(agt_data_cifarnet(o1, B, 1, H, W, 1, &r1) == AGT_OK);
+  CHECK(agt_data_cifarnet(o2, B, 1, H, W, 1, &r2) == AGT_OK);
+  CHECK(memcmp(o1, o2, sizeof o1) == 0);
+  int all = 1, moved = 0;
+  for (int b = 0; b < B; b++) {
+    all &= matches_some_crop(in + b * H * W, o1 + b * H * W, H, W);
+    float plain[H * W];
+    memcpy(plain, in + b * H * W, sizeof plain);
+    agt_data_standardize(plain, 1, H * W);
+    moved += memcmp(plain, o1 + b * H * W, sizeof plain) != 0;
+  }
+  CHECK(all);
+  CHECK(moved > B / 2);
+  CHECK(agt_data_cifarnet(o1, 1, 1, H, W, 1, NULL) == AGT_EINVAL);
+}
+
 static void test_sha_tar(void) {
   write_bytes(tmp_path("abc"), "abc", 3);
   char hex[65];
@@ -332,6 +412,7 @@ int main(void) {
   test_cifar();
   test_gather();
   test_shard();
+  test_preprocess();
   test_sha_tar();
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
