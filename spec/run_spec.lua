@@ -6,21 +6,6 @@ local K = require("agt.checkpoint")
 local TF = require("agt.tfevents")
 local cli = require("agt.cli.run")
 
--- Until the rules' Lua module is in this tree, a stand-in with the same contract (A.new refusing
--- unknown names) lets the runner's plumbing be checked; the real module replaces it when present.
-if not package.searchpath("agt.aggregators", package.path) then
-  package.preload["agt.aggregators"] = function()
-    local T = require("agt.tensor")
-    local A = {}
-    function A.list() return { "average" } end
-    function A.new(spec, n, f, args)
-      if spec ~= "average" then error("unknown rule '" .. tostring(spec) .. "' (known: average)", 0) end
-      return { name = "average", aggregate = function(_, G, out) T.rows_mean(G, out); return {} end }
-    end
-    return A
-  end
-end
-
 local tmpdir = os.tmpname()
 os.remove(tmpdir)
 setup(function() assert(K.mkdir_p(tmpdir)) end)
@@ -147,7 +132,11 @@ describe("agt run flags", function()
     refused(with("--optimizer", "adam", "--optimizer-args", "adam-beta1:2"), "^agt run: %-%-optimizer%-args.*adam%-beta1")
     refused(with("--learning-rate", "no-such-schedule"), "^agt run: %-%-learning%-rate: ")
     refused(with("--experiment-args", "no-such-key:1"), "^agt run: %-%-experiment%-args")
-    refused(with("--aggregator", "no-such-rule"), "^agt run: %-%-aggregator: ")
+    refused({ "--experiment", "fashion-mnist", "--aggregator", "no-such-rule", "--nb-workers", "3" },
+            "^agt run: %-%-aggregator: ")
+    refused({ "--experiment", "fashion-mnist", "--aggregator", "krum", "--nb-workers", "3",
+              "--nb-decl-byz-workers", "1" },
+            "^agt run: %-%-aggregator: krum needs n >= 2f%+3, got n=3 f=1")
   end)
 
   it("refuses --use-gpu on a build without CUDA and accepts it on one with", function()
