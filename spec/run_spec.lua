@@ -200,6 +200,30 @@ describe("agt run end to end (fashion-mnist)", function()
     refused(other, "%-%-seed: the checkpoint was made with '5', this run has '6'")
   end)
 
+  it("resumes bit-exactly with the real parts (stateful rule, random bucketing, attack, adam)", function()
+    local function args(dir, steps)
+      local a = { "--experiment", "fashion-mnist", "--nb-workers", "7", "--nb-decl-byz-workers", "1",
+        "--aggregator", "bucketing,centered-clipping", "--nb-real-byz-workers", "1",
+        "--attack", "mimic", "--attack-args", "selection:random", "variant:principal", "--optimizer", "adam",
+        "--max-step", tostring(steps), "--checkpoint-dir", dir, "--quiet", "--seed", "11",
+        "--checkpoint-period", "-1", "--evaluation-period", "-1", "--summary-dir", "-" }
+      for _, x in ipairs(EXP) do a[#a + 1] = x end
+      return a
+    end
+    local a, b = tmpdir .. "/exact-a", tmpdir .. "/exact-b"
+    assert.are.equal(0, (agt_run(args(a, 16))))
+    assert.are.equal(0, (agt_run(args(b, 9))))
+    assert.are.equal(0, (agt_run(args(b, 7))))
+    local ta = assert(K.load(a .. "/model-16.ckpt"))
+    local tb = assert(K.load(b .. "/model-16.ckpt"))
+    local t9 = assert(K.load(b .. "/model-9.ckpt"))
+    for _, key in ipairs({ "theta", "optimizer", "rule", "attack", "rng.rule", "rng.attack", "worker.3" }) do
+      assert.is_true(ta[key] ~= nil, key)
+      assert.is_true(ta[key] == tb[key], key)
+    end
+    assert.is_true(ta.theta ~= t9.theta)
+  end)
+
   it("runs Byzantine workers with a gradient attack and a data attack", function()
     local dir = tmpdir .. "/byz"
     local args = with("--nb-decl-byz-workers", "1", "--nb-real-byz-workers", "1", "--attack", "reverse",
