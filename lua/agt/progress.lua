@@ -43,7 +43,9 @@ end
 function P:rate(t, step)
   local w = self.window
   w[#w + 1] = { t, step }
-  while #w > 2 and t - w[1][1] > 5 do table.remove(w, 1) end
+  -- live line: the last 5 s; plain lines: the last three periods (a steadier ETA)
+  local span = self.mode == "plain" and 3 * self.every or 5
+  while #w > 2 and t - w[1][1] > span do table.remove(w, 1) end
   local a, b = w[1], w[#w]
   if b[1] > a[1] then return (b[2] - a[2]) / (b[1] - a[1]) end
   return nil
