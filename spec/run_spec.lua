@@ -139,14 +139,31 @@ describe("agt run flags", function()
             "^agt run: %-%-aggregator: krum needs n >= 2f%+3, got n=3 f=1")
   end)
 
-  it("refuses --use-gpu on a build without CUDA and accepts it on one with", function()
+  it("runs the rule on the GPU with --use-gpu where there is one, and refuses it elsewhere", function()
     local feats = require("agt").features()
-    if feats:find("CUDA") then
-      local o = parse_check(with("--use-gpu", "--reuse-gpu"))
-      assert.is_true(o.use_gpu and o.reuse_gpu)
-    else
+    if not feats:find("CUDA") or feats:find("CUDA: no") then
       refused(with("--use-gpu"), "%-%-use%-gpu: this agt was built without CUDA")
+      return
     end
+    local gpu = require("agt.gpu")
+    if not gpu.available() then
+      refused(with("--use-gpu"), "%-%-use%-gpu: no usable GPU")
+      return
+    end
+    -- same run on the CPU and on the GPU: the GPU rules follow the CPU kernels, so θ matches
+    local function args(dir, extra)
+      local a = { "--experiment", "fashion-mnist", "--experiment-args", "batch-size:16", "eval-size:300",
+        "--aggregator", "bulyan", "--nb-workers", "11", "--nb-decl-byz-workers", "2",
+        "--nb-real-byz-workers", "2", "--attack", "lie", "--max-step", "5", "--quiet",
+        "--checkpoint-dir", dir, "--summary-dir", "-" }
+      for _, x in ipairs(extra) do a[#a + 1] = x end
+      return a
+    end
+    assert.are.equal(0, (agt_run(args(tmpdir .. "/cpu", {}))))
+    assert.are.equal(0, (agt_run(args(tmpdir .. "/gpu", { "--use-gpu", "--reuse-gpu" }))))
+    local a = assert(K.load(tmpdir .. "/cpu/model-5.ckpt"))
+    local b = assert(K.load(tmpdir .. "/gpu/model-5.ckpt"))
+    assert.is_true(a.theta == b.theta)
   end)
 end)
 

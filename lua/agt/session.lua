@@ -54,8 +54,8 @@ M.flags = {
   { "evaluation-file", "string", nil, "Evaluation file, lines '<wall s>\\t<step>\\t<name>:<value>...' (default: <checkpoint-dir>/eval; '-' = none)" },
   { "evaluation-delta", "integer", -1, "Evaluate every this many steps; negative = off (also evaluated at start and stop)" },
   { "evaluation-period", "number", 10, "Evaluate every this many seconds; negative = off" },
-  { "use-gpu", "boolean", false, "Run the workers' and the rule's kernels on the GPU (needs a CUDA build)" },
-  { "reuse-gpu", "boolean", false, "Let several workers share one GPU (needs --use-gpu)" },
+  { "use-gpu", "boolean", false, "Run the aggregation rule on the GPU (needs a CUDA build and a device; the workers' gradients stay on the CPU)" },
+  { "reuse-gpu", "boolean", false, "Let several workers share one GPU (needs --use-gpu; in a local run they all share it)" },
   { "no-wait", "boolean", false, "Do not wait for Ctrl-C before exiting when done (a local run never waits: nothing else is served)" },
   { "trace", "boolean", false, "Print a line on stderr at the begin and end of each phase of each step" },
   { "stdout-to", "string", nil, "Also append what the run prints on stdout to this file" },
@@ -193,7 +193,8 @@ function M.check(opts)
   if o.reuse_gpu and not o.use_gpu then flagerr(M.by_name["reuse-gpu"], "needs --use-gpu") end
   if o.use_gpu then
     local okf, feats = pcall(function() return require("agt").features() end)
-    if not okf or not tostring(feats):find("CUDA") then
+    feats = tostring(feats)
+    if not okf or not feats:find("CUDA") or feats:find("CUDA: no") then
       flagerr(M.by_name["use-gpu"], "this agt was built without CUDA (features: %s)", okf and feats or "unknown")
     end
   end
@@ -321,6 +322,7 @@ function Session:_build()
   else
     local A = need("agt.aggregators", "--aggregator")
     self.rule = as_flag("aggregator", A.new, o.aggregator, n, f, o.aggregator_args)
+    if o.use_gpu then self.rule = self:_gpu_rule(self.rule) end
   end
   if o.attack ~= nil then
     if type(o.attack) == "table" then
@@ -402,6 +404,31 @@ function Session:_build()
   -- 3. Resume from the newest valid checkpoint.
   if o.checkpoint_dir then self:_restore() end
   self.start_step = self.global_step
+end
+
+-- --use-gpu: the rule runs on the GPU (agt.gpu's twin of every CPU rule, same results), fed
+-- from the host gradient matrix; the CPU rule has already checked n, f and the arguments.
+function Session:_gpu_rule(cpu_rule)
+  local o = self.opts
+  local gpu = need("agt.gpu", "--use-gpu")
+  local ok, why = gpu.available()
+  if not ok then error("--use-gpu: no usable GPU: " .. tostring(why), 0) end
+  local args = o.aggregator_args
+  if args[1] ~= nil then
+    local t = {}
+    for _, w in ipairs(args) do
+      local k, v = w:match("^([^:]+):(.*)$")
+      t[k] = tonumber(v) or v
+    end
+    args = t
+  end
+  local g = as_flag("aggregator", gpu.rule, o.aggregator, self.n, self.f, args)
+  return {
+    name = cpu_rule.name, gpu = g,
+    aggregate = function(_, G, out, ctx) return g:aggregate_host(G, out, ctx) end,
+    state = function() return g:state() end,
+    set_state = function(_, st) return g:set_state(st) end,
+  }
 end
 
 ---------------------------------------------------------------------------------------------------
