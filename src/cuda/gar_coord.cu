@@ -2,19 +2,22 @@
  * trimmed-mean, meamed (and Bulyan's last stage over listed rows), phocas.
  *
  * One thread owns one coordinate c and reads the n values G[i][c] (coalesced across the warp,
- * so G is read once). Values become 32-bit keys of a total order (-inf < ... < -0 < +0 < ... <
- * +inf < NaN): NaN sorts with +inf at the top, so it orders as +inf, and the order of equal keys
- * never matters. For n <= 64 the keys are sorted in registers by Batcher's odd-even merge
- * network (n padded to 8, 16, 32 or 64 with top keys); above, the general path sorts each
- * coordinate's column in shared memory. The sorted column then sits in shared memory, one
- * column per thread (bank-conflict free), where each rule reads what it needs.
+ * so G is read once). Each value becomes its key (NaN and +-inf read as +inf, as on the CPU).
+ * For n <= 64 the keys are sorted in registers by Batcher's odd-even merge network (n padded
+ * to 8, 16, 32 or 64 with +inf keys, which changes nothing: they sort last); above, the general
+ * path sorts each column by insertion in shared memory. The sorted column then sits in shared
+ * memory, one column per thread (bank-conflict free), where each rule reads what it needs.
  *
- * Definitions (gar.h is the reference): median = the middle value, or for even n the midpoint
- * of the two middle ones, computed in double and rounded once; trimmed mean = the mean of the
- * sorted values f .. n-f-1; meamed = the mean of the beta values closest to the median, chosen
- * by growing a window from the middle and taking the left candidate on equal distance;
- * phocas = the same around the trimmed mean, with beta = n - f. Distances are |x - centre| in
- * double, a NaN distance reads as +inf. Sums are in double, in sorted order. */
+ * The arithmetic after the sort is gar_coord.c's, operation for operation, in float, so the
+ * results are bit-identical to the CPU (the one exception: which of +0 and -0 a tie of the two
+ * keeps):
+ *   median        n odd: v[n/2]; n even: (v[n/2-1] + v[n/2]) * 0.5f
+ *   trimmed mean  (v[f] + ... + v[n-f-1]) / (n-2f), summed in that order
+ *   closest(m, b) window v[s..s+b), s = #{t < n-b : dl(t) - dr(t) > 0}, dl = m - v[t],
+ *                 dr = v[t+b] - m (0 where equal to m); summed in order, divided by b.
+ *                 meamed: m = median; phocas: m = the f-trimmed mean, b = n - f.
+ *   average       double sum in row order / n;  average-nan: float sums of the finite values
+ *                 and of their count, in row order, divided; 0 where none is finite. */
 #include "gpu_internal.h"
 
 #include <math.h>
@@ -29,16 +32,7 @@ struct RowIdx {
   int32_t r[AGT_GPU_NET_MAX];
 };
 
-__device__ __forceinline__ uint32_t fkey(float x) {
-  uint32_t u = __float_as_uint(x);
-  if (isnan(x)) return 0xFFFFFFFFu;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-__device__ __forceinline__ float kfloat(uint32_t k) {
-  if (k == 0xFFFFFFFFu) return __uint_as_float(0x7FC00000u);
-  return __uint_as_float((k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k);
-}
+__device__ __forceinline__ float key1(float x) { return (x - x == 0.0f) ? x : INFINITY; }
 
 /* ---- Batcher's odd-even merge sort, as a comparator table built at compile time ---- */
 __host__ __device__ constexpr int net_count(int N) {
@@ -69,99 +63,73 @@ struct Net {
   }
 };
 
+/* Compare-exchange as the CPU's scalar path writes it: min = x < y ? x : y, max = x < y ? y : x. */
 template <int N>
-__device__ __forceinline__ void sort_keys(uint32_t (&v)[N]) {
+__device__ __forceinline__ void sort_keys(float (&v)[N]) {
   constexpr Net<N> net = Net<N>();
 #pragma unroll
   for (int t = 0; t < Net<N>::C; t++) {
-    uint32_t x = v[net.a[t]], y = v[net.b[t]];
-    v[net.a[t]] = min(x, y);
-    v[net.b[t]] = max(x, y);
+    const float x = v[net.a[t]], y = v[net.b[t]];
+    const bool lt = x < y;
+    v[net.a[t]] = lt ? x : y;
+    v[net.b[t]] = lt ? y : x;
   }
 }
 
-/* ---- what each rule does with a sorted column col[k * stride], k < n ---- */
-__device__ __forceinline__ double dist_to(float x, double c) {
-  double t = fabs((double)x - c);
-  return isnan(t) ? (double)INFINITY : t;
-}
-
-/* Mean of the beta values closest to centre: window [l, r) grown from split, left on ties. */
-__device__ float closest_mean(const uint32_t *col, int stride, int n, int split, int beta,
-                              double centre) {
-  int l = split, r = split;
-  double dl = l > 0 ? dist_to(kfloat(col[(l - 1) * stride]), centre) : 0;
-  double dr = r < n ? dist_to(kfloat(col[r * stride]), centre) : 0;
-  for (int t = 0; t < beta; t++) {
-    bool left = (r >= n) || (l > 0 && dl <= dr);
-    if (left) {
-      l--;
-      if (l > 0) dl = dist_to(kfloat(col[(l - 1) * stride]), centre);
-    } else {
-      r++;
-      if (r < n) dr = dist_to(kfloat(col[r * stride]), centre);
-    }
+/* ---- what each rule does with a sorted column col[k * stride], k < n (gar_coord.c's finish1) */
+__device__ float finish(int rule, const float *col, int stride, int n, int f, int beta) {
+  const int h = n / 2;
+  const float med = (n & 1) ? col[h * stride] : __fmul_rn(__fadd_rn(col[(h - 1) * stride], col[h * stride]), 0.5f);
+  if (rule == R_MEDIAN) return med;
+  float m;
+  if (rule == R_MEAMED) {
+    m = med;
+  } else {
+    float s = 0.0f;
+    for (int i = f; i < n - f; i++) s = __fadd_rn(s, col[i * stride]);
+    m = __fdiv_rn(s, (float)(n - 2 * f));
+    if (rule == R_TRIMMED) return m;
   }
-  double s = 0;
-  for (int k = l; k < r; k++) s += (double)kfloat(col[k * stride]);
-  return (float)(s / beta);
-}
-
-__device__ __forceinline__ float col_median(const uint32_t *col, int stride, int n) {
-  float lo = kfloat(col[((n - 1) / 2) * stride]), hi = kfloat(col[(n / 2) * stride]);
-  return (float)(((double)lo + (double)hi) * 0.5);
-}
-
-__device__ __forceinline__ float col_trimmed(const uint32_t *col, int stride, int n, int f) {
-  double s = 0;
-  for (int k = f; k < n - f; k++) s += (double)kfloat(col[k * stride]);
-  return (float)(s / (n - 2 * f));
-}
-
-__device__ float finish(int rule, const uint32_t *col, int stride, int n, int p) {
-  switch (rule) {
-    case R_MEDIAN: return col_median(col, stride, n);
-    case R_TRIMMED: return col_trimmed(col, stride, n, p);
-    case R_MEAMED: return closest_mean(col, stride, n, n / 2, p, (double)col_median(col, stride, n));
-    default: {  /* R_PHOCAS: p = f, beta = n - f */
-      float t = col_trimmed(col, stride, n, p);
-      uint32_t kt = fkey(t);
-      int split = 0;
-      while (split < n && col[split * stride] < kt) split++;
-      return closest_mean(col, stride, n, split, n - p, (double)t);
-    }
+  int start = 0;
+  for (int t = 0; t + beta < n; t++) {
+    const float a = col[t * stride], b = col[(t + beta) * stride];
+    const float dl = (a == m) ? 0.0f : __fsub_rn(m, a);
+    const float dr = (b == m) ? 0.0f : __fsub_rn(b, m);
+    if (__fsub_rn(dl, dr) > 0.0f) start++;
   }
+  float s = 0.0f;
+  for (int i = start; i < start + beta; i++) s = __fadd_rn(s, col[i * stride]);
+  return __fdiv_rn(s, (float)beta);
 }
 
 /* G: rows r[0..m) of stride ld; out[d]. */
 template <int N>
 __global__ void __launch_bounds__(COORD_BLOCK)
 k_coord_net(const float *__restrict__ G, size_t ld, RowIdx rows, int m, size_t d, int rule,
-            int p, float *__restrict__ out) {
-  __shared__ uint32_t sh[N * COORD_BLOCK];
+            int f, int beta, float *__restrict__ out) {
+  __shared__ float sh[N * COORD_BLOCK];
   size_t c = (size_t)blockIdx.x * COORD_BLOCK + threadIdx.x;
   if (c >= d) return;
-  uint32_t v[N];
+  float v[N];
 #pragma unroll
-  for (int k = 0; k < N; k++)
-    v[k] = k < m ? fkey(__ldg(G + (size_t)rows.r[k] * ld + c)) : 0xFFFFFFFFu;
+  for (int k = 0; k < N; k++) v[k] = k < m ? key1(__ldg(G + (size_t)rows.r[k] * ld + c)) : INFINITY;
   sort_keys<N>(v);
-  uint32_t *col = sh + threadIdx.x;
+  float *col = sh + threadIdx.x;
 #pragma unroll
   for (int k = 0; k < N; k++) col[k * COORD_BLOCK] = v[k];
-  out[c] = finish(rule, col, COORD_BLOCK, m, p);
+  out[c] = finish(rule, col, COORD_BLOCK, m, f, beta);
 }
 
 /* General path: any m up to AGT_GPU_N_MAX; insertion sort of the column in shared memory. */
 __global__ void __launch_bounds__(COORD_GEN_BLOCK)
 k_coord_gen(const float *__restrict__ G, size_t ld, const int32_t *__restrict__ rows, int m,
-            size_t d, int rule, int p, float *__restrict__ out) {
-  extern __shared__ uint32_t shg[];
+            size_t d, int rule, int f, int beta, float *__restrict__ out) {
+  extern __shared__ float shg[];
   size_t c = (size_t)blockIdx.x * COORD_GEN_BLOCK + threadIdx.x;
   if (c >= d) return;
-  uint32_t *col = shg + threadIdx.x;
+  float *col = shg + threadIdx.x;
   for (int k = 0; k < m; k++) {
-    uint32_t x = fkey(G[(size_t)rows[k] * ld + c]);
+    const float x = key1(G[(size_t)rows[k] * ld + c]);
     int j = k;
     while (j > 0 && col[(j - 1) * COORD_GEN_BLOCK] > x) {
       col[j * COORD_GEN_BLOCK] = col[(j - 1) * COORD_GEN_BLOCK];
@@ -169,25 +137,26 @@ k_coord_gen(const float *__restrict__ G, size_t ld, const int32_t *__restrict__ 
     }
     col[j * COORD_GEN_BLOCK] = x;
   }
-  out[c] = finish(rule, col, COORD_GEN_BLOCK, m, p);
+  out[c] = finish(rule, col, COORD_GEN_BLOCK, m, f, beta);
 }
 
 /* rows: host array of m row indices (NULL: 0..m-1). */
 static agt_status coord_launch(const float *G, size_t ld, const int64_t *rows, size_t m,
-                               size_t d, int rule, size_t p, float *out) {
+                               size_t d, int rule, size_t f_, size_t beta_, float *out) {
+  const int f = (int)f_, beta = (int)beta_;
   AGT_TRY(agt_gpu_ensure());
   if (m <= AGT_GPU_NET_MAX) {
     RowIdx ri;
     for (size_t k = 0; k < AGT_GPU_NET_MAX; k++) ri.r[k] = k < m ? (int32_t)(rows ? rows[k] : (int64_t)k) : 0;
     unsigned blocks = (unsigned)((d + COORD_BLOCK - 1) / COORD_BLOCK);
-    if (m <= 8) k_coord_net<8><<<blocks, COORD_BLOCK>>>(G, ld, ri, (int)m, d, rule, (int)p, out);
-    else if (m <= 16) k_coord_net<16><<<blocks, COORD_BLOCK>>>(G, ld, ri, (int)m, d, rule, (int)p, out);
-    else if (m <= 32) k_coord_net<32><<<blocks, COORD_BLOCK>>>(G, ld, ri, (int)m, d, rule, (int)p, out);
-    else k_coord_net<64><<<blocks, COORD_BLOCK>>>(G, ld, ri, (int)m, d, rule, (int)p, out);
+    if (m <= 8) k_coord_net<8><<<blocks, COORD_BLOCK>>>(G, ld, ri, (int)m, d, rule, f, beta, out);
+    else if (m <= 16) k_coord_net<16><<<blocks, COORD_BLOCK>>>(G, ld, ri, (int)m, d, rule, f, beta, out);
+    else if (m <= 32) k_coord_net<32><<<blocks, COORD_BLOCK>>>(G, ld, ri, (int)m, d, rule, f, beta, out);
+    else k_coord_net<64><<<blocks, COORD_BLOCK>>>(G, ld, ri, (int)m, d, rule, f, beta, out);
     AGT_CU_LAUNCH("k_coord_net");
     return AGT_OK;
   }
-  size_t smem = m * COORD_GEN_BLOCK * sizeof(uint32_t);
+  size_t smem = m * COORD_GEN_BLOCK * sizeof(float);
   int32_t *rows_dev = NULL;
   AGT_TRY(agt_gpu_scratch(m * sizeof(int32_t), (void **)&rows_dev));
   int32_t *h = NULL;
@@ -196,7 +165,7 @@ static agt_status coord_launch(const float *G, size_t ld, const int64_t *rows, s
   AGT_CU(cudaMemcpy(rows_dev, h, m * sizeof(int32_t), cudaMemcpyHostToDevice));
   AGT_CU(cudaFuncSetAttribute(k_coord_gen, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   unsigned blocks = (unsigned)((d + COORD_GEN_BLOCK - 1) / COORD_GEN_BLOCK);
-  k_coord_gen<<<blocks, COORD_GEN_BLOCK, smem>>>(G, ld, rows_dev, (int)m, d, rule, (int)p, out);
+  k_coord_gen<<<blocks, COORD_GEN_BLOCK, smem>>>(G, ld, rows_dev, (int)m, d, rule, f, beta, out);
   AGT_CU_LAUNCH("k_coord_gen");
   return AGT_OK;
 }
@@ -208,35 +177,42 @@ k_average4(const float4 *__restrict__ G, size_t ld4, int n, size_t d4, float4 *_
   if (c >= d4) return;
   double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   int i = 0;
-  for (; i + 4 <= n; i += 4) {
-    float4 a = __ldg(G + (size_t)i * ld4 + c), b = __ldg(G + (size_t)(i + 1) * ld4 + c);
-    float4 e = __ldg(G + (size_t)(i + 2) * ld4 + c), g = __ldg(G + (size_t)(i + 3) * ld4 + c);
-    s0 += (double)a.x + b.x + e.x + g.x;
-    s1 += (double)a.y + b.y + e.y + g.y;
-    s2 += (double)a.z + b.z + e.z + g.z;
-    s3 += (double)a.w + b.w + e.w + g.w;
+  for (; i + 4 <= n; i += 4) {   /* four loads in flight, then the adds in row order */
+    const float4 a = __ldg(G + (size_t)i * ld4 + c), b = __ldg(G + (size_t)(i + 1) * ld4 + c);
+    const float4 e = __ldg(G + (size_t)(i + 2) * ld4 + c), g = __ldg(G + (size_t)(i + 3) * ld4 + c);
+    s0 += a.x; s0 += b.x; s0 += e.x; s0 += g.x;
+    s1 += a.y; s1 += b.y; s1 += e.y; s1 += g.y;
+    s2 += a.z; s2 += b.z; s2 += e.z; s2 += g.z;
+    s3 += a.w; s3 += b.w; s3 += e.w; s3 += g.w;
   }
   for (; i < n; i++) {
-    float4 a = __ldg(G + (size_t)i * ld4 + c);
+    const float4 a = __ldg(G + (size_t)i * ld4 + c);
     s0 += a.x; s1 += a.y; s2 += a.z; s3 += a.w;
   }
   out[c] = make_float4((float)(s0 / n), (float)(s1 / n), (float)(s2 / n), (float)(s3 / n));
 }
 
 __global__ void __launch_bounds__(AVG_BLOCK)
-k_average1(const float *__restrict__ G, size_t ld, int n, size_t d, int skip_nonfinite,
-           float *__restrict__ out) {
+k_average1(const float *__restrict__ G, size_t ld, int n, size_t d, float *__restrict__ out) {
   size_t c = (size_t)blockIdx.x * AVG_BLOCK + threadIdx.x;
   if (c >= d) return;
   double s = 0;
-  int cnt = 0;
+  for (int i = 0; i < n; i++) s += __ldg(G + (size_t)i * ld + c);
+  out[c] = (float)(s / n);
+}
+
+__global__ void __launch_bounds__(AVG_BLOCK)
+k_average_nan(const float *__restrict__ G, size_t ld, int n, size_t d, float *__restrict__ out) {
+  size_t c = (size_t)blockIdx.x * AVG_BLOCK + threadIdx.x;
+  if (c >= d) return;
+  float acc = 0.0f, cnt = 0.0f;
   for (int i = 0; i < n; i++) {
-    float x = __ldg(G + (size_t)i * ld + c);
-    if (skip_nonfinite && !isfinite(x)) continue;
-    s += x;
-    cnt++;
+    const float x = __ldg(G + (size_t)i * ld + c);
+    const float ok = (__fsub_rn(x, x) == 0.0f) ? 1.0f : 0.0f;
+    acc = __fadd_rn(acc, ok != 0.0f ? x : 0.0f);
+    cnt = __fadd_rn(cnt, ok);
   }
-  out[c] = cnt ? (float)(s / cnt) : 0.0f;
+  out[c] = cnt > 0.0f ? __fdiv_rn(acc, cnt) : 0.0f;
 }
 
 extern "C" agt_status agt_gpu_gar_average(const float *G, size_t n, size_t d, float *out) {
@@ -249,7 +225,7 @@ extern "C" agt_status agt_gpu_gar_average(const float *G, size_t n, size_t d, fl
     AGT_CU_LAUNCH("k_average4");
   } else {
     unsigned blocks = (unsigned)((d + AVG_BLOCK - 1) / AVG_BLOCK);
-    k_average1<<<blocks, AVG_BLOCK>>>(G, d, (int)n, d, 0, out);
+    k_average1<<<blocks, AVG_BLOCK>>>(G, d, (int)n, d, out);
     AGT_CU_LAUNCH("k_average1");
   }
   return AGT_OK;
@@ -259,25 +235,25 @@ extern "C" agt_status agt_gpu_gar_average_nan(const float *G, size_t n, size_t d
   AGT_TRY(agt_gpu_check_shape("average-nan", G, n, d, out));
   AGT_TRY(agt_gpu_ensure());
   unsigned blocks = (unsigned)((d + AVG_BLOCK - 1) / AVG_BLOCK);
-  k_average1<<<blocks, AVG_BLOCK>>>(G, d, (int)n, d, 1, out);
-  AGT_CU_LAUNCH("k_average1");
+  k_average_nan<<<blocks, AVG_BLOCK>>>(G, d, (int)n, d, out);
+  AGT_CU_LAUNCH("k_average_nan");
   return AGT_OK;
 }
 
 agt_status agt_gpu_coord_median(const float *G, size_t n, size_t d, float *out) {
-  return coord_launch(G, d, NULL, n, d, R_MEDIAN, 0, out);
+  return coord_launch(G, d, NULL, n, d, R_MEDIAN, 0, 0, out);
 }
 
 extern "C" agt_status agt_gpu_gar_median(const float *G, size_t n, size_t d, float *out) {
   AGT_TRY(agt_gpu_check_shape("median", G, n, d, out));
-  return coord_launch(G, d, NULL, n, d, R_MEDIAN, 0, out);
+  return coord_launch(G, d, NULL, n, d, R_MEDIAN, 0, 0, out);
 }
 
 extern "C" agt_status agt_gpu_gar_trimmed_mean(const float *G, size_t n, size_t d, size_t f,
                                                float *out) {
   AGT_TRY(agt_gpu_check_shape("trimmed-mean", G, n, d, out));
   if (2 * f >= n) return AGT_FAIL(AGT_EINVAL, "trimmed-mean needs n > 2f, got n=%zu f=%zu", n, f);
-  return coord_launch(G, d, NULL, n, d, R_TRIMMED, f, out);
+  return coord_launch(G, d, NULL, n, d, R_TRIMMED, f, 0, out);
 }
 
 extern "C" agt_status agt_gpu_gar_meamed(const float *G, size_t n, size_t d, size_t beta,
@@ -285,14 +261,14 @@ extern "C" agt_status agt_gpu_gar_meamed(const float *G, size_t n, size_t d, siz
   AGT_TRY(agt_gpu_check_shape("meamed", G, n, d, out));
   if (beta < 1 || beta > n)
     return AGT_FAIL(AGT_EINVAL, "meamed needs 1 <= beta <= n, got n=%zu beta=%zu", n, beta);
-  return coord_launch(G, d, NULL, n, d, R_MEAMED, beta, out);
+  return coord_launch(G, d, NULL, n, d, R_MEAMED, 0, beta, out);
 }
 
 extern "C" agt_status agt_gpu_gar_phocas(const float *G, size_t n, size_t d, size_t f,
                                          float *out) {
   AGT_TRY(agt_gpu_check_shape("phocas", G, n, d, out));
   if (2 * f >= n) return AGT_FAIL(AGT_EINVAL, "phocas needs n > 2f, got n=%zu f=%zu", n, f);
-  return coord_launch(G, d, NULL, n, d, R_PHOCAS, f, out);
+  return coord_launch(G, d, NULL, n, d, R_PHOCAS, f, n - f, out);
 }
 
 extern "C" agt_status agt_gpu_gar_rows_meamed(const float *G, size_t d, const int64_t *rows,
@@ -301,5 +277,5 @@ extern "C" agt_status agt_gpu_gar_rows_meamed(const float *G, size_t d, const in
   if (!rows) return AGT_FAIL(AGT_EINVAL, "rows-meamed needs a host array of %zu rows", m);
   if (beta < 1 || beta > m)
     return AGT_FAIL(AGT_EINVAL, "rows-meamed needs 1 <= beta <= m, got m=%zu beta=%zu", m, beta);
-  return coord_launch(G, d, rows, m, d, R_MEAMED, beta, out);
+  return coord_launch(G, d, rows, m, d, R_MEAMED, 0, beta, out);
 }

@@ -13,11 +13,17 @@
  * Rows beyond 64 are handled by the general path, which runs the tiled kernel on pairs of
  * 32-row blocks.
  *
+ * Averages of lists of rows: out[r][c] = (x_{l_r0}[c] + x_{l_r1}[c] + ...) / |l_r|, in float, in
+ * list order: the CPU's avg_lists, operation for operation (bit-identical). Each thread reads its
+ * coordinate of the listed rows straight from G (coalesced across the warp); lists that share
+ * rows (NNM) re-read them from L1/L2, so NNM on finite inputs goes through cuBLAS instead.
+ *
  * Mixtures: out[r][c] = sum_k W[r][k] x_k[c] for up to 64 input rows held in registers (W in
  * shared memory, float accumulation in k order); a zero weight skips its row, so a row that is
  * not used never turns the output into NaN through 0 * inf. */
 #include "gpu_internal.h"
 
+#include <cublas_v2.h>
 #include <math.h>
 #include <string.h>
 
@@ -25,6 +31,7 @@
 #define DIST_GRID_MAX 512    /* blocks of the distance kernel (fixed: determinism) */
 #define MIX_BLOCK 128        /* coordinates per block of the mixture kernel */
 #define SCALE_BLOCK 256      /* threads per block of the row scaling kernel */
+#define LIST_BLOCK 256       /* coordinates per block of the list-average kernel */
 
 /* ---------------------------------------------------------------- distances */
 template <int NB>
@@ -312,6 +319,80 @@ agt_status agt_gpu_mix_rows(const float *const *rows, size_t K, size_t d, const 
     k_mix_gen<<<blocks, MIX_BLOCK>>>(rows_dev, (int)K, d, W_dev, (int)R, out, d);
     AGT_CU_LAUNCH("k_mix_gen");
   }
+  return AGT_OK;
+}
+
+/* ---------------------------------------------------------------- list averages */
+/* lists: rows[off[r] .. off[r+1]) for r < R (device arrays); out[r] has stride d. */
+__global__ void __launch_bounds__(LIST_BLOCK)
+k_lists(const float *__restrict__ G, size_t d, const int32_t *__restrict__ rows,
+        const int32_t *__restrict__ off, int R, float *__restrict__ out) {
+  const size_t c = (size_t)blockIdx.x * LIST_BLOCK + threadIdx.x;
+  if (c >= d) return;
+  for (int r = 0; r < R; r++) {
+    const int b = off[r], e = off[r + 1];
+    float acc = 0.0f;
+    int t = b;
+    for (; t + 4 <= e; t += 4) {   /* four loads in flight, added in list order */
+      const float x0 = __ldg(G + (size_t)rows[t] * d + c), x1 = __ldg(G + (size_t)rows[t + 1] * d + c);
+      const float x2 = __ldg(G + (size_t)rows[t + 2] * d + c), x3 = __ldg(G + (size_t)rows[t + 3] * d + c);
+      acc = __fadd_rn(acc, x0);
+      acc = __fadd_rn(acc, x1);
+      acc = __fadd_rn(acc, x2);
+      acc = __fadd_rn(acc, x3);
+    }
+    for (; t < e; t++) acc = __fadd_rn(acc, __ldg(G + (size_t)rows[t] * d + c));
+    out[(size_t)r * d + c] = __fdiv_rn(acc, (float)(e - b));
+  }
+}
+
+agt_status agt_gpu_avg_lists(const float *G, size_t d, const int64_t *rows, const size_t *off,
+                             size_t R, float *out) {
+  AGT_TRY(agt_gpu_ensure());
+  const size_t total = off[R];
+  const size_t bytes = (total + R + 1) * sizeof(int32_t);
+  int32_t *dev = NULL, *h = NULL;
+  AGT_TRY(agt_gpu_scratch(bytes, (void **)&dev));
+  AGT_TRY(agt_gpu_host_scratch(bytes, (void **)&h));
+  for (size_t t = 0; t < total; t++) h[t] = (int32_t)rows[t];
+  for (size_t r = 0; r <= R; r++) h[total + r] = (int32_t)off[r];
+  AGT_CU(cudaMemcpy(dev, h, bytes, cudaMemcpyHostToDevice));
+  const unsigned blocks = (unsigned)((d + LIST_BLOCK - 1) / LIST_BLOCK);
+  k_lists<<<blocks, LIST_BLOCK>>>(G, d, dev, dev + total, (int)R, out);
+  AGT_CU_LAUNCH("k_lists");
+  return AGT_OK;
+}
+
+/* ---------------------------------------------------------------- cuBLAS mixture */
+static cublasHandle_t g_blas = NULL;
+
+#define AGT_BLAS(call)                                                                    \
+  do {                                                                                    \
+    cublasStatus_t agt_b_ = (call);                                                       \
+    if (agt_b_ != CUBLAS_STATUS_SUCCESS)                                                  \
+      return AGT_FAIL(agt_b_ == CUBLAS_STATUS_ALLOC_FAILED ? AGT_ENOMEM : AGT_EIO,         \
+                      "cuBLAS: %s failed: %s", #call, cublasGetStatusString(agt_b_));     \
+  } while (0)
+
+agt_status agt_gpu_gemm_rows(const float *G, size_t n, size_t d, const double *W_host, size_t R,
+                             float *out) {
+  AGT_TRY(agt_gpu_ensure());
+  if (d > 2147483647u) return AGT_FAIL(AGT_ENOTSUP, "cuBLAS mixture: d=%zu too large", d);
+  if (!g_blas) {
+    AGT_BLAS(cublasCreate(&g_blas));
+    AGT_BLAS(cublasSetMathMode(g_blas, CUBLAS_PEDANTIC_MATH));  /* plain float, no TF32 */
+    AGT_BLAS(cublasSetStream(g_blas, 0));
+  }
+  const size_t bytes = R * n * sizeof(float);
+  float *W = NULL, *h = NULL;
+  AGT_TRY(agt_gpu_scratch(bytes, (void **)&W));
+  AGT_TRY(agt_gpu_host_scratch(bytes, (void **)&h));
+  for (size_t e = 0; e < R * n; e++) h[e] = (float)W_host[e];
+  AGT_CU(cudaMemcpy(W, h, bytes, cudaMemcpyHostToDevice));
+  const float one = 1.0f, zero = 0.0f;
+  /* Column-major view: G is d x n (ld d), W^T is n x R (ld n), out is d x R (ld d). */
+  AGT_BLAS(cublasSgemm(g_blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)d, (int)R, (int)n, &one, G, (int)d,
+                       W, (int)n, &zero, out, (int)d));
   return AGT_OK;
 }
 

@@ -72,6 +72,12 @@ agt_status agt_gpu_pairdist(const float *G, size_t n, size_t d, const float *ext
 /* out[r] = sum_k W_host[r*K + k] rows[k] for r < R; rows: host array of device pointers. */
 agt_status agt_gpu_mix_rows(const float *const *rows, size_t K, size_t d, const double *W_host,
                             size_t R, float *out);
+/* out[r] = average of rows[off[r] .. off[r+1]) in list order (host arrays), float, exact. */
+agt_status agt_gpu_avg_lists(const float *G, size_t d, const int64_t *rows, const size_t *off,
+                             size_t R, float *out);
+/* out (R x d) = W (R x n, host, row-major) G through cuBLAS (float, finite inputs only). */
+agt_status agt_gpu_gemm_rows(const float *G, size_t n, size_t d, const double *W_host, size_t R,
+                             float *out);
 /* out[i] = scale_host[i] * G[i]; out may be G. */
 agt_status agt_gpu_scale_rows(const float *G, size_t n, size_t d, const double *scale_host,
                               float *out);
