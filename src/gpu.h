@@ -83,6 +83,18 @@ agt_status agt_gpu_gar_bucketing(const float *G, size_t n, size_t d, size_t s,
                                  const int64_t *perm, float *out);
 agt_status agt_gpu_gar_clipping(const float *G, size_t n, size_t d, double c, float *out);
 agt_status agt_gpu_gar_arc(const float *G, size_t n, size_t d, size_t f, float *out);
+/* Pipelined upload: copies host G (n x d) into G_dev in column chunks on a copy stream and,
+ * for a per-coordinate rule, computes it on each chunk as soon as the chunk has arrived, so the
+ * copy and the rule overlap (out_dev: d floats). rule: one of AGT_GPU_RULE_* (p = f for
+ * trimmed-mean and phocas, beta for meamed), or AGT_GPU_RULE_NONE to copy only. Page-lock G
+ * first (agt_gpu_host_register) for the copies to be asynchronous. Returns when both are done. */
+enum {
+  AGT_GPU_RULE_NONE = -1, AGT_GPU_RULE_AVERAGE = 0, AGT_GPU_RULE_AVERAGE_NAN = 1,
+  AGT_GPU_RULE_MEDIAN = 2, AGT_GPU_RULE_TRIMMED_MEAN = 3, AGT_GPU_RULE_MEAMED = 4,
+  AGT_GPU_RULE_PHOCAS = 5
+};
+agt_status agt_gpu_upload_rule(const float *G_host, size_t n, size_t d, float *G_dev, int rule,
+                               size_t p, float *out_dev);
 /* ffi:end */
 
 #endif

@@ -279,3 +279,25 @@ extern "C" agt_status agt_gpu_gar_rows_meamed(const float *G, size_t d, const in
     return AGT_FAIL(AGT_EINVAL, "rows-meamed needs 1 <= beta <= m, got m=%zu beta=%zu", m, beta);
   return coord_launch(G, d, rows, m, d, R_MEAMED, 0, beta, out);
 }
+
+/* For the pipelined upload: a per-coordinate rule on columns [0, len) of rows with stride ld.
+ * which: AGT_GPU_RULE_* of gpu.h. */
+agt_status agt_gpu_coord_rule(int which, const float *G, size_t ld, size_t n, size_t len, size_t p,
+                              float *out) {
+  const unsigned blocks = (unsigned)((len + AVG_BLOCK - 1) / AVG_BLOCK);
+  switch (which) {
+    case AGT_GPU_RULE_AVERAGE:
+      k_average1<<<blocks, AVG_BLOCK>>>(G, ld, (int)n, len, out);
+      AGT_CU_LAUNCH("k_average1");
+      return AGT_OK;
+    case AGT_GPU_RULE_AVERAGE_NAN:
+      k_average_nan<<<blocks, AVG_BLOCK>>>(G, ld, (int)n, len, out);
+      AGT_CU_LAUNCH("k_average_nan");
+      return AGT_OK;
+    case AGT_GPU_RULE_MEDIAN: return coord_launch(G, ld, NULL, n, len, R_MEDIAN, 0, 0, out);
+    case AGT_GPU_RULE_TRIMMED_MEAN: return coord_launch(G, ld, NULL, n, len, R_TRIMMED, p, 0, out);
+    case AGT_GPU_RULE_MEAMED: return coord_launch(G, ld, NULL, n, len, R_MEAMED, 0, p, out);
+    case AGT_GPU_RULE_PHOCAS: return coord_launch(G, ld, NULL, n, len, R_PHOCAS, p, n - p, out);
+    default: return AGT_FAIL(AGT_EINVAL, "no per-coordinate GPU rule %d", which);
+  }
+}

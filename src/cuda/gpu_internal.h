@@ -82,5 +82,8 @@ agt_status agt_gpu_gemm_rows(const float *G, size_t n, size_t d, const double *W
 agt_status agt_gpu_scale_rows(const float *G, size_t n, size_t d, const double *scale_host,
                               float *out);
 agt_status agt_gpu_coord_median(const float *G, size_t n, size_t d, float *out);
+/* A per-coordinate rule (AGT_GPU_RULE_*) on columns [0, len) of n rows of stride ld. */
+agt_status agt_gpu_coord_rule(int which, const float *G, size_t ld, size_t n, size_t len, size_t p,
+                              float *out);
 
 #endif
