@@ -31,7 +31,7 @@ local function input(seed, n, d, opts)
   opts = opts or {}
   local G = T.new({ n, d })
   R.new(seed, "gpu_spec"):normal(G, 0, 1)
-  local p = G:data()
+  local p = G.ptr
   if opts.ties then
     for e = 0, n * d - 1 do p[e] = math.floor(p[e] * 2) / 2 end
   end
@@ -44,15 +44,15 @@ local function input(seed, n, d, opts)
 end
 
 local function bits_equal(a, b)   -- NaN = NaN, inf = inf, -0 = +0
-  return C.agt_vec_allclose(a:data(), b:data(), a:numel(), 0, 0) == 1
+  return C.agt_vec_allclose(a.ptr, b.ptr, a:numel(), 0, 0) == 1
 end
 
 local function close(a, b, rtol, atol)
-  return C.agt_vec_allclose(a:data(), b:data(), a:numel(), rtol, atol or rtol) == 1
+  return C.agt_vec_allclose(a.ptr, b.ptr, a:numel(), rtol, atol or rtol) == 1
 end
 
 local function first_diff(a, b)
-  local pa, pb = a:data(), b:data()
+  local pa, pb = a.ptr, b.ptr
   for i = 0, a:numel() - 1 do
     local x, y = pa[i], pb[i]
     if not (x == y or (x ~= x and y ~= y)) then
@@ -68,7 +68,7 @@ local function compare(G, rows_out, fn_cpu, fn_gpu, tol, what)
   local shape = rows_out and { rows_out, d } or { d }
   local cpu, back = T.new(shape), T.new(shape)
   local Gd, outd = gpu.from_host(G), gpu.new(shape)
-  F.check(fn_cpu(G:data(), cpu:data()))
+  F.check(fn_cpu(G.ptr, cpu.ptr))
   F.check(fn_gpu(Gd.ptr, outd.ptr))
   outd:download(back)
   Gd:free(); outd:free()
@@ -106,9 +106,15 @@ describe("gpu #gpu", function()
           seed = seed + 1
           local G = input(seed, n, D, opts)
           local cpu, gpuf, extra = get(n, f)
+          local function call(fn, g, o)
+            local a = { g, n, D }
+            for _, x in ipairs(extra) do a[#a + 1] = x end
+            a[#a + 1] = o
+            return fn(unpack(a, 1, #a))
+          end
           compare(G, nil,
-            function(g, o) return cpu(g, n, D, unpack(extra), o) end,
-            function(g, o) return gpuf(g, n, D, unpack(extra), o) end,
+            function(g, o) return call(cpu, g, o) end,
+            function(g, o) return call(gpuf, g, o) end,
             nil, string.format("%s n=%d f=%d ties=%s special=%s", name, n, f,
                                tostring(opts.ties), tostring(opts.special)))
         end
@@ -170,7 +176,7 @@ describe("gpu #gpu", function()
     for _, n in ipairs({ 2, 9, 33, 64, 70 }) do
       local G = input(300 + n, n, D)
       local a, b = ffi.new("double[?]", n * n), ffi.new("double[?]", n * n)
-      F.check(C.agt_gar_sqdist(G:data(), n, D, a))
+      F.check(C.agt_gar_sqdist(G.ptr, n, D, a))
       local Gd = gpu.from_host(G)
       F.check(C.agt_gpu_gar_sqdist(Gd.ptr, n, D, b))
       Gd:free()
@@ -201,8 +207,8 @@ describe("gpu #gpu", function()
         local perm = R.new(n * 10 + s, "perm"):permutation(n)
         local nb = math.ceil(n / s)
         compare(G, nb,
-          function(g, o) return C.agt_gar_bucketing(g, n, D, s, perm:data(), o) end,
-          function(g, o) return C.agt_gpu_gar_bucketing(g, n, D, s, perm:data(), o) end,
+          function(g, o) return C.agt_gar_bucketing(g, n, D, s, perm.ptr, o) end,
+          function(g, o) return C.agt_gpu_gar_bucketing(g, n, D, s, perm.ptr, o) end,
           nil, string.format("bucketing n=%d s=%d", n, s))
       end
     end
@@ -247,7 +253,7 @@ describe("gpu #gpu", function()
         local v0 = T.new({ D })
         R.new(n, "centre"):normal(v0, 0, 0.5)
         local vc = v0:clone()
-        F.check(C.agt_gar_centered_clipping(G:data(), n, D, tau, 3, vc:data()))
+        F.check(C.agt_gar_centered_clipping(G.ptr, n, D, tau, 3, vc.ptr))
         local Gd, vd = gpu.from_host(G), gpu.from_host(v0)
         F.check(C.agt_gpu_gar_centered_clipping(Gd.ptr, n, D, tau, 3, vd.ptr))
         local vg = vd:to_host()
@@ -279,7 +285,7 @@ describe("gpu #gpu", function()
     local r = gpu.rule("nnm,bucketing,krum", n, f, { s = 2 })
     local out = T.new({ D })
     r:aggregate_host(G, out, { rng = R.new(1, "bucketing") })
-    assert.is_true(out:data()[0] == out:data()[0])
+    assert.is_true(out.ptr[0] == out.ptr[0])
     assert.has_error(function() gpu.rule("krum,nnm", n, f) end)
     assert.has_error(function() gpu.rule("no-such-rule", n, f) end)
     r:free()

@@ -129,13 +129,13 @@ end
 
 function DT:upload(t)
   need_host(t, self.n, "upload")
-  check(C.agt_gpu_copy_h2d(self.ptr, t:data(), self.n * 4), 2)
+  check(C.agt_gpu_copy_h2d(self.ptr, t.ptr, self.n * 4), 2)
   return self
 end
 
 function DT:download(t)
   need_host(t, self.n, "download")
-  check(C.agt_gpu_copy_d2h(t:data(), self.ptr, self.n * 4), 2)
+  check(C.agt_gpu_copy_d2h(t.ptr, self.ptr, self.n * 4), 2)
   return t
 end
 
@@ -261,7 +261,7 @@ pre.bucketing = function(st, G, n, d, f, ctx)
   end
   local nb = math.ceil(n / s)
   local o = M.new({ nb, d })
-  check(C.agt_gpu_gar_bucketing(G, n, d, s, perm:data(), o.ptr), 3)
+  check(C.agt_gpu_gar_bucketing(G, n, d, s, perm.ptr, o.ptr), 3)
   return o, nb, f
 end
 pre.clipping = function(st, G, n, d, f)
@@ -356,7 +356,7 @@ function Rule:aggregate_host(G, out, ctx)
     if self.Gd then self.Gd:free() end
     self.Gd, self.outd = M.new({ n, d }), M.new({ d })
   end
-  local ptr = G:data()
+  local ptr = G.ptr
   if self.pinned ~= ptr then
     if self.pinned then C.agt_gpu_host_unregister(self.pinned) end
     -- page-locking can fail (limits); the copy is then synchronous, still correct
@@ -391,7 +391,7 @@ function Rule:state()
   if not st.v then return nil end
   local T = require("agt.tensor")
   local h = st.v:to_host()
-  return ffi.string(h:data(), st.v.n * 4)
+  return ffi.string(h.ptr, st.v.n * 4)
 end
 
 function Rule:set_state(s)
@@ -400,7 +400,7 @@ function Rule:set_state(s)
   local T = require("agt.tensor")
   local d = #s / 4
   local h = T.new({ d })
-  ffi.copy(h:data(), s, #s)
+  ffi.copy(h.ptr, s, #s)
   st.v = M.from_host(h)
 end
 

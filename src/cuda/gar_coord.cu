@@ -63,16 +63,16 @@ struct Net {
   }
 };
 
-/* Compare-exchange as the CPU's scalar path writes it: min = x < y ? x : y, max = x < y ? y : x. */
+/* Compare-exchange by fminf/fmaxf (one instruction each): keys are never NaN, so this is the
+ * CPU's x < y ? x : y except for which zero a tie of -0 and +0 keeps. */
 template <int N>
 __device__ __forceinline__ void sort_keys(float (&v)[N]) {
   constexpr Net<N> net = Net<N>();
 #pragma unroll
   for (int t = 0; t < Net<N>::C; t++) {
     const float x = v[net.a[t]], y = v[net.b[t]];
-    const bool lt = x < y;
-    v[net.a[t]] = lt ? x : y;
-    v[net.b[t]] = lt ? y : x;
+    v[net.a[t]] = fminf(x, y);
+    v[net.b[t]] = fmaxf(x, y);
   }
 }
 

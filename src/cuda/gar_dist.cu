@@ -4,8 +4,8 @@
  *
  * Distances: D[i][j] = sum_c (x_i[c] - x_j[c])^2, computed from differences (not from a Gram
  * matrix), so that rows close to each other keep their distance to float precision whatever
- * their norm. A block stages a tile of R rows x TC coordinates in shared memory (the next tile
- * is prefetched into registers while the current one is computed); each thread owns an 8 x 8
+ * their norm. A block streams tiles of R rows x TC coordinates through shared memory (copied
+ * asynchronously, several tiles in flight while one is computed); each thread owns an 8 x 8
  * block of row pairs and a lane of the tile's coordinates and accumulates in float. The lanes
  * are summed in double in a fixed order, each block writes its partial sums, and a second
  * kernel adds the blocks in block order: the result depends on (R, d) only, never on timing or
@@ -24,14 +24,18 @@
 #include "gpu_internal.h"
 
 #include <cublas_v2.h>
+#include <cuda_pipeline.h>
 #include <math.h>
 #include <string.h>
 
 #define DIST_THREADS 256     /* threads per block of the distance kernel */
 #define DIST_GRID_MAX 512    /* blocks of the distance kernel (fixed: determinism) */
+#define DIST_STAGES 4        /* shared-memory stages of the distance kernel's copy pipeline */
 #define MIX_BLOCK 128        /* coordinates per block of the mixture kernel */
 #define SCALE_BLOCK 256      /* threads per block of the row scaling kernel */
 #define LIST_BLOCK 256       /* coordinates per block of the list-average kernel */
+#define NORM_BLOCK 256       /* threads per block of the row-norm kernel */
+#define NORM_CHUNK 65536     /* columns per block of the row-norm kernel (fixed: determinism) */
 
 /* ---------------------------------------------------------------- distances */
 template <int NB>
@@ -43,10 +47,13 @@ struct DistCfg {
   static constexpr int PAD = TC + 1;                      /* shared row stride (banks) */
   static constexpr int LOADS = RP * TC / DIST_THREADS;    /* tile values per thread */
   static constexpr int TILE_F = RP * PAD;
+  static constexpr int PIPE_F = DIST_STAGES * TILE_F;
   static constexpr int RED_F = NMT * L * 64;
-  static constexpr size_t SMEM = (size_t)(TILE_F > RED_F ? TILE_F : RED_F) * sizeof(float);
+  static constexpr size_t SMEM = (size_t)(PIPE_F > RED_F ? PIPE_F : RED_F) * sizeof(float);
 };
 
+/* Tiles stream through DIST_STAGES shared-memory stages with asynchronous copies (cp.async):
+ * DIST_STAGES - 1 tiles are in flight while one is computed, and no register holds them. */
 template <int NB>
 __global__ void __launch_bounds__(DIST_THREADS, 2)
 k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__restrict__ partials) {
@@ -73,8 +80,8 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
   __syncthreads();
 
   const size_t ntiles = (d + Cfg::TC - 1) / Cfg::TC;
-  float pre[Cfg::LOADS];
-  auto load = [&](size_t tile) {
+  auto issue = [&](size_t tile, int stage) {
+    float *dst = sm + stage * Cfg::TILE_F;
     const size_t c0 = tile * Cfg::TC;
 #pragma unroll
     for (int u = 0; u < Cfg::LOADS; u++) {
@@ -82,27 +89,34 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
       const int r = e / Cfg::TC, cc = e % Cfg::TC;
       const float *p = rp[r];
       const size_t c = c0 + cc;
-      pre[u] = (p && c < d) ? __ldg(p + c) : 0.f;
+      float *s = dst + r * Cfg::PAD + cc;
+      if (p && c < d) __pipeline_memcpy_async(s, p + c, sizeof(float));
+      else *s = 0.f;
     }
   };
-  size_t tile = blockIdx.x;
-  if (tile < ntiles) load(tile);
-  for (; tile < ntiles; tile += gridDim.x) {
-    __syncthreads();
 #pragma unroll
-    for (int u = 0; u < Cfg::LOADS; u++) {
-      const int e = t + u * DIST_THREADS;
-      sm[(e / Cfg::TC) * Cfg::PAD + e % Cfg::TC] = pre[u];
+  for (int st = 0; st < DIST_STAGES - 1; st++) {
+    const size_t tile = blockIdx.x + (size_t)st * gridDim.x;
+    if (tile < ntiles) issue(tile, st);
+    __pipeline_commit();
+  }
+  int it = 0;
+  for (size_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x, it++) {
+    __pipeline_wait_prior(DIST_STAGES - 2);   /* this tile's copies have landed */
+    __syncthreads();                          /* ... for every thread; the oldest stage is free */
+    {
+      const size_t next = tile + (size_t)(DIST_STAGES - 1) * gridDim.x;
+      if (next < ntiles) issue(next, (it + DIST_STAGES - 1) % DIST_STAGES);
+      __pipeline_commit();
     }
-    __syncthreads();
-    if (tile + gridDim.x < ntiles) load(tile + gridDim.x);
     if (active) {
+      const float *tl = sm + (it % DIST_STAGES) * Cfg::TILE_F;
       for (int cc = lane; cc < Cfg::TC; cc += Cfg::L) {
         float a[8], b[8];
 #pragma unroll
         for (int q = 0; q < 8; q++) {
-          a[q] = sm[(bi * 8 + q) * Cfg::PAD + cc];
-          b[q] = sm[(bj * 8 + q) * Cfg::PAD + cc];
+          a[q] = tl[(bi * 8 + q) * Cfg::PAD + cc];
+          b[q] = tl[(bj * 8 + q) * Cfg::PAD + cc];
         }
 #pragma unroll
         for (int q = 0; q < 8; q++)
@@ -114,6 +128,7 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
       }
     }
   }
+  __pipeline_wait_prior(0);
   __syncthreads();
   if (active) {
 #pragma unroll
@@ -318,6 +333,51 @@ agt_status agt_gpu_mix_rows(const float *const *rows, size_t K, size_t d, const 
   } else {
     k_mix_gen<<<blocks, MIX_BLOCK>>>(rows_dev, (int)K, d, W_dev, (int)R, out, d);
     AGT_CU_LAUNCH("k_mix_gen");
+  }
+  return AGT_OK;
+}
+
+/* ---------------------------------------------------------------- row norms */
+/* part[i * nch + k] = sum of squares of row i over columns [k NORM_CHUNK, (k+1) NORM_CHUNK). */
+__global__ void __launch_bounds__(NORM_BLOCK)
+k_sqnorms(const float *__restrict__ G, size_t d, size_t nch, double *__restrict__ part) {
+  __shared__ double red[NORM_BLOCK];
+  const size_t i = blockIdx.y, k = blockIdx.x;
+  const float *x = G + i * d;
+  const size_t c0 = k * NORM_CHUNK, c1 = c0 + NORM_CHUNK < d ? c0 + NORM_CHUNK : d;
+  float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+  size_t c = c0 + threadIdx.x;
+  for (; c + 3 * NORM_BLOCK < c1; c += 4 * NORM_BLOCK) {   /* four loads in flight */
+    const float v0 = __ldg(x + c), v1 = __ldg(x + c + NORM_BLOCK);
+    const float v2 = __ldg(x + c + 2 * NORM_BLOCK), v3 = __ldg(x + c + 3 * NORM_BLOCK);
+    a0 = fmaf(v0, v0, a0); a1 = fmaf(v1, v1, a1); a2 = fmaf(v2, v2, a2); a3 = fmaf(v3, v3, a3);
+  }
+  for (; c < c1; c += NORM_BLOCK) { const float v0 = __ldg(x + c); a0 = fmaf(v0, v0, a0); }
+  red[threadIdx.x] = ((double)a0 + a1) + ((double)a2 + a3);
+  __syncthreads();
+  for (int w = NORM_BLOCK / 2; w > 0; w /= 2) {
+    if ((int)threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) part[i * nch + k] = red[0];
+}
+
+/* sq_host[i] = |row i|^2 (+inf when not finite), partial sums added in column order. */
+agt_status agt_gpu_row_sqnorms(const float *G, size_t n, size_t d, double *sq_host) {
+  AGT_TRY(agt_gpu_ensure());
+  const size_t nch = (d + NORM_CHUNK - 1) / NORM_CHUNK;
+  const size_t bytes = n * nch * sizeof(double);
+  double *part = NULL, *h = NULL;
+  AGT_TRY(agt_gpu_scratch(bytes, (void **)&part));
+  AGT_TRY(agt_gpu_host_scratch(bytes, (void **)&h));
+  if (n > 65535) return AGT_FAIL(AGT_ENOTSUP, "row norms of %zu rows on the GPU", n);
+  k_sqnorms<<<dim3((unsigned)nch, (unsigned)n), NORM_BLOCK>>>(G, d, nch, part);
+  AGT_CU_LAUNCH("k_sqnorms");
+  AGT_CU(cudaMemcpy(h, part, bytes, cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < n; i++) {
+    double t = 0;
+    for (size_t k = 0; k < nch; k++) t += h[i * nch + k];
+    sq_host[i] = isfinite(t) ? t : INFINITY;
   }
   return AGT_OK;
 }

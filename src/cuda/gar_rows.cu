@@ -105,18 +105,42 @@ extern "C" agt_status agt_gpu_gar_bulyan(const float *G, size_t n, size_t d, siz
   const size_t theta = n - 2 * f, beta = theta - 2 * f;
   std::vector<double> D;
   AGT_TRY(distances(G, n, d, NULL, 0, D));
-  std::vector<int64_t> rest(n), chosen;
-  for (size_t i = 0; i < n; i++) rest[i] = (int64_t)i;
-  while (chosen.size() < theta) {
-    const size_t r = rest.size(), k = r >= f + 2 ? r - f - 2 : 0;
-    size_t best = 0;
-    double best_score = 0;
-    for (size_t s = 0; s < r; s++) {
-      const double sc = krum_score(D.data(), n, rest, s, k);
-      if (s == 0 || sc < best_score) { best = s; best_score = sc; }
+  /* Each row's other rows sorted by distance once; a round's score walks that list, skipping
+   * the rows already chosen: the k smallest remaining distances, added in ascending order (the
+   * CPU's sum, without re-sorting). */
+  std::vector<int64_t> nbr(n * (n - 1));
+  {
+    std::vector<Key> row(n - 1);
+    for (size_t i = 0; i < n; i++) {
+      size_t t = 0;
+      for (size_t j = 0; j < n; j++)
+        if (j != i) row[t++] = Key{D[i * n + j], (int64_t)j};
+      std::sort(row.begin(), row.end(), key_less);
+      for (size_t q = 0; q < n - 1; q++) nbr[i * (n - 1) + q] = row[q].i;
     }
-    chosen.push_back(rest[best]);
-    rest.erase(rest.begin() + (long)best);
+  }
+  std::vector<char> gone(n, 0);
+  std::vector<int64_t> chosen;
+  size_t r = n;
+  while (chosen.size() < theta) {
+    const size_t k = r >= f + 2 ? r - f - 2 : 0;
+    int64_t best = -1;
+    double best_score = 0;
+    for (size_t i = 0; i < n; i++) {   /* ascending: ties keep the lower index */
+      if (gone[i]) continue;
+      double sc = 0;
+      size_t taken = 0;
+      for (size_t q = 0; q < n - 1 && taken < k; q++) {
+        const int64_t j = nbr[i * (n - 1) + q];
+        if (gone[j]) continue;
+        sc += D[i * n + (size_t)j];
+        taken++;
+      }
+      if (best < 0 || sc < best_score) { best = (int64_t)i; best_score = sc; }
+    }
+    chosen.push_back(best);
+    gone[(size_t)best] = 1;
+    r--;
   }
   if (selected) memcpy(selected, chosen.data(), theta * sizeof(int64_t));
   return agt_gpu_gar_rows_meamed(G, d, chosen.data(), theta, beta, out);
@@ -126,10 +150,10 @@ extern "C" agt_status agt_gpu_gar_cge(const float *G, size_t n, size_t d, size_t
                                       int64_t *selected) {
   AGT_TRY(agt_gpu_check_shape("cge", G, n, d, out));
   if (f >= n) return AGT_FAIL(AGT_EINVAL, "cge needs n > f, got n=%zu f=%zu", n, f);
-  std::vector<double> D;
-  AGT_TRY(distances(G, n, d, NULL, 1, D));
+  std::vector<double> sq(n);
+  AGT_TRY(agt_gpu_row_sqnorms(G, n, d, sq.data()));
   std::vector<Key> nk(n);
-  for (size_t i = 0; i < n; i++) nk[i] = Key{D[i * (n + 1) + n], (int64_t)i};
+  for (size_t i = 0; i < n; i++) nk[i] = Key{sq[i], (int64_t)i};
   std::sort(nk.begin(), nk.end(), key_less);
   std::vector<int64_t> chosen(n - f);
   for (size_t k = 0; k < n - f; k++) chosen[k] = nk[k].i;
@@ -368,11 +392,8 @@ extern "C" agt_status agt_gpu_gar_bucketing(const float *G, size_t n, size_t d, 
 }
 
 static agt_status row_sqnorms(const float *G, size_t n, size_t d, std::vector<double> &sq) {
-  std::vector<double> D;
-  AGT_TRY(distances(G, n, d, NULL, 1, D));
   sq.resize(n);
-  for (size_t i = 0; i < n; i++) sq[i] = D[i * (n + 1) + n];
-  return AGT_OK;
+  return agt_gpu_row_sqnorms(G, n, d, sq.data());
 }
 
 /* The CPU's clip_factor: 1 for a non-finite norm (such a row cannot be scaled) or threshold. */

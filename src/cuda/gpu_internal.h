@@ -78,6 +78,8 @@ agt_status agt_gpu_avg_lists(const float *G, size_t d, const int64_t *rows, cons
 /* out (R x d) = W (R x n, host, row-major) G through cuBLAS (float, finite inputs only). */
 agt_status agt_gpu_gemm_rows(const float *G, size_t n, size_t d, const double *W_host, size_t R,
                              float *out);
+/* sq_host[i] = |row i|^2, +inf when not finite. */
+agt_status agt_gpu_row_sqnorms(const float *G, size_t n, size_t d, double *sq_host);
 /* out[i] = scale_host[i] * G[i]; out may be G. */
 agt_status agt_gpu_scale_rows(const float *G, size_t n, size_t d, const double *scale_host,
                               float *out);
