@@ -756,8 +756,9 @@ function Session:run(steps)
     if not sm then error("--summary-dir: " .. err, 0) end
     self.summary = sm
   end
-  self.progress = require("agt.progress").new({ out = self.out, total = last,
-    mode = o.progress, every = 10 })
+  -- Progress goes to the terminal only (never into --stdout-to), and not at all with --quiet.
+  self.progress = require("agt.progress").new({ out = io.stdout, total = last,
+    mode = o.quiet and "none" or o.progress, every = 10 })
   local now = M.mono()
   self.last_ckpt_time, self.last_eval_time, self.last_summary_time = now, now, now
   self.last_ckpt_step = self.last_ckpt_step or self.global_step
@@ -774,9 +775,13 @@ end
 function Session:_loop()
   local o = self.opts
   local last = self._last
-  self:evaluate()
   local run_start, stopped = self.steps_run, "done"
-  while true do
+  local ok0, err0 = pcall(self.evaluate, self)
+  if not ok0 then
+    if not M.interrupted() then error(err0, 0) end
+    stopped = "interrupted"
+  end
+  while stopped == "done" do
     if last and self.global_step >= last then break end
     if M.interrupted() then stopped = "interrupted"; break end
     -- The state before the step: a Ctrl-C in the middle of it puts it back, since a half-done
