@@ -221,11 +221,11 @@ agt_status agt_nn_linear_forward(const float *x, const float *W, const float *b,
 agt_status agt_nn_linear_backward(const float *x, const float *W, const float *dy,
                                   float *dx, float *dW, float *db,
                                   size_t B, size_t in, size_t out);
-size_t agt_nn_conv2d_scratch(size_t B, size_t C, size_t KH, size_t KW, size_t OH, size_t OW);
+size_t agt_nn_conv2d_scratch(size_t B, size_t C, size_t OC, size_t KH, size_t KW, size_t OH, size_t OW);
 agt_status agt_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
                                  float *col, size_t B, size_t C, size_t H, size_t Wd,
                                  size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
-                                 size_t pt, size_t pl, size_t OH, size_t OW);
+                                 size_t pt, size_t pl, size_t OH, size_t OW, int act);
 agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *dy,
                                   float *dx, float *dW, float *db, float *col,
                                   size_t B, size_t C, size_t H, size_t Wd,

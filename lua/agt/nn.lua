@@ -195,14 +195,11 @@ function nn.conv2d(oc, opts)
   function l:forward(th, x, B)
     local P = self.oh * self.ow
     local y = grow(self, "y", B * self.oc * P)
-    local col = grow(self, "col", tonumber(C.agt_nn_conv2d_scratch(B, self.c, self.kh, self.kw, self.oh, self.ow)))
-    check(C.agt_nn_conv2d_forward(x, th + self.params[1].offset, nil, y, col, B, self.c, self.h,
-                                  self.w, self.oc, self.kh, self.kw, self.sh, self.sw, self.pt,
-                                  self.pl, self.oh, self.ow))
-    if self.bias or self.act then
-      check(C.agt_nn_bias_act(y, self.bias and th + self.params[2].offset or nil, B, self.oc, P,
-                              self.act or -1))
-    end
+    local col = grow(self, "col", tonumber(C.agt_nn_conv2d_scratch(B, self.c, self.oc, self.kh, self.kw,
+                                                                    self.oh, self.ow)))
+    check(C.agt_nn_conv2d_forward(x, th + self.params[1].offset, self.bias and th + self.params[2].offset or nil,
+                                  y, col, B, self.c, self.h, self.w, self.oc, self.kh, self.kw, self.sh,
+                                  self.sw, self.pt, self.pl, self.oh, self.ow, self.act or -1))
     return y
   end
   function l:backward(th, g, x, y, dy, B, need_dx)

@@ -8,7 +8,7 @@ return {
   doc = "the original CIFAR-10 CNN (1,756,426 parameters) on CIFAR-10 (downloaded)",
   shape = { 3, 32, 32 },
   classes = 10,
-  defaults = { ["eval-batch-size"] = 250 },
+  defaults = { ["eval-batch-size"] = 100 },
   args = {
     { name = "download", default = true, doc = "download the data set when it is missing" },
   },

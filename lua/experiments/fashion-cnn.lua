@@ -7,7 +7,7 @@ return {
   doc = "conv5x5(32)-pool-conv5x5(64)-pool-dense(128)-dense(10) CNN on Fashion-MNIST, offline",
   shape = { 1, 28, 28 },
   classes = 10,
-  defaults = { ["eval-batch-size"] = 250 },
+  defaults = { ["eval-batch-size"] = 100 },
   data = function(args, D)
     local dir = args["data-dir"] ~= "" and args["data-dir"] or "/usr/share/datasets/fashion-mnist"
     return D.fashion_mnist({ dir = dir })

@@ -67,11 +67,11 @@ static void test_conv(size_t B, size_t C, size_t H, size_t Wd, size_t OC, size_t
   size_t nx = B * C * H * Wd, nw = OC * C * K * K, ny = B * OC * OH * OW;
   float *x = rnd(nx, 1), *W = rnd(nw, 2), *b = rnd(OC, 3), *dy = rnd(ny, 4);
   float *y = malloc(ny * 4), *dx = malloc(nx * 4), *dW = malloc(nw * 4), *db = malloc(OC * 4);
-  size_t ncol = agt_nn_conv2d_scratch(B, C, K, K, OH, OW);
+  size_t ncol = agt_nn_conv2d_scratch(B, C, OC, K, K, OH, OW);
   float *col = malloc(ncol * 4);
   double *ry = malloc(ny * 8), *rdx = malloc(nx * 8), *rdW = malloc(nw * 8), *rdb = malloc(OC * 8);
   conv_ref(x, W, b, dy, ry, rdx, rdW, rdb, B, C, H, Wd, OC, K, K, s, s, pt, pl, OH, OW);
-  CHECK(agt_nn_conv2d_forward(x, W, b, y, col, B, C, H, Wd, OC, K, K, s, s, pt, pl, OH, OW) == AGT_OK);
+  CHECK(agt_nn_conv2d_forward(x, W, b, y, col, B, C, H, Wd, OC, K, K, s, s, pt, pl, OH, OW, -1) == AGT_OK);
   CHECK(maxdiff(y, ry, ny) < 1e-4);
   CHECK(agt_nn_conv2d_backward(x, W, dy, dx, dW, db, col, B, C, H, Wd, OC, K, K, s, s, pt, pl, OH, OW) == AGT_OK);
   CHECK(maxdiff(dx, rdx, nx) < 1e-4);
@@ -217,6 +217,37 @@ static void test_linear_xent(void) {
   free(x); free(W); free(b); free(dy);
 }
 
+/* The compressed-input path (mostly-zero inputs) against a double reference, for output
+ * widths that exercise every register-block shape. */
+static void test_sparse_linear(void) {
+  size_t B = 7, I = 96;
+  size_t outs[] = { 3, 10, 64, 100, 130, 300 };
+  for (size_t t = 0; t < sizeof outs / sizeof outs[0]; t++) {
+    size_t O = outs[t];
+    float *x = rnd(B * I, 40 + t), *W = rnd(I * O, 50 + t), *b = rnd(O, 60 + t), *dy = rnd(B * O, 70 + t);
+    for (size_t i = 0; i < B * I; i++) if (x[i] < 0.8f) x[i] = 0; /* ~10% non-zeros */
+    float *y = malloc(B * O * 4), *dW = malloc(I * O * 4);
+    CHECK(agt_nn_linear_forward(x, W, b, y, B, I, O) == AGT_OK);
+    CHECK(agt_nn_linear_backward(x, W, dy, NULL, dW, NULL, B, I, O) == AGT_OK);
+    double e1 = 0, e2 = 0;
+    for (size_t i = 0; i < B; i++)
+      for (size_t o = 0; o < O; o++) {
+        double s = b[o];
+        for (size_t k = 0; k < I; k++) s += (double)x[i * I + k] * W[k * O + o];
+        e1 = fmax(e1, fabs(s - y[i * O + o]));
+      }
+    for (size_t k = 0; k < I; k++)
+      for (size_t o = 0; o < O; o++) {
+        double s = 0;
+        for (size_t i = 0; i < B; i++) s += (double)x[i * I + k] * dy[i * O + o];
+        e2 = fmax(e2, fabs(s - dW[k * O + o]));
+      }
+    CHECK(e1 < 1e-5);
+    CHECK(e2 < 1e-5);
+    free(x); free(W); free(b); free(dy); free(y); free(dW);
+  }
+}
+
 static void test_act_dropout(void) {
   float x[6] = { -2, -0.5f, 0, 0.5f, 2, 3 }, y[6], dy[6] = { 1, 1, 1, 1, 1, 1 }, dx[6];
   CHECK(agt_nn_act_forward(AGT_NN_RELU, x, y, 6) == AGT_OK && y[0] == 0 && y[4] == 2);
@@ -334,13 +365,13 @@ static void test_threads(void) {
   agt_nn_conv_geometry(W, K, 1, 1, &OW, &pl);
   size_t nx = B * C * H * W, nw = OC * C * K * K, ny = B * OC * OH * OW;
   float *x = rnd(nx, 30), *Wt = rnd(nw, 31), *b = rnd(OC, 32), *dy = rnd(ny, 33);
-  float *col = malloc(agt_nn_conv2d_scratch(B, C, K, K, OH, OW) * 4);
+  float *col = malloc(agt_nn_conv2d_scratch(B, C, OC, K, K, OH, OW) * 4);
   float *out[2][4];
   double pen[2];
   for (int run = 0; run < 2; run++) {
     agt_pool_set_threads(run ? 3 : 1);
     float *y = malloc(ny * 4), *dx = malloc(nx * 4), *dW = malloc(nw * 4), *db = malloc(OC * 4);
-    agt_nn_conv2d_forward(x, Wt, b, y, col, B, C, H, W, OC, K, K, 1, 1, pt, pl, OH, OW);
+    agt_nn_conv2d_forward(x, Wt, b, y, col, B, C, H, W, OC, K, K, 1, 1, pt, pl, OH, OW, AGT_NN_RELU);
     agt_nn_conv2d_backward(x, Wt, dy, dx, dW, db, col, B, C, H, W, OC, K, K, 1, 1, pt, pl, OH, OW);
     float *g = calloc(ny, 4);
     agt_optim_l2(y, g, ny, 0.1f, &pen[run]);
@@ -366,6 +397,7 @@ int main(void) {
   test_conv(2, 1, 6, 6, 2, 4, 2, 1);   /* SAME, even kernel */
   test_pool();
   test_linear_xent();
+  test_sparse_linear();
   test_act_dropout();
   test_optim();
   test_threads();
