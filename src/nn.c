@@ -518,11 +518,57 @@ static void window(size_t o, size_t s, size_t pad, size_t k, size_t n, size_t *a
   *b = (size_t)hi;
 }
 
+/* One step of a branch-free running max (the winner is unpredictable); ties keep the
+ * first maximum in row-major order; any NaN sets the flag. */
+#define MAXSTEP(v, idx)                                                              \
+  do {                                                                               \
+    float v_ = (v);                                                                  \
+    int32_t gt_ = v_ > best;                                                         \
+    nan |= v_ != v_;                                                                 \
+    best = _mm_cvtss_f32(_mm_max_ss(_mm_set_ss(v_), _mm_set_ss(best)));              \
+    bi ^= (bi ^ (int32_t)(idx)) & -gt_;                                              \
+  } while (0)
+
+/* Later candidate (vb, ib) against the earlier (va, ia): strictly greater wins, so ties
+ * keep the earlier one. Branch-free. */
+#define PICK(va, ia, vb, ib)                                                         \
+  do {                                                                               \
+    int32_t gt_ = (vb) > (va);                                                       \
+    (va) = _mm_cvtss_f32(_mm_max_ss(_mm_set_ss(vb), _mm_set_ss(va)));                \
+    (ia) ^= ((ia) ^ (ib)) & -gt_;                                                    \
+  } while (0)
+
+/* A full 3×3 window at (h0, w0) as a reduction tree (depth 4 instead of a chain of 8):
+ * each merge puts the earlier half on the left, so the first maximum still wins. */
+static inline void max3x3(const float *xp, size_t W, size_t h0, size_t w0, float *best,
+                          int32_t *bi, int *nan) {
+  const float *r = xp + h0 * W + w0;
+  int32_t i0 = (int32_t)(h0 * W + w0), w = (int32_t)W;
+  float v0 = r[0], v1 = r[1], v2 = r[2], v3 = r[W], v4 = r[W + 1], v5 = r[W + 2];
+  float v6 = r[2 * W], v7 = r[2 * W + 1], v8 = r[2 * W + 2];
+  int32_t j0 = i0, j1 = i0 + 1, j2 = i0 + 2, j3 = i0 + w, j4 = i0 + w + 1, j5 = i0 + w + 2;
+  int32_t j6 = i0 + 2 * w, j7 = i0 + 2 * w + 1, j8 = i0 + 2 * w + 2;
+  *nan = (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3) | (v4 != v4) | (v5 != v5) |
+         (v6 != v6) | (v7 != v7) | (v8 != v8);
+  PICK(v0, j0, v1, j1);
+  PICK(v2, j2, v3, j3);
+  PICK(v4, j4, v5, j5);
+  PICK(v6, j6, v7, j7);
+  PICK(v0, j0, v2, j2);
+  PICK(v4, j4, v6, j6);
+  PICK(v0, j0, v4, j4);
+  PICK(v0, j0, v8, j8);
+  *best = v0;
+  *bi = j0;
+}
+
 static void maxpool_fwd_task(void *vctx, size_t begin, size_t end, size_t chunk) {
   (void)chunk;
   const pool_ctx *t = vctx;
+  size_t W = t->W;
+  int square3 = t->KH == 3 && t->KW == 3;
   for (size_t p = begin; p < end; p++) {
-    const float *xp = t->x + p * t->H * t->W;
+    const float *xp = t->x + p * t->H * W;
     float *yp = t->y + p * t->OH * t->OW;
     int32_t *ip = t->idx + p * t->OH * t->OW;
     for (size_t oh = 0; oh < t->OH; oh++) {
@@ -530,26 +576,24 @@ static void maxpool_fwd_task(void *vctx, size_t begin, size_t end, size_t chunk)
       window(oh, t->sh, t->pt, t->KH, t->H, &h0, &h1);
       for (size_t ow = 0; ow < t->OW; ow++) {
         size_t w0, w1;
-        window(ow, t->sw, t->pl, t->KW, t->W, &w0, &w1);
+        window(ow, t->sw, t->pl, t->KW, W, &w0, &w1);
+        float best;
+        int32_t bi;
+        int nan;
         if (h0 >= h1 || w0 >= w1) {   /* a window all in padding */
           yp[oh * t->OW + ow] = 0.0f;
           ip[oh * t->OW + ow] = -1;
           continue;
         }
-        /* branch-free running max (selects, not jumps: the winner is unpredictable);
-         * a NaN anywhere in the window makes the result NaN */
-        int32_t bi = (int32_t)(h0 * t->W + w0);
-        float best = xp[bi];
-        int nan = 0;
-        for (size_t h = h0; h < h1; h++) {
-          const float *row = xp + h * t->W;
-          for (size_t w = w0; w < w1; w++) {
-            float v = row[w];
-            int gt = v > best;
-            nan |= v != v;
-            best = gt ? v : best;
-            bi = gt ? (int32_t)(h * t->W + w) : bi;
-          }
+        int full = h1 - h0 == t->KH && w1 - w0 == t->KW;
+        if (full && square3) {
+          max3x3(xp, W, h0, w0, &best, &bi, &nan);
+        } else {
+          bi = (int32_t)(h0 * W + w0);
+          best = xp[bi];
+          nan = 0;
+          for (size_t h = h0; h < h1; h++)
+            for (size_t w = w0; w < w1; w++) MAXSTEP(xp[h * W + w], h * W + w);
         }
         yp[oh * t->OW + ow] = nan ? NAN : best;
         ip[oh * t->OW + ow] = bi;
@@ -557,6 +601,8 @@ static void maxpool_fwd_task(void *vctx, size_t begin, size_t end, size_t chunk)
     }
   }
 }
+#undef MAXSTEP
+#undef PICK
 
 static void maxpool_bwd_task(void *vctx, size_t begin, size_t end, size_t chunk) {
   (void)chunk;
