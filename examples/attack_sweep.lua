@@ -23,7 +23,8 @@ local spec = {
   { name = "attacks", default = "none,reverse,reverse/factor=100,lie,empire,fang",
     doc = "comma-separated attacks, NAME/key=value/..." },
   { name = "optimizer-args", default = "", doc = "key=value arguments of the optimizer, '/'-separated" },
-  { name = "learning-rate-args", default = "", doc = "key=value arguments of the schedule, '/'-separated" },
+  { name = "learning-rate-args", default = "initial-rate=0.05",
+    doc = "key=value arguments of the (fixed) schedule, '/'-separated; 0.05 learns within a few hundred steps" },
 }
 
 local words = {}
