@@ -20,7 +20,7 @@ local spec = {
   { name = "r", default = 2, type = "integer", doc = "workers that really attack" },
   { name = "seed", default = 1, type = "integer", doc = "seed of every run" },
   { name = "rules", default = "average,krum,median", doc = "comma-separated rules (or pipelines joined with '+')" },
-  { name = "attacks", default = "none,reverse,reverse/factor=100,lie,empire,fang",
+  { name = "attacks", default = "none,reverse,reverse/factor=100,lie,empire,optimal-lie,minmax,fang",
     doc = "comma-separated attacks, NAME/key=value/..." },
   { name = "optimizer-args", default = "", doc = "key=value arguments of the optimizer, '/'-separated" },
   { name = "learning-rate-args", default = "initial-rate=0.05",
