@@ -466,6 +466,18 @@ function Attack:honest_std(c, ddof)
   return s
 end
 
+-- Pairwise squared distances between the honest rows: a double[h*h] (row-major, diagonal 0,
+-- non-finite distances +inf), computed once per step by the engine's distance kernel.
+function Attack:honest_sqdist(c)
+  if c.cache.D then return c.cache.D end
+  local H = self:honest_matrix(c)
+  local h = #c.honest
+  local D = ffi.new("double[?]", h * h)
+  F.check(C.agt_gar_sqdist(H.ptr, h, c.d, D))
+  c.cache.D = D
+  return D
+end
+
 -- Copies the d values at ptr (a float* or a tensor) into every Byzantine row of G (or of M).
 function Attack:write(c, v, M)
   local src = T.is_tensor(v) and v.ptr or v
