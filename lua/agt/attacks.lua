@@ -516,8 +516,10 @@ function Attack:rule_distance(c, fill)
     if saved ~= nil then
       rule:set_state(saved)
     elseif rule:state() ~= nil then
+      -- The rule had no state before (e.g. centered clipping before its first step): only a
+      -- rule whose set_state(nil) resets it can be put back.
       local ok = pcall(rule.set_state, rule, nil)
-      if not ok and not self._warned_state then
+      if (not ok or rule:state() ~= nil) and not self._warned_state then
         self._warned_state = true
         self:warn("rule " .. tostring(rule.name) .. " cannot reset its state: the attack's search "
           .. "may have changed it")
