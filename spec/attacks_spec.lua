@@ -4,43 +4,7 @@ local K = require("agt.attacks")
 local T = require("agt.tensor")
 local R = require("agt.rng")
 local host = require("agt.host")
--- Stand-in rules until agt.aggregators lands: a coordinate median and Krum, in plain Lua.
-local A = {}
-function A.new(name, n, f)
-  local rule = { name = name }
-  function rule:state() return nil end
-  function rule:set_state() end
-  function rule:aggregate(G, out)
-    local m, d = G:size(1), G:size(2)
-    if name == "median" then
-      for j = 1, d do
-        local v = {}
-        for i = 1, m do v[i] = G[(i - 1) * d + j] end
-        table.sort(v)
-        out[j] = (m % 2 == 1) and v[(m + 1) / 2] or (v[m / 2] + v[m / 2 + 1]) / 2
-      end
-      return {}
-    end
-    local best, bi = math.huge, 1
-    for i = 1, m do
-      local ds = {}
-      for k = 1, m do
-        if k ~= i then
-          local s = 0
-          for j = 1, d do s = s + (G[(i - 1) * d + j] - G[(k - 1) * d + j]) ^ 2 end
-          ds[#ds + 1] = s
-        end
-      end
-      table.sort(ds)
-      local sc = 0
-      for k = 1, m - f - 2 do sc = sc + ds[k] end
-      if sc < best then best, bi = sc, i end
-    end
-    for j = 1, d do out[j] = G[(bi - 1) * d + j] end
-    return { selected = { bi } }
-  end
-  return rule
-end
+local A = require("agt.aggregators")
 
 local function mat(rows)
   return T.from_table(rows)
@@ -451,6 +415,24 @@ describe("fang", function()
     assert.is_true(v[2] >= -6 and v[2] <= -3, v[2])
   end)
 
+  it("trim attack pulls the trimmed mean and the median against the honest mean", function()
+    local n, r, d = 11, 2, 50
+    for _, name in ipairs({ "trimmed-mean", "median" }) do
+      local G, honest, byz = random_problem(n, r, d, 8, 0.3)
+      local rule = A.new(name, n, r, {})
+      local mu = T.new({ d })
+      T.rows_mean(G:narrow(1, n - r), mu)
+      local clean, attacked = T.new({ d }), T.new({ d })
+      local M = G:clone()
+      K.new("zero", {}, { n = n, f = r }):apply({ G = M, honest = honest, byz = byz, step = 1 })
+      rule:aggregate(M, clean, { step = 1 })
+      local _, info = run("fang", {}, G, { f = r, rule = rule })
+      assert.are.equal("trim", info.mode)
+      rule:aggregate(G, attacked, { step = 1 })
+      assert.is_true(attacked:dot(mu) < clean:dot(mu), name)
+    end
+  end)
+
   it("krum attack: -lambda sign(mu), lambda halved until Krum selects it", function()
     local n, r, d = 11, 2, 30
     local G, honest, byz = random_problem(n, r, d, 5)
@@ -527,6 +509,32 @@ describe("search attacks", function()
     local atk = K.new("optimal-lie", { "evals:6" }, { n = n, f = r, seed = 1, rule = rule })
     atk:apply({ G = G, honest = honest, byz = byz, step = 1, rule = rule })
     assert.are.equal(0, rule.calls)
+  end)
+
+  it("puts a stateful rule's state back after searching against it", function()
+    local n, r, d = 7, 2, 10
+    local G, honest, byz = random_problem(n, r, d, 9)
+    local rule = A.new("centered-clipping", n, r, {})
+    local out = T.new({ d })
+    rule:aggregate(G:clone(), out, { step = 0 })      -- gives the rule a previous output
+    local before = rule:state()
+    assert.is_string(before)
+    local atk = K.new("optimal-lie", { "evals:6" }, { n = n, f = r, seed = 1, rule = rule })
+    local info = atk:apply({ G = G, honest = honest, byz = byz, step = 1, rule = rule })
+    assert.are.equal(6, info.evals)
+    assert.are.equal(before, rule:state())
+  end)
+
+  it("searches through a whole pipeline", function()
+    local n, r, d = 11, 2, 20
+    local G, honest, byz = random_problem(n, r, d, 4)
+    local rule = A.new("nnm,median", n, r, {})
+    local S = G:clone()
+    local info0 = K.new("optimal-lie", { "evals:1" }, { n = n, f = r, seed = 1, rule = rule })
+      :apply({ G = S, honest = honest, byz = byz, step = 1, rule = rule })
+    local info = K.new("optimal-lie", {}, { n = n, f = r, seed = 1, rule = rule })
+      :apply({ G = G, honest = honest, byz = byz, step = 1, rule = rule })
+    assert.is_true(info.distance > 1.5 * info0.distance, info.distance .. " vs " .. info0.distance)
   end)
 
   it("line_maximize finds the top of a concave function within its budget", function()

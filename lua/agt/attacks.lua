@@ -466,6 +466,18 @@ function Attack:honest_std(c, ddof)
   return s
 end
 
+-- Pairwise squared distances between the honest rows: a double[h*h] (row-major, diagonal 0,
+-- non-finite distances +inf), computed once per step by the engine's distance kernel.
+function Attack:honest_sqdist(c)
+  if c.cache.D then return c.cache.D end
+  local H = self:honest_matrix(c)
+  local h = #c.honest
+  local D = ffi.new("double[?]", h * h)
+  F.check(C.agt_gar_sqdist(H.ptr, h, c.d, D))
+  c.cache.D = D
+  return D
+end
+
 -- Copies the d values at ptr (a float* or a tensor) into every Byzantine row of G (or of M).
 function Attack:write(c, v, M)
   local src = T.is_tensor(v) and v.ptr or v
@@ -504,8 +516,10 @@ function Attack:rule_distance(c, fill)
     if saved ~= nil then
       rule:set_state(saved)
     elseif rule:state() ~= nil then
+      -- The rule had no state before (e.g. centered clipping before its first step): only a
+      -- rule whose set_state(nil) resets it can be put back.
       local ok = pcall(rule.set_state, rule, nil)
-      if not ok and not self._warned_state then
+      if (not ok or rule:state() ~= nil) and not self._warned_state then
         self._warned_state = true
         self:warn("rule " .. tostring(rule.name) .. " cannot reset its state: the attack's search "
           .. "may have changed it")

@@ -2,7 +2,9 @@
 -- coordinates set to 0 (each coordinate independently, with probability `fraction`).
 -- Garfield meant to do this but discarded the masked result and sent the gradient unchanged;
 -- here the coordinates really are zeroed.
-local C = require("agt.ffi").C
+local ffi = require("ffi")
+local F = require("agt.ffi")
+local C = F.C
 
 return {
   name = "drop",
@@ -20,15 +22,12 @@ return {
   apply = function(self, c)
     local rng = self:rng(c)
     local u = self:buffer("u", { c.d })
-    local up = u.ptr
-    local p = self.args.fraction
+    local count = ffi.new("size_t[1]")
     local dropped = 0
     for _, i in ipairs(c.byz) do
-      C.agt_rng_uniform(rng.s, up, c.d, 0, 1)
-      local row = self:row(c, i)
-      for j = 0, c.d - 1 do
-        if up[j] < p then row[j] = 0; dropped = dropped + 1 end
-      end
+      C.agt_rng_uniform(rng.s, u.ptr, c.d, 0, 1)
+      F.check(C.agt_attack_drop(self:row(c, i), u.ptr, c.d, self.args.fraction, count))
+      dropped = dropped + tonumber(count[0])
     end
     return { dropped = dropped }
   end,

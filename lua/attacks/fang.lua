@@ -9,7 +9,8 @@
 --     (N_i: the n-r-2 honest rows nearest h_i) and is halved until the run's rule selects a
 --     Byzantine row, or below lambda-min, at most `evals` rule evaluations.
 --   mode:auto  krum when the rule's name mentions krum or bulyan, trim otherwise.
-local C = require("agt.ffi").C
+local F = require("agt.ffi")
+local C = F.C
 
 local function sign_mu(self, c)
   local s = self:buffer("sign", { c.d })
@@ -22,40 +23,16 @@ local function sign_mu(self, c)
 end
 
 local function trim(self, c)
-  local d, b = c.d, self.args.b
-  local H = self:honest_matrix(c).ptr
-  local h = #c.honest
+  local d = c.d
   local lo = self:buffer("min", { d }).ptr
   local hi = self:buffer("max", { d }).ptr
-  C.agt_vec_copy(lo, H, d)
-  C.agt_vec_copy(hi, H, d)
-  for i = 1, h - 1 do
-    local row = H + i * d
-    for j = 0, d - 1 do
-      local x = row[j]
-      if x < lo[j] then lo[j] = x end
-      if x > hi[j] then hi[j] = x end
-    end
-  end
+  F.check(C.agt_attack_minmax(self:honest_matrix(c).ptr, #c.honest, d, lo, hi))
   local mu = self:honest_mean(c).ptr
   local rng = self:rng(c)
   for _, i in ipairs(c.byz) do
     local row = self:row(c, i)
     C.agt_rng_uniform(rng.s, row, d, 0, 1)
-    for j = 0, d - 1 do
-      local m, u = mu[j], row[j]
-      local a, z
-      if m > 0 then
-        local mn = lo[j]
-        if mn > 0 then a, z = mn / b, mn else a, z = b * mn, mn end
-      elseif m < 0 then
-        local mx = hi[j]
-        if mx > 0 then a, z = mx, b * mx else a, z = mx, mx / b end
-      else
-        a, z = m, m
-      end
-      row[j] = a + u * (z - a)
-    end
+    F.check(C.agt_attack_fang_trim(row, mu, lo, hi, d, self.args.b))
   end
   return { mode = "trim" }
 end
@@ -78,10 +55,11 @@ local function krum(self, c)
   local k = math.max(0, math.min(h - 1, n - r - 2))
   local min_sum = math.huge
   local max_norm = 0
+  local D = self:honest_sqdist(c)
   for i = 1, h do
     local dist = {}
     for j = 1, h do
-      if j ~= i then dist[#dist + 1] = math.sqrt(C.agt_vec_sqdist(H + (i - 1) * d, H + (j - 1) * d, d)) end
+      if j ~= i then dist[#dist + 1] = math.sqrt(D[(i - 1) * h + (j - 1)]) end
     end
     table.sort(dist)
     local s = 0

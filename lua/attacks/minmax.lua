@@ -46,13 +46,11 @@ function M.terms(self, c, p)
     a[i] = C.agt_vec_dot(tmp, tmp, d)
     b[i] = C.agt_vec_dot(p.ptr, tmp, d)
   end
+  local Dp = self:honest_sqdist(c)
   local D = {}
-  for i = 1, h do D[i] = {}; D[i][i] = 0 end
   for i = 1, h do
-    for j = i + 1, h do
-      local s = C.agt_vec_sqdist(H + (i - 1) * d, H + (j - 1) * d, d)
-      D[i][j], D[j][i] = s, s
-    end
+    D[i] = {}
+    for j = 1, h do D[i][j] = Dp[(i - 1) * h + (j - 1)] end
   end
   return a, b, C.agt_vec_dot(p.ptr, p.ptr, d), D
 end
