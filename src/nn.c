@@ -330,7 +330,8 @@ static void im2col_task(void *vctx, size_t begin, size_t end, size_t chunk) {
           const float *xr = xp + (size_t)ih * t->W;
           for (size_t ow = 0; ow < lo; ow++) o[ow] = 0.0f;
           if (t->sw == 1) {
-            if (hi > lo) memcpy(o + lo, xr + lo + kw - t->pl, (hi - lo) * sizeof(float));
+            /* short rows: a loop beats a memcpy call; ow + kw − pl >= 0 from lo on */
+            for (size_t ow = lo; ow < hi; ow++) o[ow] = xr[ow + kw - t->pl];
           } else {
             for (size_t ow = lo; ow < hi; ow++) o[ow] = xr[ow * t->sw + kw - t->pl];
           }
@@ -362,8 +363,7 @@ static void col2im_task(void *vctx, size_t begin, size_t end, size_t chunk) {
           const float *o = row + oh * t->OW;
           float *xr = dxp + (size_t)ih * t->W;
           if (t->sw == 1) {
-            float *xs = xr + kw - t->pl;
-            for (size_t ow = lo; ow < hi; ow++) xs[ow] += o[ow];
+            for (size_t ow = lo; ow < hi; ow++) xr[ow + kw - t->pl] += o[ow];
           } else {
             for (size_t ow = lo; ow < hi; ow++) xr[ow * t->sw + kw - t->pl] += o[ow];
           }
