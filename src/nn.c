@@ -446,8 +446,14 @@ static void bias_grad_task(void *vctx, size_t begin, size_t end, size_t chunk) {
     double s = 0.0;
     for (size_t i = 0; i < t->B; i++) {
       const float *p = t->dy + (i * t->OC + o) * t->P;
-      float ps = 0.0f;
-      for (size_t j = 0; j < t->P; j++) ps += p[j];
+      /* eight running sums (a fixed order, so still deterministic): a single one would be
+       * a chain of dependent adds that the compiler may not reorder */
+      float a[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
+      size_t j = 0;
+      for (; j + 8 <= t->P; j += 8)
+        for (int l = 0; l < 8; l++) a[l] += p[j + l];
+      float ps = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+      for (; j < t->P; j++) ps += p[j];
       s += ps;
     }
     t->db[o] = (float)s;
