@@ -138,7 +138,7 @@ local function main(args)
   local thread_counts = T > 1 and { 1, T } or { 1 }
   local cases = {
     { name = "fashion-mnist", words = {}, n = 11, bs = 32, steps = math.ceil(100 * scale), target = 2 },
-    { name = "cnnet", n = 4, bs = 32, steps = math.ceil(5 * scale), target = 1 },
+    { name = "cnnet", n = 4, bs = 32, steps = math.ceil(10 * scale), target = 1 },
   }
   local code = 0
   for _, c in ipairs(cases) do
