@@ -6,7 +6,7 @@
 -- bit-identical to the CPU (NaN equals NaN; +0 and -0 are equal); the CPU and the GPU compute
 -- distances differently, so clipping and ARC agree to 1e-6 (a scale factor may differ in its last
 -- bit), NNM (cuBLAS) to 1e-5, and the iterative rules (exact iterates on the GPU, float iterates
--- on the CPU) to 1e-4 relative.
+-- on the CPU) to 1e-4 relative, the geometric median's iteration count to within one.
 --
 -- Tagged #gpu. With no device (CI), it prints the reason and every test is pending, not passed.
 local gpu = require("agt.gpu")
@@ -232,16 +232,18 @@ describe("gpu #gpu", function()
     end
   end)
 
-  test("geometric-median agrees with the CPU (1e-4 relative) and runs as many iterations", function()
+  test("geometric-median agrees with the CPU (1e-4 relative), iterations within one", function()
     for _, n in ipairs({ 1, 3, 11, 25, 62, 64 }) do
       for _, special in ipairs({ false, true }) do
         local G = input(700 + n, n, D, { special = special and n >= 4 })
         local ic, ig = ffi.new("int64_t[1]"), ffi.new("int64_t[1]")
         compare(G, nil,
-          function(g, o) return C.agt_gar_geometric_median(g, n, D, 0.1, 8, 0, o, ic) end,
-          function(g, o) return C.agt_gpu_gar_geometric_median(g, n, D, 0.1, 8, 0, o, ig) end,
+          function(g, o) return C.agt_gar_geometric_median(g, n, D, 0.1, 8, 1e-6, o, ic) end,
+          function(g, o) return C.agt_gpu_gar_geometric_median(g, n, D, 0.1, 8, 1e-6, o, ig) end,
           1e-4, string.format("geometric-median n=%d special=%s", n, tostring(special)))
-        assert.are.equal(tonumber(ic[0]), tonumber(ig[0]))
+        -- the CPU's float iterate can stop moving a step before the exact one meets the tolerance
+        assert.is_true(math.abs(tonumber(ic[0]) - tonumber(ig[0])) <= 1,
+                       string.format("iterations: cpu %d gpu %d", tonumber(ic[0]), tonumber(ig[0])))
       end
     end
   end)

@@ -27,6 +27,7 @@
 #include <cuda_pipeline.h>
 #include <math.h>
 #include <string.h>
+#include <vector>
 
 #define DIST_THREADS 256     /* threads per block of the distance kernel */
 #define DIST_GRID_MAX 512    /* blocks of the distance kernel (fixed: determinism) */
@@ -54,7 +55,7 @@ struct DistCfg {
 
 /* Tiles stream through DIST_STAGES shared-memory stages with asynchronous copies (cp.async):
  * DIST_STAGES - 1 tiles are in flight while one is computed, and no register holds them. */
-template <int NB>
+template <int NB, bool GRAM>
 __global__ void __launch_bounds__(DIST_THREADS, 2)
 k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__restrict__ partials) {
   using Cfg = DistCfg<NB>;
@@ -100,6 +101,7 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
     if (tile < ntiles) issue(tile, st);
     __pipeline_commit();
   }
+  __shared__ float part[DIST_THREADS];
   int it = 0;
   for (size_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x, it++) {
     __pipeline_wait_prior(DIST_STAGES - 2);   /* this tile's copies have landed */
@@ -108,6 +110,22 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
       const size_t next = tile + (size_t)(DIST_STAGES - 1) * gridDim.x;
       if (next < ntiles) issue(next, (it + DIST_STAGES - 1) % DIST_STAGES);
       __pipeline_commit();
+    }
+    if (GRAM) {
+      /* centre each coordinate on the mean of its R values (P threads per column) */
+      constexpr int P = DIST_THREADS / Cfg::TC;
+      float *tc = sm + (it % DIST_STAGES) * Cfg::TILE_F;
+      const int cc = t % Cfg::TC, q = t / Cfg::TC;
+      float s = 0.f;
+      for (int r = q; r < R; r += P) s += tc[r * Cfg::PAD + cc];
+      part[t] = s;
+      __syncthreads();
+      float tot = 0.f;
+#pragma unroll
+      for (int k = 0; k < P; k++) tot += part[k * Cfg::TC + cc];
+      const float mu = tot / (float)R;
+      for (int r = q; r < R; r += P) tc[r * Cfg::PAD + cc] -= mu;
+      __syncthreads();
     }
     if (active) {
       const float *tl = sm + (it % DIST_STAGES) * Cfg::TILE_F;
@@ -122,8 +140,12 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
         for (int q = 0; q < 8; q++)
 #pragma unroll
           for (int r = 0; r < 8; r++) {
-            const float df = a[q] - b[r];
-            acc[q][r] = fmaf(df, df, acc[q][r]);
+            if (GRAM) {
+              acc[q][r] = fmaf(a[q], b[r], acc[q][r]);
+            } else {
+              const float df = a[q] - b[r];
+              acc[q][r] = fmaf(df, df, acc[q][r]);
+            }
           }
       }
     }
@@ -163,27 +185,27 @@ __global__ void k_pairdist_sum(const double *__restrict__ partials, int nblocks,
   D[(size_t)j * R + i] = s;
 }
 
-template <int NB>
+template <int NB, bool GRAM>
 static agt_status pairdist_launch(const float *const *rows_dev, int R, size_t d, double *partials,
                                   int grid) {
   using Cfg = DistCfg<NB>;
   static int attr_done = 0;
   if (!attr_done) {
-    AGT_CU(cudaFuncSetAttribute(k_pairdist<NB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    AGT_CU(cudaFuncSetAttribute(k_pairdist<NB, GRAM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)Cfg::SMEM));
     attr_done = 1;
   }
-  k_pairdist<NB><<<grid, DIST_THREADS, Cfg::SMEM>>>(rows_dev, R, d, partials);
+  k_pairdist<NB, GRAM><<<grid, DIST_THREADS, Cfg::SMEM>>>(rows_dev, R, d, partials);
   AGT_CU_LAUNCH("k_pairdist");
   return AGT_OK;
 }
 
-/* Distances among R <= 64 rows given by host pointers (device addresses; NULL = zeros) into
- * D_host[R x R], symmetric, diagonal as computed. */
-static agt_status pairdist_small(const float *const *rows, int R, size_t d, double *D_host) {
+/* One pass over R <= 64 rows given by host pointers (device addresses; NULL = zeros) into
+ * M_host[R x R], symmetric: sums of squared differences (gram = 0) or, gram = 1, the Gram matrix
+ * of the rows centred on their per-coordinate mean (half the arithmetic). */
+static agt_status pairdist_small(const float *const *rows, int R, size_t d, int gram, double *M_host) {
   const int NB = (R + 7) / 8;
-  const size_t ntiles_small = (d + 63) / 64;
-  const size_t ntiles = NB <= 2 ? (d + 255) / 256 : ntiles_small;
+  const size_t ntiles = NB <= 2 ? (d + 255) / 256 : (d + 63) / 64;
   const int grid = (int)(ntiles < DIST_GRID_MAX ? ntiles : DIST_GRID_MAX);
   const int nmt = NB * (NB + 1) / 2;
   const size_t part_bytes = (size_t)grid * nmt * 64 * sizeof(double);
@@ -196,26 +218,47 @@ static agt_status pairdist_small(const float *const *rows, int R, size_t d, doub
   double *partials = (double *)(scr + ptr_bytes + D_bytes);
   AGT_CU(cudaMemcpy(rows_dev, rows, (size_t)R * sizeof(float *), cudaMemcpyHostToDevice));
   agt_status s;
+#define PD_CASE(K) case K: s = gram ? pairdist_launch<K, true>(rows_dev, R, d, partials, grid) \
+                                    : pairdist_launch<K, false>(rows_dev, R, d, partials, grid); break;
   switch (NB) {
-    case 1: s = pairdist_launch<1>(rows_dev, R, d, partials, grid); break;
-    case 2: s = pairdist_launch<2>(rows_dev, R, d, partials, grid); break;
-    case 3: s = pairdist_launch<3>(rows_dev, R, d, partials, grid); break;
-    case 4: s = pairdist_launch<4>(rows_dev, R, d, partials, grid); break;
-    case 5: s = pairdist_launch<5>(rows_dev, R, d, partials, grid); break;
-    case 6: s = pairdist_launch<6>(rows_dev, R, d, partials, grid); break;
-    case 7: s = pairdist_launch<7>(rows_dev, R, d, partials, grid); break;
-    default: s = pairdist_launch<8>(rows_dev, R, d, partials, grid); break;
+    PD_CASE(1) PD_CASE(2) PD_CASE(3) PD_CASE(4) PD_CASE(5) PD_CASE(6) PD_CASE(7)
+    default: s = gram ? pairdist_launch<8, true>(rows_dev, R, d, partials, grid)
+                      : pairdist_launch<8, false>(rows_dev, R, d, partials, grid);
   }
+#undef PD_CASE
   if (s != AGT_OK) return s;
   k_pairdist_sum<<<(nmt * 64 + 127) / 128, 128>>>(partials, grid, NB, R, D_dev);
   AGT_CU_LAUNCH("k_pairdist_sum");
-  AGT_CU(cudaMemcpy(D_host, D_dev, D_bytes, cudaMemcpyDeviceToHost));
+  AGT_CU(cudaMemcpy(M_host, D_dev, D_bytes, cudaMemcpyDeviceToHost));
+  return AGT_OK;
+}
+
+/* Distances among R <= 64 rows: the centred Gram pass, D_ij = g_ii + g_jj - 2 g_ij, kept where
+ * it cannot have cancelled (D_ij >= DIST_TAU_CLOSE (g_ii + g_jj), as the CPU decides); if any pair
+ * is closer than that, or a value is not finite, the exact pass of squared differences. */
+#define DIST_TAU_CLOSE 0.25
+static agt_status pairdist_fast(const float *const *rows, int R, size_t d, double *D) {
+  AGT_TRY(pairdist_small(rows, R, d, 1, D));
+  bool exact = false;
+  std::vector<double> g(R);
+  for (int i = 0; i < R; i++) {
+    g[i] = D[(size_t)i * R + i];
+    if (!isfinite(g[i])) exact = true;
+  }
+  for (int i = 0; i < R && !exact; i++)
+    for (int j = i + 1; j < R; j++) {
+      const double v = g[i] + g[j] - 2.0 * D[(size_t)i * R + j];
+      if (!isfinite(v) || v < DIST_TAU_CLOSE * (g[i] + g[j])) { exact = true; break; }
+      D[(size_t)i * R + j] = D[(size_t)j * R + i] = v;
+    }
+  if (exact) return pairdist_small(rows, R, d, 0, D);
+  for (int i = 0; i < R; i++) D[(size_t)i * R + i] = 0.0;
   return AGT_OK;
 }
 
 /* Distances among R rows of any count (rows: host array of device pointers). */
 static agt_status pairdist_rows(const float *const *rows, int R, size_t d, double *D) {
-  if (R <= 64) return pairdist_small(rows, R, d, D);
+  if (R <= 64) return pairdist_fast(rows, R, d, D);
   /* General path: blocks of 32 rows, each pair of blocks in one launch of 64 rows. */
   const int B = 32;
   const float *sub[64];
@@ -227,7 +270,7 @@ static agt_status pairdist_rows(const float *const *rows, int R, size_t d, doubl
       for (int k = 0; k < ni; k++) sub[m++] = rows[I + k];
       if (J != I)
         for (int k = 0; k < nj; k++) sub[m++] = rows[J + k];
-      AGT_TRY(pairdist_small(sub, m, d, Dsub));
+      AGT_TRY(pairdist_small(sub, m, d, 0, Dsub));
       for (int a = 0; a < ni; a++)
         for (int b = 0; b < (J == I ? ni : nj); b++) {
           const double v = Dsub[a * m + (J == I ? b : ni + b)];
