@@ -101,7 +101,6 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
     if (tile < ntiles) issue(tile, st);
     __pipeline_commit();
   }
-  __shared__ float part[DIST_THREADS];
   int it = 0;
   for (size_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x, it++) {
     __pipeline_wait_prior(DIST_STAGES - 2);   /* this tile's copies have landed */
@@ -112,19 +111,19 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
       __pipeline_commit();
     }
     if (GRAM) {
-      /* centre each coordinate on the mean of its R values (P threads per column) */
-      constexpr int P = DIST_THREADS / Cfg::TC;
+      /* y_r = x_r - x_0 on every coordinate: distances do not change, and the Gram matrix of
+       * the y's no longer carries the rows' common part (each thread its own tile elements) */
       float *tc = sm + (it % DIST_STAGES) * Cfg::TILE_F;
-      const int cc = t % Cfg::TC, q = t / Cfg::TC;
-      float s = 0.f;
-      for (int r = q; r < R; r += P) s += tc[r * Cfg::PAD + cc];
-      part[t] = s;
-      __syncthreads();
-      float tot = 0.f;
+      float x0[Cfg::LOADS];
 #pragma unroll
-      for (int k = 0; k < P; k++) tot += part[k * Cfg::TC + cc];
-      const float mu = tot / (float)R;
-      for (int r = q; r < R; r += P) tc[r * Cfg::PAD + cc] -= mu;
+      for (int u = 0; u < Cfg::LOADS; u++) x0[u] = tc[(t + u * DIST_THREADS) % Cfg::TC];
+      __syncthreads();
+#pragma unroll
+      for (int u = 0; u < Cfg::LOADS; u++) {
+        const int e = t + u * DIST_THREADS;
+        float *p = tc + (e / Cfg::TC) * Cfg::PAD + e % Cfg::TC;
+        *p = e / Cfg::TC == 0 ? 0.f : *p - x0[u];
+      }
       __syncthreads();
     }
     if (active) {
@@ -233,32 +232,55 @@ static agt_status pairdist_small(const float *const *rows, int R, size_t d, int 
   return AGT_OK;
 }
 
-/* Distances among R <= 64 rows: the centred Gram pass, D_ij = g_ii + g_jj - 2 g_ij, kept where
- * it cannot have cancelled (D_ij >= DIST_TAU_CLOSE (g_ii + g_jj), as the CPU decides); if any pair
- * is closer than that, or a value is not finite, the exact pass of squared differences. */
+/* Distances among R <= 64 rows: the Gram pass of the rows minus row 0, D_ij = g_ii + g_jj -
+ * 2 g_ij, kept where it cannot have cancelled (D_ij >= DIST_TAU_CLOSE (g_ii + g_jj), the CPU's
+ * rule); the pairs closer than that are recomputed exactly (squared differences) in one more
+ * pass over just the rows they involve; any non-finite value sends all rows to the exact pass.
+ * loose_last: the last row's pairs are kept as they are (a zero row whose distances are only
+ * norms for a stopping test). */
 #define DIST_TAU_CLOSE 0.25
-static agt_status pairdist_fast(const float *const *rows, int R, size_t d, double *D) {
+static agt_status pairdist_fast(const float *const *rows, int R, size_t d, int loose_last,
+                                double *D) {
   AGT_TRY(pairdist_small(rows, R, d, 1, D));
-  bool exact = false;
   std::vector<double> g(R);
+  bool all = false;
   for (int i = 0; i < R; i++) {
     g[i] = D[(size_t)i * R + i];
-    if (!isfinite(g[i])) exact = true;
+    if (!isfinite(g[i])) all = true;
   }
-  for (int i = 0; i < R && !exact; i++)
+  std::vector<char> close((size_t)R * R, 0), inv(R, 0);
+  for (int i = 0; i < R && !all; i++)
     for (int j = i + 1; j < R; j++) {
       const double v = g[i] + g[j] - 2.0 * D[(size_t)i * R + j];
-      if (!isfinite(v) || v < DIST_TAU_CLOSE * (g[i] + g[j])) { exact = true; break; }
-      D[(size_t)i * R + j] = D[(size_t)j * R + i] = v;
+      if (!isfinite(v)) { all = true; break; }
+      D[(size_t)i * R + j] = D[(size_t)j * R + i] = v < 0 ? 0 : v;
+      if (v < DIST_TAU_CLOSE * (g[i] + g[j]) && !(loose_last && j == R - 1)) {
+        close[(size_t)i * R + j] = 1;
+        inv[i] = inv[j] = 1;
+      }
     }
-  if (exact) return pairdist_small(rows, R, d, 0, D);
+  if (all) return pairdist_small(rows, R, d, 0, D);
   for (int i = 0; i < R; i++) D[(size_t)i * R + i] = 0.0;
+  std::vector<int> sub;
+  for (int i = 0; i < R; i++) if (inv[i]) sub.push_back(i);
+  if (sub.empty()) return AGT_OK;
+  const int m = (int)sub.size();
+  std::vector<const float *> sp(m);
+  std::vector<double> E((size_t)m * m);
+  for (int a = 0; a < m; a++) sp[a] = rows[sub[a]];
+  AGT_TRY(pairdist_small(sp.data(), m, d, 0, E.data()));
+  for (int a = 0; a < m; a++)
+    for (int b = a + 1; b < m; b++) {
+      const int i = sub[a], j = sub[b];
+      if (close[(size_t)i * R + j]) D[(size_t)i * R + j] = D[(size_t)j * R + i] = E[(size_t)a * m + b];
+    }
   return AGT_OK;
 }
 
 /* Distances among R rows of any count (rows: host array of device pointers). */
-static agt_status pairdist_rows(const float *const *rows, int R, size_t d, double *D) {
-  if (R <= 64) return pairdist_fast(rows, R, d, D);
+static agt_status pairdist_rows(const float *const *rows, int R, size_t d, int loose_last,
+                                double *D) {
+  if (R <= 64) return pairdist_fast(rows, R, d, loose_last, D);
   /* General path: blocks of 32 rows, each pair of blocks in one launch of 64 rows. */
   const int B = 32;
   const float *sub[64];
@@ -294,7 +316,7 @@ agt_status agt_gpu_pairdist(const float *G, size_t n, size_t d, const float *ext
   size_t k = n;
   if (extra) rows[k++] = extra;
   if (zero_row) rows[k++] = NULL;
-  AGT_TRY(pairdist_rows(rows, (int)R, d, D_host));
+  AGT_TRY(pairdist_rows(rows, (int)R, d, zero_row, D_host));
   for (size_t i = 0; i < R * R; i++)
     if (!isfinite(D_host[i])) D_host[i] = INFINITY;
   return AGT_OK;
@@ -463,6 +485,57 @@ agt_status agt_gpu_avg_lists(const float *G, size_t d, const int64_t *rows, cons
   const unsigned blocks = (unsigned)((d + LIST_BLOCK - 1) / LIST_BLOCK);
   k_lists<<<blocks, LIST_BLOCK>>>(G, d, dev, dev + total, (int)R, out);
   AGT_CU_LAUNCH("k_lists");
+  return AGT_OK;
+}
+
+/* ---------------------------------------------------------------- dense mixture (NNM) */
+/* out[r][c] = sum_k W[r][k] x_k[c], x_k = row k of G (K <= N rows, all finite: no zero skip).
+ * W sits in shared memory as float4 rows padded to N with zeros; one float4 read feeds four
+ * FMAs of registers held x values, and the whole warp reads the same W address (broadcast). */
+template <int N>
+__global__ void __launch_bounds__(MIX_BLOCK)
+k_mix_dense(const float *__restrict__ G, int K, size_t d, const float *__restrict__ W, int R,
+            float *__restrict__ out) {
+  __shared__ float4 w4[64 * (N / 4)];
+  for (int e = threadIdx.x; e < R * N; e += MIX_BLOCK) {
+    const int r = e / N, k = e % N;
+    reinterpret_cast<float *>(w4)[e] = k < K ? W[r * K + k] : 0.f;
+  }
+  __syncthreads();
+  const size_t c = (size_t)blockIdx.x * MIX_BLOCK + threadIdx.x;
+  if (c >= d) return;
+  float x[N];
+#pragma unroll
+  for (int k = 0; k < N; k++) x[k] = k < K ? __ldg(G + (size_t)k * d + c) : 0.f;
+  for (int r = 0; r < R; r++) {
+    float acc = 0.f;
+#pragma unroll
+    for (int q = 0; q < N / 4; q++) {
+      const float4 w = w4[r * (N / 4) + q];
+      acc = fmaf(w.x, x[4 * q], acc);
+      acc = fmaf(w.y, x[4 * q + 1], acc);
+      acc = fmaf(w.z, x[4 * q + 2], acc);
+      acc = fmaf(w.w, x[4 * q + 3], acc);
+    }
+    out[(size_t)r * d + c] = acc;
+  }
+}
+
+agt_status agt_gpu_mix_dense(const float *G, size_t n, size_t d, const double *W_host, size_t R,
+                             float *out) {
+  AGT_TRY(agt_gpu_ensure());
+  if (n > 64 || R > 64) return agt_gpu_gemm_rows(G, n, d, W_host, R, out);
+  const size_t bytes = R * n * sizeof(float);
+  float *W = NULL, *h = NULL;
+  AGT_TRY(agt_gpu_scratch(bytes, (void **)&W));
+  AGT_TRY(agt_gpu_host_scratch(bytes, (void **)&h));
+  for (size_t e = 0; e < R * n; e++) h[e] = (float)W_host[e];
+  AGT_CU(cudaMemcpy(W, h, bytes, cudaMemcpyHostToDevice));
+  const unsigned blocks = (unsigned)((d + MIX_BLOCK - 1) / MIX_BLOCK);
+  if (n <= 16) k_mix_dense<16><<<blocks, MIX_BLOCK>>>(G, (int)n, d, W, (int)R, out);
+  else if (n <= 32) k_mix_dense<32><<<blocks, MIX_BLOCK>>>(G, (int)n, d, W, (int)R, out);
+  else k_mix_dense<64><<<blocks, MIX_BLOCK>>>(G, (int)n, d, W, (int)R, out);
+  AGT_CU_LAUNCH("k_mix_dense");
   return AGT_OK;
 }
 
