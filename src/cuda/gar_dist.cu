@@ -47,7 +47,11 @@ struct DistCfg {
   static constexpr int TC = NB <= 2 ? 256 : 64;           /* coordinates per tile */
   static constexpr int PAD = TC + 1;                      /* shared row stride (banks) */
   static constexpr int LOADS = RP * TC / DIST_THREADS;    /* tile values per thread */
-  static constexpr int TILE_F = RP * PAD;
+  /* Row r of a tile starts at r*PAD, plus 4 for rows 32..63: with PAD = 1 (mod 32), the rows
+   * that one load instruction of a warp reads (the same q of 7 or 8 different 8-row blocks) then
+   * fall in distinct banks. */
+  static constexpr int TILE_F = RP * PAD + 4;
+  __host__ __device__ static constexpr int roff(int r) { return r * PAD + ((r >> 5) << 2); }
   static constexpr int PIPE_F = DIST_STAGES * TILE_F;
   static constexpr int RED_F = NMT * L * 64;
   static constexpr size_t SMEM = (size_t)(PIPE_F > RED_F ? PIPE_F : RED_F) * sizeof(float);
@@ -90,7 +94,7 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
       const int r = e / Cfg::TC, cc = e % Cfg::TC;
       const float *p = rp[r];
       const size_t c = c0 + cc;
-      float *s = dst + r * Cfg::PAD + cc;
+      float *s = dst + Cfg::roff(r) + cc;
       if (p && c < d) __pipeline_memcpy_async(s, p + c, sizeof(float));
       else *s = 0.f;
     }
@@ -113,27 +117,28 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
     if (GRAM) {
       /* y_r = x_r - x_0 on every coordinate: distances do not change, and the Gram matrix of
        * the y's no longer carries the rows' common part (each thread its own tile elements) */
+      /* TC divides DIST_THREADS, so all of a thread's elements share the column t % TC */
+      static_assert(DIST_THREADS % Cfg::TC == 0, "a thread's tile elements share a column");
       float *tc = sm + (it % DIST_STAGES) * Cfg::TILE_F;
-      float x0[Cfg::LOADS];
-#pragma unroll
-      for (int u = 0; u < Cfg::LOADS; u++) x0[u] = tc[(t + u * DIST_THREADS) % Cfg::TC];
+      const float x0 = tc[t % Cfg::TC];
       __syncthreads();
 #pragma unroll
       for (int u = 0; u < Cfg::LOADS; u++) {
         const int e = t + u * DIST_THREADS;
-        float *p = tc + (e / Cfg::TC) * Cfg::PAD + e % Cfg::TC;
-        *p = e / Cfg::TC == 0 ? 0.f : *p - x0[u];
+        float *p = tc + Cfg::roff(e / Cfg::TC) + e % Cfg::TC;
+        *p = e / Cfg::TC == 0 ? 0.f : *p - x0;
       }
       __syncthreads();
     }
     if (active) {
       const float *tl = sm + (it % DIST_STAGES) * Cfg::TILE_F;
+      const float *ra = tl + Cfg::roff(bi * 8), *rb = tl + Cfg::roff(bj * 8);  /* q < 8: same skew */
       for (int cc = lane; cc < Cfg::TC; cc += Cfg::L) {
         float a[8], b[8];
 #pragma unroll
         for (int q = 0; q < 8; q++) {
-          a[q] = tl[(bi * 8 + q) * Cfg::PAD + cc];
-          b[q] = tl[(bj * 8 + q) * Cfg::PAD + cc];
+          a[q] = ra[q * Cfg::PAD + cc];
+          b[q] = rb[q * Cfg::PAD + cc];
         }
 #pragma unroll
         for (int q = 0; q < 8; q++)
