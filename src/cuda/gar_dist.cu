@@ -44,7 +44,8 @@ struct DistCfg {
   static constexpr int RP = NB * 8;                       /* rows, padded */
   static constexpr int NMT = NB * (NB + 1) / 2;           /* 8x8 pair blocks, i-block <= j-block */
   static constexpr int L = DIST_THREADS / NMT;            /* lanes (coordinate strides) */
-  static constexpr int TC = NB <= 2 ? 256 : 64;           /* coordinates per tile */
+  static constexpr int TC = NB <= 2 ? 256 : 128;          /* coordinates per tile */
+  static constexpr int STAGES = NB <= 2 ? DIST_STAGES : DIST_STAGES - 1;  /* fit 2 blocks/SM */
   static constexpr int PAD = TC + 1;                      /* shared row stride (banks) */
   static constexpr int LOADS = RP * TC / DIST_THREADS;    /* tile values per thread */
   /* Row r of a tile starts at r*PAD, plus 4 for rows 32..63: with PAD = 1 (mod 32), the rows
@@ -52,7 +53,7 @@ struct DistCfg {
    * fall in distinct banks. */
   static constexpr int TILE_F = RP * PAD + 4;
   __host__ __device__ static constexpr int roff(int r) { return r * PAD + ((r >> 5) << 2); }
-  static constexpr int PIPE_F = DIST_STAGES * TILE_F;
+  static constexpr int PIPE_F = STAGES * TILE_F;
   static constexpr int RED_F = NMT * L * 64;
   static constexpr size_t SMEM = (size_t)(PIPE_F > RED_F ? PIPE_F : RED_F) * sizeof(float);
 };
@@ -88,7 +89,7 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
   auto issue = [&](size_t tile, int stage) {
     float *dst = sm + stage * Cfg::TILE_F;
     const size_t c0 = tile * Cfg::TC;
-#pragma unroll
+#pragma unroll 4
     for (int u = 0; u < Cfg::LOADS; u++) {
       const int e = t + u * DIST_THREADS;
       const int r = e / Cfg::TC, cc = e % Cfg::TC;
@@ -100,18 +101,18 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
     }
   };
 #pragma unroll
-  for (int st = 0; st < DIST_STAGES - 1; st++) {
+  for (int st = 0; st < Cfg::STAGES - 1; st++) {
     const size_t tile = blockIdx.x + (size_t)st * gridDim.x;
     if (tile < ntiles) issue(tile, st);
     __pipeline_commit();
   }
   int it = 0;
   for (size_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x, it++) {
-    __pipeline_wait_prior(DIST_STAGES - 2);   /* this tile's copies have landed */
+    __pipeline_wait_prior(Cfg::STAGES - 2);   /* this tile's copies have landed */
     __syncthreads();                          /* ... for every thread; the oldest stage is free */
     {
-      const size_t next = tile + (size_t)(DIST_STAGES - 1) * gridDim.x;
-      if (next < ntiles) issue(next, (it + DIST_STAGES - 1) % DIST_STAGES);
+      const size_t next = tile + (size_t)(Cfg::STAGES - 1) * gridDim.x;
+      if (next < ntiles) issue(next, (it + Cfg::STAGES - 1) % Cfg::STAGES);
       __pipeline_commit();
     }
     if (GRAM) {
@@ -119,10 +120,10 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
        * the y's no longer carries the rows' common part (each thread its own tile elements) */
       /* TC divides DIST_THREADS, so all of a thread's elements share the column t % TC */
       static_assert(DIST_THREADS % Cfg::TC == 0, "a thread's tile elements share a column");
-      float *tc = sm + (it % DIST_STAGES) * Cfg::TILE_F;
+      float *tc = sm + (it % Cfg::STAGES) * Cfg::TILE_F;
       const float x0 = tc[t % Cfg::TC];
       __syncthreads();
-#pragma unroll
+#pragma unroll 4
       for (int u = 0; u < Cfg::LOADS; u++) {
         const int e = t + u * DIST_THREADS;
         float *p = tc + Cfg::roff(e / Cfg::TC) + e % Cfg::TC;
@@ -131,7 +132,7 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
       __syncthreads();
     }
     if (active) {
-      const float *tl = sm + (it % DIST_STAGES) * Cfg::TILE_F;
+      const float *tl = sm + (it % Cfg::STAGES) * Cfg::TILE_F;
       const float *ra = tl + Cfg::roff(bi * 8), *rb = tl + Cfg::roff(bj * 8);  /* q < 8: same skew */
       for (int cc = lane; cc < Cfg::TC; cc += Cfg::L) {
         float a[8], b[8];
@@ -209,7 +210,7 @@ static agt_status pairdist_launch(const float *const *rows_dev, int R, size_t d,
  * of the rows centred on their per-coordinate mean (half the arithmetic). */
 static agt_status pairdist_small(const float *const *rows, int R, size_t d, int gram, double *M_host) {
   const int NB = (R + 7) / 8;
-  const size_t ntiles = NB <= 2 ? (d + 255) / 256 : (d + 63) / 64;
+  const size_t ntiles = NB <= 2 ? (d + 255) / 256 : (d + 127) / 128;
   const int grid = (int)(ntiles < DIST_GRID_MAX ? ntiles : DIST_GRID_MAX);
   const int nmt = NB * (NB + 1) / 2;
   const size_t part_bytes = (size_t)grid * nmt * 64 * sizeof(double);
