@@ -44,8 +44,8 @@ struct DistCfg {
   static constexpr int RP = NB * 8;                       /* rows, padded */
   static constexpr int NMT = NB * (NB + 1) / 2;           /* 8x8 pair blocks, i-block <= j-block */
   static constexpr int L = DIST_THREADS / NMT;            /* lanes (coordinate strides) */
-  static constexpr int TC = NB <= 2 ? 256 : 128;          /* coordinates per tile */
-  static constexpr int STAGES = NB <= 2 ? DIST_STAGES : DIST_STAGES - 1;  /* fit 2 blocks/SM */
+  static constexpr int TC = NB <= 2 ? 256 : 64;           /* coordinates per tile */
+  static constexpr int STAGES = DIST_STAGES;
   static constexpr int PAD = TC + 1;                      /* shared row stride (banks) */
   static constexpr int LOADS = RP * TC / DIST_THREADS;    /* tile values per thread */
   /* Row r of a tile starts at r*PAD, plus 4 for rows 32..63: with PAD = 1 (mod 32), the rows
@@ -210,7 +210,7 @@ static agt_status pairdist_launch(const float *const *rows_dev, int R, size_t d,
  * of the rows centred on their per-coordinate mean (half the arithmetic). */
 static agt_status pairdist_small(const float *const *rows, int R, size_t d, int gram, double *M_host) {
   const int NB = (R + 7) / 8;
-  const size_t ntiles = NB <= 2 ? (d + 255) / 256 : (d + 127) / 128;
+  const size_t ntiles = NB <= 2 ? (d + 255) / 256 : (d + 63) / 64;
   const int grid = (int)(ntiles < DIST_GRID_MAX ? ntiles : DIST_GRID_MAX);
   const int nmt = NB * (NB + 1) / 2;
   const size_t part_bytes = (size_t)grid * nmt * 64 * sizeof(double);
