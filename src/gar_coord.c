@@ -20,6 +20,7 @@
  *                 infinite centre keeps infinite values closest); summed in
  *                 order, divided by b. meamed: m = median; phocas: m = the
  *                 f-trimmed mean. */
+#pragma GCC optimize("O3")
 #include "gar.h"
 #include "pool.h"
 #include "mem.h"
@@ -245,7 +246,7 @@ static agt_status coord_all(const char *name, const float *G, size_t n, size_t d
                             size_t f, size_t beta, float *out) {
   if (!G || !out) return AGT_FAIL(AGT_EINVAL, "%s: null pointer", name);
   if (n == 0) return AGT_FAIL(AGT_EINVAL, "%s needs n >= 1, got n=0", name);
-  const float *stack[ROWPTRS_STACK];
+  const float *stack[ROWPTRS_STACK] = {0};
   const float **p = rowptrs(G, n, d, stack);
   if (!p) return AGT_FAIL(AGT_ENOMEM, "%s: no memory for %zu row pointers", name, n);
   agt_status s = coord_run(p, n, d, mode, f, beta, out);
@@ -278,7 +279,7 @@ agt_status agt_gar_rows_meamed(const float *G, size_t d, const int64_t *rows, si
   if (!G || !rows || !out) return AGT_FAIL(AGT_EINVAL, "rows_meamed: null pointer");
   if (m == 0 || beta < 1 || beta > m)
     return AGT_FAIL(AGT_EINVAL, "rows_meamed needs 1 <= beta <= m, got m=%zu beta=%zu", m, beta);
-  const float *stack[ROWPTRS_STACK];
+  const float *stack[ROWPTRS_STACK] = {0};
   const float **p = m <= ROWPTRS_STACK ? stack : malloc(m * sizeof(*p));
   if (!p) return AGT_FAIL(AGT_ENOMEM, "rows_meamed: no memory");
   for (size_t i = 0; i < m; i++) p[i] = G + (size_t)rows[i] * d;

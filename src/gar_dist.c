@@ -15,6 +15,7 @@
  * Ties: scores and norms are ordered by value, then by the lower row index.
  * Averages of rows sum the rows in ascending index order (bucketing: in the
  * permutation's order) in float and divide by the count. */
+#pragma GCC optimize("O3")
 #include "gar.h"
 #include "mem.h"
 #include "pool.h"
@@ -110,17 +111,90 @@ void agt_gar__argsort(const double *key, size_t m, int64_t *idx) {
 typedef struct {
   const float *G;
   size_t n, d;
-  float *part; /* [chunks][n][n] */
+  double *part; /* [chunks][n][n], upper triangle (i <= j) meaningful */
+  float *fpart; /* BLAS path scratch: [chunks][n][n] */
   int failed;
 } gram_ctx;
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define GRAM_TILE 256
+static const float gram_zeros[GRAM_TILE] __attribute__((aligned(64)));
+
+/* x_i . x_j over columns [c0, c1) for i <= j, in blocks of 4 rows × 3 rows
+ * (12 accumulators + 4 operands = the 16 ymm registers), tile by tile so the
+ * n rows of a tile stay in L1. Lanes hold float partial sums over the chunk;
+ * they are added in double at the end, lane by lane, in order. */
+__attribute__((target("avx2,fma"))) static int gram_chunk_avx2(const float *G, size_t n,
+                                                                size_t d, size_t c0, size_t c1,
+                                                                double *out) {
+  size_t nbi = (n + 3) / 4, nbj = (n + 2) / 3;
+  size_t nacc = nbi * nbj * 12;
+  __m256 *acc = aligned_alloc(32, nacc * sizeof(__m256));
+  if (!acc) return -1;
+  for (size_t q = 0; q < nacc; q++) acc[q] = _mm256_setzero_ps();
+  size_t vend = c0 + ((c1 - c0) & ~(size_t)7);
+  for (size_t t0 = c0; t0 < vend; t0 += GRAM_TILE) {
+    size_t len = vend - t0 < GRAM_TILE ? vend - t0 : GRAM_TILE;
+    for (size_t bi = 0; bi < nbi; bi++)
+      for (size_t bj = 0; bj < nbj; bj++) {
+        if (4 * bi > 3 * bj + 2) continue; /* block entirely below the diagonal */
+        const float *a[4], *b[3];
+        for (int u = 0; u < 4; u++) a[u] = 4 * bi + u < n ? G + (4 * bi + u) * d + t0 : gram_zeros;
+        for (int u = 0; u < 3; u++) b[u] = 3 * bj + u < n ? G + (3 * bj + u) * d + t0 : gram_zeros;
+        __m256 *ac = acc + (bi * nbj + bj) * 12;
+        __m256 c00 = ac[0], c01 = ac[1], c02 = ac[2], c10 = ac[3], c11 = ac[4], c12 = ac[5];
+        __m256 c20 = ac[6], c21 = ac[7], c22 = ac[8], c30 = ac[9], c31 = ac[10], c32 = ac[11];
+        for (size_t k = 0; k < len; k += 8) {
+          __m256 B0 = _mm256_loadu_ps(b[0] + k), B1 = _mm256_loadu_ps(b[1] + k);
+          __m256 B2 = _mm256_loadu_ps(b[2] + k);
+          __m256 A = _mm256_loadu_ps(a[0] + k);
+          c00 = _mm256_fmadd_ps(A, B0, c00), c01 = _mm256_fmadd_ps(A, B1, c01), c02 = _mm256_fmadd_ps(A, B2, c02);
+          A = _mm256_loadu_ps(a[1] + k);
+          c10 = _mm256_fmadd_ps(A, B0, c10), c11 = _mm256_fmadd_ps(A, B1, c11), c12 = _mm256_fmadd_ps(A, B2, c12);
+          A = _mm256_loadu_ps(a[2] + k);
+          c20 = _mm256_fmadd_ps(A, B0, c20), c21 = _mm256_fmadd_ps(A, B1, c21), c22 = _mm256_fmadd_ps(A, B2, c22);
+          A = _mm256_loadu_ps(a[3] + k);
+          c30 = _mm256_fmadd_ps(A, B0, c30), c31 = _mm256_fmadd_ps(A, B1, c31), c32 = _mm256_fmadd_ps(A, B2, c32);
+        }
+        ac[0] = c00, ac[1] = c01, ac[2] = c02, ac[3] = c10, ac[4] = c11, ac[5] = c12;
+        ac[6] = c20, ac[7] = c21, ac[8] = c22, ac[9] = c30, ac[10] = c31, ac[11] = c32;
+      }
+  }
+  for (size_t bi = 0; bi < nbi; bi++)
+    for (size_t bj = 0; bj < nbj; bj++)
+      for (int u = 0; u < 4; u++)
+        for (int v = 0; v < 3; v++) {
+          size_t i = 4 * bi + u, j = 3 * bj + v;
+          if (i >= n || j >= n || i > j) continue;
+          float lanes[8];
+          _mm256_storeu_ps(lanes, acc[(bi * nbj + bj) * 12 + u * 3 + v]);
+          double t = 0.0;
+          for (int l = 0; l < 8; l++) t += lanes[l];
+          for (size_t k = vend; k < c1; k++) t += (double)(G[i * d + k] * G[j * d + k]);
+          out[i * n + j] = t;
+        }
+  free(acc);
+  return 0;
+}
+#endif
 
 static void gram_chunk(void *v, size_t c0, size_t c1, size_t chunk) {
   gram_ctx *c = v;
   if (agt_interrupted()) return;
   size_t n = c->n;
-  if (agt_gemm(0, 1, n, n, c1 - c0, 1.0f, c->G + c0, c->d, c->G + c0, c->d, 0.0f,
-               c->part + chunk * n * n, n) != AGT_OK)
+  double *out = c->part + chunk * n * n;
+#if defined(__x86_64__)
+  if (!c->fpart) {
+    if (gram_chunk_avx2(c->G, n, c->d, c0, c1, out) != 0)
+      __atomic_store_n(&c->failed, 1, __ATOMIC_RELAXED);
+    return;
+  }
+#endif
+  float *fp = c->fpart + chunk * n * n;
+  if (agt_gemm(0, 1, n, n, c1 - c0, 1.0f, c->G + c0, c->d, c->G + c0, c->d, 0.0f, fp, n) != AGT_OK)
     __atomic_store_n(&c->failed, 1, __ATOMIC_RELAXED);
+  for (size_t q = 0; q < n * n; q++) out[q] = fp[q];
 }
 
 typedef struct {
@@ -141,7 +215,7 @@ static void exact_chunk(void *v, size_t c0, size_t c1, size_t chunk) {
 }
 
 static size_t gram_grain(size_t d) {
-  size_t g = (d + 255) / 256; /* at most 256 chunks: bounded partial memory */
+  size_t g = ((d + 255) / 256 + 7) & ~(size_t)7; /* at most ~256 chunks, 8-aligned */
   return g < GRAM_CHUNK_MIN ? GRAM_CHUNK_MIN : g;
 }
 
@@ -149,12 +223,19 @@ agt_status agt_gar_sqdist(const float *G, size_t n, size_t d, double *D) {
   if (!G || !D) return AGT_FAIL(AGT_EINVAL, "sqdist: null pointer");
   if (n == 0) return AGT_FAIL(AGT_EINVAL, "sqdist needs n >= 1, got n=0");
   size_t grain = gram_grain(d), nch = agt_chunk_count(d, grain);
-  size_t pbytes = (nch ? nch : 1) * n * n * sizeof(float);
-  float *part = agt_alloc(pbytes);
-  if (!part) return AGT_FAIL(AGT_ENOMEM, "sqdist: no memory for %zu bytes", pbytes);
-  gram_ctx gc = {G, n, d, part, 0};
+  size_t pbytes = (nch ? nch : 1) * n * n * sizeof(double);
+  size_t fbytes = agt_gar_simd() ? 0 : (nch ? nch : 1) * n * n * sizeof(float);
+  double *part = agt_alloc(pbytes);
+  float *fpart = fbytes ? agt_alloc(fbytes) : NULL;
+  if (!part || (fbytes && !fpart)) {
+    agt_free(part, pbytes);
+    agt_free(fpart, fbytes);
+    return AGT_FAIL(AGT_ENOMEM, "sqdist: no memory for %zu bytes", pbytes + fbytes);
+  }
+  gram_ctx gc = {G, n, d, part, fpart, 0};
   agt_status s = agt_parallel_for(d, grain, gram_chunk, &gc);
-  if (s == AGT_OK && gc.failed) s = AGT_FAIL(AGT_EINVAL, "sqdist: GEMM failed: %s", agt_last_error());
+  agt_free(fpart, fbytes);
+  if (s == AGT_OK && gc.failed) s = AGT_FAIL(AGT_ENOMEM, "sqdist: Gram kernel failed");
   if (s != AGT_OK) {
     agt_free(part, pbytes);
     return s;
@@ -254,12 +335,35 @@ typedef struct {
   float *out;           /* nout × d */
 } avgrows_ctx;
 
-__attribute__((target_clones("avx2", "default"))) static void avgrows_chunk(void *v, size_t c0,
-                                                                            size_t c1,
-                                                                            size_t chunk) {
+/* The same sums as the portable loop below (each list's rows added in order,
+ * from +0, then divided by the count), 64 columns at a time in registers. */
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static size_t avgrows_avx2(const avgrows_ctx *c, size_t c0,
+                                                           size_t c1) {
+  size_t col = c0;
+  for (; col + 64 <= c1; col += 64)
+    for (size_t k = 0; k < c->nout; k++) {
+      __m256 s[8];
+      for (int q = 0; q < 8; q++) s[q] = _mm256_setzero_ps();
+      for (size_t r = c->offs[k]; r < c->offs[k + 1]; r++) {
+        const float *x = c->G + (size_t)c->rows[r] * c->d + col;
+        for (int q = 0; q < 8; q++) s[q] = _mm256_add_ps(s[q], _mm256_loadu_ps(x + 8 * q));
+      }
+      __m256 cnt = _mm256_set1_ps((float)(c->offs[k + 1] - c->offs[k]));
+      float *o = c->out + k * c->d + col;
+      for (int q = 0; q < 8; q++) _mm256_storeu_ps(o + 8 * q, _mm256_div_ps(s[q], cnt));
+    }
+  return col;
+}
+#endif
+
+static void avgrows_chunk(void *v, size_t c0, size_t c1, size_t chunk) {
   (void)chunk;
   const avgrows_ctx *c = v;
   if (agt_interrupted()) return;
+#if defined(__x86_64__)
+  if (agt_gar_simd()) c0 = avgrows_avx2(c, c0, c1);
+#endif
   float acc[AVG_BLOCK];
   for (size_t b0 = c0; b0 < c1; b0 += AVG_BLOCK) {
     size_t len = c1 - b0 < AVG_BLOCK ? c1 - b0 : AVG_BLOCK;

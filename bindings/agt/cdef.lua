@@ -97,6 +97,33 @@ size_t agt_tensor_numel(const agt_tensor *t);
 size_t agt_tensor_elem_size(int dtype);
 int agt_tensor_refcount(const agt_tensor *t);
 agt_status agt_tensor_copy(agt_tensor *dst, const agt_tensor *src);
+/* data.h */
+enum { AGT_IDX_MAX_DIMS = 4 };
+agt_status agt_data_idx_info(const char *path, int *ndim, int64_t *dims);
+agt_status agt_data_idx_read(const char *path, int dtype, float scale, void *out, size_t numel);
+enum { AGT_CIFAR_RECORD = 3073, AGT_CIFAR_PIXELS = 3072 };
+agt_status agt_data_cifar_info(const char *path, int64_t *records);
+agt_status agt_data_cifar_read(const char *path, float *x, int32_t *y, size_t records, float scale);
+agt_status agt_data_gather_f32(const float *src, size_t rows, size_t row_len,
+                               const int64_t *idx, size_t k, float *dst);
+agt_status agt_data_gather_u8(const uint8_t *src, size_t rows, size_t row_len,
+                              const int64_t *idx, size_t k, float scale, float *dst);
+agt_status agt_data_gather_i32(const int32_t *src, size_t rows, const int64_t *idx, size_t k,
+                               int32_t *dst);
+agt_status agt_data_standardize(float *x, size_t bs, size_t per_image);
+agt_status agt_data_cifarnet(float *x, size_t bs, size_t C, size_t H, size_t W, int train,
+                             agt_rng *r);
+enum { AGT_SHARD_IID = 0, AGT_SHARD_SORTED = 1, AGT_SHARD_DIRICHLET = 2 };
+agt_status agt_data_shard(const int32_t *y, size_t N, int classes, size_t n, int mode,
+                          double alpha, size_t min_size, agt_rng *r,
+                          int64_t *order, int64_t *offsets);
+/* download.h */
+enum { AGT_DOWNLOAD_QUIET = 1 };
+agt_status agt_download_fetch(const char *url, const char *dest, const char *sha256_hex,
+                              int64_t bytes, int flags);
+agt_status agt_download_sha256_file(const char *path, char *hex_out);
+agt_status agt_download_mkdirs(const char *path);
+agt_status agt_download_untar(const char *archive, const char *dest_dir);
 /* gar.h */
 agt_status agt_gar_average(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gar_average_nan(const float *G, size_t n, size_t d, float *out);
@@ -186,4 +213,57 @@ enum {
 };
 agt_status agt_gpu_upload_rule(const float *G_host, size_t n, size_t d, float *G_dev, int rule,
                                size_t p, float *out_dev);
+/* nn.h */
+agt_status agt_nn_conv_geometry(size_t in, size_t k, size_t stride, int same,
+                                size_t *out, size_t *pad_before);
+agt_status agt_nn_linear_forward(const float *x, const float *W, const float *b, float *y,
+                                 size_t B, size_t in, size_t out);
+agt_status agt_nn_linear_backward(const float *x, const float *W, const float *dy,
+                                  float *dx, float *dW, float *db,
+                                  size_t B, size_t in, size_t out);
+size_t agt_nn_conv2d_scratch(size_t B, size_t C, size_t OC, size_t KH, size_t KW, size_t OH, size_t OW);
+agt_status agt_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
+                                 float *col, size_t B, size_t C, size_t H, size_t Wd,
+                                 size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                 size_t pt, size_t pl, size_t OH, size_t OW, int act);
+agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *dy,
+                                  float *dx, float *dW, float *db, float *col,
+                                  size_t B, size_t C, size_t H, size_t Wd,
+                                  size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                  size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
+                                  size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
+                                  size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, float *dx, size_t P,
+                                   size_t H, size_t Wd, size_t OH, size_t OW);
+agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
+                                  size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
+                                  size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_nn_avgpool_backward(const float *dy, float *dx, size_t P,
+                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
+                                   size_t pt, size_t pl, size_t OH, size_t OW);
+enum { AGT_NN_RELU = 0, AGT_NN_TANH = 1, AGT_NN_SIGMOID = 2 };
+agt_status agt_nn_act_forward(int act, const float *x, float *y, size_t n);
+agt_status agt_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n);
+agt_status agt_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
+agt_status agt_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
+                                  agt_rng *r);
+agt_status agt_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n);
+agt_status agt_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
+                               double *loss, float *dlogits);
+agt_status agt_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
+                             double *loss_sum, size_t *correct);
+/* optim.h */
+agt_status agt_optim_sgd(float *theta, const float *g, size_t d, float lr);
+agt_status agt_optim_momentum(float *theta, float *accum, const float *g, size_t d, float lr,
+                              float momentum, int nesterov);
+agt_status agt_optim_adam(float *theta, float *m, float *v, const float *g, size_t d, float lr,
+                          float beta1, float beta2, float eps, double t);
+agt_status agt_optim_adagrad(float *theta, float *accum, const float *g, size_t d, float lr);
+agt_status agt_optim_adadelta(float *theta, float *accum, float *accum_update, const float *g,
+                              size_t d, float lr, float rho, float eps);
+agt_status agt_optim_rmsprop(float *theta, float *ms, float *mg, float *mom, const float *g,
+                             size_t d, float lr, float decay, float momentum, float eps);
+agt_status agt_optim_l1(const float *theta, float *g, size_t d, float lambda, double *penalty);
+agt_status agt_optim_l2(const float *theta, float *g, size_t d, float lambda, double *penalty);
 ]]

@@ -69,6 +69,12 @@ static float naive_coord(const float *col, size_t n, int mode, size_t f, size_t 
 static int same_bits(const float *a, const float *b, size_t n) {
   return memcmp(a, b, n * sizeof(float)) == 0;
 }
+/* equal bits, or both NaN (a NaN's sign and payload mean nothing) */
+static int same_vals(const float *a, const float *b, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (memcmp(&a[i], &b[i], 4) != 0 && !(isnan(a[i]) && isnan(b[i]))) return 0;
+  return 1;
+}
 
 static void test_coord(void) {
   agt_rng r;
@@ -206,14 +212,14 @@ static void test_krum_bulyan(void) {
         used[b] = 1;
         esel[q] = (int64_t)b;
       }
-      if (memcmp(sel, esel, m * sizeof(int64_t)) != 0) bad_k++;
+      if (memcmp(sel, esel, m * sizeof(int64_t)) != 0) { bad_k++; if (bad_k < 3) fprintf(stderr, "multi-krum n=%zu f=%zu m=%zu sel[0]=%lld want %lld\n", n, f, m, (long long)sel[0], (long long)esel[0]); }
       for (size_t j = 0; j < d; j++) {
         float s = 0.0f;
         for (size_t i = 0; i < n; i++)
           if (used[i]) s += G[i * d + j];
         e[j] = s / (float)m;
       }
-      if (!same_bits(o, e, d)) bad_k++;
+      if (!same_vals(o, e, d)) { bad_k++; for (size_t j = 0; j < d; j++) if (memcmp(&o[j], &e[j], 4)) { fprintf(stderr, "mk n=%zu f=%zu m=%zu col %zu got %g want %g\n", n, f, m, j, o[j], e[j]); break; } }
       if (n >= 4 * f + 3) {
         CHECK(agt_gar_bulyan(G, n, d, f, o, sel) == AGT_OK);
         size_t theta = n - 2 * f, rem = n;
@@ -234,7 +240,7 @@ static void test_krum_bulyan(void) {
           for (size_t t = 0; t < theta; t++) col[t] = G[esel[t] * d + j];
           e[j] = naive_coord(col, theta, 2, 0, theta - 2 * f);
         }
-        if (!same_bits(o, e, d)) bad_b++;
+        if (!same_vals(o, e, d)) bad_b++;
       }
     }
   }
