@@ -386,6 +386,16 @@ static agt_status avg_lists(const float *G, size_t d, const int64_t *rows, const
   return agt_parallel_for(d, AVGROWS_GRAIN, avgrows_chunk, &c);
 }
 
+agt_status agt_gar__rows_mean_f32(const float *G, size_t n, size_t d, float *out) {
+  int64_t stack[256], *rows = n <= 256 ? stack : malloc(n * sizeof(int64_t));
+  if (!rows) return AGT_FAIL(AGT_ENOMEM, "average: no memory");
+  for (size_t i = 0; i < n; i++) rows[i] = (int64_t)i;
+  size_t offs[2] = {0, n};
+  agt_status s = avg_lists(G, d, rows, offs, 1, out);
+  if (rows != stack) free(rows);
+  return s;
+}
+
 static int cmp_i64(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return (x > y) - (x < y);

@@ -23,11 +23,12 @@
 #define ITER_GRAIN 8192
 #define ITER_BLOCK 256
 
+/* The rows summed in order in float, divided by n: the same arithmetic as every other
+ * average of rows here, and a plain read of G (the speed floor the rules are compared to). */
 agt_status agt_gar_average(const float *G, size_t n, size_t d, float *out) {
   if (!G || !out) return AGT_FAIL(AGT_EINVAL, "average: null pointer");
   if (n == 0) return AGT_FAIL(AGT_EINVAL, "average needs n >= 1, got n=0");
-  agt_rows_mean(G, n, d, out);
-  return agt_interrupted() ? AGT_FAIL(AGT_EINTR, "average: interrupted") : AGT_OK;
+  return agt_gar__rows_mean_f32(G, n, d, out);
 }
 
 typedef struct {
