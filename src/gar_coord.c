@@ -36,6 +36,7 @@
 enum { M_MEDIAN, M_TRIMMED, M_MEAMED, M_PHOCAS };
 
 #define NET_MAX_N 64
+#define COORD_AHEAD 512 /* floats ahead to prefetch, per row */
 #define NET_MAX_PAIRS 1024
 #define COORD_GRAIN 4096 /* columns per chunk: fixed, so chunking never depends on threads */
 
@@ -140,6 +141,8 @@ __attribute__((target("avx2"))) static void coord_cols_avx2(const coord_ctx *c, 
   const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
   size_t col = c0;
   for (; col + 16 <= c1; col += 16) {
+    if (col + 16 + COORD_AHEAD <= c1) /* see gar_dist.c: strided rows need explicit prefetch */
+      for (size_t i = 0; i < n; i++) _mm_prefetch((const char *)(c->rows[i] + col + COORD_AHEAD), _MM_HINT_T0);
     for (size_t i = 0; i < n; i++)
       for (int h = 0; h < 2; h++) {
         __m256 x = _mm256_loadu_ps(c->rows[i] + col + 8 * h);

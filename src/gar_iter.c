@@ -53,6 +53,12 @@ __attribute__((target_clones("arch=haswell", "default"))) static void wpass_chun
   for (size_t b0 = c0; b0 < c1; b0 += ITER_BLOCK) {
     size_t len = c1 - b0 < ITER_BLOCK ? c1 - b0 : ITER_BLOCK;
     float *z = c->z + b0;
+    /* n strided rows: prefetch the next block of each (the hardware prefetcher stops at
+     * page boundaries) */
+    if (b0 + 2 * ITER_BLOCK <= c1)
+      for (size_t i = 0; i < n; i++)
+        for (size_t q = 0; q < ITER_BLOCK; q += 16)
+          __builtin_prefetch(c->G + i * d + b0 + ITER_BLOCK + q, 0, 3);
     if (c->a) {
       memcpy(zo, z, len * sizeof(float));
       for (size_t j = 0; j < len; j++) acc[j] = 0.0f;
