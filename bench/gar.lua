@@ -4,8 +4,9 @@
 --                 [--rules median,krum,...] [--no-torch] [--torch-reps 3]
 --
 -- One JSON line per rule: the median of `reps` timed runs after `warmup` runs (ms), the
--- effective read bandwidth (n*d*4 bytes / time), the ratio to `average` measured in the same
--- run, and the target ratio where the project set one. Then, where Debian's python3 has
+-- effective read bandwidth (n*d*4 bytes / time), the ratio to `average` (timed just before
+-- the rule in every repetition; the median of those ratios), and the target ratio where the
+-- project set one. Then, where Debian's python3 has
 -- torch, bench/gar_torch.py times the same rules written the usual PyTorch way on the same
 -- G (same thread count) and one line per rule gives the speed-up.
 local A = require("agt.aggregators")
@@ -79,42 +80,48 @@ return function(args)
   R.new(1, "bench-gar"):normal(G, 0, 1)
   local out = T.new({ d })
   local bytes = n * d * 4
-  local results, avg_ms = {}, nil
-  local function time_rule(name)
+  local results = {}
+  local function runner(name)
     local def = A.find(name).def
-    local run
     if def.kind == "pre" then
       local chain = A.new(name .. ",average", n, f, ARGS[name])
       local el = chain.elements[1]
-      local n2 = chain.shapes[2].n
-      local buf = T.new({ n2, d })
+      local buf = T.new({ chain.shapes[2].n, d })
       el.d = d
-      run = function() el:aggregate(G, buf) end
-    else
-      local rule = A.new(name, n, f, ARGS[name])
-      run = function() rule:aggregate(G, out) end
+      return function() el:aggregate(G, buf) end
     end
-    for _ = 1, o.warmup do run() end
-    local times = {}
-    for r = 1, o.reps do
-      local t0 = now()
-      run()
-      times[r] = (now() - t0) * 1000
-      collectgarbage("step")
-    end
-    return median(times)
+    local rule = A.new(name, n, f, ARGS[name])
+    return function() rule:aggregate(G, out) end
   end
-  -- average first: every ratio is to it, measured in this run
+  local function timed(fn)
+    local t0 = now()
+    fn()
+    return (now() - t0) * 1000
+  end
+  local run_avg = runner("average")
+  for _ = 1, o.warmup do run_avg() end
+  -- Each repetition times average and then the rule, back to back, and the reported ratio is
+  -- the median of the per-repetition ratios: a shared machine's load drifts, and pairing
+  -- the two cancels most of it.
   local order = { "average" }
   for _, r in ipairs(rules) do if r ~= "average" then order[#order + 1] = r end end
   for _, name in ipairs(order) do
-    local ms = time_rule(name)
-    if name == "average" then avg_ms = ms end
+    local run = name == "average" and run_avg or runner(name)
+    for _ = 1, o.warmup do run() end
+    local ts, tas, ratios = {}, {}, {}
+    for r = 1, o.reps do
+      local ta = timed(run_avg)
+      local t = name == "average" and ta or timed(run)
+      ts[r], tas[r], ratios[r] = t, ta, t / ta
+      collectgarbage("step")
+    end
+    local ms, ratio, mn = median(ts), median(ratios), math.min(unpack(ts))
     results[name] = ms
-    local ratio = ms / avg_ms
     local line = {
       bench = "gar", rule = name, n = n, f = f, d = d, threads = P.threads(), reps = o.reps,
       ms = math.floor(ms * 1000 + 0.5) / 1000,
+      min_ms = math.floor(mn * 1000 + 0.5) / 1000,
+      average_ms = math.floor(median(tas) * 1000 + 0.5) / 1000,
       gbps = math.floor(bytes / (ms * 1e-3) / 1e9 * 100 + 0.5) / 100,
       ratio_to_average = math.floor(ratio * 100 + 0.5) / 100,
     }

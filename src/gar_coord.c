@@ -76,6 +76,7 @@ typedef struct {
   const uint8_t *net;
   size_t nnet;
   int simd;
+  double *rowdist; /* NULL, or [chunks][n] partial squared distances of rows to out */
 } coord_ctx;
 
 static inline float key1(float x) { return (x - x == 0.0f) ? x : INFINITY; }
@@ -206,10 +207,7 @@ __attribute__((target("avx2"))) static void coord_cols_avx2(const coord_ctx *c, 
 }
 #endif
 
-static void coord_chunk(void *vctx, size_t c0, size_t c1, size_t chunk) {
-  (void)chunk;
-  const coord_ctx *c = vctx;
-  if (agt_interrupted()) return;
+static void coord_cols(const coord_ctx *c, size_t c0, size_t c1) {
 #if GAR_HAVE_X86
   if (c->simd && c->n <= NET_MAX_N) {
     coord_cols_avx2(c, c0, c1);
@@ -227,11 +225,31 @@ static void coord_chunk(void *vctx, size_t c0, size_t c1, size_t chunk) {
   }
 }
 
+#define DIST_SUB 512 /* columns per sub-block when row distances are fused in */
+
+static void coord_chunk(void *vctx, size_t c0, size_t c1, size_t chunk) {
+  const coord_ctx *c = vctx;
+  if (agt_interrupted()) return;
+  if (!c->rowdist) {
+    coord_cols(c, c0, c1);
+    return;
+  }
+  /* Fused: the result on a sub-block, then each row's squared distance to it while the
+   * rows are still in cache (the geometric median's first step needs both). */
+  double *p = c->rowdist + chunk * c->n;
+  for (size_t i = 0; i < c->n; i++) p[i] = 0.0;
+  for (size_t b0 = c0; b0 < c1; b0 += DIST_SUB) {
+    size_t b1 = c1 - b0 < DIST_SUB ? c1 : b0 + DIST_SUB;
+    coord_cols(c, b0, b1);
+    for (size_t i = 0; i < c->n; i++) p[i] += agt_gar__sqdiff(c->rows[i] + b0, c->out + b0, b1 - b0);
+  }
+}
+
 /* Runs a per-coordinate rule over the m rows given by pointers. */
 static agt_status coord_run(const float *const *rows, size_t m, size_t d, int mode, size_t f,
-                            size_t beta, float *out) {
+                            size_t beta, float *out, double *rowdist) {
   uint8_t net[2 * NET_MAX_PAIRS];
-  coord_ctx c = {rows, m, d, f, beta, mode, out, net, 0, agt_gar_simd()};
+  coord_ctx c = {rows, m, d, f, beta, mode, out, net, 0, agt_gar_simd(), rowdist};
   if (m <= NET_MAX_N) c.nnet = make_network(m, net);
   return agt_parallel_for(d, COORD_GRAIN, coord_chunk, &c);
 }
@@ -252,13 +270,34 @@ static agt_status coord_all(const char *name, const float *G, size_t n, size_t d
   const float *stack[ROWPTRS_STACK] = {0};
   const float **p = rowptrs(G, n, d, stack);
   if (!p) return AGT_FAIL(AGT_ENOMEM, "%s: no memory for %zu row pointers", name, n);
-  agt_status s = coord_run(p, n, d, mode, f, beta, out);
+  agt_status s = coord_run(p, n, d, mode, f, beta, out, NULL);
   if (p != stack) free(p);
   return s;
 }
 
 agt_status agt_gar_median(const float *G, size_t n, size_t d, float *out) {
   return coord_all("median", G, n, d, M_MEDIAN, 0, 0, out);
+}
+
+agt_status agt_gar__median_dist(const float *G, size_t n, size_t d, float *out, double *dist2) {
+  if (!G || !out || !dist2) return AGT_FAIL(AGT_EINVAL, "median: null pointer");
+  if (n == 0) return AGT_FAIL(AGT_EINVAL, "median needs n >= 1, got n=0");
+  size_t nch = agt_chunk_count(d, COORD_GRAIN), bytes = (nch ? nch : 1) * n * sizeof(double);
+  double *part = agt_alloc(bytes);
+  const float *stack[ROWPTRS_STACK] = {0};
+  const float **p = rowptrs(G, n, d, stack);
+  agt_status s = AGT_OK;
+  if (!part || !p) s = AGT_FAIL(AGT_ENOMEM, "median: no memory");
+  if (s == AGT_OK) s = coord_run(p, n, d, M_MEDIAN, 0, 0, out, part);
+  if (s == AGT_OK)
+    for (size_t i = 0; i < n; i++) {
+      double t = 0.0;
+      for (size_t k = 0; k < nch; k++) t += part[k * n + i];
+      dist2[i] = isfinite(t) ? t : INFINITY;
+    }
+  if (p && p != stack) free(p);
+  agt_free(part, bytes);
+  return s;
 }
 
 agt_status agt_gar_trimmed_mean(const float *G, size_t n, size_t d, size_t f, float *out) {
@@ -286,7 +325,7 @@ agt_status agt_gar_rows_meamed(const float *G, size_t d, const int64_t *rows, si
   const float **p = m <= ROWPTRS_STACK ? stack : malloc(m * sizeof(*p));
   if (!p) return AGT_FAIL(AGT_ENOMEM, "rows_meamed: no memory");
   for (size_t i = 0; i < m; i++) p[i] = G + (size_t)rows[i] * d;
-  agt_status s = coord_run(p, m, d, M_MEAMED, 0, beta, out);
+  agt_status s = coord_run(p, m, d, M_MEAMED, 0, beta, out, NULL);
   if (p != stack) free(p);
   return s;
 }

@@ -120,8 +120,7 @@ agt_status agt_gar_geometric_median(const float *G, size_t n, size_t d, double n
   agt_status s = AGT_OK;
   size_t it = 0;
   if (!dist2 || !w || !a) s = AGT_FAIL(AGT_ENOMEM, "geometric-median: no memory");
-  if (s == AGT_OK) s = agt_gar_median(G, n, d, out);
-  if (s == AGT_OK) s = wpass(G, n, d, NULL, 0, out, dist2, NULL, NULL);
+  if (s == AGT_OK) s = agt_gar__median_dist(G, n, d, out, dist2);
   while (s == AGT_OK && it < max_iter) {
     double W = 0.0;
     for (size_t i = 0; i < n; i++) {
