@@ -97,6 +97,33 @@ size_t agt_tensor_numel(const agt_tensor *t);
 size_t agt_tensor_elem_size(int dtype);
 int agt_tensor_refcount(const agt_tensor *t);
 agt_status agt_tensor_copy(agt_tensor *dst, const agt_tensor *src);
+/* data.h */
+enum { AGT_IDX_MAX_DIMS = 4 };
+agt_status agt_data_idx_info(const char *path, int *ndim, int64_t *dims);
+agt_status agt_data_idx_read(const char *path, int dtype, float scale, void *out, size_t numel);
+enum { AGT_CIFAR_RECORD = 3073, AGT_CIFAR_PIXELS = 3072 };
+agt_status agt_data_cifar_info(const char *path, int64_t *records);
+agt_status agt_data_cifar_read(const char *path, float *x, int32_t *y, size_t records, float scale);
+agt_status agt_data_gather_f32(const float *src, size_t rows, size_t row_len,
+                               const int64_t *idx, size_t k, float *dst);
+agt_status agt_data_gather_u8(const uint8_t *src, size_t rows, size_t row_len,
+                              const int64_t *idx, size_t k, float scale, float *dst);
+agt_status agt_data_gather_i32(const int32_t *src, size_t rows, const int64_t *idx, size_t k,
+                               int32_t *dst);
+agt_status agt_data_standardize(float *x, size_t bs, size_t per_image);
+agt_status agt_data_cifarnet(float *x, size_t bs, size_t C, size_t H, size_t W, int train,
+                             agt_rng *r);
+enum { AGT_SHARD_IID = 0, AGT_SHARD_SORTED = 1, AGT_SHARD_DIRICHLET = 2 };
+agt_status agt_data_shard(const int32_t *y, size_t N, int classes, size_t n, int mode,
+                          double alpha, size_t min_size, agt_rng *r,
+                          int64_t *order, int64_t *offsets);
+/* download.h */
+enum { AGT_DOWNLOAD_QUIET = 1 };
+agt_status agt_download_fetch(const char *url, const char *dest, const char *sha256_hex,
+                              int64_t bytes, int flags);
+agt_status agt_download_sha256_file(const char *path, char *hex_out);
+agt_status agt_download_mkdirs(const char *path);
+agt_status agt_download_untar(const char *archive, const char *dest_dir);
 /* gar.h */
 agt_status agt_gar_average(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gar_average_nan(const float *G, size_t n, size_t d, float *out);
