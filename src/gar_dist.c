@@ -360,6 +360,8 @@ typedef struct {
   const int64_t *rows;  /* concatenated lists */
   const size_t *offs;   /* list k = rows[offs[k] .. offs[k+1]) */
   float *out;           /* nout × d */
+  const int64_t *urows; /* the distinct rows, to prefetch once per block */
+  size_t nurows;
 } avgrows_ctx;
 
 /* The same sums as the portable loop below (each list's rows added in order,
@@ -368,22 +370,32 @@ typedef struct {
 __attribute__((target("avx2"))) static size_t avgrows_avx2(const avgrows_ctx *c, size_t c0,
                                                            size_t c1) {
   size_t col = c0;
-  for (; col + 64 <= c1; col += 64)
+  for (; col + 64 <= c1; col += 64) {
+    /* 25-odd rows read 256 bytes at a time defeat the hardware prefetcher, which does
+     * not follow a stream across pages: fetch ahead explicitly, once per row. */
+    if (col + 64 + PREFETCH_AHEAD <= c1)
+      for (size_t u = 0; u < c->nurows; u++) {
+        const float *x = c->G + (size_t)c->urows[u] * c->d + col + PREFETCH_AHEAD;
+        for (int q = 0; q < 4; q++) _mm_prefetch((const char *)(x + 16 * q), _MM_HINT_T0);
+      }
     for (size_t k = 0; k < c->nout; k++) {
       __m256 s[8];
       for (int q = 0; q < 8; q++) s[q] = _mm256_setzero_ps();
       for (size_t r = c->offs[k]; r < c->offs[k + 1]; r++) {
         const float *x = c->G + (size_t)c->rows[r] * c->d + col;
-        /* 25-odd rows read 256 bytes at a time defeat the hardware prefetcher, which
-         * does not follow a stream across pages: fetch ahead explicitly. */
-        if (col + 64 + PREFETCH_AHEAD <= c1)
-          for (int q = 0; q < 4; q++) _mm_prefetch((const char *)(x + PREFETCH_AHEAD + 16 * q), _MM_HINT_T0);
         for (int q = 0; q < 8; q++) s[q] = _mm256_add_ps(s[q], _mm256_loadu_ps(x + 8 * q));
       }
       __m256 cnt = _mm256_set1_ps((float)(c->offs[k + 1] - c->offs[k]));
       float *o = c->out + k * c->d + col;
-      for (int q = 0; q < 8; q++) _mm256_storeu_ps(o + 8 * q, _mm256_div_ps(s[q], cnt));
+      /* Outputs are written once and not read back here: stream them past the cache
+       * (saves the read-for-ownership, a third of nnm's memory traffic). */
+      if (((uintptr_t)o & 31) == 0)
+        for (int q = 0; q < 8; q++) _mm256_stream_ps(o + 8 * q, _mm256_div_ps(s[q], cnt));
+      else
+        for (int q = 0; q < 8; q++) _mm256_storeu_ps(o + 8 * q, _mm256_div_ps(s[q], cnt));
     }
+  }
+  _mm_sfence();
   return col;
 }
 #endif
@@ -413,12 +425,23 @@ static void avgrows_chunk(void *v, size_t c0, size_t c1, size_t chunk) {
 
 static agt_status avg_lists(const float *G, size_t d, const int64_t *rows, const size_t *offs,
                             size_t nout, float *out) {
-  avgrows_ctx c = {G, d, nout, rows, offs, out};
-  return agt_parallel_for(d, AVGROWS_GRAIN, avgrows_chunk, &c);
+  size_t total = offs[nout], nu = 0;
+  int64_t *urows = malloc((total ? total : 1) * sizeof(int64_t));
+  if (!urows) return AGT_FAIL(AGT_ENOMEM, "average of rows: no memory");
+  for (size_t r = 0; r < total; r++) {
+    size_t u = 0;
+    while (u < nu && urows[u] != rows[r]) u++;
+    if (u == nu) urows[nu++] = rows[r];
+    if (nu > 256) break; /* prefetching is a hint: the first rows suffice */
+  }
+  avgrows_ctx c = {G, d, nout, rows, offs, out, urows, nu};
+  agt_status s = agt_parallel_for(d, AVGROWS_GRAIN, avgrows_chunk, &c);
+  free(urows);
+  return s;
 }
 
 agt_status agt_gar__rows_mean_f32(const float *G, size_t n, size_t d, float *out) {
-  int64_t stack[256], *rows = n <= 256 ? stack : malloc(n * sizeof(int64_t));
+  int64_t stack[256] = {0}, *rows = n <= 256 ? stack : malloc(n * sizeof(int64_t));
   if (!rows) return AGT_FAIL(AGT_ENOMEM, "average: no memory");
   for (size_t i = 0; i < n; i++) rows[i] = (int64_t)i;
   size_t offs[2] = {0, n};
