@@ -31,9 +31,9 @@ Extra memory: d floats (the previous output), (n+1)^2 doubles, per-chunk partial
       end
     end
     -- v lives in out during the kernel; the kernel reads it as the centre.
-    ffi.copy(self:ptr(out), self.v, 4 * d)
+    self:copy_in(self:ptr(out), self.v, 4 * d)
     self:kernel("centered_clipping", self:ptr(G), self.n, d, self.args.tau, self.args.iters, self:ptr(out))
-    ffi.copy(self.v, self:ptr(out), 4 * d)
+    self:copy_out(self.v, self:ptr(out), 4 * d)
   end,
   state = function(self)
     if not self.v then return self.pending end
