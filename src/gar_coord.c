@@ -189,6 +189,10 @@ __attribute__((target("avx2"))) static void coord_cols_avx2(const coord_ctx *c, 
           __m256 endw = _mm256_add_ps(start, _mm256_set1_ps((float)beta));
           __m256 s = zero;
           for (size_t i = 0; i < n; i++) {
+            if (i >= n - beta && i < beta) { /* inside every possible window */
+              s = _mm256_add_ps(s, v[i][h]);
+              continue;
+            }
             __m256 fi = _mm256_set1_ps((float)i);
             __m256 in = _mm256_and_ps(_mm256_cmp_ps(fi, start, _CMP_GE_OQ),
                                       _mm256_cmp_ps(fi, endw, _CMP_LT_OQ));
