@@ -158,4 +158,57 @@ agt_status agt_gar_clipping(const float *G, size_t n, size_t d, double c, float 
 agt_status agt_gar_arc(const float *G, size_t n, size_t d, size_t f, float *out);
 void agt_gar_set_simd(int on);
 int agt_gar_simd(void);
+/* nn.h */
+agt_status agt_nn_conv_geometry(size_t in, size_t k, size_t stride, int same,
+                                size_t *out, size_t *pad_before);
+agt_status agt_nn_linear_forward(const float *x, const float *W, const float *b, float *y,
+                                 size_t B, size_t in, size_t out);
+agt_status agt_nn_linear_backward(const float *x, const float *W, const float *dy,
+                                  float *dx, float *dW, float *db,
+                                  size_t B, size_t in, size_t out);
+size_t agt_nn_conv2d_scratch(size_t B, size_t C, size_t OC, size_t KH, size_t KW, size_t OH, size_t OW);
+agt_status agt_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
+                                 float *col, size_t B, size_t C, size_t H, size_t Wd,
+                                 size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                 size_t pt, size_t pl, size_t OH, size_t OW, int act);
+agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *dy,
+                                  float *dx, float *dW, float *db, float *col,
+                                  size_t B, size_t C, size_t H, size_t Wd,
+                                  size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                  size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
+                                  size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
+                                  size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, float *dx, size_t P,
+                                   size_t H, size_t Wd, size_t OH, size_t OW);
+agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
+                                  size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
+                                  size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_nn_avgpool_backward(const float *dy, float *dx, size_t P,
+                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
+                                   size_t pt, size_t pl, size_t OH, size_t OW);
+enum { AGT_NN_RELU = 0, AGT_NN_TANH = 1, AGT_NN_SIGMOID = 2 };
+agt_status agt_nn_act_forward(int act, const float *x, float *y, size_t n);
+agt_status agt_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n);
+agt_status agt_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
+agt_status agt_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
+                                  agt_rng *r);
+agt_status agt_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n);
+agt_status agt_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
+                               double *loss, float *dlogits);
+agt_status agt_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
+                             double *loss_sum, size_t *correct);
+/* optim.h */
+agt_status agt_optim_sgd(float *theta, const float *g, size_t d, float lr);
+agt_status agt_optim_momentum(float *theta, float *accum, const float *g, size_t d, float lr,
+                              float momentum, int nesterov);
+agt_status agt_optim_adam(float *theta, float *m, float *v, const float *g, size_t d, float lr,
+                          float beta1, float beta2, float eps, double t);
+agt_status agt_optim_adagrad(float *theta, float *accum, const float *g, size_t d, float lr);
+agt_status agt_optim_adadelta(float *theta, float *accum, float *accum_update, const float *g,
+                              size_t d, float lr, float rho, float eps);
+agt_status agt_optim_rmsprop(float *theta, float *ms, float *mg, float *mom, const float *g,
+                             size_t d, float lr, float decay, float momentum, float eps);
+agt_status agt_optim_l1(const float *theta, float *g, size_t d, float lambda, double *penalty);
+agt_status agt_optim_l2(const float *theta, float *g, size_t d, float lambda, double *penalty);
 ]]

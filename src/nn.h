@@ -1,0 +1,99 @@
+/* nn.h — neural-network layer kernels: forward and backward on raw float32 buffers.
+ *
+ * These are the leaves a model is built from (the model itself is composed in Lua,
+ * lua/agt/nn.lua). Every kernel takes plain pointers and sizes; parameters are
+ * slices of one flat vector θ owned by the caller, and parameter gradients are
+ * written (overwritten, never accumulated) into slices of a caller-given flat
+ * gradient vector, so nothing is ever copied to flatten or inflate a model.
+ *
+ * Layouts (row-major, batch first):
+ *   dense activations  (B, n)                 linear weight W (in, out), bias (out)
+ *   images             (B, C, H, W)  (NCHW)   conv weight   W (OC, C, KH, KW), bias (OC)
+ * Padding is given explicitly as (top, left) plus the output size; the bottom and
+ * right padding follow from them. TF's SAME (out = ceil(in/stride), the odd pixel
+ * of padding at the bottom/right) and VALID are computed by agt_nn_conv_geometry.
+ * Padded pixels are zeros for convolution, ignored by max-pool, and left out of the
+ * average of avg-pool (TF's convention).
+ *
+ * Results do not depend on the thread count: kernels split work on fixed chunks and
+ * reduce partial sums in chunk order. GEMMs go through agt_gemm (vec.h). */
+#ifndef AGT_NN_H
+#define AGT_NN_H
+
+#include "status.h"
+#include "rng.h"
+
+/* ffi:begin */
+/* Output size and leading padding along one axis. same: 1 = TF SAME, 0 = VALID. */
+agt_status agt_nn_conv_geometry(size_t in, size_t k, size_t stride, int same,
+                                size_t *out, size_t *pad_before);
+
+/* y (B,out) = x (B,in) · W (in,out) + b (out); b may be NULL. */
+agt_status agt_nn_linear_forward(const float *x, const float *W, const float *b, float *y,
+                                 size_t B, size_t in, size_t out);
+/* dW (in,out) = xᵀ·dy; db (out) = Σ_batch dy (skipped when NULL);
+ * dx (B,in) = dy·Wᵀ (skipped when NULL: the first layer needs no input gradient). */
+agt_status agt_nn_linear_backward(const float *x, const float *W, const float *dy,
+                                  float *dx, float *dW, float *db,
+                                  size_t B, size_t in, size_t out);
+
+/* Scratch floats conv2d needs (the unfolded input patches, kept from forward to backward,
+ * and the product before it is laid out as NCHW). */
+size_t agt_nn_conv2d_scratch(size_t B, size_t C, size_t OC, size_t KH, size_t KW, size_t OH, size_t OW);
+/* y (B,OC,OH,OW) = act(conv(x (B,C,H,W), W (OC,C,KH,KW)) + b (OC)); act: -1 none, else
+ * AGT_NN_*. col: scratch of agt_nn_conv2d_scratch floats, which backward reads again (pass
+ * the same buffer). */
+agt_status agt_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
+                                 float *col, size_t B, size_t C, size_t H, size_t Wd,
+                                 size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                 size_t pt, size_t pl, size_t OH, size_t OW, int act);
+/* dW, db (NULL: skipped) and dx (NULL: skipped) from dy (B,OC,OH,OW). col holds forward's
+ * patches on entry and is clobbered. */
+agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *dy,
+                                  float *dx, float *dW, float *db, float *col,
+                                  size_t B, size_t C, size_t H, size_t Wd,
+                                  size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                  size_t pt, size_t pl, size_t OH, size_t OW);
+
+/* Pooling over P = B·C planes of H×W into OH×OW. Max-pool records the flat in-plane
+ * index of each maximum in idx (P·OH·OW int32) for backward; a window that holds NaN
+ * yields NaN. Avg-pool divides by the number of non-padded pixels of each window. */
+agt_status agt_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
+                                  size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
+                                  size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, float *dx, size_t P,
+                                   size_t H, size_t Wd, size_t OH, size_t OW);
+agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
+                                  size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
+                                  size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_nn_avgpool_backward(const float *dy, float *dx, size_t P,
+                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
+                                   size_t pt, size_t pl, size_t OH, size_t OW);
+
+/* Element-wise activations on n values; backward reads the forward OUTPUT y.
+ * act: 0 relu, 1 tanh, 2 sigmoid. In place (y == x, dx == dy) is allowed. */
+enum { AGT_NN_RELU = 0, AGT_NN_TANH = 1, AGT_NN_SIGMOID = 2 };
+agt_status agt_nn_act_forward(int act, const float *x, float *y, size_t n);
+agt_status agt_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n);
+/* Adds bias b (C) to x viewed as (B, C, S) (S = 1 for dense) and applies act (-1: none). */
+agt_status agt_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
+
+/* Inverted dropout: mask[i] = 0 with probability p, else 1/(1-p); y = x·mask.
+ * The mask is drawn from r in index order (reproducible). p in [0, 1). */
+agt_status agt_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
+                                  agt_rng *r);
+agt_status agt_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n);
+
+/* Softmax cross-entropy of logits (B,K) against labels y (B) in [0,K): *loss = mean over
+ * the batch, computed stably (log-sum-exp shifted by the row max). dlogits (B,K), when
+ * not NULL, receives d(mean loss)/d(logits) = (softmax − onehot)/B. A label out of range
+ * is AGT_EINVAL. */
+agt_status agt_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
+                               double *loss, float *dlogits);
+/* Evaluation: *loss_sum = Σ per-example cross-entropy, *correct = #(argmax == label);
+ * ties go to the lowest class index, a row holding NaN is never correct. */
+agt_status agt_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
+                             double *loss_sum, size_t *correct);
+/* ffi:end */
+
+#endif
