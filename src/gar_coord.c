@@ -36,6 +36,7 @@
 enum { M_MEDIAN, M_TRIMMED, M_MEAMED, M_PHOCAS };
 
 #define NET_MAX_N 64
+#define COORD_AHEAD 512 /* floats ahead to prefetch, per row */
 #define NET_MAX_PAIRS 1024
 #define COORD_GRAIN 4096 /* columns per chunk: fixed, so chunking never depends on threads */
 
@@ -75,6 +76,7 @@ typedef struct {
   const uint8_t *net;
   size_t nnet;
   int simd;
+  double *rowdist; /* NULL, or [chunks][n] partial squared distances of rows to out */
 } coord_ctx;
 
 static inline float key1(float x) { return (x - x == 0.0f) ? x : INFINITY; }
@@ -140,6 +142,8 @@ __attribute__((target("avx2"))) static void coord_cols_avx2(const coord_ctx *c, 
   const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
   size_t col = c0;
   for (; col + 16 <= c1; col += 16) {
+    if (col + 16 + COORD_AHEAD <= c1) /* see gar_dist.c: strided rows need explicit prefetch */
+      for (size_t i = 0; i < n; i++) _mm_prefetch((const char *)(c->rows[i] + col + COORD_AHEAD), _MM_HINT_T0);
     for (size_t i = 0; i < n; i++)
       for (int h = 0; h < 2; h++) {
         __m256 x = _mm256_loadu_ps(c->rows[i] + col + 8 * h);
@@ -185,6 +189,10 @@ __attribute__((target("avx2"))) static void coord_cols_avx2(const coord_ctx *c, 
           __m256 endw = _mm256_add_ps(start, _mm256_set1_ps((float)beta));
           __m256 s = zero;
           for (size_t i = 0; i < n; i++) {
+            if (i >= n - beta && i < beta) { /* inside every possible window */
+              s = _mm256_add_ps(s, v[i][h]);
+              continue;
+            }
             __m256 fi = _mm256_set1_ps((float)i);
             __m256 in = _mm256_and_ps(_mm256_cmp_ps(fi, start, _CMP_GE_OQ),
                                       _mm256_cmp_ps(fi, endw, _CMP_LT_OQ));
@@ -203,10 +211,7 @@ __attribute__((target("avx2"))) static void coord_cols_avx2(const coord_ctx *c, 
 }
 #endif
 
-static void coord_chunk(void *vctx, size_t c0, size_t c1, size_t chunk) {
-  (void)chunk;
-  const coord_ctx *c = vctx;
-  if (agt_interrupted()) return;
+static void coord_cols(const coord_ctx *c, size_t c0, size_t c1) {
 #if GAR_HAVE_X86
   if (c->simd && c->n <= NET_MAX_N) {
     coord_cols_avx2(c, c0, c1);
@@ -224,11 +229,31 @@ static void coord_chunk(void *vctx, size_t c0, size_t c1, size_t chunk) {
   }
 }
 
+#define DIST_SUB 512 /* columns per sub-block when row distances are fused in */
+
+static void coord_chunk(void *vctx, size_t c0, size_t c1, size_t chunk) {
+  const coord_ctx *c = vctx;
+  if (agt_interrupted()) return;
+  if (!c->rowdist) {
+    coord_cols(c, c0, c1);
+    return;
+  }
+  /* Fused: the result on a sub-block, then each row's squared distance to it while the
+   * rows are still in cache (the geometric median's first step needs both). */
+  double *p = c->rowdist + chunk * c->n;
+  for (size_t i = 0; i < c->n; i++) p[i] = 0.0;
+  for (size_t b0 = c0; b0 < c1; b0 += DIST_SUB) {
+    size_t b1 = c1 - b0 < DIST_SUB ? c1 : b0 + DIST_SUB;
+    coord_cols(c, b0, b1);
+    for (size_t i = 0; i < c->n; i++) p[i] += agt_gar__sqdiff(c->rows[i] + b0, c->out + b0, b1 - b0);
+  }
+}
+
 /* Runs a per-coordinate rule over the m rows given by pointers. */
 static agt_status coord_run(const float *const *rows, size_t m, size_t d, int mode, size_t f,
-                            size_t beta, float *out) {
+                            size_t beta, float *out, double *rowdist) {
   uint8_t net[2 * NET_MAX_PAIRS];
-  coord_ctx c = {rows, m, d, f, beta, mode, out, net, 0, agt_gar_simd()};
+  coord_ctx c = {rows, m, d, f, beta, mode, out, net, 0, agt_gar_simd(), rowdist};
   if (m <= NET_MAX_N) c.nnet = make_network(m, net);
   return agt_parallel_for(d, COORD_GRAIN, coord_chunk, &c);
 }
@@ -249,13 +274,34 @@ static agt_status coord_all(const char *name, const float *G, size_t n, size_t d
   const float *stack[ROWPTRS_STACK] = {0};
   const float **p = rowptrs(G, n, d, stack);
   if (!p) return AGT_FAIL(AGT_ENOMEM, "%s: no memory for %zu row pointers", name, n);
-  agt_status s = coord_run(p, n, d, mode, f, beta, out);
+  agt_status s = coord_run(p, n, d, mode, f, beta, out, NULL);
   if (p != stack) free(p);
   return s;
 }
 
 agt_status agt_gar_median(const float *G, size_t n, size_t d, float *out) {
   return coord_all("median", G, n, d, M_MEDIAN, 0, 0, out);
+}
+
+agt_status agt_gar__median_dist(const float *G, size_t n, size_t d, float *out, double *dist2) {
+  if (!G || !out || !dist2) return AGT_FAIL(AGT_EINVAL, "median: null pointer");
+  if (n == 0) return AGT_FAIL(AGT_EINVAL, "median needs n >= 1, got n=0");
+  size_t nch = agt_chunk_count(d, COORD_GRAIN), bytes = (nch ? nch : 1) * n * sizeof(double);
+  double *part = agt_alloc(bytes);
+  const float *stack[ROWPTRS_STACK] = {0};
+  const float **p = rowptrs(G, n, d, stack);
+  agt_status s = AGT_OK;
+  if (!part || !p) s = AGT_FAIL(AGT_ENOMEM, "median: no memory");
+  if (s == AGT_OK) s = coord_run(p, n, d, M_MEDIAN, 0, 0, out, part);
+  if (s == AGT_OK)
+    for (size_t i = 0; i < n; i++) {
+      double t = 0.0;
+      for (size_t k = 0; k < nch; k++) t += part[k * n + i];
+      dist2[i] = isfinite(t) ? t : INFINITY;
+    }
+  if (p && p != stack) free(p);
+  agt_free(part, bytes);
+  return s;
 }
 
 agt_status agt_gar_trimmed_mean(const float *G, size_t n, size_t d, size_t f, float *out) {
@@ -283,7 +329,7 @@ agt_status agt_gar_rows_meamed(const float *G, size_t d, const int64_t *rows, si
   const float **p = m <= ROWPTRS_STACK ? stack : malloc(m * sizeof(*p));
   if (!p) return AGT_FAIL(AGT_ENOMEM, "rows_meamed: no memory");
   for (size_t i = 0; i < m; i++) p[i] = G + (size_t)rows[i] * d;
-  agt_status s = coord_run(p, m, d, M_MEAMED, 0, beta, out);
+  agt_status s = coord_run(p, m, d, M_MEAMED, 0, beta, out, NULL);
   if (p != stack) free(p);
   return s;
 }
