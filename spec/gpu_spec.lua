@@ -285,12 +285,44 @@ describe("gpu #gpu", function()
     local n, f = 25, 2
     local G = input(901, n, D)
     local r = gpu.rule("nnm,bucketing,krum", n, f, { s = 2 })
-    local out = T.new({ D })
+    local c = require("agt.aggregators").new("nnm,bucketing,krum", n, f, { s = 2 })
+    local out, ref = T.new({ D }), T.new({ D })
     r:aggregate_host(G, out, { rng = R.new(1, "bucketing") })
-    assert.is_true(out.ptr[0] == out.ptr[0])
+    c:aggregate(G, ref, { rng = R.new(1, "bucketing") })
+    assert.is_true(close(out, ref, 1e-5), first_diff(out, ref))
     assert.has_error(function() gpu.rule("krum,nnm", n, f) end)
     assert.has_error(function() gpu.rule("no-such-rule", n, f) end)
     r:free()
+  end)
+
+  test("every rule and step through agt.aggregators: the gpu backend gives the CPU's result", function()
+    local A = require("agt.aggregators")
+    local n, f = 25, 5
+    local G = input(950, n, D, {})
+    local tol = { ["geometric-median"] = 1e-4, ["centered-clipping"] = 1e-4, nnm = 1e-5,
+                  clipping = 1e-6, arc = 1e-6 }
+    local ran = 0
+    for _, name in ipairs(A.list()) do
+      local def = A.find(name).def
+      local spec = def.kind == "pre" and (name .. ",average") or name
+      local okc, cpu = pcall(A.new, spec, n, f, {})
+      if okc then
+        local out_c, out_g = T.new({ D }), T.new({ D })
+        local ic = cpu:aggregate(G, out_c, {}) or {}
+        local r = gpu.rule(spec, n, f, {})
+        local ig = r:aggregate_host(G, out_g, {}) or {}
+        local t = tol[name]
+        if t then
+          assert.is_true(close(out_g, out_c, t), spec .. ": " .. first_diff(out_g, out_c))
+        else
+          assert.is_true(bits_equal(out_g, out_c), spec .. ": " .. first_diff(out_g, out_c))
+        end
+        assert.are.same(ic.selected, ig.selected, spec .. ": selected rows")
+        r:free()
+        ran = ran + 1
+      end
+    end
+    assert.is_true(ran >= 17, "rules run: " .. ran)
   end)
 
   test("errors come back as messages, not crashes", function()
