@@ -76,7 +76,7 @@ agt_status agt_gpu_mix_rows(const float *const *rows, size_t K, size_t d, const 
 agt_status agt_gpu_avg_lists(const float *G, size_t d, const int64_t *rows, const size_t *off,
                              size_t R, float *out);
 /* out (R x d) = W (R x n, host, row-major) G, float, finite inputs only: registers and shared
- * memory for n, R <= 64, cuBLAS above. */
+ * memory for n, R <= 32, cuBLAS above. */
 agt_status agt_gpu_mix_dense(const float *G, size_t n, size_t d, const double *W_host, size_t R,
                              float *out);
 /* out (R x d) = W (R x n, host, row-major) G through cuBLAS (float, finite inputs only). */
