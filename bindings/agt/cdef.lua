@@ -97,6 +97,11 @@ size_t agt_tensor_numel(const agt_tensor *t);
 size_t agt_tensor_elem_size(int dtype);
 int agt_tensor_refcount(const agt_tensor *t);
 agt_status agt_tensor_copy(agt_tensor *dst, const agt_tensor *src);
+/* attack.h */
+agt_status agt_attack_minmax(const float *G, size_t n, size_t d, float *lo, float *hi);
+agt_status agt_attack_fang_trim(float *x, const float *mu, const float *lo, const float *hi,
+                                size_t d, double b);
+agt_status agt_attack_drop(float *x, const float *u, size_t d, double p, size_t *dropped);
 /* data.h */
 enum { AGT_IDX_MAX_DIMS = 4 };
 agt_status agt_data_idx_info(const char *path, int *ndim, int64_t *dims);
