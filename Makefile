@@ -107,8 +107,21 @@ asan:
 bench: all
 	@./agt bench all
 
+# The main job: fashion-mnist, n = 11 workers of which 2 attack with `lie`, rule bulyan (n >= 4f+3
+# holds with equality), 3000 steps; evaluation file, checkpoints and summaries in runs/demo/,
+# then the plot. Starts afresh each time; fails unless the final test accuracy is above 80%.
 demo: setup all
-	./agt run --demo
+	@rm -rf runs/demo
+	./agt run --experiment fashion-mnist --aggregator bulyan --nb-workers 11 \
+	  --nb-decl-byz-workers 2 --nb-real-byz-workers 2 --attack lie \
+	  --learning-rate-args initial-rate:0.05 --max-step 3000 --seed 1 --checkpoint-dir runs/demo \
+	  --checkpoint-delta 500 --evaluation-delta 250 --evaluation-period -1 --summary-delta 50
+	@./agt plot runs/demo/eval --output runs/demo/plot \
+	  --title "fashion-mnist: bulyan, 2 of 11 workers attack (lie)" >/dev/null
+	@tail -n 1 runs/demo/eval | awk -F'\t' '{ split($$3, m, ":"); ok = (m[2] + 0 > 0.8); \
+	  printf "demo: final %s = %s at step %d: %s\n", m[1], m[2], $$2, ok ? "above 80%" : "NOT above 80%"; \
+	  exit !ok }'
+	@echo "demo: plot in runs/demo/plot.png and runs/demo/plot.svg"
 
 ffi:
 	luajit tools/gen_ffi.lua src > bindings/agt/cdef.lua

@@ -428,5 +428,5 @@ int main(int argc, char **argv) {
   int status = lua_cpcall(L, pmain, &s);
   report(L, status);
   lua_close(L);
-  return (status || s.status) ? 1 : 0;
+  return status ? 1 : s.status; /* a script's or subcommand's own exit code */
 }

@@ -158,6 +158,61 @@ agt_status agt_gar_clipping(const float *G, size_t n, size_t d, double c, float 
 agt_status agt_gar_arc(const float *G, size_t n, size_t d, size_t f, float *out);
 void agt_gar_set_simd(int on);
 int agt_gar_simd(void);
+/* gpu.h */
+int agt_gpu_available(void);
+int agt_gpu_device_count(void);
+agt_status agt_gpu_set_device(int ordinal);
+agt_status agt_gpu_describe(char *buf, size_t cap);
+agt_status agt_gpu_mem_info(size_t *free_bytes, size_t *total_bytes);
+agt_status agt_gpu_malloc(void **p, size_t bytes);
+agt_status agt_gpu_free(void *p);
+agt_status agt_gpu_memset(void *p, int byte, size_t bytes);
+agt_status agt_gpu_copy_h2d(void *dst_dev, const void *src_host, size_t bytes);
+agt_status agt_gpu_copy_d2h(void *dst_host, const void *src_dev, size_t bytes);
+agt_status agt_gpu_copy_d2d(void *dst_dev, const void *src_dev, size_t bytes);
+agt_status agt_gpu_host_register(void *p, size_t bytes);
+agt_status agt_gpu_host_unregister(void *p);
+agt_status agt_gpu_synchronize(void);
+void agt_gpu_release_scratch(void);
+agt_status agt_gpu_timer_start(void);
+agt_status agt_gpu_timer_stop(double *ms);
+agt_status agt_gpu_fill_normal(float *x_dev, size_t count, uint64_t seed, float mean, float std);
+agt_status agt_gpu_gar_average(const float *G, size_t n, size_t d, float *out);
+agt_status agt_gpu_gar_average_nan(const float *G, size_t n, size_t d, float *out);
+agt_status agt_gpu_gar_median(const float *G, size_t n, size_t d, float *out);
+agt_status agt_gpu_gar_trimmed_mean(const float *G, size_t n, size_t d, size_t f, float *out);
+agt_status agt_gpu_gar_meamed(const float *G, size_t n, size_t d, size_t beta, float *out);
+agt_status agt_gpu_gar_phocas(const float *G, size_t n, size_t d, size_t f, float *out);
+agt_status agt_gpu_gar_rows_meamed(const float *G, size_t d, const int64_t *rows, size_t m,
+                                   size_t beta, float *out);
+agt_status agt_gpu_gar_sqdist(const float *G, size_t n, size_t d, double *D_host);
+agt_status agt_gpu_gar_rows_average(const float *G, size_t n, size_t d, const int64_t *rows,
+                                    size_t m, float *out);
+agt_status agt_gpu_gar_multi_krum(const float *G, size_t n, size_t d, size_t f, size_t m,
+                                  float *out, int64_t *selected);
+agt_status agt_gpu_gar_bulyan(const float *G, size_t n, size_t d, size_t f, float *out,
+                              int64_t *selected);
+agt_status agt_gpu_gar_cge(const float *G, size_t n, size_t d, size_t f, float *out,
+                           int64_t *selected);
+agt_status agt_gpu_gar_mda(const float *G, size_t n, size_t d, size_t f, double budget,
+                           float *out, int64_t *selected);
+agt_status agt_gpu_gar_geometric_median(const float *G, size_t n, size_t d, double nu,
+                                        size_t max_iter, double tol, float *out,
+                                        int64_t *iterations);
+agt_status agt_gpu_gar_centered_clipping(const float *G, size_t n, size_t d, double tau,
+                                         size_t iters, float *v);
+agt_status agt_gpu_gar_nnm(const float *G, size_t n, size_t d, size_t f, float *out);
+agt_status agt_gpu_gar_bucketing(const float *G, size_t n, size_t d, size_t s,
+                                 const int64_t *perm, float *out);
+agt_status agt_gpu_gar_clipping(const float *G, size_t n, size_t d, double c, float *out);
+agt_status agt_gpu_gar_arc(const float *G, size_t n, size_t d, size_t f, float *out);
+enum {
+  AGT_GPU_RULE_NONE = -1, AGT_GPU_RULE_AVERAGE = 0, AGT_GPU_RULE_AVERAGE_NAN = 1,
+  AGT_GPU_RULE_MEDIAN = 2, AGT_GPU_RULE_TRIMMED_MEAN = 3, AGT_GPU_RULE_MEAMED = 4,
+  AGT_GPU_RULE_PHOCAS = 5
+};
+agt_status agt_gpu_upload_rule(const float *G_host, size_t n, size_t d, float *G_dev, int rule,
+                               size_t p, float *out_dev);
 /* nn.h */
 agt_status agt_nn_conv_geometry(size_t in, size_t k, size_t stride, int same,
                                 size_t *out, size_t *pad_before);

@@ -3,7 +3,7 @@
 -- Each Lua tensor owns exactly one engine reference, attached with ffi.gc at construction;
 -- :free() detaches the finalizer and releases it at once. The typed data pointer is cached
 -- (contiguous views never move). Indexing is 1-based over the flattened elements; :row(i)
--- gives a view of row i.
+-- gives a view of row i. t.data is the untyped data pointer, t.ptr the typed one.
 local F = require("agt.ffi")
 local ffi, C = F.ffi, F.C
 local check = F.check
@@ -127,7 +127,6 @@ end
 
 function Tensor.__len(self) return self.n end
 
-function Tensor:data() return self.ptr end
 function Tensor:dim() return self.nd end
 function Tensor:size(i)
   if i == nil then return self.shape end

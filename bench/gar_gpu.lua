@@ -1,0 +1,141 @@
+-- bench/gar_gpu.lua — `agt bench gar_gpu [quick] [n=25,51] [f=5] [d=10000000] [reps=10]`
+--
+-- Every rule on the GPU, timed with CUDA events on device-resident G (filled on the device with
+-- normal values), after warm-up, the median of `reps` calls. Each (n, f, d) first times
+-- `average` (one read of G: the floor) and then each rule, printing one JSON line per
+-- measurement: ms, the read bandwidth n*d*4/t, and the ratio to average in the same run. A first
+-- line gives the card and its device-to-device copy bandwidth (bytes read + written), the
+-- ceiling `average` is held against. With no device, one line says why and it exits 0.
+local cjson = require("cjson")
+local gpu = require("agt.gpu")
+local F = require("agt.ffi")
+local ffi, C = F.ffi, F.C
+local check = F.check
+
+local function list(s)
+  local t = {}
+  for w in s:gmatch("[^,]+") do t[#t + 1] = tonumber(w) end
+  return t
+end
+
+local function median(t)
+  table.sort(t)
+  local k = #t
+  return k % 2 == 1 and t[(k + 1) / 2] or 0.5 * (t[k / 2] + t[k / 2 + 1])
+end
+
+local function emit(o) io.write(cjson.encode(o), "\n"); io.flush() end
+
+local function time_ms(fn, reps, warm)
+  for _ = 1, warm do fn() end
+  check(C.agt_gpu_synchronize())
+  local ts = {}
+  local ms = ffi.new("double[1]")
+  for _ = 1, reps do
+    check(C.agt_gpu_timer_start())
+    fn()
+    check(C.agt_gpu_timer_stop(ms))
+    ts[#ts + 1] = ms[0]
+  end
+  return median(ts), ts
+end
+
+local function binom(n, k)
+  local r = 1
+  for i = 1, k do r = r * (n - k + i) / i end
+  return r
+end
+
+return function(args)
+  local opt = { n = { 11, 25, 51 }, f = { 2, 5, 12 }, d = { 1000000, 10000000, 25000000 },
+                reps = 10, warm = 2, only = nil }
+  for _, a in ipairs(args or {}) do
+    local k, v = a:match("^(%w+)=(.*)$")
+    if a == "quick" then opt.n, opt.f, opt.d, opt.reps = { 11, 25 }, { 2, 5 }, { 1000000 }, 5
+    elseif k == "n" or k == "f" or k == "d" then opt[k] = list(v)
+    elseif k == "reps" then opt.reps = tonumber(v)
+    elseif k == "rules" then opt.only = {} for w in v:gmatch("[^,]+") do opt.only[w] = true end
+    else io.stderr:write("gar_gpu: unknown argument '", a, "' (quick, n=, f=, d=, reps=, rules=)\n"); return 1 end
+  end
+  local ok, why = gpu.available()
+  if not ok then
+    emit({ bench = "gar_gpu", skipped = true, reason = why })
+    return 0
+  end
+  local device = gpu.describe()
+  local nmax, dmax = 0, 0
+  for _, n in ipairs(opt.n) do nmax = math.max(nmax, n) end
+  for _, d in ipairs(opt.d) do dmax = math.max(dmax, d) end
+
+  -- the card's copy bandwidth, on the largest G
+  do
+    local a, b = gpu.new({ nmax, dmax }), gpu.new({ nmax, dmax })
+    a:fill_normal(1, 0, 1)
+    local bytes = nmax * dmax * 4
+    local t = time_ms(function() check(C.agt_gpu_copy_d2d(b.ptr, a.ptr, bytes)) end, opt.reps, 2)
+    emit({ bench = "gar_gpu", device = device, copy_bytes = bytes, copy_ms = t,
+           copy_GBps = 2 * bytes / t / 1e6 })
+    a:free(); b:free()
+  end
+
+  for _, d in ipairs(opt.d) do
+    local G = gpu.new({ nmax, d })
+    G:fill_normal(42, 0, 1)
+    local out = gpu.new({ d })
+    local big = gpu.new({ nmax, d })   -- pre-aggregation output
+    local v = gpu.new({ d })
+    local sel = ffi.new("int64_t[?]", nmax)
+    local it = ffi.new("int64_t[1]")
+    local perm = ffi.new("int64_t[?]", nmax)
+    for _, n in ipairs(opt.n) do
+      for i = 0, n - 1 do perm[i] = n - 1 - i end   -- a fixed permutation (the cost is the same)
+      for _, f in ipairs(opt.f) do
+        local g = G.ptr
+        local cases = {
+          { "average", true, function() check(C.agt_gpu_gar_average(g, n, d, out.ptr)) end },
+          { "average-nan", true, function() check(C.agt_gpu_gar_average_nan(g, n, d, out.ptr)) end },
+          { "median", true, function() check(C.agt_gpu_gar_median(g, n, d, out.ptr)) end },
+          { "trimmed-mean", n > 2 * f, function() check(C.agt_gpu_gar_trimmed_mean(g, n, d, f, out.ptr)) end },
+          { "meamed", n > f, function() check(C.agt_gpu_gar_meamed(g, n, d, n - f, out.ptr)) end },
+          { "phocas", n > 2 * f, function() check(C.agt_gpu_gar_phocas(g, n, d, f, out.ptr)) end },
+          { "krum", n >= 2 * f + 3, function() check(C.agt_gpu_gar_multi_krum(g, n, d, f, 1, out.ptr, sel)) end },
+          { "multi-krum", n >= 2 * f + 3, function() check(C.agt_gpu_gar_multi_krum(g, n, d, f, n - f, out.ptr, sel)) end },
+          { "bulyan", n >= 4 * f + 3, function() check(C.agt_gpu_gar_bulyan(g, n, d, f, out.ptr, sel)) end },
+          { "geometric-median", true, function()
+              check(C.agt_gpu_gar_geometric_median(g, n, d, 0.1, 8, 0, out.ptr, it)) end, 8 },
+          { "centered-clipping", true, function()
+              check(C.agt_gpu_gar_centered_clipping(g, n, d, 10, 3, v.ptr)) end, 3 },
+          { "mda", n > f and binom(n, f) <= 1e6, function()
+              check(C.agt_gpu_gar_mda(g, n, d, f, 1e6, out.ptr, sel)) end },
+          { "cge", n > f, function() check(C.agt_gpu_gar_cge(g, n, d, f, out.ptr, sel)) end },
+          { "nnm", n > f, function() check(C.agt_gpu_gar_nnm(g, n, d, f, big.ptr)) end },
+          { "bucketing", true, function() check(C.agt_gpu_gar_bucketing(g, n, d, 2, perm, big.ptr)) end },
+          { "clipping", true, function() check(C.agt_gpu_gar_clipping(g, n, d, 2.0, big.ptr)) end },
+          { "arc", f <= n, function() check(C.agt_gpu_gar_arc(g, n, d, f, big.ptr)) end },
+        }
+        local t_avg
+        for _, cs in ipairs(cases) do
+          local name, valid, fn, iters = cs[1], cs[2], cs[3], cs[4]
+          if name == "average" or ((not opt.only or opt.only[name]) and valid) then
+            local t = time_ms(fn, opt.reps, opt.warm)
+            if name == "average" then t_avg = t end
+            local o = { bench = "gar_gpu", device = device, rule = name, n = n, f = f, d = d,
+                        ms = t, read_GBps = n * d * 4 / t / 1e6, ratio = t / t_avg }
+            if iters then
+              if name == "geometric-median" then iters = math.max(1, tonumber(it[0])) end
+              o.iterations = iters
+              o.ratio_per_iteration = t / t_avg / iters
+            end
+            emit(o)
+          elseif not valid and (not opt.only or opt.only[name]) then
+            emit({ bench = "gar_gpu", rule = name, n = n, f = f, d = d, skipped = true,
+                   reason = name == "mda" and "C(n,f) over the 1e6 budget" or "n, f outside the rule's requirement" })
+          end
+        end
+      end
+    end
+    G:free(); out:free(); big:free(); v:free()
+    C.agt_gpu_release_scratch()
+  end
+  return 0
+end

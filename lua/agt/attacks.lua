@@ -1,0 +1,521 @@
+-- agt.attacks — what Byzantine workers do: the registry of attacks, their loader, and the
+-- helpers they share.
+--
+-- An attack is a Lua file (lua/attacks/NAME.lua, or a user's file passed by path) returning a
+-- table: name, kind ("gradient" or "data"), doc, paper, args (a list of
+-- {name=, default=, doc=} specs parsed from key:value words) and apply(self, c), which
+-- overwrites the Byzantine rows of the gradient matrix c.G. Optional: init(self) checks the
+-- arguments once, state(self)/set_state(self, s) carry state across steps (checkpointed).
+--
+-- Invariants:
+--  * apply writes only the rows listed in c.byz; honest rows are read, never written.
+--  * Every random draw comes from a stream fixed by the run's seed (the context's stream, or
+--    one derived from (seed, step)), so a run with the same seed attacks identically, and the
+--    Byzantine set of a step depends only on (seed, step): resuming needs no extra state.
+--  * Attacks that evaluate the aggregation rule do it on a scratch copy of G and restore the
+--    rule's state afterwards, so the search leaves no trace in the run.
+local ffi = require("ffi")
+local F = require("agt.ffi")
+local T = require("agt.tensor")
+local R = require("agt.rng")
+local C = F.C
+
+local K = {}
+
+-- The attacks shipped in lua/attacks/, in the order help() shows them.
+local BUILTIN = {
+  "random", "gaussian", "zero", "nan", "inf", "reverse", "drop", "lie", "empire", "mimic",
+  "label-flip", "poison-data", "optimal-lie", "optimal-empire", "minmax", "minsum", "fang",
+}
+
+-- Arguments every attack takes, on top of its own.
+local COMMON_ARGS = {
+  { name = "selection", default = "fixed", choices = { "fixed", "random" },
+    doc = "which workers are Byzantine: 'fixed' = the last r workers (n-r+1..n) at every "
+       .. "step; 'random' = r workers drawn anew each step from the run's seed" },
+}
+
+---------------------------------------------------------------------------------------------
+-- Arguments: key:value words or a table, against a list of specs.
+---------------------------------------------------------------------------------------------
+
+local function canon(key) return (tostring(key):gsub("_", "-")) end
+
+local function spec_type(s)
+  if s.type then return s.type end
+  if s.choices then return "string" end
+  local t = type(s.default)
+  if t == "nil" then error("argument spec '" .. tostring(s.name) .. "' needs a default or a type", 3) end
+  return t
+end
+
+local function convert(s, value, what)
+  local ty = spec_type(s)
+  if s.auto and value == "auto" then return "auto" end
+  if ty == "number" or ty == "integer" then
+    local v = tonumber(value)
+    if v == nil then
+      error(string.format("%s: %s expects a number%s, got '%s'", what, s.name,
+        s.auto and " or 'auto'" or "", tostring(value)), 4)
+    end
+    if ty == "integer" and v ~= math.floor(v) then
+      error(string.format("%s: %s expects an integer, got %s", what, s.name, tostring(value)), 4)
+    end
+    return v
+  elseif ty == "boolean" then
+    if value == true or value == "true" or value == "1" or value == "yes" then return true end
+    if value == false or value == "false" or value == "0" or value == "no" then return false end
+    error(string.format("%s: %s expects true or false, got '%s'", what, s.name, tostring(value)), 4)
+  else
+    value = tostring(value)
+    if s.choices then
+      local ok = false
+      for _, c in ipairs(s.choices) do if c == value then ok = true end end
+      if not ok then
+        error(string.format("%s: %s expects one of %s, got '%s'", what, s.name,
+          table.concat(s.choices, ", "), value), 4)
+      end
+    end
+    return value
+  end
+end
+
+-- Parses args (nil, a list of "key:value" words, or a table key -> value) against spec.
+-- Unknown keys raise an error listing the known ones. Keys may use '_' for '-'.
+function K.parse_args(args, spec, what)
+  what = what or "arguments"
+  local by_name, names = {}, {}
+  for _, s in ipairs(spec) do by_name[s.name] = s; names[#names + 1] = s.name end
+  local given = {}
+  if args ~= nil then
+    if type(args) ~= "table" then
+      error(what .. ": expected a list of key:value words or a table, got " .. type(args), 2)
+    end
+    for k, v in pairs(args) do
+      if type(k) == "number" then
+        local key, value = tostring(v):match("^([^:]+):(.*)$")
+        if not key then
+          error(string.format("%s: expected key:value, got '%s'", what, tostring(v)), 2)
+        end
+        given[canon(key)] = value
+      else
+        given[canon(k)] = v
+      end
+    end
+  end
+  local out = {}
+  for key, value in pairs(given) do
+    local s = by_name[key]
+    if not s then
+      error(string.format("%s: unknown argument '%s' (known: %s)", what, key,
+        table.concat(names, ", ")), 2)
+    end
+    out[key] = convert(s, value, what)
+  end
+  for _, s in ipairs(spec) do
+    if out[s.name] == nil then out[s.name] = s.default end
+  end
+  return out
+end
+
+local function format_args(spec, indent)
+  local lines = {}
+  for _, s in ipairs(spec) do
+    local d = s.default
+    if d == nil then d = "none" end
+    lines[#lines + 1] = string.format("%s%s:%s  %s", indent, s.name, tostring(d), s.doc or "")
+  end
+  return table.concat(lines, "\n")
+end
+
+---------------------------------------------------------------------------------------------
+-- Registry and loader.
+---------------------------------------------------------------------------------------------
+
+local registered = {}   -- name -> definition, for attacks registered at run time
+
+local function validate(def, where)
+  if type(def) ~= "table" then error(where .. " must return a table (the attack), got " .. type(def), 3) end
+  if type(def.name) ~= "string" or def.name == "" then error(where .. ": attack needs a string name", 3) end
+  def.kind = def.kind or "gradient"
+  if def.kind ~= "gradient" and def.kind ~= "data" then
+    error(where .. ": kind must be 'gradient' or 'data', got '" .. tostring(def.kind) .. "'", 3)
+  end
+  if def.kind == "gradient" and type(def.apply) ~= "function" then
+    error(where .. ": a gradient attack needs apply(self, c)", 3)
+  end
+  if def.kind == "data" and def.poison ~= "label-flip" and def.poison ~= "poison-data" then
+    error(where .. ": a data attack needs poison = 'label-flip' or 'poison-data'", 3)
+  end
+  def.args = def.args or {}
+  for _, s in ipairs(def.args) do
+    if type(s.name) ~= "string" then error(where .. ": every argument needs a name", 3) end
+    spec_type(s)
+  end
+  return def
+end
+
+-- Adds an attack defined in Lua (same table as a file returns) under def.name.
+function K.register(def)
+  validate(def, "attack '" .. tostring(def and def.name) .. "'")
+  registered[def.name] = def
+  return def
+end
+
+-- Returns the definition and where it came from. name_or_path: a registered or built-in name
+-- ("label-flip" or "label_flip"), or a path to a .lua file.
+function K.load(name_or_path)
+  if type(name_or_path) == "table" then return validate(name_or_path, "attack table"), nil end
+  if type(name_or_path) ~= "string" or name_or_path == "" then
+    error("attack: expected a name or a path, got " .. tostring(name_or_path), 2)
+  end
+  local s = name_or_path
+  if s:find("/", 1, true) or s:match("%.lua$") then
+    local chunk, err = loadfile(s)
+    if not chunk then error("attack: cannot load '" .. s .. "': " .. err, 2) end
+    return validate(chunk(), s), s
+  end
+  local name = s:gsub("_", "-")
+  if registered[name] then return registered[name], name end
+  local module = "attacks." .. name:gsub("-", "_")
+  if not package.searchpath(module, package.path) then
+    error(string.format("unknown attack '%s' (known: %s; or pass a path to a .lua file)",
+      s, table.concat(K.list(), ", ")), 2)
+  end
+  return validate(require(module), module), module
+end
+
+function K.list()
+  local names, seen = {}, {}
+  for _, n in ipairs(BUILTIN) do names[#names + 1] = n; seen[n] = true end
+  for n in pairs(registered) do if not seen[n] then names[#names + 1] = n end end
+  table.sort(names)
+  return names
+end
+
+function K.help()
+  local out = {
+    "Attacks: what the r real Byzantine workers (--nb-real-byz-workers) send.",
+    "  --attack NAME|PATH.lua  --attack-args key:value ...",
+    "Arguments every attack takes:",
+    format_args(COMMON_ARGS, "    "),
+    "",
+  }
+  for _, name in ipairs(K.list()) do
+    local ok, def = pcall(K.load, name)
+    if ok then
+      out[#out + 1] = string.format("%s (%s)  %s", name, def.kind, def.doc or "")
+      if def.paper then out[#out + 1] = "    source: " .. def.paper end
+      if #def.args > 0 then out[#out + 1] = format_args(def.args, "    ") end
+    else
+      out[#out + 1] = name .. "  (cannot load: " .. tostring(def) .. ")"
+    end
+  end
+  return table.concat(out, "\n")
+end
+
+---------------------------------------------------------------------------------------------
+-- Math helpers shared by attacks (exported for users' attacks and the specs).
+---------------------------------------------------------------------------------------------
+
+-- Standard normal CDF, accurate to ~1e-14: series for erf near 0, continued fraction for the
+-- tail (no erf in Lua 5.1).
+function K.normal_cdf(x)
+  local z = math.abs(x) / math.sqrt(2)
+  local erfc
+  if z < 3 then
+    local sum, term, k = z, z, 0
+    repeat
+      k = k + 1
+      term = -term * z * z / k
+      local add = term / (2 * k + 1)
+      sum = sum + add
+    until math.abs(add) < 1e-17 * math.abs(sum) or k > 200
+    erfc = 1 - 2 / math.sqrt(math.pi) * sum
+  else
+    local frac = 0
+    for k = 60, 1, -1 do frac = (k / 2) / (z + frac) end
+    erfc = math.exp(-z * z) / math.sqrt(math.pi) / (z + frac)
+  end
+  if x >= 0 then return 1 - erfc / 2 else return erfc / 2 end
+end
+
+-- Inverse of normal_cdf on (0, 1), by bisection (monotone, exact to double rounding).
+function K.normal_quantile(p)
+  if not (p > 0 and p < 1) then error("normal_quantile needs 0 < p < 1, got " .. tostring(p), 2) end
+  local lo, hi = -40, 40
+  for _ = 1, 200 do
+    local mid = (lo + hi) / 2
+    if K.normal_cdf(mid) < p then lo = mid else hi = mid end
+    if hi - lo < 1e-15 then break end
+  end
+  return (lo + hi) / 2
+end
+
+-- z_max of "A little is enough" (Baruch et al. 2019, Alg. 1) for n workers, m of them
+-- malicious: s = floor(n/2 + 1) - m workers must be won over, z = Phi^-1((n - s)/n).
+-- When m already reaches a majority (s <= 0) the quantile is capped at 1 - 1e-6.
+function K.lie_z(n, m)
+  local s = math.floor(n / 2 + 1) - m
+  local p = (n - s) / n
+  if p >= 1 then p = 1 - 1e-6 end
+  if p <= 0 then p = 1e-6 end
+  return K.normal_quantile(p)
+end
+
+-- Maximises fn over the reals by a line search with a budget of `evals` evaluations.
+-- Starts at `start`; probes start + delta then start - delta to pick a direction, doubles the
+-- step while it keeps improving (expansion), then probes both sides of the best point with a
+-- step shrunk by `ratio` each round (contraction). Returns best_x, best_y, evaluations used.
+-- NaN values count as no improvement.
+function K.line_maximize(fn, o)
+  o = o or {}
+  local budget = o.evals or 16
+  local ratio = o.ratio or 0.8
+  local delta = o.delta or 1
+  local lower = o.lower                       -- optional bound x >= lower
+  local best_x = o.start or 0
+  local best_y = fn(best_x)
+  local used = 1
+  if best_y ~= best_y then best_y = -math.huge end
+  local function try(x)
+    if lower and x < lower then return false end
+    if used >= budget then return false end
+    used = used + 1
+    local y = fn(x)
+    if y == y and y > best_y then best_x, best_y = x, y; return true end
+    return false
+  end
+  -- Direction, then expansion.
+  local dir = 0
+  if try(best_x + delta) then dir = 1
+  elseif try(best_x - delta) then dir = -1 end
+  if dir ~= 0 then
+    while used < budget do
+      delta = delta * 2
+      if not try(best_x + dir * delta) then break end
+    end
+  end
+  -- Contraction around the best point.
+  while used < budget do
+    delta = delta * ratio
+    if not try(best_x + delta) then try(best_x - delta) end
+  end
+  return best_x, best_y, used
+end
+
+---------------------------------------------------------------------------------------------
+-- The attack object.
+---------------------------------------------------------------------------------------------
+
+local Attack = {}
+Attack.__index = Attack
+K.Attack = Attack
+
+local function is_int(x) return type(x) == "number" and x == math.floor(x) end
+
+-- K.new(name_or_path, args, {n =, f =, r =, rule =, seed =, warn =})
+--   args: list of "key:value" words or a table; r defaults to f; warn(msg) receives warnings
+--   (default: printed on stderr).
+function K.new(name_or_path, args, opts)
+  opts = opts or {}
+  local def, origin = K.load(name_or_path)
+  local n, f = opts.n, opts.f
+  if not is_int(n) or n < 1 then error("attack " .. def.name .. " needs n >= 1 workers, got n=" .. tostring(n), 2) end
+  if not is_int(f) or f < 0 then error("attack " .. def.name .. " needs f >= 0, got f=" .. tostring(f), 2) end
+  local r = opts.r
+  if r == nil then r = f end
+  if not is_int(r) or r < 0 or r > n then
+    error(string.format("attack %s needs 0 <= r <= n real Byzantine workers, got r=%s n=%d",
+      def.name, tostring(r), n), 2)
+  end
+  local spec = {}
+  for _, s in ipairs(COMMON_ARGS) do spec[#spec + 1] = s end
+  for _, s in ipairs(def.args) do spec[#spec + 1] = s end
+  local a = K.parse_args(args, spec, "attack " .. def.name)
+  local self = setmetatable({
+    def = def, name = def.name, kind = def.kind, poison = def.poison, origin = origin,
+    args = a, selection = a.selection, n = n, f = f, r = r, rule = opts.rule,
+    seed = opts.seed or 0, warnings = {}, _bufs = {},
+  }, Attack)
+  self._warn = opts.warn or function(msg) io.stderr:write("warning: ", msg, "\n") end
+  if r > f then
+    self:warn(string.format("%d real Byzantine workers exceed the %d the rule is told about "
+      .. "(r > f): the rule's guarantees do not hold", r, f))
+  end
+  if self.kind == "data" and self.selection == "random" then
+    error("attack " .. def.name .. " poisons the data of fixed workers: selection:random does not apply", 2)
+  end
+  if def.init then def.init(self) end
+  return self
+end
+
+function Attack:warn(msg)
+  self.warnings[#self.warnings + 1] = msg
+  self._warn(msg)
+end
+
+-- 1-based indices of the workers that attack at `step`, ascending.
+function Attack:byzantine(step)
+  local r, n = self.r, self.n
+  local list = {}
+  if r == 0 then return list end
+  if self.selection == "fixed" then
+    for i = n - r + 1, n do list[#list + 1] = i end
+    return list
+  end
+  local g = R.new(self.seed, R.stream_id("byzantine-selection", step or 0))
+  local perm = g:permutation(n)
+  for k = 1, r do list[k] = tonumber(perm[k]) + 1 end
+  table.sort(list)
+  return list
+end
+
+-- The honest indices, given the Byzantine ones (ascending, 1-based).
+function Attack:honest(byz)
+  local is_byz, list = {}, {}
+  for _, i in ipairs(byz) do is_byz[i] = true end
+  for i = 1, self.n do if not is_byz[i] then list[#list + 1] = i end end
+  return list
+end
+
+-- Overwrites the Byzantine rows of ctx.G. ctx: {G =, honest =, byz =, step =, rule =, rng =}.
+-- Returns an info table (what the attack chose: a scale factor, a target, ...).
+function Attack:apply(ctx)
+  if self.kind == "data" then return {} end
+  local G = ctx.G
+  if not T.is_tensor(G) or G:dim() ~= 2 then error("attack " .. self.name .. ": ctx.G must be an n×d tensor", 2) end
+  if G:size(1) ~= self.n then
+    error(string.format("attack %s: G has %d rows, expected n=%d", self.name, G:size(1), self.n), 2)
+  end
+  local byz = ctx.byz or self:byzantine(ctx.step)
+  if #byz == 0 then return {} end
+  local c = {
+    G = G, n = self.n, d = G:size(2), byz = byz, honest = ctx.honest or self:honest(byz),
+    step = ctx.step or 0, rule = ctx.rule or self.rule, rng = ctx.rng, cache = {},
+  }
+  return self.def.apply(self, c) or {}
+end
+
+function Attack:state()
+  if self.def.state then return self.def.state(self) end
+  return nil
+end
+
+function Attack:set_state(s)
+  if s == nil then return end
+  if not self.def.set_state then error("attack " .. self.name .. " keeps no state", 2) end
+  self.def.set_state(self, s)
+end
+
+-- Helpers for apply(self, c) ---------------------------------------------------------------
+
+-- A tensor kept across steps under `key`, reallocated when the shape changes (not zeroed).
+function Attack:buffer(key, shape)
+  local b = self._bufs[key]
+  local same = b ~= nil and #b.shape == #shape
+  if same then for i = 1, #shape do if b.shape[i] ~= shape[i] then same = false end end end
+  if not same then b = T.new(shape); self._bufs[key] = b end
+  return b
+end
+
+-- float* to row i (1-based) of c.G.
+function Attack:row(c, i) return c.G.ptr + (i - 1) * c.d end
+
+-- The random stream of this step: the context's, or one derived from (seed, step).
+function Attack:rng(c)
+  if c.rng then return c.rng end
+  if not c.cache.rng then c.cache.rng = R.new(self.seed, R.stream_id("attack", c.step)) end
+  return c.cache.rng
+end
+
+-- The honest rows gathered in a contiguous h×d tensor (computed once per step).
+function Attack:honest_matrix(c)
+  if c.cache.H then return c.cache.H end
+  local h = #c.honest
+  if h == 0 then error("attack " .. self.name .. " needs at least one honest worker, got none", 3) end
+  local H = self:buffer("honest", { h, c.d })
+  local dst = H.ptr
+  for k, i in ipairs(c.honest) do C.agt_vec_copy(dst + (k - 1) * c.d, self:row(c, i), c.d) end
+  c.cache.H = H
+  return H
+end
+
+-- mu: the coordinate-wise mean of the honest rows (d values).
+function Attack:honest_mean(c)
+  if c.cache.mean then return c.cache.mean end
+  local H = self:honest_matrix(c)
+  local m = self:buffer("mean", { c.d })
+  C.agt_rows_mean(H.ptr, #c.honest, c.d, m.ptr)
+  c.cache.mean = m
+  return m
+end
+
+-- sigma: the coordinate-wise standard deviation of the honest rows (ddof 0 or 1).
+function Attack:honest_std(c, ddof)
+  ddof = ddof or 0
+  local key = "std" .. ddof
+  if c.cache[key] then return c.cache[key] end
+  local H = self:honest_matrix(c)
+  if #c.honest - ddof < 1 then
+    error(string.format("attack %s: std with ddof=%d needs more than %d honest workers", self.name, ddof, ddof), 3)
+  end
+  local s = self:buffer(key, { c.d })
+  C.agt_rows_std(H.ptr, #c.honest, c.d, self:honest_mean(c).ptr, ddof, s.ptr)
+  c.cache[key] = s
+  return s
+end
+
+-- Copies the d values at ptr (a float* or a tensor) into every Byzantine row of G (or of M).
+function Attack:write(c, v, M)
+  local src = T.is_tensor(v) and v.ptr or v
+  local base = (M or c.G).ptr
+  for _, i in ipairs(c.byz) do
+    local dst = base + (i - 1) * c.d
+    if dst ~= src then C.agt_vec_copy(dst, src, c.d) end
+  end
+end
+
+-- A plain average, the rule searched against when the run names none.
+local AVERAGE = {
+  name = "average",
+  aggregate = function(_, G, out)
+    C.agt_rows_mean(G.ptr, G:size(1), G:size(2), out.ptr)
+    return {}
+  end,
+}
+K.AVERAGE = AVERAGE
+
+-- Aggregates a copy of G whose Byzantine rows fill(S) writes, with the run's rule, and leaves
+-- the rule as it found it. Returns ||rule(S) - mu|| (mu = honest mean), the rule's info and
+-- the output tensor (valid until the next call).
+function Attack:rule_distance(c, fill)
+  local rule = c.rule or AVERAGE
+  local n, d = c.n, c.d
+  local S = self:buffer("scratch", { n, d })
+  local out = self:buffer("scratch-out", { d })
+  C.agt_vec_copy(S.ptr, c.G.ptr, n * d)
+  fill(S)
+  local saved = rule.state and rule:state() or nil
+  local actx = { step = c.step, rng = c.rng and c.rng:clone() or nil }
+  if not actx.rng then actx.rng = R.new(self.seed, R.stream_id("aggregate", c.step)) end
+  local info = rule:aggregate(S, out, actx)
+  if rule.state then
+    if saved ~= nil then
+      rule:set_state(saved)
+    elseif rule:state() ~= nil then
+      local ok = pcall(rule.set_state, rule, nil)
+      if not ok and not self._warned_state then
+        self._warned_state = true
+        self:warn("rule " .. tostring(rule.name) .. " cannot reset its state: the attack's search "
+          .. "may have changed it")
+      end
+    end
+  end
+  local mu = self:honest_mean(c)
+  local dist = math.sqrt(C.agt_vec_sqdist(out.ptr, mu.ptr, d))
+  if dist ~= dist then dist = math.huge end     -- a NaN output is as far as it gets
+  return dist, info or {}, out
+end
+
+return K

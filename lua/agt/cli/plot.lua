@@ -1,0 +1,60 @@
+-- agt plot — draws evaluation files (accuracy against step and wall time, runs overlaid and
+-- labelled by rule and attack) to SVG and PNG.
+--   agt plot runs/a/eval runs/b/eval=krum-under-lie --metric top1-X-acc --output runs/compare
+local P = require("agt.plot")
+
+local usage = [[
+Usage: agt plot [--metric NAME] [--output PREFIX] [--title TEXT] FILE[=LABEL]...
+
+Draws the evaluation files written by 'agt run' (lines '<wall s>\t<step>\t<name>:<value>...')
+as curves of one metric against the step and against the wall time, every file overlaid, and
+writes PREFIX.svg and PREFIX.png. A curve is labelled by LABEL, else by the rule and attack
+recorded beside the file (FILE.info), else by its path.
+  --metric NAME    metric to draw (default: the first one of the first file)
+  --output PREFIX  output path without extension (default: <directory of the first file>/plot)
+  --title TEXT     title (default: the metric's name)]]
+
+return function(args)
+  local files, opts = {}, {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--help" or a == "-h" then
+      print(usage)
+      return 0
+    end
+    local name, val = a:match("^%-%-([^=]+)=(.*)$")
+    if not name then name = a:match("^%-%-(.+)$") end
+    if name then
+      if name ~= "metric" and name ~= "output" and name ~= "title" then
+        io.stderr:write("agt plot: unknown flag --", name, " (see agt plot --help)\n")
+        return 2
+      end
+      if not val then
+        val = args[i + 1]
+        i = i + 1
+        if not val then
+          io.stderr:write("agt plot: --", name, ": expects a value\n")
+          return 2
+        end
+      end
+      opts[name] = val
+    else
+      local path, label = a:match("^(.-)=(.+)$")
+      files[#files + 1] = { path = path or a, label = label }
+    end
+    i = i + 1
+  end
+  if #files == 0 then
+    io.stderr:write("agt plot: no evaluation file given\n", usage, "\n")
+    return 2
+  end
+  local ok, svg, png = pcall(P.plot, files, opts)
+  if not ok then
+    io.stderr:write("agt plot: ", tostring(svg), "\n")
+    return 1
+  end
+  print("Plot: " .. svg)
+  print("Plot: " .. png)
+  return 0
+end

@@ -1,0 +1,37 @@
+-- agt run — AggregaThor's runner.py on the agt engine, flag for flag, plus --seed.
+--
+--   agt run --experiment fashion-mnist --aggregator bulyan --nb-workers 11 \
+--           --nb-decl-byz-workers 2 --nb-real-byz-workers 2 --attack lie --checkpoint-dir runs/x
+--
+-- The words are parsed against agt.session's flag table (`--flag value`, `--flag=value`, boolean
+-- flags alone, key:value lists up to the next `--flag`), every value and combination is checked
+-- and every part is built before any training; an error names the flag and exits with status 2.
+-- A failure during training exits with 1, Ctrl-C with 130 after the last evaluation and checkpoint.
+local S = require("agt.session")
+
+return function(args)
+  local ok, opts, what = pcall(S.parse_args, args or {})
+  if ok and what == "help" then
+    io.stdout:write(S.help(), "\n")
+    return 0
+  end
+  if not ok then
+    io.stderr:write("agt run: ", tostring(opts), "\n")
+    return 2
+  end
+  local s
+  ok, s = pcall(S.new, opts)
+  if not ok then
+    io.stderr:write("agt run: ", tostring(s), "\n")
+    return 2
+  end
+  local rep
+  ok, rep = pcall(s.run, s)
+  s:close()
+  if not ok then
+    io.stderr:write("agt run: ", tostring(rep), "\n")
+    return 1
+  end
+  if rep.stopped == "interrupted" then return 130 end
+  return 0
+end

@@ -1,0 +1,297 @@
+-- agt.plot — evaluation files drawn as curves, to SVG and PNG.
+--
+-- An evaluation file holds AggregaThor lines `<wall s>\t<step>\t<name>:<value>...`. A plot has
+-- two panels, a metric against the step and against the wall time since the run's first
+-- evaluation (time spent stopped between a checkpoint and its resume is left out), with one
+-- curve per file, overlaid and labelled. A run's label comes from the `<file>.info` that
+-- agt.session writes beside its evaluation file (rule, attack, n, f, r), unless given. The same
+-- layout is written as SVG (text, scalable) and as PNG (rasterised by agt.png).
+local PNG = require("agt.png")
+
+local M = {}
+
+M.palette = {
+  { 31, 119, 180 }, { 214, 39, 40 }, { 44, 160, 44 }, { 255, 127, 14 }, { 148, 103, 189 },
+  { 140, 86, 75 }, { 227, 119, 194 }, { 23, 190, 207 }, { 127, 127, 127 }, { 188, 189, 34 },
+}
+
+-- Reads an evaluation file: { rows = { {wall, step, metrics = {name -> value}} }, names = {...} }.
+-- Malformed lines are refused with their line number.
+function M.read_eval(path)
+  local f, err = io.open(path, "r")
+  if not f then return nil, err end
+  local rows, names, seen, ln = {}, {}, {}, 0
+  for line in f:lines() do
+    ln = ln + 1
+    if line ~= "" then
+      local fields = {}
+      for x in line:gmatch("[^\t]+") do fields[#fields + 1] = x end
+      local wall, step = tonumber(fields[1]), tonumber(fields[2])
+      if not wall or not step then
+        f:close()
+        return nil, string.format("%s:%d: expected '<wall s>\\t<step>\\t<name>:<value>...'", path, ln)
+      end
+      local m = {}
+      for i = 3, #fields do
+        local k, v = fields[i]:match("^(.-):([^:]*)$")
+        if k and tonumber(v) then
+          m[k] = tonumber(v)
+          if not seen[k] then seen[k] = true; names[#names + 1] = k end
+        end
+      end
+      rows[#rows + 1] = { wall = wall, step = step, metrics = m }
+    end
+  end
+  f:close()
+  return { rows = rows, names = names, path = path }
+end
+
+-- The label of a run: from `<path>.info` (key=value lines) when present, else the path.
+function M.label(path)
+  local f = io.open(path .. ".info", "r")
+  if not f then return path end
+  local info = {}
+  for line in f:lines() do
+    local k, v = line:match("^([^=]+)=(.*)$")
+    if k then info[k] = v end
+  end
+  f:close()
+  if not info.aggregator then return path end
+  local attack = (info.attack and info.attack ~= "" and tonumber(info.r or 0) > 0)
+                 and info.attack or "no attack"
+  return string.format("%s / %s (n=%s f=%s r=%s)", info.aggregator, attack, info.n or "?",
+                       info.f or "?", info.r or "?")
+end
+
+-- Curve points of one evaluation file for a metric: list of {step, seconds, value}. The time
+-- axis is the sum of the gaps between successive evaluations, a gap that goes back in steps or
+-- spans a restart (a step that repeats) counting as zero.
+function M.series(ev, metric)
+  local pts, t, prev = {}, 0, nil
+  for _, r in ipairs(ev.rows) do
+    local v = r.metrics[metric]
+    if prev then
+      local dt = r.wall - prev.wall
+      if r.step > prev.step and dt > 0 then t = t + dt end
+    end
+    if v then pts[#pts + 1] = { r.step, t, v } end
+    prev = r
+  end
+  return pts
+end
+
+-- About `count` round tick values covering [lo, hi].
+function M.ticks(lo, hi, count)
+  count = count or 5
+  if hi <= lo then hi = lo + 1 end
+  local raw = (hi - lo) / count
+  local mag = 10 ^ math.floor(math.log10(raw))
+  local step = mag
+  for _, m in ipairs({ 1, 2, 2.5, 5, 10 }) do
+    if m * mag >= raw then step = m * mag; break end
+  end
+  local out = {}
+  local k0 = math.ceil(lo / step - 1e-9)
+  for k = k0, math.floor(hi / step + 1e-9) do
+    -- k / (1 / step) rounds like the decimal tick (0.6, not 0.6000000000000001)
+    local v = step < 1 and k / math.floor(1 / step + 0.5) or k * step
+    out[#out + 1] = v == 0 and 0 or v
+  end
+  return out, step
+end
+
+local function fmt_tick(v, step)
+  if step >= 1 and math.abs(v) < 1e15 then
+    if math.abs(v) >= 10000 and v % 1000 == 0 then return string.format("%dk", v / 1000) end
+    return string.format("%d", v)
+  end
+  local dec = math.max(0, math.ceil(-math.log10(step) - 1e-9))
+  return string.format("%." .. dec .. "f", v)
+end
+
+-- Builds the layout shared by both outputs.
+local function layout(runs, opts)
+  local W, H = opts.width or 1100, opts.height or 470
+  local legend_h = 18 * #runs + 10
+  local panels = {}
+  local pw = W / 2
+  local lo, hi = math.huge, -math.huge
+  for _, r in ipairs(runs) do
+    for _, p in ipairs(r.points) do lo = math.min(lo, p[3]); hi = math.max(hi, p[3]) end
+  end
+  if lo == math.huge then lo, hi = 0, 1 end
+  if lo >= 0 and hi <= 1 then
+    lo = math.max(0, math.floor((lo - 0.05) * 10) / 10)
+    hi = math.min(1, math.ceil((hi + 0.02) * 10) / 10)
+  elseif hi - lo < 1e-12 then
+    lo, hi = lo - 0.5, hi + 0.5
+  else
+    local pad = (hi - lo) * 0.05
+    lo, hi = lo - pad, hi + pad
+  end
+  for pi, axis in ipairs({ { 1, "step" }, { 2, "wall time (s)" } }) do
+    local xmax = 0
+    for _, r in ipairs(runs) do
+      for _, p in ipairs(r.points) do xmax = math.max(xmax, p[axis[1]]) end
+    end
+    if xmax <= 0 then xmax = 1 end
+    local x0 = (pi - 1) * pw
+    panels[pi] = {
+      left = x0 + 70, right = x0 + pw - 20, top = 50, bottom = H - 55 - legend_h,
+      xlo = 0, xhi = xmax, ylo = lo, yhi = hi, xlabel = axis[2], xi = axis[1],
+    }
+  end
+  return { W = W, H = H, panels = panels, legend_top = H - legend_h - 5 }
+end
+
+local function to_px(p, x, y)
+  local px = p.left + (x - p.xlo) / (p.xhi - p.xlo) * (p.right - p.left)
+  local py = p.bottom - (y - p.ylo) / (p.yhi - p.ylo) * (p.bottom - p.top)
+  return px, py
+end
+
+local function esc(s)
+  return (s:gsub("&", "&amp;"):gsub("<", "&lt;"):gsub(">", "&gt;"):gsub('"', "&quot;"))
+end
+
+local function rgb(c) return string.format("rgb(%d,%d,%d)", c[1], c[2], c[3]) end
+
+function M.svg(runs, opts)
+  local L = layout(runs, opts)
+  local o = { string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+    .. 'viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">', L.W, L.H, L.W, L.H),
+    string.format('<rect width="%d" height="%d" fill="white"/>', L.W, L.H),
+    string.format('<text x="%d" y="24" text-anchor="middle" font-size="16">%s</text>',
+                  L.W / 2, esc(opts.title or opts.metric)) }
+  for _, p in ipairs(L.panels) do
+    local yt, ys = M.ticks(p.ylo, p.yhi, 5)
+    for _, v in ipairs(yt) do
+      local _, py = to_px(p, p.xlo, v)
+      o[#o + 1] = string.format('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e0e0e0"/>',
+                                p.left, py, p.right, py)
+      o[#o + 1] = string.format('<text x="%.1f" y="%.1f" text-anchor="end">%s</text>',
+                                p.left - 6, py + 4, fmt_tick(v, ys))
+    end
+    local xt, xs = M.ticks(p.xlo, p.xhi, 5)
+    for _, v in ipairs(xt) do
+      local px = to_px(p, v, p.ylo)
+      o[#o + 1] = string.format('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e0e0e0"/>',
+                                px, p.top, px, p.bottom)
+      o[#o + 1] = string.format('<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>',
+                                px, p.bottom + 16, fmt_tick(v, xs))
+    end
+    o[#o + 1] = string.format('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="black"/>',
+                              p.left, p.top, p.right - p.left, p.bottom - p.top)
+    o[#o + 1] = string.format('<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>',
+                              (p.left + p.right) / 2, p.bottom + 36, esc(p.xlabel))
+    o[#o + 1] = string.format('<text transform="translate(%.1f,%.1f) rotate(-90)" text-anchor="middle">%s</text>',
+                              p.left - 52, (p.top + p.bottom) / 2, esc(opts.metric))
+    for ri, r in ipairs(runs) do
+      local pts = {}
+      for _, q in ipairs(r.points) do
+        local px, py = to_px(p, q[p.xi], q[3])
+        pts[#pts + 1] = string.format("%.1f,%.1f", px, py)
+      end
+      local c = rgb(M.palette[(ri - 1) % #M.palette + 1])
+      o[#o + 1] = string.format('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>',
+                                c, table.concat(pts, " "))
+    end
+  end
+  for ri, r in ipairs(runs) do
+    local y = L.legend_top + (ri - 1) * 18 + 12
+    local c = rgb(M.palette[(ri - 1) % #M.palette + 1])
+    o[#o + 1] = string.format('<line x1="80" y1="%d" x2="110" y2="%d" stroke="%s" stroke-width="3"/>', y - 4, y - 4, c)
+    o[#o + 1] = string.format('<text x="118" y="%d">%s</text>', y, esc(r.label))
+  end
+  o[#o + 1] = "</svg>"
+  return table.concat(o, "\n") .. "\n"
+end
+
+function M.png(runs, opts)
+  local L = layout(runs, opts)
+  local cv = PNG.canvas(L.W, L.H)
+  local black, grid = { 0, 0, 0 }, { 224, 224, 224 }
+  local title = opts.title or opts.metric
+  cv:text(L.W / 2 - PNG.text_width(title, 3) / 2, 12, title, black, 3)
+  for _, p in ipairs(L.panels) do
+    local yt, ys = M.ticks(p.ylo, p.yhi, 5)
+    for _, v in ipairs(yt) do
+      local _, py = to_px(p, p.xlo, v)
+      cv:line(p.left, py, p.right, py, grid, 1)
+      local s = fmt_tick(v, ys)
+      cv:text(p.left - 6 - PNG.text_width(s, 2), py - 5, s, black, 2)
+    end
+    local xt, xs = M.ticks(p.xlo, p.xhi, 5)
+    for _, v in ipairs(xt) do
+      local px = to_px(p, v, p.ylo)
+      cv:line(px, p.top, px, p.bottom, grid, 1)
+      local s = fmt_tick(v, xs)
+      cv:text(px - PNG.text_width(s, 2) / 2, p.bottom + 8, s, black, 2)
+    end
+    cv:line(p.left, p.top, p.right, p.top, black, 1)
+    cv:line(p.left, p.bottom, p.right, p.bottom, black, 1)
+    cv:line(p.left, p.top, p.left, p.bottom, black, 1)
+    cv:line(p.right, p.top, p.right, p.bottom, black, 1)
+    cv:text((p.left + p.right) / 2 - PNG.text_width(p.xlabel, 2) / 2, p.bottom + 28, p.xlabel, black, 2)
+    cv:text_up(p.left - 62, (p.top + p.bottom) / 2 + PNG.text_width(opts.metric, 2) / 2,
+               opts.metric, black, 2)
+    for ri, r in ipairs(runs) do
+      local c = M.palette[(ri - 1) % #M.palette + 1]
+      local px0, py0
+      for _, q in ipairs(r.points) do
+        local px, py = to_px(p, q[p.xi], q[3])
+        if px0 then cv:line(px0, py0, px, py, c, 2) end
+        px0, py0 = px, py
+      end
+      if #r.points == 1 then cv:line(px0 - 2, py0, px0 + 2, py0, c, 3) end
+    end
+  end
+  for ri, r in ipairs(runs) do
+    local y = L.legend_top + (ri - 1) * 18 + 12
+    local c = M.palette[(ri - 1) % #M.palette + 1]
+    cv:line(80, y - 5, 110, y - 5, c, 3)
+    cv:text(118, y - 10, r.label, black, 2)
+  end
+  return cv
+end
+
+-- Plots evaluation files. files: list of paths or {path=, label=}; opts: metric (default the
+-- first metric of the first file), output (path prefix, default <dir of first file>/plot),
+-- title. Returns the SVG and PNG paths, or raises naming the bad file.
+function M.plot(files, opts)
+  opts = opts or {}
+  if #files == 0 then error("no evaluation file to plot", 2) end
+  local runs, metric = {}, opts.metric
+  for _, f in ipairs(files) do
+    if type(f) == "string" then f = { path = f } end
+    local ev, err = M.read_eval(f.path)
+    if not ev then error(err, 0) end
+    metric = metric or ev.names[1]
+    runs[#runs + 1] = { ev = ev, label = f.label or M.label(f.path) }
+  end
+  if not metric then error("the evaluation files hold no metric to plot", 0) end
+  local any = false
+  for _, r in ipairs(runs) do
+    r.points = M.series(r.ev, metric)
+    if #r.points > 0 then any = true end
+  end
+  if not any then error(string.format("no evaluation file has the metric '%s'", metric), 0) end
+  local o = { metric = metric, title = opts.title, width = opts.width, height = opts.height }
+  local prefix = opts.output
+  if not prefix then
+    local dir = runs[1].ev.path:match("^(.*)/[^/]+$") or "."
+    prefix = dir .. "/plot"
+  end
+  prefix = prefix:gsub("%.svg$", ""):gsub("%.png$", "")
+  local svg_path, png_path = prefix .. ".svg", prefix .. ".png"
+  local f, err = io.open(svg_path, "w")
+  if not f then error("cannot write " .. svg_path .. ": " .. err, 0) end
+  f:write(M.svg(runs, o))
+  f:close()
+  local ok
+  ok, err = M.png(runs, o):save(png_path)
+  if not ok then error("cannot write " .. png_path .. ": " .. err, 0) end
+  return svg_path, png_path
+end
+
+return M

@@ -1,0 +1,27 @@
+-- reverse — sign flipping: the Byzantine workers send -factor times the honest mean (the
+-- omniscient form), or -factor times their own honest gradient (of:own, as Garfield's
+-- "reverse" with factor 100 and the bucketing paper's "bit flipping").
+local C = require("agt.ffi").C
+
+return {
+  name = "reverse",
+  doc = "sign flipping: every Byzantine row is -factor * (honest mean | its own gradient)",
+  paper = "Allen-Zhu et al., ICLR 2021 / ByzFL SignFlipping (-mu); Garfield 'reverse' (-100 g)",
+  args = {
+    { name = "factor", default = 1, type = "number", doc = "scale of the flipped vector (Garfield used 100)" },
+    { name = "of", default = "mean", choices = { "mean", "own" },
+      doc = "flip the honest mean (omniscient) or the attacker's own honest gradient" },
+  },
+  apply = function(self, c)
+    local a = -self.args.factor
+    if self.args.of == "own" then
+      for _, i in ipairs(c.byz) do C.agt_vec_scale(self:row(c, i), c.d, a) end
+      return { factor = self.args.factor }
+    end
+    local v = self:buffer("v", { c.d })
+    C.agt_vec_copy(v.ptr, self:honest_mean(c).ptr, c.d)
+    C.agt_vec_scale(v.ptr, c.d, a)
+    self:write(c, v)
+    return { factor = self.args.factor }
+  end,
+}

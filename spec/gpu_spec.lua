@@ -1,0 +1,304 @@
+-- gpu_spec — every aggregation rule and pre-aggregation step on the GPU against the CPU kernels
+-- (src/gar.h), on random inputs with ties, NaN rows and +-inf entries, n from the smallest the
+-- rule allows to past 64 (the general paths), d not a multiple of any vector width.
+--
+-- Tolerances: per-coordinate rules, row choices, averages of chosen rows and bucketing are
+-- bit-identical to the CPU (NaN equals NaN; +0 and -0 are equal); the CPU and the GPU compute
+-- distances differently, so clipping and ARC agree to 1e-6 (a scale factor may differ in its last
+-- bit), NNM (cuBLAS) to 1e-5, and the iterative rules (exact iterates on the GPU, float iterates
+-- on the CPU) to 1e-4 relative.
+--
+-- Tagged #gpu. With no device (CI), it prints the reason and every test is pending, not passed.
+local gpu = require("agt.gpu")
+local T = require("agt.tensor")
+local R = require("agt.rng")
+local F = require("agt.ffi")
+local ffi, C = F.ffi, F.C
+
+local ok, why = gpu.available()
+if not ok then
+  io.write("gpu_spec: GPU tests pending: " .. tostring(why) .. "\n")
+end
+
+local function test(name, fn)
+  if ok then it(name, fn) else pending(name .. " (no GPU: " .. tostring(why) .. ")") end
+end
+
+local D = 4099   -- columns: not a multiple of 4, 8, 16 or 32
+
+-- n x d: normal values; quantized (ties) if asked; NaN row, +inf / -inf entries if asked.
+local function input(seed, n, d, opts)
+  opts = opts or {}
+  local G = T.new({ n, d })
+  R.new(seed, "gpu_spec"):normal(G, 0, 1)
+  local p = G.ptr
+  if opts.ties then
+    for e = 0, n * d - 1 do p[e] = math.floor(p[e] * 2) / 2 end
+  end
+  if opts.special and n >= 4 then
+    for c = 0, d - 1 do p[(n - 1) * d + c] = 0 / 0 end            -- a NaN row
+    for c = 0, d - 1, 3 do p[(n - 2) * d + c] = math.huge end      -- +inf entries
+    for c = 1, d - 1, 5 do p[(n - 3) * d + c] = -math.huge end     -- -inf entries
+  end
+  return G
+end
+
+local function bits_equal(a, b)   -- NaN = NaN, inf = inf, -0 = +0
+  return C.agt_vec_allclose(a.ptr, b.ptr, a:numel(), 0, 0) == 1
+end
+
+local function close(a, b, rtol, atol)
+  return C.agt_vec_allclose(a.ptr, b.ptr, a:numel(), rtol, atol or rtol) == 1
+end
+
+local function first_diff(a, b)
+  local pa, pb = a.ptr, b.ptr
+  for i = 0, a:numel() - 1 do
+    local x, y = pa[i], pb[i]
+    if not (x == y or (x ~= x and y ~= y)) then
+      return string.format("first difference at %d: gpu %.9g cpu %.9g", i, x, y)
+    end
+  end
+  return "no difference"
+end
+
+-- Runs fn_gpu(Gd.ptr, out_d.ptr) and fn_cpu(G ptr, out ptr) and compares.
+local function compare(G, rows_out, fn_cpu, fn_gpu, tol, what)
+  local n, d = G:size(1), G:size(2)
+  local shape = rows_out and { rows_out, d } or { d }
+  local cpu, back = T.new(shape), T.new(shape)
+  local Gd, outd = gpu.from_host(G), gpu.new(shape)
+  F.check(fn_cpu(G.ptr, cpu.ptr))
+  F.check(fn_gpu(Gd.ptr, outd.ptr))
+  outd:download(back)
+  Gd:free(); outd:free()
+  if tol then
+    assert.is_true(close(back, cpu, tol), what .. ": " .. first_diff(back, cpu))
+  else
+    assert.is_true(bits_equal(back, cpu), what .. ": " .. first_diff(back, cpu))
+  end
+end
+
+describe("gpu #gpu", function()
+  if ok then
+    it("names the device", function()
+      local name = gpu.describe()
+      assert.is_string(name)
+      io.write("\n  device: ", name, "\n")
+    end)
+  end
+
+  local coord_cases = {
+    { "average", function(n, f) return C.agt_gar_average, C.agt_gpu_gar_average, {} end },
+    { "average-nan", function(n, f) return C.agt_gar_average_nan, C.agt_gpu_gar_average_nan, {} end },
+    { "median", function(n, f) return C.agt_gar_median, C.agt_gpu_gar_median, {} end },
+    { "trimmed-mean", function(n, f) return C.agt_gar_trimmed_mean, C.agt_gpu_gar_trimmed_mean, { f } end },
+    { "meamed", function(n, f) return C.agt_gar_meamed, C.agt_gpu_gar_meamed, { n - f } end },
+    { "phocas", function(n, f) return C.agt_gar_phocas, C.agt_gpu_gar_phocas, { f } end },
+  }
+  for _, case in ipairs(coord_cases) do
+    local name, get = case[1], case[2]
+    test(name .. " is bit-identical to the CPU (ties, NaN, +-inf; n = 1 .. 70)", function()
+      local seed = 1
+      for _, n in ipairs({ 1, 2, 3, 5, 8, 11, 16, 17, 25, 32, 33, 51, 64, 70 }) do
+        local f = math.max(0, math.floor((n - 1) / 2) - (n % 3))
+        for _, opts in ipairs({ { ties = true }, { special = true }, { ties = true, special = true } }) do
+          seed = seed + 1
+          local G = input(seed, n, D, opts)
+          local cpu, gpuf, extra = get(n, f)
+          local function call(fn, g, o)
+            local a = { g, n, D }
+            for _, x in ipairs(extra) do a[#a + 1] = x end
+            a[#a + 1] = o
+            return fn(unpack(a, 1, #a))
+          end
+          compare(G, nil,
+            function(g, o) return call(cpu, g, o) end,
+            function(g, o) return call(gpuf, g, o) end,
+            nil, string.format("%s n=%d f=%d ties=%s special=%s", name, n, f,
+                               tostring(opts.ties), tostring(opts.special)))
+        end
+      end
+    end)
+  end
+
+  test("rows-meamed (Bulyan's last stage) is bit-identical to the CPU", function()
+    local n = 20
+    local G = input(77, n, D, { ties = true, special = true })
+    local rows = ffi.new("int64_t[7]", { 3, 19, 0, 7, 18, 11, 5 })
+    compare(G, nil,
+      function(g, o) return C.agt_gar_rows_meamed(g, D, rows, 7, 3, o) end,
+      function(g, o) return C.agt_gpu_gar_rows_meamed(g, D, rows, 7, 3, o) end, nil, "rows-meamed")
+  end)
+
+  -- Row-choosing rules: the same rows, then the same output bits.
+  local function choose_case(name, minn, k_of, cpu_call, gpu_call)
+    test(name .. " chooses the CPU's rows and matches its output bits", function()
+      local seed = 100
+      for _, n in ipairs({ minn, minn + 1, 11, 25, 40, 64 }) do
+        for _, f in ipairs({ 0, 1, 2, 5, 12 }) do
+          if n >= minn and ((name ~= "bulyan" and n >= f + 3) or n >= 4 * f + 3)
+             and not (name == "mda" and f > 2) then
+            seed = seed + 1
+            local G = input(seed, n, D, { special = (seed % 2 == 0) and n >= 8 })
+            local k = k_of(n, f)
+            local sc, sg = ffi.new("int64_t[?]", k), ffi.new("int64_t[?]", k)
+            compare(G, nil,
+              function(g, o) return cpu_call(g, n, f, o, sc) end,
+              function(g, o) return gpu_call(g, n, f, o, sg) end, nil,
+              string.format("%s n=%d f=%d", name, n, f))
+            for i = 0, k - 1 do
+              assert.are.equal(tonumber(sc[i]), tonumber(sg[i]),
+                               string.format("%s n=%d f=%d: choice %d", name, n, f, i + 1))
+            end
+          end
+        end
+      end
+    end)
+  end
+  choose_case("krum", 3, function() return 1 end,
+    function(g, n, f, o, s) return C.agt_gar_multi_krum(g, n, D, f, 1, o, s) end,
+    function(g, n, f, o, s) return C.agt_gpu_gar_multi_krum(g, n, D, f, 1, o, s) end)
+  choose_case("multi-krum", 3, function(n, f) return n - f end,
+    function(g, n, f, o, s) return C.agt_gar_multi_krum(g, n, D, f, n - f, o, s) end,
+    function(g, n, f, o, s) return C.agt_gpu_gar_multi_krum(g, n, D, f, n - f, o, s) end)
+  choose_case("bulyan", 3, function(n, f) return n - 2 * f end,
+    function(g, n, f, o, s) return C.agt_gar_bulyan(g, n, D, f, o, s) end,
+    function(g, n, f, o, s) return C.agt_gpu_gar_bulyan(g, n, D, f, o, s) end)
+  choose_case("cge", 3, function(n, f) return n - f end,
+    function(g, n, f, o, s) return C.agt_gar_cge(g, n, D, f, o, s) end,
+    function(g, n, f, o, s) return C.agt_gpu_gar_cge(g, n, D, f, o, s) end)
+  choose_case("mda", 3, function(n, f) return n - f end,
+    function(g, n, f, o, s) return C.agt_gar_mda(g, n, D, f, 1e6, o, s) end,
+    function(g, n, f, o, s) return C.agt_gpu_gar_mda(g, n, D, f, 1e6, o, s) end)
+
+  test("sqdist agrees with the CPU's distances", function()
+    for _, n in ipairs({ 2, 9, 33, 64, 70 }) do
+      local G = input(300 + n, n, D)
+      local a, b = ffi.new("double[?]", n * n), ffi.new("double[?]", n * n)
+      F.check(C.agt_gar_sqdist(G.ptr, n, D, a))
+      local Gd = gpu.from_host(G)
+      F.check(C.agt_gpu_gar_sqdist(Gd.ptr, n, D, b))
+      Gd:free()
+      for e = 0, n * n - 1 do
+        assert.is_true(math.abs(a[e] - b[e]) <= 1e-5 * math.max(1, a[e]),
+                       string.format("n=%d entry %d: cpu %.10g gpu %.10g", n, e, a[e], b[e]))
+      end
+    end
+  end)
+
+  test("nnm agrees with the CPU (1e-5; exact lists where a row is not finite)", function()
+    for _, n in ipairs({ 4, 11, 25, 64 }) do
+      for _, special in ipairs({ false, true }) do
+        local f = math.floor(n / 4)
+        local G = input(400 + n, n, D, { special = special })
+        compare(G, n,
+          function(g, o) return C.agt_gar_nnm(g, n, D, f, o) end,
+          function(g, o) return C.agt_gpu_gar_nnm(g, n, D, f, o) end,
+          special and nil or 1e-5, string.format("nnm n=%d f=%d special=%s", n, f, tostring(special)))
+      end
+    end
+  end)
+
+  test("bucketing is bit-identical to the CPU", function()
+    for _, n in ipairs({ 1, 7, 25, 64 }) do
+      for _, s in ipairs({ 1, 2, 3 }) do
+        local G = input(500 + n, n, D, { special = n >= 4 })
+        local perm = R.new(n * 10 + s, "perm"):permutation(n)
+        local nb = math.ceil(n / s)
+        compare(G, nb,
+          function(g, o) return C.agt_gar_bucketing(g, n, D, s, perm.ptr, o) end,
+          function(g, o) return C.agt_gpu_gar_bucketing(g, n, D, s, perm.ptr, o) end,
+          nil, string.format("bucketing n=%d s=%d", n, s))
+      end
+    end
+  end)
+
+  test("clipping and arc agree with the CPU (1e-6)", function()
+    for _, n in ipairs({ 1, 5, 25, 64 }) do
+      local G = input(600 + n, n, D, { special = n >= 4 })
+      for _, c in ipairs({ 0, 1, 50, 1e9 }) do
+        compare(G, n,
+          function(g, o) return C.agt_gar_clipping(g, n, D, c, o) end,
+          function(g, o) return C.agt_gpu_gar_clipping(g, n, D, c, o) end,
+          1e-6, string.format("clipping n=%d c=%g", n, c))
+      end
+      for _, f in ipairs({ 0, math.floor(n / 4), math.floor(n / 2) }) do
+        compare(G, n,
+          function(g, o) return C.agt_gar_arc(g, n, D, f, o) end,
+          function(g, o) return C.agt_gpu_gar_arc(g, n, D, f, o) end,
+          1e-6, string.format("arc n=%d f=%d", n, f))
+      end
+    end
+  end)
+
+  test("geometric-median agrees with the CPU (1e-4 relative) and runs as many iterations", function()
+    for _, n in ipairs({ 1, 3, 11, 25, 62, 64 }) do
+      for _, special in ipairs({ false, true }) do
+        local G = input(700 + n, n, D, { special = special and n >= 4 })
+        local ic, ig = ffi.new("int64_t[1]"), ffi.new("int64_t[1]")
+        compare(G, nil,
+          function(g, o) return C.agt_gar_geometric_median(g, n, D, 0.1, 8, 0, o, ic) end,
+          function(g, o) return C.agt_gpu_gar_geometric_median(g, n, D, 0.1, 8, 0, o, ig) end,
+          1e-4, string.format("geometric-median n=%d special=%s", n, tostring(special)))
+        assert.are.equal(tonumber(ic[0]), tonumber(ig[0]))
+      end
+    end
+  end)
+
+  test("centered-clipping agrees with the CPU (1e-4 relative), centre updated in place", function()
+    for _, n in ipairs({ 1, 7, 25, 63 }) do
+      for _, tau in ipairs({ 0.5, 10, 1e6 }) do
+        local G = input(800 + n, n, D, { special = n >= 4 })
+        local v0 = T.new({ D })
+        R.new(n, "centre"):normal(v0, 0, 0.5)
+        local vc = v0:clone()
+        F.check(C.agt_gar_centered_clipping(G.ptr, n, D, tau, 3, vc.ptr))
+        local Gd, vd = gpu.from_host(G), gpu.from_host(v0)
+        F.check(C.agt_gpu_gar_centered_clipping(Gd.ptr, n, D, tau, 3, vd.ptr))
+        local vg = vd:to_host()
+        Gd:free(); vd:free()
+        assert.is_true(close(vg, vc, 1e-4), string.format("centered-clipping n=%d tau=%g: %s",
+                                                          n, tau, first_diff(vg, vc)))
+      end
+    end
+  end)
+
+  test("the pipelined upload gives the device-resident result, bit for bit", function()
+    local n = 25
+    local G = input(900, n, 300001, { ties = true, special = true })
+    for _, name in ipairs({ "average", "median", "trimmed-mean", "phocas", "krum" }) do
+      local r = gpu.rule(name, n, 5, {})
+      local a, b = T.new({ 300001 }), T.new({ 300001 })
+      r:aggregate_host(G, a)
+      local Gd, od = gpu.from_host(G), gpu.new({ 300001 })
+      r:aggregate(Gd, od)
+      od:download(b)
+      Gd:free(); od:free(); r:free()
+      assert.is_true(bits_equal(a, b), name .. ": " .. first_diff(a, b))
+    end
+  end)
+
+  test("a pipeline nnm,bucketing,krum runs and refuses misuse", function()
+    local n, f = 25, 2
+    local G = input(901, n, D)
+    local r = gpu.rule("nnm,bucketing,krum", n, f, { s = 2 })
+    local out = T.new({ D })
+    r:aggregate_host(G, out, { rng = R.new(1, "bucketing") })
+    assert.is_true(out.ptr[0] == out.ptr[0])
+    assert.has_error(function() gpu.rule("krum,nnm", n, f) end)
+    assert.has_error(function() gpu.rule("no-such-rule", n, f) end)
+    r:free()
+  end)
+
+  test("errors come back as messages, not crashes", function()
+    local Gd, od = gpu.new({ 6, 10 }), gpu.new({ 10 })
+    local okc, msg = F.try(C.agt_gpu_gar_bulyan(Gd.ptr, 6, 10, 1, od.ptr, nil))
+    assert.is_nil(okc)
+    assert.matches("bulyan needs n >= 4f%+3, got n=6 f=1", msg)
+    okc, msg = F.try(C.agt_gpu_gar_mda(Gd.ptr, 6, 10, 3, 1, od.ptr, nil))
+    assert.is_nil(okc)
+    assert.matches("exceed the budget", msg)
+    Gd:free(); od:free()
+  end)
+end)

@@ -1,0 +1,484 @@
+/* gar_dist.cu — the row-wise kernels: squared pairwise distances of up to 64 rows in one pass
+ * over G, weighted mixtures of rows (subset means, NNM, bucketing, the iterative rules' output)
+ * and row scaling (clipping, ARC).
+ *
+ * Distances: D[i][j] = sum_c (x_i[c] - x_j[c])^2, computed from differences (not from a Gram
+ * matrix), so that rows close to each other keep their distance to float precision whatever
+ * their norm. A block streams tiles of R rows x TC coordinates through shared memory (copied
+ * asynchronously, several tiles in flight while one is computed); each thread owns an 8 x 8
+ * block of row pairs and a lane of the tile's coordinates and accumulates in float. The lanes
+ * are summed in double in a fixed order, each block writes its partial sums, and a second
+ * kernel adds the blocks in block order: the result depends on (R, d) only, never on timing or
+ * on the card. A NULL row pointer reads as zeros (so D against it is a squared norm).
+ * Rows beyond 64 are handled by the general path, which runs the tiled kernel on pairs of
+ * 32-row blocks.
+ *
+ * Averages of lists of rows: out[r][c] = (x_{l_r0}[c] + x_{l_r1}[c] + ...) / |l_r|, in float, in
+ * list order: the CPU's avg_lists, operation for operation (bit-identical). Each thread reads its
+ * coordinate of the listed rows straight from G (coalesced across the warp); lists that share
+ * rows (NNM) re-read them from L1/L2, so NNM on finite inputs goes through cuBLAS instead.
+ *
+ * Mixtures: out[r][c] = sum_k W[r][k] x_k[c] for up to 64 input rows held in registers (W in
+ * shared memory, float accumulation in k order); a zero weight skips its row, so a row that is
+ * not used never turns the output into NaN through 0 * inf. */
+#include "gpu_internal.h"
+
+#include <cublas_v2.h>
+#include <cuda_pipeline.h>
+#include <math.h>
+#include <string.h>
+
+#define DIST_THREADS 256     /* threads per block of the distance kernel */
+#define DIST_GRID_MAX 512    /* blocks of the distance kernel (fixed: determinism) */
+#define DIST_STAGES 4        /* shared-memory stages of the distance kernel's copy pipeline */
+#define MIX_BLOCK 128        /* coordinates per block of the mixture kernel */
+#define SCALE_BLOCK 256      /* threads per block of the row scaling kernel */
+#define LIST_BLOCK 256       /* coordinates per block of the list-average kernel */
+#define NORM_BLOCK 256       /* threads per block of the row-norm kernel */
+#define NORM_CHUNK 65536     /* columns per block of the row-norm kernel (fixed: determinism) */
+
+/* ---------------------------------------------------------------- distances */
+template <int NB>
+struct DistCfg {
+  static constexpr int RP = NB * 8;                       /* rows, padded */
+  static constexpr int NMT = NB * (NB + 1) / 2;           /* 8x8 pair blocks, i-block <= j-block */
+  static constexpr int L = DIST_THREADS / NMT;            /* lanes (coordinate strides) */
+  static constexpr int TC = NB <= 2 ? 256 : 64;           /* coordinates per tile */
+  static constexpr int PAD = TC + 1;                      /* shared row stride (banks) */
+  static constexpr int LOADS = RP * TC / DIST_THREADS;    /* tile values per thread */
+  static constexpr int TILE_F = RP * PAD;
+  static constexpr int PIPE_F = DIST_STAGES * TILE_F;
+  static constexpr int RED_F = NMT * L * 64;
+  static constexpr size_t SMEM = (size_t)(PIPE_F > RED_F ? PIPE_F : RED_F) * sizeof(float);
+};
+
+/* Tiles stream through DIST_STAGES shared-memory stages with asynchronous copies (cp.async):
+ * DIST_STAGES - 1 tiles are in flight while one is computed, and no register holds them. */
+template <int NB>
+__global__ void __launch_bounds__(DIST_THREADS, 2)
+k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__restrict__ partials) {
+  using Cfg = DistCfg<NB>;
+  extern __shared__ float sm[];
+  __shared__ const float *rp[Cfg::RP];
+  const int t = threadIdx.x;
+  if (t < Cfg::RP) rp[t] = t < R ? rowp[t] : nullptr;
+  const int mt = t % Cfg::NMT, lane = t / Cfg::NMT;
+  const bool active = lane < Cfg::L;
+  int bi = 0, bj = 0;
+  {
+    int k = mt;
+    for (bi = 0; bi < NB; bi++) {
+      if (k < NB - bi) { bj = bi + k; break; }
+      k -= NB - bi;
+    }
+  }
+  float acc[8][8];
+#pragma unroll
+  for (int q = 0; q < 8; q++)
+#pragma unroll
+    for (int r = 0; r < 8; r++) acc[q][r] = 0.f;
+  __syncthreads();
+
+  const size_t ntiles = (d + Cfg::TC - 1) / Cfg::TC;
+  auto issue = [&](size_t tile, int stage) {
+    float *dst = sm + stage * Cfg::TILE_F;
+    const size_t c0 = tile * Cfg::TC;
+#pragma unroll
+    for (int u = 0; u < Cfg::LOADS; u++) {
+      const int e = t + u * DIST_THREADS;
+      const int r = e / Cfg::TC, cc = e % Cfg::TC;
+      const float *p = rp[r];
+      const size_t c = c0 + cc;
+      float *s = dst + r * Cfg::PAD + cc;
+      if (p && c < d) __pipeline_memcpy_async(s, p + c, sizeof(float));
+      else *s = 0.f;
+    }
+  };
+#pragma unroll
+  for (int st = 0; st < DIST_STAGES - 1; st++) {
+    const size_t tile = blockIdx.x + (size_t)st * gridDim.x;
+    if (tile < ntiles) issue(tile, st);
+    __pipeline_commit();
+  }
+  int it = 0;
+  for (size_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x, it++) {
+    __pipeline_wait_prior(DIST_STAGES - 2);   /* this tile's copies have landed */
+    __syncthreads();                          /* ... for every thread; the oldest stage is free */
+    {
+      const size_t next = tile + (size_t)(DIST_STAGES - 1) * gridDim.x;
+      if (next < ntiles) issue(next, (it + DIST_STAGES - 1) % DIST_STAGES);
+      __pipeline_commit();
+    }
+    if (active) {
+      const float *tl = sm + (it % DIST_STAGES) * Cfg::TILE_F;
+      for (int cc = lane; cc < Cfg::TC; cc += Cfg::L) {
+        float a[8], b[8];
+#pragma unroll
+        for (int q = 0; q < 8; q++) {
+          a[q] = tl[(bi * 8 + q) * Cfg::PAD + cc];
+          b[q] = tl[(bj * 8 + q) * Cfg::PAD + cc];
+        }
+#pragma unroll
+        for (int q = 0; q < 8; q++)
+#pragma unroll
+          for (int r = 0; r < 8; r++) {
+            const float df = a[q] - b[r];
+            acc[q][r] = fmaf(df, df, acc[q][r]);
+          }
+      }
+    }
+  }
+  __pipeline_wait_prior(0);
+  __syncthreads();
+  if (active) {
+#pragma unroll
+    for (int q = 0; q < 8; q++)
+#pragma unroll
+      for (int r = 0; r < 8; r++) sm[(mt * 64 + q * 8 + r) * Cfg::L + lane] = acc[q][r];
+  }
+  __syncthreads();
+  for (int e = t; e < Cfg::NMT * 64; e += DIST_THREADS) {
+    double s = 0;
+    for (int l = 0; l < Cfg::L; l++) s += (double)sm[e * Cfg::L + l];
+    partials[(size_t)blockIdx.x * Cfg::NMT * 64 + e] = s;
+  }
+}
+
+/* D[R x R] (device, double) from the blocks' partial sums, added in block order. */
+__global__ void k_pairdist_sum(const double *__restrict__ partials, int nblocks, int NB, int R,
+                               double *__restrict__ D) {
+  const int nmt = NB * (NB + 1) / 2;
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= nmt * 64) return;
+  int k = e / 64, bi = 0, bj = 0;
+  for (bi = 0; bi < NB; bi++) {
+    if (k < NB - bi) { bj = bi + k; break; }
+    k -= NB - bi;
+  }
+  const int i = bi * 8 + (e % 64) / 8, j = bj * 8 + e % 8;
+  if (i >= R || j >= R) return;
+  double s = 0;
+  for (int b = 0; b < nblocks; b++) s += partials[(size_t)b * nmt * 64 + e];
+  D[(size_t)i * R + j] = s;
+  D[(size_t)j * R + i] = s;
+}
+
+template <int NB>
+static agt_status pairdist_launch(const float *const *rows_dev, int R, size_t d, double *partials,
+                                  int grid) {
+  using Cfg = DistCfg<NB>;
+  static int attr_done = 0;
+  if (!attr_done) {
+    AGT_CU(cudaFuncSetAttribute(k_pairdist<NB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)Cfg::SMEM));
+    attr_done = 1;
+  }
+  k_pairdist<NB><<<grid, DIST_THREADS, Cfg::SMEM>>>(rows_dev, R, d, partials);
+  AGT_CU_LAUNCH("k_pairdist");
+  return AGT_OK;
+}
+
+/* Distances among R <= 64 rows given by host pointers (device addresses; NULL = zeros) into
+ * D_host[R x R], symmetric, diagonal as computed. */
+static agt_status pairdist_small(const float *const *rows, int R, size_t d, double *D_host) {
+  const int NB = (R + 7) / 8;
+  const size_t ntiles_small = (d + 63) / 64;
+  const size_t ntiles = NB <= 2 ? (d + 255) / 256 : ntiles_small;
+  const int grid = (int)(ntiles < DIST_GRID_MAX ? ntiles : DIST_GRID_MAX);
+  const int nmt = NB * (NB + 1) / 2;
+  const size_t part_bytes = (size_t)grid * nmt * 64 * sizeof(double);
+  const size_t ptr_bytes = 64 * sizeof(float *);
+  const size_t D_bytes = (size_t)R * R * sizeof(double);
+  char *scr = NULL;
+  AGT_TRY(agt_gpu_scratch(ptr_bytes + D_bytes + part_bytes, (void **)&scr));
+  const float **rows_dev = (const float **)scr;
+  double *D_dev = (double *)(scr + ptr_bytes);
+  double *partials = (double *)(scr + ptr_bytes + D_bytes);
+  AGT_CU(cudaMemcpy(rows_dev, rows, (size_t)R * sizeof(float *), cudaMemcpyHostToDevice));
+  agt_status s;
+  switch (NB) {
+    case 1: s = pairdist_launch<1>(rows_dev, R, d, partials, grid); break;
+    case 2: s = pairdist_launch<2>(rows_dev, R, d, partials, grid); break;
+    case 3: s = pairdist_launch<3>(rows_dev, R, d, partials, grid); break;
+    case 4: s = pairdist_launch<4>(rows_dev, R, d, partials, grid); break;
+    case 5: s = pairdist_launch<5>(rows_dev, R, d, partials, grid); break;
+    case 6: s = pairdist_launch<6>(rows_dev, R, d, partials, grid); break;
+    case 7: s = pairdist_launch<7>(rows_dev, R, d, partials, grid); break;
+    default: s = pairdist_launch<8>(rows_dev, R, d, partials, grid); break;
+  }
+  if (s != AGT_OK) return s;
+  k_pairdist_sum<<<(nmt * 64 + 127) / 128, 128>>>(partials, grid, NB, R, D_dev);
+  AGT_CU_LAUNCH("k_pairdist_sum");
+  AGT_CU(cudaMemcpy(D_host, D_dev, D_bytes, cudaMemcpyDeviceToHost));
+  return AGT_OK;
+}
+
+/* Distances among R rows of any count (rows: host array of device pointers). */
+static agt_status pairdist_rows(const float *const *rows, int R, size_t d, double *D) {
+  if (R <= 64) return pairdist_small(rows, R, d, D);
+  /* General path: blocks of 32 rows, each pair of blocks in one launch of 64 rows. */
+  const int B = 32;
+  const float *sub[64];
+  double Dsub[64 * 64];
+  for (int I = 0; I < R; I += B) {
+    for (int J = I; J < R; J += B) {
+      const int ni = R - I < B ? R - I : B, nj = R - J < B ? R - J : B;
+      int m = 0;
+      for (int k = 0; k < ni; k++) sub[m++] = rows[I + k];
+      if (J != I)
+        for (int k = 0; k < nj; k++) sub[m++] = rows[J + k];
+      AGT_TRY(pairdist_small(sub, m, d, Dsub));
+      for (int a = 0; a < ni; a++)
+        for (int b = 0; b < (J == I ? ni : nj); b++) {
+          const double v = Dsub[a * m + (J == I ? b : ni + b)];
+          D[(size_t)(I + a) * R + (J + b)] = v;
+          D[(size_t)(J + b) * R + (I + a)] = v;
+        }
+    }
+  }
+  return AGT_OK;
+}
+
+/* The n rows of G, then `extra` (a device vector of d, if given), then a zero row (if asked):
+ * D_host is (n + extras)^2, non-finite entries +inf. The diagonal is left as computed. */
+agt_status agt_gpu_pairdist(const float *G, size_t n, size_t d, const float *extra, int zero_row,
+                            double *D_host) {
+  AGT_TRY(agt_gpu_ensure());
+  const size_t R = n + (extra ? 1 : 0) + (zero_row ? 1 : 0);
+  if (R > AGT_GPU_N_MAX + 2) return AGT_FAIL(AGT_ENOTSUP, "distances of %zu rows on the GPU", R);
+  const float *rows[AGT_GPU_N_MAX + 2];
+  for (size_t i = 0; i < n; i++) rows[i] = G + i * d;
+  size_t k = n;
+  if (extra) rows[k++] = extra;
+  if (zero_row) rows[k++] = NULL;
+  AGT_TRY(pairdist_rows(rows, (int)R, d, D_host));
+  for (size_t i = 0; i < R * R; i++)
+    if (!isfinite(D_host[i])) D_host[i] = INFINITY;
+  return AGT_OK;
+}
+
+extern "C" agt_status agt_gpu_gar_sqdist(const float *G, size_t n, size_t d, double *D_host) {
+  AGT_TRY(agt_gpu_check_shape("sqdist", G, n, d, D_host));
+  AGT_TRY(agt_gpu_pairdist(G, n, d, NULL, 0, D_host));
+  for (size_t i = 0; i < n; i++) D_host[i * n + i] = 0.0;
+  return AGT_OK;
+}
+
+/* ---------------------------------------------------------------- mixtures */
+/* out[r][c] = sum_k W[r][k] x_k[c]; x_k = rowp[k] (NULL: zeros); K <= N, R <= 64. */
+template <int N>
+__global__ void __launch_bounds__(MIX_BLOCK)
+k_mix(const float *const *__restrict__ rowp, int K, size_t d, const float *__restrict__ W, int R,
+      float *__restrict__ out, size_t ldo) {
+  __shared__ float w[64 * N];
+  __shared__ const float *rp[N];
+  for (int e = threadIdx.x; e < R * K; e += MIX_BLOCK) w[e] = W[e];
+  if (threadIdx.x < N) rp[threadIdx.x] = threadIdx.x < K ? rowp[threadIdx.x] : nullptr;
+  __syncthreads();
+  const size_t c = (size_t)blockIdx.x * MIX_BLOCK + threadIdx.x;
+  if (c >= d) return;
+  float x[N];
+#pragma unroll
+  for (int k = 0; k < N; k++) x[k] = (k < K && rp[k]) ? __ldg(rp[k] + c) : 0.f;
+  for (int r = 0; r < R; r++) {
+    float acc = 0.f;
+#pragma unroll
+    for (int k = 0; k < N; k++) {
+      if (k < K) {
+        const float wk = w[r * K + k];
+        acc += wk != 0.f ? wk * x[k] : 0.f;
+      }
+    }
+    out[(size_t)r * ldo + c] = acc;
+  }
+}
+
+/* General path: any K and R; reads the inputs once per output row. */
+__global__ void __launch_bounds__(MIX_BLOCK)
+k_mix_gen(const float *const *__restrict__ rowp, int K, size_t d, const float *__restrict__ W,
+          int R, float *__restrict__ out, size_t ldo) {
+  const size_t c = (size_t)blockIdx.x * MIX_BLOCK + threadIdx.x;
+  if (c >= d) return;
+  for (int r = 0; r < R; r++) {
+    float acc = 0.f;
+    for (int k = 0; k < K; k++) {
+      const float wk = W[(size_t)r * K + k];
+      if (wk != 0.f && rowp[k]) acc += wk * rowp[k][c];
+    }
+    out[(size_t)r * ldo + c] = acc;
+  }
+}
+
+/* rows: host array of K device pointers; W_host: R x K weights (double, rounded to float). */
+agt_status agt_gpu_mix_rows(const float *const *rows, size_t K, size_t d, const double *W_host,
+                            size_t R, float *out) {
+  AGT_TRY(agt_gpu_ensure());
+  const size_t ptr_bytes = K * sizeof(float *), w_bytes = R * K * sizeof(float);
+  char *scr = NULL, *h = NULL;
+  AGT_TRY(agt_gpu_scratch(ptr_bytes + w_bytes + 16, (void **)&scr));
+  AGT_TRY(agt_gpu_host_scratch(ptr_bytes + w_bytes + 16, (void **)&h));
+  memcpy(h, rows, ptr_bytes);
+  float *wh = (float *)(h + ((ptr_bytes + 15) & ~(size_t)15));
+  for (size_t e = 0; e < R * K; e++) wh[e] = (float)W_host[e];
+  const float **rows_dev = (const float **)scr;
+  float *W_dev = (float *)(scr + ((ptr_bytes + 15) & ~(size_t)15));
+  AGT_CU(cudaMemcpy(scr, h, ((ptr_bytes + 15) & ~(size_t)15) + w_bytes, cudaMemcpyHostToDevice));
+  const unsigned blocks = (unsigned)((d + MIX_BLOCK - 1) / MIX_BLOCK);
+  if (R <= 64 && K <= 64) {
+    if (K <= 8) k_mix<8><<<blocks, MIX_BLOCK>>>(rows_dev, (int)K, d, W_dev, (int)R, out, d);
+    else if (K <= 16) k_mix<16><<<blocks, MIX_BLOCK>>>(rows_dev, (int)K, d, W_dev, (int)R, out, d);
+    else if (K <= 32) k_mix<32><<<blocks, MIX_BLOCK>>>(rows_dev, (int)K, d, W_dev, (int)R, out, d);
+    else k_mix<64><<<blocks, MIX_BLOCK>>>(rows_dev, (int)K, d, W_dev, (int)R, out, d);
+    AGT_CU_LAUNCH("k_mix");
+  } else {
+    k_mix_gen<<<blocks, MIX_BLOCK>>>(rows_dev, (int)K, d, W_dev, (int)R, out, d);
+    AGT_CU_LAUNCH("k_mix_gen");
+  }
+  return AGT_OK;
+}
+
+/* ---------------------------------------------------------------- row norms */
+/* part[i * nch + k] = sum of squares of row i over columns [k NORM_CHUNK, (k+1) NORM_CHUNK). */
+__global__ void __launch_bounds__(NORM_BLOCK)
+k_sqnorms(const float *__restrict__ G, size_t d, size_t nch, double *__restrict__ part) {
+  __shared__ double red[NORM_BLOCK];
+  const size_t i = blockIdx.y, k = blockIdx.x;
+  const float *x = G + i * d;
+  const size_t c0 = k * NORM_CHUNK, c1 = c0 + NORM_CHUNK < d ? c0 + NORM_CHUNK : d;
+  float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+  size_t c = c0 + threadIdx.x;
+  for (; c + 3 * NORM_BLOCK < c1; c += 4 * NORM_BLOCK) {   /* four loads in flight */
+    const float v0 = __ldg(x + c), v1 = __ldg(x + c + NORM_BLOCK);
+    const float v2 = __ldg(x + c + 2 * NORM_BLOCK), v3 = __ldg(x + c + 3 * NORM_BLOCK);
+    a0 = fmaf(v0, v0, a0); a1 = fmaf(v1, v1, a1); a2 = fmaf(v2, v2, a2); a3 = fmaf(v3, v3, a3);
+  }
+  for (; c < c1; c += NORM_BLOCK) { const float v0 = __ldg(x + c); a0 = fmaf(v0, v0, a0); }
+  red[threadIdx.x] = ((double)a0 + a1) + ((double)a2 + a3);
+  __syncthreads();
+  for (int w = NORM_BLOCK / 2; w > 0; w /= 2) {
+    if ((int)threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) part[i * nch + k] = red[0];
+}
+
+/* sq_host[i] = |row i|^2 (+inf when not finite), partial sums added in column order. */
+agt_status agt_gpu_row_sqnorms(const float *G, size_t n, size_t d, double *sq_host) {
+  AGT_TRY(agt_gpu_ensure());
+  const size_t nch = (d + NORM_CHUNK - 1) / NORM_CHUNK;
+  const size_t bytes = n * nch * sizeof(double);
+  double *part = NULL, *h = NULL;
+  AGT_TRY(agt_gpu_scratch(bytes, (void **)&part));
+  AGT_TRY(agt_gpu_host_scratch(bytes, (void **)&h));
+  if (n > 65535) return AGT_FAIL(AGT_ENOTSUP, "row norms of %zu rows on the GPU", n);
+  k_sqnorms<<<dim3((unsigned)nch, (unsigned)n), NORM_BLOCK>>>(G, d, nch, part);
+  AGT_CU_LAUNCH("k_sqnorms");
+  AGT_CU(cudaMemcpy(h, part, bytes, cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < n; i++) {
+    double t = 0;
+    for (size_t k = 0; k < nch; k++) t += h[i * nch + k];
+    sq_host[i] = isfinite(t) ? t : INFINITY;
+  }
+  return AGT_OK;
+}
+
+/* ---------------------------------------------------------------- list averages */
+/* lists: rows[off[r] .. off[r+1]) for r < R (device arrays); out[r] has stride d. */
+__global__ void __launch_bounds__(LIST_BLOCK)
+k_lists(const float *__restrict__ G, size_t d, const int32_t *__restrict__ rows,
+        const int32_t *__restrict__ off, int R, float *__restrict__ out) {
+  const size_t c = (size_t)blockIdx.x * LIST_BLOCK + threadIdx.x;
+  if (c >= d) return;
+  for (int r = 0; r < R; r++) {
+    const int b = off[r], e = off[r + 1];
+    float acc = 0.0f;
+    int t = b;
+    for (; t + 4 <= e; t += 4) {   /* four loads in flight, added in list order */
+      const float x0 = __ldg(G + (size_t)rows[t] * d + c), x1 = __ldg(G + (size_t)rows[t + 1] * d + c);
+      const float x2 = __ldg(G + (size_t)rows[t + 2] * d + c), x3 = __ldg(G + (size_t)rows[t + 3] * d + c);
+      acc = __fadd_rn(acc, x0);
+      acc = __fadd_rn(acc, x1);
+      acc = __fadd_rn(acc, x2);
+      acc = __fadd_rn(acc, x3);
+    }
+    for (; t < e; t++) acc = __fadd_rn(acc, __ldg(G + (size_t)rows[t] * d + c));
+    out[(size_t)r * d + c] = __fdiv_rn(acc, (float)(e - b));
+  }
+}
+
+agt_status agt_gpu_avg_lists(const float *G, size_t d, const int64_t *rows, const size_t *off,
+                             size_t R, float *out) {
+  AGT_TRY(agt_gpu_ensure());
+  const size_t total = off[R];
+  const size_t bytes = (total + R + 1) * sizeof(int32_t);
+  int32_t *dev = NULL, *h = NULL;
+  AGT_TRY(agt_gpu_scratch(bytes, (void **)&dev));
+  AGT_TRY(agt_gpu_host_scratch(bytes, (void **)&h));
+  for (size_t t = 0; t < total; t++) h[t] = (int32_t)rows[t];
+  for (size_t r = 0; r <= R; r++) h[total + r] = (int32_t)off[r];
+  AGT_CU(cudaMemcpy(dev, h, bytes, cudaMemcpyHostToDevice));
+  const unsigned blocks = (unsigned)((d + LIST_BLOCK - 1) / LIST_BLOCK);
+  k_lists<<<blocks, LIST_BLOCK>>>(G, d, dev, dev + total, (int)R, out);
+  AGT_CU_LAUNCH("k_lists");
+  return AGT_OK;
+}
+
+/* ---------------------------------------------------------------- cuBLAS mixture */
+static cublasHandle_t g_blas = NULL;
+
+#define AGT_BLAS(call)                                                                    \
+  do {                                                                                    \
+    cublasStatus_t agt_b_ = (call);                                                       \
+    if (agt_b_ != CUBLAS_STATUS_SUCCESS)                                                  \
+      return AGT_FAIL(agt_b_ == CUBLAS_STATUS_ALLOC_FAILED ? AGT_ENOMEM : AGT_EIO,         \
+                      "cuBLAS: %s failed: %s", #call, cublasGetStatusString(agt_b_));     \
+  } while (0)
+
+agt_status agt_gpu_gemm_rows(const float *G, size_t n, size_t d, const double *W_host, size_t R,
+                             float *out) {
+  AGT_TRY(agt_gpu_ensure());
+  if (d > 2147483647u) return AGT_FAIL(AGT_ENOTSUP, "cuBLAS mixture: d=%zu too large", d);
+  if (!g_blas) {
+    AGT_BLAS(cublasCreate(&g_blas));
+    AGT_BLAS(cublasSetMathMode(g_blas, CUBLAS_PEDANTIC_MATH));  /* plain float, no TF32 */
+    AGT_BLAS(cublasSetStream(g_blas, 0));
+  }
+  const size_t bytes = R * n * sizeof(float);
+  float *W = NULL, *h = NULL;
+  AGT_TRY(agt_gpu_scratch(bytes, (void **)&W));
+  AGT_TRY(agt_gpu_host_scratch(bytes, (void **)&h));
+  for (size_t e = 0; e < R * n; e++) h[e] = (float)W_host[e];
+  AGT_CU(cudaMemcpy(W, h, bytes, cudaMemcpyHostToDevice));
+  const float one = 1.0f, zero = 0.0f;
+  /* Column-major view: G is d x n (ld d), W^T is n x R (ld n), out is d x R (ld d). */
+  AGT_BLAS(cublasSgemm(g_blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)d, (int)R, (int)n, &one, G, (int)d,
+                       W, (int)n, &zero, out, (int)d));
+  return AGT_OK;
+}
+
+/* ---------------------------------------------------------------- row scaling */
+__global__ void __launch_bounds__(SCALE_BLOCK)
+k_scale_rows(const float *__restrict__ G, size_t n, size_t d, const float *__restrict__ s,
+             float *out) {
+  const size_t total = n * d, stride = (size_t)gridDim.x * SCALE_BLOCK;
+  for (size_t e = (size_t)blockIdx.x * SCALE_BLOCK + threadIdx.x; e < total; e += stride) {
+    const float k = s[e / d];
+    out[e] = k == 1.f ? G[e] : G[e] * k;
+  }
+}
+
+/* out[i] = scale[i] * G[i] (out may be G). scale_host: n doubles. */
+agt_status agt_gpu_scale_rows(const float *G, size_t n, size_t d, const double *scale_host,
+                              float *out) {
+  AGT_TRY(agt_gpu_ensure());
+  float *s_dev = NULL, *h = NULL;
+  AGT_TRY(agt_gpu_scratch(n * sizeof(float), (void **)&s_dev));
+  AGT_TRY(agt_gpu_host_scratch(n * sizeof(float), (void **)&h));
+  for (size_t i = 0; i < n; i++) h[i] = (float)scale_host[i];
+  AGT_CU(cudaMemcpy(s_dev, h, n * sizeof(float), cudaMemcpyHostToDevice));
+  size_t blocks = (n * d + SCALE_BLOCK - 1) / SCALE_BLOCK;
+  if (blocks > 8192) blocks = 8192;
+  k_scale_rows<<<(unsigned)blocks, SCALE_BLOCK>>>(G, n, d, s_dev, out);
+  AGT_CU_LAUNCH("k_scale_rows");
+  return AGT_OK;
+}

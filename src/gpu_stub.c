@@ -1,0 +1,90 @@
+/* gpu_stub.c — the GPU entries when agt is built without CUDA.
+ *
+ * Compiled always; its content exists only when AGT_HAVE_CUDA is not defined (otherwise the
+ * src/cuda/ files define these names). Every entry fails with AGT_ENOTSUP and the message "agt
+ * was built without CUDA"; agt_gpu_available() and agt_gpu_device_count() return 0, and the
+ * functions that cannot fail do nothing. */
+#include "gpu.h"
+
+#ifndef AGT_HAVE_CUDA
+
+#define NOCUDA() AGT_FAIL(AGT_ENOTSUP, "agt was built without CUDA")
+
+int agt_gpu_available(void) { return 0; }
+int agt_gpu_device_count(void) { return 0; }
+agt_status agt_gpu_set_device(int ordinal) { return NOCUDA(); }
+agt_status agt_gpu_describe(char *buf, size_t cap) { return NOCUDA(); }
+agt_status agt_gpu_mem_info(size_t *free_bytes, size_t *total_bytes) { return NOCUDA(); }
+agt_status agt_gpu_malloc(void **p, size_t bytes) { return NOCUDA(); }
+agt_status agt_gpu_free(void *p) { return p ? NOCUDA() : AGT_OK; }
+agt_status agt_gpu_memset(void *p, int byte, size_t bytes) { return NOCUDA(); }
+agt_status agt_gpu_copy_h2d(void *dst_dev, const void *src_host, size_t bytes) { return NOCUDA(); }
+agt_status agt_gpu_copy_d2h(void *dst_host, const void *src_dev, size_t bytes) { return NOCUDA(); }
+agt_status agt_gpu_copy_d2d(void *dst_dev, const void *src_dev, size_t bytes) { return NOCUDA(); }
+agt_status agt_gpu_host_register(void *p, size_t bytes) { return NOCUDA(); }
+agt_status agt_gpu_host_unregister(void *p) { return NOCUDA(); }
+agt_status agt_gpu_synchronize(void) { return NOCUDA(); }
+void agt_gpu_release_scratch(void) {}
+agt_status agt_gpu_timer_start(void) { return NOCUDA(); }
+agt_status agt_gpu_timer_stop(double *ms) { return NOCUDA(); }
+agt_status agt_gpu_fill_normal(float *x_dev, size_t count, uint64_t seed, float mean, float std) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_average(const float *G, size_t n, size_t d, float *out) { return NOCUDA(); }
+agt_status agt_gpu_gar_average_nan(const float *G, size_t n, size_t d, float *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_median(const float *G, size_t n, size_t d, float *out) { return NOCUDA(); }
+agt_status agt_gpu_gar_trimmed_mean(const float *G, size_t n, size_t d, size_t f, float *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_meamed(const float *G, size_t n, size_t d, size_t beta, float *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_phocas(const float *G, size_t n, size_t d, size_t f, float *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_rows_meamed(const float *G, size_t d, const int64_t *rows, size_t m, size_t beta, float *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_sqdist(const float *G, size_t n, size_t d, double *D_host) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_rows_average(const float *G, size_t n, size_t d, const int64_t *rows, size_t m, float *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_multi_krum(const float *G, size_t n, size_t d, size_t f, size_t m, float *out, int64_t *selected) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_bulyan(const float *G, size_t n, size_t d, size_t f, float *out, int64_t *selected) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_cge(const float *G, size_t n, size_t d, size_t f, float *out, int64_t *selected) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_mda(const float *G, size_t n, size_t d, size_t f, double budget, float *out, int64_t *selected) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_geometric_median(const float *G, size_t n, size_t d, double nu, size_t max_iter, double tol, float *out, int64_t *iterations) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_centered_clipping(const float *G, size_t n, size_t d, double tau, size_t iters, float *v) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_nnm(const float *G, size_t n, size_t d, size_t f, float *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_bucketing(const float *G, size_t n, size_t d, size_t s, const int64_t *perm, float *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_clipping(const float *G, size_t n, size_t d, double c, float *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_gar_arc(const float *G, size_t n, size_t d, size_t f, float *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_upload_rule(const float *G_host, size_t n, size_t d, float *G_dev, int rule, size_t p, float *out_dev) {
+  return NOCUDA();
+}
+
+#endif /* AGT_HAVE_CUDA */
