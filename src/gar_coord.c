@@ -142,6 +142,14 @@ __attribute__((target("avx2"))) static void coord_cols_avx2(const coord_ctx *c, 
   const __m256 inf = _mm256_set1_ps(INFINITY), zero = _mm256_setzero_ps();
   const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
   size_t col = c0;
+  if (n <= 32) { /* the unrolled networks of gar_net.c: registers, not a stack array */
+    col = agt_gar__coord_net(c->rows, n, mode, f, beta, c->out, c0, c1);
+    if (col < c1) {
+      float buf[NET_MAX_N];
+      coord_cols_scalar(c, col, c1, buf);
+    }
+    return;
+  }
   for (; col + 8 * HV <= c1; col += 8 * HV) {
     if (col + 8 * HV + COORD_AHEAD <= c1) /* see gar_dist.c: strided rows need explicit prefetch */
       for (size_t i = 0; i < n; i++) _mm_prefetch((const char *)(c->rows[i] + col + COORD_AHEAD), _MM_HINT_T0);
