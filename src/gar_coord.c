@@ -36,6 +36,7 @@
 enum { M_MEDIAN, M_TRIMMED, M_MEAMED, M_PHOCAS };
 
 #define NET_MAX_N 64
+#define HV 2 /* vectors of 8 coordinates per network element */
 #define COORD_AHEAD 512 /* floats ahead to prefetch, per row */
 #define NET_MAX_PAIRS 1024
 #define COORD_GRAIN 4096 /* columns per chunk: fixed, so chunking never depends on threads */
@@ -137,28 +138,36 @@ __attribute__((target("avx2"))) static void coord_cols_avx2(const coord_ctx *c, 
                                                               size_t c1) {
   const size_t n = c->n, f = c->f, beta = c->beta;
   const int mode = c->mode;
-  __m256 v[NET_MAX_N][2];
+  __m256 v[NET_MAX_N][HV];
   const __m256 inf = _mm256_set1_ps(INFINITY), zero = _mm256_setzero_ps();
   const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
   size_t col = c0;
-  for (; col + 16 <= c1; col += 16) {
-    if (col + 16 + COORD_AHEAD <= c1) /* see gar_dist.c: strided rows need explicit prefetch */
+  if (n <= 32) { /* the unrolled networks of gar_net.c: registers, not a stack array */
+    col = agt_gar__coord_net(c->rows, n, mode, f, beta, c->out, c0, c1);
+    if (col < c1) {
+      float buf[NET_MAX_N];
+      coord_cols_scalar(c, col, c1, buf);
+    }
+    return;
+  }
+  for (; col + 8 * HV <= c1; col += 8 * HV) {
+    if (col + 8 * HV + COORD_AHEAD <= c1) /* see gar_dist.c: strided rows need explicit prefetch */
       for (size_t i = 0; i < n; i++) _mm_prefetch((const char *)(c->rows[i] + col + COORD_AHEAD), _MM_HINT_T0);
     for (size_t i = 0; i < n; i++)
-      for (int h = 0; h < 2; h++) {
+      for (int h = 0; h < HV; h++) {
         __m256 x = _mm256_loadu_ps(c->rows[i] + col + 8 * h);
         __m256 ok = _mm256_cmp_ps(_mm256_sub_ps(x, x), zero, _CMP_EQ_OQ);
         v[i][h] = _mm256_blendv_ps(inf, x, ok);
       }
     for (size_t k = 0; k < c->nnet; k++) {
       size_t a = c->net[2 * k], b = c->net[2 * k + 1];
-      for (int h = 0; h < 2; h++) {
+      for (int h = 0; h < HV; h++) {
         __m256 x = v[a][h], y = v[b][h];
         v[a][h] = _mm256_min_ps(x, y);
         v[b][h] = _mm256_max_ps(x, y);
       }
     }
-    for (int h = 0; h < 2; h++) {
+    for (int h = 0; h < HV; h++) {
       size_t hn = n / 2;
       __m256 med = (n & 1) ? v[hn][h] : _mm256_mul_ps(_mm256_add_ps(v[hn - 1][h], v[hn][h]), half);
       __m256 res;
