@@ -106,7 +106,11 @@ return function(args)
   local order = { "average" }
   for _, r in ipairs(rules) do if r ~= "average" then order[#order + 1] = r end end
   for _, name in ipairs(order) do
-    local run = name == "average" and run_avg or runner(name)
+    local ok, run = pcall(runner, name)
+    if not ok then -- e.g. bulyan at n < 4f+3: say so and go on
+      io.write(cjson.encode({ bench = "gar", rule = name, n = n, f = f, d = d, skipped = tostring(run) }), "\n")
+      goto continue
+    end
     for _ = 1, o.warmup do run() end
     local ts, tas, ratios = {}, {}, {}
     for r = 1, o.reps do
@@ -132,6 +136,7 @@ return function(args)
     end
     io.write(cjson.encode(line), "\n")
     io.flush()
+    ::continue::
   end
 
   if not o.torch then return 0 end

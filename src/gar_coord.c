@@ -6,7 +6,8 @@
  * adjacent coordinates: element i of the network is row i's slice of 16
  * columns, loaded straight from G, so no transpose and no copy of G is needed
  * and every comparator is one min and one max per 8 columns. Past 64 rows a
- * column is gathered and sorted with qsort. The AVX2 kernel and the portable
+ * column is gathered and sorted with qsort. For n <= 32 the AVX2 path runs the
+ * unrolled networks of gar_net.c (rows kept in registers). The AVX2 kernels and the portable
  * one perform the same float operations in the same order, so they give
  * bit-identical results (test_gar checks it); so does any thread count, since
  * coordinates are independent.
