@@ -39,6 +39,7 @@ Extra memory: d floats (the previous output), (n+1)^2 doubles, per-chunk partial
     if not self.v then return self.pending end
     return ffi.string(self.v, 4 * self.vd)
   end,
+  reset = function(self) self.v, self.vd, self.pending = nil, nil, nil end,
   set_state = function(self, s)
     if self.v and #s == 4 * self.vd then
       ffi.copy(self.v, s, #s)

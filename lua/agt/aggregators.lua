@@ -19,7 +19,8 @@
 --   requires = { text = "n >= 2f+3", check = function(n, f, args) -> bool },
 --   output = function(n, f, args) -> n2, f2           (pre steps)
 --   keeps_rows = true                                  (pre steps whose row i stays worker i)
---   init(self), aggregate(self, G, out, ctx) -> info, state(self), set_state(self, s)
+--   init(self), aggregate(self, G, out, ctx) -> info, state(self), set_state(self, s),
+--   reset(self) (back to the state before the first step: what rule:set_state(nil) does)
 -- In aggregate, self.n, self.f, self.d, self.args are set; self:kernel(name, ...) calls the
 -- backend's kernel agt_gar_<name> and raises its message on failure; self:ptr(t) is the
 -- tensor's data pointer for that backend. Backends: "cpu" (always) and any table registered
@@ -333,8 +334,14 @@ function Rule:state()
   return "agt-rule-state/1;" .. #parts .. ";" .. table.concat(parts, ";")
 end
 
+-- nil puts every element back to its state before the first step (what state() said then).
 function Rule:set_state(s)
-  if s == nil then return end
+  if s == nil then
+    for _, el in ipairs(self.elements) do
+      if el.def.reset then el.def.reset(el) end
+    end
+    return
+  end
   local head, count, rest = s:match("^(agt%-rule%-state/1);(%d+);(.*)$")
   if not head or tonumber(count) ~= #self.elements then
     error(self.name .. ": state is not a saved state of this rule", 2)
