@@ -147,7 +147,8 @@ gpu-bundle:
 	  -Wl,--no-whole-archive -Wl,-Bstatic -lluajit-5.1 -lopenblas -lsodium -ledit -lbsd -lmd -ltinfo -Wl,-Bdynamic \
 	  -L$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
 	cp -R lua bindings spec bench gpu-bundle/
-	@echo "gpu-bundle/ ready: run gpu-bundle/agt there"
+	@sh tools/gpu-bundle.sh
+	@echo "gpu-bundle/ ready: copy it to the GPU machine and run gpu-bundle/run.sh there"
 
 clean:
 	rm -rf $(BUILD) build-asan build-gpu gpu-bundle agt

@@ -66,13 +66,9 @@ local function per_coord(G, fn)
 end
 
 function R.average(G)
-  local n, out = #G, {}
-  for k = 1, #G[1] do
-    local s = 0
-    for i = 1, n do s = s + G[i][k] end
-    out[k] = f32(s / n)
-  end
-  return out
+  local all = {}
+  for i = 1, #G do all[i] = i end
+  return R.rows_mean(G, all)
 end
 
 function R.average_nan(G)

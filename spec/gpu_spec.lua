@@ -6,7 +6,7 @@
 -- bit-identical to the CPU (NaN equals NaN; +0 and -0 are equal); the CPU and the GPU compute
 -- distances differently, so clipping and ARC agree to 1e-6 (a scale factor may differ in its last
 -- bit), NNM (cuBLAS) to 1e-5, and the iterative rules (exact iterates on the GPU, float iterates
--- on the CPU) to 1e-4 relative.
+-- on the CPU) to 1e-4 relative, the geometric median's iteration count to within one.
 --
 -- Tagged #gpu. With no device (CI), it prints the reason and every test is pending, not passed.
 local gpu = require("agt.gpu")
@@ -232,16 +232,18 @@ describe("gpu #gpu", function()
     end
   end)
 
-  test("geometric-median agrees with the CPU (1e-4 relative) and runs as many iterations", function()
+  test("geometric-median agrees with the CPU (1e-4 relative), iterations within one", function()
     for _, n in ipairs({ 1, 3, 11, 25, 62, 64 }) do
       for _, special in ipairs({ false, true }) do
         local G = input(700 + n, n, D, { special = special and n >= 4 })
         local ic, ig = ffi.new("int64_t[1]"), ffi.new("int64_t[1]")
         compare(G, nil,
-          function(g, o) return C.agt_gar_geometric_median(g, n, D, 0.1, 8, 0, o, ic) end,
-          function(g, o) return C.agt_gpu_gar_geometric_median(g, n, D, 0.1, 8, 0, o, ig) end,
+          function(g, o) return C.agt_gar_geometric_median(g, n, D, 0.1, 8, 1e-6, o, ic) end,
+          function(g, o) return C.agt_gpu_gar_geometric_median(g, n, D, 0.1, 8, 1e-6, o, ig) end,
           1e-4, string.format("geometric-median n=%d special=%s", n, tostring(special)))
-        assert.are.equal(tonumber(ic[0]), tonumber(ig[0]))
+        -- the CPU's float iterate can stop moving a step before the exact one meets the tolerance
+        assert.is_true(math.abs(tonumber(ic[0]) - tonumber(ig[0])) <= 1,
+                       string.format("iterations: cpu %d gpu %d", tonumber(ic[0]), tonumber(ig[0])))
       end
     end
   end)
@@ -283,12 +285,44 @@ describe("gpu #gpu", function()
     local n, f = 25, 2
     local G = input(901, n, D)
     local r = gpu.rule("nnm,bucketing,krum", n, f, { s = 2 })
-    local out = T.new({ D })
+    local c = require("agt.aggregators").new("nnm,bucketing,krum", n, f, { s = 2 })
+    local out, ref = T.new({ D }), T.new({ D })
     r:aggregate_host(G, out, { rng = R.new(1, "bucketing") })
-    assert.is_true(out.ptr[0] == out.ptr[0])
+    c:aggregate(G, ref, { rng = R.new(1, "bucketing") })
+    assert.is_true(close(out, ref, 1e-5), first_diff(out, ref))
     assert.has_error(function() gpu.rule("krum,nnm", n, f) end)
     assert.has_error(function() gpu.rule("no-such-rule", n, f) end)
     r:free()
+  end)
+
+  test("every rule and step through agt.aggregators: the gpu backend gives the CPU's result", function()
+    local A = require("agt.aggregators")
+    local n, f = 25, 5
+    local G = input(950, n, D, {})
+    local tol = { ["geometric-median"] = 1e-4, ["centered-clipping"] = 1e-4, nnm = 1e-5,
+                  clipping = 1e-6, arc = 1e-6 }
+    local ran = 0
+    for _, name in ipairs(A.list()) do
+      local def = A.find(name).def
+      local spec = def.kind == "pre" and (name .. ",average") or name
+      local okc, cpu = pcall(A.new, spec, n, f, {})
+      if okc then
+        local out_c, out_g = T.new({ D }), T.new({ D })
+        local ic = cpu:aggregate(G, out_c, {}) or {}
+        local r = gpu.rule(spec, n, f, {})
+        local ig = r:aggregate_host(G, out_g, {}) or {}
+        local t = tol[name]
+        if t then
+          assert.is_true(close(out_g, out_c, t), spec .. ": " .. first_diff(out_g, out_c))
+        else
+          assert.is_true(bits_equal(out_g, out_c), spec .. ": " .. first_diff(out_g, out_c))
+        end
+        assert.are.same(ic.selected, ig.selected, spec .. ": selected rows")
+        r:free()
+        ran = ran + 1
+      end
+    end
+    assert.is_true(ran >= 17, "rules run: " .. ran)
   end)
 
   test("errors come back as messages, not crashes", function()

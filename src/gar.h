@@ -85,6 +85,18 @@ double agt_gar__sqdiff(const float *a, const float *b, size_t len);
 /* sq[i] = squared norm of row i, summed over fixed column chunks in chunk order. */
 agt_status agt_gar__rows_sqnorm(const float *G, size_t n, size_t d, double *sq);
 /* Order of m keys ascending (ties: lower position first); keys may be +inf. */
+/* median into out, and dist2[i] = |x_i - out|^2 (+inf when not finite), in one pass. */
+agt_status agt_gar__median_dist(const float *G, size_t n, size_t d, float *out, double *dist2);
+/* Gm[n*n] = Gram matrix (x_i . x_j) of n rows given by pointers, full and symmetric;
+ * AGT_ENOTSUP without AVX2. */
+agt_status agt_gar__gram_rows(const float *const *rows, size_t n, size_t d, double *Gm);
+/* The per-coordinate rules (mode: 0 median, 1 trimmed mean, 2 meamed, 3 phocas) on
+ * columns [c0, c1) with an unrolled network, for 2 <= n <= 32 on AVX2; returns the first
+ * column not done (c0 when it cannot run). */
+size_t agt_gar__coord_net(const float *const *rows, size_t n, int mode, size_t f, size_t beta,
+                          float *out, size_t c0, size_t c1);
+/* out = mean of the n rows, summed in row order in float. */
+agt_status agt_gar__rows_mean_f32(const float *G, size_t n, size_t d, float *out);
 void agt_gar__argsort(const double *key, size_t m, int64_t *idx);
 
 #endif

@@ -6,7 +6,8 @@
  * adjacent coordinates: element i of the network is row i's slice of 16
  * columns, loaded straight from G, so no transpose and no copy of G is needed
  * and every comparator is one min and one max per 8 columns. Past 64 rows a
- * column is gathered and sorted with qsort. The AVX2 kernel and the portable
+ * column is gathered and sorted with qsort. For n <= 32 the AVX2 path runs the
+ * unrolled networks of gar_net.c (rows kept in registers). The AVX2 kernels and the portable
  * one perform the same float operations in the same order, so they give
  * bit-identical results (test_gar checks it); so does any thread count, since
  * coordinates are independent.
@@ -36,6 +37,8 @@
 enum { M_MEDIAN, M_TRIMMED, M_MEAMED, M_PHOCAS };
 
 #define NET_MAX_N 64
+#define HV 2 /* vectors of 8 coordinates per network element */
+#define COORD_AHEAD 512 /* floats ahead to prefetch, per row */
 #define NET_MAX_PAIRS 1024
 #define COORD_GRAIN 4096 /* columns per chunk: fixed, so chunking never depends on threads */
 
@@ -75,6 +78,7 @@ typedef struct {
   const uint8_t *net;
   size_t nnet;
   int simd;
+  double *rowdist; /* NULL, or [chunks][n] partial squared distances of rows to out */
 } coord_ctx;
 
 static inline float key1(float x) { return (x - x == 0.0f) ? x : INFINITY; }
@@ -135,26 +139,36 @@ __attribute__((target("avx2"))) static void coord_cols_avx2(const coord_ctx *c, 
                                                               size_t c1) {
   const size_t n = c->n, f = c->f, beta = c->beta;
   const int mode = c->mode;
-  __m256 v[NET_MAX_N][2];
+  __m256 v[NET_MAX_N][HV];
   const __m256 inf = _mm256_set1_ps(INFINITY), zero = _mm256_setzero_ps();
   const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
   size_t col = c0;
-  for (; col + 16 <= c1; col += 16) {
+  if (n <= 32) { /* the unrolled networks of gar_net.c: registers, not a stack array */
+    col = agt_gar__coord_net(c->rows, n, mode, f, beta, c->out, c0, c1);
+    if (col < c1) {
+      float buf[NET_MAX_N];
+      coord_cols_scalar(c, col, c1, buf);
+    }
+    return;
+  }
+  for (; col + 8 * HV <= c1; col += 8 * HV) {
+    if (col + 8 * HV + COORD_AHEAD <= c1) /* see gar_dist.c: strided rows need explicit prefetch */
+      for (size_t i = 0; i < n; i++) _mm_prefetch((const char *)(c->rows[i] + col + COORD_AHEAD), _MM_HINT_T0);
     for (size_t i = 0; i < n; i++)
-      for (int h = 0; h < 2; h++) {
+      for (int h = 0; h < HV; h++) {
         __m256 x = _mm256_loadu_ps(c->rows[i] + col + 8 * h);
         __m256 ok = _mm256_cmp_ps(_mm256_sub_ps(x, x), zero, _CMP_EQ_OQ);
         v[i][h] = _mm256_blendv_ps(inf, x, ok);
       }
     for (size_t k = 0; k < c->nnet; k++) {
       size_t a = c->net[2 * k], b = c->net[2 * k + 1];
-      for (int h = 0; h < 2; h++) {
+      for (int h = 0; h < HV; h++) {
         __m256 x = v[a][h], y = v[b][h];
         v[a][h] = _mm256_min_ps(x, y);
         v[b][h] = _mm256_max_ps(x, y);
       }
     }
-    for (int h = 0; h < 2; h++) {
+    for (int h = 0; h < HV; h++) {
       size_t hn = n / 2;
       __m256 med = (n & 1) ? v[hn][h] : _mm256_mul_ps(_mm256_add_ps(v[hn - 1][h], v[hn][h]), half);
       __m256 res;
@@ -185,6 +199,10 @@ __attribute__((target("avx2"))) static void coord_cols_avx2(const coord_ctx *c, 
           __m256 endw = _mm256_add_ps(start, _mm256_set1_ps((float)beta));
           __m256 s = zero;
           for (size_t i = 0; i < n; i++) {
+            if (i >= n - beta && i < beta) { /* inside every possible window */
+              s = _mm256_add_ps(s, v[i][h]);
+              continue;
+            }
             __m256 fi = _mm256_set1_ps((float)i);
             __m256 in = _mm256_and_ps(_mm256_cmp_ps(fi, start, _CMP_GE_OQ),
                                       _mm256_cmp_ps(fi, endw, _CMP_LT_OQ));
@@ -203,10 +221,7 @@ __attribute__((target("avx2"))) static void coord_cols_avx2(const coord_ctx *c, 
 }
 #endif
 
-static void coord_chunk(void *vctx, size_t c0, size_t c1, size_t chunk) {
-  (void)chunk;
-  const coord_ctx *c = vctx;
-  if (agt_interrupted()) return;
+static void coord_cols(const coord_ctx *c, size_t c0, size_t c1) {
 #if GAR_HAVE_X86
   if (c->simd && c->n <= NET_MAX_N) {
     coord_cols_avx2(c, c0, c1);
@@ -224,11 +239,31 @@ static void coord_chunk(void *vctx, size_t c0, size_t c1, size_t chunk) {
   }
 }
 
+#define DIST_SUB 512 /* columns per sub-block when row distances are fused in */
+
+static void coord_chunk(void *vctx, size_t c0, size_t c1, size_t chunk) {
+  const coord_ctx *c = vctx;
+  if (agt_interrupted()) return;
+  if (!c->rowdist) {
+    coord_cols(c, c0, c1);
+    return;
+  }
+  /* Fused: the result on a sub-block, then each row's squared distance to it while the
+   * rows are still in cache (the geometric median's first step needs both). */
+  double *p = c->rowdist + chunk * c->n;
+  for (size_t i = 0; i < c->n; i++) p[i] = 0.0;
+  for (size_t b0 = c0; b0 < c1; b0 += DIST_SUB) {
+    size_t b1 = c1 - b0 < DIST_SUB ? c1 : b0 + DIST_SUB;
+    coord_cols(c, b0, b1);
+    for (size_t i = 0; i < c->n; i++) p[i] += agt_gar__sqdiff(c->rows[i] + b0, c->out + b0, b1 - b0);
+  }
+}
+
 /* Runs a per-coordinate rule over the m rows given by pointers. */
 static agt_status coord_run(const float *const *rows, size_t m, size_t d, int mode, size_t f,
-                            size_t beta, float *out) {
+                            size_t beta, float *out, double *rowdist) {
   uint8_t net[2 * NET_MAX_PAIRS];
-  coord_ctx c = {rows, m, d, f, beta, mode, out, net, 0, agt_gar_simd()};
+  coord_ctx c = {rows, m, d, f, beta, mode, out, net, 0, agt_gar_simd(), rowdist};
   if (m <= NET_MAX_N) c.nnet = make_network(m, net);
   return agt_parallel_for(d, COORD_GRAIN, coord_chunk, &c);
 }
@@ -249,13 +284,34 @@ static agt_status coord_all(const char *name, const float *G, size_t n, size_t d
   const float *stack[ROWPTRS_STACK] = {0};
   const float **p = rowptrs(G, n, d, stack);
   if (!p) return AGT_FAIL(AGT_ENOMEM, "%s: no memory for %zu row pointers", name, n);
-  agt_status s = coord_run(p, n, d, mode, f, beta, out);
+  agt_status s = coord_run(p, n, d, mode, f, beta, out, NULL);
   if (p != stack) free(p);
   return s;
 }
 
 agt_status agt_gar_median(const float *G, size_t n, size_t d, float *out) {
   return coord_all("median", G, n, d, M_MEDIAN, 0, 0, out);
+}
+
+agt_status agt_gar__median_dist(const float *G, size_t n, size_t d, float *out, double *dist2) {
+  if (!G || !out || !dist2) return AGT_FAIL(AGT_EINVAL, "median: null pointer");
+  if (n == 0) return AGT_FAIL(AGT_EINVAL, "median needs n >= 1, got n=0");
+  size_t nch = agt_chunk_count(d, COORD_GRAIN), bytes = (nch ? nch : 1) * n * sizeof(double);
+  double *part = agt_alloc(bytes);
+  const float *stack[ROWPTRS_STACK] = {0};
+  const float **p = rowptrs(G, n, d, stack);
+  agt_status s = AGT_OK;
+  if (!part || !p) s = AGT_FAIL(AGT_ENOMEM, "median: no memory");
+  if (s == AGT_OK) s = coord_run(p, n, d, M_MEDIAN, 0, 0, out, part);
+  if (s == AGT_OK)
+    for (size_t i = 0; i < n; i++) {
+      double t = 0.0;
+      for (size_t k = 0; k < nch; k++) t += part[k * n + i];
+      dist2[i] = isfinite(t) ? t : INFINITY;
+    }
+  if (p && p != stack) free(p);
+  agt_free(part, bytes);
+  return s;
 }
 
 agt_status agt_gar_trimmed_mean(const float *G, size_t n, size_t d, size_t f, float *out) {
@@ -283,7 +339,7 @@ agt_status agt_gar_rows_meamed(const float *G, size_t d, const int64_t *rows, si
   const float **p = m <= ROWPTRS_STACK ? stack : malloc(m * sizeof(*p));
   if (!p) return AGT_FAIL(AGT_ENOMEM, "rows_meamed: no memory");
   for (size_t i = 0; i < m; i++) p[i] = G + (size_t)rows[i] * d;
-  agt_status s = coord_run(p, m, d, M_MEAMED, 0, beta, out);
+  agt_status s = coord_run(p, m, d, M_MEAMED, 0, beta, out, NULL);
   if (p != stack) free(p);
   return s;
 }

@@ -23,18 +23,21 @@
 #define ITER_GRAIN 8192
 #define ITER_BLOCK 256
 
+/* The rows summed in order in float, divided by n: the same arithmetic as every other
+ * average of rows here, and a plain read of G (the speed floor the rules are compared to). */
 agt_status agt_gar_average(const float *G, size_t n, size_t d, float *out) {
   if (!G || !out) return AGT_FAIL(AGT_EINVAL, "average: null pointer");
   if (n == 0) return AGT_FAIL(AGT_EINVAL, "average needs n >= 1, got n=0");
-  agt_rows_mean(G, n, d, out);
-  return agt_interrupted() ? AGT_FAIL(AGT_EINTR, "average: interrupted") : AGT_OK;
+  return agt_gar__rows_mean_f32(G, n, d, out);
 }
 
 typedef struct {
   const float *G;
   size_t n, d;
   const float *a; /* row weights; 0: row skipped. NULL: distance pass only */
-  int centered;   /* 0: z' = sum a_i x_i; 1: z' = z + sum a_i (x_i - z) */
+  int centered;   /* 0: z' = sum a_i x_i; 1: z' = z + sum a_i (x_i - z);
+                     2: z' = alpha z + sum a_i x_i (z not read when alpha is 0) */
+  float alpha;
   float *z;       /* in/out */
   double *part;   /* [chunks][n + 2]: row distances^2 to z', |z' - z|^2, |z|^2 */
 } wpass_ctx;
@@ -52,19 +55,28 @@ __attribute__((target_clones("arch=haswell", "default"))) static void wpass_chun
   for (size_t b0 = c0; b0 < c1; b0 += ITER_BLOCK) {
     size_t len = c1 - b0 < ITER_BLOCK ? c1 - b0 : ITER_BLOCK;
     float *z = c->z + b0;
+    /* n strided rows: prefetch the next block of each (the hardware prefetcher stops at
+     * page boundaries) */
+    if (b0 + 2 * ITER_BLOCK <= c1)
+      for (size_t i = 0; i < n; i++)
+        for (size_t q = 0; q < ITER_BLOCK; q += 16)
+          __builtin_prefetch(c->G + i * d + b0 + ITER_BLOCK + q, 0, 3);
     if (c->a) {
       memcpy(zo, z, len * sizeof(float));
-      for (size_t j = 0; j < len; j++) acc[j] = 0.0f;
+      if (c->centered == 2 && c->alpha != 0.0f)
+        for (size_t j = 0; j < len; j++) acc[j] = c->alpha * zo[j];
+      else
+        for (size_t j = 0; j < len; j++) acc[j] = 0.0f;
       for (size_t i = 0; i < n; i++) {
         float ai = c->a[i];
         if (ai == 0.0f) continue;
         const float *x = c->G + i * d + b0;
-        if (c->centered)
+        if (c->centered == 1)
           for (size_t j = 0; j < len; j++) acc[j] += ai * (x[j] - zo[j]);
         else
           for (size_t j = 0; j < len; j++) acc[j] += ai * x[j];
       }
-      if (c->centered)
+      if (c->centered == 1)
         for (size_t j = 0; j < len; j++) z[j] = zo[j] + acc[j];
       else
         memcpy(z, acc, len * sizeof(float));
@@ -77,13 +89,13 @@ __attribute__((target_clones("arch=haswell", "default"))) static void wpass_chun
 
 /* One pass: optionally the new z, then dist2[i] = |x_i - z|^2 (+inf when not
  * finite), delta2 = |z_new - z_old|^2, zold2 = |z_old|^2. */
-static agt_status wpass(const float *G, size_t n, size_t d, const float *a, int centered,
-                        float *z, double *dist2, double *delta2, double *zold2) {
+static agt_status wpass2(const float *G, size_t n, size_t d, const float *a, int centered,
+                         float alpha, float *z, double *dist2, double *delta2, double *zold2) {
   size_t nch = agt_chunk_count(d, ITER_GRAIN);
   size_t bytes = (nch ? nch : 1) * (n + 2) * sizeof(double);
   double *part = agt_alloc(bytes);
   if (!part) return AGT_FAIL(AGT_ENOMEM, "no memory for %zu bytes", bytes);
-  wpass_ctx c = {G, n, d, a, centered, z, part};
+  wpass_ctx c = {G, n, d, a, centered, alpha, z, part};
   agt_status s = agt_parallel_for(d, ITER_GRAIN, wpass_chunk, &c);
   double dz = 0.0, zz = 0.0;
   for (size_t i = 0; i < n; i++) dist2[i] = 0.0;
@@ -101,6 +113,106 @@ static agt_status wpass(const float *G, size_t n, size_t d, const float *a, int 
   return s;
 }
 
+static agt_status wpass(const float *G, size_t n, size_t d, const float *a, int centered,
+                        float *z, double *dist2, double *delta2, double *zold2) {
+  return wpass2(G, n, d, a, centered, 0.0f, z, dist2, delta2, zold2);
+}
+
+/* ---- iterating in the span of the rows -------------------------------------------------
+ * Both rules move a point z that stays a combination of the n rows and one extra vector
+ * y (the start: the coordinate median, or the previous output): z = sum_j c_j y_j with
+ * y_j = x_j (j < n), y_n = y. With the Gram matrix K of (x_1..x_n, y), computed in one pass,
+ * |x_i - z|^2 = K_ii - 2 (K c)_i + c'Kc, so every iteration costs O(n^2) and no pass over
+ * G; one last pass writes z. Like the Gram form of the distances, this cancels when a row
+ * is close to z: if some |x_i - z|^2 < TAU_SPAN (K_ii + c'Kc) the point is written out and
+ * the iterations go on with the direct passes. Rows of non-finite K_ii weigh 0. */
+#define TAU_SPAN 0.25
+
+typedef struct {
+  size_t n, m;      /* m = n + 1 */
+  double *K;        /* m × m */
+  double *c, *Kc;   /* m */
+  int *valid;       /* n */
+} span_t;
+
+static void span_free(span_t *sp) {
+  free(sp->K), free(sp->c), free(sp->Kc), free(sp->valid);
+}
+
+/* Builds K; returns 1 when usable (AVX2 Gram available and y finite), 0 otherwise. */
+static int span_init(span_t *sp, const float *G, size_t n, size_t d, const float *y, agt_status *st) {
+  memset(sp, 0, sizeof *sp);
+  *st = AGT_OK;
+  if (!agt_gar_simd() || n > 255) return 0;
+  size_t m = n + 1;
+  sp->n = n, sp->m = m;
+  sp->K = malloc(m * m * sizeof(double));
+  sp->c = calloc(m, sizeof(double));
+  sp->Kc = malloc(m * sizeof(double));
+  sp->valid = malloc(n * sizeof(int));
+  const float *rows[256];
+  if (!sp->K || !sp->c || !sp->Kc || !sp->valid) {
+    *st = AGT_FAIL(AGT_ENOMEM, "no memory for the Gram matrix (n=%zu)", n);
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++) rows[i] = G + i * d;
+  rows[n] = y;
+  *st = agt_gar__gram_rows(rows, m, d, sp->K);
+  if (*st != AGT_OK) return 0;
+  if (!isfinite(sp->K[n * m + n])) return 0;
+  for (size_t i = 0; i < n; i++) sp->valid[i] = isfinite(sp->K[i * m + i]) && isfinite(sp->K[i * m + n]);
+  sp->c[n] = 1.0;
+  return 1;
+}
+
+/* Sets c to cn; dist2 of every row to the new point; |c_new - c_old|_K^2 in *delta2 and
+ * c_old'Kc_old in *zold2. Returns 0 when the distances would lose digits. */
+static int span_move(span_t *sp, const double *cn, double *dist2, double *delta2, double *zold2) {
+  size_t n = sp->n, m = sp->m;
+  const double *K = sp->K;
+  double old = 0.0, dd = 0.0;
+  for (size_t i = 0; i < m; i++) {
+    if (i < n && !sp->valid[i]) continue;
+    double ko = 0.0, kd = 0.0;
+    for (size_t j = 0; j < m; j++) {
+      if (j < n && !sp->valid[j]) continue;
+      ko += K[i * m + j] * sp->c[j];
+      kd += K[i * m + j] * (cn[j] - sp->c[j]);
+    }
+    old += sp->c[i] * ko;
+    dd += (cn[i] - sp->c[i]) * kd;
+  }
+  memcpy(sp->c, cn, m * sizeof(double));
+  double cKc = 0.0;
+  for (size_t i = 0; i < m; i++) {
+    sp->Kc[i] = 0.0;
+    if (i < n && !sp->valid[i]) continue;
+    for (size_t j = 0; j < m; j++)
+      if (j >= n || sp->valid[j]) sp->Kc[i] += K[i * m + j] * cn[j];
+    cKc += cn[i] * sp->Kc[i];
+  }
+  int ok = 1;
+  for (size_t i = 0; i < n; i++) {
+    if (!sp->valid[i]) {
+      dist2[i] = INFINITY;
+      continue;
+    }
+    double v = K[i * m + i] - 2.0 * sp->Kc[i] + cKc;
+    if (v < TAU_SPAN * (K[i * m + i] + cKc)) ok = 0;
+    dist2[i] = v > 0.0 ? v : 0.0;
+  }
+  if (delta2) *delta2 = dd > 0.0 ? dd : 0.0;
+  if (zold2) *zold2 = old;
+  return ok;
+}
+
+/* Writes z = c_n z + sum_j c_j x_j (z holds y on entry) and the rows' distances to it. */
+static agt_status span_write(span_t *sp, const float *G, size_t d, float *z, float *a,
+                             double *dist2) {
+  for (size_t j = 0; j < sp->n; j++) a[j] = sp->valid[j] ? (float)sp->c[j] : 0.0f;
+  return wpass2(G, sp->n, d, a, 2, (float)sp->c[sp->n], z, dist2, NULL, NULL);
+}
+
 agt_status agt_gar_geometric_median(const float *G, size_t n, size_t d, double nu,
                                     size_t max_iter, double tol, float *out,
                                     int64_t *iterations) {
@@ -113,8 +225,16 @@ agt_status agt_gar_geometric_median(const float *G, size_t n, size_t d, double n
   agt_status s = AGT_OK;
   size_t it = 0;
   if (!dist2 || !w || !a) s = AGT_FAIL(AGT_ENOMEM, "geometric-median: no memory");
-  if (s == AGT_OK) s = agt_gar_median(G, n, d, out);
-  if (s == AGT_OK) s = wpass(G, n, d, NULL, 0, out, dist2, NULL, NULL);
+  if (s == AGT_OK) s = agt_gar__median_dist(G, n, d, out, dist2);
+  span_t sp = {0};
+  int use_span = 0;
+  double *cn = NULL;
+  if (s == AGT_OK && max_iter > 0) {
+    use_span = span_init(&sp, G, n, d, out, &s);
+    cn = calloc(n + 1, sizeof(double));
+    if (!cn && s == AGT_OK) s = AGT_FAIL(AGT_ENOMEM, "geometric-median: no memory");
+    if (!cn) use_span = 0;
+  }
   while (s == AGT_OK && it < max_iter) {
     double W = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -122,13 +242,29 @@ agt_status agt_gar_geometric_median(const float *G, size_t n, size_t d, double n
       w[i] = isfinite(r) ? 1.0 / (r > nu ? r : nu) : 0.0;
       W += w[i];
     }
-    if (!(W > 0.0)) break; /* no finite row: stay at the start */
-    for (size_t i = 0; i < n; i++) a[i] = (float)(w[i] / W);
+    if (!(W > 0.0)) break; /* no finite row: stay where we are */
     double dz, zz;
-    s = wpass(G, n, d, a, 0, out, dist2, &dz, &zz);
-    it++;
+    if (use_span) {
+      for (size_t i = 0; i < n; i++) cn[i] = w[i] / W;
+      cn[n] = 0.0;
+      int ok = span_move(&sp, cn, dist2, &dz, &zz);
+      it++;
+      if (!ok) { /* write the point out and go on with direct passes */
+        s = span_write(&sp, G, d, out, a, dist2);
+        use_span = 0;
+        sp.c[n] = 1.0; /* out now holds the point */
+        for (size_t j = 0; j < n; j++) sp.c[j] = 0.0;
+      }
+    } else {
+      for (size_t i = 0; i < n; i++) a[i] = (float)(w[i] / W);
+      s = wpass(G, n, d, a, 0, out, dist2, &dz, &zz);
+      it++;
+    }
     if (s == AGT_OK && sqrt(dz) <= tol * sqrt(zz)) break;
   }
+  if (s == AGT_OK && use_span && sp.c[n] != 1.0) s = span_write(&sp, G, d, out, a, dist2);
+  if (cn) free(cn);
+  span_free(&sp);
   if (iterations) *iterations = (int64_t)it;
   free(dist2);
   free(w);
@@ -145,15 +281,49 @@ agt_status agt_gar_centered_clipping(const float *G, size_t n, size_t d, double 
   float *a = malloc(n * sizeof(float));
   agt_status s = AGT_OK;
   if (!dist2 || !a) s = AGT_FAIL(AGT_ENOMEM, "centered-clipping: no memory");
-  if (s == AGT_OK && iters > 0) s = wpass(G, n, d, NULL, 0, v, dist2, NULL, NULL);
+  span_t sp = {0};
+  int use_span = 0;
+  double *cn = NULL;
+  if (s == AGT_OK && iters > 0) {
+    use_span = span_init(&sp, G, n, d, v, &s);
+    cn = malloc((n + 1) * sizeof(double));
+    if (!cn && s == AGT_OK) s = AGT_FAIL(AGT_ENOMEM, "centered-clipping: no memory");
+    if (!cn) use_span = 0;
+    if (s == AGT_OK && use_span) {
+      /* distances to v = y: c = e_n */
+      memcpy(cn, sp.c, (n + 1) * sizeof(double));
+      if (!span_move(&sp, cn, dist2, NULL, NULL)) use_span = 0;
+    }
+    if (s == AGT_OK && !use_span) s = wpass(G, n, d, NULL, 0, v, dist2, NULL, NULL);
+  }
   for (size_t l = 0; s == AGT_OK && l < iters; l++) {
+    double A = 0.0, *ci = cn;
     for (size_t i = 0; i < n; i++) {
       double r = sqrt(dist2[i]);
-      double ci = !isfinite(r) ? 0.0 : (r <= tau ? 1.0 : tau / r);
-      a[i] = (float)(ci / (double)n);
+      double c = !isfinite(r) ? 0.0 : (r <= tau ? 1.0 : tau / r);
+      ci[i] = c / (double)n;
+      A += ci[i];
+      a[i] = (float)ci[i];
     }
-    s = wpass(G, n, d, a, 1, v, dist2, NULL, NULL);
+    if (use_span) {
+      /* v' = v + sum a_i (x_i - v) = (1 - A) v + sum a_i x_i, in coefficients */
+      for (size_t j = 0; j <= n; j++) {
+        double add = j < n ? ci[j] : 0.0;
+        ci[j] = (1.0 - A) * sp.c[j] + add;
+      }
+      if (!span_move(&sp, ci, dist2, NULL, NULL)) {
+        s = span_write(&sp, G, d, v, a, dist2);
+        use_span = 0;
+        sp.c[n] = 1.0;
+        for (size_t j = 0; j < n; j++) sp.c[j] = 0.0;
+      }
+    } else {
+      s = wpass(G, n, d, a, 1, v, dist2, NULL, NULL);
+    }
   }
+  if (s == AGT_OK && use_span && iters > 0) s = span_write(&sp, G, d, v, a, dist2);
+  free(cn);
+  span_free(&sp);
   free(dist2);
   free(a);
   return s;

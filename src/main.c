@@ -21,6 +21,9 @@
 #include <lualib.h>
 #include <luajit.h>
 
+#include <sys/stat.h>
+
+#include "gpu.h"
 #include "status.h"
 
 #define PROMPT1 "agt> "
@@ -370,6 +373,13 @@ static int pmain(lua_State *L) {
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { usage(); s->status = 0; return 0; }
     if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
       printf("agt %s — %s, %s\n", agt_version(), LUAJIT_VERSION, agt_build_features());
+      char dev[256];
+      if (agt_gpu_available() && agt_gpu_describe(dev, sizeof dev) == AGT_OK)
+        printf("GPU: %s\n", dev);
+#ifdef AGT_HAVE_CUDA
+      else
+        printf("GPU: none seen (CUDA kernels built; the CPU kernels are used)\n");
+#endif
       ran = 1;
       continue;
     }
@@ -395,7 +405,10 @@ static int pmain(lua_State *L) {
   }
   if (i < argc) {
     const char *target = argv[i];
-    int is_file = strcmp(target, "-") == 0 || access(target, F_OK) == 0 ||
+    struct stat st;
+    /* a regular file, or what looks like a path, is a script; a bare word (even the name of
+     * a folder here, such as bench/) is a subcommand */
+    int is_file = strcmp(target, "-") == 0 || (stat(target, &st) == 0 && S_ISREG(st.st_mode)) ||
                   strchr(target, '/') != NULL || strstr(target, ".lua") != NULL;
     if (!is_file) {
       s->status = run_subcommand(L, argv, argc, i);

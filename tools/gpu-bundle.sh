@@ -1,13 +1,12 @@
 #!/bin/sh
-# tools/gpu-bundle.sh — `make gpu-bundle`, then what the specs and benchmarks need on a GPU
-# machine that has no package manager: the Lua modules busted runs on (pure Lua) and the few C
+# tools/gpu-bundle.sh — run by `make gpu-bundle` after it built gpu-bundle/agt: adds what the
+# specs and benchmarks need on a GPU machine that has no package manager: the Lua modules busted runs on (pure Lua) and the few C
 # modules they and the benchmarks load (cjson, lfs, term, system), into gpu-bundle/lua5.1 and
 # gpu-bundle/clib, and gpu-bundle/run.sh, which runs the bundled agt with them on its paths:
 #   gpu-bundle/run.sh spec/run.lua spec/gpu_spec.lua
 #   gpu-bundle/run.sh bench gar_gpu
 set -e
 cd "$(dirname "$0")/.."
-make --no-print-directory gpu-bundle
 B=gpu-bundle
 LUA_SHARE=/usr/share/lua/5.1
 LUA_LIB=/usr/lib/x86_64-linux-gnu/lua/5.1
@@ -26,9 +25,6 @@ export LUA_PATH="$H/lua5.1/?.lua;$H/lua5.1/?/init.lua;;"
 export LUA_CPATH="$H/clib/?.so;;"
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64:/usr/local/cuda/lib"
 cd "$H"
-# (agt takes an existing path as a script, so a subcommand must not run where a folder of its
-# name exists, as bench/ does here)
-case "$1" in bench|run|help) cd /tmp ;; esac
 exec "$H/agt" "$@"
 EOS
 chmod +x $B/run.sh

@@ -2,7 +2,8 @@
 return {
   name = "average",
   summary = "the arithmetic mean of the rows (not robust; the speed baseline)",
-  doc = [[out = (1/n) sum_i x_i. A single NaN or inf row makes the output non-finite.
+  doc = [[out = (1/n) sum_i x_i, the rows summed in order in float32. A single NaN or inf row
+makes the output non-finite.
 Not robust (tolerates f = 0); it accepts any f so that it can serve as the baseline.
 Extra memory: none.]],
   requires = { text = "n >= 1", check = function(n) return n >= 1 end },

@@ -7,8 +7,10 @@ return {
   doc = [[v_0 = the previous step's output (zeros at the start; saved by rule:state(), so a
 resumed run continues exactly). L times: v <- v + (1/n) sum_i (x_i - v) min(1, tau/|x_i - v|);
 a row at a non-finite distance contributes 0. The output is v, which becomes the next v_0.
-One read of G per iteration, plus one for the first distances. Needs n >= 2f+1.
-Extra memory: d floats (the previous output), per-chunk partial sums.]],
+Computed in the span of the rows and v_0 through their Gram matrix (two reads of G in all),
+or with one direct pass per iteration when a row is too close to v for that form to keep its
+digits. Needs n >= 2f+1.
+Extra memory: d floats (the previous output), (n+1)^2 doubles, per-chunk partial sums.]],
   args = {
     { name = "tau", default = 10.0, type = "number", doc = "clipping radius (> 0)" },
     { name = "iters", default = 3, doc = "L, the number of clipping iterations" },
@@ -29,14 +31,15 @@ Extra memory: d floats (the previous output), per-chunk partial sums.]],
       end
     end
     -- v lives in out during the kernel; the kernel reads it as the centre.
-    ffi.copy(self:ptr(out), self.v, 4 * d)
+    self:copy_in(self:ptr(out), self.v, 4 * d)
     self:kernel("centered_clipping", self:ptr(G), self.n, d, self.args.tau, self.args.iters, self:ptr(out))
-    ffi.copy(self.v, self:ptr(out), 4 * d)
+    self:copy_out(self.v, self:ptr(out), 4 * d)
   end,
   state = function(self)
     if not self.v then return self.pending end
     return ffi.string(self.v, 4 * self.vd)
   end,
+  reset = function(self) self.v, self.vd, self.pending = nil, nil, nil end,
   set_state = function(self, s)
     if self.v and #s == 4 * self.vd then
       ffi.copy(self.v, s, #s)

@@ -6,10 +6,11 @@ return {
   summary = "approximate argmin_z sum_i |z - x_i| by smoothed Weiszfeld, from the coordinate median",
   doc = [[z_0 = the coordinate median. Each iteration: w_i = 1 / max(nu, |x_i - z|) for rows at a
 finite distance (others weigh 0 and are skipped), z <- sum w_i x_i / sum w_i. Stops after
-max-iter iterations, or when |z_new - z| <= tol |z|. One read of G per iteration (the new z
-and the next distances are computed in the same pass). Robust while n >= 2f+1.
-info.iterations = the number of iterations run.
-Extra memory: per-chunk partial sums (<= (n+2) doubles per 8192 coordinates).]],
+max-iter iterations, or when |z_new - z| <= tol |z|. Computed in the span of the rows and
+z_0 through their Gram matrix (three reads of G in all, whatever the number of iterations);
+when a row gets too close to z for that form to keep its digits, the iterations go on with
+one direct pass each. Robust while n >= 2f+1. info.iterations = the iterations run.
+Extra memory: (n+1)^2 doubles, per-chunk partial sums (<= (n+2) doubles per 8192 coordinates).]],
   args = {
     { name = "nu", default = 1e-6, type = "number", doc = "smoothing: distances below nu count as nu (> 0)" },
     { name = "max-iter", default = 100, doc = "at most this many iterations" },

@@ -19,11 +19,15 @@
 --   requires = { text = "n >= 2f+3", check = function(n, f, args) -> bool },
 --   output = function(n, f, args) -> n2, f2           (pre steps)
 --   keeps_rows = true                                  (pre steps whose row i stays worker i)
---   init(self), aggregate(self, G, out, ctx) -> info, state(self), set_state(self, s)
+--   init(self), aggregate(self, G, out, ctx) -> info, state(self), set_state(self, s),
+--   reset(self) (back to the state before the first step: what rule:set_state(nil) does)
 -- In aggregate, self.n, self.f, self.d, self.args are set; self:kernel(name, ...) calls the
 -- backend's kernel agt_gar_<name> and raises its message on failure; self:ptr(t) is the
 -- tensor's data pointer for that backend. Backends: "cpu" (always) and any table registered
--- with A.register_backend(name, {kernels = {median = fn, ...}, ptr = fn(t)}).
+-- with A.register_backend(name, {kernels = {median = fn, ...}, ptr = fn(t),
+-- copy_in = fn(dst, host_src, bytes), copy_out = fn(host_dst, src, bytes)}). A backend kernel
+-- takes the CPU kernel's arguments (src/gar.h); G, out and output matrices are backend
+-- memory, while `selected`, `perm` and `iterations` are host memory.
 local F = require("agt.ffi")
 local U = require("agt.util")
 local ffi, C = F.ffi, F.C
@@ -143,6 +147,18 @@ local Element = {}
 Element.__index = Element
 
 function Element:ptr(t) return self.backend.ptr(t) end
+-- Host <-> backend copies (plain memcpy on the CPU backend): a rule that keeps host state
+-- (centered clipping's previous output) moves it through these.
+function Element:copy_in(dst, src_host, bytes)
+  local f = self.backend.copy_in
+  if f then return f(dst, src_host, bytes) end
+  ffi.copy(dst, src_host, bytes)
+end
+function Element:copy_out(dst_host, src, bytes)
+  local f = self.backend.copy_out
+  if f then return f(dst_host, src, bytes) end
+  ffi.copy(dst_host, src, bytes)
+end
 function Element:kernel(name, ...)
   local fn = self.backend.kernels[name]
   if not fn then error(string.format("%s: backend has no kernel '%s'", self.name, name), 2) end
@@ -318,8 +334,14 @@ function Rule:state()
   return "agt-rule-state/1;" .. #parts .. ";" .. table.concat(parts, ";")
 end
 
+-- nil puts every element back to its state before the first step (what state() said then).
 function Rule:set_state(s)
-  if s == nil then return end
+  if s == nil then
+    for _, el in ipairs(self.elements) do
+      if el.def.reset then el.def.reset(el) end
+    end
+    return
+  end
   local head, count, rest = s:match("^(agt%-rule%-state/1);(%d+);(.*)$")
   if not head or tonumber(count) ~= #self.elements then
     error(self.name .. ": state is not a saved state of this rule", 2)

@@ -5,7 +5,7 @@
 --   gpu.available() -> true | false, reason       gpu.describe() -> "NVIDIA H100 ..., sm_90, ..."
 --   local Gd = gpu.new({n, d})  gpu.from_host(t)  Gd:upload(t)  Gd:download(t)  Gd:to_host()
 --   Gd:fill_normal(seed, mean, std)  Gd:row(i) (a view)  Gd:free()
---   local r = gpu.rule("nnm,bucketing,krum", n, f, args)   -- same names and args as agt.aggregators
+--   local r = gpu.rule("nnm,bucketing,krum", n, f, args)   -- agt.aggregators with backend "gpu"
 --   r:aggregate(Gd, outd [, ctx]) -> info      -- G and out on the device
 --   r:aggregate_host(G, out [, ctx]) -> info   -- host tensors: G is copied (pipelined with the
 --                                              -- rule where the rule is per-coordinate), out back
@@ -164,6 +164,8 @@ function DT:row(i)
   return make(shape, self.ptr + (i - 1) * w, 0)
 end
 
+function DT:__len() return self.n end
+
 function DT:__tostring()
   return string.format("gpu tensor (%s) at %s", table.concat(self:shape(), "x"), tostring(self.ptr))
 end
@@ -176,199 +178,122 @@ end
 ffi.metatype(gt_t, DT)
 
 -- ---------------------------------------------------------------- the rules
--- Each step: fn(state, G, n, d, f, out) -> info (G, out: float* on the device). Row-choosing
--- rules fill info.selected (1-based). Pre-aggregation steps give the new row count and f.
-local function sel_buf(k) return ffi.new("int64_t[?]", math.max(k, 1)) end
-local function sel_table(buf, k)
-  local t = {}
-  for i = 0, k - 1 do t[i + 1] = tonumber(buf[i]) + 1 end
-  return t
-end
-
-local function arg(args, name, default)
-  local v = args[name]
-  if v == nil then v = args[(name:gsub("-", "_"))] end
-  if v == nil then return default end
-  return v
-end
-
-local rules = {}
-local pre = {}
-
-rules.average = function(_, G, n, d, f, out) check(C.agt_gpu_gar_average(G, n, d, out), 3) end
-rules["average-nan"] = function(_, G, n, d, f, out) check(C.agt_gpu_gar_average_nan(G, n, d, out), 3) end
-rules.median = function(_, G, n, d, f, out) check(C.agt_gpu_gar_median(G, n, d, out), 3) end
-rules["trimmed-mean"] = function(_, G, n, d, f, out) check(C.agt_gpu_gar_trimmed_mean(G, n, d, f, out), 3) end
-rules.meamed = function(st, G, n, d, f, out)
-  check(C.agt_gpu_gar_meamed(G, n, d, arg(st.args, "beta", n - f), out), 3)
-end
-rules.phocas = function(_, G, n, d, f, out) check(C.agt_gpu_gar_phocas(G, n, d, f, out), 3) end
-rules["multi-krum"] = function(st, G, n, d, f, out)
-  local m = arg(st.args, "m", n - f)
-  local s = sel_buf(m)
-  check(C.agt_gpu_gar_multi_krum(G, n, d, f, m, out, s), 3)
-  return { selected = sel_table(s, m) }
-end
-rules.krum = function(st, G, n, d, f, out)
-  local s = sel_buf(1)
-  check(C.agt_gpu_gar_multi_krum(G, n, d, f, 1, out, s), 3)
-  return { selected = sel_table(s, 1) }
-end
-rules.bulyan = function(_, G, n, d, f, out)
-  local k = n - 2 * f
-  local s = sel_buf(k)
-  check(C.agt_gpu_gar_bulyan(G, n, d, f, out, s), 3)
-  return { selected = sel_table(s, k) }
-end
-rules.cge = function(_, G, n, d, f, out)
-  local s = sel_buf(n - f)
-  check(C.agt_gpu_gar_cge(G, n, d, f, out, s), 3)
-  return { selected = sel_table(s, n - f) }
-end
-rules.mda = function(st, G, n, d, f, out)
-  local s = sel_buf(n - f)
-  check(C.agt_gpu_gar_mda(G, n, d, f, arg(st.args, "budget", 1e6), out, s), 3)
-  return { selected = sel_table(s, n - f) }
-end
-rules["geometric-median"] = function(st, G, n, d, f, out)
-  local it = ffi.new("int64_t[1]")
-  check(C.agt_gpu_gar_geometric_median(G, n, d, arg(st.args, "nu", 0.1),
-                                       arg(st.args, "max-iter", 8), arg(st.args, "tol", 1e-6),
-                                       out, it), 3)
-  return { iterations = tonumber(it[0]) }
-end
-rules["centered-clipping"] = function(st, G, n, d, f, out)
-  if not st.v or st.v.n ~= d then st.v = M.new({ d }) end   -- the centre: zeros at the start
-  check(C.agt_gpu_gar_centered_clipping(G, n, d, arg(st.args, "tau", 10), arg(st.args, "iters", 3),
-                                        st.v.ptr), 3)
-  check(C.agt_gpu_copy_d2d(out, st.v.ptr, d * 4), 3)
-end
-
--- Pre-aggregation: fn(st, G, n, d, f, ctx) -> G2 (device tensor), n2, f2
-pre.nnm = function(_, G, n, d, f)
-  local o = M.new({ n, d })
-  check(C.agt_gpu_gar_nnm(G, n, d, f, o.ptr), 3)
-  return o, n, f
-end
-pre.bucketing = function(st, G, n, d, f, ctx)
-  local s = arg(st.args, "s", 2)
-  local perm
-  if ctx and ctx.rng then
-    perm = ctx.rng:permutation(n)
-  else
-    local R = require("agt.rng")
-    perm = R.new(ctx and ctx.step or 0, "bucketing"):permutation(n)
-  end
-  local nb = math.ceil(n / s)
-  local o = M.new({ nb, d })
-  check(C.agt_gpu_gar_bucketing(G, n, d, s, perm.ptr, o.ptr), 3)
-  return o, nb, f
-end
-pre.clipping = function(st, G, n, d, f)
-  local o = M.new({ n, d })
-  check(C.agt_gpu_gar_clipping(G, n, d, arg(st.args, "c", 2.0), o.ptr), 3)
-  return o, n, f
-end
-pre.arc = function(_, G, n, d, f)
-  local o = M.new({ n, d })
-  check(C.agt_gpu_gar_arc(G, n, d, f, o.ptr), 3)
-  return o, n, f
-end
-
-local aliases = {
-  ["averaged-median"] = "meamed", ["krum-co"] = "multi-krum", ["krum-tf"] = "multi-krum",
-  ["krum-py"] = "multi-krum", ["bulyan-co"] = "bulyan", ["bulyan-py"] = "bulyan",
-  ["geomed"] = "geometric-median", ["cc"] = "centered-clipping",
+-- The GPU is a backend of agt.aggregators: the same rule files (names, aliases, arguments and
+-- their defaults, requirements on n and f, state) run with the agt_gpu_gar_* twins of the CPU
+-- kernels. Small index arrays (selected, perm, iterations) stay in host memory.
+local backend = {
+  kernels = setmetatable({}, { __index = function(t, name)
+    local ok, fn = pcall(function() return C["agt_gpu_gar_" .. name] end)
+    if ok and fn then rawset(t, name, fn); return fn end
+    return nil
+  end }),
+  ptr = function(t) return t.ptr end,
+  copy_in = function(dst, src_host, bytes) check(C.agt_gpu_copy_h2d(dst, src_host, bytes), 2) end,
+  copy_out = function(dst_host, src, bytes) check(C.agt_gpu_copy_d2h(dst_host, src, bytes), 2) end,
+  new = function(shape) return M.new(shape) end,
 }
+M.backend = backend
 
--- Per-coordinate rules that the pipelined upload computes chunk by chunk.
-local coord = { average = C.AGT_GPU_RULE_AVERAGE, ["average-nan"] = C.AGT_GPU_RULE_AVERAGE_NAN,
-                median = C.AGT_GPU_RULE_MEDIAN, ["trimmed-mean"] = C.AGT_GPU_RULE_TRIMMED_MEAN,
-                meamed = C.AGT_GPU_RULE_MEAMED, phocas = C.AGT_GPU_RULE_PHOCAS }
-
-function M.names()
-  local t = {}
-  for k in pairs(rules) do t[#t + 1] = k end
-  for k in pairs(pre) do t[#t + 1] = k end
-  table.sort(t)
-  return t
+local A_loaded
+local function aggregators()
+  if not A_loaded then
+    A_loaded = require("agt.aggregators")
+    A_loaded.register_backend("gpu", backend)
+  end
+  return A_loaded
 end
+
+-- Per-coordinate rules whose device pass the pipelined upload runs chunk by chunk.
+local coord = { ["average"] = C.AGT_GPU_RULE_AVERAGE, ["average-nan"] = C.AGT_GPU_RULE_AVERAGE_NAN,
+                ["median"] = C.AGT_GPU_RULE_MEDIAN, ["trimmed-mean"] = C.AGT_GPU_RULE_TRIMMED_MEAN,
+                ["averaged-median"] = C.AGT_GPU_RULE_MEAMED, ["phocas"] = C.AGT_GPU_RULE_PHOCAS }
 
 local Rule = {}
 Rule.__index = Rule
 
--- spec: "krum" or "nnm,bucketing,krum"; args: key -> value (as for agt.aggregators).
+-- spec, n, f, args: as for agt.aggregators.new (a rule, an alias or a chain "step,...,rule";
+-- args: key -> value or key:value words). Raises the same messages; raises when there is no
+-- device, and for a rule file of the user's own (those run on the CPU).
 function M.rule(spec, n, f, args)
-  if type(spec) ~= "string" then error("gpu.rule needs a rule name, got " .. type(spec), 2) end
-  args = args or {}
-  local steps = {}
-  for word in spec:gmatch("[^,%s]+") do
-    local canon = aliases[word] or word
-    local st = { name = word, canon = canon, args = {} }
-    for k, v in pairs(args) do st.args[k] = v end
-    if (word == "krum-co" or word == "krum-tf" or word == "krum-py") and st.args.m == nil then
-      st.args.m = "n-f-2"
-    end
-    if pre[canon] then st.pre = pre[canon]
-    elseif rules[canon] then st.fn = rules[canon]
-    else error("no GPU rule '" .. word .. "' (known: " .. table.concat(M.names(), ", ") .. ")", 2) end
-    steps[#steps + 1] = st
-  end
-  if #steps == 0 then error("gpu.rule needs a rule name", 2) end
-  if not steps[#steps].fn then error("a rule pipeline ends with a rule, not '" .. steps[#steps].name .. "'", 2) end
-  for i = 1, #steps - 1 do
-    if not steps[i].pre then error("'" .. steps[i].name .. "' is a rule, not a pre-aggregation step", 2) end
-  end
   local ok, why = M.available()
   if not ok then error(why, 2) end
-  return setmetatable({ name = spec, n = n, f = f, steps = steps }, Rule)
+  local A = aggregators()
+  local inner = A.new(spec, n, f, args, { backend = "gpu" })
+  local builtin = {}
+  for _, name in ipairs(A.list()) do builtin[name] = true end
+  for _, el in ipairs(inner.elements) do
+    if not builtin[el.name] then
+      error(string.format("'%s' is a rule file of its own: it runs on the CPU, not the GPU", el.name), 2)
+    end
+  end
+  return setmetatable({ inner = inner, name = spec, n = n, f = f, buffers = {} }, Rule)
 end
 
--- G, out: device tensors (n x d, d) or raw device float pointers with d given in ctx.d.
+function M.names() return aggregators().list() end
+
+-- G (n x d) and out (d): device tensors. Pre-aggregation steps write device buffers the rule
+-- keeps. info as on the CPU.
 function Rule:aggregate(G, out, ctx)
-  ctx = ctx or {}
-  local n, f = self.n, self.f
-  local d = ctx.d or (M.is_tensor(G) and G.n / n)
-  local Gp = M.is_tensor(G) and G.ptr or G
-  local outp = M.is_tensor(out) and out.ptr or out
-  local keep = {}
-  for i = 1, #self.steps - 1 do
-    local st = self.steps[i]
-    local G2, n2, f2 = st.pre(st, Gp, n, d, f, ctx)
-    keep[#keep + 1] = G2
-    Gp, n, f = G2.ptr, n2, f2
+  if not M.is_tensor(G) or not M.is_tensor(out) then
+    error(self.name .. ": aggregate takes device tensors (aggregate_host takes host ones)", 2)
   end
-  local last = self.steps[#self.steps]
-  if last.args.m == "n-f-2" then last.args = setmetatable({ m = n - f - 2 }, { __index = last.args }) end
-  local info = last.fn(last, Gp, n, d, f, outp) or {}
-  for _, t in ipairs(keep) do t:free() end
-  if #self.steps > 1 then info.selected = nil end  -- indices of pre-aggregated rows, not workers
+  ctx = ctx or {}
+  local n = self.n
+  local d = G.n / n
+  if d ~= math.floor(d) or d < 1 then
+    error(string.format("%s: G has %d values, not n=%d rows", self.name, G.n, n), 2)
+  end
+  if out.n ~= d then error(string.format("%s: out has %d values, expected d=%d", self.name, out.n, d), 2) end
+  local els, shapes = self.inner.elements, self.inner.shapes
+  local X, keeps = G, true
+  for i = 1, #els - 1 do
+    local rows = shapes[i + 1].n
+    local buf = self.buffers[i]
+    if not buf or buf.n ~= rows * d then
+      if buf then buf:free() end
+      buf = M.new({ rows, d })
+      self.buffers[i] = buf
+    end
+    local el = els[i]
+    el.d = d
+    el:aggregate(X, buf, ctx)
+    keeps = keeps and el.keeps_rows
+    X = buf
+  end
+  local last = els[#els]
+  last.d = d
+  local info = last:aggregate(X, out, ctx) or {}
+  if #els > 1 and not keeps then info.selected = nil end
   return info
 end
 
--- Host tensors G (n x d) and out (d): G goes to a device buffer kept by the rule (page-locked on
--- the host once, so that later copies are asynchronous), copied in column chunks while a
--- per-coordinate rule computes the chunks already there; out comes back.
+-- Host tensors G (n x d) and out (d). G is page-locked once (so that its copies are
+-- asynchronous; a failure to lock only makes them synchronous) and copied to a device buffer
+-- in column chunks; a lone per-coordinate rule computes each chunk as soon as it has arrived,
+-- so its time hides under the copy. Then out comes back.
 function Rule:aggregate_host(G, out, ctx)
   local n = self.n
   local d = G:numel() / n
+  if d ~= math.floor(d) or d < 1 then
+    error(string.format("%s: G has %d values, not n=%d rows", self.name, G:numel(), n), 2)
+  end
   if not self.Gd or self.Gd.n ~= n * d then
-    if self.Gd then self.Gd:free() end
+    if self.Gd then self.Gd:free(); self.outd:free() end
     self.Gd, self.outd = M.new({ n, d }), M.new({ d })
   end
   local ptr = G.ptr
   if self.pinned ~= ptr then
     if self.pinned then C.agt_gpu_host_unregister(self.pinned) end
-    -- page-locking can fail (limits); the copy is then synchronous, still correct
-    if C.agt_gpu_host_register(ptr, n * d * 4) == 0 then self.pinned = ptr else self.pinned = nil end
+    self.pinned = (C.agt_gpu_host_register(ptr, n * d * 4) == 0) and ptr or nil
+    C.agt_clear_error()
   end
-  local last = self.steps[#self.steps]
-  local code = #self.steps == 1 and coord[last.canon]
+  local els = self.inner.elements
+  local code = #els == 1 and coord[els[1].name]
   local info
   if code then
-    local p = 0
-    if last.canon == "trimmed-mean" or last.canon == "phocas" then p = self.f end
-    if last.canon == "meamed" then p = arg(last.args, "beta", n - self.f) end
+    local a, p = els[1].args, 0
+    if els[1].name == "trimmed-mean" or els[1].name == "phocas" then p = self.f end
+    if els[1].name == "averaged-median" then p = a.beta end
     check(C.agt_gpu_upload_rule(ptr, n, d, self.Gd.ptr, code, p, self.outd.ptr), 2)
     info = {}
   else
@@ -379,40 +304,31 @@ function Rule:aggregate_host(G, out, ctx)
   return info
 end
 
+function Rule:state() return self.inner:state() end
+function Rule:set_state(s) return self.inner:set_state(s) end
+
 function Rule:free()
   if self.pinned then C.agt_gpu_host_unregister(self.pinned); self.pinned = nil end
   if self.Gd then self.Gd:free(); self.outd:free(); self.Gd, self.outd = nil, nil end
-  for _, st in ipairs(self.steps) do if st.v then st.v:free(); st.v = nil end end
-end
-
--- Centered clipping's centre as bytes (nil for stateless rules).
-function Rule:state()
-  local st = self.steps[#self.steps]
-  if not st.v then return nil end
-  local T = require("agt.tensor")
-  local h = st.v:to_host()
-  return ffi.string(h.ptr, st.v.n * 4)
-end
-
-function Rule:set_state(s)
-  local st = self.steps[#self.steps]
-  if s == nil then if st.v then st.v:free(); st.v = nil end return end
-  local T = require("agt.tensor")
-  local d = #s / 4
-  local h = T.new({ d })
-  ffi.copy(h.ptr, s, #s)
-  st.v = M.from_host(h)
+  for _, b in pairs(self.buffers) do b:free() end
+  self.buffers = {}
 end
 
 function M.help()
   return [[
-agt.gpu — every aggregation rule on an NVIDIA GPU (CUDA). Same names, arguments and results as
-the CPU rules (`agt help aggregators`): selections are bit-identical, averages agree to float
-rounding. With no device, gpu.available() returns false and the reason.
-  gpu.rule(spec, n, f, args):aggregate(G_dev, out_dev)      G and out on the device
-  gpu.rule(spec, n, f, args):aggregate_host(G, out)         host tensors; the copy of G to the
-                                                             device overlaps per-coordinate rules
-Rules: ]] .. table.concat(M.names(), ", ") .. "\n"
+agt.gpu — every aggregation rule on an NVIDIA GPU (CUDA), as a backend of agt.aggregators:
+same names, aliases, arguments, requirements and results as the CPU rules
+(`agt help aggregators`). Per-coordinate rules and row choices are bit-identical to the CPU;
+NNM, clipping, ARC agree to float rounding, the iterative rules to 1e-4. With no device,
+gpu.available() returns false and the reason.
+  local gpu = require("agt.gpu")
+  local r = gpu.rule("nnm,bucketing,krum", n, f, {s = 2})
+  r:aggregate(G_dev, out_dev [, ctx])     -- device tensors (gpu.new, gpu.from_host)
+  r:aggregate_host(G, out [, ctx])        -- host tensors; the copy of G overlaps the
+                                          -- per-coordinate rules
+Device tensors: gpu.new(shape), gpu.from_host(t), t:upload(h), t:download(h), t:to_host(),
+t:fill_normal(seed, mean, std), t:row(i), t:free().
+]]
 end
 
 return M

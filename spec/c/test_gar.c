@@ -348,6 +348,37 @@ static void test_iterative(void) {
     err = fmax(err, fabs(s / (double)n - z[j]));
   }
   CHECK(err < 1e-5);
+  /* The Gram-span iterations (AVX2) against the direct passes (portable), on spread rows
+   * (span path) and on rows close to a large common mean (span refused, direct fallback). */
+  float *z2 = malloc(d * sizeof(float));
+  for (int close = 0; close < 2; close++) {
+    agt_rng_normal(&r, G, n * d, close ? 100.0f : 0.0f, 1.0f);
+    if (close)
+      for (size_t i = 1; i < n; i++)
+        for (size_t j = 0; j < d; j++) G[i * d + j] = G[j] + 0.01f * (float)agt_rng_normal1(&r);
+    for (size_t j = 0; j < d; j++) G[7 * d + j] = NAN;
+    double worst_g = 0, worst_c = 0, scale = 0;
+    for (int simd = 1; simd >= 0; simd--) {
+      agt_gar_set_simd(simd);
+      float *o = simd ? z : z2;
+      CHECK(agt_gar_geometric_median(G, n, d, 1e-6, 6, 0.0, o, &it) == AGT_OK);
+      CHECK(it == 6);
+    }
+    for (size_t j = 0; j < d; j++) worst_g = fmax(worst_g, fabs(z[j] - z2[j])), scale = fmax(scale, fabs(z2[j]));
+    CHECK(worst_g <= 1e-4 * scale + 1e-5);
+    for (int simd = 1; simd >= 0; simd--) {
+      agt_gar_set_simd(simd);
+      float *o = simd ? z : z2;
+      for (size_t j = 0; j < d; j++) o[j] = close ? 99.0f : 0.5f;
+      CHECK(agt_gar_centered_clipping(G, n, d, 3.0, 4, o) == AGT_OK);
+    }
+    for (size_t j = 0; j < d; j++) worst_c = fmax(worst_c, fabs(z[j] - z2[j]));
+    CHECK(worst_c <= 1e-4 * scale + 1e-5);
+    if (worst_g > 1e-4 * scale + 1e-5 || worst_c > 1e-4 * scale + 1e-5)
+      fprintf(stderr, "span vs direct (close=%d): geomed %g cclip %g scale %g\n", close, worst_g, worst_c, scale);
+  }
+  agt_gar_set_simd(1);
+  free(z2);
   free(G), free(z);
 }
 

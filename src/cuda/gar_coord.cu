@@ -16,7 +16,7 @@
  *   closest(m, b) window v[s..s+b), s = #{t < n-b : dl(t) - dr(t) > 0}, dl = m - v[t],
  *                 dr = v[t+b] - m (0 where equal to m); summed in order, divided by b.
  *                 meamed: m = median; phocas: m = the f-trimmed mean, b = n - f.
- *   average       double sum in row order / n;  average-nan: float sums of the finite values
+ *   average       float sum in row order / n;  average-nan: float sums of the finite values
  *                 and of their count, in row order, divided; 0 where none is finite. */
 #include "gpu_internal.h"
 
@@ -175,30 +175,31 @@ __global__ void __launch_bounds__(AVG_BLOCK)
 k_average4(const float4 *__restrict__ G, size_t ld4, int n, size_t d4, float4 *__restrict__ out) {
   size_t c = (size_t)blockIdx.x * AVG_BLOCK + threadIdx.x;
   if (c >= d4) return;
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
   int i = 0;
   for (; i + 4 <= n; i += 4) {   /* four loads in flight, then the adds in row order */
     const float4 a = __ldg(G + (size_t)i * ld4 + c), b = __ldg(G + (size_t)(i + 1) * ld4 + c);
     const float4 e = __ldg(G + (size_t)(i + 2) * ld4 + c), g = __ldg(G + (size_t)(i + 3) * ld4 + c);
-    s0 += a.x; s0 += b.x; s0 += e.x; s0 += g.x;
-    s1 += a.y; s1 += b.y; s1 += e.y; s1 += g.y;
-    s2 += a.z; s2 += b.z; s2 += e.z; s2 += g.z;
-    s3 += a.w; s3 += b.w; s3 += e.w; s3 += g.w;
+    s0 = __fadd_rn(__fadd_rn(__fadd_rn(__fadd_rn(s0, a.x), b.x), e.x), g.x);
+    s1 = __fadd_rn(__fadd_rn(__fadd_rn(__fadd_rn(s1, a.y), b.y), e.y), g.y);
+    s2 = __fadd_rn(__fadd_rn(__fadd_rn(__fadd_rn(s2, a.z), b.z), e.z), g.z);
+    s3 = __fadd_rn(__fadd_rn(__fadd_rn(__fadd_rn(s3, a.w), b.w), e.w), g.w);
   }
   for (; i < n; i++) {
     const float4 a = __ldg(G + (size_t)i * ld4 + c);
-    s0 += a.x; s1 += a.y; s2 += a.z; s3 += a.w;
+    s0 = __fadd_rn(s0, a.x); s1 = __fadd_rn(s1, a.y); s2 = __fadd_rn(s2, a.z); s3 = __fadd_rn(s3, a.w);
   }
-  out[c] = make_float4((float)(s0 / n), (float)(s1 / n), (float)(s2 / n), (float)(s3 / n));
+  const float fn = (float)n;
+  out[c] = make_float4(__fdiv_rn(s0, fn), __fdiv_rn(s1, fn), __fdiv_rn(s2, fn), __fdiv_rn(s3, fn));
 }
 
 __global__ void __launch_bounds__(AVG_BLOCK)
 k_average1(const float *__restrict__ G, size_t ld, int n, size_t d, float *__restrict__ out) {
   size_t c = (size_t)blockIdx.x * AVG_BLOCK + threadIdx.x;
   if (c >= d) return;
-  double s = 0;
-  for (int i = 0; i < n; i++) s += __ldg(G + (size_t)i * ld + c);
-  out[c] = (float)(s / n);
+  float s = 0.f;
+  for (int i = 0; i < n; i++) s = __fadd_rn(s, __ldg(G + (size_t)i * ld + c));
+  out[c] = __fdiv_rn(s, (float)n);
 }
 
 __global__ void __launch_bounds__(AVG_BLOCK)

@@ -27,6 +27,7 @@
 #include <cuda_pipeline.h>
 #include <math.h>
 #include <string.h>
+#include <vector>
 
 #define DIST_THREADS 256     /* threads per block of the distance kernel */
 #define DIST_GRID_MAX 512    /* blocks of the distance kernel (fixed: determinism) */
@@ -44,17 +45,22 @@ struct DistCfg {
   static constexpr int NMT = NB * (NB + 1) / 2;           /* 8x8 pair blocks, i-block <= j-block */
   static constexpr int L = DIST_THREADS / NMT;            /* lanes (coordinate strides) */
   static constexpr int TC = NB <= 2 ? 256 : 64;           /* coordinates per tile */
+  static constexpr int STAGES = DIST_STAGES;
   static constexpr int PAD = TC + 1;                      /* shared row stride (banks) */
   static constexpr int LOADS = RP * TC / DIST_THREADS;    /* tile values per thread */
-  static constexpr int TILE_F = RP * PAD;
-  static constexpr int PIPE_F = DIST_STAGES * TILE_F;
+  /* Row r of a tile starts at r*PAD, plus 4 for rows 32..63: with PAD = 1 (mod 32), the rows
+   * that one load instruction of a warp reads (the same q of 7 or 8 different 8-row blocks) then
+   * fall in distinct banks. */
+  static constexpr int TILE_F = RP * PAD + 4;
+  __host__ __device__ static constexpr int roff(int r) { return r * PAD + ((r >> 5) << 2); }
+  static constexpr int PIPE_F = STAGES * TILE_F;
   static constexpr int RED_F = NMT * L * 64;
   static constexpr size_t SMEM = (size_t)(PIPE_F > RED_F ? PIPE_F : RED_F) * sizeof(float);
 };
 
 /* Tiles stream through DIST_STAGES shared-memory stages with asynchronous copies (cp.async):
  * DIST_STAGES - 1 tiles are in flight while one is computed, and no register holds them. */
-template <int NB>
+template <int NB, bool GRAM>
 __global__ void __launch_bounds__(DIST_THREADS, 2)
 k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__restrict__ partials) {
   using Cfg = DistCfg<NB>;
@@ -89,41 +95,62 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
       const int r = e / Cfg::TC, cc = e % Cfg::TC;
       const float *p = rp[r];
       const size_t c = c0 + cc;
-      float *s = dst + r * Cfg::PAD + cc;
+      float *s = dst + Cfg::roff(r) + cc;
       if (p && c < d) __pipeline_memcpy_async(s, p + c, sizeof(float));
       else *s = 0.f;
     }
   };
 #pragma unroll
-  for (int st = 0; st < DIST_STAGES - 1; st++) {
+  for (int st = 0; st < Cfg::STAGES - 1; st++) {
     const size_t tile = blockIdx.x + (size_t)st * gridDim.x;
     if (tile < ntiles) issue(tile, st);
     __pipeline_commit();
   }
   int it = 0;
   for (size_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x, it++) {
-    __pipeline_wait_prior(DIST_STAGES - 2);   /* this tile's copies have landed */
+    __pipeline_wait_prior(Cfg::STAGES - 2);   /* this tile's copies have landed */
     __syncthreads();                          /* ... for every thread; the oldest stage is free */
     {
-      const size_t next = tile + (size_t)(DIST_STAGES - 1) * gridDim.x;
-      if (next < ntiles) issue(next, (it + DIST_STAGES - 1) % DIST_STAGES);
+      const size_t next = tile + (size_t)(Cfg::STAGES - 1) * gridDim.x;
+      if (next < ntiles) issue(next, (it + Cfg::STAGES - 1) % Cfg::STAGES);
       __pipeline_commit();
     }
+    if (GRAM) {
+      /* y_r = x_r - x_0 on every coordinate: distances do not change, and the Gram matrix of
+       * the y's no longer carries the rows' common part (each thread its own tile elements) */
+      /* TC divides DIST_THREADS, so all of a thread's elements share the column t % TC */
+      static_assert(DIST_THREADS % Cfg::TC == 0, "a thread's tile elements share a column");
+      float *tc = sm + (it % Cfg::STAGES) * Cfg::TILE_F;
+      const float x0 = tc[t % Cfg::TC];
+      __syncthreads();
+#pragma unroll
+      for (int u = 0; u < Cfg::LOADS; u++) {
+        const int e = t + u * DIST_THREADS;
+        float *p = tc + Cfg::roff(e / Cfg::TC) + e % Cfg::TC;
+        *p = e / Cfg::TC == 0 ? 0.f : *p - x0;
+      }
+      __syncthreads();
+    }
     if (active) {
-      const float *tl = sm + (it % DIST_STAGES) * Cfg::TILE_F;
+      const float *tl = sm + (it % Cfg::STAGES) * Cfg::TILE_F;
+      const float *ra = tl + Cfg::roff(bi * 8), *rb = tl + Cfg::roff(bj * 8);  /* q < 8: same skew */
       for (int cc = lane; cc < Cfg::TC; cc += Cfg::L) {
         float a[8], b[8];
 #pragma unroll
         for (int q = 0; q < 8; q++) {
-          a[q] = tl[(bi * 8 + q) * Cfg::PAD + cc];
-          b[q] = tl[(bj * 8 + q) * Cfg::PAD + cc];
+          a[q] = ra[q * Cfg::PAD + cc];
+          b[q] = rb[q * Cfg::PAD + cc];
         }
 #pragma unroll
         for (int q = 0; q < 8; q++)
 #pragma unroll
           for (int r = 0; r < 8; r++) {
-            const float df = a[q] - b[r];
-            acc[q][r] = fmaf(df, df, acc[q][r]);
+            if (GRAM) {
+              acc[q][r] = fmaf(a[q], b[r], acc[q][r]);
+            } else {
+              const float df = a[q] - b[r];
+              acc[q][r] = fmaf(df, df, acc[q][r]);
+            }
           }
       }
     }
@@ -163,27 +190,27 @@ __global__ void k_pairdist_sum(const double *__restrict__ partials, int nblocks,
   D[(size_t)j * R + i] = s;
 }
 
-template <int NB>
+template <int NB, bool GRAM>
 static agt_status pairdist_launch(const float *const *rows_dev, int R, size_t d, double *partials,
                                   int grid) {
   using Cfg = DistCfg<NB>;
   static int attr_done = 0;
   if (!attr_done) {
-    AGT_CU(cudaFuncSetAttribute(k_pairdist<NB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    AGT_CU(cudaFuncSetAttribute(k_pairdist<NB, GRAM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)Cfg::SMEM));
     attr_done = 1;
   }
-  k_pairdist<NB><<<grid, DIST_THREADS, Cfg::SMEM>>>(rows_dev, R, d, partials);
+  k_pairdist<NB, GRAM><<<grid, DIST_THREADS, Cfg::SMEM>>>(rows_dev, R, d, partials);
   AGT_CU_LAUNCH("k_pairdist");
   return AGT_OK;
 }
 
-/* Distances among R <= 64 rows given by host pointers (device addresses; NULL = zeros) into
- * D_host[R x R], symmetric, diagonal as computed. */
-static agt_status pairdist_small(const float *const *rows, int R, size_t d, double *D_host) {
+/* One pass over R <= 64 rows given by host pointers (device addresses; NULL = zeros) into
+ * M_host[R x R], symmetric: sums of squared differences (gram = 0) or, gram = 1, the Gram matrix
+ * of the rows centred on their per-coordinate mean (half the arithmetic). */
+static agt_status pairdist_small(const float *const *rows, int R, size_t d, int gram, double *M_host) {
   const int NB = (R + 7) / 8;
-  const size_t ntiles_small = (d + 63) / 64;
-  const size_t ntiles = NB <= 2 ? (d + 255) / 256 : ntiles_small;
+  const size_t ntiles = NB <= 2 ? (d + 255) / 256 : (d + 63) / 64;
   const int grid = (int)(ntiles < DIST_GRID_MAX ? ntiles : DIST_GRID_MAX);
   const int nmt = NB * (NB + 1) / 2;
   const size_t part_bytes = (size_t)grid * nmt * 64 * sizeof(double);
@@ -196,26 +223,70 @@ static agt_status pairdist_small(const float *const *rows, int R, size_t d, doub
   double *partials = (double *)(scr + ptr_bytes + D_bytes);
   AGT_CU(cudaMemcpy(rows_dev, rows, (size_t)R * sizeof(float *), cudaMemcpyHostToDevice));
   agt_status s;
+#define PD_CASE(K) case K: s = gram ? pairdist_launch<K, true>(rows_dev, R, d, partials, grid) \
+                                    : pairdist_launch<K, false>(rows_dev, R, d, partials, grid); break;
   switch (NB) {
-    case 1: s = pairdist_launch<1>(rows_dev, R, d, partials, grid); break;
-    case 2: s = pairdist_launch<2>(rows_dev, R, d, partials, grid); break;
-    case 3: s = pairdist_launch<3>(rows_dev, R, d, partials, grid); break;
-    case 4: s = pairdist_launch<4>(rows_dev, R, d, partials, grid); break;
-    case 5: s = pairdist_launch<5>(rows_dev, R, d, partials, grid); break;
-    case 6: s = pairdist_launch<6>(rows_dev, R, d, partials, grid); break;
-    case 7: s = pairdist_launch<7>(rows_dev, R, d, partials, grid); break;
-    default: s = pairdist_launch<8>(rows_dev, R, d, partials, grid); break;
+    PD_CASE(1) PD_CASE(2) PD_CASE(3) PD_CASE(4) PD_CASE(5) PD_CASE(6) PD_CASE(7)
+    default: s = gram ? pairdist_launch<8, true>(rows_dev, R, d, partials, grid)
+                      : pairdist_launch<8, false>(rows_dev, R, d, partials, grid);
   }
+#undef PD_CASE
   if (s != AGT_OK) return s;
   k_pairdist_sum<<<(nmt * 64 + 127) / 128, 128>>>(partials, grid, NB, R, D_dev);
   AGT_CU_LAUNCH("k_pairdist_sum");
-  AGT_CU(cudaMemcpy(D_host, D_dev, D_bytes, cudaMemcpyDeviceToHost));
+  AGT_CU(cudaMemcpy(M_host, D_dev, D_bytes, cudaMemcpyDeviceToHost));
+  return AGT_OK;
+}
+
+/* Distances among R <= 64 rows: the Gram pass of the rows minus row 0, D_ij = g_ii + g_jj -
+ * 2 g_ij, kept where it cannot have cancelled (D_ij >= DIST_TAU_CLOSE (g_ii + g_jj), the CPU's
+ * rule); the pairs closer than that are recomputed exactly (squared differences) in one more
+ * pass over just the rows they involve; any non-finite value sends all rows to the exact pass.
+ * loose_last: the last row's pairs are kept as they are (a zero row whose distances are only
+ * norms for a stopping test). */
+#define DIST_TAU_CLOSE 0.25
+static agt_status pairdist_fast(const float *const *rows, int R, size_t d, int loose_last,
+                                double *D) {
+  AGT_TRY(pairdist_small(rows, R, d, 1, D));
+  std::vector<double> g(R);
+  bool all = false;
+  for (int i = 0; i < R; i++) {
+    g[i] = D[(size_t)i * R + i];
+    if (!isfinite(g[i])) all = true;
+  }
+  std::vector<char> close((size_t)R * R, 0), inv(R, 0);
+  for (int i = 0; i < R && !all; i++)
+    for (int j = i + 1; j < R; j++) {
+      const double v = g[i] + g[j] - 2.0 * D[(size_t)i * R + j];
+      if (!isfinite(v)) { all = true; break; }
+      D[(size_t)i * R + j] = D[(size_t)j * R + i] = v < 0 ? 0 : v;
+      if (v < DIST_TAU_CLOSE * (g[i] + g[j]) && !(loose_last && j == R - 1)) {
+        close[(size_t)i * R + j] = 1;
+        inv[i] = inv[j] = 1;
+      }
+    }
+  if (all) return pairdist_small(rows, R, d, 0, D);
+  for (int i = 0; i < R; i++) D[(size_t)i * R + i] = 0.0;
+  std::vector<int> sub;
+  for (int i = 0; i < R; i++) if (inv[i]) sub.push_back(i);
+  if (sub.empty()) return AGT_OK;
+  const int m = (int)sub.size();
+  std::vector<const float *> sp(m);
+  std::vector<double> E((size_t)m * m);
+  for (int a = 0; a < m; a++) sp[a] = rows[sub[a]];
+  AGT_TRY(pairdist_small(sp.data(), m, d, 0, E.data()));
+  for (int a = 0; a < m; a++)
+    for (int b = a + 1; b < m; b++) {
+      const int i = sub[a], j = sub[b];
+      if (close[(size_t)i * R + j]) D[(size_t)i * R + j] = D[(size_t)j * R + i] = E[(size_t)a * m + b];
+    }
   return AGT_OK;
 }
 
 /* Distances among R rows of any count (rows: host array of device pointers). */
-static agt_status pairdist_rows(const float *const *rows, int R, size_t d, double *D) {
-  if (R <= 64) return pairdist_small(rows, R, d, D);
+static agt_status pairdist_rows(const float *const *rows, int R, size_t d, int loose_last,
+                                double *D) {
+  if (R <= 64) return pairdist_fast(rows, R, d, loose_last, D);
   /* General path: blocks of 32 rows, each pair of blocks in one launch of 64 rows. */
   const int B = 32;
   const float *sub[64];
@@ -227,7 +298,7 @@ static agt_status pairdist_rows(const float *const *rows, int R, size_t d, doubl
       for (int k = 0; k < ni; k++) sub[m++] = rows[I + k];
       if (J != I)
         for (int k = 0; k < nj; k++) sub[m++] = rows[J + k];
-      AGT_TRY(pairdist_small(sub, m, d, Dsub));
+      AGT_TRY(pairdist_small(sub, m, d, 0, Dsub));
       for (int a = 0; a < ni; a++)
         for (int b = 0; b < (J == I ? ni : nj); b++) {
           const double v = Dsub[a * m + (J == I ? b : ni + b)];
@@ -251,7 +322,7 @@ agt_status agt_gpu_pairdist(const float *G, size_t n, size_t d, const float *ext
   size_t k = n;
   if (extra) rows[k++] = extra;
   if (zero_row) rows[k++] = NULL;
-  AGT_TRY(pairdist_rows(rows, (int)R, d, D_host));
+  AGT_TRY(pairdist_rows(rows, (int)R, d, zero_row, D_host));
   for (size_t i = 0; i < R * R; i++)
     if (!isfinite(D_host[i])) D_host[i] = INFINITY;
   return AGT_OK;
@@ -420,6 +491,59 @@ agt_status agt_gpu_avg_lists(const float *G, size_t d, const int64_t *rows, cons
   const unsigned blocks = (unsigned)((d + LIST_BLOCK - 1) / LIST_BLOCK);
   k_lists<<<blocks, LIST_BLOCK>>>(G, d, dev, dev + total, (int)R, out);
   AGT_CU_LAUNCH("k_lists");
+  return AGT_OK;
+}
+
+/* ---------------------------------------------------------------- dense mixture (NNM) */
+/* out[r][c] = sum_k W[r][k] x_k[c], x_k = row k of G (K <= N rows, all finite: no zero skip).
+ * W sits in shared memory as float4 rows padded to N with zeros; one float4 read feeds four
+ * FMAs of registers held x values, and the whole warp reads the same W address (broadcast). */
+template <int N>
+__global__ void __launch_bounds__(MIX_BLOCK)
+k_mix_dense(const float *__restrict__ G, int K, size_t d, const float *__restrict__ W, int R,
+            float *__restrict__ out) {
+  __shared__ float4 w4[64 * (N / 4)];
+  for (int e = threadIdx.x; e < R * N; e += MIX_BLOCK) {
+    const int r = e / N, k = e % N;
+    reinterpret_cast<float *>(w4)[e] = k < K ? W[r * K + k] : 0.f;
+  }
+  __syncthreads();
+  const size_t c = (size_t)blockIdx.x * MIX_BLOCK + threadIdx.x;
+  if (c >= d) return;
+  float x[N];
+#pragma unroll
+  for (int k = 0; k < N; k++) x[k] = k < K ? __ldg(G + (size_t)k * d + c) : 0.f;
+  for (int r = 0; r < R; r++) {
+    float acc = 0.f;
+#pragma unroll
+    for (int q = 0; q < N / 4; q++) {
+      const float4 w = w4[r * (N / 4) + q];
+      acc = fmaf(w.x, x[4 * q], acc);
+      acc = fmaf(w.y, x[4 * q + 1], acc);
+      acc = fmaf(w.z, x[4 * q + 2], acc);
+      acc = fmaf(w.w, x[4 * q + 3], acc);
+    }
+    out[(size_t)r * d + c] = acc;
+  }
+}
+
+agt_status agt_gpu_mix_dense(const float *G, size_t n, size_t d, const double *W_host, size_t R,
+                             float *out) {
+  AGT_TRY(agt_gpu_ensure());
+  /* above 32 rows cuBLAS's GEMM was measured faster (H200: n = 51, 9.3x against 10.2x the
+   * average's time) */
+  if (n > 32 || R > 32) return agt_gpu_gemm_rows(G, n, d, W_host, R, out);
+  const size_t bytes = R * n * sizeof(float);
+  float *W = NULL, *h = NULL;
+  AGT_TRY(agt_gpu_scratch(bytes, (void **)&W));
+  AGT_TRY(agt_gpu_host_scratch(bytes, (void **)&h));
+  for (size_t e = 0; e < R * n; e++) h[e] = (float)W_host[e];
+  AGT_CU(cudaMemcpy(W, h, bytes, cudaMemcpyHostToDevice));
+  const unsigned blocks = (unsigned)((d + MIX_BLOCK - 1) / MIX_BLOCK);
+  if (n <= 16) k_mix_dense<16><<<blocks, MIX_BLOCK>>>(G, (int)n, d, W, (int)R, out);
+  else if (n <= 32) k_mix_dense<32><<<blocks, MIX_BLOCK>>>(G, (int)n, d, W, (int)R, out);
+  else k_mix_dense<64><<<blocks, MIX_BLOCK>>>(G, (int)n, d, W, (int)R, out);
+  AGT_CU_LAUNCH("k_mix_dense");
   return AGT_OK;
 }
 

@@ -205,7 +205,7 @@ extern "C" agt_status agt_gpu_gar_mda(const float *G, size_t n, size_t d, size_t
 }
 
 /* ---- iterative rules in the span of the rows around a centre c ----
- * D holds the n rows, then c (index n), then the zero vector (index n + 1). */
+ * D holds the n rows, then c (index n), then (geometric median, for |z|) the zero vector. */
 namespace {
 struct Span {
   size_t n;
@@ -213,16 +213,16 @@ struct Span {
   std::vector<double> cy;  /* c.(x_j - c) */
   double cc = 0;           /* |c|^2 */
   std::vector<char> ok;    /* rows at a finite distance from c; the others get weight 0 */
-  void build(const std::vector<double> &D) {
-    const size_t R = n + 2, C = n, Z = n + 1;
+  void build(const std::vector<double> &D, bool has_zero) {
+    const size_t R = n + (has_zero ? 2 : 1), C = n, Z = n + 1;
     Y.assign(n * n, 0.0);
     cy.assign(n, 0.0);
     ok.assign(n, 1);
-    cc = D[C * R + Z];
+    cc = has_zero ? D[C * R + Z] : 0.0;
     for (size_t i = 0; i < n; i++) ok[i] = isfinite(D[i * R + C]) ? 1 : 0;
     for (size_t i = 0; i < n; i++) {
       if (!ok[i]) continue;
-      cy[i] = 0.5 * (cc + D[i * R + Z] - D[i * R + C]) - cc;
+      if (has_zero) cy[i] = 0.5 * (cc + D[i * R + Z] - D[i * R + C]) - cc;
       for (size_t j = 0; j < n; j++)
         if (ok[j])
           Y[i * n + j] = i == j ? D[i * R + C] : 0.5 * (D[i * R + C] + D[j * R + C] - D[i * R + j]);
@@ -292,7 +292,7 @@ extern "C" agt_status agt_gpu_gar_geometric_median(const float *G, size_t n, siz
   AGT_TRY(distances(G, n, d, z0, 1, D));
   Span sp;
   sp.n = n;
-  sp.build(D);
+  sp.build(D, true);
   std::vector<double> b(n, 0.0), nb(n), d2, delta(n);
   size_t it = 0;
   sp.dist2(b, d2);
@@ -323,10 +323,10 @@ extern "C" agt_status agt_gpu_gar_centered_clipping(const float *G, size_t n, si
   if (!(tau > 0.0)) return AGT_FAIL(AGT_EINVAL, "centered-clipping needs tau > 0, got tau=%g", tau);
   if (iters == 0) return AGT_OK;
   std::vector<double> D;
-  AGT_TRY(distances(G, n, d, v, 1, D));
+  AGT_TRY(distances(G, n, d, v, 0, D));
   Span sp;
   sp.n = n;
-  sp.build(D);
+  sp.build(D, false);
   std::vector<double> b(n, 0.0), d2;
   for (size_t l = 0; l < iters; l++) {
     sp.dist2(b, d2);
@@ -366,13 +366,13 @@ extern "C" agt_status agt_gpu_gar_nnm(const float *G, size_t n, size_t d, size_t
     off[i] = i * k;
   }
   off[n] = n * k;
-  if (!finite || n > 64)  /* exact list sums: a non-finite row reaches only the lists it is in */
+  if (!finite)  /* exact list sums: a non-finite row reaches only the lists it is in */
     return agt_gpu_avg_lists(G, d, lists.data(), off.data(), n, out);
-  /* finite rows: one GEMM, out = W G with W[i][j] = 1/k on the k rows of list i */
+  /* finite rows: one mixture, out = W G with W[i][j] = 1/k on the k rows of list i */
   std::vector<double> W(n * n, 0.0);
   for (size_t i = 0; i < n; i++)
     for (size_t t = 0; t < k; t++) W[i * n + (size_t)lists[i * k + t]] = 1.0 / (double)k;
-  return agt_gpu_gemm_rows(G, n, d, W.data(), n, out);
+  return agt_gpu_mix_dense(G, n, d, W.data(), n, out);
 }
 
 extern "C" agt_status agt_gpu_gar_bucketing(const float *G, size_t n, size_t d, size_t s,
