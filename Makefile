@@ -14,7 +14,7 @@ PREFIX   ?= /usr/local
 CC       ?= gcc
 WERROR   ?= 0
 BUILD    := build
-OPT      ?= -O2
+OPT      ?= -O3
 CFLAGS_BASE := -std=gnu11 $(OPT) -g -fPIC -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE \
                -pthread -Isrc $(shell pkg-config --cflags luajit 2>/dev/null || echo -I/usr/include/luajit-2.1)
 ifeq ($(WERROR),1)

@@ -21,7 +21,6 @@
  *                 infinite centre keeps infinite values closest); summed in
  *                 order, divided by b. meamed: m = median; phocas: m = the
  *                 f-trimmed mean. */
-#pragma GCC optimize("O3")
 #include "gar.h"
 #include "pool.h"
 #include "mem.h"

@@ -15,7 +15,6 @@
  * Ties: scores and norms are ordered by value, then by the lower row index.
  * Averages of rows sum the rows in ascending index order (bucketing: in the
  * permutation's order) in float and divide by the count. */
-#pragma GCC optimize("O3")
 #include "gar.h"
 #include "mem.h"
 #include "pool.h"

@@ -10,7 +10,6 @@
  * identical for any thread count). A row whose distance is not finite gets
  * weight 0 and is skipped (never multiplied), so a NaN or inf row cannot
  * poison the result. */
-#pragma GCC optimize("O3")
 #include "gar.h"
 #include "mem.h"
 #include "pool.h"

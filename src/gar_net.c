@@ -8,7 +8,6 @@
  * bit-identical to the portable path (test_gar compares them for every n).
  *
  * Only built into the AVX2 path (target attribute); n > 32 uses the runtime network. */
-#pragma GCC optimize("O3")
 #include "gar.h"
 
 #include <math.h>

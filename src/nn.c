@@ -9,9 +9,6 @@
  * overwritten with Wᵀ·dy and folded back (col2im) into dx. Unfolding and
  * folding run on the thread pool (one (sample, channel) plane per item: planes never
  * share output), while the GEMMs are left to BLAS, which threads them itself. */
-/* The element-wise loops here (scatter, activations, pooling, folding) only vectorize with
- * the full cost model; -O2 alone leaves most of them scalar. */
-#pragma GCC optimize("O3")
 
 #include "nn.h"
 #include "pool.h"

@@ -3,8 +3,6 @@
  * Each update is one element-wise pass, run on fixed chunks of the thread pool when d
  * is large enough to pay for it. Regularization penalties reduce per-chunk partial
  * sums (double) in chunk order, so they are bit-identical for any thread count. */
-/* The update loops only vectorize with the full cost model (-O2 leaves them scalar). */
-#pragma GCC optimize("O3")
 
 #include "optim.h"
 #include "mem.h"
