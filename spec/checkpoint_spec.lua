@@ -1,21 +1,12 @@
 -- Specs of agt.checkpoint: the file format, its checksum, atomic writes, keep-last-k, and
 -- restoring the newest valid checkpoint past corrupt or truncated ones.
+local H = require("helpers")
+local read, write = H.read, H.write
 local K = require("agt.checkpoint")
 
 local tmpdir = os.tmpname()
 os.remove(tmpdir)
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
 
 setup(function() assert(K.mkdir_p(tmpdir)) end)
 teardown(function() os.execute("rm -rf '" .. tmpdir .. "'") end)

@@ -1,5 +1,7 @@
 -- Specs of agt.data: the IDX and CIFAR-10 readers (on small files written here, gzip'd and
 -- plain, whole, truncated and foreign), Fashion-MNIST as installed, shards and samplers.
+local H = require("helpers")
+local write = H.write
 local D = require("agt.data")
 local T = require("agt.tensor")
 local R = require("agt.rng")
@@ -11,11 +13,6 @@ local function tmpdir()
   return d
 end
 
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
 
 local function be32(v)
   return string.char(math.floor(v / 16777216) % 256, math.floor(v / 65536) % 256,

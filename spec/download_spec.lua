@@ -3,28 +3,12 @@
 -- subclass of it that honours Range requests and can cut a transfer short. Every server is
 -- killed at the end, whatever happened (and, should the engine crash, by timeout(1) after
 -- five minutes).
+local H = require("helpers")
+local sh, write, read = H.sh, H.write, H.read
 local D = require("agt.data")
 
-local function sh(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  return out
-end
 
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 local function exists(path) return read(path) ~= nil end
 

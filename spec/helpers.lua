@@ -26,6 +26,23 @@ function H.tmpdir()
   return d
 end
 
+-- The whole file, or nil when it cannot be read.
+function H.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- A shell command's standard output.
+function H.sh(cmd)
+  local p = io.popen(cmd)
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
 function H.write(path, text)
   local f = assert(io.open(path, "wb"))
   f:write(text)

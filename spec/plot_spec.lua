@@ -1,5 +1,7 @@
 -- Specs of agt.png and agt.plot / agt plot: a valid PNG (checked chunk by chunk, CRCs, and the
 -- decompressed pixels), curves where the data says, SVG with one polyline per run and labels.
+local H = require("helpers")
+local read = H.read
 local PNG = require("agt.png")
 local PL = require("agt.plot")
 local K = require("agt.checkpoint")
@@ -9,12 +11,6 @@ os.remove(tmpdir)
 setup(function() assert(K.mkdir_p(tmpdir)) end)
 teardown(function() os.execute("rm -rf '" .. tmpdir .. "'") end)
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 local function write_eval(path, rate, info)
   local f = assert(io.open(path, "w"))

@@ -1,6 +1,8 @@
 -- Specs of `agt run`: every flag parsed, checked and acting, errors naming the flag before any
 -- work, exit statuses, and runs end to end on the real fashion-mnist experiment (a small
 -- evaluation subset keeps them quick).
+local H = require("helpers")
+local read = H.read
 local S = require("agt.session")
 local K = require("agt.checkpoint")
 local TF = require("agt.tfevents")
@@ -11,13 +13,6 @@ os.remove(tmpdir)
 setup(function() assert(K.mkdir_p(tmpdir)) end)
 teardown(function() os.execute("rm -rf '" .. tmpdir .. "'") end)
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 -- Runs the CLI with its stdout and stderr captured.
 local function agt_run(args)

@@ -2,6 +2,8 @@
 -- squares experiment with per-worker seeded samplers, momentum SGD, a rule with state and
 -- a random draw, an attack with state), so that the run loop, exact resume, checkpoints,
 -- evaluation files, summaries, telemetry, tracing and interruption are checked on their own.
+local H = require("helpers")
+local read = H.read
 local ffi = require("ffi")
 local S = require("agt.session")
 local K = require("agt.checkpoint")
@@ -122,13 +124,6 @@ local tmpdir = os.tmpname()
 os.remove(tmpdir)
 local function dir(name) return tmpdir .. "/" .. name end
 local function theta_bytes(s) return ffi.string(s.theta.ptr, s.d * 4) end
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local x = f:read("*a")
-  f:close()
-  return x
-end
 local function lines(path)
   local out = {}
   for l in io.lines(path) do out[#out + 1] = l end

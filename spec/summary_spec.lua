@@ -1,6 +1,8 @@
 -- Specs of the TensorBoard event files (agt.tfevents) and summaries (agt.summary), checked with
 -- a reader written from the format: TFRecord framing (length, masked CRC-32C of the length,
 -- data, masked CRC-32C of the data) around Event protobufs. Also agt.progress.
+local H = require("helpers")
+local read = H.read
 local TF = require("agt.tfevents")
 local SUM = require("agt.summary")
 local P = require("agt.progress")
@@ -11,12 +13,6 @@ os.remove(tmpdir)
 setup(function() assert(K.mkdir_p(tmpdir)) end)
 teardown(function() os.execute("rm -rf '" .. tmpdir .. "'") end)
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 describe("agt.tfevents", function()
   it("computes CRC-32C and its TFRecord mask", function()
