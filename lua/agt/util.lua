@@ -81,6 +81,21 @@ function U.format_kv_help(spec, indent)
   return table.concat(lines, "\n")
 end
 
+-- The names (without .lua) of the Lua files in a folder, sorted; {} when it cannot be read.
+function U.lua_files(dir)
+  local names = {}
+  local p = io.popen("ls '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
+  if p then
+    for f in p:lines() do
+      local name = f:match("^(.-)%.lua$")
+      if name then names[#names + 1] = name end
+    end
+    p:close()
+  end
+  table.sort(names)
+  return names
+end
+
 -- Reads a whole file; nil, message when it cannot.
 function U.read_file(path)
   local f, err = io.open(path, "rb")

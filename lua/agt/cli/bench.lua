@@ -2,19 +2,7 @@
 -- JSON lines; 'agt bench all' runs every benchmark; 'agt bench' lists them.
 local host = require("agt.host")
 
-local function list()
-  local names = {}
-  local p = io.popen("ls '" .. host.root .. "/bench' 2>/dev/null")
-  if p then
-    for f in p:lines() do
-      local n = f:match("^(.-)%.lua$")
-      if n then names[#names + 1] = n end
-    end
-    p:close()
-  end
-  table.sort(names)
-  return names
-end
+local function list() return require("agt.util").lua_files(host.root .. "/bench") end
 
 local function run(name, args)
   local path = host.root .. "/bench/" .. name .. ".lua"

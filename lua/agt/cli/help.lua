@@ -5,6 +5,8 @@ local cli = require("agt.cli")
 local summaries = {
   help = "this list; 'agt help TOPIC' for aggregators, attacks, experiments, ...",
   bench = "benchmarks as JSON lines: 'agt bench NAME' or 'agt bench all'",
+  run = "train: AggregaThor's runner.py flags, plus --seed ('agt run --help')",
+  plot = "draw evaluation files to SVG and PNG ('agt plot --help')",
 }
 
 return function(args)

@@ -7,15 +7,9 @@ function M.dir() return host.root .. "/lua/agt/cli" end
 
 function M.list()
   local names = {}
-  local p = io.popen("ls '" .. M.dir() .. "' 2>/dev/null")
-  if p then
-    for f in p:lines() do
-      local name = f:match("^(.-)%.lua$")
-      if name and name ~= "init" then names[#names + 1] = name end
-    end
-    p:close()
+  for _, name in ipairs(require("agt.util").lua_files(M.dir())) do
+    if name ~= "init" then names[#names + 1] = name end
   end
-  table.sort(names)
   return names
 end
 
