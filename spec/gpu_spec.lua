@@ -131,25 +131,28 @@ describe("gpu #gpu", function()
       function(g, o) return C.agt_gpu_gar_rows_meamed(g, D, rows, 7, 3, o) end, nil, "rows-meamed")
   end)
 
-  -- Row-choosing rules: the same rows, then the same output bits.
-  local function choose_case(name, minn, k_of, cpu_call, gpu_call)
+  -- Row-choosing rules: the same rows, then the same output bits; d = D (4-byte copies in the
+  -- distance pass) and D + 1 (a multiple of 4: the 16-byte copy path).
+  local function choose_case(name, minn, k_of, cpu_call, gpu_call, dims)
     test(name .. " chooses the CPU's rows and matches its output bits", function()
       local seed = 100
-      for _, n in ipairs({ minn, minn + 1, 11, 25, 40, 64 }) do
-        for _, f in ipairs({ 0, 1, 2, 5, 12 }) do
-          if n >= minn and ((name ~= "bulyan" and n >= f + 3) or n >= 4 * f + 3)
-             and not (name == "mda" and f > 2) then
-            seed = seed + 1
-            local G = input(seed, n, D, { special = (seed % 2 == 0) and n >= 8 })
-            local k = k_of(n, f)
-            local sc, sg = ffi.new("int64_t[?]", k), ffi.new("int64_t[?]", k)
-            compare(G, nil,
-              function(g, o) return cpu_call(g, n, f, o, sc) end,
-              function(g, o) return gpu_call(g, n, f, o, sg) end, nil,
-              string.format("%s n=%d f=%d", name, n, f))
-            for i = 0, k - 1 do
-              assert.are.equal(tonumber(sc[i]), tonumber(sg[i]),
-                               string.format("%s n=%d f=%d: choice %d", name, n, f, i + 1))
+      for _, d in ipairs(dims or { D }) do
+        for _, n in ipairs({ minn, minn + 1, 11, 25, 40, 51, 64 }) do
+          for _, f in ipairs({ 0, 1, 2, 5, 12 }) do
+            if n >= minn and ((name ~= "bulyan" and n >= f + 3) or n >= 4 * f + 3)
+               and not (name == "mda" and f > 2) then
+              seed = seed + 1
+              local G = input(seed, n, d, { special = (seed % 2 == 0) and n >= 8 })
+              local k = k_of(n, f)
+              local sc, sg = ffi.new("int64_t[?]", k), ffi.new("int64_t[?]", k)
+              compare(G, nil,
+                function(g, o) return cpu_call(g, n, f, o, sc, d) end,
+                function(g, o) return gpu_call(g, n, f, o, sg, d) end, nil,
+                string.format("%s n=%d f=%d d=%d", name, n, f, d))
+              for i = 0, k - 1 do
+                assert.are.equal(tonumber(sc[i]), tonumber(sg[i]),
+                                 string.format("%s n=%d f=%d d=%d: choice %d", name, n, f, d, i + 1))
+              end
             end
           end
         end
@@ -157,32 +160,38 @@ describe("gpu #gpu", function()
     end)
   end
   choose_case("krum", 3, function() return 1 end,
-    function(g, n, f, o, s) return C.agt_gar_multi_krum(g, n, D, f, 1, o, s) end,
-    function(g, n, f, o, s) return C.agt_gpu_gar_multi_krum(g, n, D, f, 1, o, s) end)
+    function(g, n, f, o, s, d) return C.agt_gar_multi_krum(g, n, d, f, 1, o, s) end,
+    function(g, n, f, o, s, d) return C.agt_gpu_gar_multi_krum(g, n, d, f, 1, o, s) end, { D, D + 1 })
   choose_case("multi-krum", 3, function(n, f) return n - f end,
-    function(g, n, f, o, s) return C.agt_gar_multi_krum(g, n, D, f, n - f, o, s) end,
-    function(g, n, f, o, s) return C.agt_gpu_gar_multi_krum(g, n, D, f, n - f, o, s) end)
+    function(g, n, f, o, s, d) return C.agt_gar_multi_krum(g, n, d, f, n - f, o, s) end,
+    function(g, n, f, o, s, d) return C.agt_gpu_gar_multi_krum(g, n, d, f, n - f, o, s) end, { D, D + 1 })
   choose_case("bulyan", 3, function(n, f) return n - 2 * f end,
-    function(g, n, f, o, s) return C.agt_gar_bulyan(g, n, D, f, o, s) end,
-    function(g, n, f, o, s) return C.agt_gpu_gar_bulyan(g, n, D, f, o, s) end)
+    function(g, n, f, o, s, d) return C.agt_gar_bulyan(g, n, d, f, o, s) end,
+    function(g, n, f, o, s, d) return C.agt_gpu_gar_bulyan(g, n, d, f, o, s) end, { D, D + 1 })
   choose_case("cge", 3, function(n, f) return n - f end,
-    function(g, n, f, o, s) return C.agt_gar_cge(g, n, D, f, o, s) end,
-    function(g, n, f, o, s) return C.agt_gpu_gar_cge(g, n, D, f, o, s) end)
+    function(g, n, f, o, s, d) return C.agt_gar_cge(g, n, d, f, o, s) end,
+    function(g, n, f, o, s, d) return C.agt_gpu_gar_cge(g, n, d, f, o, s) end)
   choose_case("mda", 3, function(n, f) return n - f end,
-    function(g, n, f, o, s) return C.agt_gar_mda(g, n, D, f, 1e6, o, s) end,
-    function(g, n, f, o, s) return C.agt_gpu_gar_mda(g, n, D, f, 1e6, o, s) end)
+    function(g, n, f, o, s, d) return C.agt_gar_mda(g, n, d, f, 1e6, o, s) end,
+    function(g, n, f, o, s, d) return C.agt_gpu_gar_mda(g, n, d, f, 1e6, o, s) end)
 
-  test("sqdist agrees with the CPU's distances", function()
-    for _, n in ipairs({ 2, 9, 33, 64, 70 }) do
-      local G = input(300 + n, n, D)
-      local a, b = ffi.new("double[?]", n * n), ffi.new("double[?]", n * n)
-      F.check(C.agt_gar_sqdist(G.ptr, n, D, a))
-      local Gd = gpu.from_host(G)
-      F.check(C.agt_gpu_gar_sqdist(Gd.ptr, n, D, b))
-      Gd:free()
-      for e = 0, n * n - 1 do
-        assert.is_true(math.abs(a[e] - b[e]) <= 1e-5 * math.max(1, a[e]),
-                       string.format("n=%d entry %d: cpu %.10g gpu %.10g", n, e, a[e], b[e]))
+  test("sqdist agrees with the CPU's distances (d = D and D + 1)", function()
+    for _, d in ipairs({ D, D + 1 }) do
+      for _, n in ipairs({ 1, 2, 9, 10, 11, 25, 33, 51, 64, 70 }) do
+        local G = input(300 + n, n, d)
+        if n >= 3 then   -- the last two rows 1e-3 apart: a close pair, recomputed exactly
+          local p = G.ptr
+          for c = 0, d - 1 do p[(n - 1) * d + c] = p[(n - 2) * d + c] + 1e-3 * math.sin(c) end
+        end
+        local a, b = ffi.new("double[?]", n * n), ffi.new("double[?]", n * n)
+        F.check(C.agt_gar_sqdist(G.ptr, n, d, a))
+        local Gd = gpu.from_host(G)
+        F.check(C.agt_gpu_gar_sqdist(Gd.ptr, n, d, b))
+        Gd:free()
+        for e = 0, n * n - 1 do
+          assert.is_true(math.abs(a[e] - b[e]) <= 1e-5 * math.max(1, a[e]),
+                         string.format("n=%d d=%d entry %d: cpu %.10g gpu %.10g", n, d, e, a[e], b[e]))
+        end
       end
     end
   end)

@@ -2,16 +2,21 @@
  * over G, weighted mixtures of rows (subset means, NNM, bucketing, the iterative rules' output)
  * and row scaling (clipping, ARC).
  *
- * Distances: D[i][j] = sum_c (x_i[c] - x_j[c])^2, computed from differences (not from a Gram
- * matrix), so that rows close to each other keep their distance to float precision whatever
- * their norm. A block streams tiles of R rows x TC coordinates through shared memory (copied
- * asynchronously, several tiles in flight while one is computed); each thread owns an 8 x 8
- * block of row pairs and a lane of the tile's coordinates and accumulates in float. The lanes
- * are summed in double in a fixed order, each block writes its partial sums, and a second
- * kernel adds the blocks in block order: the result depends on (R, d) only, never on timing or
- * on the card. A NULL row pointer reads as zeros (so D against it is a squared norm).
- * Rows beyond 64 are handled by the general path, which runs the tiled kernel on pairs of
- * 32-row blocks.
+ * Distances, fast pass: the Gram matrix of the rows minus row 0 (y_i = x_i - x_0, so the rows'
+ * common part cancels before any product). A block streams tiles of R rows x TC coordinates
+ * into shared memory (16-byte asynchronous copies, several tiles in flight while one is
+ * computed), then turns each tile into y, transposed (coordinate-major), so that a thread reads
+ * the 8 rows of its block at one coordinate with two 16-byte loads that the warp's threads
+ * sharing that block get by broadcast: each thread owns an 8 x 8 block of row pairs (upper
+ * triangle of 8-row blocks) and a fixed set of the tile's coordinates, and accumulates in
+ * float; the arithmetic, not shared memory, is then the limit.
+ * Exact pass: D[i][j] = sum_c (x_i[c] - x_j[c])^2 from differences, for pairs close enough that
+ * the Gram form has lost digits and for non-finite inputs; same tiling, row-major tiles.
+ * In both, the lanes are summed in double in a fixed order, each block writes its partial sums,
+ * and a second kernel adds the blocks in block order: the result depends on (R, d) only, never
+ * on timing or on the card. A NULL row pointer reads as zeros (so D against it is a squared
+ * norm). Rows beyond 64 are handled by the general path, which runs the exact kernel on pairs
+ * of 32-row blocks.
  *
  * Averages of lists of rows: out[r][c] = (x_{l_r0}[c] + x_{l_r1}[c] + ...) / |l_r|, in float, in
  * list order: the CPU's avg_lists, operation for operation (bit-identical). Each thread reads its
@@ -58,9 +63,9 @@ struct DistCfg {
   static constexpr size_t SMEM = (size_t)(PIPE_F > RED_F ? PIPE_F : RED_F) * sizeof(float);
 };
 
-/* Tiles stream through DIST_STAGES shared-memory stages with asynchronous copies (cp.async):
- * DIST_STAGES - 1 tiles are in flight while one is computed, and no register holds them. */
-template <int NB, bool GRAM>
+/* Exact pass. Tiles stream through DIST_STAGES shared-memory stages with asynchronous copies
+ * (cp.async): DIST_STAGES - 1 tiles are in flight while one is computed. */
+template <int NB>
 __global__ void __launch_bounds__(DIST_THREADS, 2)
 k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__restrict__ partials) {
   using Cfg = DistCfg<NB>;
@@ -115,22 +120,6 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
       if (next < ntiles) issue(next, (it + Cfg::STAGES - 1) % Cfg::STAGES);
       __pipeline_commit();
     }
-    if (GRAM) {
-      /* y_r = x_r - x_0 on every coordinate: distances do not change, and the Gram matrix of
-       * the y's no longer carries the rows' common part (each thread its own tile elements) */
-      /* TC divides DIST_THREADS, so all of a thread's elements share the column t % TC */
-      static_assert(DIST_THREADS % Cfg::TC == 0, "a thread's tile elements share a column");
-      float *tc = sm + (it % Cfg::STAGES) * Cfg::TILE_F;
-      const float x0 = tc[t % Cfg::TC];
-      __syncthreads();
-#pragma unroll
-      for (int u = 0; u < Cfg::LOADS; u++) {
-        const int e = t + u * DIST_THREADS;
-        float *p = tc + Cfg::roff(e / Cfg::TC) + e % Cfg::TC;
-        *p = e / Cfg::TC == 0 ? 0.f : *p - x0;
-      }
-      __syncthreads();
-    }
     if (active) {
       const float *tl = sm + (it % Cfg::STAGES) * Cfg::TILE_F;
       const float *ra = tl + Cfg::roff(bi * 8), *rb = tl + Cfg::roff(bj * 8);  /* q < 8: same skew */
@@ -145,12 +134,8 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
         for (int q = 0; q < 8; q++)
 #pragma unroll
           for (int r = 0; r < 8; r++) {
-            if (GRAM) {
-              acc[q][r] = fmaf(a[q], b[r], acc[q][r]);
-            } else {
-              const float df = a[q] - b[r];
-              acc[q][r] = fmaf(df, df, acc[q][r]);
-            }
+            const float df = a[q] - b[r];
+            acc[q][r] = fmaf(df, df, acc[q][r]);
           }
       }
     }
@@ -190,25 +175,24 @@ __global__ void k_pairdist_sum(const double *__restrict__ partials, int nblocks,
   D[(size_t)j * R + i] = s;
 }
 
-template <int NB, bool GRAM>
+template <int NB>
 static agt_status pairdist_launch(const float *const *rows_dev, int R, size_t d, double *partials,
                                   int grid) {
   using Cfg = DistCfg<NB>;
   static int attr_done = 0;
   if (!attr_done) {
-    AGT_CU(cudaFuncSetAttribute(k_pairdist<NB, GRAM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    AGT_CU(cudaFuncSetAttribute(k_pairdist<NB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)Cfg::SMEM));
     attr_done = 1;
   }
-  k_pairdist<NB, GRAM><<<grid, DIST_THREADS, Cfg::SMEM>>>(rows_dev, R, d, partials);
+  k_pairdist<NB><<<grid, DIST_THREADS, Cfg::SMEM>>>(rows_dev, R, d, partials);
   AGT_CU_LAUNCH("k_pairdist");
   return AGT_OK;
 }
 
-/* One pass over R <= 64 rows given by host pointers (device addresses; NULL = zeros) into
- * M_host[R x R], symmetric: sums of squared differences (gram = 0) or, gram = 1, the Gram matrix
- * of the rows centred on their per-coordinate mean (half the arithmetic). */
-static agt_status pairdist_small(const float *const *rows, int R, size_t d, int gram, double *M_host) {
+/* One exact pass over R <= 64 rows given by host pointers (device addresses; NULL = zeros) into
+ * M_host[R x R], symmetric: sums of squared differences. */
+static agt_status pairdist_small(const float *const *rows, int R, size_t d, double *M_host) {
   const int NB = (R + 7) / 8;
   const size_t ntiles = NB <= 2 ? (d + 255) / 256 : (d + 63) / 64;
   const int grid = (int)(ntiles < DIST_GRID_MAX ? ntiles : DIST_GRID_MAX);
@@ -223,18 +207,239 @@ static agt_status pairdist_small(const float *const *rows, int R, size_t d, int 
   double *partials = (double *)(scr + ptr_bytes + D_bytes);
   AGT_CU(cudaMemcpy(rows_dev, rows, (size_t)R * sizeof(float *), cudaMemcpyHostToDevice));
   agt_status s;
-#define PD_CASE(K) case K: s = gram ? pairdist_launch<K, true>(rows_dev, R, d, partials, grid) \
-                                    : pairdist_launch<K, false>(rows_dev, R, d, partials, grid); break;
+#define PD_CASE(K) case K: s = pairdist_launch<K>(rows_dev, R, d, partials, grid); break;
   switch (NB) {
     PD_CASE(1) PD_CASE(2) PD_CASE(3) PD_CASE(4) PD_CASE(5) PD_CASE(6) PD_CASE(7)
-    default: s = gram ? pairdist_launch<8, true>(rows_dev, R, d, partials, grid)
-                      : pairdist_launch<8, false>(rows_dev, R, d, partials, grid);
+    default: s = pairdist_launch<8>(rows_dev, R, d, partials, grid);
   }
 #undef PD_CASE
   if (s != AGT_OK) return s;
   k_pairdist_sum<<<(nmt * 64 + 127) / 128, 128>>>(partials, grid, NB, R, D_dev);
   AGT_CU_LAUNCH("k_pairdist_sum");
   AGT_CU(cudaMemcpy(M_host, D_dev, D_bytes, cudaMemcpyDeviceToHost));
+  return AGT_OK;
+}
+
+/* ---------------------------------------------------------------- Gram pass */
+/* Lanes L (threads per 8x8 pair block, each with its own coordinates) and steps S (coordinates
+ * per lane and tile) by row-block count: L * NMT <= DIST_THREADS, TC = L * S a multiple of 4
+ * (16-byte copies) and large enough that a tile's fixed costs (two barriers, the transpose)
+ * stay small against its products. */
+template <int NB> struct GramLS;
+template <> struct GramLS<1> { static constexpr int L = 256, S = 1; };
+template <> struct GramLS<2> { static constexpr int L = 84, S = 2; };
+template <> struct GramLS<3> { static constexpr int L = 42, S = 4; };
+template <> struct GramLS<4> { static constexpr int L = 25, S = 4; };
+template <> struct GramLS<5> { static constexpr int L = 17, S = 4; };
+template <> struct GramLS<6> { static constexpr int L = 12, S = 6; };
+template <> struct GramLS<7> { static constexpr int L = 9, S = 8; };
+template <> struct GramLS<8> { static constexpr int L = 7, S = 8; };
+
+template <int NB>
+struct GramCfg {
+  static constexpr int RP = NB * 8;                       /* rows, padded */
+  static constexpr int NMT = NB * (NB + 1) / 2;           /* 8x8 pair blocks, i-block <= j-block */
+  static constexpr int L = GramLS<NB>::L, S = GramLS<NB>::S;
+  static constexpr int TC = L * S;                        /* coordinates per tile */
+  static constexpr int STAGES = 3;
+  /* raw tile: RP rows then x_0, row-major, row stride TC (16-byte copies land aligned) */
+  static constexpr int RAW_F = (RP + 1) * TC;
+  /* transposed tile: coordinate k's RP values at k * RPS; RPS / 4 odd, so the 16-byte stores of
+   * eight consecutive coordinates (one store phase) fall in distinct banks */
+  static constexpr int RPS = RP + 4;
+  static constexpr int T_F = TC * RPS;
+  static constexpr int WORK_F = STAGES * RAW_F + T_F;
+  static constexpr int RED_F = NMT * L * 64;
+  static constexpr size_t SMEM = (size_t)(WORK_F > RED_F ? WORK_F : RED_F) * sizeof(float);
+  static_assert(TC % 4 == 0, "tiles of whole 16-byte chunks");
+  static_assert(NMT * L <= DIST_THREADS, "lanes fit the block");
+  static_assert(((RPS / 4) & 1) == 1, "transposed stride");
+};
+
+/* partials[block][pair block][8x8] = sum over the block's tiles of y_i . y_j (y = x - x0), rows
+ * rowp[0 .. R) (NULL: zeros), x0p (NULL: zeros). VEC: every row and x0p 16-byte aligned and
+ * d % 4 == 0 (16-byte copies); otherwise 4-byte copies, same arithmetic. */
+template <int NB, bool VEC>
+__global__ void __launch_bounds__(DIST_THREADS, 2)
+k_gram(const float *const *__restrict__ rowp, int R, const float *__restrict__ x0p, size_t d,
+       double *__restrict__ partials) {
+  using Cfg = GramCfg<NB>;
+  extern __shared__ float4 smg4[];
+  float *const sm = reinterpret_cast<float *>(smg4);
+  __shared__ const float *rp[Cfg::RP + 1];
+  const int t = threadIdx.x;
+  if (t < Cfg::RP) rp[t] = t < R ? rowp[t] : nullptr;
+  if (t == Cfg::RP) rp[t] = x0p;
+  const int mt = t % Cfg::NMT, lane = t / Cfg::NMT;
+  const bool active = lane < Cfg::L;
+  int bi = 0, bj = 0;
+  {
+    int k = mt;
+    for (bi = 0; bi < NB; bi++) {
+      if (k < NB - bi) { bj = bi + k; break; }
+      k -= NB - bi;
+    }
+  }
+  float acc[8][8];
+#pragma unroll
+  for (int q = 0; q < 8; q++)
+#pragma unroll
+    for (int r = 0; r < 8; r++) acc[q][r] = 0.f;
+  __syncthreads();
+
+  float *const T = sm + Cfg::STAGES * Cfg::RAW_F;
+  const size_t ntiles = (d + Cfg::TC - 1) / Cfg::TC;
+  auto issue = [&](size_t tile, int stage) {
+    float *dst = sm + stage * Cfg::RAW_F;
+    const size_t c0 = tile * Cfg::TC;
+    if (VEC) {
+      constexpr int Q = Cfg::TC / 4, NQ = (Cfg::RP + 1) * Q;
+#pragma unroll
+      for (int e = t; e < NQ; e += DIST_THREADS) {
+        const int r = e / Q, qq = e % Q;
+        const float *p = rp[r];
+        const size_t c = c0 + 4 * qq;
+        float *s = dst + r * Cfg::TC + 4 * qq;
+        if (p && c < d) __pipeline_memcpy_async(s, p + c, 16);   /* d % 4 == 0: c + 3 < d */
+        else *reinterpret_cast<float4 *>(s) = make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+    } else {
+      constexpr int NE = (Cfg::RP + 1) * Cfg::TC;
+#pragma unroll 4
+      for (int e = t; e < NE; e += DIST_THREADS) {
+        const int r = e / Cfg::TC, cc = e % Cfg::TC;
+        const float *p = rp[r];
+        const size_t c = c0 + cc;
+        float *s = dst + r * Cfg::TC + cc;
+        if (p && c < d) __pipeline_memcpy_async(s, p + c, sizeof(float));
+        else *s = 0.f;
+      }
+    }
+  };
+#pragma unroll
+  for (int st = 0; st < Cfg::STAGES - 1; st++) {
+    const size_t tile = blockIdx.x + (size_t)st * gridDim.x;
+    if (tile < ntiles) issue(tile, st);
+    __pipeline_commit();
+  }
+  int it = 0;
+  for (size_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x, it++) {
+    __pipeline_wait_prior(Cfg::STAGES - 2);   /* this tile's copies have landed */
+    __syncthreads();                          /* ... for every thread; the oldest stage and T are free */
+    {
+      const size_t next = tile + (size_t)(Cfg::STAGES - 1) * gridDim.x;
+      if (next < ntiles) issue(next, (it + Cfg::STAGES - 1) % Cfg::STAGES);
+      __pipeline_commit();
+    }
+    {
+      /* T[k][r] = raw[r][k] - raw[x0][k], four rows per 16-byte store */
+      const float *raw = sm + (it % Cfg::STAGES) * Cfg::RAW_F;
+      constexpr int NQ = (Cfg::RP / 4) * Cfg::TC;
+#pragma unroll
+      for (int e = t; e < NQ; e += DIST_THREADS) {
+        const int k = e % Cfg::TC, r = 4 * (e / Cfg::TC);
+        const float x0 = raw[Cfg::RP * Cfg::TC + k];
+        float4 v;
+        v.x = raw[r * Cfg::TC + k] - x0;
+        v.y = raw[(r + 1) * Cfg::TC + k] - x0;
+        v.z = raw[(r + 2) * Cfg::TC + k] - x0;
+        v.w = raw[(r + 3) * Cfg::TC + k] - x0;
+        *reinterpret_cast<float4 *>(T + k * Cfg::RPS + r) = v;
+      }
+    }
+    __syncthreads();
+    if (active) {
+      const float *ta = T + bi * 8, *tb = T + bj * 8;
+#pragma unroll
+      for (int s = 0; s < Cfg::S; s++) {
+        const int k = lane + s * Cfg::L;
+        const float4 a0 = *reinterpret_cast<const float4 *>(ta + k * Cfg::RPS);
+        const float4 a1 = *reinterpret_cast<const float4 *>(ta + k * Cfg::RPS + 4);
+        const float4 b0 = *reinterpret_cast<const float4 *>(tb + k * Cfg::RPS);
+        const float4 b1 = *reinterpret_cast<const float4 *>(tb + k * Cfg::RPS + 4);
+        const float a[8] = { a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w };
+        const float b[8] = { b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w };
+#pragma unroll
+        for (int q = 0; q < 8; q++)
+#pragma unroll
+          for (int r = 0; r < 8; r++) acc[q][r] = fmaf(a[q], b[r], acc[q][r]);
+      }
+    }
+  }
+  __pipeline_wait_prior(0);
+  __syncthreads();
+  if (active) {
+#pragma unroll
+    for (int q = 0; q < 8; q++)
+#pragma unroll
+      for (int r = 0; r < 8; r++) sm[(mt * 64 + q * 8 + r) * Cfg::L + lane] = acc[q][r];
+  }
+  __syncthreads();
+  for (int e = t; e < Cfg::NMT * 64; e += DIST_THREADS) {
+    double s = 0;
+    for (int l = 0; l < Cfg::L; l++) s += (double)sm[e * Cfg::L + l];
+    partials[(size_t)blockIdx.x * Cfg::NMT * 64 + e] = s;
+  }
+}
+
+template <int NB, bool VEC>
+static agt_status gram_launch(const float *const *rows_dev, int R, const float *x0, size_t d,
+                              double *partials, int grid) {
+  using Cfg = GramCfg<NB>;
+  static int attr_done = 0;
+  if (!attr_done) {
+    AGT_CU(cudaFuncSetAttribute(k_gram<NB, VEC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)Cfg::SMEM));
+    attr_done = 1;
+  }
+  k_gram<NB, VEC><<<grid, DIST_THREADS, Cfg::SMEM>>>(rows_dev, R, x0, d, partials);
+  AGT_CU_LAUNCH("k_gram");
+  return AGT_OK;
+}
+
+template <int NB>
+static agt_status gram_dispatch(const float *const *rows_dev, int R, const float *x0, size_t d,
+                                double *partials, bool vec, int *grid) {
+  const size_t ntiles = (d + GramCfg<NB>::TC - 1) / GramCfg<NB>::TC;
+  *grid = (int)(ntiles < DIST_GRID_MAX ? ntiles : DIST_GRID_MAX);
+  return vec ? gram_launch<NB, true>(rows_dev, R, x0, d, partials, *grid)
+             : gram_launch<NB, false>(rows_dev, R, x0, d, partials, *grid);
+}
+
+/* M_host[R x R] = the Gram matrix of y_i = rows[i] - rows[0] (R <= 65; row and column 0 are
+ * zero), in one pass over the rows. */
+static agt_status gram_centered(const float *const *rows, int R, size_t d, double *M_host) {
+  memset(M_host, 0, (size_t)R * R * sizeof(double));
+  if (R <= 1) return AGT_OK;
+  const int Rs = R - 1, NB = (Rs + 7) / 8;
+  const int nmt = NB * (NB + 1) / 2;
+  bool vec = d % 4 == 0;
+  for (int i = 0; i < R; i++)
+    if (rows[i] && ((uintptr_t)rows[i] & 15)) vec = false;
+  const size_t part_bytes = (size_t)DIST_GRID_MAX * nmt * 64 * sizeof(double);
+  const size_t ptr_bytes = 64 * sizeof(float *);
+  const size_t D_bytes = (size_t)Rs * Rs * sizeof(double);
+  char *scr = NULL;
+  AGT_TRY(agt_gpu_scratch(ptr_bytes + D_bytes + part_bytes, (void **)&scr));
+  const float **rows_dev = (const float **)scr;
+  double *D_dev = (double *)(scr + ptr_bytes);
+  double *partials = (double *)(scr + ptr_bytes + D_bytes);
+  AGT_CU(cudaMemcpy(rows_dev, rows + 1, (size_t)Rs * sizeof(float *), cudaMemcpyHostToDevice));
+  agt_status s;
+  int grid = 0;
+#define GR_CASE(K) case K: s = gram_dispatch<K>(rows_dev, Rs, rows[0], d, partials, vec, &grid); break;
+  switch (NB) {
+    GR_CASE(1) GR_CASE(2) GR_CASE(3) GR_CASE(4) GR_CASE(5) GR_CASE(6) GR_CASE(7)
+    default: s = gram_dispatch<8>(rows_dev, Rs, rows[0], d, partials, vec, &grid);
+  }
+#undef GR_CASE
+  if (s != AGT_OK) return s;
+  k_pairdist_sum<<<(nmt * 64 + 127) / 128, 128>>>(partials, grid, NB, Rs, D_dev);
+  AGT_CU_LAUNCH("k_pairdist_sum");
+  std::vector<double> sub((size_t)Rs * Rs);
+  AGT_CU(cudaMemcpy(sub.data(), D_dev, D_bytes, cudaMemcpyDeviceToHost));
+  for (int i = 0; i < Rs; i++)
+    for (int j = 0; j < Rs; j++) M_host[(size_t)(i + 1) * R + (j + 1)] = sub[(size_t)i * Rs + j];
   return AGT_OK;
 }
 
@@ -247,7 +452,7 @@ static agt_status pairdist_small(const float *const *rows, int R, size_t d, int 
 #define DIST_TAU_CLOSE 0.25
 static agt_status pairdist_fast(const float *const *rows, int R, size_t d, int loose_last,
                                 double *D) {
-  AGT_TRY(pairdist_small(rows, R, d, 1, D));
+  AGT_TRY(gram_centered(rows, R, d, D));
   std::vector<double> g(R);
   bool all = false;
   for (int i = 0; i < R; i++) {
@@ -265,7 +470,7 @@ static agt_status pairdist_fast(const float *const *rows, int R, size_t d, int l
         inv[i] = inv[j] = 1;
       }
     }
-  if (all) return pairdist_small(rows, R, d, 0, D);
+  if (all) return pairdist_small(rows, R, d, D);
   for (int i = 0; i < R; i++) D[(size_t)i * R + i] = 0.0;
   std::vector<int> sub;
   for (int i = 0; i < R; i++) if (inv[i]) sub.push_back(i);
@@ -274,7 +479,7 @@ static agt_status pairdist_fast(const float *const *rows, int R, size_t d, int l
   std::vector<const float *> sp(m);
   std::vector<double> E((size_t)m * m);
   for (int a = 0; a < m; a++) sp[a] = rows[sub[a]];
-  AGT_TRY(pairdist_small(sp.data(), m, d, 0, E.data()));
+  AGT_TRY(pairdist_small(sp.data(), m, d, E.data()));
   for (int a = 0; a < m; a++)
     for (int b = a + 1; b < m; b++) {
       const int i = sub[a], j = sub[b];
@@ -298,7 +503,7 @@ static agt_status pairdist_rows(const float *const *rows, int R, size_t d, int l
       for (int k = 0; k < ni; k++) sub[m++] = rows[I + k];
       if (J != I)
         for (int k = 0; k < nj; k++) sub[m++] = rows[J + k];
-      AGT_TRY(pairdist_small(sub, m, d, 0, Dsub));
+      AGT_TRY(pairdist_small(sub, m, d, Dsub));
       for (int a = 0; a < ni; a++)
         for (int b = 0; b < (J == I ? ni : nj); b++) {
           const double v = Dsub[a * m + (J == I ? b : ni + b)];
