@@ -221,19 +221,20 @@ static agt_status pairdist_small(const float *const *rows, int R, size_t d, doub
 }
 
 /* ---------------------------------------------------------------- Gram pass */
-/* Lanes L (threads per 8x8 pair block, each with its own coordinates) and steps S (coordinates
- * per lane and tile) by row-block count: L * NMT <= DIST_THREADS, TC = L * S a multiple of 4
- * (16-byte copies) and large enough that a tile's fixed costs (two barriers, the transpose)
- * stay small against its products. */
+/* Lanes L (threads per 8x8 pair block, each with its own coordinates), steps S (coordinates
+ * per lane and tile) and copy stages by row-block count: L * NMT <= DIST_THREADS, TC = L * S a
+ * multiple of 4 (16-byte copies), tiles as large as two blocks per multiprocessor allow (fewer
+ * barriers per product, more bytes in flight: measured faster on an H200 than half the size),
+ * with two stages where three would not fit. */
 template <int NB> struct GramLS;
-template <> struct GramLS<1> { static constexpr int L = 256, S = 1; };
-template <> struct GramLS<2> { static constexpr int L = 84, S = 2; };
-template <> struct GramLS<3> { static constexpr int L = 42, S = 4; };
-template <> struct GramLS<4> { static constexpr int L = 25, S = 4; };
-template <> struct GramLS<5> { static constexpr int L = 17, S = 4; };
-template <> struct GramLS<6> { static constexpr int L = 12, S = 6; };
-template <> struct GramLS<7> { static constexpr int L = 9, S = 8; };
-template <> struct GramLS<8> { static constexpr int L = 7, S = 8; };
+template <> struct GramLS<1> { static constexpr int L = 256, S = 2, STAGES = 3; };
+template <> struct GramLS<2> { static constexpr int L = 84, S = 4, STAGES = 3; };
+template <> struct GramLS<3> { static constexpr int L = 42, S = 6, STAGES = 3; };
+template <> struct GramLS<4> { static constexpr int L = 25, S = 8, STAGES = 2; };
+template <> struct GramLS<5> { static constexpr int L = 17, S = 8, STAGES = 3; };
+template <> struct GramLS<6> { static constexpr int L = 12, S = 12, STAGES = 2; };
+template <> struct GramLS<7> { static constexpr int L = 9, S = 16, STAGES = 2; };
+template <> struct GramLS<8> { static constexpr int L = 7, S = 16, STAGES = 2; };
 
 template <int NB>
 struct GramCfg {
@@ -241,7 +242,7 @@ struct GramCfg {
   static constexpr int NMT = NB * (NB + 1) / 2;           /* 8x8 pair blocks, i-block <= j-block */
   static constexpr int L = GramLS<NB>::L, S = GramLS<NB>::S;
   static constexpr int TC = L * S;                        /* coordinates per tile */
-  static constexpr int STAGES = 3;
+  static constexpr int STAGES = GramLS<NB>::STAGES;
   /* raw tile: RP rows then x_0, row-major, row stride TC (16-byte copies land aligned) */
   static constexpr int RAW_F = (RP + 1) * TC;
   /* transposed tile: coordinate k's RP values at k * RPS; RPS / 4 odd, so the 16-byte stores of
