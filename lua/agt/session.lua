@@ -54,7 +54,7 @@ M.flags = {
   { "evaluation-file", "string", nil, "Evaluation file, lines '<wall s>\\t<step>\\t<name>:<value>...' (default: <checkpoint-dir>/eval; '-' = none)" },
   { "evaluation-delta", "integer", -1, "Evaluate every this many steps; negative = off (also evaluated at start and stop)" },
   { "evaluation-period", "number", 10, "Evaluate every this many seconds; negative = off" },
-  { "use-gpu", "boolean", false, "Run the aggregation rule on the GPU (needs a CUDA build and a device; the workers' gradients stay on the CPU)" },
+  { "use-gpu", "boolean", false, "Run the aggregation rule on the GPU (the workers' gradients stay on the CPU; without a CUDA build or a device, a warning and the CPU rule)" },
   { "reuse-gpu", "boolean", false, "Let several workers share one GPU (needs --use-gpu; in a local run they all share it)" },
   { "no-wait", "boolean", false, "Do not wait for Ctrl-C before exiting when done (a local run never waits: nothing else is served)" },
   { "trace", "boolean", false, "Print a line on stderr at the begin and end of each phase of each step" },
@@ -191,13 +191,6 @@ function M.check(opts)
   if o.checkpoint_keep < 1 then flagerr(M.by_name["checkpoint-keep"], "must be >= 1, got %d", o.checkpoint_keep) end
   if o.seed < 0 or o.seed >= 2 ^ 53 then flagerr(M.by_name["seed"], "must be in [0, 2^53), got %s", o.seed) end
   if o.reuse_gpu and not o.use_gpu then flagerr(M.by_name["reuse-gpu"], "needs --use-gpu") end
-  if o.use_gpu then
-    local okf, feats = pcall(function() return require("agt").features() end)
-    feats = tostring(feats)
-    if not okf or not feats:find("CUDA") or feats:find("CUDA: no") then
-      flagerr(M.by_name["use-gpu"], "this agt was built without CUDA (features: %s)", okf and feats or "unknown")
-    end
-  end
   local modes = { auto = true, line = true, plain = true, none = true }
   if not modes[o.progress] then
     flagerr(M.by_name["progress"], "expects auto, line, plain or none, got '%s'", o.progress)
@@ -408,11 +401,20 @@ end
 
 -- --use-gpu: the rule runs on the GPU (agt.gpu's twin of every CPU rule, same results), fed
 -- from the host gradient matrix; the CPU rule has already checked n, f and the arguments.
+-- Without a CUDA build or a device, the run says so and keeps the CPU rule.
 function Session:_gpu_rule(cpu_rule)
   local o = self.opts
-  local gpu = need("agt.gpu", "--use-gpu")
-  local ok, why = gpu.available()
-  if not ok then error("--use-gpu: no usable GPU: " .. tostring(why), 0) end
+  local feats = tostring(require("agt").features())
+  local ok, why = false, "this agt was built without CUDA"
+  if not feats:find("CUDA: no", 1, true) then
+    ok, why = need("agt.gpu", "--use-gpu").available()
+  end
+  if not ok then
+    self:say_err("agt: warning: --use-gpu: " .. tostring(why) .. "; aggregating on the CPU")
+    self.gpu_fallback = tostring(why)
+    return cpu_rule
+  end
+  local gpu = require("agt.gpu")
   local args = o.aggregator_args
   if args[1] ~= nil then
     local t = {}
