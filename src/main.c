@@ -270,7 +270,7 @@ static int load_chunk(lua_State *L) {
       free(more);
       lua_concat(L, 3);
     }
-    if (status == 0) lua_insert(L, -2);
+    lua_insert(L, -2); /* the chunk or the error message below the source text */
   }
   /* stack: chunk-or-error, source */
   const char *src = lua_tostring(L, -1);
@@ -308,6 +308,10 @@ static void repl(lua_State *L) {
   }
   stifle_history(1000);
   rl_readline_name = "agt";
+  /* Compiled traces never look at hooks, so a Lua loop compiled by the JIT could not be
+   * interrupted. The REPL therefore interprets Lua (engine kernels run at full speed either
+   * way); jit.on() trades that for speed. Scripts run with the JIT on. */
+  luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
   printf("agt %s (%s) — Ctrl-D exits, Ctrl-C interrupts\n", agt_version(), agt_build_features());
   for (;;) {
     int base = lua_gettop(L);

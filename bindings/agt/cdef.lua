@@ -124,4 +124,38 @@ agt_status agt_download_fetch(const char *url, const char *dest, const char *sha
 agt_status agt_download_sha256_file(const char *path, char *hex_out);
 agt_status agt_download_mkdirs(const char *path);
 agt_status agt_download_untar(const char *archive, const char *dest_dir);
+/* gar.h */
+agt_status agt_gar_average(const float *G, size_t n, size_t d, float *out);
+agt_status agt_gar_average_nan(const float *G, size_t n, size_t d, float *out);
+agt_status agt_gar_median(const float *G, size_t n, size_t d, float *out);
+agt_status agt_gar_trimmed_mean(const float *G, size_t n, size_t d, size_t f, float *out);
+agt_status agt_gar_meamed(const float *G, size_t n, size_t d, size_t beta, float *out);
+agt_status agt_gar_phocas(const float *G, size_t n, size_t d, size_t f, float *out);
+agt_status agt_gar_rows_meamed(const float *G, size_t d, const int64_t *rows, size_t m,
+                               size_t beta, float *out);
+agt_status agt_gar_sqdist(const float *G, size_t n, size_t d, double *D);
+agt_status agt_gar_krum_scores(const double *D, size_t n, const int64_t *rows, size_t m,
+                               size_t k, double *scores);
+agt_status agt_gar_rows_average(const float *G, size_t n, size_t d, const int64_t *rows,
+                                size_t m, float *out);
+agt_status agt_gar_multi_krum(const float *G, size_t n, size_t d, size_t f, size_t m,
+                              float *out, int64_t *selected);
+agt_status agt_gar_bulyan(const float *G, size_t n, size_t d, size_t f, float *out,
+                          int64_t *selected);
+agt_status agt_gar_cge(const float *G, size_t n, size_t d, size_t f, float *out,
+                       int64_t *selected);
+agt_status agt_gar_mda(const float *G, size_t n, size_t d, size_t f, double budget,
+                       float *out, int64_t *selected);
+agt_status agt_gar_geometric_median(const float *G, size_t n, size_t d, double nu,
+                                    size_t max_iter, double tol, float *out,
+                                    int64_t *iterations);
+agt_status agt_gar_centered_clipping(const float *G, size_t n, size_t d, double tau,
+                                     size_t iters, float *v);
+agt_status agt_gar_nnm(const float *G, size_t n, size_t d, size_t f, float *out);
+agt_status agt_gar_bucketing(const float *G, size_t n, size_t d, size_t s,
+                             const int64_t *perm, float *out);
+agt_status agt_gar_clipping(const float *G, size_t n, size_t d, double c, float *out);
+agt_status agt_gar_arc(const float *G, size_t n, size_t d, size_t f, float *out);
+void agt_gar_set_simd(int on);
+int agt_gar_simd(void);
 ]]

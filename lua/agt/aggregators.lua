@@ -1,0 +1,379 @@
+-- agt.aggregators — the registry of robust aggregation rules and the pre-aggregation pipeline.
+--
+--   local A = require("agt.aggregators")
+--   A.list() -> sorted names;  A.help() -> text;  A.find(name) -> the rule file's table
+--   local rule = A.new("nnm,bucketing,krum", n, f, {s = 2} [, {backend = "cpu"}])
+--   local info = rule:aggregate(G, out [, {step = k, rng = r}])   -- G: n×d f32, out: d f32
+--   rule:state() -> string or nil;  rule:set_state(s)
+--
+-- A spec is a rule name or alias, a path to a rule file (ends in .lua or contains a /), or a
+-- comma-separated chain "step,step,...,rule" of pre-aggregation steps ending with one rule.
+-- Each step states what it does to n and f; the chain checks every element's requirement on
+-- the n and f it will see, at construction, and refuses with a message naming the element,
+-- the steps before it and the numbers: "krum (after bucketing) needs n >= 2f+3, got n=5 f=2".
+--
+-- Rule files (lua/aggregators/*.lua, or a user's file) return a table:
+--   name, aliases = {...}, presets = {alias = function(n, f) -> args},
+--   kind = "rule" | "pre", summary, doc (exact definition, extra memory),
+--   args = { {name=, default= value or function(n, f), doc=}, ... },
+--   requires = { text = "n >= 2f+3", check = function(n, f, args) -> bool },
+--   output = function(n, f, args) -> n2, f2           (pre steps)
+--   keeps_rows = true                                  (pre steps whose row i stays worker i)
+--   init(self), aggregate(self, G, out, ctx) -> info, state(self), set_state(self, s)
+-- In aggregate, self.n, self.f, self.d, self.args are set; self:kernel(name, ...) calls the
+-- backend's kernel agt_gar_<name> and raises its message on failure; self:ptr(t) is the
+-- tensor's data pointer for that backend. Backends: "cpu" (always) and any table registered
+-- with A.register_backend(name, {kernels = {median = fn, ...}, ptr = fn(t)}).
+local F = require("agt.ffi")
+local U = require("agt.util")
+local ffi, C = F.ffi, F.C
+
+local A = {}
+
+local BUILTIN = {
+  "average", "average_nan", "median", "trimmed_mean", "averaged_median", "phocas", "krum",
+  "multi_krum", "bulyan", "geometric_median", "centered_clipping", "mda", "cge",
+  "nnm", "bucketing", "clipping", "arc",
+}
+
+-- ---- backends ---------------------------------------------------------------------------
+local backends = {
+  cpu = {
+    kernels = setmetatable({}, { __index = function(t, name)
+      local fn = C["agt_gar_" .. name]
+      rawset(t, name, fn)
+      return fn
+    end }),
+    ptr = function(t) return t.ptr end,
+  },
+}
+
+function A.register_backend(name, b)
+  assert(type(b) == "table" and b.kernels, "register_backend: expects {kernels = {...}, ptr = fn}")
+  backends[name] = b
+end
+function A.backends()
+  local names = {}
+  for k in pairs(backends) do names[#names + 1] = k end
+  table.sort(names)
+  return names
+end
+
+-- ---- the index of built-in rules --------------------------------------------------------
+local index -- name or alias -> { def = table, preset = fn or nil }
+
+local function add_def(idx, def, where)
+  if type(def.name) ~= "string" then error("rule file " .. where .. " has no name", 0) end
+  if type(def.aggregate) ~= "function" then
+    error("rule '" .. def.name .. "' (" .. where .. ") has no aggregate function", 0)
+  end
+  idx[def.name] = { def = def }
+  for _, a in ipairs(def.aliases or {}) do
+    idx[a] = { def = def, preset = def.presets and def.presets[a], alias = a }
+  end
+end
+
+local function get_index()
+  if index then return index end
+  index = {}
+  for _, mod in ipairs(BUILTIN) do add_def(index, require("aggregators." .. mod), mod) end
+  return index
+end
+
+function A.list()
+  local names = {}
+  for name, e in pairs(get_index()) do
+    if not e.alias then names[#names + 1] = name end
+  end
+  table.sort(names)
+  return names
+end
+
+-- The rule file's table for a name, alias or path (nil, message if none).
+function A.find(spec)
+  if spec:match("%.lua$") or spec:find("/", 1, true) then
+    local def = U.load_lua_file(spec, "rule file")
+    if type(def.name) ~= "string" then def.name = spec:match("([^/]+)%.lua$") or spec end
+    if type(def.aggregate) ~= "function" then
+      error("rule file '" .. spec .. "' has no aggregate function", 0)
+    end
+    return { def = def }
+  end
+  local e = get_index()[spec]
+  if not e then
+    return nil, string.format("unknown aggregation rule '%s' (known: %s)", spec,
+                              table.concat(A.list(), ", "))
+  end
+  return e
+end
+
+-- ---- requirements -----------------------------------------------------------------------
+local function check_requirement(def, label, n, f, args)
+  if n < 1 then error(string.format("%s needs n >= 1, got n=%d f=%d", label, n, f), 0) end
+  if f < 0 then error(string.format("%s needs f >= 0, got f=%d", label, f), 0) end
+  local r = def.requires
+  if r and r.check then
+    local ok, why = r.check(n, f, args)
+    if not ok then
+      error(string.format("%s needs %s, got n=%d f=%d%s", label, r.text or "other n, f", n, f,
+                          why and (" (" .. why .. ")") or ""), 0)
+    end
+  end
+end
+
+-- Arguments of one element: defaults (possibly functions of n, f), preset of the alias,
+-- then the user's words for it.
+local function element_args(entry, n, f, user, label)
+  local def = entry.def
+  local spec = {}
+  for _, a in ipairs(def.args or {}) do
+    local d = a.default
+    if type(d) == "function" then d = d(n, f) end
+    spec[#spec + 1] = { name = a.name, default = d, doc = a.doc, type = a.type, check = a.check }
+  end
+  local preset = entry.preset and entry.preset(n, f) or {}
+  local words = {}
+  for k, v in pairs(preset) do words[k] = v end
+  for k, v in pairs(user) do words[k] = v end
+  return U.parse_kv(next(words) and words or {}, spec, label .. " arguments")
+end
+
+-- ---- rule objects -----------------------------------------------------------------------
+local Element = {}
+Element.__index = Element
+
+function Element:ptr(t) return self.backend.ptr(t) end
+function Element:kernel(name, ...)
+  local fn = self.backend.kernels[name]
+  if not fn then error(string.format("%s: backend has no kernel '%s'", self.name, name), 2) end
+  local s = fn(...)
+  if s ~= 0 then error(self.name .. ": " .. F.errmsg(), 2) end
+end
+-- An int64 buffer of k entries, kept for reuse.
+function Element:indices(k)
+  if not self._idx or self._idx_n < k then
+    self._idx = ffi.new("int64_t[?]", k)
+    self._idx_n = k
+  end
+  return self._idx
+end
+-- 1-based Lua list from k 0-based indices.
+function Element:list(p, k)
+  local t = {}
+  for i = 0, k - 1 do t[i + 1] = tonumber(p[i]) + 1 end
+  return t
+end
+
+local function make_element(entry, n, f, user, label, backend)
+  local def = entry.def
+  local el = setmetatable({}, { __index = function(t, k)
+    local v = def[k]
+    if v ~= nil then return v end
+    return Element[k]
+  end })
+  el.def, el.name, el.n, el.f, el.backend = def, def.name, n, f, backend
+  el.args = element_args(entry, n, f, user, label)
+  check_requirement(def, label, n, f, el.args)
+  if def.init then def.init(el) end
+  return el
+end
+
+local Rule = {}
+Rule.__index = Rule
+
+-- Splits user args between elements: "step.key" targets one element, a plain key every
+-- element that declares it; a key no element declares is refused.
+local function split_args(entries, args)
+  local per = {}
+  for i = 1, #entries do per[i] = {} end
+  for k, v in pairs(args or {}) do
+    local target, key = tostring(k):match("^([^.]+)%.(.+)$")
+    local used = false
+    for i, e in ipairs(entries) do
+      local name = e.def.name
+      local want = key and (target == name or target == e.alias) and key or (not key and k)
+      if want then
+        for _, a in ipairs(e.def.args or {}) do
+          if a.name == want then per[i][want] = v; used = true end
+        end
+      end
+    end
+    if not used then
+      local known = {}
+      for _, e in ipairs(entries) do
+        for _, a in ipairs(e.def.args or {}) do known[#known + 1] = e.def.name .. "." .. a.name end
+      end
+      error(string.format("aggregator arguments: unknown key '%s' (known: %s)", tostring(k),
+                          #known > 0 and table.concat(known, ", ") or "none"), 0)
+    end
+  end
+  return per
+end
+
+-- A list of key:value words becomes a table (values stay strings; each rule casts them).
+local function words_to_table(args)
+  if args == nil then return {} end
+  if #args == 0 then return args end
+  local t = {}
+  for _, w in ipairs(args) do
+    local k, v = tostring(w):match("^([^:]+):(.*)$")
+    if not k then error(string.format("aggregator arguments: expected key:value, got '%s'", tostring(w)), 0) end
+    t[k] = v
+  end
+  return t
+end
+
+function A.new(spec, n, f, args, opts)
+  if type(spec) ~= "string" or spec == "" then
+    error("aggregator: expects a rule name, a path or a chain 'step,...,rule', got " .. tostring(spec), 2)
+  end
+  if type(n) ~= "number" or n ~= math.floor(n) or type(f) ~= "number" or f ~= math.floor(f) then
+    error(string.format("aggregator '%s': n and f must be integers, got n=%s f=%s", spec, tostring(n), tostring(f)), 2)
+  end
+  opts = opts or {}
+  local backend = backends[opts.backend or "cpu"]
+  if not backend then
+    error(string.format("aggregator: unknown backend '%s' (known: %s)", tostring(opts.backend),
+                        table.concat(A.backends(), ", ")), 2)
+  end
+  local parts = {}
+  for p in spec:gmatch("[^,]+") do parts[#parts + 1] = p:match("^%s*(.-)%s*$") end
+  local entries = {}
+  for i, p in ipairs(parts) do
+    local e, err = A.find(p)
+    if not e then error(err, 0) end
+    local kind = e.def.kind or "rule"
+    if i < #parts and kind ~= "pre" then
+      error(string.format("aggregator '%s': '%s' is a rule, not a pre-aggregation step; only the last element may be a rule", spec, p), 0)
+    end
+    if i == #parts and kind == "pre" then
+      error(string.format("aggregator '%s': the chain must end with a rule, not the step '%s'", spec, p), 0)
+    end
+    entries[i] = e
+  end
+  local per = split_args(entries, words_to_table(args))
+  local self = setmetatable({ name = spec, n = n, f = f, elements = {}, shapes = {} }, Rule)
+  local cn, cf = n, f
+  local before = {}
+  for i, e in ipairs(entries) do
+    local label = (e.alias or e.def.name) ..
+        (#before > 0 and (" (after " .. table.concat(before, ",") .. ")") or "")
+    local el = make_element(e, cn, cf, per[i], label, backend)
+    self.elements[i] = el
+    self.shapes[i] = { n = cn, f = cf }
+    if e.def.kind == "pre" then
+      cn, cf = e.def.output(cn, cf, el.args)
+    end
+    before[#before + 1] = e.alias or e.def.name
+  end
+  self.args = #entries == 1 and self.elements[1].args or nil
+  return self
+end
+
+local T -- agt.tensor, loaded on first use
+
+function Rule:aggregate(G, out, ctx)
+  T = T or require("agt.tensor")
+  local n = self.n
+  local total = #G
+  local d = total / n
+  if d ~= math.floor(d) or d < 1 then
+    error(string.format("%s: G has %d values, not n=%d rows", self.name, total, n), 2)
+  end
+  if #out ~= d then error(string.format("%s: out has %d values, expected d=%d", self.name, #out, d), 2) end
+  ctx = ctx or {}
+  local X, keeps = G, true
+  local nel = #self.elements
+  for i = 1, nel - 1 do
+    local el = self.elements[i]
+    local sh = self.shapes[i + 1]
+    self.buffers = self.buffers or {}
+    local buf = self.buffers[i]
+    if not buf or #buf ~= sh.n * d then
+      if buf then buf:free() end
+      buf = T.new({ sh.n, d })
+      self.buffers[i] = buf
+    end
+    el.d = d
+    el:aggregate(X, buf, ctx)
+    keeps = keeps and el.keeps_rows
+    X = buf
+  end
+  local last = self.elements[nel]
+  last.d = d
+  local info = last:aggregate(X, out, ctx) or {}
+  if nel > 1 and not keeps then info.selected = nil end
+  return info
+end
+
+-- State of every element that has one, as one string ("" parts for stateless ones).
+function Rule:state()
+  local parts, any = {}, false
+  for i, el in ipairs(self.elements) do
+    local s = el.def.state and el.def.state(el) or nil
+    if s then any = true end
+    parts[i] = s and (#s .. ":" .. s) or "-"
+  end
+  if not any then return nil end
+  return "agt-rule-state/1;" .. #parts .. ";" .. table.concat(parts, ";")
+end
+
+function Rule:set_state(s)
+  if s == nil then return end
+  local head, count, rest = s:match("^(agt%-rule%-state/1);(%d+);(.*)$")
+  if not head or tonumber(count) ~= #self.elements then
+    error(self.name .. ": state is not a saved state of this rule", 2)
+  end
+  local pos = 1
+  for i, el in ipairs(self.elements) do
+    if rest:sub(pos, pos) == "-" then
+      pos = pos + 2
+    else
+      local len = rest:match("^(%d+):", pos)
+      if not len then error(self.name .. ": corrupt saved state", 2) end
+      local start = pos + #len + 1
+      local piece = rest:sub(start, start + tonumber(len) - 1)
+      if not el.def.set_state then error(self.name .. ": element " .. el.name .. " takes no state", 2) end
+      el.def.set_state(el, piece)
+      pos = start + tonumber(len) + 1
+    end
+  end
+end
+
+function Rule:free()
+  for _, b in pairs(self.buffers or {}) do b:free() end
+  self.buffers = nil
+end
+
+-- ---- help -------------------------------------------------------------------------------
+function A.help()
+  local lines = {
+    "Aggregation rules (--aggregator NAME, a chain 'step,...,rule', or a path to a rule file;",
+    "arguments as key:value words, 'step.key:value' for one element of a chain).",
+    "Non-finite values: in every ordering NaN and ±inf count as +inf; a distance or norm",
+    "that is not finite is +inf. Ties go to the lower row index (or the smaller value).",
+    "",
+  }
+  local idx = get_index()
+  for _, kind in ipairs({ "rule", "pre" }) do
+    lines[#lines + 1] = kind == "rule" and "Rules:" or "Pre-aggregation steps (chain them before a rule):"
+    for _, name in ipairs(A.list()) do
+      local def = idx[name].def
+      if (def.kind or "rule") == kind then
+        local al = def.aliases and #def.aliases > 0 and (" (aliases: " .. table.concat(def.aliases, ", ") .. ")") or ""
+        lines[#lines + 1] = string.format("  %s%s — needs %s", name, al, def.requires and def.requires.text or "n >= 1")
+        for l in (def.doc or def.summary or ""):gmatch("[^\n]+") do lines[#lines + 1] = "      " .. l end
+        for _, a in ipairs(def.args or {}) do
+          local dv = a.default
+          if type(dv) == "function" then dv = a.default_text or "depends on n, f" end
+          lines[#lines + 1] = string.format("      %s:%s  %s", a.name, tostring(dv), a.doc or "")
+        end
+      end
+    end
+    lines[#lines + 1] = ""
+  end
+  lines[#lines + 1] = "A rule of your own: see examples/custom_rule.lua and docs/aggregators.md."
+  return table.concat(lines, "\n")
+end
+
+return A

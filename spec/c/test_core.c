@@ -1,0 +1,153 @@
+/* test_core.c — the engine core without Lua: status messages, memory accounting, the pool's
+ * chunking and determinism, Philox against its known answer, vector kernels, tensors. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "mem.h"
+#include "pool.h"
+#include "rng.h"
+#include "tensor.h"
+#include "vec.h"
+
+typedef struct { size_t *seen; } cover_ctx;
+static void cover(void *vctx, size_t b, size_t e, size_t chunk) {
+  cover_ctx *c = vctx;
+  (void)chunk;
+  for (size_t i = b; i < e; i++) c->seen[i]++;
+}
+
+static void test_status(void) {
+  agt_status s = AGT_FAIL(AGT_EINVAL, "bad %s %d", "thing", 3);
+  CHECK(s == AGT_EINVAL);
+  CHECK(strstr(agt_last_error(), "bad thing 3") != NULL);
+  CHECK(strstr(agt_last_error(), "test_core.c:") != NULL);
+  CHECK(strcmp(agt_status_name(AGT_ENOMEM), "out of memory") == 0);
+}
+
+static void test_mem(void) {
+  size_t before = agt_mem_in_use();
+  float *p = agt_alloc(1000 * sizeof(float));
+  CHECK(p != NULL);
+  CHECK(((uintptr_t)p % 64) == 0);
+  CHECK(agt_mem_in_use() == before + 1000 * sizeof(float));
+  agt_free(p, 1000 * sizeof(float));
+  CHECK(agt_mem_in_use() == before);
+  void *huge = agt_alloc((size_t)1 << 62);
+  CHECK(huge == NULL);
+  CHECK(strstr(agt_last_error(), "out of memory") != NULL);
+  CHECK(agt_mem_gc_hint() == 1);
+  agt_mem_gc_done();
+  CHECK(agt_mem_gc_hint() == 0);
+}
+
+static void test_pool(void) {
+  for (int th = 1; th <= 4; th++) {
+    CHECK(agt_pool_set_threads(th) == AGT_OK);
+    CHECK(agt_pool_threads() == th);
+    size_t n = 100003;
+    size_t *seen = calloc(n, sizeof *seen);
+    cover_ctx c = {seen};
+    CHECK(agt_parallel_for(n, 1000, cover, &c) == AGT_OK);
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) ok &= seen[i] == 1;
+    CHECK(ok);
+    free(seen);
+  }
+  CHECK(agt_chunk_count(100003, 1000) == 101);
+  CHECK(agt_chunk_count(0, 10) == 0);
+  agt_interrupt_set(1);
+  size_t seen1[10] = {0};
+  cover_ctx c1 = {seen1};
+  CHECK(agt_parallel_for(10, 1, cover, &c1) == AGT_EINTR);
+  agt_interrupt_set(0);
+  CHECK(agt_pool_set_threads(0) == AGT_OK);
+}
+
+static void test_rng(void) {
+  agt_rng r;
+  agt_rng_init(&r, 0, 0);
+  CHECK(agt_rng_u32(&r) == 0x6627e8d5u);
+  CHECK(agt_rng_u32(&r) == 0xe169c58du);
+  CHECK(agt_rng_u32(&r) == 0xbc57ac4cu);
+  CHECK(agt_rng_u32(&r) == 0x9b00dbd8u);
+  agt_rng a, b;
+  agt_rng_init(&a, 99, 5);
+  agt_rng_normal1(&a);
+  b = a; /* the state is plain bytes */
+  CHECK(agt_rng_normal1(&a) == agt_rng_normal1(&b));
+  CHECK(agt_rng_u64(&a) == agt_rng_u64(&b));
+  int64_t perm[50];
+  agt_rng_permutation(&a, perm, 50);
+  int seen[50] = {0};
+  for (int i = 0; i < 50; i++) seen[perm[i]]++;
+  int ok = 1;
+  for (int i = 0; i < 50; i++) ok &= seen[i] == 1;
+  CHECK(ok);
+}
+
+static void test_vec(void) {
+  size_t n = 300007;
+  float *x = agt_alloc(n * sizeof(float)), *y = agt_alloc(n * sizeof(float));
+  agt_rng r;
+  agt_rng_init(&r, 1, 2);
+  agt_rng_uniform(&r, x, n, -1, 1);
+  agt_rng_uniform(&r, y, n, -1, 1);
+  double s = 0, d = 0, sq = 0;
+  for (size_t i = 0; i < n; i++) {
+    s += x[i];
+    d += (double)x[i] * y[i];
+    sq += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
+  }
+  CHECK_NEAR(agt_vec_sum(x, n), s, 1e-6);
+  CHECK_NEAR(agt_vec_dot(x, y, n), d, 1e-6);
+  CHECK_NEAR(agt_vec_sqdist(x, y, n), sq, 1e-6);
+  double s1 = agt_vec_sum(x, n);
+  agt_pool_set_threads(3);
+  CHECK(agt_vec_sum(x, n) == s1); /* bit-identical across thread counts */
+  agt_pool_set_threads(0);
+  x[5] = NAN;
+  CHECK(isnan(agt_vec_max(x, n)));
+  CHECK(agt_vec_count_nonfinite(x, n) == 1);
+  agt_free(x, n * sizeof(float));
+  agt_free(y, n * sizeof(float));
+}
+
+static void test_tensor(void) {
+  int64_t shape[2] = {4, 3};
+  agt_tensor *t = NULL, *v = NULL;
+  CHECK(agt_tensor_new(AGT_F32, 2, shape, &t) == AGT_OK);
+  CHECK(agt_tensor_numel(t) == 12);
+  float *p = agt_tensor_data(t);
+  for (int i = 0; i < 12; i++) p[i] = (float)i;
+  int64_t row[1] = {3};
+  CHECK(agt_tensor_view(t, 1, row, 6, &v) == AGT_OK);
+  CHECK(((float *)agt_tensor_data(v))[0] == 6.0f);
+  CHECK(agt_tensor_refcount(t) == 2);
+  int64_t big[1] = {10};
+  agt_tensor *bad = NULL;
+  CHECK(agt_tensor_view(t, 1, big, 6, &bad) == AGT_EINVAL);
+  CHECK(bad == NULL);
+  agt_tensor_release(t);
+  CHECK(((float *)agt_tensor_data(v))[2] == 8.0f); /* storage outlives the first handle */
+  agt_tensor_release(v);
+  int64_t neg[1] = {-2};
+  CHECK(agt_tensor_new(AGT_F32, 1, neg, &t) == AGT_EINVAL);
+  int64_t over[3] = {(int64_t)1 << 40, (int64_t)1 << 40, 1 << 20};
+  CHECK(agt_tensor_new(AGT_F32, 3, over, &t) == AGT_EINVAL);
+  /* 25M parameters x 64 workers: the element count does not overflow */
+  int64_t g[2] = {64, 25000000};
+  size_t numel = (size_t)g[0] * (size_t)g[1];
+  CHECK(numel == 1600000000u);
+}
+
+int main(void) {
+  test_status();
+  test_mem();
+  test_pool();
+  test_rng();
+  test_vec();
+  test_tensor();
+  return check_summary();
+}

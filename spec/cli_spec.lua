@@ -1,0 +1,128 @@
+-- The agt command: scripts, -e/-l/-v/-h, exit codes, tracebacks, subcommands.
+local H = require("helpers")
+
+describe("agt command", function()
+  local dir
+  setup(function() dir = H.tmpdir() end)
+  teardown(function() os.execute("rm -rf " .. H.shell_quote(dir)) end)
+
+  it("runs -e chunks", function()
+    local rc, out = H.agt_run("-e 'print(1+1)'")
+    assert.are.equal(0, rc)
+    assert.are.equal("2\n", out)
+  end)
+
+  it("prints the version and build features with -v", function()
+    local rc, out = H.agt_run("-v")
+    assert.are.equal(0, rc)
+    assert.truthy(out:match("^agt %d+%.%d+%.%d+"))
+    assert.truthy(out:match("CUDA: %a+"))
+    assert.truthy(out:match("BLAS: OpenBLAS"))
+  end)
+
+  it("prints usage with -h", function()
+    local rc, out = H.agt_run("-h")
+    assert.are.equal(0, rc)
+    assert.truthy(out:match("usage: agt"))
+  end)
+
+  it("sets arg as luajit does and passes the script's arguments", function()
+    local script = dir .. "/args.lua"
+    H.write(script, "print(arg[0], arg[1], arg[2], select('#', ...), ...)")
+    local rc, out = H.agt_run(H.shell_quote(script) .. " a 'b c'")
+    assert.are.equal(0, rc)
+    assert.are.equal(script .. "\ta\tb c\t2\ta\tb c\n", out)
+  end)
+
+  it("exits with the script's os.exit status", function()
+    local script = dir .. "/exit.lua"
+    H.write(script, "os.exit(7)")
+    local rc = H.agt_run(H.shell_quote(script))
+    assert.are.equal(7, rc)
+  end)
+
+  it("exits 1 with the message and a traceback on an uncaught error", function()
+    local script = dir .. "/err.lua"
+    H.write(script, "local function inner() error('kaboom') end\nlocal function outer() inner() end\nouter()\n")
+    local rc, out, err = H.agt_run(H.shell_quote(script))
+    assert.are.equal(1, rc)
+    assert.are.equal("", out)
+    assert.truthy(err:find("err.lua:1: kaboom", 1, true))
+    assert.truthy(err:find("stack traceback:", 1, true))
+    assert.truthy(err:find("in function 'inner'", 1, true) or err:find("inner", 1, true))
+  end)
+
+  it("exits 1 on a syntax error", function()
+    local script = dir .. "/syntax.lua"
+    H.write(script, "this is not lua")
+    local rc, _, err = H.agt_run(H.shell_quote(script))
+    assert.are.equal(1, rc)
+    assert.truthy(err:find("syntax.lua", 1, true))
+  end)
+
+  it("exits 1 on a missing script", function()
+    local rc, _, err = H.agt_run(H.shell_quote(dir .. "/missing.lua"))
+    assert.are.equal(1, rc)
+    assert.truthy(err:find("missing.lua", 1, true))
+  end)
+
+  it("refuses an unknown option", function()
+    local rc, _, err = H.agt_run("--no-such-option")
+    assert.are.equal(1, rc)
+    assert.truthy(err:find("unknown option", 1, true))
+  end)
+
+  it("loads a module with -l", function()
+    local rc, out = H.agt_run("-l cjson -e 'print(type(cjson.encode))'")
+    assert.are.equal(0, rc)
+    assert.are.equal("function\n", out)
+  end)
+
+  it("has the engine modules ready without a require", function()
+    local rc, out = H.agt_run("-e 'print(agt.tensor.new({2,3}):numel(), type(agt.rng.new))'")
+    assert.are.equal(0, rc)
+    assert.are.equal("6\tfunction\n", out)
+  end)
+
+  it("works from any working directory", function()
+    local rc, out = H.run("cd / && " .. H.shell_quote(H.agt) .. " -e 'print(agt.tensor.new({4}):numel())'")
+    assert.are.equal(0, rc)
+    assert.are.equal("4\n", out)
+  end)
+
+  it("runs stdin as a script when it is not a terminal", function()
+    local rc, out = H.run("echo 'print(6*7)' | " .. H.shell_quote(H.agt))
+    assert.are.equal(0, rc)
+    assert.are.equal("42\n", out)
+  end)
+
+  it("lists subcommands with help and refuses an unknown one", function()
+    local rc, out = H.agt_run("help")
+    assert.are.equal(0, rc)
+    assert.truthy(out:find("bench", 1, true))
+    assert.truthy(out:find("help", 1, true))
+    local rc2, _, err = H.agt_run("no-such-subcommand")
+    assert.are.equal(1, rc2)
+    assert.truthy(err:find("neither a file nor a subcommand", 1, true))
+  end)
+
+  it("raises engine errors as Lua errors carrying the engine's message", function()
+    local ok, err = pcall(function() agt.tensor.new({ 2 }):reshape({ 3 }) end)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("reshape", 1, true))
+    local T = require("agt.tensor")
+    local a = T.new({ 2, 2 })
+    local ok2, err2 = pcall(function() a:narrow(1, 1):copy(T.new({ 3 })) end)
+    assert.is_false(ok2)
+    assert.truthy(tostring(err2):find("sizes differ", 1, true))
+  end)
+
+  it("installs into a prefix that works elsewhere", function()
+    local prefix = dir .. "/prefix"
+    local rc = H.run("make -s -C " .. H.shell_quote(require("agt.host").root) .. " install PREFIX=" .. H.shell_quote(prefix))
+    assert.are.equal(0, rc)
+    local rc2, out = H.run("cd / && " .. H.shell_quote(prefix .. "/bin/agt") .. " -e 'print(agt.tensor.new({5}):numel())'")
+    assert.are.equal(0, rc2)
+    assert.are.equal("5\n", out)
+  end)
+end)
