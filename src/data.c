@@ -18,6 +18,9 @@
 #include <zlib.h>
 
 #define CHUNK_BYTES ((size_t)1 << 20)
+/* The byte-to-float loops vectorise only with a cost model the default -O2 does not use;
+ * asking for it here makes them 3-4 times faster (they run over every pixel of a data set). */
+#define VECTORIZE __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
 /* No real data set comes near this; a foreign file that claims more is refused
  * before its size is trusted for an allocation. */
 #define MAX_DATA_BYTES ((uint64_t)1 << 40)
@@ -220,14 +223,17 @@ agt_status agt_data_idx_info(const char *path, int *ndim, int64_t *dims) {
   return AGT_OK;
 }
 
-static void convert_u8(const uint8_t *src, size_t n, int dtype, float scale, void *out,
-                       size_t at) {
+VECTORIZE static void u8_to_f32(const uint8_t *restrict s, size_t n, float scale,
+                                float *restrict o) {
+  for (size_t i = 0; i < n; i++) o[i] = (float)s[i] * scale;
+}
+
+VECTORIZE static void convert_u8(const uint8_t *src, size_t n, int dtype, float scale,
+                                 void *out, size_t at) {
   switch (dtype) {
-    case AGT_F32: {
-      float *o = (float *)out + at;
-      for (size_t i = 0; i < n; i++) o[i] = (float)src[i] * scale;
+    case AGT_F32:
+      u8_to_f32(src, n, scale, (float *)out + at);
       break;
-    }
     case AGT_I32: {
       int32_t *o = (int32_t *)out + at;
       for (size_t i = 0; i < n; i++) o[i] = src[i];
@@ -343,8 +349,7 @@ agt_status agt_data_cifar_read(const char *path, float *x, int32_t *y, size_t re
         break;
       }
       y[r0 + i] = rec[0];
-      float *o = x + (r0 + i) * AGT_CIFAR_PIXELS;
-      for (size_t j = 0; j < AGT_CIFAR_PIXELS; j++) o[j] = (float)rec[1 + j] * scale;
+      u8_to_f32(rec + 1, AGT_CIFAR_PIXELS, scale, x + (r0 + i) * AGT_CIFAR_PIXELS);
     }
   }
   agt_free(buf, bytes);
@@ -381,11 +386,9 @@ static void gather_f32_range(void *p, size_t b, size_t e, size_t chunk) {
 static void gather_u8_range(void *p, size_t b, size_t e, size_t chunk) {
   const gather_ctx *c = p;
   const uint8_t *src = c->src;
-  for (size_t i = b; i < e; i++) {
-    const uint8_t *s = src + (size_t)c->idx[i] * c->row_len;
-    float *d = c->dst + i * c->row_len;
-    for (size_t j = 0; j < c->row_len; j++) d[j] = (float)s[j] * c->scale;
-  }
+  for (size_t i = b; i < e; i++)
+    u8_to_f32(src + (size_t)c->idx[i] * c->row_len, c->row_len, c->scale,
+              c->dst + i * c->row_len);
 }
 
 /* Small batches are copied by the caller's thread: waking the pool costs more. */

@@ -14,6 +14,8 @@
  * Gather: copies rows picked by index (0-based, bounds-checked) into a dense
  * batch, optionally converting u8 pixels to float.
  *
+ * Preprocessing: per-image standardisation and the cifarnet augmentation, in place.
+ *
  * Shards: a partition of the N example indices among n workers, written as one
  * ordering of 0..N-1 and n+1 offsets (worker j owns order[offsets[j] ..
  * offsets[j+1])). Every index appears exactly once. Deterministic given the rng. */
@@ -28,8 +30,9 @@
 enum { AGT_IDX_MAX_DIMS = 4 };
 
 /* Header of an unsigned-byte IDX file: ndim in 1..4 and dims[0..ndim). Checks the
- * file's size against the header (a gzip'd file by its trailer's length field),
- * so a truncated file is refused before anything is allocated for it. */
+ * file's size against the header (a gzip'd file by its trailer's length field, or by
+ * decoding it when that disagrees), so a truncated file is refused before anything is
+ * allocated for it. */
 agt_status agt_data_idx_info(const char *path, int *ndim, int64_t *dims);
 
 /* Decodes all numel elements (numel must equal the product of the dims) into out,
