@@ -19,16 +19,17 @@
  * of 32-row blocks.
  *
  * Averages of lists of rows: out[r][c] = (x_{l_r0}[c] + x_{l_r1}[c] + ...) / |l_r|, in float, in
- * list order: the CPU's avg_lists, operation for operation (bit-identical). Each thread reads its
- * coordinate of the listed rows straight from G (coalesced across the warp); lists that share
- * rows (NNM) re-read them from L1/L2, so NNM on finite inputs goes through cuBLAS instead.
+ * list order: the CPU's avg_lists, operation for operation (bit-identical). Each thread reads four
+ * coordinates of the listed rows straight from G (16-byte loads, coalesced across the warp; one
+ * coordinate where d % 4 != 0). Lists that share rows (NNM) would re-read them, so NNM on finite
+ * rows holds all n <= 64 rows of a coordinate pair in registers, read once, and forms every list
+ * as a 0/1-weighted FMA chain in ascending row order: the same roundings as the CPU's adds.
  *
  * Mixtures: out[r][c] = sum_k W[r][k] x_k[c] for up to 64 input rows held in registers (W in
  * shared memory, float accumulation in k order); a zero weight skips its row, so a row that is
  * not used never turns the output into NaN through 0 * inf. */
 #include "gpu_internal.h"
 
-#include <cublas_v2.h>
 #include <cuda_pipeline.h>
 #include <math.h>
 #include <string.h>
@@ -683,6 +684,39 @@ k_lists(const float *__restrict__ G, size_t d, const int32_t *__restrict__ rows,
   }
 }
 
+/* The same averages, four coordinates per thread with 16-byte loads (d % 4 == 0 and 16-byte
+ * aligned G and out): each lane adds its listed rows in list order, so the sums are those of
+ * k_lists. Eight loads in flight per thread. */
+__global__ void __launch_bounds__(LIST_BLOCK)
+k_lists4(const float4 *__restrict__ G, size_t d4, const int32_t *__restrict__ rows,
+         const int32_t *__restrict__ off, int R, float4 *__restrict__ out) {
+  const size_t c = (size_t)blockIdx.x * LIST_BLOCK + threadIdx.x;
+  if (c >= d4) return;
+  for (int r = 0; r < R; r++) {
+    const int b = off[r], e = off[r + 1];
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    int t = b;
+    for (; t + 8 <= e; t += 8) {
+      float4 x[8];
+#pragma unroll
+      for (int u = 0; u < 8; u++) x[u] = __ldg(G + (size_t)rows[t + u] * d4 + c);
+#pragma unroll
+      for (int u = 0; u < 8; u++) {
+        acc.x = __fadd_rn(acc.x, x[u].x); acc.y = __fadd_rn(acc.y, x[u].y);
+        acc.z = __fadd_rn(acc.z, x[u].z); acc.w = __fadd_rn(acc.w, x[u].w);
+      }
+    }
+    for (; t < e; t++) {
+      const float4 x = __ldg(G + (size_t)rows[t] * d4 + c);
+      acc.x = __fadd_rn(acc.x, x.x); acc.y = __fadd_rn(acc.y, x.y);
+      acc.z = __fadd_rn(acc.z, x.z); acc.w = __fadd_rn(acc.w, x.w);
+    }
+    const float k = (float)(e - b);
+    out[(size_t)r * d4 + c] = make_float4(__fdiv_rn(acc.x, k), __fdiv_rn(acc.y, k),
+                                          __fdiv_rn(acc.z, k), __fdiv_rn(acc.w, k));
+  }
+}
+
 agt_status agt_gpu_avg_lists(const float *G, size_t d, const int64_t *rows, const size_t *off,
                              size_t R, float *out) {
   AGT_TRY(agt_gpu_ensure());
@@ -694,95 +728,122 @@ agt_status agt_gpu_avg_lists(const float *G, size_t d, const int64_t *rows, cons
   for (size_t t = 0; t < total; t++) h[t] = (int32_t)rows[t];
   for (size_t r = 0; r <= R; r++) h[total + r] = (int32_t)off[r];
   AGT_CU(cudaMemcpy(dev, h, bytes, cudaMemcpyHostToDevice));
+  if (d % 4 == 0 && (((uintptr_t)G | (uintptr_t)out) & 15) == 0) {
+    const unsigned blocks4 = (unsigned)((d / 4 + LIST_BLOCK - 1) / LIST_BLOCK);
+    k_lists4<<<blocks4, LIST_BLOCK>>>(reinterpret_cast<const float4 *>(G), d / 4, dev, dev + total,
+                                      (int)R, reinterpret_cast<float4 *>(out));
+    AGT_CU_LAUNCH("k_lists4");
+    return AGT_OK;
+  }
   const unsigned blocks = (unsigned)((d + LIST_BLOCK - 1) / LIST_BLOCK);
   k_lists<<<blocks, LIST_BLOCK>>>(G, d, dev, dev + total, (int)R, out);
   AGT_CU_LAUNCH("k_lists");
   return AGT_OK;
 }
 
-/* ---------------------------------------------------------------- dense mixture (NNM) */
-/* out[r][c] = sum_k W[r][k] x_k[c], x_k = row k of G (K <= N rows, all finite: no zero skip).
- * W sits in shared memory as float4 rows padded to N with zeros; one float4 read feeds four
- * FMAs of registers held x values, and the whole warp reads the same W address (broadcast). */
-template <int N>
-__global__ void __launch_bounds__(MIX_BLOCK)
-k_mix_dense(const float *__restrict__ G, int K, size_t d, const float *__restrict__ W, int R,
-            float *__restrict__ out) {
+/* ---------------------------------------------------------------- NNM's lists, finite rows */
+/* out[r][c] = (sum of the rows of list r, ascending index order, from +0) / k, the CPU's sums
+ * bit for bit: with 0/1 weights, fma(1, x, a) rounds x + a once (the CPU's add) and
+ * fma(0, x, a) = a + (+-0) = a for finite x (a is never -0: it starts at +0, and an add of
+ * two floats gives -0 only when both are -0). Every thread holds CPT coordinates of all
+ * N (padded) rows in registers, read once from G; the weights sit in shared memory as float4
+ * rows read by broadcast, one read feeding 4 * CPT FMAs. Blocks stride over the coordinates
+ * (a fixed grid: the weights are loaded once per block), each coordinate independent. */
+#define NNM_BLOCK 128
+template <int N, int CPT>
+__global__ void __launch_bounds__(NNM_BLOCK)
+k_lists_dense(const float *__restrict__ G, int K, size_t d, const float *__restrict__ W, int R,
+              float kdiv, float *__restrict__ out) {
   __shared__ float4 w4[64 * (N / 4)];
-  for (int e = threadIdx.x; e < R * N; e += MIX_BLOCK) {
-    const int r = e / N, k = e % N;
-    reinterpret_cast<float *>(w4)[e] = k < K ? W[r * K + k] : 0.f;
-  }
+  for (int e = threadIdx.x; e < R * (N / 4); e += NNM_BLOCK) w4[e] = reinterpret_cast<const float4 *>(W)[e];
   __syncthreads();
-  const size_t c = (size_t)blockIdx.x * MIX_BLOCK + threadIdx.x;
-  if (c >= d) return;
-  float x[N];
+  const size_t units = d / CPT, stride = (size_t)gridDim.x * NNM_BLOCK;
+  for (size_t u = (size_t)blockIdx.x * NNM_BLOCK + threadIdx.x; u < units; u += stride) {
+    const size_t c = u * CPT;
+    float x[CPT][N];
 #pragma unroll
-  for (int k = 0; k < N; k++) x[k] = k < K ? __ldg(G + (size_t)k * d + c) : 0.f;
-  for (int r = 0; r < R; r++) {
-    float acc = 0.f;
-#pragma unroll
-    for (int q = 0; q < N / 4; q++) {
-      const float4 w = w4[r * (N / 4) + q];
-      acc = fmaf(w.x, x[4 * q], acc);
-      acc = fmaf(w.y, x[4 * q + 1], acc);
-      acc = fmaf(w.z, x[4 * q + 2], acc);
-      acc = fmaf(w.w, x[4 * q + 3], acc);
+    for (int k = 0; k < N; k++) {
+      if (CPT == 2) {
+        const float2 v = k < K ? __ldg(reinterpret_cast<const float2 *>(G + (size_t)k * d + c))
+                               : make_float2(0.f, 0.f);
+        x[0][k] = v.x;
+        x[CPT - 1][k] = v.y;
+      } else {
+        x[0][k] = k < K ? __ldg(G + (size_t)k * d + c) : 0.f;
+      }
     }
-    out[(size_t)r * d + c] = acc;
+    for (int r = 0; r < R; r++) {
+      float acc[CPT];
+#pragma unroll
+      for (int j = 0; j < CPT; j++) acc[j] = 0.f;
+#pragma unroll
+      for (int q = 0; q < N / 4; q++) {
+        const float4 w = w4[r * (N / 4) + q];
+#pragma unroll
+        for (int j = 0; j < CPT; j++) {
+          acc[j] = __fmaf_rn(w.x, x[j][4 * q], acc[j]);
+          acc[j] = __fmaf_rn(w.y, x[j][4 * q + 1], acc[j]);
+          acc[j] = __fmaf_rn(w.z, x[j][4 * q + 2], acc[j]);
+          acc[j] = __fmaf_rn(w.w, x[j][4 * q + 3], acc[j]);
+        }
+      }
+      float *o = out + (size_t)r * d + c;
+      if (CPT == 2)
+        *reinterpret_cast<float2 *>(o) = make_float2(__fdiv_rn(acc[0], kdiv), __fdiv_rn(acc[CPT - 1], kdiv));
+      else
+        o[0] = __fdiv_rn(acc[0], kdiv);
+    }
   }
 }
 
-agt_status agt_gpu_mix_dense(const float *G, size_t n, size_t d, const double *W_host, size_t R,
-                             float *out) {
-  AGT_TRY(agt_gpu_ensure());
-  /* above 32 rows cuBLAS's GEMM was measured faster (H200: n = 51, 9.3x against 10.2x the
-   * average's time) */
-  if (n > 32 || R > 32) return agt_gpu_gemm_rows(G, n, d, W_host, R, out);
-  const size_t bytes = R * n * sizeof(float);
-  float *W = NULL, *h = NULL;
-  AGT_TRY(agt_gpu_scratch(bytes, (void **)&W));
-  AGT_TRY(agt_gpu_host_scratch(bytes, (void **)&h));
-  for (size_t e = 0; e < R * n; e++) h[e] = (float)W_host[e];
-  AGT_CU(cudaMemcpy(W, h, bytes, cudaMemcpyHostToDevice));
-  const unsigned blocks = (unsigned)((d + MIX_BLOCK - 1) / MIX_BLOCK);
-  if (n <= 16) k_mix_dense<16><<<blocks, MIX_BLOCK>>>(G, (int)n, d, W, (int)R, out);
-  else if (n <= 32) k_mix_dense<32><<<blocks, MIX_BLOCK>>>(G, (int)n, d, W, (int)R, out);
-  else k_mix_dense<64><<<blocks, MIX_BLOCK>>>(G, (int)n, d, W, (int)R, out);
-  AGT_CU_LAUNCH("k_mix_dense");
-  return AGT_OK;
+template <int N>
+static void launch_lists_dense(bool pairs, unsigned blocks, const float *G, int K, size_t d,
+                               const float *W, int R, float kdiv, float *out) {
+  if (pairs) k_lists_dense<N, 2><<<blocks, NNM_BLOCK>>>(G, K, d, W, R, kdiv, out);
+  else k_lists_dense<N, 1><<<blocks, NNM_BLOCK>>>(G, K, d, W, R, kdiv, out);
 }
 
-/* ---------------------------------------------------------------- cuBLAS mixture */
-static cublasHandle_t g_blas = NULL;
-
-#define AGT_BLAS(call)                                                                    \
-  do {                                                                                    \
-    cublasStatus_t agt_b_ = (call);                                                       \
-    if (agt_b_ != CUBLAS_STATUS_SUCCESS)                                                  \
-      return AGT_FAIL(agt_b_ == CUBLAS_STATUS_ALLOC_FAILED ? AGT_ENOMEM : AGT_EIO,         \
-                      "cuBLAS: %s failed: %s", #call, cublasGetStatusString(agt_b_));     \
-  } while (0)
-
-agt_status agt_gpu_gemm_rows(const float *G, size_t n, size_t d, const double *W_host, size_t R,
-                             float *out) {
+agt_status agt_gpu_avg_lists_dense(const float *G, size_t n, size_t d, const int64_t *lists,
+                                   size_t k, float *out) {
   AGT_TRY(agt_gpu_ensure());
-  if (d > 2147483647u) return AGT_FAIL(AGT_ENOTSUP, "cuBLAS mixture: d=%zu too large", d);
-  if (!g_blas) {
-    AGT_BLAS(cublasCreate(&g_blas));
-    AGT_BLAS(cublasSetMathMode(g_blas, CUBLAS_PEDANTIC_MATH));  /* plain float, no TF32 */
-    AGT_BLAS(cublasSetStream(g_blas, 0));
-  }
-  const size_t bytes = R * n * sizeof(float);
+  if (n > 64 || k < 1) return AGT_FAIL(AGT_ENOTSUP, "list averages of %zu rows in registers", n);
+  const size_t N = (n + 3) & ~(size_t)3;
+  const size_t bytes = n * N * sizeof(float);
   float *W = NULL, *h = NULL;
   AGT_TRY(agt_gpu_scratch(bytes, (void **)&W));
   AGT_TRY(agt_gpu_host_scratch(bytes, (void **)&h));
-  for (size_t e = 0; e < R * n; e++) h[e] = (float)W_host[e];
+  memset(h, 0, bytes);
+  for (size_t r = 0; r < n; r++)
+    for (size_t t = 0; t < k; t++) h[r * N + (size_t)lists[r * k + t]] = 1.0f;
   AGT_CU(cudaMemcpy(W, h, bytes, cudaMemcpyHostToDevice));
-  const float one = 1.0f, zero = 0.0f;
-  /* Column-major view: G is d x n (ld d), W^T is n x R (ld n), out is d x R (ld d). */
-  AGT_BLAS(cublasSgemm(g_blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)d, (int)R, (int)n, &one, G, (int)d,
-                       W, (int)n, &zero, out, (int)d));
+  const bool pairs = d % 2 == 0 && (((uintptr_t)G | (uintptr_t)out) & 7) == 0;
+  static int sms = 0;
+  if (!sms) AGT_CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const size_t units = pairs ? d / 2 : d;
+  size_t blocks = (units + NNM_BLOCK - 1) / NNM_BLOCK, cap = (size_t)sms * 16;
+  if (blocks > cap) blocks = cap;
+  const unsigned nb = (unsigned)blocks;
+  const int K = (int)n, R = (int)n;
+  const float kdiv = (float)k;
+  switch (N) {
+    case 4: launch_lists_dense<4>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 8: launch_lists_dense<8>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 12: launch_lists_dense<12>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 16: launch_lists_dense<16>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 20: launch_lists_dense<20>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 24: launch_lists_dense<24>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 28: launch_lists_dense<28>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 32: launch_lists_dense<32>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 36: launch_lists_dense<36>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 40: launch_lists_dense<40>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 44: launch_lists_dense<44>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 48: launch_lists_dense<48>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 52: launch_lists_dense<52>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 56: launch_lists_dense<56>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    case 60: launch_lists_dense<60>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+    default: launch_lists_dense<64>(pairs, nb, G, K, d, W, R, kdiv, out); break;
+  }
+  AGT_CU_LAUNCH("k_lists_dense");
   return AGT_OK;
 }
 

@@ -368,11 +368,9 @@ extern "C" agt_status agt_gpu_gar_nnm(const float *G, size_t n, size_t d, size_t
   off[n] = n * k;
   if (!finite)  /* exact list sums: a non-finite row reaches only the lists it is in */
     return agt_gpu_avg_lists(G, d, lists.data(), off.data(), n, out);
-  /* finite rows: one mixture, out = W G with W[i][j] = 1/k on the k rows of list i */
-  std::vector<double> W(n * n, 0.0);
-  for (size_t i = 0; i < n; i++)
-    for (size_t t = 0; t < k; t++) W[i * n + (size_t)lists[i * k + t]] = 1.0 / (double)k;
-  return agt_gpu_mix_dense(G, n, d, W.data(), n, out);
+  /* finite rows: the same sums, the rows read once into registers (up to 64 rows) */
+  if (n > 64) return agt_gpu_avg_lists(G, d, lists.data(), off.data(), n, out);
+  return agt_gpu_avg_lists_dense(G, n, d, lists.data(), k, out);
 }
 
 extern "C" agt_status agt_gpu_gar_bucketing(const float *G, size_t n, size_t d, size_t s,

@@ -75,13 +75,10 @@ agt_status agt_gpu_mix_rows(const float *const *rows, size_t K, size_t d, const 
 /* out[r] = average of rows[off[r] .. off[r+1]) in list order (host arrays), float, exact. */
 agt_status agt_gpu_avg_lists(const float *G, size_t d, const int64_t *rows, const size_t *off,
                              size_t R, float *out);
-/* out (R x d) = W (R x n, host, row-major) G, float, finite inputs only: registers and shared
- * memory for n, R <= 32, cuBLAS above. */
-agt_status agt_gpu_mix_dense(const float *G, size_t n, size_t d, const double *W_host, size_t R,
-                             float *out);
-/* out (R x d) = W (R x n, host, row-major) G through cuBLAS (float, finite inputs only). */
-agt_status agt_gpu_gemm_rows(const float *G, size_t n, size_t d, const double *W_host, size_t R,
-                             float *out);
+/* out[r] = average of lists[r*k .. r*k+k) (host, ascending) for r < n <= 64, finite rows only,
+ * bit-identical to agt_gpu_avg_lists. */
+agt_status agt_gpu_avg_lists_dense(const float *G, size_t n, size_t d, const int64_t *lists,
+                                   size_t k, float *out);
 /* sq_host[i] = |row i|^2, +inf when not finite. */
 agt_status agt_gpu_row_sqnorms(const float *G, size_t n, size_t d, double *sq_host);
 /* out[i] = scale_host[i] * G[i]; out may be G. */
