@@ -43,7 +43,7 @@ CUDA_ARCH  ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=
 NVCCFLAGS  := -O3 -std=c++17 $(CUDA_ARCH) -Isrc -Xcompiler -fPIC,-Wall,-Wextra
 CUDA_OBJS  := $(patsubst src/cuda/%.cu,$(BUILD)/obj/cuda/%.o,$(CUDA_SRCS))
 CFLAGS     += -DAGT_HAVE_CUDA=1
-CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lstdc++ -lrt
+CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -lstdc++ -lrt
 FEATURES   := CUDA
 else
 CUDA_OBJS  :=
@@ -138,14 +138,14 @@ install: all
 	cp -R lua bindings $(DESTDIR)$(PREFIX)/share/agt/
 
 # A binary for a GPU machine with no package manager: LuaJIT and OpenBLAS static, CUDA runtime
-# static, cuBLAS dynamic; beside it the Lua tree, the specs and the benchmarks.
+# static; beside it the Lua tree, the specs and the benchmarks.
 gpu-bundle:
 	@test -n "$(NVCC)" || { echo "gpu-bundle needs nvcc"; exit 1; }
 	@$(MAKE) --no-print-directory BUILD=build-gpu $(BUILD:build=build-gpu)/libagt.a build-gpu/obj/main.o
 	rm -rf gpu-bundle && mkdir -p gpu-bundle
 	$(CC) -Wl,-E -o gpu-bundle/agt build-gpu/obj/main.o -Wl,--whole-archive build-gpu/libagt.a \
 	  -Wl,--no-whole-archive -Wl,-Bstatic -lluajit-5.1 -lopenblas -lsodium -ledit -lbsd -lmd -ltinfo -Wl,-Bdynamic \
-	  -L$(CUDA_HOME)/lib64 -lcudart_static -lcublas -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
+	  -L$(CUDA_HOME)/lib64 -lcudart_static -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
 	cp -R lua bindings spec bench gpu-bundle/
 	@sh tools/gpu-bundle.sh
 	@echo "gpu-bundle/ ready: copy it to the GPU machine and run gpu-bundle/run.sh there"
