@@ -64,6 +64,16 @@ struct DistCfg {
   static constexpr size_t SMEM = (size_t)(PIPE_F > RED_F ? PIPE_F : RED_F) * sizeof(float);
 };
 
+/* Thread group k of a block owns the k-th pair (bi, bj), bi <= bj, of 8-row blocks in
+ * row-major order of the upper triangle of NB x NB. */
+__device__ __forceinline__ void block_pair(int k, int NB, int &bi, int &bj) {
+  bj = 0;
+  for (bi = 0; bi < NB; bi++) {
+    if (k < NB - bi) { bj = bi + k; return; }
+    k -= NB - bi;
+  }
+}
+
 /* Exact pass. Tiles stream through DIST_STAGES shared-memory stages with asynchronous copies
  * (cp.async): DIST_STAGES - 1 tiles are in flight while one is computed. */
 template <int NB>
@@ -76,14 +86,8 @@ k_pairdist(const float *const *__restrict__ rowp, int R, size_t d, double *__res
   if (t < Cfg::RP) rp[t] = t < R ? rowp[t] : nullptr;
   const int mt = t % Cfg::NMT, lane = t / Cfg::NMT;
   const bool active = lane < Cfg::L;
-  int bi = 0, bj = 0;
-  {
-    int k = mt;
-    for (bi = 0; bi < NB; bi++) {
-      if (k < NB - bi) { bj = bi + k; break; }
-      k -= NB - bi;
-    }
-  }
+  int bi, bj;
+  block_pair(mt, NB, bi, bj);
   float acc[8][8];
 #pragma unroll
   for (int q = 0; q < 8; q++)
@@ -274,14 +278,8 @@ k_gram(const float *const *__restrict__ rowp, int R, const float *__restrict__ x
   if (t == Cfg::RP) rp[t] = x0p;
   const int mt = t % Cfg::NMT, lane = t / Cfg::NMT;
   const bool active = lane < Cfg::L;
-  int bi = 0, bj = 0;
-  {
-    int k = mt;
-    for (bi = 0; bi < NB; bi++) {
-      if (k < NB - bi) { bj = bi + k; break; }
-      k -= NB - bi;
-    }
-  }
+  int bi, bj;
+  block_pair(mt, NB, bi, bj);
   float acc[8][8];
 #pragma unroll
   for (int q = 0; q < 8; q++)
