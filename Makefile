@@ -29,21 +29,32 @@ ENGINE_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(ENGINE_SRCS))
 CTEST_SRCS  := $(wildcard spec/c/test_*.c)
 CTESTS      := $(patsubst spec/c/%.c,$(BUILD)/%,$(CTEST_SRCS))
 
-# --- CUDA: built whenever nvcc is found ---------------------------------------------------
+# --- CUDA: built whenever nvcc and its static runtime are found ------------------------------
+# nvcc may be a wrapper script outside the toolkit (e.g. /usr/local/bin/nvcc), so the toolkit's
+# root is asked of nvcc itself (its -dryrun prints TOP=) and the runtime library is searched in
+# the folders a toolkit may use. Without the runtime, the build is CPU-only and says why.
 NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
 CUDA_SRCS := $(wildcard src/cuda/*.cu)
 ifneq ($(NVCC),)
 ifneq ($(CUDA_SRCS),)
+CUDA_TOP    := $(shell $(NVCC) -dryrun -x cu -c /dev/null -o /dev/null 2>&1 | sed -n 's/^\#\$$ TOP=//p' | head -n 1)
+CUDA_CANDS  := $(foreach t,$(CUDA_TOP) $(patsubst %/bin/nvcc,%,$(NVCC)) /usr/local/cuda,$(t)/lib64 $(t)/lib $(t)/targets/x86_64-linux/lib)
+CUDA_LIBDIR := $(firstword $(foreach d,$(CUDA_CANDS),$(if $(wildcard $(d)/libcudart_static.a),$(realpath $(d)))))
+ifeq ($(CUDA_TOP),)
+CUDA_WHY := nvcc found at $(NVCC) does not run (nvcc -dryrun printed no TOP=)
+else ifneq ($(CUDA_LIBDIR),)
 HAVE_CUDA := 1
+else
+CUDA_WHY := nvcc found at $(NVCC) but not libcudart_static.a (searched: $(CUDA_CANDS))
+endif
 endif
 endif
 ifeq ($(HAVE_CUDA),1)
-CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA_ARCH  ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
 NVCCFLAGS  := -O3 -std=c++17 $(CUDA_ARCH) -Isrc -Xcompiler -fPIC,-Wall,-Wextra
 CUDA_OBJS  := $(patsubst src/cuda/%.cu,$(BUILD)/obj/cuda/%.o,$(CUDA_SRCS))
 CFLAGS     += -DAGT_HAVE_CUDA=1
-CUDA_LIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -lstdc++ -lrt
+CUDA_LIBS  := -L$(CUDA_LIBDIR) -lcudart_static -lstdc++ -lrt
 FEATURES   := CUDA
 else
 CUDA_OBJS  :=
@@ -55,7 +66,8 @@ endif
 all: features agt
 
 features:
-	@echo "agt: building with $(FEATURES) (nvcc: $(if $(NVCC),$(NVCC),not found)), OpenBLAS, LuaJIT"
+	@echo "agt: building with $(FEATURES) (nvcc: $(if $(NVCC),$(NVCC),not found)$(if $(filter 1,$(HAVE_CUDA)),; CUDA runtime: $(CUDA_LIBDIR))), OpenBLAS, LuaJIT"
+	$(if $(CUDA_WHY),@echo "agt: $(CUDA_WHY)")
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -140,12 +152,12 @@ install: all
 # A binary for a GPU machine with no package manager: LuaJIT and OpenBLAS static, CUDA runtime
 # static; beside it the Lua tree, the specs and the benchmarks.
 gpu-bundle:
-	@test -n "$(NVCC)" || { echo "gpu-bundle needs nvcc"; exit 1; }
+	@test "$(HAVE_CUDA)" = 1 || { echo "gpu-bundle needs nvcc and libcudart_static.a $(CUDA_WHY)"; exit 1; }
 	@$(MAKE) --no-print-directory BUILD=build-gpu $(BUILD:build=build-gpu)/libagt.a build-gpu/obj/main.o
 	rm -rf gpu-bundle && mkdir -p gpu-bundle
 	$(CC) -Wl,-E -o gpu-bundle/agt build-gpu/obj/main.o -Wl,--whole-archive build-gpu/libagt.a \
 	  -Wl,--no-whole-archive -Wl,-Bstatic -lluajit-5.1 -lopenblas -lsodium -ledit -lbsd -lmd -ltinfo -Wl,-Bdynamic \
-	  -L$(CUDA_HOME)/lib64 -lcudart_static -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
+	  -L$(CUDA_LIBDIR) -lcudart_static -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
 	cp -R lua bindings spec bench gpu-bundle/
 	@sh tools/gpu-bundle.sh
 	@echo "gpu-bundle/ ready: copy it to the GPU machine and run gpu-bundle/run.sh there"
