@@ -488,9 +488,139 @@ static agt_status pairdist_fast(const float *const *rows, int R, size_t d, int l
   return AGT_OK;
 }
 
+/* ---------------------------------------------------------------- few rows: exact, in registers */
+/* For R <= 16 rows the tile pipeline above moves too little per barrier to read G at full
+ * speed, and the pairs are few: each thread reads CPT coordinates of every row (coalesced
+ * across the warp, as the per-coordinate rules do) and adds (x_i - x_j)^2 for all R (R - 1) / 2
+ * pairs into float registers. Exact differences: no Gram cancellation, no second pass, and
+ * identical rows get identical distances. Each warp adds its lanes by a fixed butterfly, each
+ * block its warps in double in warp order, and the blocks are added in block order (fixed grid):
+ * the result depends on (R, d) only. A NULL row reads as zeros. */
+#define PR_THREADS 256
+#define PR_GRID 528          /* blocks at most (fixed: determinism) */
+#define PR_MAX 16
+
+template <int R, int CPT>
+__global__ void __launch_bounds__(PR_THREADS)
+k_pairdist_regs(const float *const *__restrict__ rowp, size_t d, double *__restrict__ partials) {
+  constexpr int P = R * (R - 1) / 2, W = PR_THREADS / 32;
+  __shared__ const float *rp[R];
+  __shared__ float red[W][P];
+  if (threadIdx.x < R) rp[threadIdx.x] = rowp[threadIdx.x];
+  __syncthreads();
+  float acc[P];
+#pragma unroll
+  for (int p = 0; p < P; p++) acc[p] = 0.f;
+  const size_t units = d / CPT, stride = (size_t)gridDim.x * PR_THREADS;
+  for (size_t u = (size_t)blockIdx.x * PR_THREADS + threadIdx.x; u < units; u += stride) {
+    float x[R][CPT];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const float *p = rp[r];
+      if (CPT == 4) {
+        const float4 v = p ? __ldg(reinterpret_cast<const float4 *>(p) + u) : make_float4(0.f, 0.f, 0.f, 0.f);
+        x[r][0] = v.x; x[r][CPT > 1 ? 1 : 0] = v.y; x[r][CPT > 2 ? 2 : 0] = v.z; x[r][CPT - 1] = v.w;
+      } else if (CPT == 2) {
+        const float2 v = p ? __ldg(reinterpret_cast<const float2 *>(p) + u) : make_float2(0.f, 0.f);
+        x[r][0] = v.x; x[r][CPT - 1] = v.y;
+      } else {
+        x[r][0] = p ? __ldg(p + u) : 0.f;
+      }
+    }
+    int p = 0;
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+      for (int j = i + 1; j < R; j++, p++)
+#pragma unroll
+        for (int c = 0; c < CPT; c++) {
+          const float df = x[i][c] - x[j][c];
+          acc[p] = fmaf(df, df, acc[p]);
+        }
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int p = 0; p < P; p++) {
+    float v = acc[p];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) red[warp][p] = v;
+  }
+  __syncthreads();
+  for (int p = threadIdx.x; p < P; p += PR_THREADS) {
+    double s = 0;
+    for (int w = 0; w < W; w++) s += (double)red[w][p];
+    partials[(size_t)blockIdx.x * P + p] = s;
+  }
+}
+
+/* D[R x R] (device) from the blocks' partial sums of the pairs i < j (row-major), in block
+ * order; zero diagonal. */
+__global__ void k_pairdist_regs_sum(const double *__restrict__ partials, int nblocks, int R,
+                                    double *__restrict__ D) {
+  const int P = R * (R - 1) / 2;
+  const int p = blockIdx.x * blockDim.x + threadIdx.x;
+  if (p < R) D[(size_t)p * R + p] = 0.0;
+  if (p >= P) return;
+  int i = 0, k = p;
+  while (k >= R - 1 - i) { k -= R - 1 - i; i++; }
+  const int j = i + 1 + k;
+  double s = 0;
+  for (int b = 0; b < nblocks; b++) s += partials[(size_t)b * P + p];
+  D[(size_t)i * R + j] = s;
+  D[(size_t)j * R + i] = s;
+}
+
+template <int R>
+static void pairdist_regs_launch(int cpt, unsigned grid, const float *const *rows_dev, size_t d,
+                                 double *partials) {
+  if (cpt == 4) k_pairdist_regs<R, (R <= 12 ? 4 : 2)><<<grid, PR_THREADS>>>(rows_dev, d, partials);
+  else if (cpt == 2) k_pairdist_regs<R, 2><<<grid, PR_THREADS>>>(rows_dev, d, partials);
+  else k_pairdist_regs<R, 1><<<grid, PR_THREADS>>>(rows_dev, d, partials);
+}
+
+/* Exact distances among 2 <= R <= PR_MAX rows (host array of device pointers; NULL = zeros)
+ * into D_host[R x R]. */
+static agt_status pairdist_regs(const float *const *rows, int R, size_t d, double *D_host) {
+  /* coordinates per thread: 4 (2 above 12 rows, for registers) when every row allows 16-byte
+   * loads, else 2 with 8-byte loads, else 1; d is a multiple of it (no tail) */
+  int cpt = 1;
+  bool a16 = d % 4 == 0, a8 = d % 2 == 0;
+  for (int i = 0; i < R; i++) {
+    if (rows[i] && ((uintptr_t)rows[i] & 15)) a16 = false;
+    if (rows[i] && ((uintptr_t)rows[i] & 7)) a8 = false;
+  }
+  if (a16) cpt = R <= 12 ? 4 : 2;
+  else if (a8) cpt = 2;
+  const size_t units = d / cpt;
+  const size_t want = (units + PR_THREADS - 1) / PR_THREADS;
+  const unsigned grid = (unsigned)(want < 1 ? 1 : want < PR_GRID ? want : PR_GRID);
+  const int P = R * (R - 1) / 2;
+  const size_t ptr_bytes = PR_MAX * sizeof(float *), D_bytes = (size_t)R * R * sizeof(double);
+  char *scr = NULL;
+  AGT_TRY(agt_gpu_scratch(ptr_bytes + D_bytes + (size_t)grid * P * sizeof(double), (void **)&scr));
+  const float **rows_dev = (const float **)scr;
+  double *D_dev = (double *)(scr + ptr_bytes);
+  double *partials = (double *)(scr + ptr_bytes + D_bytes);
+  AGT_CU(cudaMemcpy(rows_dev, rows, (size_t)R * sizeof(float *), cudaMemcpyHostToDevice));
+  switch (R) {
+#define PR_CASE(K) case K: pairdist_regs_launch<K>(cpt, grid, rows_dev, d, partials); break;
+    PR_CASE(2) PR_CASE(3) PR_CASE(4) PR_CASE(5) PR_CASE(6) PR_CASE(7) PR_CASE(8) PR_CASE(9)
+    PR_CASE(10) PR_CASE(11) PR_CASE(12) PR_CASE(13) PR_CASE(14) PR_CASE(15) PR_CASE(16)
+#undef PR_CASE
+    default: return AGT_FAIL(AGT_EINVAL, "pairdist_regs: %d rows", R);
+  }
+  AGT_CU_LAUNCH("k_pairdist_regs");
+  k_pairdist_regs_sum<<<(P > R ? P : R) / 128 + 1, 128>>>(partials, (int)grid, R, D_dev);
+  AGT_CU_LAUNCH("k_pairdist_regs_sum");
+  AGT_CU(cudaMemcpy(D_host, D_dev, D_bytes, cudaMemcpyDeviceToHost));
+  return AGT_OK;
+}
+
 /* Distances among R rows of any count (rows: host array of device pointers). */
 static agt_status pairdist_rows(const float *const *rows, int R, size_t d, int loose_last,
                                 double *D) {
+  if (R <= PR_MAX) return R < 2 ? (D[0] = 0.0, AGT_OK) : pairdist_regs(rows, R, d, D);
   if (R <= 64) return pairdist_fast(rows, R, d, loose_last, D);
   /* General path: blocks of 32 rows, each pair of blocks in one launch of 64 rows. */
   const int B = 32;
