@@ -37,8 +37,9 @@ agt_status agt_nn_linear_backward(const float *x, const float *W, const float *d
                                   float *dx, float *dW, float *db,
                                   size_t B, size_t in, size_t out);
 
-/* Scratch floats conv2d needs (the unfolded input patches, kept from forward to backward,
- * and the product before it is laid out as NCHW). */
+/* Scratch floats conv2d needs (the unfolded input patches of a chunk of samples, kept from
+ * forward to backward when the batch is one chunk, and the product before it is laid out as
+ * NCHW). */
 size_t agt_nn_conv2d_scratch(size_t B, size_t C, size_t H, size_t Wd, size_t OC, size_t KH, size_t KW,
                              size_t sh, size_t sw, size_t OH, size_t OW);
 /* y (B,OC,OH,OW) = act(conv(x (B,C,H,W), W (OC,C,KH,KW)) + b (OC)); act: -1 none, else
@@ -49,7 +50,8 @@ agt_status agt_nn_conv2d_forward(const float *x, const float *W, const float *b,
                                  size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
                                  size_t pt, size_t pl, size_t OH, size_t OW, int act);
 /* dW, db (NULL: skipped) and dx (NULL: skipped) from dy (B,OC,OH,OW). col holds forward's
- * patches on entry and is clobbered. */
+ * patches on entry and is clobbered; x is read again where the batch is unfolded in chunks
+ * (large batches: see agt_nn_conv2d_scratch). */
 agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *dy,
                                   float *dx, float *dW, float *db, float *col,
                                   size_t B, size_t C, size_t H, size_t Wd,

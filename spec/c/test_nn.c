@@ -395,6 +395,15 @@ int main(void) {
   test_conv(1, 3, 8, 8, 2, 5, 1, 0);   /* VALID */
   test_conv(3, 2, 11, 10, 3, 4, 3, 0); /* VALID, stride 3, even kernel */
   test_conv(2, 1, 6, 6, 2, 4, 2, 1);   /* SAME, even kernel */
+  /* Large planes: the batch is unfolded a few samples at a time (2, 2, 1 here; 3, 1 strided;
+   * one by one); the scratch is that of one chunk. */
+  CHECK(agt_nn_conv2d_scratch(5, 4, 64, 64, 4, 5, 5, 1, 1, 64, 64) ==
+        agt_nn_conv2d_scratch(2, 4, 64, 64, 4, 5, 5, 1, 1, 64, 64));
+  CHECK(agt_nn_conv2d_scratch(2, 4, 64, 64, 4, 5, 5, 1, 1, 64, 64) >
+        agt_nn_conv2d_scratch(1, 4, 64, 64, 4, 5, 5, 1, 1, 64, 64));
+  test_conv(5, 4, 64, 64, 4, 5, 1, 1);    /* SAME, stride 1: chunks 2, 2, 1 */
+  test_conv(4, 8, 128, 128, 3, 3, 2, 1);  /* SAME, stride 2 (col2im path): chunks 3, 1 */
+  test_conv(3, 8, 64, 64, 4, 5, 1, 0);    /* VALID: one sample per chunk */
   test_pool();
   test_linear_xent();
   test_sparse_linear();
