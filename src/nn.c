@@ -321,6 +321,18 @@ static void valid_range(size_t n_out, size_t stride, size_t k, size_t pad, size_
   *hi = b;
 }
 
+/* Zeroes n floats; for the one to three of a kernel's edge, stores rather than a memset call
+ * (which a compiler makes of a plain loop). */
+static inline void zero_few(float *p, size_t n) {
+  if (n > 3) {
+    memset(p, 0, n * sizeof(float));
+    return;
+  }
+  if (n > 0) p[0] = 0.0f;
+  if (n > 1) p[1] = 0.0f;
+  if (n > 2) p[2] = 0.0f;
+}
+
 /* Unfolds plane (b, c): rows c·KH·KW .. +KH·KW of col_b. */
 static void im2col_task(void *vctx, size_t begin, size_t end, size_t chunk) {
   (void)chunk;
@@ -344,17 +356,15 @@ static void im2col_task(void *vctx, size_t begin, size_t end, size_t chunk) {
           float *row = colb + ((c * t->KH + kh) * t->KW + kw) * t->ldc;
           long sft = (long)kw - (long)t->pl;
           size_t a = sft < 0 ? (size_t)-sft : 0, z = sft > 0 ? (size_t)sft : 0;
-          memset(row, 0, oh_lo * W * sizeof(float));
-          memset(row + oh_hi * W, 0, (OH - oh_hi) * W * sizeof(float));
+          if (oh_lo) memset(row, 0, oh_lo * W * sizeof(float));
+          if (oh_hi < OH) memset(row + oh_hi * W, 0, (OH - oh_hi) * W * sizeof(float));
           if (oh_lo == oh_hi) continue;
           size_t nrow = oh_hi - oh_lo, n = nrow * W - a - z;
           if (a + z < W) {
             memcpy(row + oh_lo * W + a, xp + (oh_lo + kh - t->pt) * W + z, n * sizeof(float));
-            for (size_t oh = oh_lo; oh < oh_hi; oh++) {
-              float *o = row + oh * W;
-              for (size_t j = 0; j < a; j++) o[j] = 0.0f;
-              for (size_t j = W - z; j < W; j++) o[j] = 0.0f;
-            }
+            /* the a (or z) values a row's shift leaves: a few, so no library call each */
+            size_t e0 = a ? 0 : W - z, ne = a + z;
+            for (size_t oh = oh_lo; oh < oh_hi && ne; oh++) zero_few(row + oh * W + e0, ne);
           } else {
             memset(row + oh_lo * W, 0, nrow * W * sizeof(float));
           }
