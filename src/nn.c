@@ -648,6 +648,83 @@ static inline void max3x3(const float *xp, size_t W, size_t h0, size_t w0, float
   *bi = j0;
 }
 
+/* One output of max-pooling (window rows [h0, h1)). */
+static inline void maxpool_one(const pool_ctx *t, const float *xp, float *yp, int32_t *ip,
+                               size_t oh, size_t ow, size_t h0, size_t h1, int square3) {
+  size_t W = t->W, w0, w1, o = oh * t->OW + ow;
+  window(ow, t->sw, t->pl, t->KW, W, &w0, &w1);
+  if (h0 >= h1 || w0 >= w1) {   /* a window all in padding */
+    yp[o] = 0.0f;
+    ip[o] = -1;
+    return;
+  }
+  float best;
+  int32_t bi;
+  int nan;
+  if (square3 && h1 - h0 == 3 && w1 - w0 == 3) {
+    max3x3(xp, W, h0, w0, &best, &bi, &nan);
+  } else {
+    bi = (int32_t)(h0 * W + w0);
+    best = xp[bi];
+    nan = 0;
+    for (size_t h = h0; h < h1; h++)
+      for (size_t w = w0; w < w1; w++) MAXSTEP(xp[h * W + w], h * W + w);
+  }
+  yp[o] = nan ? NAN : best;
+  ip[o] = bi;
+}
+
+#if defined(__x86_64__)
+/* PICK on eight lanes: the same comparisons and the same max (max_ps returns its second
+ * operand when either is NaN, as max_ss does), so each lane is max3x3's result bit for bit. */
+#define PICK8(va, ia, vb, ib)                                                        \
+  do {                                                                               \
+    __m256 gt_ = _mm256_cmp_ps((vb), (va), _CMP_GT_OQ);                              \
+    (va) = _mm256_max_ps((vb), (va));                                                \
+    (ia) = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(ia),             \
+                                                _mm256_castsi256_ps(ib), gt_));      \
+  } while (0)
+
+/* Eight outputs of a 3x3, stride-2 max-pool whose windows are all inside the plane: window j
+ * starts at row h0, column w0 + 2j. Each input row's 17 values are split into the even
+ * columns (kw = 0), the odd ones (kw = 1) and the even ones shifted by one (kw = 2). */
+__attribute__((target("avx2"))) static void max3x3s2_x8(const float *xp, size_t W, size_t h0,
+                                                        size_t w0, float *y, int32_t *idx) {
+  const __m256i perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  const __m256i rot = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+  const __m256i lane2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  __m256 v[9];
+  __m256i j[9];
+  __m256 nan = _mm256_setzero_ps();
+  for (int r = 0; r < 3; r++) {
+    const float *xr = xp + (h0 + (size_t)r) * W + w0;
+    __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr), perm);
+    __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr + 8), perm);
+    __m256 even = _mm256_permute2f128_ps(lo, hi, 0x20), odd = _mm256_permute2f128_ps(lo, hi, 0x31);
+    __m256 even2 = _mm256_blend_ps(_mm256_permutevar8x32_ps(even, rot), _mm256_set1_ps(xr[16]), 0x80);
+    v[3 * r] = even;
+    v[3 * r + 1] = odd;
+    v[3 * r + 2] = even2;
+    __m256i base = _mm256_add_epi32(_mm256_set1_epi32((int32_t)((h0 + (size_t)r) * W + w0)), lane2);
+    for (int k = 0; k < 3; k++) {
+      j[3 * r + k] = _mm256_add_epi32(base, _mm256_set1_epi32(k));
+      nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[3 * r + k], v[3 * r + k], _CMP_UNORD_Q));
+    }
+  }
+  PICK8(v[0], j[0], v[1], j[1]);
+  PICK8(v[2], j[2], v[3], j[3]);
+  PICK8(v[4], j[4], v[5], j[5]);
+  PICK8(v[6], j[6], v[7], j[7]);
+  PICK8(v[0], j[0], v[2], j[2]);
+  PICK8(v[4], j[4], v[6], j[6]);
+  PICK8(v[0], j[0], v[4], j[4]);
+  PICK8(v[0], j[0], v[8], j[8]);
+  _mm256_storeu_ps(y, _mm256_blendv_ps(v[0], _mm256_set1_ps(NAN), nan));
+  _mm256_storeu_si256((__m256i *)idx, j[0]);
+}
+#undef PICK8
+#endif
+
 static void maxpool_fwd_task(void *vctx, size_t begin, size_t end, size_t chunk) {
   (void)chunk;
   const pool_ctx *t = vctx;
@@ -660,33 +737,23 @@ static void maxpool_fwd_task(void *vctx, size_t begin, size_t end, size_t chunk)
     for (size_t oh = 0; oh < t->OH; oh++) {
       size_t h0, h1;
       window(oh, t->sh, t->pt, t->KH, t->H, &h0, &h1);
-      for (size_t ow = 0; ow < t->OW; ow++) {
-        size_t w0, w1;
-        window(ow, t->sw, t->pl, t->KW, W, &w0, &w1);
-        float best;
-        int32_t bi;
-        int nan;
-        if (h0 >= h1 || w0 >= w1) {   /* a window all in padding */
-          yp[oh * t->OW + ow] = 0.0f;
-          ip[oh * t->OW + ow] = -1;
-          continue;
-        }
-        int full = h1 - h0 == t->KH && w1 - w0 == t->KW;
-        if (full && square3) {
-          max3x3(xp, W, h0, w0, &best, &bi, &nan);
-        } else {
-          bi = (int32_t)(h0 * W + w0);
-          best = xp[bi];
-          nan = 0;
-          for (size_t h = h0; h < h1; h++)
-            for (size_t w = w0; w < w1; w++) MAXSTEP(xp[h * W + w], h * W + w);
-        }
-        yp[oh * t->OW + ow] = nan ? NAN : best;
-        ip[oh * t->OW + ow] = bi;
+      size_t ow = 0;
+#if defined(__x86_64__)
+      /* whole windows of a 3x3 stride-2 pool, eight at a time */
+      if (square3 && t->sw == 2 && h1 - h0 == 3 && have_avx2()) {
+        size_t lo = (t->pl + 1) / 2;                                  /* 2 ow >= pl */
+        size_t hi = W + t->pl >= 3 ? (W + t->pl - 3) / 2 + 1 : 0;     /* 2 ow - pl + 3 <= W */
+        if (hi > t->OW) hi = t->OW;
+        for (; ow < lo && ow < t->OW; ow++) maxpool_one(t, xp, yp, ip, oh, ow, h0, h1, square3);
+        for (; ow + 8 <= hi; ow += 8)
+          max3x3s2_x8(xp, W, h0, ow * 2 - t->pl, yp + oh * t->OW + ow, ip + oh * t->OW + ow);
       }
+#endif
+      for (; ow < t->OW; ow++) maxpool_one(t, xp, yp, ip, oh, ow, h0, h1, square3);
     }
   }
 }
+
 #undef MAXSTEP
 #undef PICK
 

@@ -92,6 +92,46 @@ static void test_geometry(void) {
   CHECK(agt_nn_conv_geometry(3, 0, 1, 0, &o, &p) == AGT_EINVAL);
 }
 
+/* Max-pool 3x3 stride 2 on planes wide enough for eight whole windows in a row (the vector
+ * path), with ties (values on a coarse grid), NaN and ±inf: against the row-major first
+ * maximum; a window holding a NaN gives NaN. */
+static void test_pool_wide(size_t H, size_t W, int same) {
+  size_t P = 4, OH, OW, pt, pl;
+  CHECK(agt_nn_conv_geometry(H, 3, 2, same, &OH, &pt) == AGT_OK);
+  CHECK(agt_nn_conv_geometry(W, 3, 2, same, &OW, &pl) == AGT_OK);
+  float *x = rnd(P * H * W, 9);
+  for (size_t i = 0; i < P * H * W; i++) {
+    x[i] = floorf(x[i] * 3.0f);                    /* -3 .. 2: many ties */
+    if (i % 97 == 5) x[i] = NAN;
+    if (i % 89 == 7) x[i] = INFINITY;
+    if (i % 83 == 11) x[i] = -INFINITY;
+  }
+  float *y = malloc(P * OH * OW * 4);
+  int32_t *idx = malloc(P * OH * OW * 4);
+  CHECK(agt_nn_maxpool_forward(x, y, idx, P, H, W, 3, 3, 2, 2, pt, pl, OH, OW) == AGT_OK);
+  size_t bad = 0;
+  for (size_t p = 0; p < P; p++)
+    for (size_t oh = 0; oh < OH; oh++)
+      for (size_t ow = 0; ow < OW; ow++) {
+        float best = 0;
+        long bi = -1;
+        int nan = 0;
+        for (size_t kh = 0; kh < 3; kh++)
+          for (size_t kw = 0; kw < 3; kw++) {
+            long ih = (long)(oh * 2 + kh) - (long)pt, iw = (long)(ow * 2 + kw) - (long)pl;
+            if (ih < 0 || iw < 0 || ih >= (long)H || iw >= (long)W) continue;
+            float v = x[(p * H + (size_t)ih) * W + (size_t)iw];
+            if (v != v) nan = 1;
+            else if (bi < 0 || v > best) { best = v; bi = ih * (long)W + iw; }
+          }
+        size_t o = (p * OH + oh) * OW + ow;
+        if (nan) bad += !(y[o] != y[o]);
+        else if (bi >= 0) bad += !(y[o] == best && idx[o] == bi);
+      }
+  CHECK(bad == 0);
+  free(x); free(y); free(idx);
+}
+
 static void test_pool(void) {
   size_t P = 3, H = 7, W = 6, OH, OW, pt, pl;
   agt_nn_conv_geometry(H, 3, 2, 1, &OH, &pt);
@@ -405,6 +445,9 @@ int main(void) {
   test_conv(4, 8, 128, 128, 3, 3, 2, 1);  /* SAME, stride 2 (col2im path): chunks 3, 1 */
   test_conv(3, 8, 64, 64, 4, 5, 1, 0);    /* VALID: one sample per chunk */
   test_pool();
+  test_pool_wide(32, 32, 1);
+  test_pool_wide(37, 41, 1);
+  test_pool_wide(33, 40, 0);
   test_linear_xent();
   test_sparse_linear();
   test_act_dropout();
