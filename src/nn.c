@@ -747,6 +747,11 @@ static void maxpool_fwd_task(void *vctx, size_t begin, size_t end, size_t chunk)
         for (; ow < lo && ow < t->OW; ow++) maxpool_one(t, xp, yp, ip, oh, ow, h0, h1, square3);
         for (; ow + 8 <= hi; ow += 8)
           max3x3s2_x8(xp, W, h0, ow * 2 - t->pl, yp + oh * t->OW + ow, ip + oh * t->OW + ow);
+        if (ow < hi && hi >= lo + 8) {   /* the last whole windows, overlapping done ones */
+          size_t o8 = hi - 8;
+          max3x3s2_x8(xp, W, h0, o8 * 2 - t->pl, yp + oh * t->OW + o8, ip + oh * t->OW + o8);
+          ow = hi;
+        }
       }
 #endif
       for (; ow < t->OW; ow++) maxpool_one(t, xp, yp, ip, oh, ow, h0, h1, square3);
