@@ -142,12 +142,52 @@ static void test_tensor(void) {
   CHECK(numel == 1600000000u);
 }
 
+/* agt_gemm against a naive double product, every transpose, with alpha and beta, on 1 and 3
+ * pool threads; the same product twice is the same bits. */
+static void test_gemm(void) {
+  static const size_t shapes[][3] = { { 40, 700, 300 }, { 600, 24, 400 }, { 5, 7, 3 } };
+  agt_rng r;
+  agt_rng_init(&r, 11, 0);
+  for (size_t s = 0; s < 3; s++) {
+    size_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+    float *A = malloc(m * k * 4), *B = malloc(k * n * 4), *C0 = malloc(m * n * 4), *C1 = malloc(m * n * 4);
+    float *C2 = malloc(m * n * 4);
+    agt_rng_uniform(&r, A, m * k, -1.0f, 1.0f);
+    agt_rng_uniform(&r, B, k * n, -1.0f, 1.0f);
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++) {
+        size_t lda = ta ? m : k, ldb = tb ? k : n;
+        for (size_t i = 0; i < m * n; i++) C0[i] = C1[i] = C2[i] = 0.5f;
+        agt_pool_set_threads(1);
+        CHECK(agt_gemm(ta, tb, m, n, k, 1.5f, A, lda, B, ldb, 0.25f, C0, n) == AGT_OK);
+        agt_pool_set_threads(3);
+        CHECK(agt_gemm(ta, tb, m, n, k, 1.5f, A, lda, B, ldb, 0.25f, C1, n) == AGT_OK);
+        CHECK(agt_gemm(ta, tb, m, n, k, 1.5f, A, lda, B, ldb, 0.25f, C2, n) == AGT_OK);
+        CHECK(memcmp(C1, C2, m * n * 4) == 0);
+        double worst = 0;
+        for (size_t i = 0; i < m; i++)
+          for (size_t j = 0; j < n; j++) {
+            double acc = 0;
+            for (size_t q = 0; q < k; q++)
+              acc += (double)(ta ? A[q * lda + i] : A[i * lda + q]) * (tb ? B[j * ldb + q] : B[q * ldb + j]);
+            double want = 1.5 * acc + 0.25 * 0.5;
+            double e = fmax(fabs(C0[i * n + j] - want), fabs(C1[i * n + j] - want));
+            if (e > worst) worst = e;
+          }
+        CHECK(worst < 1e-3);
+      }
+    free(A); free(B); free(C0); free(C1); free(C2);
+  }
+  agt_pool_set_threads(0);
+}
+
 int main(void) {
   test_status();
   test_mem();
   test_pool();
   test_rng();
   test_vec();
+  test_gemm();
   test_tensor();
   return check_summary();
 }
