@@ -28,6 +28,7 @@
 #define EXACT_CHUNK 8192
 #define AVGROWS_GRAIN 4096
 #define AVG_BLOCK 512
+#define TRIE_KMAX 64        /* lists up to this long share their common prefixes' sums */
 #define TAU_CLOSE 0.25
 #define PREFETCH_AHEAD 1024 /* floats */
 
@@ -361,6 +362,11 @@ typedef struct {
   float *out;           /* nout × d */
   const int64_t *urows; /* the distinct rows, to prefetch once per block */
   size_t nurows;
+  /* Shared prefixes (NULL: none). The lists in lexicographic order, lex[q]; reuse[q], the
+   * length of the prefix lex[q] shares with lex[q-1]; keep[q * (TRIE_KMAX + 1) + m] set where
+   * a later list starts from the sum of lex[q]'s first m rows. */
+  const size_t *lex, *reuse;
+  const uint8_t *keep;
 } avgrows_ctx;
 
 /* The same sums as the portable loop below (each list's rows added in order,
@@ -369,6 +375,7 @@ typedef struct {
 __attribute__((target("avx2"))) static size_t avgrows_avx2(const avgrows_ctx *c, size_t c0,
                                                            size_t c1) {
   size_t col = c0;
+  float stk[(TRIE_KMAX + 1) * 64] __attribute__((aligned(32)));
   for (; col + 64 <= c1; col += 64) {
     /* 25-odd rows read 256 bytes at a time defeat the hardware prefetcher, which does
      * not follow a stream across pages: fetch ahead explicitly, once per row. */
@@ -377,12 +384,22 @@ __attribute__((target("avx2"))) static size_t avgrows_avx2(const avgrows_ctx *c,
         const float *x = c->G + (size_t)c->urows[u] * c->d + col + PREFETCH_AHEAD;
         for (int q = 0; q < 4; q++) _mm_prefetch((const char *)(x + 16 * q), _MM_HINT_T0);
       }
-    for (size_t k = 0; k < c->nout; k++) {
+    for (size_t j = 0; j < c->nout; j++) {
+      /* In lexicographic order, a list continues from the sum of the prefix it shares with
+       * the one before (kept on a small stack): the same adds in the same order as its own
+       * sum from +0, done once for all the lists that share them. */
+      size_t k = c->lex ? c->lex[j] : j, m0 = c->lex ? c->reuse[j] : 0;
+      const uint8_t *keep = c->lex ? c->keep + j * (TRIE_KMAX + 1) : NULL;
       __m256 s[8];
-      for (int q = 0; q < 8; q++) s[q] = _mm256_setzero_ps();
-      for (size_t r = c->offs[k]; r < c->offs[k + 1]; r++) {
-        const float *x = c->G + (size_t)c->rows[r] * c->d + col;
+      if (m0)
+        for (int q = 0; q < 8; q++) s[q] = _mm256_load_ps(stk + m0 * 64 + 8 * q);
+      else
+        for (int q = 0; q < 8; q++) s[q] = _mm256_setzero_ps();
+      for (size_t m = m0, b = c->offs[k], len = c->offs[k + 1] - b; m < len; m++) {
+        const float *x = c->G + (size_t)c->rows[b + m] * c->d + col;
         for (int q = 0; q < 8; q++) s[q] = _mm256_add_ps(s[q], _mm256_loadu_ps(x + 8 * q));
+        if (keep && keep[m + 1])
+          for (int q = 0; q < 8; q++) _mm256_store_ps(stk + (m + 1) * 64 + 8 * q, s[q]);
       }
       __m256 cnt = _mm256_set1_ps((float)(c->offs[k + 1] - c->offs[k]));
       float *o = c->out + k * c->d + col;
@@ -422,6 +439,65 @@ static void avgrows_chunk(void *v, size_t c0, size_t c1, size_t chunk) {
   }
 }
 
+/* Orders the lists lexicographically and finds, for each, the prefix it shares with the one
+ * before it and which prefix sums must be kept for later lists (see avgrows_ctx). Returns 0
+ * (nothing allocated) when no list shares a prefix, a list is longer than TRIE_KMAX, or
+ * memory is short: the lists are then summed one by one, with the same result. */
+typedef struct {
+  const int64_t *rows;
+  const size_t *offs;
+} lists_ref;
+
+static int cmp_lists(const void *a, const void *b, void *ref) {
+  const lists_ref *L = ref;
+  size_t x = *(const size_t *)a, y = *(const size_t *)b;
+  size_t lx = L->offs[x + 1] - L->offs[x], ly = L->offs[y + 1] - L->offs[y];
+  for (size_t m = 0; m < lx && m < ly; m++) {
+    int64_t u = L->rows[L->offs[x] + m], v = L->rows[L->offs[y] + m];
+    if (u != v) return u < v ? -1 : 1;
+  }
+  if (lx != ly) return lx < ly ? -1 : 1;
+  return x < y ? -1 : (x > y);
+}
+
+static int lists_share_prefixes(const int64_t *rows, const size_t *offs, size_t nout,
+                                size_t **lex_out, size_t **reuse_out, uint8_t **keep_out) {
+  for (size_t k = 0; k < nout; k++)
+    if (offs[k + 1] - offs[k] > TRIE_KMAX) return 0;
+  size_t *lex = malloc(nout * sizeof(size_t)), *reuse = malloc(nout * sizeof(size_t));
+  uint8_t *keep = calloc(nout * (TRIE_KMAX + 1), 1);
+  if (!lex || !reuse || !keep) {
+    free(lex); free(reuse); free(keep);
+    return 0;
+  }
+  for (size_t k = 0; k < nout; k++) lex[k] = k;
+  lists_ref ref = { rows, offs };
+  qsort_r(lex, nout, sizeof(size_t), cmp_lists, &ref);
+  size_t shared = 0;
+  reuse[0] = 0;
+  for (size_t q = 1; q < nout; q++) {
+    size_t a = lex[q - 1], b = lex[q], m = 0;
+    size_t la = offs[a + 1] - offs[a], lb = offs[b + 1] - offs[b];
+    while (m < la && m < lb && rows[offs[a] + m] == rows[offs[b] + m]) m++;
+    reuse[q] = m;
+    shared += m;
+    if (m == 0) continue;
+    /* the sum of the first m rows was last made by the latest earlier list that started
+     * below level m (every list since started at or above it, so none overwrote it) */
+    size_t w = q - 1;
+    while (w > 0 && reuse[w] >= m) w--;
+    keep[w * (TRIE_KMAX + 1) + m] = 1;
+  }
+  if (!shared) {
+    free(lex); free(reuse); free(keep);
+    return 0;
+  }
+  *lex_out = lex;
+  *reuse_out = reuse;
+  *keep_out = keep;
+  return 1;
+}
+
 static agt_status avg_lists(const float *G, size_t d, const int64_t *rows, const size_t *offs,
                             size_t nout, float *out) {
   size_t total = offs[nout], nu = 0;
@@ -433,9 +509,19 @@ static agt_status avg_lists(const float *G, size_t d, const int64_t *rows, const
     if (u == nu) urows[nu++] = rows[r];
     if (nu > 256) break; /* prefetching is a hint: the first rows suffice */
   }
-  avgrows_ctx c = {G, d, nout, rows, offs, out, urows, nu};
+  avgrows_ctx c = {G, d, nout, rows, offs, out, urows, nu, NULL, NULL, NULL};
+  size_t *lex = NULL, *reuse = NULL;
+  uint8_t *keep = NULL;
+  if (nout > 1 && lists_share_prefixes(rows, offs, nout, &lex, &reuse, &keep)) {
+    c.lex = lex;
+    c.reuse = reuse;
+    c.keep = keep;
+  }
   agt_status s = agt_parallel_for(d, AVGROWS_GRAIN, avgrows_chunk, &c);
   free(urows);
+  free(lex);
+  free(reuse);
+  free(keep);
   return s;
 }
 
