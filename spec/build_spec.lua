@@ -1,7 +1,7 @@
 -- build_spec.lua — the Makefile's CUDA detection: nvcc may be a wrapper script outside the
 -- toolkit (as on the CI machine), and a build without a working nvcc or CUDA runtime is
 -- CPU-only and says why instead of failing at the link.
-local H = require("spec.helpers")
+local H = require("helpers")
 local host = require("agt.host")
 
 local root = host.root
