@@ -149,14 +149,17 @@ end)
 describe("pre-aggregation steps match their reference", function()
   local rng = Rng.new(7, "aggregators_spec_pre")
   it("nnm", function()
-    for _, n in ipairs({ 2, 7, 30, 64 }) do
-      local f = math.floor((n - 1) / 3)
-      local rows, G = make_G(rng, n, 37, n % 2 == 1)
-      local rule = A.new("nnm,average", n, f)
-      local O = T.new({ n, 37 })
-      rule.elements[1].d = 37
-      rule.elements[1]:aggregate(G, O)
-      assert.is_nil(compare(O, Ref.nnm(rows, f), nil, 0, "nnm n=" .. n))
+    -- d = 37: the portable loop; d = 200: 64-column blocks (the lists sharing their prefix sums)
+    for _, d in ipairs({ 37, 200 }) do
+      for _, n in ipairs({ 2, 7, 30, 64 }) do
+        local f = math.floor((n - 1) / 3)
+        local rows, G = make_G(rng, n, d, n % 2 == 1)
+        local rule = A.new("nnm,average", n, f)
+        local O = T.new({ n, d })
+        rule.elements[1].d = d
+        rule.elements[1]:aggregate(G, O)
+        assert.is_nil(compare(O, Ref.nnm(rows, f), nil, 0, "nnm n=" .. n .. " d=" .. d))
+      end
     end
   end)
   it("bucketing with the caller's rng", function()
