@@ -12,6 +12,7 @@
 -- every length against the file's end before trusting any byte, so a truncated or corrupt file is
 -- refused with a message that says why; `restore` then falls back to the previous valid one.
 local ffi = require("ffi")
+local U = require("agt.util")
 
 local M = {}
 
@@ -234,10 +235,8 @@ function M.save(dir, step, map, keep)
 end
 
 function M.load(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local s = f:read("*a")
-  f:close()
+  local s, err = U.read_file(path)
+  if not s then return nil, err end
   local map, why = M.decode(s)
   if not map then return nil, string.format("checkpoint %s refused: %s", path, why) end
   return map

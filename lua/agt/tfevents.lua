@@ -13,6 +13,7 @@
 -- 2 (length-delimited) and 5 (32-bit). The reader checks both CRCs of every record and refuses
 -- a torn or corrupt one, so specs can prove that what the writer produced is well formed.
 local ffi = require("ffi")
+local U = require("agt.util")
 local bit = require("bit")
 local band, bxor, rshift, lshift, bor = bit.band, bit.bxor, bit.rshift, bit.lshift, bit.bor
 
@@ -177,10 +178,8 @@ end
 
 -- Reads a whole event file: list of events, or nil, message at the first bad record.
 function M.read(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local s = f:read("*a")
-  f:close()
+  local s, err = U.read_file(path)
+  if not s then return nil, err end
   local events, i, n = {}, 1, 0
   while i <= #s do
     n = n + 1
