@@ -187,25 +187,34 @@ static void test_pool(void) {
   free(x); free(dy); free(y); free(dx); free(idx); free(ry); free(rdx);
 }
 
+/* Largest errors of a linear layer's output y = x·W + b and its weight gradient dW = xᵀ·dy
+ * against double references. */
+static void linear_ref_err(const float *x, const float *W, const float *b, const float *y,
+                           const float *dy, const float *dW, size_t B, size_t I, size_t O,
+                           double *ey, double *edW) {
+  *ey = *edW = 0;
+  for (size_t i = 0; i < B; i++)
+    for (size_t o = 0; o < O; o++) {
+      double s = b[o];
+      for (size_t k = 0; k < I; k++) s += (double)x[i * I + k] * W[k * O + o];
+      *ey = fmax(*ey, fabs(s - y[i * O + o]));
+    }
+  for (size_t k = 0; k < I; k++)
+    for (size_t o = 0; o < O; o++) {
+      double s = 0;
+      for (size_t i = 0; i < B; i++) s += (double)x[i * I + k] * dy[i * O + o];
+      *edW = fmax(*edW, fabs(s - dW[k * O + o]));
+    }
+}
+
 static void test_linear_xent(void) {
   size_t B = 5, I = 7, O = 4;
   float *x = rnd(B * I, 8), *W = rnd(I * O, 9), *b = rnd(O, 10), *dy = rnd(B * O, 11);
   float y[20], dx[35], dW[28], db[4];
   CHECK(agt_nn_linear_forward(x, W, b, y, B, I, O) == AGT_OK);
   CHECK(agt_nn_linear_backward(x, W, dy, dx, dW, db, B, I, O) == AGT_OK);
-  double e1 = 0, e2 = 0, e3 = 0, e4 = 0;
-  for (size_t i = 0; i < B; i++)
-    for (size_t o = 0; o < O; o++) {
-      double s = b[o];
-      for (size_t k = 0; k < I; k++) s += (double)x[i * I + k] * W[k * O + o];
-      e1 = fmax(e1, fabs(s - y[i * O + o]));
-    }
-  for (size_t k = 0; k < I; k++)
-    for (size_t o = 0; o < O; o++) {
-      double s = 0;
-      for (size_t i = 0; i < B; i++) s += (double)x[i * I + k] * dy[i * O + o];
-      e2 = fmax(e2, fabs(s - dW[k * O + o]));
-    }
+  double e1, e2, e3 = 0, e4 = 0;
+  linear_ref_err(x, W, b, y, dy, dW, B, I, O, &e1, &e2);
   for (size_t i = 0; i < B; i++)
     for (size_t k = 0; k < I; k++) {
       double s = 0;
@@ -269,19 +278,8 @@ static void test_sparse_linear(void) {
     float *y = malloc(B * O * 4), *dW = malloc(I * O * 4);
     CHECK(agt_nn_linear_forward(x, W, b, y, B, I, O) == AGT_OK);
     CHECK(agt_nn_linear_backward(x, W, dy, NULL, dW, NULL, B, I, O) == AGT_OK);
-    double e1 = 0, e2 = 0;
-    for (size_t i = 0; i < B; i++)
-      for (size_t o = 0; o < O; o++) {
-        double s = b[o];
-        for (size_t k = 0; k < I; k++) s += (double)x[i * I + k] * W[k * O + o];
-        e1 = fmax(e1, fabs(s - y[i * O + o]));
-      }
-    for (size_t k = 0; k < I; k++)
-      for (size_t o = 0; o < O; o++) {
-        double s = 0;
-        for (size_t i = 0; i < B; i++) s += (double)x[i * I + k] * dy[i * O + o];
-        e2 = fmax(e2, fabs(s - dW[k * O + o]));
-      }
+    double e1, e2;
+    linear_ref_err(x, W, b, y, dy, dW, B, I, O, &e1, &e2);
     CHECK(e1 < 1e-5);
     CHECK(e2 < 1e-5);
     free(x); free(W); free(b); free(dy); free(y); free(dW);
