@@ -3,12 +3,13 @@
 local H = require("helpers")
 local read, write = H.read, H.write
 local K = require("agt.checkpoint")
+local fs = require("agt.fs")
 
 local tmpdir = os.tmpname()
 os.remove(tmpdir)
 
 
-setup(function() assert(K.mkdir_p(tmpdir)) end)
+setup(function() assert(fs.mkdir_p(tmpdir)) end)
 teardown(function() os.execute("rm -rf '" .. tmpdir .. "'") end)
 
 describe("agt.checkpoint", function()
@@ -55,7 +56,7 @@ describe("agt.checkpoint", function()
   it("writes atomically (no temporary left behind) and keeps the newest k", function()
     local dir = tmpdir .. "/a/b"
     for step = 10, 60, 10 do assert(K.save(dir, step, { step = tostring(step) }, 3)) end
-    local names = K.list_dir(dir)
+    local names = fs.list(dir)
     table.sort(names)
     assert.are.same({ "model-40.ckpt", "model-50.ckpt", "model-60.ckpt" }, names)
     local l = K.list(dir)

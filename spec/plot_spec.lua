@@ -4,11 +4,11 @@ local H = require("helpers")
 local read = H.read
 local PNG = require("agt.png")
 local PL = require("agt.plot")
-local K = require("agt.checkpoint")
+local fs = require("agt.fs")
 
 local tmpdir = os.tmpname()
 os.remove(tmpdir)
-setup(function() assert(K.mkdir_p(tmpdir)) end)
+setup(function() assert(fs.mkdir_p(tmpdir)) end)
 teardown(function() os.execute("rm -rf '" .. tmpdir .. "'") end)
 
 

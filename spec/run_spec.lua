@@ -5,12 +5,13 @@ local H = require("helpers")
 local read = H.read
 local S = require("agt.session")
 local K = require("agt.checkpoint")
+local fs = require("agt.fs")
 local TF = require("agt.tfevents")
 local cli = require("agt.cli.run")
 
 local tmpdir = os.tmpname()
 os.remove(tmpdir)
-setup(function() assert(K.mkdir_p(tmpdir)) end)
+setup(function() assert(fs.mkdir_p(tmpdir)) end)
 teardown(function() os.execute("rm -rf '" .. tmpdir .. "'") end)
 
 
@@ -175,7 +176,7 @@ describe("agt run end to end (fashion-mnist)", function()
       "--evaluation-delta", "6", "--evaluation-period", "-1", "--trace", "--no-wait",
       "--stdout-to", dir .. ".out", "--stderr-to", dir .. ".err", "--seed", "5", "--quiet")
     for _, x in ipairs(EXP) do args[#args + 1] = x end
-    K.mkdir_p(dir)
+    fs.mkdir_p(dir)
     local code, out = agt_run(args)
     assert.are.equal(0, code)
     assert.are.equal("", out)                                   -- --quiet
@@ -191,7 +192,7 @@ describe("agt run end to end (fashion-mnist)", function()
     local ck = K.list(dir)
     assert.are.same({ 12, 10 }, { ck[1].step, ck[2].step })   -- delta 5 and the stop, keep 2
     local evfile
-    for _, n in ipairs(K.list_dir(dir)) do if n:find("^events%.out%.tfevents") then evfile = n end end
+    for _, n in ipairs(fs.list(dir)) do if n:find("^events%.out%.tfevents") then evfile = n end end
     local events = assert(TF.read(dir .. "/" .. evfile))
     local lr_steps = {}
     for _, e in ipairs(events) do

@@ -7,6 +7,7 @@ local read = H.read
 local ffi = require("ffi")
 local S = require("agt.session")
 local K = require("agt.checkpoint")
+local fs = require("agt.fs")
 local TF = require("agt.tfevents")
 local F = require("agt.ffi")
 
@@ -138,7 +139,7 @@ local function run(opts, steps)
   return s, rep
 end
 
-setup(function() K.mkdir_p(tmpdir) end)
+setup(function() fs.mkdir_p(tmpdir) end)
 teardown(function() os.execute("rm -rf '" .. tmpdir .. "'") end)
 
 describe("agt.session", function()
@@ -259,7 +260,7 @@ describe("agt.session", function()
   it("writes readable TensorBoard event files and a CSV of the same", function()
     run(toy.opts({ checkpoint_dir = dir("sum"), summary_delta = 10, evaluation_delta = 20,
                    max_step = 40 }))
-    local names = K.list_dir(dir("sum"))
+    local names = fs.list(dir("sum"))
     local evfile
     for _, n in ipairs(names) do if n:match("^events%.out%.tfevents%.") then evfile = n end end
     assert.truthy(evfile)

@@ -6,11 +6,11 @@ local read = H.read
 local TF = require("agt.tfevents")
 local SUM = require("agt.summary")
 local P = require("agt.progress")
-local K = require("agt.checkpoint")
+local fs = require("agt.fs")
 
 local tmpdir = os.tmpname()
 os.remove(tmpdir)
-setup(function() assert(K.mkdir_p(tmpdir)) end)
+setup(function() assert(fs.mkdir_p(tmpdir)) end)
 teardown(function() os.execute("rm -rf '" .. tmpdir .. "'") end)
 
 

@@ -8,6 +8,7 @@
  * that starts exactly at the bytes we have; any other answer restarts from zero.
  * Extraction writes each member to `name.part` and renames it when complete. */
 #include "download.h"
+#include "fs.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -33,30 +34,6 @@ static double now_s(void) {
 }
 
 /* ---- small file helpers ------------------------------------------------------------- */
-
-agt_status agt_download_mkdirs(const char *path) {
-  if (!path || !*path) return AGT_FAIL(AGT_EINVAL, "mkdirs: empty path");
-  char buf[PATH_CAP];
-  size_t len = strlen(path);
-  if (len >= sizeof buf) return AGT_FAIL(AGT_EINVAL, "mkdirs: path too long: %s", path);
-  memcpy(buf, path, len + 1);
-  for (size_t i = 1; i <= len; i++) {
-    if (buf[i] != '/' && buf[i] != '\0') continue;
-    char saved = buf[i];
-    buf[i] = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-      int e = errno;
-      buf[i] = saved;
-      return AGT_FAIL(AGT_EIO, "cannot create directory %s: %s", path, strerror(e));
-    }
-    buf[i] = saved;
-  }
-  struct stat st;
-  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-    return AGT_FAIL(AGT_EIO, "cannot create directory %s: a file of that name is in the way",
-                    path);
-  return AGT_OK;
-}
 
 static void to_hex(const unsigned char *d, size_t n, char *out) {
   static const char digits[] = "0123456789abcdef";
@@ -349,7 +326,7 @@ agt_status agt_download_fetch(const char *url, const char *dest, const char *sha
 
   char dir[PATH_CAP];
   snprintf(dir, sizeof dir, "%s", dest);
-  AGT_TRY(agt_download_mkdirs(dirname(dir)));
+  AGT_TRY(agt_fs_mkdir_p(dirname(dir)));
   char part[PATH_CAP];
   snprintf(part, sizeof part, "%s.part", dest);
   int fd = open(part, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -518,7 +495,7 @@ static void pax_path(const char *rec, char *name, size_t cap) {
 
 agt_status agt_download_untar(const char *archive, const char *dest_dir) {
   if (!archive || !dest_dir) return AGT_FAIL(AGT_EINVAL, "untar: NULL argument");
-  AGT_TRY(agt_download_mkdirs(dest_dir));
+  AGT_TRY(agt_fs_mkdir_p(dest_dir));
   gzFile gz = gzopen(archive, "rb");
   if (!gz) return AGT_FAIL(AGT_EIO, "%s: cannot open: %s", archive, strerror(errno));
   gzbuffer(gz, 1 << 18);
@@ -591,12 +568,12 @@ agt_status agt_download_untar(const char *archive, const char *dest_dir) {
     }
     snprintf(path, sizeof path, "%s/%s", dest_dir, nm);
     if (is_dir) {
-      if (*nm) s = agt_download_mkdirs(path);
+      if (*nm) s = agt_fs_mkdir_p(path);
       if (s == AGT_OK) s = tar_data(gz, archive, size, NULL, NULL, NULL, 0);
     } else if (is_file && *nm) {
       char parent[sizeof path];
       snprintf(parent, sizeof parent, "%s", path);
-      s = agt_download_mkdirs(dirname(parent));
+      s = agt_fs_mkdir_p(dirname(parent));
       if (s != AGT_OK) break;
       snprintf(tmp, sizeof tmp, "%s.part", path);
       FILE *out = fopen(tmp, "wb");

@@ -12,7 +12,7 @@
  * A progress bar goes to stderr when stderr is a terminal (not with QUIET).
  * Concurrent fetches of one dest serialise on a lock of the `.part` file.
  *
- * Also: SHA-256 of a file, `mkdir -p`, and extraction of a .tar.gz archive
+ * Also: SHA-256 of a file and extraction of a .tar.gz archive
  * (regular files and directories only; absolute paths and ".." are refused). */
 #ifndef AGT_DOWNLOAD_H
 #define AGT_DOWNLOAD_H
@@ -27,7 +27,6 @@ agt_status agt_download_fetch(const char *url, const char *dest, const char *sha
                               int64_t bytes, int flags);
 /* hex_out receives 64 lowercase hex digits and a NUL (65 bytes). */
 agt_status agt_download_sha256_file(const char *path, char *hex_out);
-agt_status agt_download_mkdirs(const char *path);
 /* Extracts a gzip'd tar archive into dest_dir; each file is written to name.part
  * then renamed. */
 agt_status agt_download_untar(const char *archive, const char *dest_dir);

@@ -127,8 +127,15 @@ enum { AGT_DOWNLOAD_QUIET = 1 };
 agt_status agt_download_fetch(const char *url, const char *dest, const char *sha256_hex,
                               int64_t bytes, int flags);
 agt_status agt_download_sha256_file(const char *path, char *hex_out);
-agt_status agt_download_mkdirs(const char *path);
 agt_status agt_download_untar(const char *archive, const char *dest_dir);
+/* fs.h */
+enum { AGT_FS_NONE = 0, AGT_FS_FILE = 1, AGT_FS_DIR = 2, AGT_FS_OTHER = 3 };
+agt_status agt_fs_mkdir_p(const char *path);
+agt_status agt_fs_list(const char *path, char **names, int64_t *count, int64_t *bytes);
+void agt_fs_free(char *names);
+int agt_fs_kind(const char *path, int64_t *size);
+agt_status agt_fs_remove(const char *path);
+agt_status agt_fs_rename(const char *from, const char *to);
 /* gar.h */
 agt_status agt_gar_average(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gar_average_nan(const float *G, size_t n, size_t d, float *out);

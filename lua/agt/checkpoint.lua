@@ -13,6 +13,7 @@
 -- refused with a message that says why; `restore` then falls back to the previous valid one.
 local ffi = require("ffi")
 local U = require("agt.util")
+local fs = require("agt.fs")
 
 local M = {}
 
@@ -26,14 +27,7 @@ cdef("long write(int fd, const void *buf, size_t n);")
 cdef("int fsync(int fd);")
 cdef("int rename(const char *from, const char *to);")
 cdef("int unlink(const char *path);")
-cdef("int mkdir(const char *path, unsigned int mode);")
 cdef("char *strerror(int errnum);")
-cdef("typedef struct agt_dir_ agt_dir_;")
-cdef([[struct agt_dirent_ { uint64_t d_ino; int64_t d_off; unsigned short d_reclen;
-       unsigned char d_type; char d_name[256]; };]])
-cdef("agt_dir_ *opendir(const char *name);")
-cdef("struct agt_dirent_ *readdir(agt_dir_ *d);")
-cdef("int closedir(agt_dir_ *d);")
 cdef("int getpid(void);")
 cdef("int sodium_init(void);")
 cdef("int crypto_hash_sha256(unsigned char *out, const unsigned char *in, unsigned long long inlen);")
@@ -68,34 +62,6 @@ end
 
 function M.hex(s)
   return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
-
--- mkdir -p; returns true or nil, message.
-function M.mkdir_p(path)
-  local acc = path:sub(1, 1) == "/" and "/" or ""
-  for part in path:gmatch("[^/]+") do
-    acc = acc .. part
-    if C.mkdir(acc, tonumber("755", 8)) ~= 0 and ffi.errno() ~= 17 then -- 17 = EEXIST
-      return nil, string.format("cannot create directory %s: %s", acc, errno_msg())
-    end
-    acc = acc .. "/"
-  end
-  return true
-end
-
--- Names in a directory (nil, message if it cannot be opened).
-function M.list_dir(path)
-  local d = C.opendir(path)
-  if d == nil then return nil, string.format("cannot open directory %s: %s", path, errno_msg()) end
-  local names = {}
-  while true do
-    local e = C.readdir(d)
-    if e == nil then break end
-    local name = ffi.string(e.d_name)
-    if name ~= "." and name ~= ".." then names[#names + 1] = name end
-  end
-  C.closedir(d)
-  return names
 end
 
 -- Writes data to path durably: temporary file, write, fsync, rename, fsync of the directory.
@@ -208,7 +174,7 @@ local function name_of(step) return string.format("model-%d.ckpt", step) end
 
 -- Checkpoints in dir as a list of {step=, path=}, newest first.
 function M.list(dir)
-  local names = M.list_dir(dir)
+  local names = fs.list(dir)
   if not names then return {} end
   local out = {}
   for _, name in ipairs(names) do
@@ -222,7 +188,7 @@ end
 -- Writes map as the checkpoint of `step` in dir, then keeps only the newest `keep` (>= 1).
 -- Returns the path, or nil, message.
 function M.save(dir, step, map, keep)
-  local ok, err = M.mkdir_p(dir)
+  local ok, err = fs.mkdir_p(dir)
   if not ok then return nil, err end
   local path = dir .. "/" .. name_of(step)
   ok, err = M.write_atomic(path, M.encode(map))

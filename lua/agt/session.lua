@@ -586,7 +586,7 @@ function Session:evaluate()
   if self.opts.evaluation_file then
     if not self.eval_fh then
       local dir = self.opts.evaluation_file:match("^(.*)/[^/]+$")
-      if dir then require("agt.checkpoint").mkdir_p(dir) end
+      if dir then require("agt.fs").mkdir_p(dir) end
       local fh, err = io.open(self.opts.evaluation_file, "a")
       if not fh then error("--evaluation-file: cannot open: " .. err, 0) end
       self.eval_fh = fh

@@ -14,6 +14,7 @@
 -- a torn or corrupt one, so specs can prove that what the writer produced is well formed.
 local ffi = require("ffi")
 local U = require("agt.util")
+local fs = require("agt.fs")
 local bit = require("bit")
 local band, bxor, rshift, lshift, bor = bit.band, bit.bxor, bit.rshift, bit.lshift, bit.bor
 
@@ -212,8 +213,7 @@ Writer.__index = Writer
 -- Opens a new event file in dir (created if needed): events.out.tfevents.<unix s>.<host>.
 function M.writer(dir, opts)
   opts = opts or {}
-  local K = require("agt.checkpoint")
-  local ok, err = K.mkdir_p(dir)
+  local ok, err = fs.mkdir_p(dir)
   if not ok then return nil, err end
   local host = opts.host
   if not host then

@@ -1,0 +1,65 @@
+-- agt.fs: the file-system helpers over src/fs.c (mkdir -p, listing, kinds and sizes, remove,
+-- rename), checked against what the shell sees.
+local H = require("helpers")
+local fs = require("agt.fs")
+
+describe("agt.fs", function()
+  local dir
+  setup(function() dir = H.tmpdir() end)
+  teardown(function() os.execute("rm -rf " .. H.shell_quote(dir)) end)
+
+  local function write(path, s)
+    local f = assert(io.open(path, "wb"))
+    f:write(s)
+    f:close()
+  end
+
+  it("makes nested directories, and refuses a file in the way", function()
+    assert.is_true(fs.mkdir_p(dir .. "/a/b/c"))
+    assert.are.equal("dir", fs.kind(dir .. "/a/b/c"))
+    assert.is_true(fs.mkdir_p(dir .. "/a/b/c"))
+    write(dir .. "/file", "abc")
+    local ok, err = fs.mkdir_p(dir .. "/file")
+    assert.is_nil(ok)
+    assert.are.equal("cannot create directory " .. dir .. "/file: a file of that name is in the way", err)
+    ok, err = fs.mkdir_p(dir .. "/file/x")
+    assert.is_nil(ok)
+    assert.truthy(err:find("^cannot create directory .*/file/x: Not a directory"))
+    assert.has_error(function() fs.mkdir_p(nil) end)
+  end)
+
+  it("lists a directory, sorted, as ls does", function()
+    fs.mkdir_p(dir .. "/l/sub")
+    for _, n in ipairs({ "b.lua", "a.lua", "c.txt", ".hidden.lua" }) do write(dir .. "/l/" .. n, "x") end
+    local names = assert(fs.list(dir .. "/l"))
+    assert.are.same({ ".hidden.lua", "a.lua", "b.lua", "c.txt", "sub" }, names)
+    local ls = {}
+    for l in H.sh("ls -A " .. H.shell_quote(dir .. "/l")):gmatch("[^\n]+") do ls[#ls + 1] = l end
+    table.sort(ls)
+    assert.are.same(ls, names)
+    assert.are.same({ ".hidden", "a", "b" }, fs.lua_files(dir .. "/l"))
+    assert.are.same({}, fs.list(dir .. "/l/sub"))
+    local none, err = fs.list(dir .. "/nope")
+    assert.is_nil(none)
+    assert.truthy(err:find("cannot open directory .*/nope: No such file or directory"))
+    assert.are.same({}, fs.lua_files(dir .. "/nope"))
+  end)
+
+  it("tells kinds and sizes, removes and renames", function()
+    write(dir .. "/k", "hello")
+    assert.are.same({ "file", 5 }, { fs.kind(dir .. "/k") })
+    assert.are.equal("other", fs.kind("/dev/null"))
+    assert.is_nil(fs.kind(dir .. "/missing"))
+    assert.is_false(fs.exists(dir .. "/missing"))
+    assert.is_true(fs.rename(dir .. "/k", dir .. "/k2"))
+    assert.is_false(fs.exists(dir .. "/k"))
+    assert.are.equal(5, select(2, fs.kind(dir .. "/k2")))
+    local ok, err = fs.rename(dir .. "/k", dir .. "/k3")
+    assert.is_nil(ok)
+    assert.truthy(err:find("^cannot rename"))
+    assert.is_true(fs.remove(dir .. "/k2"))
+    ok, err = fs.remove(dir .. "/k2")
+    assert.is_nil(ok)
+    assert.truthy(err:find("^cannot remove .*/k2: No such file"))
+  end)
+end)
