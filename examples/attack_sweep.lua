@@ -8,7 +8,7 @@
 --
 -- An attack is written NAME or NAME/key=value/key=value (its --attack-args); "none" means
 -- no worker attacks. Every run uses the same seed, so the honest workers see the same data.
-local K = require("agt.attacks")
+local kv = require("agt.kv")
 local S = require("agt.session")
 
 local spec = {
@@ -34,7 +34,7 @@ if words[1] == "help" or words[1] == "--help" then
   for _, s in ipairs(spec) do print(string.format("  %s:%s  %s", s.name, tostring(s.default), s.doc)) end
   return
 end
-local o = K.parse_args(words, spec, "attack_sweep")
+local o = kv.parse(words, spec, "attack_sweep")
 
 local function split(s, sep)
   local out = {}

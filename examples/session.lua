@@ -9,9 +9,9 @@
 -- with evaluations and checkpoints in runs/example/ and draws the plot. Run it twice: the
 -- second run restores the newest checkpoint and continues from it.
 local agt = require("agt")
-local U = require("agt.util")
+local kv = require("agt.kv")
 
-local o = U.parse_kv({ ... }, {
+local o = kv.parse({ ... }, {
   { name = "steps", default = 300, doc = "training steps (added to a restored run)" },
   { name = "rule", default = "bulyan", doc = "aggregation rule" },
   { name = "attack", default = "lie", doc = "attack of the r = 2 Byzantine workers" },

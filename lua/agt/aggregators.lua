@@ -30,15 +30,12 @@
 -- memory, while `selected`, `perm` and `iterations` are host memory.
 local F = require("agt.ffi")
 local U = require("agt.util")
+local kv = require("agt.kv")
+local P = require("agt.plugins")
+local T = require("agt.tensor")
 local ffi, C = F.ffi, F.C
 
 local A = {}
-
-local BUILTIN = {
-  "average", "average_nan", "median", "trimmed_mean", "averaged_median", "phocas", "krum",
-  "multi_krum", "bulyan", "geometric_median", "centered_clipping", "mda", "cge",
-  "nnm", "bucketing", "clipping", "arc",
-}
 
 -- ---- backends ---------------------------------------------------------------------------
 local backends = {
@@ -80,7 +77,7 @@ end
 local function get_index()
   if index then return index end
   index = {}
-  for _, mod in ipairs(BUILTIN) do add_def(index, require("aggregators." .. mod), mod) end
+  for _, mod in ipairs(P.list("aggregators")) do add_def(index, P.load("aggregators", mod, "rule file"), mod) end
   return index
 end
 
@@ -128,18 +125,11 @@ end
 -- Arguments of one element: defaults (possibly functions of n, f), preset of the alias,
 -- then the user's words for it.
 local function element_args(entry, n, f, user, label)
-  local def = entry.def
-  local spec = {}
-  for _, a in ipairs(def.args or {}) do
-    local d = a.default
-    if type(d) == "function" then d = d(n, f) end
-    spec[#spec + 1] = { name = a.name, default = d, doc = a.doc, type = a.type, check = a.check }
-  end
   local preset = entry.preset and entry.preset(n, f) or {}
   local words = {}
   for k, v in pairs(preset) do words[k] = v end
   for k, v in pairs(user) do words[k] = v end
-  return U.parse_kv(next(words) and words or {}, spec, label .. " arguments")
+  return kv.parse(words, entry.def.args or {}, label .. " arguments", { n = n, f = f })
 end
 
 -- ---- rule objects -----------------------------------------------------------------------
@@ -226,19 +216,6 @@ local function split_args(entries, args)
   return per
 end
 
--- A list of key:value words becomes a table (values stay strings; each rule casts them).
-local function words_to_table(args)
-  if args == nil then return {} end
-  if #args == 0 then return args end
-  local t = {}
-  for _, w in ipairs(args) do
-    local k, v = tostring(w):match("^([^:]+):(.*)$")
-    if not k then error(string.format("aggregator arguments: expected key:value, got '%s'", tostring(w)), 0) end
-    t[k] = v
-  end
-  return t
-end
-
 function A.new(spec, n, f, args, opts)
   if type(spec) ~= "string" or spec == "" then
     error("aggregator: expects a rule name, a path or a chain 'step,...,rule', got " .. tostring(spec), 2)
@@ -267,7 +244,7 @@ function A.new(spec, n, f, args, opts)
     end
     entries[i] = e
   end
-  local per = split_args(entries, words_to_table(args))
+  local per = split_args(entries, kv.words(args, "aggregator arguments"))
   local self = setmetatable({ name = spec, n = n, f = f, elements = {}, shapes = {} }, Rule)
   local cn, cf = n, f
   local before = {}
@@ -286,10 +263,7 @@ function A.new(spec, n, f, args, opts)
   return self
 end
 
-local T -- agt.tensor, loaded on first use
-
 function Rule:aggregate(G, out, ctx)
-  T = T or require("agt.tensor")
   local n = self.n
   local total = #G
   local d = total / n
@@ -385,11 +359,7 @@ function A.help()
         local al = def.aliases and #def.aliases > 0 and (" (aliases: " .. table.concat(def.aliases, ", ") .. ")") or ""
         lines[#lines + 1] = string.format("  %s%s — needs %s", name, al, def.requires and def.requires.text or "n >= 1")
         for l in (def.doc or def.summary or ""):gmatch("[^\n]+") do lines[#lines + 1] = "      " .. l end
-        for _, a in ipairs(def.args or {}) do
-          local dv = a.default
-          if type(dv) == "function" then dv = a.default_text or "depends on n, f" end
-          lines[#lines + 1] = string.format("      %s:%s  %s", a.name, tostring(dv), a.doc or "")
-        end
+        if def.args and #def.args > 0 then lines[#lines + 1] = kv.help(def.args, "      ") end
       end
     end
     lines[#lines + 1] = ""

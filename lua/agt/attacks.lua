@@ -18,15 +18,11 @@ local ffi = require("ffi")
 local F = require("agt.ffi")
 local T = require("agt.tensor")
 local R = require("agt.rng")
+local kv = require("agt.kv")
+local P = require("agt.plugins")
 local C = F.C
 
 local K = {}
-
--- The attacks shipped in lua/attacks/, in the order help() shows them.
-local BUILTIN = {
-  "random", "gaussian", "zero", "nan", "inf", "reverse", "drop", "lie", "empire", "mimic",
-  "label-flip", "poison-data", "optimal-lie", "optimal-empire", "minmax", "minsum", "fang",
-}
 
 -- Arguments every attack takes, on top of its own.
 local COMMON_ARGS = {
@@ -34,99 +30,6 @@ local COMMON_ARGS = {
     doc = "which workers are Byzantine: 'fixed' = the last r workers (n-r+1..n) at every "
        .. "step; 'random' = r workers drawn anew each step from the run's seed" },
 }
-
----------------------------------------------------------------------------------------------
--- Arguments: key:value words or a table, against a list of specs.
----------------------------------------------------------------------------------------------
-
-local function canon(key) return (tostring(key):gsub("_", "-")) end
-
-local function spec_type(s)
-  if s.type then return s.type end
-  if s.choices then return "string" end
-  local t = type(s.default)
-  if t == "nil" then error("argument spec '" .. tostring(s.name) .. "' needs a default or a type", 3) end
-  return t
-end
-
-local function convert(s, value, what)
-  local ty = spec_type(s)
-  if s.auto and value == "auto" then return "auto" end
-  if ty == "number" or ty == "integer" then
-    local v = tonumber(value)
-    if v == nil then
-      error(string.format("%s: %s expects a number%s, got '%s'", what, s.name,
-        s.auto and " or 'auto'" or "", tostring(value)), 4)
-    end
-    if ty == "integer" and v ~= math.floor(v) then
-      error(string.format("%s: %s expects an integer, got %s", what, s.name, tostring(value)), 4)
-    end
-    return v
-  elseif ty == "boolean" then
-    if value == true or value == "true" or value == "1" or value == "yes" then return true end
-    if value == false or value == "false" or value == "0" or value == "no" then return false end
-    error(string.format("%s: %s expects true or false, got '%s'", what, s.name, tostring(value)), 4)
-  else
-    value = tostring(value)
-    if s.choices then
-      local ok = false
-      for _, c in ipairs(s.choices) do if c == value then ok = true end end
-      if not ok then
-        error(string.format("%s: %s expects one of %s, got '%s'", what, s.name,
-          table.concat(s.choices, ", "), value), 4)
-      end
-    end
-    return value
-  end
-end
-
--- Parses args (nil, a list of "key:value" words, or a table key -> value) against spec.
--- Unknown keys raise an error listing the known ones. Keys may use '_' for '-'.
-function K.parse_args(args, spec, what)
-  what = what or "arguments"
-  local by_name, names = {}, {}
-  for _, s in ipairs(spec) do by_name[s.name] = s; names[#names + 1] = s.name end
-  local given = {}
-  if args ~= nil then
-    if type(args) ~= "table" then
-      error(what .. ": expected a list of key:value words or a table, got " .. type(args), 2)
-    end
-    for k, v in pairs(args) do
-      if type(k) == "number" then
-        local key, value = tostring(v):match("^([^:]+):(.*)$")
-        if not key then
-          error(string.format("%s: expected key:value, got '%s'", what, tostring(v)), 2)
-        end
-        given[canon(key)] = value
-      else
-        given[canon(k)] = v
-      end
-    end
-  end
-  local out = {}
-  for key, value in pairs(given) do
-    local s = by_name[key]
-    if not s then
-      error(string.format("%s: unknown argument '%s' (known: %s)", what, key,
-        table.concat(names, ", ")), 2)
-    end
-    out[key] = convert(s, value, what)
-  end
-  for _, s in ipairs(spec) do
-    if out[s.name] == nil then out[s.name] = s.default end
-  end
-  return out
-end
-
-local function format_args(spec, indent)
-  local lines = {}
-  for _, s in ipairs(spec) do
-    local d = s.default
-    if d == nil then d = "none" end
-    lines[#lines + 1] = string.format("%s%s:%s  %s", indent, s.name, tostring(d), s.doc or "")
-  end
-  return table.concat(lines, "\n")
-end
 
 ---------------------------------------------------------------------------------------------
 -- Registry and loader.
@@ -150,7 +53,9 @@ local function validate(def, where)
   def.args = def.args or {}
   for _, s in ipairs(def.args) do
     if type(s.name) ~= "string" then error(where .. ": every argument needs a name", 3) end
-    spec_type(s)
+    if s.default == nil and not s.type and not s.choices then
+      error("argument spec '" .. s.name .. "' needs a default or a type", 3)
+    end
   end
   return def
 end
@@ -177,17 +82,22 @@ function K.load(name_or_path)
   end
   local name = s:gsub("_", "-")
   if registered[name] then return registered[name], name end
-  local module = "attacks." .. name:gsub("-", "_")
-  if not package.searchpath(module, package.path) then
+  local file = name:gsub("-", "_")
+  local path, module = P.find("attacks", file)
+  if not path then
     error(string.format("unknown attack '%s' (known: %s; or pass a path to a .lua file)",
       s, table.concat(K.list(), ", ")), 2)
   end
-  return validate(require(module), module), module
+  local def = P.load("attacks", file, "attack")
+  return validate(def, module or path), module or path
 end
 
 function K.list()
   local names, seen = {}, {}
-  for _, n in ipairs(BUILTIN) do names[#names + 1] = n; seen[n] = true end
+  for _, file in ipairs(P.list("attacks")) do
+    local n = file:gsub("_", "-")
+    names[#names + 1] = n; seen[n] = true
+  end
   for n in pairs(registered) do if not seen[n] then names[#names + 1] = n end end
   table.sort(names)
   return names
@@ -198,7 +108,7 @@ function K.help()
     "Attacks: what the r real Byzantine workers (--nb-real-byz-workers) send.",
     "  --attack NAME|PATH.lua  --attack-args key:value ...",
     "Arguments every attack takes:",
-    format_args(COMMON_ARGS, "    "),
+    kv.help(COMMON_ARGS, "    "),
     "",
   }
   for _, name in ipairs(K.list()) do
@@ -206,7 +116,7 @@ function K.help()
     if ok then
       out[#out + 1] = string.format("%s (%s)  %s", name, def.kind, def.doc or "")
       if def.paper then out[#out + 1] = "    source: " .. def.paper end
-      if #def.args > 0 then out[#out + 1] = format_args(def.args, "    ") end
+      if #def.args > 0 then out[#out + 1] = kv.help(def.args, "    ") end
     else
       out[#out + 1] = name .. "  (cannot load: " .. tostring(def) .. ")"
     end
@@ -332,7 +242,7 @@ function K.new(name_or_path, args, opts)
   local spec = {}
   for _, s in ipairs(COMMON_ARGS) do spec[#spec + 1] = s end
   for _, s in ipairs(def.args) do spec[#spec + 1] = s end
-  local a = K.parse_args(args, spec, "attack " .. def.name)
+  local a = kv.parse(args, spec, "attack " .. def.name, { n = n, f = f })
   local self = setmetatable({
     def = def, name = def.name, kind = def.kind, poison = def.poison, origin = origin,
     args = a, selection = a.selection, n = n, f = f, r = r, rule = opts.rule,

@@ -28,6 +28,9 @@ local F = require("agt.ffi")
 local T = require("agt.tensor")
 local R = require("agt.rng")
 local U = require("agt.util")
+local kv = require("agt.kv")
+local P = require("agt.plugins")
+local D = require("agt.data")
 local nn = require("agt.nn")
 local C, check = F.C, F.check
 
@@ -52,13 +55,6 @@ local COMMON = {
 
 local registry = {}    -- name -> definition table (registered in memory)
 
-local function host_root()
-  local ok, host = pcall(require, "agt.host")
-  return ok and host.root or "."
-end
-
-local function exp_dir() return host_root() .. "/lua/experiments" end
-
 function E.register(def)
   if type(def) ~= "table" or type(def.name) ~= "string" then
     error("E.register needs an experiment table with a name", 2)
@@ -68,14 +64,7 @@ end
 
 function E.list()
   local seen, names = {}, {}
-  local p = io.popen("ls '" .. exp_dir() .. "' 2>/dev/null")
-  if p then
-    for f in p:lines() do
-      local n = f:match("^(.-)%.lua$")
-      if n and not seen[n] then seen[n] = true; names[#names + 1] = n end
-    end
-    p:close()
-  end
+  for _, n in ipairs(P.list("experiments")) do seen[n] = true; names[#names + 1] = n end
   for n in pairs(registry) do
     if not seen[n] then seen[n] = true; names[#names + 1] = n end
   end
@@ -105,13 +94,11 @@ local function definition(name_or_path)
     def = U.load_lua_file(name_or_path, "experiment")
   elseif registry[name_or_path] then
     def = registry[name_or_path]
+  elseif P.find("experiments", name_or_path) then
+    def = P.load("experiments", name_or_path, "experiment")
   else
-    local path = exp_dir() .. "/" .. name_or_path .. ".lua"
-    if not io.open(path, "r") then
-      error(string.format("--experiment: unknown experiment '%s' (known: %s)", name_or_path,
-                          table.concat(E.list(), ", ")), 0)
-    end
-    def = U.load_lua_file(path, "experiment")
+    error(string.format("--experiment: unknown experiment '%s' (known: %s)", name_or_path,
+                        table.concat(E.list(), ", ")), 0)
   end
   validate(def, "'" .. name_or_path .. "'")
   return def
@@ -149,7 +136,7 @@ Exp.__index = Exp
 function E.load(name_or_path, words, opts)
   opts = opts or {}
   local def = definition(name_or_path)
-  local args = U.parse_kv(words or {}, arg_spec(def), "--experiment-args (" .. def.name .. ")")
+  local args = kv.parse(words, arg_spec(def), "--experiment-args (" .. def.name .. ")")
   if args["noniid-alpha"] > 0 then
     if args.shard == "sorted" then
       error("--experiment-args: noniid-alpha selects the dirichlet shards; it cannot go with shard:sorted", 0)
@@ -179,7 +166,6 @@ function Exp:dataset()
   local key = self.name .. "\0" .. self.args["data-dir"]
   local ds = data_cache[key]
   if not ds then
-    local D = require("agt.data")
     local err
     ds, err = self.def.data(self.args, D)
     if ds == nil then error("experiment " .. self.name .. ": " .. tostring(err), 0) end
@@ -210,7 +196,6 @@ function Exp:shards(n)
     error(string.format("experiment %s: the training set is split for %d workers, not %d", self.name,
                         self._shards_n, n), 2)
   end
-  local D = require("agt.data")
   local ds = self:dataset()
   local sh = D.shard(ds.train.y, n, { mode = self.args.shard, alpha = self.args["noniid-alpha"],
                                       rng = R.new(self.seed, R.stream_id("shard", 0)) })
@@ -249,7 +234,6 @@ end
 
 function Worker:_setup()
   local exp = self.exp
-  local D = require("agt.data")
   local ds = exp:dataset()
   local n = exp.n or exp.nworkers
   if self.i > n then
@@ -389,7 +373,7 @@ function E.help()
     out[#out + 1] = string.format("  %-14s %s", n, ok and (def.doc or "") or ("(broken: " .. tostring(def) .. ")"))
   end
   out[#out + 1] = "\n--experiment-args key:value ... (every experiment):"
-  out[#out + 1] = U.format_kv_help(COMMON, "  ")
+  out[#out + 1] = kv.help(COMMON, "  ")
   for _, n in ipairs(E.list()) do
     local ok, def = pcall(definition, n)
     if ok and (def.args or def.defaults) then
@@ -400,7 +384,7 @@ function E.help()
       end
       table.sort(extra, function(a, b) return a.name < b.name end)
       out[#out + 1] = "\n" .. n .. ":"
-      out[#out + 1] = U.format_kv_help(extra, "  ")
+      out[#out + 1] = kv.help(extra, "  ")
     end
   end
   out[#out + 1] = [[

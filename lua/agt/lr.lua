@@ -10,7 +10,7 @@
 --   exponential  initial·decay-rate^(step/decay-step)                 (continuous, no staircase)
 -- A schedule holds no state: the rate is a pure function of the step, so a resumed run
 -- needs only its global step.
-local U = require("agt.util")
+local kv = require("agt.kv")
 
 local L = {}
 
@@ -73,7 +73,7 @@ function L.new(name, args)
     error(string.format("--learning-rate: unknown schedule '%s' (known: %s)", tostring(name),
                         table.concat(NAMES, ", ")), 2)
   end
-  local a = U.parse_kv(args or {}, s.args, "--learning-rate-args (" .. name .. ")")
+  local a = kv.parse(args, s.args, "--learning-rate-args (" .. name .. ")")
   return setmetatable({ name = name, args = a, _rate = s.rate }, Sched)
 end
 
@@ -82,7 +82,7 @@ function L.help()
                 "the rate of global step k (0-based) follows TensorFlow 1's formulas:" }
   for _, n in ipairs(NAMES) do
     out[#out + 1] = string.format("\n%s — %s", n, SPECS[n].doc)
-    out[#out + 1] = U.format_kv_help(SPECS[n].args, "  ")
+    out[#out + 1] = kv.help(SPECS[n].args, "  ")
   end
   return table.concat(out, "\n")
 end

@@ -12,7 +12,7 @@
 local ffi = require("ffi")
 local F = require("agt.ffi")
 local T = require("agt.tensor")
-local U = require("agt.util")
+local kv = require("agt.kv")
 local C, check = F.C, F.check
 
 local O = {}
@@ -86,7 +86,7 @@ function O.new(name, args, d)
     error(string.format("--optimizer: unknown optimizer '%s' (known: %s)", tostring(name),
                         table.concat(NAMES, ", ")), 2)
   end
-  local a = U.parse_kv(args or {}, s.args, "--optimizer-args (" .. name .. ")")
+  local a = kv.parse(args, s.args, "--optimizer-args (" .. name .. ")")
   if name == "sgd" and a.nesterov and a.momentum <= 0 then
     error("--optimizer-args (sgd): nesterov needs momentum > 0", 2)
   end
@@ -164,7 +164,7 @@ function O.help()
   local out = { "Optimizers (--optimizer NAME --optimizer-args key:value ...), TF1 update rules:" }
   for _, n in ipairs(NAMES) do
     out[#out + 1] = string.format("\n%s — %s", n, SPECS[n].doc)
-    out[#out + 1] = U.format_kv_help(SPECS[n].args, "  ")
+    out[#out + 1] = kv.help(SPECS[n].args, "  ")
   end
   return table.concat(out, "\n")
 end

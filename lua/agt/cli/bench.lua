@@ -1,12 +1,13 @@
 -- agt bench NAME [args…] — runs bench/NAME.lua (a module returning function(args)), printing
 -- JSON lines; 'agt bench all' runs every benchmark; 'agt bench' lists them.
-local host = require("agt.host")
+local P = require("agt.plugins")
 
-local function list() return require("agt.util").lua_files(host.root .. "/bench") end
+local function list() return P.list("bench") end
 
 local function run(name, args)
-  local path = host.root .. "/bench/" .. name .. ".lua"
-  local chunk, err = loadfile(path)
+  local path = P.find("bench", name)
+  local chunk, err
+  if path then chunk, err = loadfile(path) else err = "see 'agt bench' for the list" end
   if not chunk then
     io.stderr:write("agt bench: no benchmark '" .. name .. "' (" .. tostring(err) .. ")\n")
     return 1

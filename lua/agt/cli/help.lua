@@ -1,6 +1,7 @@
 -- agt help [TOPIC] — lists the subcommands, or prints a topic's help (a module agt.TOPIC
 -- with a help() function, e.g. aggregators, attacks, experiments).
 local cli = require("agt.cli")
+local P = require("agt.plugins")
 
 local summaries = {
   help = "this list; 'agt help TOPIC' for aggregators, attacks, experiments, ...",
@@ -32,7 +33,7 @@ return function(args)
   for _, name in ipairs(cli.list()) do
     local s = summaries[name]
     if not s then
-      local f = io.open(cli.dir() .. "/" .. name .. ".lua")
+      local f = io.open(P.find("commands", name))
       local first = f and f:read("*l") or ""
       if f then f:close() end
       s = first:match("^%-%-%s*agt%s+%S+%s*[^—]*—%s*(.*)$") or first:gsub("^%-%-%s*", "")

@@ -1,28 +1,19 @@
 -- agt.cli — dispatches `agt SUBCOMMAND args…` to lua/agt/cli/SUBCOMMAND.lua, a module that
--- returns function(args) -> exit code. Subcommands are found by listing that folder.
-local host = require("agt.host")
+-- returns function(args) -> exit code. Subcommands are found by listing that folder
+-- (agt.plugins' kind "commands").
+local P = require("agt.plugins")
 local M = {}
 
-function M.dir() return host.root .. "/lua/agt/cli" end
-
-function M.list()
-  local names = {}
-  for _, name in ipairs(require("agt.util").lua_files(M.dir())) do
-    if name ~= "init" then names[#names + 1] = name end
-  end
-  return names
-end
+function M.list() return P.list("commands") end
 
 function M.main(args)
   local name = args[1]
-  local path = M.dir() .. "/" .. name .. ".lua"
-  local f = io.open(path, "r")
-  if not f then
+  local path, module = P.find("commands", name)
+  if not path then
     io.stderr:write(string.format("agt: '%s' is neither a file nor a subcommand (agt help lists the subcommands)\n", name))
     return 1
   end
-  f:close()
-  local cmd = require("agt.cli." .. name)
+  local cmd = require(module)
   local rest = { unpack(args, 2) }
   local ok, code = xpcall(function() return cmd(rest) end, function(e)
     if type(e) == "string" and e:match("^usage: ") then return e end
