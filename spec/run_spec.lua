@@ -4,6 +4,7 @@
 local H = require("helpers")
 local read = H.read
 local S = require("agt.session")
+local FL = require("agt.cli.run.flags")
 local K = require("agt.checkpoint")
 local fs = require("agt.fs")
 local TF = require("agt.tfevents")
@@ -31,7 +32,7 @@ local function agt_run(args)
 end
 
 local function parse_check(args)
-  return S.check(assert(S.parse_args(args)))
+  return FL.check(assert(FL.parse_args(args)))
 end
 
 local function refused(args, pattern)
@@ -52,7 +53,7 @@ describe("agt run flags", function()
   it("documents every flag in --help", function()
     local code, out = agt_run({ "--help" })
     assert.are.equal(0, code)
-    for _, fl in ipairs(S.flags) do
+    for _, fl in ipairs(FL.flags) do
       assert.truthy(out:find("--" .. fl.name, 1, true), fl.name)
     end
     for _, name in ipairs({ "--max-steps", "--server", "--client", "--MPI" }) do

@@ -3,16 +3,18 @@
 --   agt run --experiment fashion-mnist --aggregator bulyan --nb-workers 11 \
 --           --nb-decl-byz-workers 2 --nb-real-byz-workers 2 --attack lie --checkpoint-dir runs/x
 --
--- The words are parsed against agt.session's flag table (`--flag value`, `--flag=value`, boolean
--- flags alone, key:value lists up to the next `--flag`), every value and combination is checked
--- and every part is built before any training; an error names the flag and exits with status 2.
--- A failure during training exits with 1, Ctrl-C with 130 after the last evaluation and checkpoint.
+-- The words are parsed against the flag table of agt.cli.run.flags (`--flag value`,
+-- `--flag=value`, boolean flags alone, key:value lists up to the next `--flag`), every value and
+-- combination is checked and every part of the session is built before any training; an error
+-- names the flag and exits with status 2. A failure during training exits with 1, Ctrl-C with
+-- 130 after the last evaluation and checkpoint.
+local FL = require("agt.cli.run.flags")
 local S = require("agt.session")
 
 return function(args)
-  local ok, opts, what = pcall(S.parse_args, args or {})
+  local ok, opts, what = pcall(FL.parse_args, args or {})
   if ok and what == "help" then
-    io.stdout:write(S.help(), "\n")
+    io.stdout:write(FL.help(), "\n")
     return 0
   end
   if not ok then

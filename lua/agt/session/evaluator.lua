@@ -1,0 +1,68 @@
+-- agt.session.evaluator — evaluates θ on the experiment's test set: prints the metrics, appends
+-- them to the evaluation file in AggregaThor's form ("<wall s>\t<step>\t<name>:<value>..."), and
+-- passes them to the summaries. The first evaluation also writes "<file>.info" beside the file
+-- (what the run is: agt plot's labels).
+--
+--   local ev = Evaluator.new{ exp =, file = path or nil, info = fn() -> {{key, value}, ...},
+--                             out = agt.session.output, summaries = agt.session.summaries }
+--   ev:evaluate(theta, step) -> metrics ({ {name, value}, ... }, the experiment's order)
+--   ev.last_metrics, ev.last_step, ev.last_time (monotonic seconds)
+--   ev:close()
+local fs = require("agt.fs")
+local clock = require("agt.clock")
+
+local M = {}
+
+local Evaluator = {}
+Evaluator.__index = Evaluator
+
+function M.new(c)
+  return setmetatable({ exp = c.exp, file = c.file, info = c.info, out = c.out,
+                        summaries = c.summaries }, Evaluator)
+end
+
+local function fmtv(v)
+  if type(v) == "number" then return string.format("%.9g", v) end
+  return tostring(v)
+end
+
+function Evaluator:_open()
+  local dir = self.file:match("^(.*)/[^/]+$")
+  if dir then fs.mkdir_p(dir) end
+  local fh, err = io.open(self.file, "a")
+  if not fh then error("--evaluation-file: cannot open: " .. err, 0) end
+  self.fh = fh
+  local info = io.open(self.file .. ".info", "w")
+  if info then
+    for _, kv in ipairs(self.info()) do info:write(kv[1], "=", tostring(kv[2]), "\n") end
+    info:close()
+  end
+end
+
+function Evaluator:evaluate(theta, step)
+  local t0 = clock.mono()
+  local metrics = self.exp:evaluate(theta)
+  local took = clock.mono() - t0
+  local wall = clock.wall()
+  local parts, shown = {}, {}
+  for _, m in ipairs(metrics) do
+    parts[#parts + 1] = m[1] .. ":" .. fmtv(m[2])
+    shown[#shown + 1] = m[1] .. " = " .. fmtv(m[2])
+  end
+  if self.file then
+    if not self.fh then self:_open() end
+    self.fh:write(string.format("%.6f\t%d\t%s\n", wall, step, table.concat(parts, "\t")))
+    self.fh:flush()
+  end
+  self.out:say(string.format("Step %d: %s (took %.3f s)", step, table.concat(shown, ", "), took))
+  if self.summaries then self.summaries:metrics(step, wall, metrics) end
+  self.last_metrics = metrics
+  self.last_step, self.last_time = step, clock.mono()
+  return metrics
+end
+
+function Evaluator:close()
+  if self.fh then self.fh:close(); self.fh = nil end
+end
+
+return M

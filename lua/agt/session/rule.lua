@@ -1,0 +1,72 @@
+-- agt.session.rule — the aggregation rule of a run (agt.aggregators, or a script's own rule
+-- object) and the random stream it draws from, on the CPU or, with --use-gpu, on the GPU.
+--
+--   local rule = Rule.new(o, n, f, warn)     (o: checked options; warn(msg) prints a warning)
+--   rule.rule                   the rule object (what an attack searches against)
+--   rule.gpu_fallback           why --use-gpu fell back to the CPU, or nil
+--   rule:aggregate(G, out, step) -> info   ({selected = rows kept, ...} as the rule says)
+--   rule:state() -> { rule =, ["rng.rule"] = }   rule:set_state(map)
+local A = require("agt.aggregators")
+local R = require("agt.rng")
+local agt = require("agt")
+local FL = require("agt.cli.run.flags")
+
+local M = {}
+
+local Rule = {}
+Rule.__index = Rule
+
+-- --use-gpu: agt.gpu's twin of the CPU rule (same results), fed from the host gradient matrix;
+-- the CPU rule has already checked n, f and the arguments. Without a CUDA build or a device,
+-- the run says so and keeps the CPU rule. agt.gpu is required here, not at the top: it is
+-- optional (a CPU-only build has no device code to load).
+local function on_gpu(self, o, n, f, warn)
+  local ok, why = false, "this agt was built without CUDA"
+  if not tostring(agt.features()):find("CUDA: no", 1, true) then
+    local okr, gpu = pcall(require, "agt.gpu")
+    if okr then ok, why = gpu.available() else why = tostring(gpu):match("[^\n]*") end
+  end
+  if not ok then
+    warn("--use-gpu: " .. tostring(why) .. "; aggregating on the CPU")
+    self.gpu_fallback = tostring(why)
+    return
+  end
+  local g = FL.as_flag("aggregator", require("agt.gpu").rule, o.aggregator, n, f, o.aggregator_args)
+  local cpu = self.rule
+  self.rule = {
+    name = cpu.name, gpu = g,
+    aggregate = function(_, G, out, ctx) return g:aggregate_host(G, out, ctx) end,
+    state = function() return g:state() end,
+    set_state = function(_, st) return g:set_state(st) end,
+  }
+end
+
+function M.new(o, n, f, warn)
+  local self = setmetatable({}, Rule)
+  if type(o.aggregator) == "table" then
+    self.rule = o.aggregator
+  else
+    self.rule = FL.as_flag("aggregator", A.new, o.aggregator, n, f, o.aggregator_args)
+    if o.use_gpu then on_gpu(self, o, n, f, warn) end
+  end
+  self.rng = R.new(o.seed, R.stream_id("rule", 0))
+  return self
+end
+
+function Rule:aggregate(G, out, step)
+  return self.rule:aggregate(G, out, { step = step, rng = self.rng }) or {}
+end
+
+function Rule:state()
+  local map = { ["rng.rule"] = self.rng:state() }
+  local s = self.rule.state and self.rule:state()
+  if s then map.rule = s end
+  return map
+end
+
+function Rule:set_state(map)
+  self.rng:set_state(map["rng.rule"])
+  if map.rule and self.rule.set_state then self.rule:set_state(map.rule) end
+end
+
+return M
