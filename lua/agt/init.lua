@@ -3,6 +3,8 @@
 -- `agt.X` loads the module agt.X on first use (lua/agt/X.lua or bindings/agt/X.lua), so the
 -- REPL and scripts reach every engine module without a require. Errors inside a module are
 -- raised, not hidden; a name that is no module gives nil.
+local F = require("agt.ffi")
+
 local agt = {}
 
 local function exists(name)
@@ -20,14 +22,8 @@ setmetatable(agt, {
   end,
 })
 
-function agt.version()
-  local ffi = require("agt.ffi")
-  return ffi.ffi.string(ffi.C.agt_version())
-end
+function agt.version() return F.ffi.string(F.C.agt_version()) end
 
-function agt.features()
-  local ffi = require("agt.ffi")
-  return ffi.ffi.string(ffi.C.agt_build_features())
-end
+function agt.features() return F.ffi.string(F.C.agt_build_features()) end
 
 return agt

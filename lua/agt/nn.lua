@@ -17,6 +17,10 @@
 -- model and reused from call to call (one call at a time per model). An activation that
 -- follows a linear or conv layer is fused into that layer's bias pass and its backward
 -- runs in place.
+--
+-- One file (over 500 lines) on purpose: the layers and the model that chains them share a
+-- private protocol (buffers grown per model, output geometry, an activation fused into the
+-- layer before it, parameter offsets), which splitting would turn into a public one.
 local ffi = require("ffi")
 local F = require("agt.ffi")
 local T = require("agt.tensor")

@@ -21,9 +21,10 @@ Rule.__index = Rule
 -- the run says so and keeps the CPU rule. agt.gpu is required here, not at the top: it is
 -- optional (a CPU-only build has no device code to load).
 local function on_gpu(self, o, n, f, warn)
-  local ok, why = false, "this agt was built without CUDA"
+  local ok, why, gpu = false, "this agt was built without CUDA", nil
   if not tostring(agt.features()):find("CUDA: no", 1, true) then
-    local okr, gpu = pcall(require, "agt.gpu")
+    local okr
+    okr, gpu = pcall(require, "agt.gpu")
     if okr then ok, why = gpu.available() else why = tostring(gpu):match("[^\n]*") end
   end
   if not ok then
@@ -31,7 +32,7 @@ local function on_gpu(self, o, n, f, warn)
     self.gpu_fallback = tostring(why)
     return
   end
-  local g = FL.as_flag("aggregator", require("agt.gpu").rule, o.aggregator, n, f, o.aggregator_args)
+  local g = FL.as_flag("aggregator", gpu.rule, o.aggregator, n, f, o.aggregator_args)
   local cpu = self.rule
   self.rule = {
     name = cpu.name, gpu = g,
