@@ -131,9 +131,9 @@ local function lines(path)
   return out
 end
 -- Runs a session quietly (its printing goes to a file).
-local function run(opts, steps)
+local function run(opts, steps, parts)
   opts.stdout_to = opts.stdout_to or dir("stdout.txt")
-  local s = S.new(opts)
+  local s = S.new(opts, parts)
   local rep = s:run(steps)
   s:close()
   return s, rep
@@ -155,6 +155,52 @@ describe("agt.session", function()
     -- and a run that does not restore the checkpoint differs (the check is not vacuous)
     local c = run(toy.opts({ max_step = 100 }))
     assert.are_not.equal(theta_bytes(a), theta_bytes(c))
+  end)
+
+  it("takes the rows of G from any gradient source that honours the contract", function()
+    -- a stand-in source: the same workers, filled last row first, checkpointed under its own
+    -- names; the session needs nothing else from it
+    local Workers = require("agt.session.workers")
+    local made, fills, closed = 0, 0, 0
+    local function reversed(exp, n, opts)
+      made = made + 1
+      local inner = Workers.new(exp, n, opts)
+      local src = { n = n }
+      function src:fill(theta, G, step, ctx)
+        fills = fills + 1
+        assert.are.equal(n, G:size(1))
+        local losses = {}
+        for i = n, 1, -1 do losses[i] = inner.workers[i]:gradient(theta, G:row(i)) end
+        return losses
+      end
+      function src:state()
+        local m = {}
+        for k, v in pairs(inner:state()) do m[k:gsub("^worker", "mine")] = v end
+        return m
+      end
+      function src:set_state(map)
+        local m = {}
+        for k, v in pairs(map) do m[k:gsub("^mine", "worker")] = v end
+        inner:set_state(m)
+      end
+      function src:close() closed = closed + 1 end
+      return src
+    end
+    local a = run(toy.opts({ max_step = 60 }))
+    local b = run(toy.opts({ max_step = 60 }), nil, { source = reversed })
+    assert.are.equal(theta_bytes(a), theta_bytes(b))
+    assert.are.same({ 1, 60, 1 }, { made, fills, closed })
+    run(toy.opts({ checkpoint_dir = dir("source"), max_step = 30 }), nil, { source = reversed })
+    local map = assert(K.load(K.list(dir("source"))[1].path))
+    assert.truthy(map["mine.1"])
+    assert.is_nil(map["worker.1"])
+    local c = run(toy.opts({ checkpoint_dir = dir("source"), max_step = 30 }), nil, { source = reversed })
+    assert.are.equal(30, c.start_step)
+    assert.are.equal(theta_bytes(a), theta_bytes(c))
+    -- the local workers read their own names only: this checkpoint is not theirs
+    local ok, err = pcall(S.new, toy.opts({ checkpoint_dir = dir("source"), quiet = true }))
+    assert.is_false(ok)
+    assert.truthy(err:find("the checkpoint has no state for worker 1", 1, true))
   end)
 
   it("counts max_step from the restored step, and <= 0 means until interrupted", function()

@@ -7,6 +7,7 @@
 --   s:run()            -- max_step more steps (or until Ctrl-C); evaluations, checkpoints, summaries
 --   s:step()           -- exactly one synchronous step; returns its telemetry
 --   s:evaluate()  s:checkpoint()  s:close()   s.theta (f32 tensor of d)   s.global_step
+--   agt.session.new(opts, { source = fn }) -- another gradient source (see below)
 -- Option keys are the `agt run` flags with '_' for '-' (agt.cli.run.flags); every value is
 -- checked, and every rule, attack, optimizer and schedule is built, before any data is loaded,
 -- so a bad run is refused at once with the name of the flag at fault.
@@ -54,9 +55,11 @@ Session.__index = Session
 ---------------------------------------------------------------------------------------------------
 -- Building the parts
 
-function M.new(opts)
+-- parts (optional): { source = function(exp, n, opts) -> a gradient source } replaces the local
+-- workers (agt.session.workers.new has that signature; opts: seed, l1, l2, poison).
+function M.new(opts, parts)
   local o = FL.check(opts)
-  local s = setmetatable({ opts = o }, Session)
+  local s = setmetatable({ opts = o, parts = parts or {} }, Session)
   s.out = Output.new(o)
   local ok, err = pcall(Session._build, s)
   if not ok then
@@ -101,7 +104,7 @@ function Session:_build()
   self.exp:init_params(self.theta, R.new(o.seed, R.stream_id("init", 0)))
   self.optimizer:bind(d)
   local byz = self.byzantine
-  self.source = Workers.new(self.exp, n, {
+  self.source = (self.parts.source or Workers.new)(self.exp, n, {
     seed = o.seed, l1 = o.l1_regularize > 0 and o.l1_regularize or 0,
     l2 = o.l2_regularize > 0 and o.l2_regularize or 0,
     poison = function(i) return byz:poison(i) end,

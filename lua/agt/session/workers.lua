@@ -3,10 +3,11 @@
 --
 -- A gradient source is what the session asks for the rows of G; every source has
 --   source.n                               the rows it fills
---   source:fill(theta, G, step, ctx)       -> losses: losses[i] is row i's loss (nil when the
---                                           source has none for that row). theta: f32 tensor
---                                           of d; G: n × d f32 tensor; ctx.trace(what, phase)
---                                           marks the begin and end of each row's work.
+--   source:fill(theta, G, step, ctx)       -> losses: losses[i] is row i's loss (the session
+--                                           reports the honest rows' mean). theta: f32 tensor
+--                                           of d; G: n × d f32 tensor; ctx.trace(what, phase),
+--                                           when given (--trace), marks the begin and end of
+--                                           each row's work.
 --   source:state() -> { [name] = bytes }   its checkpoint entries (names it owns)
 --   source:set_state(map)                  reads them back from a checkpoint's map (raises
 --                                           "--checkpoint-dir: ..." when one is missing)
