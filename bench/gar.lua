@@ -17,15 +17,7 @@ local host = require("agt.host")
 local cjson = require("cjson")
 local ffi = require("ffi")
 
-pcall(ffi.cdef, [[
-typedef struct { long tv_sec; long tv_nsec; } agt_bench_timespec;
-int clock_gettime(int clk, agt_bench_timespec *ts);
-]])
-local ts = ffi.new("agt_bench_timespec")
-local function now()
-  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
+local now = require("agt.clock").mono
 
 local TARGETS = {
   median = 3, ["trimmed-mean"] = 3, meamed = 3, phocas = 3, krum = 4, ["multi-krum"] = 4,

@@ -21,15 +21,7 @@ local R = require("agt.rng")
 local host = require("agt.host")
 local C = require("agt.ffi").C
 
-pcall(ffi.cdef, [[
-  typedef struct agt_timespec_ { long tv_sec; long tv_nsec; } agt_timespec_;
-  int clock_gettime(int clk, agt_timespec_ *ts);
-]])
-local ts = ffi.new("agt_timespec_")
-local function now()
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
-end
+local now = require("agt.clock").mono
 
 -- A directory of small CIFAR-10 binary batches (random pixels), for cnnet without a download.
 local function synthetic_cifar()
