@@ -237,7 +237,11 @@ function Session:say_err(line) self.out:say_err(line) end
 function Session:trace(what, phase) self.out:trace(self.global_step, what, phase) end
 
 -- Evaluates θ now: prints it, appends it to the evaluation file, adds it to the summaries.
-function Session:evaluate() return self.evaluator:evaluate(self.theta, self.global_step) end
+-- The metrics stay in s.last_metrics.
+function Session:evaluate()
+  self.last_metrics = self.evaluator:evaluate(self.theta, self.global_step)
+  return self.last_metrics
+end
 
 ---------------------------------------------------------------------------------------------------
 -- One step
@@ -402,7 +406,7 @@ function Session:_one()
   local sm, ev = self.summaries, self.evaluator
   sm:add(tel)
   local now = clock.mono()
-  local acc = ev.last_metrics and ev.last_metrics[1]
+  local acc = self.last_metrics and self.last_metrics[1]
   self.progress:update(now, self.global_step, tel.loss, acc)
   local g = self.global_step
   if due(o.summary_delta, o.summary_period, g, sm.last_step, now, sm.last_time) then

@@ -6,7 +6,7 @@
 --   local ev = Evaluator.new{ exp =, file = path or nil, info = fn() -> {{key, value}, ...},
 --                             out = agt.session.output, summaries = agt.session.summaries }
 --   ev:evaluate(theta, step) -> metrics ({ {name, value}, ... }, the experiment's order)
---   ev.last_metrics, ev.last_step, ev.last_time (monotonic seconds)
+--   ev.last_step, ev.last_time (monotonic seconds) of the last evaluation
 --   ev:close()
 local fs = require("agt.fs")
 local clock = require("agt.clock")
@@ -56,7 +56,6 @@ function Evaluator:evaluate(theta, step)
   end
   self.out:say(string.format("Step %d: %s (took %.3f s)", step, table.concat(shown, ", "), took))
   if self.summaries then self.summaries:metrics(step, wall, metrics) end
-  self.last_metrics = metrics
   self.last_step, self.last_time = step, clock.mono()
   return metrics
 end
