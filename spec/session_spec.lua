@@ -262,8 +262,11 @@ describe("agt.session", function()
   end)
 
   it("appends AggregaThor evaluation lines at start, on the delta and at stop", function()
-    run(toy.opts({ checkpoint_dir = dir("eval"), evaluation_delta = 25, max_step = 60 }))
+    local s = run(toy.opts({ checkpoint_dir = dir("eval"), evaluation_delta = 25, max_step = 60 }))
     local ev = lines(dir("eval") .. "/eval")
+    -- the last evaluation's metrics stay on the session
+    assert.are.equal("top1-X-acc", s.last_metrics[1][1])
+    assert.are.equal(string.format("%.9g", s.last_metrics[1][2]), ev[#ev]:match("top1%-X%-acc:([^\t]+)"))
     local steps = {}
     for _, l in ipairs(ev) do
       local wall, step, rest = l:match("^(%d+%.%d+)\t(%d+)\t(.*)$")
