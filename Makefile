@@ -63,7 +63,7 @@ FEATURES   := CPU-only
 endif
 
 .PHONY: all setup test ctest spec asan bench demo ffi check-ffi install clean gpu-bundle features
-all: features agt
+all: features agt libagt.so
 
 features:
 	@echo "agt: building with $(FEATURES) (nvcc: $(if $(NVCC),$(NVCC),not found)$(if $(filter 1,$(HAVE_CUDA)),; CUDA runtime: $(CUDA_LIBDIR))), OpenBLAS, LuaJIT"
@@ -85,6 +85,16 @@ $(BUILD)/libagt.a: $(ENGINE_OBJS) $(CUDA_OBJS)
 agt: $(BUILD)/obj/main.o $(BUILD)/libagt.a
 	$(CC) $(CFLAGS) -Wl,-E -o $@ $(BUILD)/obj/main.o -Wl,--whole-archive $(BUILD)/libagt.a \
 	  -Wl,--no-whole-archive $(HOST_LIBS) $(CUDA_LIBS) $(LIBS)
+
+# --- libagt.so: the engine and its Lua library for programs in other languages -----------------
+# The engine's C API plus bindings/embed.c, an embedded LuaJIT that runs the same Lua rule and
+# attack files as ./agt (bindings/embed.h); the Python package (bindings/python/agt) loads it.
+$(BUILD)/obj/embed.o: bindings/embed.c bindings/embed.h $(wildcard src/*.h) | $(BUILD)/obj
+	$(CC) $(CFLAGS) -Ibindings -c $< -o $@
+
+libagt.so: $(BUILD)/obj/embed.o $(BUILD)/libagt.a
+	$(CC) $(CFLAGS) -shared -o $@ $(BUILD)/obj/embed.o -Wl,--whole-archive $(BUILD)/libagt.a \
+	  -Wl,--no-whole-archive -lluajit-5.1 $(CUDA_LIBS) $(LIBS)
 
 $(BUILD)/test_%: spec/c/test_%.c spec/c/check.h $(BUILD)/libagt.a
 	$(CC) $(CFLAGS) -Ispec/c -o $@ $< $(BUILD)/libagt.a $(CUDA_LIBS) $(LIBS)
