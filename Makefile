@@ -24,6 +24,10 @@ CFLAGS   := $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 LIBS     := -lopenblas -lz -lcurl -lsodium -lm -lpthread -ldl
 HOST_LIBS := -lluajit-5.1 -ledit
 
+# Debian's python3 (python3-numpy, python3-torch) even where another python3 comes first on PATH.
+PYTHON   ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
+PYSITE   ?= $(PREFIX)/lib/python$(shell $(PYTHON) -c "import sys; print('%d.%d' % sys.version_info[:2])")/dist-packages
+
 ENGINE_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
 ENGINE_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(ENGINE_SRCS))
 CTEST_SRCS  := $(wildcard spec/c/test_*.c)
@@ -114,6 +118,7 @@ test: setup
 	@rm -f $(BUILD)/test.log
 	@$(MAKE) --no-print-directory ctest 2>&1 | tee -a $(BUILD)/test.log
 	@./agt spec/run.lua $(SPEC_ARGS) 2>&1 | tee -a $(BUILD)/test.log
+	@$(PYTHON) spec/python/run.py 2>&1 | tee -a $(BUILD)/test.log
 	@sh tools/test-summary.sh $(BUILD)/test.log
 
 ctest-bins: $(CTESTS)
@@ -158,6 +163,9 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/agt
 	install -m 755 agt $(DESTDIR)$(PREFIX)/bin/agt
 	cp -R lua bindings $(DESTDIR)$(PREFIX)/share/agt/
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PYSITE)
+	install -m 755 libagt.so $(DESTDIR)$(PREFIX)/lib/libagt.so
+	echo "$(PREFIX)/share/agt/bindings/python" > $(DESTDIR)$(PYSITE)/agt.pth
 
 # A binary for a GPU machine with no package manager: LuaJIT and OpenBLAS static, CUDA runtime
 # static; beside it the Lua tree, the specs and the benchmarks.
