@@ -50,7 +50,7 @@ def main(argv):
     r = runner.run(suite)
     for test, why in r.skipped:
         print("pending: %s: %s" % (test.id(), why))
-    failed_ids = {t.id() for t, _ in r.failures + r.errors}
+    failed_ids = {getattr(t, "test_case", t).id() for t, _ in r.failures + r.errors}
     failed = len(failed_ids | r.failed_tests) + len(r.unexpectedSuccesses)
     print("%d passed, %d failed (python; %d pending)" % (r.passed, failed, len(r.skipped)))
     return 1 if failed else 0
