@@ -133,6 +133,7 @@ asan:
 
 bench: all
 	@./agt bench all
+	@$(PYTHON) bench/python_gar.py
 
 # The main job: fashion-mnist, n = 11 workers of which 2 attack with `lie`, rule bulyan (n >= 4f+3
 # holds with equality), 3000 steps; evaluation file, checkpoints and summaries in runs/demo/,
@@ -177,6 +178,10 @@ gpu-bundle:
 	  -Wl,--no-whole-archive -Wl,-Bstatic -lluajit-5.1 -lopenblas -lsodium -ledit -lbsd -lmd -ltinfo -Wl,-Bdynamic \
 	  -L$(CUDA_LIBDIR) -lcudart_static -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
 	cp -R lua bindings spec bench gpu-bundle/
+	@$(MAKE) --no-print-directory BUILD=build-gpu build-gpu/obj/embed.o
+	$(CC) -shared -o gpu-bundle/libagt.so build-gpu/obj/embed.o -Wl,--whole-archive build-gpu/libagt.a \
+	  -Wl,--no-whole-archive -Wl,-Bstatic -lluajit-5.1 -lopenblas -lsodium -Wl,-Bdynamic \
+	  -L$(CUDA_LIBDIR) -lcudart_static -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
 	@sh tools/gpu-bundle.sh
 	@echo "gpu-bundle/ ready: copy it to the GPU machine and run gpu-bundle/run.sh there"
 

@@ -3,7 +3,8 @@
  * into libagt.so only, never into ./agt or the C tests.
  *
  * The state's package.path is the tree's lua/ and bindings/ (as ./agt sets it), its cpath adds
- * the system's Lua 5.1 modules (lua-cjson), and agt.host.config names the tree, so the modules
+ * the tree's clib/ (the GPU bundle carries lua-cjson there) and the system's Lua 5.1 modules,
+ * and agt.host.config names the tree, so the modules
  * that ask where they live get the same answer as under ./agt. */
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,8 @@ static int setup(lua_State *L) {
   lua_setfield(L, -3, "path");
   lua_pop(L, 1);
   lua_getfield(L, -1, "cpath");
-  lua_pushfstring(L, "%s;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so", lua_tostring(L, -1));
+  lua_pushfstring(L, "%s/clib/?.so;%s;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so", root,
+                  lua_tostring(L, -1));
   lua_setfield(L, -3, "cpath");
   lua_pop(L, 1);
   lua_getfield(L, -1, "loaded");

@@ -12,7 +12,10 @@ sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
 import numpy as np  # noqa: E402
 import agt  # noqa: E402
 
-AGT = os.path.join(ROOT, "agt")
+# ./agt, or in the bundle of `make gpu-bundle` its run.sh (which puts the bundled Lua modules
+# on the paths)
+AGT = os.path.join(ROOT, "run.sh") if os.path.exists(os.path.join(ROOT, "run.sh")) \
+    else os.path.join(ROOT, "agt")
 
 # (spec, n, f, args): every rule, with defaults and with arguments, and chains of steps.
 RULE_CASES = [
