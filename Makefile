@@ -169,7 +169,9 @@ install: all
 	echo "$(PREFIX)/share/agt/bindings/python" > $(DESTDIR)$(PYSITE)/agt.pth
 
 # A binary for a GPU machine with no package manager: LuaJIT and OpenBLAS static, CUDA runtime
-# static; beside it the Lua tree, the specs and the benchmarks.
+# static; beside it the Lua tree, the specs and the benchmarks; and libagt.so for the Python
+# package (bindings/python), with the shared LuaJIT, OpenBLAS and libsodium beside it (their
+# static archives are not all position-independent).
 gpu-bundle:
 	@test "$(HAVE_CUDA)" = 1 || { echo "gpu-bundle needs nvcc and libcudart_static.a $(CUDA_WHY)"; exit 1; }
 	@$(MAKE) --no-print-directory BUILD=build-gpu $(BUILD:build=build-gpu)/libagt.a build-gpu/obj/main.o
@@ -180,8 +182,9 @@ gpu-bundle:
 	cp -R lua bindings spec bench gpu-bundle/
 	@$(MAKE) --no-print-directory BUILD=build-gpu build-gpu/obj/embed.o
 	$(CC) -shared -o gpu-bundle/libagt.so build-gpu/obj/embed.o -Wl,--whole-archive build-gpu/libagt.a \
-	  -Wl,--no-whole-archive -Wl,-Bstatic -lluajit-5.1 -lopenblas -lsodium -Wl,-Bdynamic \
+	  -Wl,--no-whole-archive -lluajit-5.1 -lopenblas -lsodium -Wl,-rpath,'$$ORIGIN' \
 	  -L$(CUDA_LIBDIR) -lcudart_static -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
+	ldd gpu-bundle/libagt.so | awk '/libluajit|libopenblas|libsodium/ { print $$3 }' | xargs -I{} cp -L {} gpu-bundle/
 	@sh tools/gpu-bundle.sh
 	@echo "gpu-bundle/ ready: copy it to the GPU machine and run gpu-bundle/run.sh there"
 
