@@ -179,7 +179,7 @@ gpu-bundle:
 	$(CC) -Wl,-E -o gpu-bundle/agt build-gpu/obj/main.o -Wl,--whole-archive build-gpu/libagt.a \
 	  -Wl,--no-whole-archive -Wl,-Bstatic -lluajit-5.1 -lopenblas -lsodium -ledit -lbsd -lmd -ltinfo -Wl,-Bdynamic \
 	  -L$(CUDA_LIBDIR) -lcudart_static -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
-	cp -R lua bindings spec bench gpu-bundle/
+	cp -R lua bindings spec bench examples gpu-bundle/
 	@$(MAKE) --no-print-directory BUILD=build-gpu build-gpu/obj/embed.o
 	$(CC) -shared -o gpu-bundle/libagt.so build-gpu/obj/embed.o -Wl,--whole-archive build-gpu/libagt.a \
 	  -Wl,--no-whole-archive -lluajit-5.1 -lopenblas -lsodium -Wl,-rpath,'$$ORIGIN' \

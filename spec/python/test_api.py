@@ -105,6 +105,18 @@ class InPlace(unittest.TestCase):
     def test_the_issue_example(self):
         self.assertEqual(tuple(agt.aggregate("krum", torch.randn(11, 1000), f=2).shape), (1000,))
 
+    def test_the_pytorch_training_example(self):
+        import re
+        import subprocess
+        import sys
+        from common import ROOT
+        r = subprocess.run([sys.executable, ROOT + "/examples/pytorch_training.py", "--steps", "150"],
+                           capture_output=True, text=True, check=True)
+        m = re.search(r"test accuracy ([0-9.]+) \(plain average: ([0-9.]+)\)", r.stdout)
+        self.assertIsNotNone(m, r.stdout + r.stderr)
+        self.assertGreater(float(m.group(1)), 0.9)   # median holds under reverse x100
+        self.assertLess(float(m.group(2)), 0.5)      # the plain average does not
+
     def test_listing(self):
         self.assertIn("krum", agt.rules())
         self.assertIn("lie", agt.attacks())
