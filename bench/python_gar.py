@@ -6,7 +6,8 @@ called directly through libagt.so, no Python package, no Lua), on one tensor, in
     python3 bench/python_gar.py [--device cpu|cuda] [--n 25] [--f 5] [--d 1000000] [--reps 9]
                                 [--torch-reps 3] [--rules median,krum,...]
 
-One JSON line per rule: medians over reps (one warm-up; the three in turn, in a rotating order)
+First the fixed cost of a call (python-call: microseconds per call on a tiny G, where the rule
+costs nothing), then one JSON line per rule: medians over reps (one warm-up; the three in turn, in a rotating order)
 of agt_c_ms (agt's own time), agt_python_ms (agt.aggregate, a Rule made and freed per call),
 torch_ms (over the first torch-reps only: the PyTorch versions are slow); overhead_pct = how
 much the Python call adds to agt's own time; speedup = torch_ms / agt_python_ms. Same thread count for agt and torch; the CPU model is in each line.
@@ -32,6 +33,8 @@ from agt._engine import engine  # noqa: E402
 import gar_torch  # noqa: E402
 
 RULES = ["median", "trimmed-mean", "krum", "multi-krum", "bulyan", "geometric-median"]
+# The same work as the PyTorch version: 8 Weiszfeld iterations, no early stop.
+ARGS = {"geometric-median": {"max_iter": 8, "tol": 0.0}}
 
 
 def cpu_model():
@@ -67,9 +70,37 @@ def c_entries(lib, prefix, n, d, f):
         "krum": entry("multi_krum", nd + (sz(f), sz(1)), (sel,)),
         "multi-krum": entry("multi_krum", nd + (sz(f), sz(n - f)), (sel,)),
         "bulyan": entry("bulyan", nd + (sz(f),), (sel,)),
-        "geometric-median": entry("geometric_median", nd + (dbl(1e-6), sz(100), dbl(1e-7)),
+        "geometric-median": entry("geometric_median", nd + (dbl(1e-6), sz(8), dbl(0.0)),
                                   (ctypes.byref(iters),)),
     }
+
+
+def overhead(lib, a, sync, d=16, calls=2000, batches=5):
+    """The fixed cost of a call from Python, on a G so small that the rule costs nothing:
+    microseconds per call of agt.aggregate, of a kept agt.Rule, and of the C entry itself."""
+    G = torch.randn(a.n, d, device=a.device)
+    out = torch.empty(d, device=a.device)
+    c = c_entries(lib, "agt_gpu_gar_" if a.device == "cuda" else "agt_gar_", a.n, d, a.f)["median"]
+    rule = agt.Rule("median", a.n, a.f, device=a.device)
+    runs = {"c": lambda: c(G.data_ptr(), out.data_ptr()),
+            "aggregate": lambda: agt.aggregate("median", G, a.f, out=out),
+            "rule": lambda: rule(G, out=out)}
+    us = {}
+    for k, fn in runs.items():
+        per = []
+        for _ in range(batches):
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            sync()
+            per.append((time.perf_counter() - t0) * 1e6 / calls)
+        us[k] = statistics.median(per)
+    print(json.dumps({"bench": "python-call", "device": a.device, "n": a.n, "d": d,
+                      "c_us": round(us["c"], 2), "aggregate_us": round(us["aggregate"], 2),
+                      "rule_us": round(us["rule"], 2),
+                      "aggregate_added_us": round(us["aggregate"] - us["c"], 2),
+                      "rule_added_us": round(us["rule"] - us["c"], 2)}), flush=True)
 
 
 def main():
@@ -107,12 +138,13 @@ def main():
         sync()
         return (time.perf_counter() - t0) * 1000
 
+    overhead(lib, a, sync)
     for name in a.rules.split(","):
         ours = entries[name]
         theirs = table[name.replace("averaged-median", "meamed")]
         runs = {
             "agt_c": lambda: ours(G.data_ptr(), out.data_ptr()),
-            "agt_python": lambda: agt.aggregate(name, G, a.f, out=out),
+            "agt_python": lambda: agt.aggregate(name, G, a.f, out=out, **ARGS.get(name, {})),
             "torch": lambda: theirs(G),
         }
         times = {k: [] for k in runs}
@@ -127,7 +159,7 @@ def main():
                         times[k].append(timed(runs[k]))
         med = {k: statistics.median(v) for k, v in times.items()}
         print(json.dumps({
-            "bench": "python-gar", "rule": name, "device": a.device, "n": a.n, "f": a.f, "d": d,
+            "bench": "python-gar", "rule": name, "args": ARGS.get(name, {}), "device": a.device, "n": a.n, "f": a.f, "d": d,
             "agt_c_ms": round(med["agt_c"], 3), "agt_python_ms": round(med["agt_python"], 3),
             "torch_ms": round(med["torch"], 3),
             "overhead_pct": round(100 * (med["agt_python"] - med["agt_c"]) / med["agt_c"], 2),
