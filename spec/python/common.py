@@ -9,7 +9,10 @@ import json
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
 
-import numpy as np  # noqa: E402
+import ctypes  # noqa: E402
+
+import torch  # noqa: E402
+
 import agt  # noqa: E402
 
 # ./agt, or in the bundle of `make gpu-bundle` its run.sh (which puts the bundled Lua modules
@@ -49,18 +52,31 @@ def words(args):
     return out
 
 
-def matrix(n, d, seed, nonfinite=False):
-    """float32 (n, d): honest rows around a common mean; with nonfinite, a row of NaN, a row
-    with +inf, and scattered NaN, +inf and -inf entries in the others."""
-    rng = np.random.default_rng(seed)
-    G = (rng.standard_normal(d) + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
+def matrix_t(n, d, seed, nonfinite=False):
+    """float32 (n, d) torch tensor: honest rows around a common mean; with nonfinite, a row of
+    NaN, a row with +inf, and scattered NaN, +inf and -inf entries in the others."""
+    g = torch.Generator().manual_seed(seed)
+    G = torch.randn(d, generator=g) + 0.5 * torch.randn(n, d, generator=g)
     if nonfinite:
-        G[n - 1, :] = np.nan
-        G[n - 2, d // 2] = np.inf
-        for v in (np.nan, np.inf, -np.inf):
-            i, j = rng.integers(0, n - 2), rng.integers(0, d)
+        G[n - 1, :] = float("nan")
+        G[n - 2, d // 2] = float("inf")
+        for v in (float("nan"), float("inf"), float("-inf")):
+            i = int(torch.randint(0, max(n - 2, 1), (1,), generator=g))
+            j = int(torch.randint(0, d, (1,), generator=g))
             G[i, j] = v
-    return G
+    return G.contiguous()
+
+
+def matrix(n, d, seed, nonfinite=False):
+    """matrix_t as a NumPy array."""
+    return matrix_t(n, d, seed, nonfinite).numpy()
+
+
+def raw(x):
+    """The bytes of a contiguous CPU float32 tensor or array."""
+    if isinstance(x, torch.Tensor):
+        return ctypes.string_at(x.data_ptr(), 4 * x.numel())
+    return x.tobytes()
 
 
 def run_lua_path(cases):
@@ -70,7 +86,8 @@ def run_lua_path(cases):
         for k, c in enumerate(cases):
             c["input"] = os.path.join(tmp, "in%d.f32" % k)
             c["output"] = os.path.join(tmp, "out%d.f32" % k)
-            c.pop("G").tofile(c["input"])
+            with open(c["input"], "wb") as fh:
+                fh.write(raw(c.pop("G")))
         manifest = os.path.join(tmp, "cases.json")
         with open(manifest, "w") as fh:
             json.dump(cases, fh)

@@ -5,7 +5,7 @@ import unittest
 
 import torch
 
-from common import agt, matrix, RULE_CASES
+from common import agt, matrix_t, raw, RULE_CASES
 import reference
 
 WHY = None
@@ -33,7 +33,7 @@ class Gpu(unittest.TestCase):
         for spec, n, f, args in RULE_CASES:
             for nonfinite in (False, True):
                 with self.subTest(spec=spec, n=n, f=f, args=args, nonfinite=nonfinite):
-                    G = torch.from_numpy(matrix(n, D, 11 + n, nonfinite))
+                    G = matrix_t(n, D, 11 + n, nonfinite)
                     cpu, ci = agt.aggregate(spec, G, f, return_info=True, **args)
                     Gd = G.cuda()
                     gpu, gi = agt.aggregate(spec, Gd, f, return_info=True, **args)
@@ -49,7 +49,7 @@ class Gpu(unittest.TestCase):
                         torch.testing.assert_close(back.double()[fin], want[fin], rtol=tol, atol=tol)
 
     def test_on_a_side_stream(self):
-        G = torch.from_numpy(matrix(25, 1 << 20, 3)).cuda()
+        G = matrix_t(25, 1 << 20, 3).cuda()
         want = agt.aggregate("median", G, 5).cpu()
         s = torch.cuda.Stream()
         with torch.cuda.stream(s):
@@ -57,10 +57,10 @@ class Gpu(unittest.TestCase):
             g = agt.aggregate("median", X, 5)
             h = g + 0          # queued on s after agt's result
         s.synchronize()
-        self.assertEqual(h.cpu().numpy().tobytes(), want.numpy().tobytes())
+        self.assertEqual(raw(h.cpu()), raw(want))
 
     def test_cuda_refusals(self):
-        G = torch.from_numpy(matrix(11, 8, 2))
+        G = matrix_t(11, 8, 2)
         with self.assertRaisesRegex(TypeError, "this rule was made for cuda arrays"):
             agt.Rule("median", 11, 2, device="cuda")(G)
         with self.assertRaisesRegex(TypeError, "this rule was made for cpu arrays"):
