@@ -1,5 +1,6 @@
 """The Python package's contract: the CLI's messages as ValueError, wrong dtype/layout/device as
 TypeError naming what was expected, arrays used in place (no copy), results of G's type."""
+import re
 import unittest
 
 import numpy as np
@@ -34,14 +35,21 @@ class Messages(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, r"^krum needs n >= 2f\+3, got n=6 f=2$"):
             agt.aggregate("krum", np.zeros((6, 4), np.float32), f=2)
 
-    def test_unknown_attack_and_data_attacks(self):
-        H = matrix(9, 4, 1)
-        with self.assertRaisesRegex(ValueError, "unknown attack 'nope'"):
-            agt.attack("nope", H, f=2)
+    def test_attack_refusals_are_value_errors_with_the_lua_message(self):
+        bad = [("nope", {}), ("lie", {"q": 1}), ("lie", {"ddof": 3}), ("reverse", {"factor": "x"})]
+        cases = [{"attack": a, "n": 11, "f": 2, "d": 4, "args": words(k), "seed": 0, "step": 0,
+                  "G": matrix(9, 4, 1)} for a, k in bad]
+        run_lua_path(cases)
+        for (name, args), c in zip(bad, cases):
+            with self.subTest(attack=name, args=args):
+                self.assertIn("lua_error", c)
+                with self.assertRaises(ValueError) as cm:
+                    agt.attack(name, matrix(9, 4, 1), f=2, **args)
+                # the package drops the Lua source position some messages carry
+                self.assertEqual(str(cm.exception),
+                                 re.sub(r"^[^:\n]*\.lua:\d+: ", "", c["lua_error"]))
         with self.assertRaisesRegex(ValueError, "poisons the training data"):
-            agt.attack("label-flip", H, f=2)
-        with self.assertRaisesRegex(ValueError, "unknown argument 'q'"):
-            agt.attack("lie", H, f=2, q=1)
+            agt.attack("label-flip", matrix(9, 4, 1), f=2)
 
     def test_wrong_arrays_are_type_errors_naming_what_was_expected(self):
         G = matrix(11, 8, 2)
@@ -106,7 +114,6 @@ class InPlace(unittest.TestCase):
         self.assertEqual(tuple(agt.aggregate("krum", torch.randn(11, 1000), f=2).shape), (1000,))
 
     def test_the_pytorch_training_example(self):
-        import re
         import subprocess
         import sys
         from common import ROOT
