@@ -189,4 +189,4 @@ gpu-bundle:
 	@echo "gpu-bundle/ ready: copy it to the GPU machine and run gpu-bundle/run.sh there"
 
 clean:
-	rm -rf $(BUILD) build-asan build-gpu gpu-bundle agt
+	rm -rf $(BUILD) build-asan build-gpu gpu-bundle agt libagt.so

@@ -130,5 +130,46 @@ class InPlace(unittest.TestCase):
         self.assertIn("trimmed-mean", agt.rules())
 
 
+class Engine(unittest.TestCase):
+    def test_threads_share_the_one_lua_state_safely(self):
+        import threading
+        G = matrix(11, 64, 9)
+        want = agt.aggregate("bulyan", G, 2).tobytes()
+        got = []
+
+        def work():
+            rule = agt.Rule("nnm,krum", 11, 2)
+            for _ in range(20):
+                got.append(agt.aggregate("bulyan", G, 2).tobytes())
+                rule(G)
+            rule.close()
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(len(got), 80)
+        self.assertTrue(all(g == want for g in got))
+
+    def test_a_missing_tree_or_library_is_an_import_error_saying_what_to_set(self):
+        import os
+        import subprocess
+        import sys
+        from common import ROOT
+        code = "import sys; sys.path.insert(0, %r); import agt" % (ROOT + "/bindings/python")
+        lib = ROOT + "/libagt.so"
+        for env, msg in (
+                ({"AGT_ROOT": "/nonexistent", "AGT_LIB": lib},
+                 "ImportError: agt: /nonexistent is not an agt tree (no lua/agt/foreign.lua): set AGT_ROOT"),
+                ({"AGT_ROOT": "/nonexistent"},
+                 "ImportError: agt: libagt.so not found beside the tree /nonexistent"),
+                ({"AGT_LIB": "/nonexistent/libagt.so"},
+                 "ImportError: agt: AGT_LIB names /nonexistent/libagt.so, which does not exist")):
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               env=dict(os.environ, **env))
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn(msg, r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -21,6 +21,8 @@ expected (no silent copy); agt.EngineError for a failure inside the engine.
 """
 from ._engine import EngineError, engine
 
+engine()  # libagt.so and the Lua library load at import: ImportError here says what is missing
+
 __all__ = ["aggregate", "Rule", "attack", "rules", "attacks", "gpu_available", "info",
            "set_num_threads", "num_threads", "EngineError"]
 

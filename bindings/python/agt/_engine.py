@@ -25,6 +25,8 @@ class EngineError(RuntimeError):
 def _locate():
     root = os.environ.get("AGT_ROOT") or os.path.normpath(os.path.join(_HERE, "..", "..", ".."))
     lib = os.environ.get("AGT_LIB")
+    if lib and not os.path.exists(lib):
+        raise ImportError("agt: AGT_LIB names %s, which does not exist" % lib)
     if not lib:
         for cand in (os.path.join(root, "libagt.so"),
                      os.path.normpath(os.path.join(root, "..", "..", "lib", "libagt.so"))):
