@@ -1,5 +1,5 @@
 # agt — one GNU Makefile.
-#   make            build ./agt (CUDA kernels too where nvcc is found)
+#   make            build ./agt and libagt.so (CUDA kernels too where nvcc is found)
 #   make setup      install the Debian packages agt needs (root; only what is missing)
 #   make test       setup + build + C unit tests + busted specs; last line "N passed, N failed"
 #   make asan       build and run the C unit tests under AddressSanitizer

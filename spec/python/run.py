@@ -44,15 +44,20 @@ def main(argv):
     files = argv or sorted(os.path.join(HERE, f) for f in os.listdir(HERE)
                            if f.startswith("test_") and f.endswith(".py"))
     suite = unittest.TestSuite()
+    broken = 0
     for path in files:
         name = os.path.splitext(os.path.basename(path))[0]
-        suite.addTests(loader.loadTestsFromName(name))
+        try:
+            suite.addTests(loader.loadTestsFromName(name))
+        except Exception as e:  # a file that does not load is one failure, named
+            print("cannot load %s: %s: %s" % (path, type(e).__name__, e))
+            broken += 1
     runner = unittest.TextTestRunner(resultclass=Result, verbosity=2, stream=sys.stdout)
     r = runner.run(suite)
     for test, why in r.skipped:
         print("pending: %s: %s" % (test.id(), why))
     failed_ids = {getattr(t, "test_case", t).id() for t, _ in r.failures + r.errors}
-    failed = len(failed_ids | r.failed_tests) + len(r.unexpectedSuccesses)
+    failed = len(failed_ids | r.failed_tests) + len(r.unexpectedSuccesses) + broken
     print("%d passed, %d failed (python; %d pending)" % (r.passed, failed, len(r.skipped)))
     return 1 if failed else 0
 
