@@ -221,6 +221,39 @@ describe("agt.tensor", function()
     assert.truthy(tostring(t):find("1 non-finite", 1, true))
   end)
 
+  it("knows its device: cpu by default, explicit copies with :to, the device in its name", function()
+    local t = T.from_table({ { 1, nan, 3 }, { inf, -inf, 6 } })
+    assert.are.equal("cpu", t.device)
+    assert.truthy(tostring(t):find("2x3, cpu", 1, true), tostring(t))
+    local c = t:to("cpu")        -- a copy, even on the same device
+    assert.are.equal("cpu", c.device)
+    assert.are.same({ 2, 3 }, c.shape)
+    c[1] = 10
+    assert.are.equal(1, t[1])
+    for i = 2, 6 do assert.is_true(same(c[i], t[i])) end
+    assert.are.equal("cpu", T.new({ 2 }, "f32", "cpu").device)
+    assert.has_error(function() T.new({ 2 }, "f32", "tpu") end, "unknown device 'tpu' (known: cpu, cuda, cuda:0, gpu)")
+    assert.has_error(function() t:to("tpu") end)
+  end)
+
+  it("without a GPU, refuses device tensors and pins with the reason, and leaves the host tensor whole", function()
+    local ok, why = require("agt.gpu").available()
+    if ok then
+      pending("a GPU is present: spec/gpu_spec.lua tests device tensors")
+      return
+    end
+    local okn, msg = pcall(T.new, { 4 }, "f32", "cuda")
+    assert.is_false(okn)
+    assert.truthy(msg:find(why, 1, true), msg)
+    local t = T.from_table({ 1, 2, 3 })
+    assert.has_error(function() t:to("cuda") end)
+    local pinned, perr = t:pin()
+    assert.is_nil(pinned)
+    assert.truthy(perr:find(why, 1, true), perr)
+    assert.is_false(t.pinned)
+    assert.are.same({ 1, 2, 3 }, t:totable())
+  end)
+
   it("accounts engine memory and frees it", function()
     local M = require("agt.mem")
     collectgarbage(); collectgarbage()
