@@ -306,7 +306,7 @@ end
 
 -- G (n x d) and out (d): f32 tensors. Runs on G's device, or on the rule's fixed backend.
 function Rule:aggregate(G, out, ctx)
-  if not (T.is_tensor(G) and T.is_tensor(out)) then
+  if not (T.is_tensor(G) and T.is_tensor(out)) or G.dtype ~= "f32" or out.dtype ~= "f32" then
     error(self.name .. ": aggregate takes f32 tensors G (n x d) and out (d)", 2)
   end
   local n = self.n
