@@ -365,33 +365,44 @@ function Tensor:__tostring()
   return s
 end
 
-function T.gemm(ta, tb, alpha, A, B, beta, Cm)
-  for _, x in ipairs({ A, B, Cm }) do
-    if not T.is_tensor(x) or x.dtype ~= "f32" or #x.shape ~= 2 then error("gemm needs 2-D f32 tensors", 2) end
-    need_host(x, "gemm")
+-- The backend of the tensors of one op, after checking they are all on one device.
+local function backend_of(what, first, ...)
+  for _, t in ipairs({ ... }) do
+    if t.dev ~= first.dev then
+      error(string.format("%s: tensors on two devices (%s and %s); copy one with :to()", what,
+                          device_of(first), device_of(t)), 3)
+    end
   end
+  return B.of(first)
+end
+
+function T.gemm(ta, tb, alpha, A, Bm, beta, Cm)
+  for _, x in ipairs({ A, Bm, Cm }) do
+    if not T.is_tensor(x) or x.dtype ~= "f32" or #x.shape ~= 2 then error("gemm needs 2-D f32 tensors", 2) end
+  end
+  local k_gemm = backend_of("gemm", A, Bm, Cm):op("vec.gemm", 2)
   local m = ta and A.shape[2] or A.shape[1]
   local k = ta and A.shape[1] or A.shape[2]
-  local kb = tb and B.shape[2] or B.shape[1]
-  local n = tb and B.shape[1] or B.shape[2]
+  local kb = tb and Bm.shape[2] or Bm.shape[1]
+  local n = tb and Bm.shape[1] or Bm.shape[2]
   if k ~= kb or Cm.shape[1] ~= m or Cm.shape[2] ~= n then
     error(string.format("gemm shapes do not match: op(A) %dx%d, op(B) %dx%d, C %dx%d",
                         m, k, kb, n, Cm.shape[1], Cm.shape[2]), 2)
   end
-  check(C.agt_gemm(ta and 1 or 0, tb and 1 or 0, m, n, k, alpha, A.ptr, A.shape[2], B.ptr,
-                   B.shape[2], beta, Cm.ptr, Cm.shape[2]), 2)
+  k_gemm(ta and 1 or 0, tb and 1 or 0, m, n, k, alpha, A:pointer(), A.shape[2], Bm:pointer(),
+         Bm.shape[2], beta, Cm:pointer(), Cm.shape[2])
   return Cm
 end
 
 function T.rows_mean(G, out)
-  need_host(G, "rows_mean"); need_host(out, "rows_mean")
-  C.agt_rows_mean(G.ptr, G.shape[1], G.n / G.shape[1], out.ptr)
+  backend_of("rows_mean", G, out):op("vec.rows_mean", 2)(G:pointer(), G.shape[1], G.n / G.shape[1],
+                                                          out:pointer())
   return out
 end
 
 function T.rows_std(G, mean, ddof, out)
-  need_host(G, "rows_std"); need_host(mean, "rows_std"); need_host(out, "rows_std")
-  C.agt_rows_std(G.ptr, G.shape[1], G.n / G.shape[1], mean.ptr, ddof or 0, out.ptr)
+  backend_of("rows_std", G, mean, out):op("vec.rows_std", 2)(G:pointer(), G.shape[1], G.n / G.shape[1],
+                                                             mean:pointer(), ddof or 0, out:pointer())
   return out
 end
 

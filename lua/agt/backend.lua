@@ -15,7 +15,8 @@
 -- An op is one C kernel, called with the C arguments (device pointers for the device's
 -- backend: t:pointer()). Ops named "family.name" come from the engine's declarations: the CPU
 -- backend has every agt_vec_*, agt_gar_*, agt_nn_*, agt_optim_* and agt_attack_* entry (vector
--- ops, rule passes, layers and losses, optimizers, attack helpers); the CUDA backend has every
+-- ops, rule passes, layers and losses, optimizers, attack helpers) and vec.rows_mean, _std,
+-- _norm2 and vec.gemm (vec.h's row reductions and GEMM); the CUDA backend has every
 -- agt_gpu_gar_* entry and the vector ops registered below, one line each. Every non-CPU op has
 -- a CPU twin of the same name, and spec/backend_spec.lua holds each to it. An op that returns
 -- an agt_status raises the engine's message on failure; other ops return their value.
@@ -97,6 +98,10 @@ cpu:register_family("gar", "agt_gar_")
 cpu:register_family("nn", "agt_nn_")
 cpu:register_family("optim", "agt_optim_")
 cpu:register_family("attack", "agt_attack_")
+cpu:register("vec.rows_mean", C.agt_rows_mean)
+cpu:register("vec.rows_std", C.agt_rows_std)
+cpu:register("vec.rows_norm2", C.agt_rows_norm2)
+cpu:register("vec.gemm", C.agt_gemm, true)
 cpu.write = function(dst, src, bytes) ffi.copy(dst, src, bytes) end
 cpu.read = function(dst, src, bytes) ffi.copy(dst, src, bytes) end
 
