@@ -349,9 +349,9 @@ describe("gpu #gpu", function()
     local names = { "median", "krum", "trimmed-mean", "bulyan", "average", "multi-krum", "median" }
     for round = 1, 2 do
       for _, name in ipairs(names) do
-        local r = round == 1 and gpu.rule(name, n, f) or A.new(name, n, f, nil, { backend = "cuda" })
+        local r = A.new(name, n, f, nil, { backend = round == 1 and "gpu" or "cuda" })
         local out, ref = T.new({ D }), T.new({ D })
-        local ig = (round == 1 and r:aggregate_host(G, out) or r:aggregate(G, out)) or {}
+        local ig = r:aggregate(G, out) or {}
         local ic = A.new(name, n, f):aggregate(G, ref) or {}
         assert.is_true(bits_equal(out, ref), name .. " (round " .. round .. "): " .. first_diff(out, ref))
         assert.are.same(ic.selected, ig.selected, name .. ": selected rows")
@@ -400,6 +400,28 @@ describe("gpu #gpu", function()
     local s = A.new("median", 3, 1)
     assert.has_error(function() s:aggregate(g, T.new({ 1000 })) end,
                      "median: G and out are on two devices (cuda:0 and cpu)")
+  end)
+
+  test("a user's rule file runs on the GPU only if it declares it can", function()
+    local base = os.tmpname()
+    local path = base .. ".lua"
+    local function write(devices)
+      local fh = assert(io.open(path, "w"))
+      fh:write("return { name = 'my-median', ", devices,
+               " aggregate = function(self, G, out) ",
+               "self:kernel('median', self:ptr(G), self.n, self.d, self:ptr(out)) end }\n")
+      fh:close()
+    end
+    write("")
+    assert.has_error(function() A.new(path, 5, 1, nil, { backend = "cuda" }) end)
+    local G = input(963, 5, D)
+    assert.has_error(function() A.new(path, 5, 1):aggregate(G:to("cuda"), dev({ D })) end)
+    write("devices = { 'cpu', 'cuda' },")
+    local out, ref = T.new({ D }), T.new({ D })
+    A.new(path, 5, 1, nil, { backend = "cuda" }):aggregate(G, out)
+    A.new("median", 5, 1):aggregate(G, ref)
+    os.remove(path); os.remove(base)
+    assert.is_true(bits_equal(out, ref), first_diff(out, ref))
   end)
 
   test("errors come back as messages, not crashes", function()

@@ -55,21 +55,25 @@ function A.backends() return B.names() end
 -- ---- the index of built-in rules --------------------------------------------------------
 local index -- name or alias -> { def = table, preset = fn or nil }
 
-local function add_def(idx, def, where)
+-- user: a user's file (found in AGT_PATH), not a built-in one
+local function add_def(idx, def, where, user)
   if type(def.name) ~= "string" then error("rule file " .. where .. " has no name", 0) end
   if type(def.aggregate) ~= "function" then
     error("rule '" .. def.name .. "' (" .. where .. ") has no aggregate function", 0)
   end
-  idx[def.name] = { def = def }
+  idx[def.name] = { def = def, user = user }
   for _, a in ipairs(def.aliases or {}) do
-    idx[a] = { def = def, preset = def.presets and def.presets[a], alias = a }
+    idx[a] = { def = def, preset = def.presets and def.presets[a], alias = a, user = user }
   end
 end
 
 local function get_index()
   if index then return index end
   index = {}
-  for _, mod in ipairs(P.list("aggregators")) do add_def(index, P.load("aggregators", mod, "rule file"), mod) end
+  for _, mod in ipairs(P.list("aggregators")) do
+    local _, module = P.find("aggregators", mod)
+    add_def(index, P.load("aggregators", mod, "rule file"), mod, module == nil)
+  end
   return index
 end
 

@@ -1,16 +1,13 @@
 -- agt.gpu — the CUDA device seen from Lua: is there one, which, its memory, and a device-side
 -- random fill for benchmarks. Device tensors are agt.tensor's (T.new(shape, "f32", "cuda"),
 -- t:to("cuda")); kernels are found in agt.backend; rules run on the GPU through
--- agt.aggregators with {backend = "cuda"}.
+-- agt.aggregators (G on the device, or {backend = "cuda"}).
 --
 --   local gpu = require("agt.gpu")
 --   gpu.available() -> true | false, reason       gpu.describe() -> "NVIDIA H200, sm_90, ..."
 --   gpu.mem_info() -> free, total (bytes)          gpu.synchronize()
 --   gpu.device_count(), gpu.set_device(k)          gpu.fill_normal(t, seed, mean, std)
---   gpu.rule(spec, n, f, args)                     -- A.new(spec, n, f, args, {backend = "cuda"});
---                                                  -- r:aggregate_host is r:aggregate (older name)
 local F = require("agt.ffi")
-local A = require("agt.aggregators")
 local B = require("agt.backend")
 local ffi, C = F.ffi, F.C
 local check = F.check
@@ -45,15 +42,6 @@ function M.fill_normal(t, seed, mean, std)
   check(C.agt_gpu_fill_normal(t:pointer(), #t, seed or 0, mean or 0, std or 1), 2)
   return t
 end
-
--- A rule on the GPU, for callers of the older API: raises when there is no device.
-function M.rule(spec, n, f, args)
-  local r = A.new(spec, n, f, args, { backend = "cuda" })
-  r.aggregate_host = r.aggregate
-  return r
-end
-
-function M.names() return A.list() end
 
 function M.help()
   return [[
