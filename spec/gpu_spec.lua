@@ -424,6 +424,21 @@ describe("gpu #gpu", function()
     assert.is_true(bits_equal(out, ref), first_diff(out, ref))
   end)
 
+  test("--use-gpu's rule (the session's rule part) gives the CPU rule's result and rows", function()
+    local SR = require("agt.session.rule")
+    local n, f = 11, 2
+    local G = input(964, n, D, { special = true })
+    local o = { aggregator = "bulyan", aggregator_args = {}, seed = 1 }
+    local cpu = SR.new(o, n, f, error)
+    o.use_gpu = true
+    local g = SR.new(o, n, f, function(msg) error("unexpected warning: " .. msg) end)
+    assert.is_nil(g.gpu_fallback)
+    local out, ref = T.new({ D }), T.new({ D })
+    local ig, ic = g:aggregate(G, out, 1), cpu:aggregate(G, ref, 1)
+    assert.is_true(bits_equal(out, ref), first_diff(out, ref))
+    assert.are.same(ic.selected, ig.selected)
+  end)
+
   test("errors come back as messages, not crashes", function()
     local Gd, od = dev({ 6, 10 }), dev({ 10 })
     local okc, msg = F.try(C.agt_gpu_gar_bulyan(Gd:pointer(), 6, 10, 1, od:pointer(), nil))
