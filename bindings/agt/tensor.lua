@@ -131,11 +131,11 @@ end
 
 local getters = {
   ptr = function(self)
-    need_host(self, "t.ptr", 2)
+    need_host(self, "t.ptr", 3)
     return ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)
   end,
   data = function(self)
-    need_host(self, "t.data", 2)
+    need_host(self, "t.data", 3)
     return self.addr
   end,
   device = device_of,
