@@ -156,7 +156,10 @@ function Tensor.__index(self, k)
     return self.dt == C.AGT_I64 and tonumber(v) or v
   end
   local g = getters[k]
-  if g then return g(self) end
+  if g then
+    local v = g(self)   -- not a tail call: a getter's error names the caller's line
+    return v
+  end
   return Tensor[k]
 end
 
