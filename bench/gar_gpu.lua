@@ -8,6 +8,8 @@
 -- ceiling `average` is held against. With no device, one line says why and it exits 0.
 local cjson = require("cjson")
 local gpu = require("agt.gpu")
+local T = require("agt.tensor")
+local A = require("agt.aggregators")
 local F = require("agt.ffi")
 local ffi, C = F.ffi, F.C
 local check = F.check
@@ -23,6 +25,8 @@ local function median(t)
   local k = #t
   return k % 2 == 1 and t[(k + 1) / 2] or 0.5 * (t[k / 2] + t[k / 2 + 1])
 end
+
+local function dev(shape) return T.new(shape, "f32", "cuda") end
 
 local function emit(o) io.write(cjson.encode(o), "\n"); io.flush() end
 
@@ -70,10 +74,11 @@ return function(args)
 
   -- the card's copy bandwidth, on the largest G
   do
-    local a, b = gpu.new({ nmax, dmax }), gpu.new({ nmax, dmax })
-    a:fill_normal(1, 0, 1)
+    local a, b = dev({ nmax, dmax }), dev({ nmax, dmax })
+    gpu.fill_normal(a, 1, 0, 1)
     local bytes = nmax * dmax * 4
-    local copy = function() check(C.agt_gpu_copy_d2d(b.ptr, a.ptr, bytes)) end
+    local pa, pb = a:pointer(), b:pointer()
+    local copy = function() check(C.agt_gpu_copy_d2d(pb, pa, bytes)) end
     -- about half a second of copies first, so that the card's clocks are up for every figure
     local ms = ffi.new("double[1]")
     check(C.agt_gpu_timer_start())
@@ -87,24 +92,23 @@ return function(args)
   end
 
   if opt.host then
-    -- host-resident G (page-locked once): the copy alone, then rules through aggregate_host,
-    -- whose copy overlaps the per-coordinate rules chunk by chunk
-    local T, R = require("agt.tensor"), require("agt.rng")
+    -- host-resident G (page-locked once, by its storage): the copy alone, then rules on the
+    -- GPU fed the host G, whose copy overlaps the per-coordinate rules chunk by chunk
+    local R = require("agt.rng")
     local n, f, d = opt.n[#opt.n], opt.f[1], opt.d[1]
     local G, out = T.new({ n, d }), T.new({ d })
     R.new(7, "bench"):normal(G, 0, 1)
-    local Gd = gpu.new({ n, d })
-    check(C.agt_gpu_host_register(G.ptr, n * d * 4))
+    local Gd = dev({ n, d })
+    assert(G:pin())
     local t = time_ms(function()
-      check(C.agt_gpu_upload_rule(G.ptr, n, d, Gd.ptr, C.AGT_GPU_RULE_NONE, 0, nil))
+      check(C.agt_gpu_upload_rule(G.ptr, n, d, Gd:pointer(), C.AGT_GPU_RULE_NONE, 0, nil))
     end, opt.reps, 1)
     emit({ bench = "gar_gpu", device = device, host = true, rule = "copy-only", n = n, f = f, d = d,
            ms = t, h2d_GBps = n * d * 4 / t / 1e6 })
-    check(C.agt_gpu_host_unregister(G.ptr))
     Gd:free()
     for _, name in ipairs({ "average", "median", "trimmed-mean", "krum" }) do
-      local r = gpu.rule(name, n, f, {})
-      local th = time_ms(function() r:aggregate_host(G, out) end, opt.reps, 1)
+      local r = A.new(name, n, f, {}, { backend = "cuda" })
+      local th = time_ms(function() r:aggregate(G, out) end, opt.reps, 1)
       emit({ bench = "gar_gpu", device = device, host = true, rule = name, n = n, f = f, d = d,
              ms = th, ratio_to_copy = th / t })
       r:free()
@@ -113,39 +117,39 @@ return function(args)
   end
 
   for _, d in ipairs(opt.d) do
-    local G = gpu.new({ nmax, d })
-    G:fill_normal(42, 0, 1)
-    local out = gpu.new({ d })
-    local big = gpu.new({ nmax, d })   -- pre-aggregation output
-    local v = gpu.new({ d })
+    local G = gpu.fill_normal(dev({ nmax, d }), 42, 0, 1)
+    local out = dev({ d })
+    local big = dev({ nmax, d })   -- pre-aggregation output
+    local v = dev({ d })
+    local po, pbig, pv = out:pointer(), big:pointer(), v:pointer()
     local sel = ffi.new("int64_t[?]", nmax)
     local it = ffi.new("int64_t[1]")
     local perm = ffi.new("int64_t[?]", nmax)
     for _, n in ipairs(opt.n) do
       for i = 0, n - 1 do perm[i] = n - 1 - i end   -- a fixed permutation (the cost is the same)
       for _, f in ipairs(opt.f) do
-        local g = G.ptr
+        local g = G:pointer()
         local cases = {
-          { "average", true, function() check(C.agt_gpu_gar_average(g, n, d, out.ptr)) end },
-          { "average-nan", true, function() check(C.agt_gpu_gar_average_nan(g, n, d, out.ptr)) end },
-          { "median", true, function() check(C.agt_gpu_gar_median(g, n, d, out.ptr)) end },
-          { "trimmed-mean", n > 2 * f, function() check(C.agt_gpu_gar_trimmed_mean(g, n, d, f, out.ptr)) end },
-          { "meamed", n > f, function() check(C.agt_gpu_gar_meamed(g, n, d, n - f, out.ptr)) end },
-          { "phocas", n > 2 * f, function() check(C.agt_gpu_gar_phocas(g, n, d, f, out.ptr)) end },
-          { "krum", n >= 2 * f + 3, function() check(C.agt_gpu_gar_multi_krum(g, n, d, f, 1, out.ptr, sel)) end },
-          { "multi-krum", n >= 2 * f + 3, function() check(C.agt_gpu_gar_multi_krum(g, n, d, f, n - f, out.ptr, sel)) end },
-          { "bulyan", n >= 4 * f + 3, function() check(C.agt_gpu_gar_bulyan(g, n, d, f, out.ptr, sel)) end },
+          { "average", true, function() check(C.agt_gpu_gar_average(g, n, d, po)) end },
+          { "average-nan", true, function() check(C.agt_gpu_gar_average_nan(g, n, d, po)) end },
+          { "median", true, function() check(C.agt_gpu_gar_median(g, n, d, po)) end },
+          { "trimmed-mean", n > 2 * f, function() check(C.agt_gpu_gar_trimmed_mean(g, n, d, f, po)) end },
+          { "meamed", n > f, function() check(C.agt_gpu_gar_meamed(g, n, d, n - f, po)) end },
+          { "phocas", n > 2 * f, function() check(C.agt_gpu_gar_phocas(g, n, d, f, po)) end },
+          { "krum", n >= 2 * f + 3, function() check(C.agt_gpu_gar_multi_krum(g, n, d, f, 1, po, sel)) end },
+          { "multi-krum", n >= 2 * f + 3, function() check(C.agt_gpu_gar_multi_krum(g, n, d, f, n - f, po, sel)) end },
+          { "bulyan", n >= 4 * f + 3, function() check(C.agt_gpu_gar_bulyan(g, n, d, f, po, sel)) end },
           { "geometric-median", true, function()
-              check(C.agt_gpu_gar_geometric_median(g, n, d, 0.1, 8, 0, out.ptr, it)) end, 8 },
+              check(C.agt_gpu_gar_geometric_median(g, n, d, 0.1, 8, 0, po, it)) end, 8 },
           { "centered-clipping", true, function()
-              check(C.agt_gpu_gar_centered_clipping(g, n, d, 10, 3, v.ptr)) end, 3 },
+              check(C.agt_gpu_gar_centered_clipping(g, n, d, 10, 3, pv)) end, 3 },
           { "mda", n > f and binom(n, f) <= 1e6, function()
-              check(C.agt_gpu_gar_mda(g, n, d, f, 1e6, out.ptr, sel)) end },
-          { "cge", n > f, function() check(C.agt_gpu_gar_cge(g, n, d, f, out.ptr, sel)) end },
-          { "nnm", n > f, function() check(C.agt_gpu_gar_nnm(g, n, d, f, big.ptr)) end },
-          { "bucketing", true, function() check(C.agt_gpu_gar_bucketing(g, n, d, 2, perm, big.ptr)) end },
-          { "clipping", true, function() check(C.agt_gpu_gar_clipping(g, n, d, 2.0, big.ptr)) end },
-          { "arc", f <= n, function() check(C.agt_gpu_gar_arc(g, n, d, f, big.ptr)) end },
+              check(C.agt_gpu_gar_mda(g, n, d, f, 1e6, po, sel)) end },
+          { "cge", n > f, function() check(C.agt_gpu_gar_cge(g, n, d, f, po, sel)) end },
+          { "nnm", n > f, function() check(C.agt_gpu_gar_nnm(g, n, d, f, pbig)) end },
+          { "bucketing", true, function() check(C.agt_gpu_gar_bucketing(g, n, d, 2, perm, pbig)) end },
+          { "clipping", true, function() check(C.agt_gpu_gar_clipping(g, n, d, 2.0, pbig)) end },
+          { "arc", f <= n, function() check(C.agt_gpu_gar_arc(g, n, d, f, pbig)) end },
         }
         local t_avg
         for _, cs in ipairs(cases) do

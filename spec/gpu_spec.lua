@@ -8,8 +8,11 @@
 -- bit), and the iterative rules (exact iterates on the GPU, float iterates
 -- on the CPU) to 1e-4 relative, the geometric median's iteration count to within one.
 --
--- Tagged #gpu. With no device (CI), it prints the reason and every test is pending, not passed.
+-- Device memory is agt.tensor's (T.new(shape, "f32", "cuda"), t:to("cuda")); kernels take
+-- t:pointer(). Tagged #gpu. With no device (CI), it prints the reason and every test is
+-- pending, not passed.
 local gpu = require("agt.gpu")
+local A = require("agt.aggregators")
 local T = require("agt.tensor")
 local R = require("agt.rng")
 local F = require("agt.ffi")
@@ -62,15 +65,17 @@ local function first_diff(a, b)
   return "no difference"
 end
 
--- Runs fn_gpu(Gd.ptr, out_d.ptr) and fn_cpu(G ptr, out ptr) and compares.
+local function dev(shape) return T.new(shape, "f32", "cuda") end
+
+-- Runs fn_gpu(Gd pointer, out_d pointer) and fn_cpu(G ptr, out ptr) and compares.
 local function compare(G, rows_out, fn_cpu, fn_gpu, tol, what)
   local n, d = G:size(1), G:size(2)
   local shape = rows_out and { rows_out, d } or { d }
   local cpu, back = T.new(shape), T.new(shape)
-  local Gd, outd = gpu.from_host(G), gpu.new(shape)
+  local Gd, outd = G:to("cuda"), dev(shape)
   F.check(fn_cpu(G.ptr, cpu.ptr))
-  F.check(fn_gpu(Gd.ptr, outd.ptr))
-  outd:download(back)
+  F.check(fn_gpu(Gd:pointer(), outd:pointer()))
+  back:copy(outd)
   Gd:free(); outd:free()
   if tol then
     assert.is_true(close(back, cpu, tol), what .. ": " .. first_diff(back, cpu))
@@ -185,8 +190,8 @@ describe("gpu #gpu", function()
         end
         local a, b = ffi.new("double[?]", n * n), ffi.new("double[?]", n * n)
         F.check(C.agt_gar_sqdist(G.ptr, n, d, a))
-        local Gd = gpu.from_host(G)
-        F.check(C.agt_gpu_gar_sqdist(Gd.ptr, n, d, b))
+        local Gd = G:to("cuda")
+        F.check(C.agt_gpu_gar_sqdist(Gd:pointer(), n, d, b))
         Gd:free()
         for e = 0, n * n - 1 do
           assert.is_true(math.abs(a[e] - b[e]) <= 1e-5 * math.max(1, a[e]),
@@ -267,9 +272,9 @@ describe("gpu #gpu", function()
         R.new(n, "centre"):normal(v0, 0, 0.5)
         local vc = v0:clone()
         F.check(C.agt_gar_centered_clipping(G.ptr, n, D, tau, 3, vc.ptr))
-        local Gd, vd = gpu.from_host(G), gpu.from_host(v0)
-        F.check(C.agt_gpu_gar_centered_clipping(Gd.ptr, n, D, tau, 3, vd.ptr))
-        local vg = vd:to_host()
+        local Gd, vd = G:to("cuda"), v0:to("cuda")
+        F.check(C.agt_gpu_gar_centered_clipping(Gd:pointer(), n, D, tau, 3, vd:pointer()))
+        local vg = vd:to("cpu")
         Gd:free(); vd:free()
         assert.is_true(close(vg, vc, 1e-4), string.format("centered-clipping n=%d tau=%g: %s",
                                                           n, tau, first_diff(vg, vc)))
@@ -281,12 +286,12 @@ describe("gpu #gpu", function()
     local n = 25
     local G = input(900, n, 300001, { ties = true, special = true })
     for _, name in ipairs({ "average", "median", "trimmed-mean", "phocas", "krum" }) do
-      local r = gpu.rule(name, n, 5, {})
+      local r = A.new(name, n, 5, {}, { backend = "cuda" })
       local a, b = T.new({ 300001 }), T.new({ 300001 })
-      r:aggregate_host(G, a)
-      local Gd, od = gpu.from_host(G), gpu.new({ 300001 })
-      r:aggregate(Gd, od)
-      od:download(b)
+      r:aggregate(G, a)                       -- host G: the pipelined upload
+      local Gd, od = G:to("cuda"), dev({ 300001 })
+      r:aggregate(Gd, od)                     -- device-resident G
+      b:copy(od)
       Gd:free(); od:free(); r:free()
       assert.is_true(bits_equal(a, b), name .. ": " .. first_diff(a, b))
     end
@@ -295,19 +300,18 @@ describe("gpu #gpu", function()
   test("a pipeline nnm,bucketing,krum runs and refuses misuse", function()
     local n, f = 25, 2
     local G = input(901, n, D)
-    local r = gpu.rule("nnm,bucketing,krum", n, f, { s = 2 })
-    local c = require("agt.aggregators").new("nnm,bucketing,krum", n, f, { s = 2 })
+    local r = A.new("nnm,bucketing,krum", n, f, { s = 2 }, { backend = "gpu" })
+    local c = A.new("nnm,bucketing,krum", n, f, { s = 2 })
     local out, ref = T.new({ D }), T.new({ D })
-    r:aggregate_host(G, out, { rng = R.new(1, "bucketing") })
+    r:aggregate(G, out, { rng = R.new(1, "bucketing") })
     c:aggregate(G, ref, { rng = R.new(1, "bucketing") })
     assert.is_true(close(out, ref, 1e-5), first_diff(out, ref))
-    assert.has_error(function() gpu.rule("krum,nnm", n, f) end)
-    assert.has_error(function() gpu.rule("no-such-rule", n, f) end)
+    assert.has_error(function() A.new("krum,nnm", n, f, nil, { backend = "cuda" }) end)
+    assert.has_error(function() A.new("no-such-rule", n, f, nil, { backend = "cuda" }) end)
     r:free()
   end)
 
   test("every rule and step through agt.aggregators: the gpu backend gives the CPU's result", function()
-    local A = require("agt.aggregators")
     local n, f = 25, 5
     local G = input(950, n, D, {})
     local tol = { ["geometric-median"] = 1e-4, ["centered-clipping"] = 1e-4,
@@ -320,8 +324,8 @@ describe("gpu #gpu", function()
       if okc then
         local out_c, out_g = T.new({ D }), T.new({ D })
         local ic = cpu:aggregate(G, out_c, {}) or {}
-        local r = gpu.rule(spec, n, f, {})
-        local ig = r:aggregate_host(G, out_g, {}) or {}
+        local r = A.new(spec, n, f, {}, { backend = "cuda" })
+        local ig = r:aggregate(G, out_g, {}) or {}
         local t = tol[name]
         if t then
           assert.is_true(close(out_g, out_c, t), spec .. ": " .. first_diff(out_g, out_c))
@@ -336,12 +340,111 @@ describe("gpu #gpu", function()
     assert.is_true(ran >= 17, "rules run: " .. ran)
   end)
 
+  -- The bug of two rule objects on one host tensor: the second registered G's memory again
+  -- (cudaErrorHostMemoryAlreadyRegistered), and the error, never cleared, failed every later
+  -- launch. Page-locking now belongs to G's storage, and an error is cleared where it is met.
+  test("several rules aggregate the same host tensor one after the other", function()
+    local n, f = 11, 2
+    local G = input(960, n, D, { special = true })
+    local names = { "median", "krum", "trimmed-mean", "bulyan", "average", "multi-krum", "median" }
+    for round = 1, 2 do
+      for _, name in ipairs(names) do
+        local r = A.new(name, n, f, nil, { backend = round == 1 and "gpu" or "cuda" })
+        local out, ref = T.new({ D }), T.new({ D })
+        local ig = r:aggregate(G, out) or {}
+        local ic = A.new(name, n, f):aggregate(G, ref) or {}
+        assert.is_true(bits_equal(out, ref), name .. " (round " .. round .. "): " .. first_diff(out, ref))
+        assert.are.same(ic.selected, ig.selected, name .. ": selected rows")
+        r:free()
+      end
+    end
+    assert.is_true(G.pinned, "G's storage is page-locked once, by the first rule")
+    -- a view of G shares the storage, and so its lock
+    assert.is_true(G:narrow(2, 3).pinned)
+  end)
+
+  test("a CUDA error is reported where it happens and does not poison later calls", function()
+    local h = T.new({ 4096 })
+    assert.is_true(h:pin())
+    assert.is_true(h:pin())   -- once per storage: a second pin is a no-op
+    local okc, msg = F.try(C.agt_gpu_host_register(h.data, 4096 * 4))   -- by hand: refused
+    assert.is_nil(okc)
+    assert.matches("already page%-locked", msg)
+    -- the next launches run: the error was cleared where it was reported
+    local G = input(961, 5, D)
+    local out, ref = T.new({ D }), T.new({ D })
+    A.new("median", 5, 1, nil, { backend = "cuda" }):aggregate(G, out)
+    A.new("median", 5, 1):aggregate(G, ref)
+    assert.is_true(bits_equal(out, ref), first_diff(out, ref))
+    assert.is_true((gpu.available()))
+  end)
+
+  test("device tensors: explicit copies, the device in their name, host access refused", function()
+    local h = input(962, 3, 1000, { special = true })
+    local g = h:to("cuda")
+    assert.are.equal("cuda:0", g.device)
+    assert.are.same({ 3, 1000 }, g.shape)
+    assert.truthy(tostring(g):find("3x1000, cuda:0", 1, true), tostring(g))
+    assert.has_error(function() return g[1] end, 'element access needs host memory, but the tensor is on cuda:0: call :to("cpu") first')
+    assert.has_error(function() return g.ptr end)
+    assert.has_error(function() return g:sum() end)
+    assert.has_error(function() h:add(g) end, "vec.add: tensors on two devices (cpu and cuda:0); copy one with :to()")
+    local back = g:to("cpu")
+    assert.are.equal("cpu", back.device)
+    assert.is_true(bits_equal(back, h))
+    local g2 = g:clone()
+    assert.are.equal("cuda:0", g2.device)
+    local row = g2:row(2)   -- a view on the device
+    local r2 = T.new({ 1000 }):copy(row)
+    assert.is_true(bits_equal(r2, h:row(2)))
+    local s = A.new("median", 3, 1)
+    assert.has_error(function() s:aggregate(g, T.new({ 1000 })) end,
+                     "median: G and out are on two devices (cuda:0 and cpu)")
+  end)
+
+  test("a user's rule file runs on the GPU only if it declares it can", function()
+    local base = os.tmpname()
+    local path = base .. ".lua"
+    local function write(devices)
+      local fh = assert(io.open(path, "w"))
+      fh:write("return { name = 'my-median', ", devices,
+               " aggregate = function(self, G, out) ",
+               "self:kernel('median', self:ptr(G), self.n, self.d, self:ptr(out)) end }\n")
+      fh:close()
+    end
+    write("")
+    assert.has_error(function() A.new(path, 5, 1, nil, { backend = "cuda" }) end)
+    local G = input(963, 5, D)
+    assert.has_error(function() A.new(path, 5, 1):aggregate(G:to("cuda"), dev({ D })) end)
+    write("devices = { 'cpu', 'cuda' },")
+    local out, ref = T.new({ D }), T.new({ D })
+    A.new(path, 5, 1, nil, { backend = "cuda" }):aggregate(G, out)
+    A.new("median", 5, 1):aggregate(G, ref)
+    os.remove(path); os.remove(base)
+    assert.is_true(bits_equal(out, ref), first_diff(out, ref))
+  end)
+
+  test("--use-gpu's rule (the session's rule part) gives the CPU rule's result and rows", function()
+    local SR = require("agt.session.rule")
+    local n, f = 11, 2
+    local G = input(964, n, D, { special = true })
+    local o = { aggregator = "bulyan", aggregator_args = {}, seed = 1 }
+    local cpu = SR.new(o, n, f, error)
+    o.use_gpu = true
+    local g = SR.new(o, n, f, function(msg) error("unexpected warning: " .. msg) end)
+    assert.is_nil(g.gpu_fallback)
+    local out, ref = T.new({ D }), T.new({ D })
+    local ig, ic = g:aggregate(G, out, 1), cpu:aggregate(G, ref, 1)
+    assert.is_true(bits_equal(out, ref), first_diff(out, ref))
+    assert.are.same(ic.selected, ig.selected)
+  end)
+
   test("errors come back as messages, not crashes", function()
-    local Gd, od = gpu.new({ 6, 10 }), gpu.new({ 10 })
-    local okc, msg = F.try(C.agt_gpu_gar_bulyan(Gd.ptr, 6, 10, 1, od.ptr, nil))
+    local Gd, od = dev({ 6, 10 }), dev({ 10 })
+    local okc, msg = F.try(C.agt_gpu_gar_bulyan(Gd:pointer(), 6, 10, 1, od:pointer(), nil))
     assert.is_nil(okc)
     assert.matches("bulyan needs n >= 4f%+3, got n=6 f=1", msg)
-    okc, msg = F.try(C.agt_gpu_gar_mda(Gd.ptr, 6, 10, 3, 1, od.ptr, nil))
+    okc, msg = F.try(C.agt_gpu_gar_mda(Gd:pointer(), 6, 10, 3, 1, od:pointer(), nil))
     assert.is_nil(okc)
     assert.matches("exceed the budget", msg)
     Gd:free(); od:free()

@@ -221,6 +221,68 @@ describe("agt.tensor", function()
     assert.truthy(tostring(t):find("1 non-finite", 1, true))
   end)
 
+  it("knows its device: cpu by default, explicit copies with :to, the device in its name", function()
+    local t = T.from_table({ { 1, nan, 3 }, { inf, -inf, 6 } })
+    assert.are.equal("cpu", t.device)
+    assert.truthy(tostring(t):find("2x3, cpu", 1, true), tostring(t))
+    local c = t:to("cpu")        -- a copy, even on the same device
+    assert.are.equal("cpu", c.device)
+    assert.are.same({ 2, 3 }, c.shape)
+    c[1] = 10
+    assert.are.equal(1, t[1])
+    for i = 2, 6 do assert.is_true(same(c[i], t[i])) end
+    assert.are.equal("cpu", T.new({ 2 }, "f32", "cpu").device)
+    assert.has_error(function() T.new({ 2 }, "f32", "tpu") end, "unknown device 'tpu' (known: cpu, cuda, cuda:0, gpu)")
+    assert.has_error(function() t:to("tpu") end)
+  end)
+
+  -- The Lua side's refusals, checked with a stand-in that only says it is on cuda:0 (no
+  -- engine handle, no memory: every path below must refuse before touching either).
+  it("refuses host access and ops its device lacks on a CUDA tensor, and ops across devices", function()
+    local ffi = require("ffi")
+    local g = ffi.new("agt_lua_tensor")
+    g.dev, g.dix, g.n, g.nd, g.dims[0], g.dt = 1, 0, 3, 1, 3, 0
+    assert.are.equal("cuda:0", g.device)
+    local host = 'needs host memory, but the tensor is on cuda:0: call :to("cpu") first'
+    assert.has_error(function() return g[1] end, "element access " .. host)
+    assert.has_error(function() g[1] = 2 end, "element access " .. host)
+    assert.has_error(function() return g.ptr end, "t.ptr " .. host)
+    assert.has_error(function() return g.data end, "t.data " .. host)
+    assert.has_error(function() g:totable() end, "totable " .. host)
+    assert.has_error(function() g:pin() end, "pin " .. host)
+    assert.has_error(function() g:sum() end,
+                     'vec.sum has no kernel on cuda (vec there: vec.axpy, vec.fill, vec.scale); copy the tensors with :to("cpu")')
+    local t = T.from_table({ 1, 2, 3 })
+    assert.has_error(function() t:add(g) end, "vec.add: tensors on two devices (cpu and cuda:0); copy one with :to()")
+    assert.has_error(function() g:dot(t) end, "vec.dot: tensors on two devices (cuda:0 and cpu); copy one with :to()")
+    assert.has_error(function() T.rows_mean(T.new({ 1, 3 }), g) end,
+                     "rows_mean: tensors on two devices (cpu and cuda:0); copy one with :to()")
+    local O = require("agt.optim").new("adam", {}, 3)
+    assert.has_error(function() O:step(g, g, 0.1) end,
+                     'optim.adam has no kernel on cuda (optim there: none); copy the tensors with :to("cpu")')
+    assert.has_error(function() O:step(t, g, 0.1) end, "optimizer step: theta and g on two devices (cpu and cuda:0)")
+    assert.are.same({ 1, 2, 3 }, t:totable())
+  end)
+
+  it("without a GPU, refuses device tensors and pins with the reason, and leaves the host tensor whole", function()
+    local ok, why = require("agt.gpu").available()
+    if ok then
+      pending("a GPU is present: spec/gpu_spec.lua tests device tensors")
+      return
+    end
+    why = why:gsub("^[^:]*:%d+: ", "")   -- the reason, without the file:line that said it
+    local okn, msg = pcall(T.new, { 4 }, "f32", "cuda")
+    assert.is_false(okn)
+    assert.truthy(msg:find(why, 1, true), msg)
+    local t = T.from_table({ 1, 2, 3 })
+    assert.has_error(function() t:to("cuda") end)
+    local pinned, perr = t:pin()
+    assert.is_nil(pinned)
+    assert.truthy(perr:find(why, 1, true), perr)
+    assert.is_false(t.pinned)
+    assert.are.same({ 1, 2, 3 }, t:totable())
+  end)
+
   it("accounts engine memory and frees it", function()
     local M = require("agt.mem")
     collectgarbage(); collectgarbage()

@@ -1,5 +1,6 @@
-/* gpu.h — the CUDA backend: device query, device memory, host<->device copies, and every
- * aggregation rule and pre-aggregation step on device-resident gradients.
+/* gpu.h — the CUDA backend: device query, device memory, host<->device copies, a few vector
+ * ops, and every aggregation rule and pre-aggregation step on device-resident gradients.
+ * Tensors (tensor.h) allocate their CUDA storage and page-lock their host storage through it.
  *
  * Always declared; src/gpu_stub.c answers AGT_ENOTSUP ("agt was built without CUDA") when the
  * engine is built without nvcc, and agt_gpu_available() then returns 0.
@@ -16,7 +17,13 @@
  * - The entries run on the engine's default stream and return once the result is in out
  *   (selection rules copy their few indices back, which synchronizes). Scratch memory is owned
  *   by the backend and grows on demand; agt_gpu_release_scratch() gives it back.
- * - Not thread-safe: one host thread drives the device at a time. */
+ * - Not thread-safe: one host thread drives the device at a time.
+ *
+ * Errors: a failing CUDA call is reported by the entry that made it (AGT_EIO, AGT_ENOMEM for
+ * allocations) and cleared there, so it never resurfaces in a later, unrelated call. An error
+ * that leaves the CUDA context unusable (an illegal address or instruction, a kernel fault) is
+ * sticky in CUDA: the device is then marked unusable, agt_gpu_available() returns 0, and every
+ * entry answers AGT_ENOTSUP with the first error's message until agt restarts. */
 #ifndef AGT_GPU_H
 #define AGT_GPU_H
 
@@ -26,6 +33,7 @@
 int agt_gpu_available(void);                     /* 1 when built with CUDA and a device is seen */
 int agt_gpu_device_count(void);
 agt_status agt_gpu_set_device(int ordinal);
+int agt_gpu_device(void);                        /* the ordinal the engine drives (0 by default) */
 /* "NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79.2 GiB" into buf; AGT_ENOTSUP when none. */
 agt_status agt_gpu_describe(char *buf, size_t cap);
 agt_status agt_gpu_mem_info(size_t *free_bytes, size_t *total_bytes);
@@ -37,7 +45,9 @@ agt_status agt_gpu_memset(void *p, int byte, size_t bytes);
 agt_status agt_gpu_copy_h2d(void *dst_dev, const void *src_host, size_t bytes);
 agt_status agt_gpu_copy_d2h(void *dst_host, const void *src_dev, size_t bytes);
 agt_status agt_gpu_copy_d2d(void *dst_dev, const void *src_dev, size_t bytes);
-/* Page-lock a host range so that copies from it run asynchronously at full speed. */
+/* Page-lock a host range so that copies from it run asynchronously at full speed. A range
+ * registered twice fails (cudaErrorHostMemoryAlreadyRegistered): page-lock a tensor with
+ * agt_tensor_pin, which registers its storage once. */
 agt_status agt_gpu_host_register(void *p, size_t bytes);
 agt_status agt_gpu_host_unregister(void *p);
 agt_status agt_gpu_synchronize(void);
@@ -48,6 +58,12 @@ agt_status agt_gpu_timer_start(void);
 agt_status agt_gpu_timer_stop(double *ms);
 /* x[i] = mean + std * N(0,1) from a counter-based generator keyed by (seed, i): no host data. */
 agt_status agt_gpu_fill_normal(float *x_dev, size_t count, uint64_t seed, float mean, float std);
+
+/* Vector ops on device memory: twins of vec.h's agt_vec_fill, _scale, _axpy (same float
+ * operations in the same order, so the same bits). */
+agt_status agt_gpu_vec_fill(float *x, size_t n, float v);
+agt_status agt_gpu_vec_scale(float *x, size_t n, float a);                  /* x *= a */
+agt_status agt_gpu_vec_axpy(float *y, const float *x, size_t n, float a);   /* y += a x */
 
 /* Rules: twins of gar.h with device pointers for G, out and v (host pointers for the small
  * index arrays rows, perm, selected). Same arguments, same definitions. */

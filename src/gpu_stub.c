@@ -13,6 +13,7 @@
 int agt_gpu_available(void) { return 0; }
 int agt_gpu_device_count(void) { return 0; }
 agt_status agt_gpu_set_device(int ordinal) { return NOCUDA(); }
+int agt_gpu_device(void) { return 0; }
 agt_status agt_gpu_describe(char *buf, size_t cap) { return NOCUDA(); }
 agt_status agt_gpu_mem_info(size_t *free_bytes, size_t *total_bytes) { return NOCUDA(); }
 agt_status agt_gpu_malloc(void **p, size_t bytes) { return NOCUDA(); }
@@ -30,6 +31,9 @@ agt_status agt_gpu_timer_stop(double *ms) { return NOCUDA(); }
 agt_status agt_gpu_fill_normal(float *x_dev, size_t count, uint64_t seed, float mean, float std) {
   return NOCUDA();
 }
+agt_status agt_gpu_vec_fill(float *x, size_t n, float v) { return NOCUDA(); }
+agt_status agt_gpu_vec_scale(float *x, size_t n, float a) { return NOCUDA(); }
+agt_status agt_gpu_vec_axpy(float *y, const float *x, size_t n, float a) { return NOCUDA(); }
 agt_status agt_gpu_gar_average(const float *G, size_t n, size_t d, float *out) { return NOCUDA(); }
 agt_status agt_gpu_gar_average_nan(const float *G, size_t n, size_t d, float *out) {
   return NOCUDA();

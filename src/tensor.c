@@ -1,18 +1,24 @@
-/* tensor.c — refcounted storage and contiguous views (see tensor.h).
+/* tensor.c — refcounted storage on a device and contiguous views (see tensor.h).
  *
  * Ownership: a tensor handle owns one reference to its storage; the handle itself is owned by
  * whoever received it (agt_tensor_release frees it). The storage's bytes are freed with its
- * last reference. Views are always contiguous, so data + numel describe them fully. */
+ * last reference, by the allocator of its device (mem.h for the CPU, gpu.h for CUDA), after
+ * the page-lock of a pinned host storage is released. Views are always contiguous, so data +
+ * numel describe them fully. */
 #include "tensor.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "gpu.h"
 #include "mem.h"
 
 typedef struct {
   atomic_int refs;
+  int device;     /* AGT_DEV_CPU or AGT_DEV_CUDA */
+  int index;      /* CUDA ordinal of the device the bytes are on; 0 on the CPU */
+  int pinned;     /* host storage page-locked by agt_tensor_pin */
   size_t bytes;
   void *data;
 } storage;
@@ -62,29 +68,62 @@ static agt_tensor *handle(storage *st, size_t offset, int dtype, int ndim, const
   return t;
 }
 
-agt_status agt_tensor_new(int dtype, int ndim, const int64_t *shape, agt_tensor **out) {
+static const char *device_name(int device) { return device == AGT_DEV_CUDA ? "cuda" : "cpu"; }
+
+/* Frees the bytes of a storage with its device's allocator (after unpinning). */
+static void storage_free_bytes(storage *st) {
+  if (st->device == AGT_DEV_CUDA) {
+    agt_gpu_free(st->data);
+  } else {
+    if (st->pinned) agt_gpu_host_unregister(st->data);
+    agt_free(st->data, st->bytes);
+  }
+}
+
+agt_status agt_tensor_new_on(int device, int dtype, int ndim, const int64_t *shape,
+                             agt_tensor **out) {
   *out = NULL;
+  if (device != AGT_DEV_CPU && device != AGT_DEV_CUDA)
+    return AGT_FAIL(AGT_EINVAL, "unknown device %d (expected AGT_DEV_CPU or AGT_DEV_CUDA)", device);
   size_t es = agt_tensor_elem_size(dtype);
   if (!es) return AGT_FAIL(AGT_EINVAL, "unknown dtype %d", dtype);
   size_t numel;
   AGT_TRY(check_shape(ndim, shape, &numel));
   storage *st = malloc(sizeof *st);
   if (!st) return AGT_FAIL(AGT_ENOMEM, "out of memory for a tensor header");
+  st->device = device;
+  st->index = 0;
+  st->pinned = 0;
   st->bytes = numel * es;
-  st->data = agt_calloc(st->bytes);
-  if (!st->data) {
-    free(st);
-    return AGT_ENOMEM; /* message set by agt_alloc */
+  if (device == AGT_DEV_CUDA) {
+    agt_status s = agt_gpu_malloc(&st->data, st->bytes);
+    if (s == AGT_OK) s = agt_gpu_memset(st->data, 0, st->bytes);
+    if (s != AGT_OK) {
+      agt_gpu_free(st->data);
+      free(st);
+      return s;
+    }
+    st->index = agt_gpu_device();
+  } else {
+    st->data = agt_calloc(st->bytes);
+    if (!st->data) {
+      free(st);
+      return AGT_ENOMEM; /* message set by agt_alloc */
+    }
   }
   atomic_init(&st->refs, 1);
   agt_tensor *t = handle(st, 0, dtype, ndim, shape, numel);
   if (!t) {
-    agt_free(st->data, st->bytes);
+    storage_free_bytes(st);
     free(st);
     return AGT_FAIL(AGT_ENOMEM, "out of memory for a tensor header");
   }
   *out = t;
   return AGT_OK;
+}
+
+agt_status agt_tensor_new(int dtype, int ndim, const int64_t *shape, agt_tensor **out) {
+  return agt_tensor_new_on(AGT_DEV_CPU, dtype, ndim, shape, out);
 }
 
 agt_status agt_tensor_view(agt_tensor *t, int ndim, const int64_t *shape, size_t elem_offset,
@@ -104,9 +143,7 @@ agt_status agt_tensor_view(agt_tensor *t, int ndim, const int64_t *shape, size_t
 }
 
 agt_status agt_tensor_clone(const agt_tensor *t, agt_tensor **out) {
-  AGT_TRY(agt_tensor_new(t->dtype, t->ndim, t->shape, out));
-  memcpy(agt_tensor_data(*out), agt_tensor_data(t), t->numel * agt_tensor_elem_size(t->dtype));
-  return AGT_OK;
+  return agt_tensor_to(t, t->st->device, out);
 }
 
 void agt_tensor_retain(agt_tensor *t) { atomic_fetch_add(&t->st->refs, 1); }
@@ -116,7 +153,7 @@ void agt_tensor_release(agt_tensor *t) {
   storage *st = t->st;
   free(t);
   if (atomic_fetch_sub(&st->refs, 1) == 1) {
-    agt_free(st->data, st->bytes);
+    storage_free_bytes(st);
     free(st);
   }
 }
@@ -127,11 +164,57 @@ int agt_tensor_ndim(const agt_tensor *t) { return t->ndim; }
 int64_t agt_tensor_dim(const agt_tensor *t, int i) { return i >= 0 && i < t->ndim ? t->shape[i] : 0; }
 size_t agt_tensor_numel(const agt_tensor *t) { return t->numel; }
 int agt_tensor_refcount(const agt_tensor *t) { return atomic_load(&t->st->refs); }
+int agt_tensor_device(const agt_tensor *t) { return t->st->device; }
+int agt_tensor_device_index(const agt_tensor *t) { return t->st->index; }
+int agt_tensor_pinned(const agt_tensor *t) { return t->st->pinned; }
+
+/* A CUDA tensor is usable only while the engine drives the device its bytes are on. */
+static agt_status check_current(const agt_tensor *t) {
+  if (t->st->device == AGT_DEV_CUDA && t->st->index != agt_gpu_device())
+    return AGT_FAIL(AGT_EINVAL, "the tensor is on cuda:%d but the engine drives cuda:%d",
+                    t->st->index, agt_gpu_device());
+  return AGT_OK;
+}
 
 agt_status agt_tensor_copy(agt_tensor *dst, const agt_tensor *src) {
   if (dst->dtype != src->dtype || dst->numel != src->numel)
     return AGT_FAIL(AGT_EINVAL, "copy needs the same dtype and size: %zu elements of dtype %d into %zu of dtype %d",
                     src->numel, src->dtype, dst->numel, dst->dtype);
-  memmove(agt_tensor_data(dst), agt_tensor_data(src), src->numel * agt_tensor_elem_size(src->dtype));
+  AGT_TRY(check_current(dst));
+  AGT_TRY(check_current(src));
+  void *d = agt_tensor_data(dst);
+  const void *s = agt_tensor_data(src);
+  size_t bytes = src->numel * agt_tensor_elem_size(src->dtype);
+  int dd = dst->st->device, sd = src->st->device;
+  if (bytes == 0) return AGT_OK;
+  if (dd == AGT_DEV_CPU && sd == AGT_DEV_CPU) {
+    memmove(d, s, bytes);
+    return AGT_OK;
+  }
+  if (dd == AGT_DEV_CUDA && sd == AGT_DEV_CUDA) return agt_gpu_copy_d2d(d, s, bytes);
+  if (dd == AGT_DEV_CUDA) return agt_gpu_copy_h2d(d, s, bytes);
+  return agt_gpu_copy_d2h(d, s, bytes);
+}
+
+agt_status agt_tensor_to(const agt_tensor *t, int device, agt_tensor **out) {
+  *out = NULL;
+  AGT_TRY(check_current(t));
+  AGT_TRY(agt_tensor_new_on(device, t->dtype, t->ndim, t->shape, out));
+  agt_status s = agt_tensor_copy(*out, t);
+  if (s != AGT_OK) {
+    agt_tensor_release(*out);
+    *out = NULL;
+  }
+  return s;
+}
+
+agt_status agt_tensor_pin(agt_tensor *t) {
+  storage *st = t->st;
+  if (st->device != AGT_DEV_CPU)
+    return AGT_FAIL(AGT_EINVAL, "pin: the tensor is on %s:%d; only host storage is page-locked",
+                    device_name(st->device), st->index);
+  if (st->pinned || st->bytes == 0) return AGT_OK;
+  AGT_TRY(agt_gpu_host_register(st->data, st->bytes));
+  st->pinned = 1;
   return AGT_OK;
 }

@@ -83,7 +83,10 @@ agt_status agt_gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
 typedef struct agt_tensor agt_tensor;
 enum { AGT_F32 = 0, AGT_I32 = 1, AGT_U8 = 2, AGT_I64 = 3 };
 enum { AGT_MAX_DIMS = 8 };
+enum { AGT_DEV_CPU = 0, AGT_DEV_CUDA = 1 };
 agt_status agt_tensor_new(int dtype, int ndim, const int64_t *shape, agt_tensor **out);
+agt_status agt_tensor_new_on(int device, int dtype, int ndim, const int64_t *shape,
+                             agt_tensor **out);
 agt_status agt_tensor_view(agt_tensor *t, int ndim, const int64_t *shape, size_t elem_offset,
                            agt_tensor **out);
 agt_status agt_tensor_clone(const agt_tensor *t, agt_tensor **out);
@@ -96,7 +99,12 @@ int64_t agt_tensor_dim(const agt_tensor *t, int i);
 size_t agt_tensor_numel(const agt_tensor *t);
 size_t agt_tensor_elem_size(int dtype);
 int agt_tensor_refcount(const agt_tensor *t);
+int agt_tensor_device(const agt_tensor *t);
+int agt_tensor_device_index(const agt_tensor *t);
 agt_status agt_tensor_copy(agt_tensor *dst, const agt_tensor *src);
+agt_status agt_tensor_to(const agt_tensor *t, int device, agt_tensor **out);
+agt_status agt_tensor_pin(agt_tensor *t);
+int agt_tensor_pinned(const agt_tensor *t);
 /* attack.h */
 agt_status agt_attack_minmax(const float *G, size_t n, size_t d, float *lo, float *hi);
 agt_status agt_attack_fang_trim(float *x, const float *mu, const float *lo, const float *hi,
@@ -174,6 +182,7 @@ int agt_gar_simd(void);
 int agt_gpu_available(void);
 int agt_gpu_device_count(void);
 agt_status agt_gpu_set_device(int ordinal);
+int agt_gpu_device(void);
 agt_status agt_gpu_describe(char *buf, size_t cap);
 agt_status agt_gpu_mem_info(size_t *free_bytes, size_t *total_bytes);
 agt_status agt_gpu_malloc(void **p, size_t bytes);
@@ -189,6 +198,9 @@ void agt_gpu_release_scratch(void);
 agt_status agt_gpu_timer_start(void);
 agt_status agt_gpu_timer_stop(double *ms);
 agt_status agt_gpu_fill_normal(float *x_dev, size_t count, uint64_t seed, float mean, float std);
+agt_status agt_gpu_vec_fill(float *x, size_t n, float v);
+agt_status agt_gpu_vec_scale(float *x, size_t n, float a);
+agt_status agt_gpu_vec_axpy(float *y, const float *x, size_t n, float a);
 agt_status agt_gpu_gar_average(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gpu_gar_average_nan(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gpu_gar_median(const float *G, size_t n, size_t d, float *out);

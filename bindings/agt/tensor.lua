@@ -1,10 +1,20 @@
--- agt.tensor — the Lua class over engine tensors (src/tensor.h).
+-- agt.tensor — the Lua class over engine tensors (src/tensor.h), on the CPU or a CUDA device.
 --
 -- Each Lua tensor owns exactly one engine reference, attached with ffi.gc at construction;
--- :free() detaches the finalizer and releases it at once. The typed data pointer is cached
+-- :free() detaches the finalizer and releases it at once. The data pointer is cached
 -- (contiguous views never move). Indexing is 1-based over the flattened elements; :row(i)
--- gives a view of row i. t.data is the untyped data pointer, t.ptr the typed one.
+-- gives a view of row i. t.data is the untyped host pointer, t.ptr the typed one.
+--
+-- Devices: T.new(shape, dtype, "cuda") allocates on the GPU; t.device is "cpu" or "cuda:k";
+-- t:to("cuda") / t:to("cpu") are explicit copies (nothing moves implicitly), t:copy(src) copies
+-- between any two devices. A CUDA tensor's memory is not host memory: its elements, t.data,
+-- t.ptr and the ops that need host memory raise an error that says to call :to("cpu"); its
+-- device pointer is t:pointer(), for kernels. Vector ops are found in the tensor's backend
+-- (agt.backend): an op the device lacks is an error naming op and device, and an op on tensors
+-- of two devices is an error naming both. t:pin() page-locks a host tensor's storage once (for
+-- asynchronous uploads); the lock goes with the storage.
 local F = require("agt.ffi")
+local B = require("agt.backend")
 local ffi, C = F.ffi, F.C
 local check = F.check
 
@@ -18,16 +28,20 @@ local ptr_types = { f32 = ffi.typeof("float *"), i32 = ffi.typeof("int32_t *"),
                     u8 = ffi.typeof("uint8_t *"), i64 = ffi.typeof("int64_t *") }
 local shape_t = ffi.typeof("int64_t[8]")
 local handle_out = ffi.typeof("agt_tensor *[1]")
+local CPU = tonumber(C.AGT_DEV_CPU)
 
 -- The Lua-side tensor is a cdata struct (so # and indexing work under LuaJIT's Lua 5.1
--- semantics): the owned engine handle, its data pointer, the element count and the shape.
+-- semantics): the owned engine handle, its data pointer (on its device), the element count,
+-- the device and its ordinal, and the shape.
 ffi.cdef([[
 typedef struct agt_lua_tensor {
   agt_tensor *handle;
-  void *data;
+  void *addr;
   double n;
   int32_t dt;
   int32_t nd;
+  int32_t dev;
+  int32_t dix;
   double dims[8];
 } agt_lua_tensor;
 ]])
@@ -44,12 +58,27 @@ end
 local function wrap(h)
   local t = lua_tensor_t()
   t.handle = h
-  t.data = C.agt_tensor_data(h)
+  t.addr = C.agt_tensor_data(h)
   t.n = tonumber(C.agt_tensor_numel(h))
   t.dt = C.agt_tensor_dtype(h)
   t.nd = C.agt_tensor_ndim(h)
+  t.dev = C.agt_tensor_device(h)
+  t.dix = C.agt_tensor_device_index(h)
   for i = 0, t.nd - 1 do t.dims[i] = tonumber(C.agt_tensor_dim(h, i)) end
   return ffi.gc(t, finalize)
+end
+
+local function device_of(t)
+  if t.dev == CPU then return "cpu" end
+  return "cuda:" .. t.dix
+end
+
+-- Raises unless t is in host memory; what names the access.
+local function need_host(t, what, level)
+  if t.dev ~= CPU then
+    error(string.format("%s needs host memory, but the tensor is on %s: call :to(\"cpu\") first",
+                        what, device_of(t)), (level or 2) + 1)
+  end
 end
 
 local function shape_of(shape, what)
@@ -66,13 +95,15 @@ local function shape_of(shape, what)
   return s, #shape
 end
 
-function T.new(shape, dtype)
+-- device: "cpu" (default), "cuda" (or "gpu", "cuda:k" for the device the engine drives).
+function T.new(shape, dtype, device)
   dtype = dtype or "f32"
   local dt = dtypes[dtype]
   if not dt then error("unknown dtype '" .. tostring(dtype) .. "' (expected f32, i32, u8 or i64)", 2) end
+  local be = B.get(device or "cpu", 2)
   local s, nd = shape_of(shape)
   local out = handle_out()
-  check(F.alloc_call(C.agt_tensor_new, dt, nd, s, out), 2)
+  check(F.alloc_call(C.agt_tensor_new_on, be.device, dt, nd, s, out), 2)
   return wrap(out[0])
 end
 
@@ -99,7 +130,16 @@ function T.from_table(tbl, shape, dtype)
 end
 
 local getters = {
-  ptr = function(self) return ffi.cast(ptr_types[dtype_names[self.dt]], self.data) end,
+  ptr = function(self)
+    need_host(self, "t.ptr", 3)
+    return ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)
+  end,
+  data = function(self)
+    need_host(self, "t.data", 3)
+    return self.addr
+  end,
+  device = device_of,
+  pinned = function(self) return self.handle ~= nil and C.agt_tensor_pinned(self.handle) == 1 end,
   dtype = function(self) return dtype_names[self.dt] end,
   shape = function(self)
     local s = {}
@@ -110,19 +150,24 @@ local getters = {
 
 function Tensor.__index(self, k)
   if type(k) == "number" then
+    need_host(self, "element access", 2)
     if k < 1 or k > self.n then error(string.format("index %d out of range 1..%d", k, self.n), 2) end
-    local v = ffi.cast(ptr_types[dtype_names[self.dt]], self.data)[k - 1]
+    local v = ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)[k - 1]
     return self.dt == C.AGT_I64 and tonumber(v) or v
   end
   local g = getters[k]
-  if g then return g(self) end
+  if g then
+    local v = g(self)   -- not a tail call: a getter's error names the caller's line
+    return v
+  end
   return Tensor[k]
 end
 
 function Tensor.__newindex(self, k, v)
   if type(k) ~= "number" then error("cannot set field '" .. tostring(k) .. "' of a tensor", 2) end
+  need_host(self, "element access", 2)
   if k < 1 or k > self.n then error(string.format("index %d out of range 1..%d", k, self.n), 2) end
-  ffi.cast(ptr_types[dtype_names[self.dt]], self.data)[k - 1] = v
+  ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)[k - 1] = v
 end
 
 function Tensor.__len(self) return self.n end
@@ -140,7 +185,7 @@ function Tensor:free()
     ffi.gc(self, nil)
     C.agt_tensor_release(self.handle)
     self.handle = nil
-    self.data = nil
+    self.addr = nil
     self.n = 0
     self.nd = 0
   end
@@ -187,6 +232,24 @@ function Tensor:narrow(i, k)
   return view(self, shape, (i - 1) * row_size(self))
 end
 
+-- The typed data pointer on the tensor's own device (a device pointer for CUDA): for kernels.
+function Tensor:pointer() return ffi.cast(ptr_types[dtype_names[self.dt]], self.addr) end
+
+-- t:to("cuda" | "cpu"): a copy on that device (a copy even when t is there already).
+function Tensor:to(device)
+  local be = B.get(device, 2)
+  local out = handle_out()
+  check(F.alloc_call(C.agt_tensor_to, self.handle, be.device, out), 2)
+  return wrap(out[0])
+end
+
+-- Page-locks the host storage (once for all its views) so that uploads from it are
+-- asynchronous: true, or nil and the reason (no device; the copies are then synchronous).
+function Tensor:pin()
+  need_host(self, "pin", 2)
+  return F.try(C.agt_tensor_pin(self.handle))
+end
+
 local function need_f32(self, what)
   if self.dtype ~= "f32" then error(what .. " needs an f32 tensor, got " .. self.dtype, 3) end
 end
@@ -196,13 +259,27 @@ local function same_size(a, b, what)
   if a.n ~= b.n then error(string.format("%s: sizes differ (%d and %d)", what, a.n, b.n), 3) end
 end
 
+-- The kernel of op for self's device, after checking that u (if given) is on the same one.
+local function kernel(self, op, u)
+  if u and u.dev ~= self.dev then
+    error(string.format("vec.%s: tensors on two devices (%s and %s); copy one with :to()", op,
+                        device_of(self), device_of(u)), 3)
+  end
+  return B.of(self):op("vec." .. op, 3)
+end
+
 function Tensor:fill(v)
-  if self.dtype == "f32" then C.agt_vec_fill(self.ptr, self.n, v)
-  else for i = 0, self.n - 1 do self.ptr[i] = v end end
+  if self.dtype == "f32" then kernel(self, "fill")(self.addr, self.n, v)
+  else
+    need_host(self, "fill of a " .. self.dtype .. " tensor")
+    local p = self.ptr
+    for i = 0, self.n - 1 do p[i] = v end
+  end
   return self
 end
 function Tensor:zero() return self:fill(0) end
 
+-- Copies src's values into self; the two may be on different devices (an explicit copy).
 function Tensor:copy(src)
   same_size(self, src, "copy")
   check(C.agt_tensor_copy(self.handle, src.handle), 2)
@@ -216,46 +293,70 @@ function Tensor:clone()
 end
 
 function Tensor:totable()
-  local t = {}
-  for i = 0, self.n - 1 do t[i + 1] = tonumber(self.ptr[i]) end
+  need_host(self, "totable")
+  local t, p = {}, self.ptr
+  for i = 0, self.n - 1 do t[i + 1] = tonumber(p[i]) end
   return t
 end
 
 function Tensor:sum()
-  if self.dtype == "f32" then return C.agt_vec_sum(self.ptr, self.n) end
-  local s = 0
-  for i = 0, self.n - 1 do s = s + tonumber(self.ptr[i]) end
+  if self.dtype == "f32" then return kernel(self, "sum")(self.addr, self.n) end
+  need_host(self, "sum of a " .. self.dtype .. " tensor")
+  local s, p = 0, self.ptr
+  for i = 0, self.n - 1 do s = s + tonumber(p[i]) end
   return s
 end
 function Tensor:mean() return self:sum() / self.n end
 function Tensor:norm(p)
   need_f32(self, "norm")
-  if p == 1 then return C.agt_vec_norm1(self.ptr, self.n) end
-  if p == math.huge then return C.agt_vec_norminf(self.ptr, self.n) end
-  return C.agt_vec_norm2(self.ptr, self.n)
+  if p == 1 then return kernel(self, "norm1")(self.addr, self.n) end
+  if p == math.huge then return kernel(self, "norminf")(self.addr, self.n) end
+  return kernel(self, "norm2")(self.addr, self.n)
 end
-function Tensor:dot(u) need_f32(self, "dot"); same_size(self, u, "dot"); return C.agt_vec_dot(self.ptr, u.ptr, self.n) end
-function Tensor:max() need_f32(self, "max"); return C.agt_vec_max(self.ptr, self.n) end
-function Tensor:min() need_f32(self, "min"); return C.agt_vec_min(self.ptr, self.n) end
-function Tensor:scale(a) need_f32(self, "scale"); C.agt_vec_scale(self.ptr, self.n, a); return self end
-function Tensor:axpy(a, x) need_f32(self, "axpy"); same_size(self, x, "axpy"); C.agt_vec_axpy(self.ptr, x.ptr, self.n, a); return self end
-function Tensor:add(u) need_f32(self, "add"); same_size(self, u, "add"); C.agt_vec_add(self.ptr, self.ptr, u.ptr, self.n); return self end
-function Tensor:sub(u) need_f32(self, "sub"); same_size(self, u, "sub"); C.agt_vec_sub(self.ptr, self.ptr, u.ptr, self.n); return self end
-function Tensor:mul(u) need_f32(self, "mul"); same_size(self, u, "mul"); C.agt_vec_mul(self.ptr, self.ptr, u.ptr, self.n); return self end
+function Tensor:dot(u)
+  need_f32(self, "dot"); same_size(self, u, "dot")
+  return kernel(self, "dot", u)(self.addr, u.addr, self.n)
+end
+function Tensor:max() need_f32(self, "max"); return kernel(self, "max")(self.addr, self.n) end
+function Tensor:min() need_f32(self, "min"); return kernel(self, "min")(self.addr, self.n) end
+function Tensor:scale(a) need_f32(self, "scale"); kernel(self, "scale")(self.addr, self.n, a); return self end
+function Tensor:axpy(a, x)
+  need_f32(self, "axpy"); same_size(self, x, "axpy")
+  kernel(self, "axpy", x)(self.addr, x.addr, self.n, a)
+  return self
+end
+function Tensor:add(u)
+  need_f32(self, "add"); same_size(self, u, "add")
+  kernel(self, "add", u)(self.addr, self.addr, u.addr, self.n)
+  return self
+end
+function Tensor:sub(u)
+  need_f32(self, "sub"); same_size(self, u, "sub")
+  kernel(self, "sub", u)(self.addr, self.addr, u.addr, self.n)
+  return self
+end
+function Tensor:mul(u)
+  need_f32(self, "mul"); same_size(self, u, "mul")
+  kernel(self, "mul", u)(self.addr, self.addr, u.addr, self.n)
+  return self
+end
 function Tensor:allclose(u, rtol, atol)
   need_f32(self, "allclose"); same_size(self, u, "allclose")
-  return C.agt_vec_allclose(self.ptr, u.ptr, self.n, rtol or 1e-5, atol or 1e-8) == 1
+  return kernel(self, "allclose", u)(self.addr, u.addr, self.n, rtol or 1e-5, atol or 1e-8) == 1
 end
 
 function Tensor:__tostring()
   if self.handle == nil then return "agt.tensor(freed)" end
   local dims = table.concat(self.shape, "x")
+  dims = dims == "" and "scalar" or dims
+  if self.dev ~= CPU then
+    return string.format("agt.tensor(%s, %s, %s)", self.dtype, dims, device_of(self))
+  end
   local parts = {}
   local shown = math.min(self.n, 8)
   for i = 0, shown - 1 do parts[#parts + 1] = string.format("%.6g", tonumber(self.ptr[i])) end
   if self.n > shown then parts[#parts + 1] = "..." end
-  local s = string.format("agt.tensor(%s, %s) [%s]", self.dtype, dims == "" and "scalar" or dims,
-                          table.concat(parts, ", "))
+  local s = string.format("agt.tensor(%s, %s, cpu) [%s]", self.dtype, dims, table.concat(parts, ", "))
   if self.dtype == "f32" and self.n > 0 then
     local bad = tonumber(C.agt_vec_count_nonfinite(self.ptr, self.n))
     if bad == 0 then
@@ -267,30 +368,44 @@ function Tensor:__tostring()
   return s
 end
 
-function T.gemm(ta, tb, alpha, A, B, beta, Cm)
-  for _, x in ipairs({ A, B, Cm }) do
+-- The backend of the tensors of one op, after checking they are all on one device.
+local function backend_of(what, first, ...)
+  for _, t in ipairs({ ... }) do
+    if t.dev ~= first.dev then
+      error(string.format("%s: tensors on two devices (%s and %s); copy one with :to()", what,
+                          device_of(first), device_of(t)), 3)
+    end
+  end
+  return B.of(first)
+end
+
+function T.gemm(ta, tb, alpha, A, Bm, beta, Cm)
+  for _, x in ipairs({ A, Bm, Cm }) do
     if not T.is_tensor(x) or x.dtype ~= "f32" or #x.shape ~= 2 then error("gemm needs 2-D f32 tensors", 2) end
   end
+  local k_gemm = backend_of("gemm", A, Bm, Cm):op("vec.gemm", 2)
   local m = ta and A.shape[2] or A.shape[1]
   local k = ta and A.shape[1] or A.shape[2]
-  local kb = tb and B.shape[2] or B.shape[1]
-  local n = tb and B.shape[1] or B.shape[2]
+  local kb = tb and Bm.shape[2] or Bm.shape[1]
+  local n = tb and Bm.shape[1] or Bm.shape[2]
   if k ~= kb or Cm.shape[1] ~= m or Cm.shape[2] ~= n then
     error(string.format("gemm shapes do not match: op(A) %dx%d, op(B) %dx%d, C %dx%d",
                         m, k, kb, n, Cm.shape[1], Cm.shape[2]), 2)
   end
-  check(C.agt_gemm(ta and 1 or 0, tb and 1 or 0, m, n, k, alpha, A.ptr, A.shape[2], B.ptr,
-                   B.shape[2], beta, Cm.ptr, Cm.shape[2]), 2)
+  k_gemm(ta and 1 or 0, tb and 1 or 0, m, n, k, alpha, A:pointer(), A.shape[2], Bm:pointer(),
+         Bm.shape[2], beta, Cm:pointer(), Cm.shape[2])
   return Cm
 end
 
 function T.rows_mean(G, out)
-  C.agt_rows_mean(G.ptr, G.shape[1], G.n / G.shape[1], out.ptr)
+  backend_of("rows_mean", G, out):op("vec.rows_mean", 2)(G:pointer(), G.shape[1], G.n / G.shape[1],
+                                                          out:pointer())
   return out
 end
 
 function T.rows_std(G, mean, ddof, out)
-  C.agt_rows_std(G.ptr, G.shape[1], G.n / G.shape[1], mean.ptr, ddof or 0, out.ptr)
+  backend_of("rows_std", G, mean, out):op("vec.rows_std", 2)(G:pointer(), G.shape[1], G.n / G.shape[1],
+                                                             mean:pointer(), ddof or 0, out:pointer())
   return out
 end
 

@@ -7,6 +7,7 @@ makes the output non-finite.
 Not robust (tolerates f = 0); it accepts any f so that it can serve as the baseline.
 Extra memory: none.]],
   requires = { text = "n >= 1", check = function(n) return n >= 1 end },
+  coordinate = function(_) return "average", 0 end,
   aggregate = function(self, G, out)
     self:kernel("average", self:ptr(G), self.n, self.d, self:ptr(out))
   end,

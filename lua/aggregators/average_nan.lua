@@ -6,6 +6,7 @@ return {
 0 where no value is finite (AggregaThor returned NaN there). Not robust to finite outliers.
 Extra memory: none.]],
   requires = { text = "n >= 1", check = function(n) return n >= 1 end },
+  coordinate = function(_) return "average_nan", 0 end,
   aggregate = function(self, G, out)
     self:kernel("average_nan", self:ptr(G), self.n, self.d, self:ptr(out))
   end,

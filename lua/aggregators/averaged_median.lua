@@ -15,6 +15,7 @@ Extra memory: none.]],
     if a.beta < 1 or a.beta > n then return false, "beta=" .. a.beta .. " must be in 1..n" end
     return n >= 2 * f + 1
   end },
+  coordinate = function(self) return "meamed", self.args.beta end,
   aggregate = function(self, G, out)
     self:kernel("meamed", self:ptr(G), self.n, self.d, self.args.beta, self:ptr(out))
   end,

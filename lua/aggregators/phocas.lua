@@ -6,6 +6,7 @@ return {
 n-f values nearest to t (ties to the smaller value; NaN, ±inf read as +inf). Needs n >= 2f+1.
 Extra memory: none.]],
   requires = { text = "n >= 2f+1", check = function(n, f) return n >= 2 * f + 1 end },
+  coordinate = function(self) return "phocas", self.f end,
   aggregate = function(self, G, out)
     self:kernel("phocas", self:ptr(G), self.n, self.d, self.f, self:ptr(out))
   end,

@@ -21,63 +21,59 @@
 --   keeps_rows = true                                  (pre steps whose row i stays worker i)
 --   init(self), aggregate(self, G, out, ctx) -> info, state(self), set_state(self, s),
 --   reset(self) (back to the state before the first step: what rule:set_state(nil) does)
+--   coordinate(self) -> kernel, p                      (per-coordinate rules: the kernel and
+--                      its size argument, so that a host G can be uploaded to a device in
+--                      chunks with the rule computed on each chunk as it arrives)
+--   devices = {"cpu", "cuda"}                          (a user's rule file that only calls
+--                      self:kernel may run on a device; built-in rules all do)
 -- In aggregate, self.n, self.f, self.d, self.args are set; self:kernel(name, ...) calls the
--- backend's kernel agt_gar_<name> and raises its message on failure; self:ptr(t) is the
--- tensor's data pointer for that backend. Backends: "cpu" (always) and any table registered
--- with A.register_backend(name, {kernels = {median = fn, ...}, ptr = fn(t),
--- copy_in = fn(dst, host_src, bytes), copy_out = fn(host_dst, src, bytes)}). A backend kernel
--- takes the CPU kernel's arguments (src/gar.h); G, out and output matrices are backend
--- memory, while `selected`, `perm` and `iterations` are host memory.
+-- kernel gar.<name> of the backend (agt.backend: agt_gar_<name> on the CPU, agt_gpu_gar_<name>
+-- on CUDA) with the CPU kernel's arguments (src/gar.h) and raises its message on failure;
+-- self:ptr(t) is the tensor's data pointer on its device. G, out and output matrices are
+-- backend memory, while `selected`, `perm` and `iterations` are host memory; self:copy_in and
+-- self:copy_out move a rule's host state to and from backend memory.
+--
+-- Devices: a rule runs where its G is (the backend of G's device, agt.backend), with the
+-- pipeline's buffers allocated there; A.new(..., {backend = "cuda"}) (alias "gpu") fixes the
+-- device: a host G is then uploaded (page-locked once, through its storage, and pipelined with
+-- a lone per-coordinate rule), and a host out receives the result. Tensors on two devices
+-- otherwise are an error naming both.
 local F = require("agt.ffi")
 local U = require("agt.util")
 local kv = require("agt.kv")
 local P = require("agt.plugins")
+local B = require("agt.backend")
 local T = require("agt.tensor")
-local ffi, C = F.ffi, F.C
+local ffi = F.ffi
 
 local A = {}
 
--- ---- backends ---------------------------------------------------------------------------
-local backends = {
-  cpu = {
-    kernels = setmetatable({}, { __index = function(t, name)
-      local fn = C["agt_gar_" .. name]
-      rawset(t, name, fn)
-      return fn
-    end }),
-    ptr = function(t) return t.ptr end,
-  },
-}
+-- The names a rule may be built for (backend = ...), whether or not a device is seen now.
+function A.backends() return B.names() end
 
-function A.register_backend(name, b)
-  assert(type(b) == "table" and b.kernels, "register_backend: expects {kernels = {...}, ptr = fn}")
-  backends[name] = b
-end
-function A.backends()
-  local names = {}
-  for k in pairs(backends) do names[#names + 1] = k end
-  table.sort(names)
-  return names
-end
 
 -- ---- the index of built-in rules --------------------------------------------------------
 local index -- name or alias -> { def = table, preset = fn or nil }
 
-local function add_def(idx, def, where)
+-- user: a user's file (found in AGT_PATH), not a built-in one
+local function add_def(idx, def, where, user)
   if type(def.name) ~= "string" then error("rule file " .. where .. " has no name", 0) end
   if type(def.aggregate) ~= "function" then
     error("rule '" .. def.name .. "' (" .. where .. ") has no aggregate function", 0)
   end
-  idx[def.name] = { def = def }
+  idx[def.name] = { def = def, user = user }
   for _, a in ipairs(def.aliases or {}) do
-    idx[a] = { def = def, preset = def.presets and def.presets[a], alias = a }
+    idx[a] = { def = def, preset = def.presets and def.presets[a], alias = a, user = user }
   end
 end
 
 local function get_index()
   if index then return index end
   index = {}
-  for _, mod in ipairs(P.list("aggregators")) do add_def(index, P.load("aggregators", mod, "rule file"), mod) end
+  for _, mod in ipairs(P.list("aggregators")) do
+    local _, module = P.find("aggregators", mod)
+    add_def(index, P.load("aggregators", mod, "rule file"), mod, module == nil)
+  end
   return index
 end
 
@@ -98,7 +94,7 @@ function A.find(spec)
     if type(def.aggregate) ~= "function" then
       error("rule file '" .. spec .. "' has no aggregate function", 0)
     end
-    return { def = def }
+    return { def = def, user = true }
   end
   local e = get_index()[spec]
   if not e then
@@ -136,22 +132,16 @@ end
 local Element = {}
 Element.__index = Element
 
-function Element:ptr(t) return self.backend.ptr(t) end
+function Element:ptr(t) return t:pointer() end
 -- Host <-> backend copies (plain memcpy on the CPU backend): a rule that keeps host state
 -- (centered clipping's previous output) moves it through these.
-function Element:copy_in(dst, src_host, bytes)
-  local f = self.backend.copy_in
-  if f then return f(dst, src_host, bytes) end
-  ffi.copy(dst, src_host, bytes)
-end
-function Element:copy_out(dst_host, src, bytes)
-  local f = self.backend.copy_out
-  if f then return f(dst_host, src, bytes) end
-  ffi.copy(dst_host, src, bytes)
-end
+function Element:copy_in(dst, src_host, bytes) self.backend.write(dst, src_host, bytes) end
+function Element:copy_out(dst_host, src, bytes) self.backend.read(dst_host, src, bytes) end
 function Element:kernel(name, ...)
-  local fn = self.backend.kernels[name]
-  if not fn then error(string.format("%s: backend has no kernel '%s'", self.name, name), 2) end
+  local fn = self.backend.gar[name]
+  if not fn then
+    error(string.format("%s: gar.%s has no kernel on %s", self.name, name, self.backend.name), 2)
+  end
   local s = fn(...)
   if s ~= 0 then error(self.name .. ": " .. F.errmsg(), 2) end
 end
@@ -170,14 +160,15 @@ function Element:list(p, k)
   return t
 end
 
-local function make_element(entry, n, f, user, label, backend)
+local function make_element(entry, n, f, user, label)
   local def = entry.def
   local el = setmetatable({}, { __index = function(t, k)
     local v = def[k]
     if v ~= nil then return v end
     return Element[k]
   end })
-  el.def, el.name, el.n, el.f, el.backend = def, def.name, n, f, backend
+  el.def, el.name, el.n, el.f, el.backend = def, def.name, n, f, B.get("cpu")
+  el.user = entry.user
   el.args = element_args(entry, n, f, user, label)
   check_requirement(def, label, n, f, el.args)
   if def.init then def.init(el) end
@@ -224,10 +215,16 @@ function A.new(spec, n, f, args, opts)
     error(string.format("aggregator '%s': n and f must be integers, got n=%s f=%s", spec, tostring(n), tostring(f)), 2)
   end
   opts = opts or {}
-  local backend = backends[opts.backend or "cpu"]
-  if not backend then
-    error(string.format("aggregator: unknown backend '%s' (known: %s)", tostring(opts.backend),
-                        table.concat(A.backends(), ", ")), 2)
+  local backend
+  if opts.backend then
+    local ok, be = pcall(B.get, opts.backend)
+    if not ok then
+      error(string.format("aggregator: unknown backend '%s' (known: %s, gpu)", tostring(opts.backend),
+                          table.concat(A.backends(), ", ")), 2)
+    end
+    local avail, why = be:available()
+    if not avail then error(string.format("aggregator '%s' on %s: %s", spec, be.name, tostring(why)), 2) end
+    backend = be
   end
   local parts = {}
   for p in spec:gmatch("[^,]+") do parts[#parts + 1] = p:match("^%s*(.-)%s*$") end
@@ -245,13 +242,14 @@ function A.new(spec, n, f, args, opts)
     entries[i] = e
   end
   local per = split_args(entries, kv.words(args, "aggregator arguments"))
-  local self = setmetatable({ name = spec, n = n, f = f, elements = {}, shapes = {} }, Rule)
+  local self = setmetatable({ name = spec, n = n, f = f, elements = {}, shapes = {},
+                              backend = backend, buffers = {} }, Rule)
   local cn, cf = n, f
   local before = {}
   for i, e in ipairs(entries) do
     local label = (e.alias or e.def.name) ..
         (#before > 0 and (" (after " .. table.concat(before, ",") .. ")") or "")
-    local el = make_element(e, cn, cf, per[i], label, backend)
+    local el = make_element(e, cn, cf, per[i], label)
     self.elements[i] = el
     self.shapes[i] = { n = cn, f = cf }
     if e.def.kind == "pre" then
@@ -260,10 +258,61 @@ function A.new(spec, n, f, args, opts)
     before[#before + 1] = e.alias or e.def.name
   end
   self.args = #entries == 1 and self.elements[1].args or nil
+  if backend then self:_check_device(backend, 2) end
   return self
 end
 
+-- A user's rule file runs on a device only if it says it can (devices = {...}).
+function Rule:_check_device(be, level)
+  if be.name == "cpu" then return end
+  for _, el in ipairs(self.elements) do
+    local ok = not el.user
+    for _, dv in ipairs(el.def.devices or {}) do ok = ok or B.get(dv) == be end
+    if not ok then
+      error(string.format("'%s' is a rule file of its own: it runs on the CPU, not on %s (a file "
+                          .. "that only calls self:kernel may declare devices = {\"cpu\", \"%s\"})",
+                          el.name, be.name, be.name), level + 1)
+    end
+  end
+end
+
+-- A buffer of the rule on be's device, kept for the next step while its shape holds.
+function Rule:_buffer(key, shape, be)
+  local buf = self.buffers[key]
+  local numel = 1
+  for _, v in ipairs(shape) do numel = numel * v end
+  if not buf or #buf ~= numel or B.of(buf) ~= be then
+    if buf then buf:free() end
+    buf = T.new(shape, "f32", be.name)
+    self.buffers[key] = buf
+  end
+  return buf
+end
+
+-- The pipeline on G's device: each step writes a buffer there, the last element writes out.
+function Rule:_run(G, out, d, ctx, be)
+  local X, keeps = G, true
+  local nel = #self.elements
+  for i = 1, nel - 1 do
+    local el = self.elements[i]
+    local buf = self:_buffer(i, { self.shapes[i + 1].n, d }, be)
+    el.d, el.backend = d, be
+    el:aggregate(X, buf, ctx)
+    keeps = keeps and el.keeps_rows
+    X = buf
+  end
+  local last = self.elements[nel]
+  last.d, last.backend = d, be
+  local info = last:aggregate(X, out, ctx) or {}
+  if nel > 1 and not keeps then info.selected = nil end
+  return info
+end
+
+-- G (n x d) and out (d): f32 tensors. Runs on G's device, or on the rule's fixed backend.
 function Rule:aggregate(G, out, ctx)
+  if not (T.is_tensor(G) and T.is_tensor(out)) or G.dtype ~= "f32" or out.dtype ~= "f32" then
+    error(self.name .. ": aggregate takes f32 tensors G (n x d) and out (d)", 2)
+  end
   local n = self.n
   local total = #G
   local d = total / n
@@ -272,27 +321,39 @@ function Rule:aggregate(G, out, ctx)
   end
   if #out ~= d then error(string.format("%s: out has %d values, expected d=%d", self.name, #out, d), 2) end
   ctx = ctx or {}
-  local X, keeps = G, true
-  local nel = #self.elements
-  for i = 1, nel - 1 do
-    local el = self.elements[i]
-    local sh = self.shapes[i + 1]
-    self.buffers = self.buffers or {}
-    local buf = self.buffers[i]
-    if not buf or #buf ~= sh.n * d then
-      if buf then buf:free() end
-      buf = T.new({ sh.n, d })
-      self.buffers[i] = buf
-    end
-    el.d = d
-    el:aggregate(X, buf, ctx)
-    keeps = keeps and el.keeps_rows
-    X = buf
+  local gb, ob = B.of(G), B.of(out)
+  local be = self.backend or gb
+  if gb ~= be and not (be.upload and gb.name == "cpu") then
+    error(string.format("%s: G is on %s, the rule runs on %s: copy G with :to(\"%s\")", self.name,
+                        G.device, be.name, be.name), 2)
   end
-  local last = self.elements[nel]
-  last.d = d
-  local info = last:aggregate(X, out, ctx) or {}
-  if nel > 1 and not keeps then info.selected = nil end
+  if not self.backend and ob ~= be then
+    error(string.format("%s: G and out are on two devices (%s and %s)", self.name, G.device,
+                        out.device), 2)
+  end
+  if be ~= self._checked then self:_check_device(be, 2); self._checked = be end
+  local o = ob == be and out or self:_buffer("out", { d }, be)
+  local info
+  if gb ~= be then
+    -- a host G for a device rule: page-locked once (through its storage; a failure only makes
+    -- the copies synchronous), uploaded in chunks; a lone per-coordinate rule runs on each
+    -- chunk as it arrives, so its time hides under the copy
+    G:pin()
+    local Gd = self:_buffer("G", { n, d }, be)
+    local el = self.elements[1]
+    local kernel, p
+    if #self.elements == 1 and el.def.coordinate then kernel, p = el.def.coordinate(el) end
+    if kernel then
+      be.upload(G:pointer(), n, d, Gd:pointer(), kernel, p, o:pointer())
+      info = {}
+    else
+      be.upload(G:pointer(), n, d, Gd:pointer(), nil, 0, nil)
+      info = self:_run(Gd, o, d, ctx, be)
+    end
+  else
+    info = self:_run(G, o, d, ctx, be)
+  end
+  if o ~= out then out:copy(o) end
   return info
 end
 
@@ -337,8 +398,8 @@ function Rule:set_state(s)
 end
 
 function Rule:free()
-  for _, b in pairs(self.buffers or {}) do b:free() end
-  self.buffers = nil
+  for _, b in pairs(self.buffers) do b:free() end
+  self.buffers = {}
 end
 
 -- ---- help -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ local ffi = require("ffi")
 local F = require("agt.ffi")
 local T = require("agt.tensor")
 local kv = require("agt.kv")
-local C, check = F.C, F.check
+local B = require("agt.backend")
 
 local O = {}
 
@@ -110,27 +110,30 @@ function Opt:step(theta, g, lr)
     error(string.format("optimizer step needs theta and g as f32 tensors of %d values", self.d), 2)
   end
   if type(lr) ~= "number" or lr ~= lr then error("optimizer step needs a learning rate, got " .. tostring(lr), 2) end
+  if theta.dev ~= g.dev then
+    error(string.format("optimizer step: theta and g on two devices (%s and %s)", theta.device, g.device), 2)
+  end
+  -- the kernel comes from theta's device (an error naming op and device where it has none)
+  local be = B.of(theta)
   local a, s, d = self.args, self.slots, self.d
+  local n = self.name
+  local op = n == "sgd" and a.momentum > 0 and "optim.momentum" or "optim." .. n
+  local k = be:op(op, 2)
   local th, gp = ptr(theta), ptr(g)
   self.t = self.t + 1
-  local n = self.name
-  if n == "sgd" then
-    if a.momentum > 0 then
-      check(C.agt_optim_momentum(th, ptr(s.momentum), gp, d, lr, a.momentum, a.nesterov and 1 or 0))
-    else
-      check(C.agt_optim_sgd(th, gp, d, lr))
-    end
+  if op == "optim.momentum" then
+    k(th, ptr(s.momentum), gp, d, lr, a.momentum, a.nesterov and 1 or 0)
+  elseif n == "sgd" then
+    k(th, gp, d, lr)
   elseif n == "adam" then
-    check(C.agt_optim_adam(th, ptr(s.m), ptr(s.v), gp, d, lr, a["adam-beta1"], a["adam-beta2"],
-                           a["opt-epsilon"], self.t))
+    k(th, ptr(s.m), ptr(s.v), gp, d, lr, a["adam-beta1"], a["adam-beta2"], a["opt-epsilon"], self.t)
   elseif n == "adagrad" then
-    check(C.agt_optim_adagrad(th, ptr(s.accumulator), gp, d, lr))
+    k(th, ptr(s.accumulator), gp, d, lr)
   elseif n == "adadelta" then
-    check(C.agt_optim_adadelta(th, ptr(s.accum), ptr(s["accum-update"]), gp, d, lr,
-                               a["adadelta-rho"], a["opt-epsilon"]))
+    k(th, ptr(s.accum), ptr(s["accum-update"]), gp, d, lr, a["adadelta-rho"], a["opt-epsilon"])
   else
-    check(C.agt_optim_rmsprop(th, ptr(s.ms), s.mg and ptr(s.mg) or nil, ptr(s.mom), gp, d, lr,
-                              a["rmsprop-decay"], a["rmsprop-momentum"], a["opt-epsilon"]))
+    k(th, ptr(s.ms), s.mg and ptr(s.mg) or nil, ptr(s.mom), gp, d, lr,
+      a["rmsprop-decay"], a["rmsprop-momentum"], a["opt-epsilon"])
   end
 end
 

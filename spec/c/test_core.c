@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "gpu.h"
 #include "mem.h"
 #include "pool.h"
 #include "rng.h"
@@ -142,6 +143,39 @@ static void test_tensor(void) {
   CHECK(numel == 1600000000u);
 }
 
+/* Devices: a CPU tensor says so; to() and clone() copy; a CUDA tensor and a pin either work
+ * (a device is seen: values survive the round trip, a second pin is a no-op) or fail with a
+ * status and leave nothing behind (no device, or built without CUDA). */
+static void test_tensor_device(void) {
+  int64_t shape[2] = {3, 5};
+  agt_tensor *t = NULL, *c = NULL, *d = NULL, *back = NULL;
+  CHECK(agt_tensor_new_on(AGT_DEV_CPU, AGT_F32, 2, shape, &t) == AGT_OK);
+  CHECK(agt_tensor_device(t) == AGT_DEV_CPU && agt_tensor_device_index(t) == 0);
+  float *p = agt_tensor_data(t);
+  for (int i = 0; i < 15; i++) p[i] = (float)i - 7.5f;
+  CHECK(agt_tensor_to(t, AGT_DEV_CPU, &c) == AGT_OK);
+  CHECK(agt_tensor_data(c) != agt_tensor_data(t));
+  CHECK(memcmp(agt_tensor_data(c), p, 15 * sizeof(float)) == 0);
+  CHECK(agt_tensor_new_on(7, AGT_F32, 2, shape, &d) == AGT_EINVAL && d == NULL);
+  if (agt_gpu_available()) {
+    CHECK(agt_tensor_new_on(AGT_DEV_CUDA, AGT_F32, 2, shape, &d) == AGT_OK);
+    CHECK(agt_tensor_device(d) == AGT_DEV_CUDA);
+    CHECK(agt_tensor_copy(d, t) == AGT_OK);
+    CHECK(agt_tensor_to(d, AGT_DEV_CPU, &back) == AGT_OK);
+    CHECK(memcmp(agt_tensor_data(back), p, 15 * sizeof(float)) == 0);
+    CHECK(agt_tensor_pin(t) == AGT_OK && agt_tensor_pinned(t) == 1);
+    CHECK(agt_tensor_pin(t) == AGT_OK);                 /* once per storage */
+    CHECK(agt_tensor_pin(d) == AGT_EINVAL);             /* device memory is not pinned */
+    agt_tensor_release(back);
+    agt_tensor_release(d);
+  } else {
+    CHECK(agt_tensor_new_on(AGT_DEV_CUDA, AGT_F32, 2, shape, &d) == AGT_ENOTSUP && d == NULL);
+    CHECK(agt_tensor_pin(t) == AGT_ENOTSUP && agt_tensor_pinned(t) == 0);
+  }
+  agt_tensor_release(c);
+  agt_tensor_release(t);
+}
+
 /* agt_gemm against a naive double product, every transpose, with alpha and beta, on 1 and 3
  * pool threads; the same product twice is the same bits. */
 static void test_gemm(void) {
@@ -189,5 +223,6 @@ int main(void) {
   test_vec();
   test_gemm();
   test_tensor();
+  test_tensor_device();
   return check_summary();
 }

@@ -3,7 +3,13 @@
  *
  * The first call that needs the device selects it (cudaSetDevice) and caches its properties;
  * with no device, or a driver too old for this runtime, agt_gpu_available() returns 0 and the
- * entries return AGT_ENOTSUP with CUDA's reason. Every CUDA error becomes an agt_status. */
+ * entries return AGT_ENOTSUP with CUDA's reason. Every CUDA error becomes an agt_status.
+ *
+ * Errors are reported where they happen and cleared there (agt_cu_fail): CUDA keeps the last
+ * error of the thread until cudaGetLastError reads it, and a launch check (AGT_CU_LAUNCH) would
+ * otherwise report a stale error of an earlier, unrelated call, again and again. Errors that
+ * corrupt the context are sticky (every later call returns them, clearing does not help): the
+ * device is then marked unusable with that message, so later calls fail at once and say why. */
 #include "gpu_internal.h"
 
 #include <stdio.h>
@@ -11,7 +17,7 @@
 
 static int g_state = -1;          /* -1: not probed, 0: no device, 1: ready */
 static int g_device = 0;
-static char g_why[256];
+static char g_why[512];
 static cudaDeviceProp g_prop;
 
 #define NSLOTS 2
@@ -22,10 +28,31 @@ static size_t g_hscratch_bytes = 0;
 static cudaEvent_t g_ev0, g_ev1;
 static int g_events = 0;
 
+/* The errors after which the context cannot be used again (CUDA's "sticky" errors). */
+static int sticky(cudaError_t e) {
+  switch (e) {
+    case cudaErrorIllegalAddress: case cudaErrorLaunchFailure: case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction: case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace: case cudaErrorInvalidPc: case cudaErrorAssert:
+    case cudaErrorLaunchTimeout: case cudaErrorECCUncorrectable: case cudaErrorContextIsDestroyed:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
 agt_status agt_cu_fail(cudaError_t e, const char *what, const char *file, int line) {
+  cudaGetLastError();   /* clear it: the next call must not see this one's error */
   agt_status code = (e == cudaErrorMemoryAllocation) ? AGT_ENOMEM
                   : (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) ? AGT_ENOTSUP
                   : AGT_EIO;
+  if (sticky(e)) {
+    snprintf(g_why, sizeof g_why,
+             "CUDA device %d unusable since %s failed: %s (%s); restart agt to use it again",
+             g_device, what, cudaGetErrorString(e), cudaGetErrorName(e));
+    g_state = 0;
+    return agt_fail_at(code, file, line, "%s", g_why);
+  }
   return agt_fail_at(code, file, line, "CUDA: %s failed: %s (%s)", what, cudaGetErrorString(e),
                      cudaGetErrorName(e));
 }
@@ -68,6 +95,8 @@ extern "C" int agt_gpu_device_count(void) {
   if (cudaGetDeviceCount(&count) != cudaSuccess) { cudaGetLastError(); return 0; }
   return count;
 }
+
+extern "C" int agt_gpu_device(void) { return g_device; }
 
 extern "C" agt_status agt_gpu_set_device(int ordinal) {
   int count = agt_gpu_device_count();
@@ -113,7 +142,7 @@ extern "C" agt_status agt_gpu_malloc(void **p, size_t bytes) {
 }
 
 extern "C" agt_status agt_gpu_free(void *p) {
-  if (!p) return AGT_OK;
+  if (!p || g_state != 1) return AGT_OK;   /* nothing to free on a lost context */
   AGT_CU(cudaFree(p));
   return AGT_OK;
 }
@@ -144,12 +173,18 @@ extern "C" agt_status agt_gpu_copy_d2d(void *dst, const void *src, size_t bytes)
 
 extern "C" agt_status agt_gpu_host_register(void *p, size_t bytes) {
   AGT_TRY(agt_gpu_ensure());
-  AGT_CU(cudaHostRegister(p, bytes, cudaHostRegisterDefault));
+  cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterDefault);
+  if (e == cudaErrorHostMemoryAlreadyRegistered) {
+    cudaGetLastError();
+    return AGT_FAIL(AGT_EINVAL, "CUDA: host memory at %p is already page-locked (pin a tensor "
+                    "with agt_tensor_pin, which registers its storage once)", p);
+  }
+  if (e != cudaSuccess) return agt_cu_fail(e, "cudaHostRegister", __FILE__, __LINE__);
   return AGT_OK;
 }
 
 extern "C" agt_status agt_gpu_host_unregister(void *p) {
-  AGT_TRY(agt_gpu_ensure());
+  if (g_state != 1) return AGT_OK;   /* a lost context took its registrations with it */
   AGT_CU(cudaHostUnregister(p));
   return AGT_OK;
 }

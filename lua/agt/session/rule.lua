@@ -7,8 +7,8 @@
 --   rule:aggregate(G, out, step) -> info   ({selected = rows kept, ...} as the rule says)
 --   rule:state() -> { rule =, ["rng.rule"] = }   rule:set_state(map)
 local A = require("agt.aggregators")
+local B = require("agt.backend")
 local R = require("agt.rng")
-local agt = require("agt")
 local FL = require("agt.cli.run.flags")
 
 local M = {}
@@ -16,30 +16,19 @@ local M = {}
 local Rule = {}
 Rule.__index = Rule
 
--- --use-gpu: agt.gpu's twin of the CPU rule (same results), fed from the host gradient matrix;
--- the CPU rule has already checked n, f and the arguments. Without a CUDA build or a device,
--- the run says so and keeps the CPU rule. agt.gpu is required here, not at the top: it is
--- optional (a CPU-only build has no device code to load).
+-- --use-gpu: the same rule built for the GPU (agt.aggregators with backend "cuda": same
+-- results), fed the host gradient matrix, which it uploads each step; the CPU rule has already
+-- checked n, f and the arguments. Without a CUDA build or a device, the run says so and keeps
+-- the CPU rule.
 local function on_gpu(self, o, n, f, warn)
-  local ok, why, gpu = false, "this agt was built without CUDA", nil
-  if not tostring(agt.features()):find("CUDA: no", 1, true) then
-    local okr
-    okr, gpu = pcall(require, "agt.gpu")
-    if okr then ok, why = gpu.available() else why = tostring(gpu):match("[^\n]*") end
-  end
+  local ok, why = B.get("cuda"):available()
   if not ok then
-    warn("--use-gpu: " .. tostring(why) .. "; aggregating on the CPU")
-    self.gpu_fallback = tostring(why)
+    why = tostring(why):gsub("^[^:\n]*:%d+: ", "")   -- the reason, without the file:line
+    warn("--use-gpu: " .. why .. "; aggregating on the CPU")
+    self.gpu_fallback = why
     return
   end
-  local g = FL.as_flag("aggregator", gpu.rule, o.aggregator, n, f, o.aggregator_args)
-  local cpu = self.rule
-  self.rule = {
-    name = cpu.name, gpu = g,
-    aggregate = function(_, G, out, ctx) return g:aggregate_host(G, out, ctx) end,
-    state = function() return g:state() end,
-    set_state = function(_, st) return g:set_state(st) end,
-  }
+  self.rule = FL.as_flag("aggregator", A.new, o.aggregator, n, f, o.aggregator_args, { backend = "cuda" })
 end
 
 function M.new(o, n, f, warn)

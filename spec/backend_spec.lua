@@ -1,0 +1,236 @@
+-- backend_spec — the cross-backend spec: every op registered on a device backend (agt.backend)
+-- against its CPU twin, on random inputs with NaN and ±inf, and every rule and pre-aggregation
+-- chain through agt.aggregators with G on that device against the same rule on the CPU.
+--
+-- Registering a device op without a case here fails the spec (the case table is checked on
+-- every machine); running the cases needs the device: without one, they are pending with the
+-- reason. Tolerances: element-wise ops, per-coordinate rules, row choices and averages of
+-- chosen rows are bit-identical (NaN equals NaN); distances agree to 1e-5 relative, clipping
+-- and ARC to 1e-6, the iterative rules to 1e-4 (see spec/gpu_spec.lua for why).
+local B = require("agt.backend")
+local A = require("agt.aggregators")
+local T = require("agt.tensor")
+local R = require("agt.rng")
+local F = require("agt.ffi")
+local ffi, C = F.ffi, F.C
+
+local devices = {}
+for _, name in ipairs(B.names()) do
+  if name ~= "cpu" then devices[#devices + 1] = name end
+end
+
+-- Runs fn for each available device backend; pending with the reason for the others.
+local function on_devices(what, fn)
+  for _, name in ipairs(devices) do
+    local ok, why = B.get(name):available()
+    if ok then
+      it(what .. " (" .. name .. ")", function() fn(B.get(name)) end)
+    else
+      pending(what .. " (" .. name .. ": " .. tostring(why) .. ")")
+    end
+  end
+end
+
+local function input(seed, n, d, special)
+  local G = R.new(seed, "backend_spec"):normal(T.new({ n, d }), 0, 1)
+  local p = G.ptr
+  if special and n >= 4 then
+    for c = 0, d - 1 do p[(n - 1) * d + c] = 0 / 0 end            -- a NaN row
+    for c = 0, d - 1, 3 do p[(n - 2) * d + c] = math.huge end      -- +inf entries
+    for c = 1, d - 1, 5 do p[(n - 3) * d + c] = -math.huge end     -- -inf entries
+  end
+  return G
+end
+
+local function first_diff(a, b, tol)
+  local pa, pb = a.ptr, b.ptr
+  for i = 0, #a - 1 do
+    local x, y = pa[i], pb[i]
+    local same = x == y or (x ~= x and y ~= y)
+    if not same and tol and tol > 0 and x == x and y == y then
+      same = math.abs(x - y) <= tol * math.max(1, math.abs(y))
+    end
+    if not same then return string.format("first difference at %d: device %.9g cpu %.9g", i, x, y) end
+  end
+end
+
+-- ---- the cases: one per device op ----------------------------------------------------------
+-- A case runs op's kernel k on tensors of one backend (made by `new`, filled from host
+-- tensors) and returns the host tensors and arrays to compare; tol: 0 = bit-identical.
+local N, Fb, D = 11, 2, 1031   -- D: not a multiple of any vector width
+
+local function vec_case(run)
+  return { tol = 0, run = function(k, new)
+    local x = new(input(1, 5, 1000, true))   -- 5000 values, a NaN row and ±inf entries
+    local y = new(input(2, 5, 1000, true))
+    run(k, x, y, 5000)
+    return { x:to("cpu") }
+  end }
+end
+
+-- A rule kernel call on G (N x D) writing an output of `rows` rows (nil: one vector) and,
+-- through h, host arrays (sel: selected rows, D: distances, it: iterations, compared within
+-- it_slack: an iterative rule's float iterate may stop a step before the exact one).
+local function gar_case(rows, tol, call, it_slack)
+  return { tol = tol, it_slack = it_slack or 0, run = function(k, new)
+    local G = new(input(7, N, D, true))
+    local out = new(T.new(rows and { rows, D } or { D }))
+    local h = { sel = ffi.new("int64_t[?]", N), D = ffi.new("double[?]", N * N),
+                it = ffi.new("int64_t[1]") }
+    call(k, G:pointer(), out:pointer(), h)   -- the op raises on a failed status
+    local res = { out:to("cpu") }
+    for i = 0, N - 1 do res[#res + 1] = tonumber(h.sel[i]) end
+    for i = 0, N * N - 1 do res[#res + 1] = h.D[i] end
+    return res, tonumber(h.it[0])
+  end }
+end
+
+local rows7 = ffi.new("int64_t[7]", { 3, 10, 0, 7, 9, 1, 5 })
+local perm = ffi.new("int64_t[11]", { 4, 2, 9, 0, 10, 1, 7, 3, 8, 5, 6 })
+
+local CASES = {
+  ["vec.fill"] = vec_case(function(k, x, _, n) k(x:pointer(), n, -2.5) end),
+  ["vec.scale"] = vec_case(function(k, x, _, n) k(x:pointer(), n, -0.37) end),
+  ["vec.axpy"] = vec_case(function(k, x, y, n) k(x:pointer(), y:pointer(), n, 0.73) end),
+  ["gar.average"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, o) end),
+  ["gar.average_nan"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, o) end),
+  ["gar.median"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, o) end),
+  ["gar.trimmed_mean"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, Fb, o) end),
+  ["gar.phocas"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, Fb, o) end),
+  ["gar.meamed"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, N - Fb, o) end),
+  ["gar.rows_meamed"] = gar_case(nil, 0, function(k, g, o) return k(g, D, rows7, 7, 3, o) end),
+  ["gar.rows_average"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, rows7, 7, o) end),
+  ["gar.sqdist"] = gar_case(nil, 1e-5, function(k, g, _, h) return k(g, N, D, h.D) end),
+  ["gar.multi_krum"] = gar_case(nil, 0, function(k, g, o, h) return k(g, N, D, Fb, N - Fb, o, h.sel) end),
+  ["gar.bulyan"] = gar_case(nil, 0, function(k, g, o, h) return k(g, N, D, Fb, o, h.sel) end),
+  ["gar.cge"] = gar_case(nil, 0, function(k, g, o, h) return k(g, N, D, Fb, o, h.sel) end),
+  ["gar.mda"] = gar_case(nil, 0, function(k, g, o, h) return k(g, N, D, Fb, 1e6, o, h.sel) end),
+  ["gar.geometric_median"] = gar_case(nil, 1e-4, function(k, g, o, h)
+    return k(g, N, D, 0.1, 8, 1e-6, o, h.it) end, 1),
+  ["gar.centered_clipping"] = gar_case(nil, 1e-4, function(k, g, o) return k(g, N, D, 1.0, 3, o) end),
+  ["gar.nnm"] = gar_case(N, 0, function(k, g, o) return k(g, N, D, Fb, o) end),
+  ["gar.bucketing"] = gar_case(6, 0, function(k, g, o) return k(g, N, D, 2, perm, o) end),
+  ["gar.clipping"] = gar_case(N, 1e-6, function(k, g, o) return k(g, N, D, 3.0, o) end),
+  ["gar.arc"] = gar_case(N, 1e-6, function(k, g, o) return k(g, N, D, Fb, o) end),
+}
+
+-- a result list: tensors compared elementwise, numbers within tol (relative, NaN = NaN);
+-- iteration counts within it_slack
+local function compare(got, want, tol, what, it_got, it_want, it_slack)
+  if it_want then
+    assert.is_true(math.abs(it_got - it_want) <= (it_slack or 0),
+                   string.format("%s: iterations: device %d cpu %d", what, it_got, it_want))
+  end
+  assert.are.equal(#want, #got, what .. ": result count")
+  for i = 1, #want do
+    local a, b = got[i], want[i]
+    if T.is_tensor(b) then
+      local diff = first_diff(a, b, tol)
+      assert.is_nil(diff, what .. ": " .. tostring(diff))
+    else
+      local same = a == b or (a ~= a and b ~= b) or (math.abs(a - b) <= tol * math.max(1, math.abs(b)))
+      assert.is_true(same, string.format("%s: value %d: device %.10g cpu %.10g", what, i, a, b))
+    end
+  end
+end
+
+describe("agt.backend", function()
+  it("has the CPU always, with vector ops, rule kernels, layers, optimizers and attack helpers", function()
+    local cpu = B.get("cpu")
+    assert.is_true((cpu:available()))
+    assert.are.equal("cpu", B.list()[1])
+    for _, op in ipairs({ "vec.axpy", "vec.sum", "gar.median", "gar.multi_krum", "nn.linear_forward",
+                          "nn.softmax_xent", "optim.adam", "optim.sgd", "attack.minmax" }) do
+      assert.is_true(cpu:has(op), op)
+    end
+    assert.are.equal(B.get("cpu"), B.of(T.new({ 2 })))
+  end)
+
+  it("gives every op of a device backend a CPU twin of the same name, and a case here", function()
+    local cpu = B.get("cpu")
+    for _, name in ipairs(devices) do
+      local ops = B.get(name):ops()
+      assert.is_true(#ops > 0, name .. " has no ops")
+      for _, op in ipairs(ops) do
+        assert.is_true(cpu:has(op), op .. " on " .. name .. " has no CPU twin")
+        assert.is_table(CASES[op], op .. " on " .. name .. " has no case in spec/backend_spec.lua")
+      end
+    end
+  end)
+
+  it("refuses an op a backend lacks, naming op and device, and unknown devices", function()
+    assert.has_error(function() B.get("cuda"):op("optim.sgd") end,
+                     "optim.sgd has no kernel on cuda (optim there: none); copy the tensors with :to(\"cpu\")")
+    assert.has_error(function() B.get("cpu"):op("vec.nope") end)
+    assert.has_error(function() B.get("tpu") end)
+    assert.has_error(function() T.new({ 2 }, "f32", "tpu") end)
+    assert.are.equal(B.get("cuda"), B.get("gpu"))
+  end)
+
+  it("builds a rule for the GPU with no earlier call, or says why there is no device", function()
+    local ok, why = B.get("cuda"):available()
+    local built, r = pcall(A.new, "median", 5, 1, nil, { backend = "gpu" })
+    if ok then
+      assert.is_true(built, tostring(r))
+      assert.are.equal(B.get("cuda"), r.backend)
+    else
+      assert.is_false(built)
+      assert.are.equal("aggregator 'median' on cuda: " .. tostring(why), r:gsub("^[^:]*:%d+: ", ""))
+    end
+    assert.has_error(function() A.new("median", 5, 1, nil, { backend = "tpu" }) end,
+                     "aggregator: unknown backend 'tpu' (known: cpu, cuda, gpu)")
+  end)
+
+  local case_names = {}
+  for op in pairs(CASES) do case_names[#case_names + 1] = op end
+  table.sort(case_names)
+
+  it("runs every case on the CPU, twice to the same bits (the cases themselves are sound)", function()
+    local cpu = B.get("cpu")
+    for _, op in ipairs(case_names) do
+      local a, ia = CASES[op].run(cpu:op(op), function(h) return h:clone() end)
+      local b, ib = CASES[op].run(cpu:op(op), function(h) return h:to("cpu") end)
+      compare(a, b, 0, op .. " on cpu", ia, ib, 0)
+    end
+  end)
+
+  for _, op in ipairs(case_names) do
+    local case = CASES[op]
+    on_devices(op .. " matches its CPU twin", function(be)
+      local k = be:op(op)
+      local want, iw = case.run(B.get("cpu"):op(op), function(h) return h:clone() end)
+      local got, ig = case.run(k, function(h) return h:to(be.name) end)
+      compare(got, want, case.tol, op .. " on " .. be.name, ig, iw, case.it_slack)
+    end)
+  end
+
+  on_devices("every rule and chain, with G on the device, gives the CPU's result and rows", function(be)
+    -- finite G, as gpu_spec's test of every rule through agt.aggregators (the kernels' cases
+    -- above and spec/gpu_spec.lua hold them to the CPU on NaN and ±inf)
+    local n, f = 25, 5
+    local G = input(950, n, D, false)
+    local Gd = G:to(be.name)
+    local tol = { ["geometric-median"] = 1e-4, ["centered-clipping"] = 1e-4, clipping = 1e-6, arc = 1e-6 }
+    local ran = 0
+    for _, name in ipairs(A.list()) do
+      local def = A.find(name).def
+      local spec = def.kind == "pre" and (name .. ",average") or name
+      local okc, cpu = pcall(A.new, spec, n, f, {})
+      if okc then
+        local out_c = T.new({ D })
+        local out_d = T.new({ D }, "f32", be.name)
+        local ic = cpu:aggregate(G, out_c, { rng = R.new(3, "b") }) or {}
+        local r = A.new(spec, n, f, {})   -- no backend: it follows G to the device
+        local id = r:aggregate(Gd, out_d, { rng = R.new(3, "b") }) or {}
+        for _, buf in pairs(r.buffers) do assert.are.equal(Gd.device, buf.device, spec .. ": a buffer off G's device") end
+        local diff = first_diff(out_d:to("cpu"), out_c, tol[name] or 0)
+        assert.is_nil(diff, spec .. ": " .. tostring(diff))
+        assert.are.same(ic.selected, id.selected, spec .. ": selected rows")
+        ran = ran + 1
+      end
+    end
+    assert.is_true(ran >= 17, "rules run: " .. ran)
+    local r = A.new("nnm,bucketing,krum", n, f, { s = 2 })
+    assert.has_error(function() r:aggregate(Gd, T.new({ D })) end)   -- G and out on two devices
+  end)
+end)
