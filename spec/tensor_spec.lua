@@ -293,4 +293,26 @@ describe("agt.tensor", function()
     assert.are.equal(before, M.in_use())
     t:free() -- twice is harmless
   end)
+
+  it("wraps memory it does not own: shared both ways, never freed, views keep working", function()
+    local ffi = require("ffi")
+    local buf = ffi.new("float[6]", { 1, 2, 3, 4, 5, 6 })
+    local M = require("agt.mem")
+    local before = M.in_use()
+    local t = T.wrap(buf, { 2, 3 })
+    assert.are.equal(6, #t)
+    assert.are.equal("cpu", t.device)
+    assert.are.equal(before, M.in_use())     -- no engine memory taken
+    t[2] = 20
+    assert.are.equal(20, buf[1])
+    buf[5] = 60
+    assert.are.equal(60, t[6])
+    local r = t:row(2)
+    t:free()
+    assert.are.same({ 4, 5, 60 }, r:totable())
+    r:free()
+    assert.are.equal(3, buf[2])              -- the caller's bytes are still there
+    assert.has_error(function() T.wrap(nil, { 3 }) end)
+    assert.has_error(function() T.wrap(buf, { -1 }) end)
+  end)
 end)

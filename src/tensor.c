@@ -19,6 +19,7 @@ typedef struct {
   int device;     /* AGT_DEV_CPU or AGT_DEV_CUDA */
   int index;      /* CUDA ordinal of the device the bytes are on; 0 on the CPU */
   int pinned;     /* host storage page-locked by agt_tensor_pin */
+  int borrowed;   /* bytes owned by the caller of agt_tensor_wrap: never freed nor unpinned here */
   size_t bytes;
   void *data;
 } storage;
@@ -72,6 +73,10 @@ static const char *device_name(int device) { return device == AGT_DEV_CUDA ? "cu
 
 /* Frees the bytes of a storage with its device's allocator (after unpinning). */
 static void storage_free_bytes(storage *st) {
+  if (st->borrowed) { /* the caller's bytes: only the page-lock taken here is undone */
+    if (st->pinned) agt_gpu_host_unregister(st->data);
+    return;
+  }
   if (st->device == AGT_DEV_CUDA) {
     agt_gpu_free(st->data);
   } else {
@@ -94,6 +99,7 @@ agt_status agt_tensor_new_on(int device, int dtype, int ndim, const int64_t *sha
   st->device = device;
   st->index = 0;
   st->pinned = 0;
+  st->borrowed = 0;
   st->bytes = numel * es;
   if (device == AGT_DEV_CUDA) {
     agt_status s = agt_gpu_malloc(&st->data, st->bytes);
@@ -115,6 +121,34 @@ agt_status agt_tensor_new_on(int device, int dtype, int ndim, const int64_t *sha
   agt_tensor *t = handle(st, 0, dtype, ndim, shape, numel);
   if (!t) {
     storage_free_bytes(st);
+    free(st);
+    return AGT_FAIL(AGT_ENOMEM, "out of memory for a tensor header");
+  }
+  *out = t;
+  return AGT_OK;
+}
+
+agt_status agt_tensor_wrap(int device, void *data, int dtype, int ndim, const int64_t *shape,
+                           agt_tensor **out) {
+  *out = NULL;
+  if (device != AGT_DEV_CPU && device != AGT_DEV_CUDA)
+    return AGT_FAIL(AGT_EINVAL, "unknown device %d (expected AGT_DEV_CPU or AGT_DEV_CUDA)", device);
+  size_t es = agt_tensor_elem_size(dtype);
+  if (!es) return AGT_FAIL(AGT_EINVAL, "unknown dtype %d", dtype);
+  size_t numel;
+  AGT_TRY(check_shape(ndim, shape, &numel));
+  if (!data && numel > 0) return AGT_FAIL(AGT_EINVAL, "wrap: NULL data for %zu elements", numel);
+  storage *st = malloc(sizeof *st);
+  if (!st) return AGT_FAIL(AGT_ENOMEM, "out of memory for a tensor header");
+  st->device = device;
+  st->index = device == AGT_DEV_CUDA ? agt_gpu_device() : 0;
+  st->pinned = 0;
+  st->borrowed = 1;
+  st->bytes = numel * es;
+  st->data = data;
+  atomic_init(&st->refs, 1);
+  agt_tensor *t = handle(st, 0, dtype, ndim, shape, numel);
+  if (!t) {
     free(st);
     return AGT_FAIL(AGT_ENOMEM, "out of memory for a tensor header");
   }

@@ -28,6 +28,10 @@ agt_status agt_tensor_new(int dtype, int ndim, const int64_t *shape, agt_tensor 
 /* Zeroed, on device (AGT_DEV_CPU or AGT_DEV_CUDA); AGT_ENOTSUP without CUDA or a device. */
 agt_status agt_tensor_new_on(int device, int dtype, int ndim, const int64_t *shape,
                              agt_tensor **out);
+/* A tensor over memory the caller owns (host or device bytes of the current CUDA device), e.g.
+ * a NumPy or PyTorch array: never freed here; it must outlive the tensor and its views. */
+agt_status agt_tensor_wrap(int device, void *data, int dtype, int ndim, const int64_t *shape,
+                           agt_tensor **out);
 agt_status agt_tensor_view(agt_tensor *t, int ndim, const int64_t *shape, size_t elem_offset,
                            agt_tensor **out);   /* a view of numel(shape) elements from offset */
 agt_status agt_tensor_clone(const agt_tensor *t, agt_tensor **out);

@@ -87,6 +87,8 @@ enum { AGT_DEV_CPU = 0, AGT_DEV_CUDA = 1 };
 agt_status agt_tensor_new(int dtype, int ndim, const int64_t *shape, agt_tensor **out);
 agt_status agt_tensor_new_on(int device, int dtype, int ndim, const int64_t *shape,
                              agt_tensor **out);
+agt_status agt_tensor_wrap(int device, void *data, int dtype, int ndim, const int64_t *shape,
+                           agt_tensor **out);
 agt_status agt_tensor_view(agt_tensor *t, int ndim, const int64_t *shape, size_t elem_offset,
                            agt_tensor **out);
 agt_status agt_tensor_clone(const agt_tensor *t, agt_tensor **out);

@@ -107,6 +107,19 @@ function T.new(shape, dtype, device)
   return wrap(out[0])
 end
 
+-- A tensor over memory someone else owns (ptr: a host or device address, e.g. of a NumPy or
+-- PyTorch array), never freed by agt: the memory must outlive the tensor and its views.
+function T.wrap(ptr, shape, dtype, device)
+  dtype = dtype or "f32"
+  local dt = dtypes[dtype]
+  if not dt then error("unknown dtype '" .. tostring(dtype) .. "' (expected f32, i32, u8 or i64)", 2) end
+  local be = B.get(device or "cpu", 2)
+  local s, nd = shape_of(shape)
+  local out = handle_out()
+  check(C.agt_tensor_wrap(be.device, ffi.cast("void *", ptr), dt, nd, s, out), 2)
+  return wrap(out[0])
+end
+
 function T.is_tensor(x) return ffi.istype(lua_tensor_t, x) end
 
 function T.from_table(tbl, shape, dtype)

@@ -24,6 +24,7 @@ local F = require("agt.ffi")
 local A = require("agt.aggregators")
 local K = require("agt.attacks")
 local T = require("agt.tensor")
+local B = require("agt.backend")
 local C = F.C
 
 local M = {}
@@ -109,20 +110,9 @@ local function words(args)
 end
 
 -- ---- memory the caller owns, as the rules take it ------------------------------------------
--- A rule reads a tensor through #t and its backend's ptr(t) (t.ptr); this view gives both over
--- an address without owning it. Device memory uses agt.gpu's non-owning device tensor.
-ffi.cdef([[ typedef struct agt_foreign_view { float *ptr; double n; } agt_foreign_view; ]])
-local view_t = ffi.metatype("agt_foreign_view", { __len = function(v) return v.n end })
-
-local gpu -- agt.gpu, loaded for the first device rule (optional: CUDA may be absent)
+-- A tensor over the caller's address (agt_tensor_wrap: never freed by agt), on its device.
 local function view(device, p, shape)
-  local n = 1
-  for _, s in ipairs(shape) do n = n * s end
-  if device == "cpu" then return view_t(p, n) end
-  local t = ffi.new("agt_gpu_tensor")
-  t.ptr, t.n, t.nd, t.owner = p, n, #shape, 0
-  for i, s in ipairs(shape) do t.dims[i - 1] = s end
-  return t
+  return T.wrap(p, shape, "f32", device)
 end
 
 -- ---- requests ---------------------------------------------------------------------------
@@ -148,10 +138,9 @@ function M.rule_new(q)
   if device == "cpu" then
     r = guarded("value", A.new, spec, n, f, words(q.args))
   elseif device == "cuda" then
-    gpu = gpu or require("agt.gpu")
-    local ok, why = gpu.available()
+    local ok, why = B.get("cuda"):available()
     if not ok then fail("runtime", why) end
-    r = guarded("value", gpu.rule, spec, n, f, words(q.args))
+    r = guarded("value", A.new, spec, n, f, words(q.args), { backend = "cuda" })
   else
     fail("value", "device must be 'cpu' or 'cuda', got " .. tostring(device))
   end
