@@ -1,5 +1,5 @@
-/* gar_iter.c — the average and the iterative rules: geometric median
- * (smoothed Weiszfeld) and centered clipping.
+/* gar_iter.c — the average, and the CPU's moving point for the iterative rules (geometric
+ * median, centered clipping) whose iteration control is shared with the GPU in gar_host.c.
  *
  * Both rules alternate "distances from each row to the current point z" and
  * "new z from weights of the rows". The new z on a coordinate depends only on

@@ -43,7 +43,7 @@ agt_status distances(const float *G, size_t n, size_t d, const float *extra, int
 agt_status avg_lists(const float *G, size_t d, const int64_t *rows, const size_t *off, size_t R,
                      int finite, float *out) {
   bool dense = finite && R >= 1 && R <= 64 && off[1] > off[0];
-  const size_t k = off[1] - off[0];
+  const size_t k = dense ? off[1] - off[0] : 0;
   for (size_t r = 0; dense && r < R; r++) {
     if (off[r + 1] - off[r] != k) dense = false;
     for (size_t t = off[r]; dense && t < off[r + 1]; t++)
