@@ -336,6 +336,21 @@ describe("gpu #gpu", function()
     assert.is_true(ran >= 17, "rules run: " .. ran)
   end)
 
+  test("the MDA search stops on the interrupt flag (Ctrl-C), as on the CPU", function()
+    -- 40 points on a line, C(40,14) subsets: far more visits than the 65536 between two polls
+    local n, f = 40, 14
+    local G = T.new({ n, 1 })
+    local rng = R.new(1000, "mda-interrupt")
+    for i = 0, n - 1 do G.ptr[i] = rng:below(1000) end
+    local Gd, od = gpu.from_host(G), gpu.new({ 1 })
+    C.agt_interrupt_set(1)
+    local okc, msg = F.try(C.agt_gpu_gar_mda(Gd.ptr, n, 1, f, 1e12, od.ptr, nil))
+    C.agt_interrupt_set(0)
+    Gd:free(); od:free()
+    assert.is_nil(okc)
+    assert.matches("mda: interrupted", msg)
+  end)
+
   test("errors come back as messages, not crashes", function()
     local Gd, od = gpu.new({ 6, 10 }), gpu.new({ 10 })
     local okc, msg = F.try(C.agt_gpu_gar_bulyan(Gd.ptr, 6, 10, 1, od.ptr, nil))
