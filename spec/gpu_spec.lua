@@ -439,6 +439,21 @@ describe("gpu #gpu", function()
     assert.are.same(ic.selected, ig.selected)
   end)
 
+  test("the MDA search stops on the interrupt flag (Ctrl-C), as on the CPU", function()
+    -- 40 points on a line, C(40,14) subsets: far more visits than the 65536 between two polls
+    local n, f = 40, 14
+    local G = T.new({ n, 1 })
+    local rng = R.new(1000, "mda-interrupt")
+    for i = 0, n - 1 do G.ptr[i] = rng:below(1000) end
+    local Gd, od = G:to("cuda"), T.new({ 1 }, "f32", "cuda")
+    C.agt_interrupt_set(1)
+    local okc, msg = F.try(C.agt_gpu_gar_mda(Gd:pointer(), n, 1, f, 1e12, od:pointer(), nil))
+    C.agt_interrupt_set(0)
+    Gd:free(); od:free()
+    assert.is_nil(okc)
+    assert.matches("mda: interrupted", msg)
+  end)
+
   test("errors come back as messages, not crashes", function()
     local Gd, od = dev({ 6, 10 }), dev({ 10 })
     local okc, msg = F.try(C.agt_gpu_gar_bulyan(Gd:pointer(), 6, 10, 1, od:pointer(), nil))

@@ -17,7 +17,9 @@
  * to be defined (the Lua rule files do, with the rule's name in the message).
  *
  * A GPU backend provides twins of these functions with the same arguments
- * (pointers to device memory); the CPU ones are the reference. */
+ * (pointers to device memory); the CPU ones are the reference. The host decisions of the row
+ * rules (which rows, which factors, when to stop) are written once, in gar_host.c, for both;
+ * a device supplies only the passes over G. */
 #ifndef AGT_GAR_H
 #define AGT_GAR_H
 
@@ -84,7 +86,6 @@ int agt_gar_simd(void);
 double agt_gar__sqdiff(const float *a, const float *b, size_t len);
 /* sq[i] = squared norm of row i, summed over fixed column chunks in chunk order. */
 agt_status agt_gar__rows_sqnorm(const float *G, size_t n, size_t d, double *sq);
-/* Order of m keys ascending (ties: lower position first); keys may be +inf. */
 /* median into out, and dist2[i] = |x_i - out|^2 (+inf when not finite), in one pass. */
 agt_status agt_gar__median_dist(const float *G, size_t n, size_t d, float *out, double *dist2);
 /* Gm[n*n] = Gram matrix (x_i . x_j) of n rows given by pointers, full and symmetric;
@@ -97,6 +98,14 @@ size_t agt_gar__coord_net(const float *const *rows, size_t n, int mode, size_t f
                           float *out, size_t c0, size_t c1);
 /* out = mean of the n rows, summed in row order in float. */
 agt_status agt_gar__rows_mean_f32(const float *G, size_t n, size_t d, float *out);
-void agt_gar__argsort(const double *key, size_t m, int64_t *idx);
+/* The CPU's passes for the shared decisions of the row rules (gar_host.h; gar_dist.c), and the
+ * moving point of the iterative rules behind them (gar_iter.c). */
+struct agt_gar_passes;
+extern const struct agt_gar_passes agt_gar__cpu_passes;
+agt_status agt_gar__point_start(const float *G, size_t n, size_t d, int median, int moves, float *z,
+                                double *dist2, void **pt);
+agt_status agt_gar__point_move(void *pt, const double *a, int centered, double *dist2,
+                               double *dz2, double *z2);
+agt_status agt_gar__point_end(void *pt, int write);
 
 #endif

@@ -1,6 +1,7 @@
-/* gar_dist.c — pairwise distances and the rules built on them: Krum,
- * Multi-Krum, Bulyan, MDA, CGE, and the pre-aggregation steps NNM,
- * bucketing, clipping and ARC.
+/* gar_dist.c — the CPU's row passes: pairwise distances, row norms, averages of lists of rows
+ * and row scaling, the table that hands them to the shared decisions of gar_host.c, and the CPU
+ * entries of the row rules (Multi-Krum, Bulyan, MDA, CGE, NNM, bucketing, clipping, ARC), which
+ * check their pointers and call those decisions.
  *
  * Distances. D[i][j] = |x_i|^2 + |x_j|^2 - 2 x_i.x_j, the Gram matrix coming
  * from float GEMMs over fixed column chunks (GRAM_CHUNK columns each), summed
@@ -12,10 +13,10 @@
  * that of a chunk's float dot product. Non-finite results are +inf; values
  * are clamped at 0; the diagonal is 0.
  *
- * Ties: scores and norms are ordered by value, then by the lower row index.
- * Averages of rows sum the rows in ascending index order (bucketing: in the
- * permutation's order) in float and divide by the count. */
+ * Averages of lists sum each list's rows in list order in float and divide by the count; lists
+ * that share a prefix (NNM's) share its sums, with the same adds in the same order. */
 #include "gar.h"
+#include "gar_host.h"
 #include "mem.h"
 #include "pool.h"
 #include "vec.h"
@@ -91,20 +92,6 @@ agt_status agt_gar__rows_sqnorm(const float *G, size_t n, size_t d, double *sq) 
   }
   agt_free(part, bytes);
   return s;
-}
-
-void agt_gar__argsort(const double *key, size_t m, int64_t *idx) {
-  for (size_t i = 0; i < m; i++) idx[i] = (int64_t)i;
-  /* insertion sort: stable, and m is small (rows, not coordinates) */
-  for (size_t i = 1; i < m; i++) {
-    int64_t t = idx[i];
-    size_t j = i;
-    while (j > 0 && key[idx[j - 1]] > key[t]) {
-      idx[j] = idx[j - 1];
-      j--;
-    }
-    idx[j] = t;
-  }
 }
 
 /* ---- pairwise squared distances ------------------------------------------ */
@@ -317,41 +304,6 @@ agt_status agt_gar_sqdist(const float *G, size_t n, size_t d, double *D) {
   return AGT_OK;
 }
 
-/* ---- Krum scores ------------------------------------------------------------ */
-
-static void sort_doubles(double *a, size_t m) {
-  for (size_t i = 1; i < m; i++) {
-    double t = a[i];
-    size_t j = i;
-    while (j > 0 && a[j - 1] > t) a[j] = a[j - 1], j--;
-    a[j] = t;
-  }
-}
-
-agt_status agt_gar_krum_scores(const double *D, size_t n, const int64_t *rows, size_t m,
-                               size_t k, double *scores) {
-  if (!D || !scores) return AGT_FAIL(AGT_EINVAL, "krum_scores: null pointer");
-  if (!rows && m != n) return AGT_FAIL(AGT_EINVAL, "krum_scores: m=%zu must be n=%zu", m, n);
-  if (m == 0 || k > m - 1)
-    return AGT_FAIL(AGT_EINVAL, "krum_scores needs k <= m-1, got m=%zu k=%zu", m, k);
-  double *tmp = malloc((m ? m : 1) * sizeof(double));
-  if (!tmp) return AGT_FAIL(AGT_ENOMEM, "krum_scores: no memory");
-  for (size_t r = 0; r < m; r++) {
-    size_t i = rows ? (size_t)rows[r] : r, t = 0;
-    for (size_t s = 0; s < m; s++) {
-      if (s == r) continue;
-      size_t j = rows ? (size_t)rows[s] : s;
-      tmp[t++] = D[i * n + j];
-    }
-    sort_doubles(tmp, t);
-    double sc = 0.0;
-    for (size_t q = 0; q < k; q++) sc += tmp[q];
-    scores[r] = sc;
-  }
-  free(tmp);
-  return AGT_OK;
-}
-
 /* ---- averages of lists of rows --------------------------------------------- */
 
 typedef struct {
@@ -535,265 +487,23 @@ agt_status agt_gar__rows_mean_f32(const float *G, size_t n, size_t d, float *out
   return s;
 }
 
-static int cmp_i64(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return (x > y) - (x < y);
-}
-
-/* Average of m rows in ascending index order (rows is not modified). */
-static agt_status avg_sorted(const float *G, size_t d, const int64_t *rows, size_t m, float *out) {
-  int64_t *r = malloc(m * sizeof(int64_t));
-  if (!r) return AGT_FAIL(AGT_ENOMEM, "average of rows: no memory");
-  memcpy(r, rows, m * sizeof(int64_t));
-  qsort(r, m, sizeof(int64_t), cmp_i64);
-  size_t offs[2] = {0, m};
-  agt_status s = avg_lists(G, d, r, offs, 1, out);
-  free(r);
-  return s;
-}
 
 agt_status agt_gar_rows_average(const float *G, size_t n, size_t d, const int64_t *rows,
                                 size_t m, float *out) {
-  if (!G || !rows || !out) return AGT_FAIL(AGT_EINVAL, "rows_average: null pointer");
-  if (m == 0) return AGT_FAIL(AGT_EINVAL, "rows_average needs m >= 1, got m=0");
-  for (size_t i = 0; i < m; i++)
-    if (rows[i] < 0 || (size_t)rows[i] >= n)
-      return AGT_FAIL(AGT_EINVAL, "rows_average: row %lld out of 0..%zu", (long long)rows[i], n - 1);
-  size_t offs[2] = {0, m};
-  return avg_lists(G, d, rows, offs, 1, out);
+  if (!G || !out) return AGT_FAIL(AGT_EINVAL, "rows_average: null pointer");
+  return agt_gar_host_rows_average(&agt_gar__cpu_passes, G, n, d, rows, m, out);
 }
 
-/* ---- Multi-Krum, Krum ------------------------------------------------------- */
+/* ---- the CPU's passes for the shared decisions (gar_host.c) ---------------------------------- */
 
-static double *alloc_D(size_t n, size_t *bytes) {
-  *bytes = n * n * sizeof(double);
-  return agt_alloc(*bytes);
+static agt_status cpu_avg_lists(const float *G, size_t d, const int64_t *rows, const size_t *off,
+                                size_t R, int finite, float *out) {
+  (void)finite; /* one path here: the prefix sums shared between lists serve NNM's lists */
+  return avg_lists(G, d, rows, off, R, out);
 }
 
-agt_status agt_gar_multi_krum(const float *G, size_t n, size_t d, size_t f, size_t m,
-                              float *out, int64_t *selected) {
-  if (!G || !out) return AGT_FAIL(AGT_EINVAL, "multi-krum: null pointer");
-  if (n < f + 3) return AGT_FAIL(AGT_EINVAL, "multi-krum needs n >= f+3, got n=%zu f=%zu", n, f);
-  if (m < 1 || m > n) return AGT_FAIL(AGT_EINVAL, "multi-krum needs 1 <= m <= n, got m=%zu n=%zu", m, n);
-  size_t db;
-  double *D = alloc_D(n, &db);
-  double *sc = malloc(n * sizeof(double));
-  int64_t *idx = malloc(n * sizeof(int64_t));
-  agt_status s = AGT_OK;
-  if (!D || !sc || !idx) s = AGT_FAIL(AGT_ENOMEM, "multi-krum: no memory (n=%zu)", n);
-  if (s == AGT_OK) s = agt_gar_sqdist(G, n, d, D);
-  if (s == AGT_OK) s = agt_gar_krum_scores(D, n, NULL, n, n - f - 2, sc);
-  if (s == AGT_OK) {
-    agt_gar__argsort(sc, n, idx);
-    if (selected) memcpy(selected, idx, m * sizeof(int64_t));
-    s = avg_sorted(G, d, idx, m, out);
-  }
-  agt_free(D, db);
-  free(sc);
-  free(idx);
-  return s;
-}
-
-/* ---- Bulyan ------------------------------------------------------------------ */
-
-agt_status agt_gar_bulyan(const float *G, size_t n, size_t d, size_t f, float *out,
-                          int64_t *selected) {
-  if (!G || !out) return AGT_FAIL(AGT_EINVAL, "bulyan: null pointer");
-  if (n < 4 * f + 3) return AGT_FAIL(AGT_EINVAL, "bulyan needs n >= 4f+3, got n=%zu f=%zu", n, f);
-  size_t theta = n - 2 * f, beta = theta - 2 * f, db;
-  double *D = alloc_D(n, &db);
-  double *sc = malloc(n * sizeof(double));
-  int64_t *rem = malloc(n * sizeof(int64_t)), *sel = malloc(theta * sizeof(int64_t));
-  agt_status s = AGT_OK;
-  if (!D || !sc || !rem || !sel) s = AGT_FAIL(AGT_ENOMEM, "bulyan: no memory (n=%zu)", n);
-  if (s == AGT_OK) s = agt_gar_sqdist(G, n, d, D);
-  size_t r = n;
-  for (size_t i = 0; i < n; i++) rem[i] = (int64_t)i;
-  for (size_t t = 0; s == AGT_OK && t < theta; t++) {
-    /* Krum among the r rows left: exact scores with r-f-2 neighbours (at least 0). */
-    size_t k = r >= f + 2 ? r - f - 2 : 0;
-    s = agt_gar_krum_scores(D, n, rem, r, k, sc);
-    if (s != AGT_OK) break;
-    size_t best = 0;
-    for (size_t q = 1; q < r; q++)
-      if (sc[q] < sc[best]) best = q; /* rem is ascending: ties keep the lower index */
-    sel[t] = rem[best];
-    memmove(rem + best, rem + best + 1, (r - best - 1) * sizeof(int64_t));
-    r--;
-  }
-  if (s == AGT_OK) {
-    if (selected) memcpy(selected, sel, theta * sizeof(int64_t));
-    s = agt_gar_rows_meamed(G, d, sel, theta, beta, out);
-  }
-  agt_free(D, db);
-  free(sc);
-  free(rem);
-  free(sel);
-  return s;
-}
-
-/* ---- CGE -------------------------------------------------------------------- */
-
-agt_status agt_gar_cge(const float *G, size_t n, size_t d, size_t f, float *out,
-                       int64_t *selected) {
-  if (!G || !out) return AGT_FAIL(AGT_EINVAL, "cge: null pointer");
-  if (f >= n) return AGT_FAIL(AGT_EINVAL, "cge needs n > f, got n=%zu f=%zu", n, f);
-  double *sq = malloc(n * sizeof(double));
-  int64_t *idx = malloc(n * sizeof(int64_t));
-  agt_status s = AGT_OK;
-  if (!sq || !idx) s = AGT_FAIL(AGT_ENOMEM, "cge: no memory");
-  if (s == AGT_OK) s = agt_gar__rows_sqnorm(G, n, d, sq);
-  if (s == AGT_OK) {
-    agt_gar__argsort(sq, n, idx);
-    if (selected) memcpy(selected, idx, (n - f) * sizeof(int64_t));
-    s = avg_sorted(G, d, idx, n - f, out);
-  }
-  free(sq);
-  free(idx);
-  return s;
-}
-
-/* ---- MDA: exact enumeration with branch and bound ----------------------------- */
-
-typedef struct {
-  const double *D;
-  size_t n, need;
-  size_t keep[256], bestset[256];
-  double best;
-  int found;
-  unsigned long long visits;
-  int interrupted;
-} mda_ctx;
-
-static void mda_dfs(mda_ctx *c, size_t depth, size_t next, double diam) {
-  if (c->interrupted) return;
-  if (depth == c->need) {
-    if (!c->found || diam < c->best) {
-      c->found = 1;
-      c->best = diam;
-      memcpy(c->bestset, c->keep, c->need * sizeof(size_t));
-    }
-    return;
-  }
-  if ((++c->visits & 0xffff) == 0 && agt_interrupted()) {
-    c->interrupted = 1;
-    return;
-  }
-  for (size_t i = next; i + (c->need - depth) <= c->n; i++) {
-    double nd = diam;
-    for (size_t q = 0; q < depth; q++) {
-      double v = c->D[i * c->n + c->keep[q]];
-      if (v > nd) nd = v;
-    }
-    if (c->found && nd >= c->best) continue; /* cannot beat the best: a lexicographically
-                                                 earlier set already has this diameter */
-    c->keep[depth] = i;
-    mda_dfs(c, depth + 1, i + 1, nd);
-  }
-}
-
-static double binom(size_t n, size_t k) {
-  double r = 1.0;
-  for (size_t i = 1; i <= k; i++) r = r * (double)(n - k + i) / (double)i;
-  return r;
-}
-
-agt_status agt_gar_mda(const float *G, size_t n, size_t d, size_t f, double budget, float *out,
-                       int64_t *selected) {
-  if (!G || !out) return AGT_FAIL(AGT_EINVAL, "mda: null pointer");
-  if (f >= n) return AGT_FAIL(AGT_EINVAL, "mda needs n > f, got n=%zu f=%zu", n, f);
-  if (n > 256) return AGT_FAIL(AGT_EINVAL, "mda: n=%zu is more than the 256 rows it enumerates", n);
-  double cnt = binom(n, f);
-  if (cnt > budget)
-    return AGT_FAIL(AGT_EINVAL,
-                    "mda: C(n,f) = C(%zu,%zu) = %.0f subsets exceed the budget %.0f "
-                    "(raise budget, or use another rule)", n, f, cnt, budget);
-  size_t db;
-  double *D = alloc_D(n, &db);
-  mda_ctx *c = calloc(1, sizeof(mda_ctx));
-  int64_t *sel = malloc(n * sizeof(int64_t));
-  agt_status s = AGT_OK;
-  if (!D || !c || !sel) s = AGT_FAIL(AGT_ENOMEM, "mda: no memory");
-  if (s == AGT_OK) s = agt_gar_sqdist(G, n, d, D);
-  if (s == AGT_OK) {
-    c->D = D, c->n = n, c->need = n - f;
-    mda_dfs(c, 0, 0, 0.0);
-    if (c->interrupted) s = AGT_FAIL(AGT_EINTR, "mda: interrupted");
-  }
-  if (s == AGT_OK) {
-    for (size_t i = 0; i < n - f; i++) sel[i] = (int64_t)c->bestset[i];
-    if (selected) memcpy(selected, sel, (n - f) * sizeof(int64_t));
-    size_t offs[2] = {0, n - f};
-    s = avg_lists(G, d, sel, offs, 1, out);
-  }
-  agt_free(D, db);
-  free(c);
-  free(sel);
-  return s;
-}
-
-/* ---- pre-aggregation ------------------------------------------------------------ */
-
-agt_status agt_gar_nnm(const float *G, size_t n, size_t d, size_t f, float *out) {
-  if (!G || !out) return AGT_FAIL(AGT_EINVAL, "nnm: null pointer");
-  if (f >= n) return AGT_FAIL(AGT_EINVAL, "nnm needs n > f, got n=%zu f=%zu", n, f);
-  if (out == G) return AGT_FAIL(AGT_EINVAL, "nnm: out must not be G");
-  size_t k = n - f, db;
-  double *D = alloc_D(n, &db);
-  double *key = malloc(n * sizeof(double));
-  int64_t *idx = malloc(n * sizeof(int64_t)), *rows = malloc(n * k * sizeof(int64_t));
-  size_t *offs = malloc((n + 1) * sizeof(size_t));
-  agt_status s = AGT_OK;
-  if (!D || !key || !idx || !rows || !offs) s = AGT_FAIL(AGT_ENOMEM, "nnm: no memory (n=%zu)", n);
-  if (s == AGT_OK) s = agt_gar_sqdist(G, n, d, D);
-  if (s == AGT_OK) {
-    for (size_t i = 0; i < n; i++) {
-      for (size_t j = 0; j < n; j++) key[j] = D[i * n + j];
-      key[i] = -1.0; /* the row itself always counts first */
-      agt_gar__argsort(key, n, idx);
-      memcpy(rows + i * k, idx, k * sizeof(int64_t));
-      qsort(rows + i * k, k, sizeof(int64_t), cmp_i64);
-      offs[i] = i * k;
-    }
-    offs[n] = n * k;
-    s = avg_lists(G, d, rows, offs, n, out);
-  }
-  agt_free(D, db);
-  free(key);
-  free(idx);
-  free(rows);
-  free(offs);
-  return s;
-}
-
-agt_status agt_gar_bucketing(const float *G, size_t n, size_t d, size_t s, const int64_t *perm,
-                             float *out) {
-  if (!G || !perm || !out) return AGT_FAIL(AGT_EINVAL, "bucketing: null pointer");
-  if (s < 1 || n < 1) return AGT_FAIL(AGT_EINVAL, "bucketing needs n >= 1 and s >= 1, got n=%zu s=%zu", n, s);
-  if (out == G) return AGT_FAIL(AGT_EINVAL, "bucketing: out must not be G");
-  for (size_t i = 0; i < n; i++)
-    if (perm[i] < 0 || (size_t)perm[i] >= n)
-      return AGT_FAIL(AGT_EINVAL, "bucketing: perm[%zu]=%lld out of 0..%zu", i, (long long)perm[i], n - 1);
-  size_t nb = (n + s - 1) / s;
-  size_t *offs = malloc((nb + 1) * sizeof(size_t));
-  if (!offs) return AGT_FAIL(AGT_ENOMEM, "bucketing: no memory");
-  for (size_t b = 0; b < nb; b++) offs[b] = b * s;
-  offs[nb] = n;
-  agt_status st = avg_lists(G, d, perm, offs, nb, out);
-  free(offs);
-  return st;
-}
-
-/* Scales each row i by a[i] into out (a[i] == 1: copied or left alone). */
-typedef struct {
-  const float *G;
-  size_t d;
-  const float *a;
-  float *out;
-  size_t n;
-} scale_ctx;
-
-static void scale_rows(const float *G, size_t n, size_t d, const float *a, float *out) {
+/* out[i] = a[i] * G[i] (a[i] == 1: copied, or left alone when out == G). */
+static agt_status cpu_scale_rows(const float *G, size_t n, size_t d, const float *a, float *out) {
   for (size_t i = 0; i < n; i++) {
     if (a[i] == 1.0f) {
       if (out != G) memcpy(out + i * d, G + i * d, d * sizeof(float));
@@ -803,55 +513,63 @@ static void scale_rows(const float *G, size_t n, size_t d, const float *a, float
       for (size_t j = 0; j < d; j++) o[j] = x[j] * a[i];
     }
   }
+  return AGT_OK;
 }
 
-/* factor to bring a row of squared norm sq to norm at most c; 1 for a
- * non-finite norm (such a row cannot be scaled; it is left as it is). */
-static float clip_factor(double sq, double c) {
-  double nr = sqrt(sq);
-  if (!isfinite(nr) || !isfinite(c) || nr <= c) return 1.0f;
-  return (float)(c / nr);
+const agt_gar_passes agt_gar__cpu_passes = {
+  .sqdist = agt_gar_sqdist,
+  .row_sqnorms = agt_gar__rows_sqnorm,
+  .avg_lists = cpu_avg_lists,
+  .rows_meamed = agt_gar_rows_meamed,
+  .scale_rows = cpu_scale_rows,
+  .point_start = agt_gar__point_start,
+  .point_move = agt_gar__point_move,
+  .point_end = agt_gar__point_end,
+};
+
+/* ---- the rules: the CPU's checks, then the shared decisions ----------------------------------- */
+
+agt_status agt_gar_multi_krum(const float *G, size_t n, size_t d, size_t f, size_t m,
+                              float *out, int64_t *selected) {
+  if (!G || !out) return AGT_FAIL(AGT_EINVAL, "multi-krum: null pointer");
+  return agt_gar_host_multi_krum(&agt_gar__cpu_passes, G, n, d, f, m, out, selected);
+}
+
+agt_status agt_gar_bulyan(const float *G, size_t n, size_t d, size_t f, float *out,
+                          int64_t *selected) {
+  if (!G || !out) return AGT_FAIL(AGT_EINVAL, "bulyan: null pointer");
+  return agt_gar_host_bulyan(&agt_gar__cpu_passes, G, n, d, f, out, selected);
+}
+
+agt_status agt_gar_cge(const float *G, size_t n, size_t d, size_t f, float *out,
+                       int64_t *selected) {
+  if (!G || !out) return AGT_FAIL(AGT_EINVAL, "cge: null pointer");
+  return agt_gar_host_cge(&agt_gar__cpu_passes, G, n, d, f, out, selected);
+}
+
+agt_status agt_gar_mda(const float *G, size_t n, size_t d, size_t f, double budget, float *out,
+                       int64_t *selected) {
+  if (!G || !out) return AGT_FAIL(AGT_EINVAL, "mda: null pointer");
+  return agt_gar_host_mda(&agt_gar__cpu_passes, G, n, d, f, budget, out, selected);
+}
+
+agt_status agt_gar_nnm(const float *G, size_t n, size_t d, size_t f, float *out) {
+  if (!G || !out) return AGT_FAIL(AGT_EINVAL, "nnm: null pointer");
+  return agt_gar_host_nnm(&agt_gar__cpu_passes, G, n, d, f, out);
+}
+
+agt_status agt_gar_bucketing(const float *G, size_t n, size_t d, size_t s, const int64_t *perm,
+                             float *out) {
+  if (!G || !out) return AGT_FAIL(AGT_EINVAL, "bucketing: null pointer");
+  return agt_gar_host_bucketing(&agt_gar__cpu_passes, G, n, d, s, perm, out);
 }
 
 agt_status agt_gar_clipping(const float *G, size_t n, size_t d, double c, float *out) {
   if (!G || !out) return AGT_FAIL(AGT_EINVAL, "clipping: null pointer");
-  if (!(c >= 0.0)) return AGT_FAIL(AGT_EINVAL, "clipping needs c >= 0, got c=%g", c);
-  double *sq = malloc((n ? n : 1) * sizeof(double));
-  float *a = malloc((n ? n : 1) * sizeof(float));
-  agt_status s = AGT_OK;
-  if (!sq || !a) s = AGT_FAIL(AGT_ENOMEM, "clipping: no memory");
-  if (s == AGT_OK) s = agt_gar__rows_sqnorm(G, n, d, sq);
-  if (s == AGT_OK) {
-    for (size_t i = 0; i < n; i++) a[i] = clip_factor(sq[i], c);
-    scale_rows(G, n, d, a, out);
-  }
-  free(sq);
-  free(a);
-  return s;
+  return agt_gar_host_clipping(&agt_gar__cpu_passes, G, n, d, c, out);
 }
 
 agt_status agt_gar_arc(const float *G, size_t n, size_t d, size_t f, float *out) {
   if (!G || !out) return AGT_FAIL(AGT_EINVAL, "arc: null pointer");
-  if (f > n || n == 0) return AGT_FAIL(AGT_EINVAL, "arc needs n >= f and n >= 1, got n=%zu f=%zu", n, f);
-  size_t k = (2 * f * (n - f)) / n; /* floor(2 (f/n) (n-f)) */
-  double *sq = malloc(n * sizeof(double)), *neg = malloc(n * sizeof(double));
-  int64_t *idx = malloc(n * sizeof(int64_t));
-  float *a = malloc(n * sizeof(float));
-  agt_status s = AGT_OK;
-  if (!sq || !neg || !idx || !a) s = AGT_FAIL(AGT_ENOMEM, "arc: no memory");
-  if (s == AGT_OK) s = agt_gar__rows_sqnorm(G, n, d, sq);
-  if (s == AGT_OK) {
-    for (size_t i = 0; i < n; i++) neg[i] = -sq[i], a[i] = 1.0f; /* descending, ties: lower index */
-    agt_gar__argsort(neg, n, idx);
-    if (k < n) {
-      double thr = sqrt(sq[idx[k]]);
-      for (size_t q = 0; q < k; q++) a[idx[q]] = clip_factor(sq[idx[q]], thr);
-    }
-    scale_rows(G, n, d, a, out);
-  }
-  free(sq);
-  free(neg);
-  free(idx);
-  free(a);
-  return s;
+  return agt_gar_host_arc(&agt_gar__cpu_passes, G, n, d, f, out);
 }

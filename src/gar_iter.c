@@ -1,5 +1,5 @@
-/* gar_iter.c — the average and the iterative rules: geometric median
- * (smoothed Weiszfeld) and centered clipping.
+/* gar_iter.c — the average, and the CPU's moving point for the iterative rules (geometric
+ * median, centered clipping) whose iteration control is shared with the GPU in gar_host.c.
  *
  * Both rules alternate "distances from each row to the current point z" and
  * "new z from weights of the rows". The new z on a coordinate depends only on
@@ -11,6 +11,7 @@
  * weight 0 and is skipped (never multiplied), so a NaN or inf row cannot
  * poison the result. */
 #include "gar.h"
+#include "gar_host.h"
 #include "mem.h"
 #include "pool.h"
 #include "vec.h"
@@ -212,118 +213,92 @@ static agt_status span_write(span_t *sp, const float *G, size_t d, float *z, flo
   return wpass2(G, sp->n, d, a, 2, (float)sp->c[sp->n], z, dist2, NULL, NULL);
 }
 
+/* ---- the moving point of the iterative rules (the CPU's pass; gar_host.c iterates) --------
+ * z moves in the span of the rows while the Gram form keeps its digits (span_*), and by direct
+ * passes over G otherwise (wpass); `moved`: the span holds a point not yet written into z. */
+typedef struct {
+  const float *G;
+  size_t n, d;
+  float *z;
+  span_t sp;
+  int use_span, moved;
+  double *cn; /* n + 1 span coefficients */
+  float *a;   /* n row weights of a direct pass */
+  double *d2; /* n distances of the last write, not read */
+} cpu_point;
+
+agt_status agt_gar__point_start(const float *G, size_t n, size_t d, int median, int moves, float *z,
+                                double *dist2, void **out) {
+  cpu_point *p = calloc(1, sizeof *p);
+  *out = p;
+  if (!p) return AGT_FAIL(AGT_ENOMEM, "no memory for the iterate (n=%zu)", n);
+  p->G = G, p->n = n, p->d = d, p->z = z;
+  p->a = malloc(n * sizeof(float));
+  p->d2 = malloc(n * sizeof(double));
+  if (!p->a || !p->d2) return AGT_FAIL(AGT_ENOMEM, "no memory for the iterate (n=%zu)", n);
+  agt_status s = AGT_OK;
+  if (median) s = agt_gar__median_dist(G, n, d, z, dist2); /* start: the coordinate median */
+  if (s != AGT_OK || !moves) return s;
+  p->use_span = span_init(&p->sp, G, n, d, z, &s);
+  p->cn = calloc(n + 1, sizeof(double));
+  if (!p->cn && s == AGT_OK) s = AGT_FAIL(AGT_ENOMEM, "no memory for the iterate (n=%zu)", n);
+  if (!p->cn) p->use_span = 0;
+  if (s != AGT_OK || median) return s;
+  /* a given start: the distances to it, in the span (c = e_n) when it keeps its digits */
+  if (p->use_span) {
+    memcpy(p->cn, p->sp.c, (n + 1) * sizeof(double));
+    if (!span_move(&p->sp, p->cn, dist2, NULL, NULL)) p->use_span = 0;
+  }
+  if (!p->use_span) s = wpass(G, n, d, NULL, 0, z, dist2, NULL, NULL);
+  return s;
+}
+
+agt_status agt_gar__point_move(void *pt, const double *w, int centered, double *dist2, double *dz2,
+                               double *z2) {
+  cpu_point *p = pt;
+  const size_t n = p->n;
+  double A = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    A += w[i];
+    p->a[i] = (float)w[i];
+  }
+  if (!p->use_span) return wpass(p->G, n, p->d, p->a, centered, p->z, dist2, dz2, z2);
+  /* z' = sum w_i x_i, or z + sum w_i (x_i - z) = (1 - A) z + sum w_i x_i, in coefficients */
+  for (size_t j = 0; j <= n; j++) {
+    double add = j < n ? w[j] : 0.0;
+    p->cn[j] = centered ? (1.0 - A) * p->sp.c[j] + add : add;
+  }
+  p->moved = 1;
+  if (span_move(&p->sp, p->cn, dist2, dz2, z2)) return AGT_OK;
+  /* the distances would lose digits: write the point out and go on with direct passes */
+  p->use_span = 0;
+  p->moved = 0;
+  return span_write(&p->sp, p->G, p->d, p->z, p->a, dist2);
+}
+
+agt_status agt_gar__point_end(void *pt, int write) {
+  cpu_point *p = pt;
+  if (!p) return AGT_OK;
+  agt_status s = AGT_OK;
+  if (write && p->use_span && p->moved) s = span_write(&p->sp, p->G, p->d, p->z, p->a, p->d2);
+  free(p->cn);
+  free(p->a);
+  free(p->d2);
+  span_free(&p->sp);
+  free(p);
+  return s;
+}
+
 agt_status agt_gar_geometric_median(const float *G, size_t n, size_t d, double nu,
                                     size_t max_iter, double tol, float *out,
                                     int64_t *iterations) {
   if (!G || !out) return AGT_FAIL(AGT_EINVAL, "geometric-median: null pointer");
-  if (n == 0) return AGT_FAIL(AGT_EINVAL, "geometric-median needs n >= 1, got n=0");
-  if (!(nu > 0.0) || !(tol >= 0.0))
-    return AGT_FAIL(AGT_EINVAL, "geometric-median needs nu > 0 and tol >= 0, got nu=%g tol=%g", nu, tol);
-  double *dist2 = malloc(n * sizeof(double)), *w = malloc(n * sizeof(double));
-  float *a = malloc(n * sizeof(float));
-  agt_status s = AGT_OK;
-  size_t it = 0;
-  if (!dist2 || !w || !a) s = AGT_FAIL(AGT_ENOMEM, "geometric-median: no memory");
-  if (s == AGT_OK) s = agt_gar__median_dist(G, n, d, out, dist2);
-  span_t sp = {0};
-  int use_span = 0;
-  double *cn = NULL;
-  if (s == AGT_OK && max_iter > 0) {
-    use_span = span_init(&sp, G, n, d, out, &s);
-    cn = calloc(n + 1, sizeof(double));
-    if (!cn && s == AGT_OK) s = AGT_FAIL(AGT_ENOMEM, "geometric-median: no memory");
-    if (!cn) use_span = 0;
-  }
-  while (s == AGT_OK && it < max_iter) {
-    double W = 0.0;
-    for (size_t i = 0; i < n; i++) {
-      double r = sqrt(dist2[i]);
-      w[i] = isfinite(r) ? 1.0 / (r > nu ? r : nu) : 0.0;
-      W += w[i];
-    }
-    if (!(W > 0.0)) break; /* no finite row: stay where we are */
-    double dz, zz;
-    if (use_span) {
-      for (size_t i = 0; i < n; i++) cn[i] = w[i] / W;
-      cn[n] = 0.0;
-      int ok = span_move(&sp, cn, dist2, &dz, &zz);
-      it++;
-      if (!ok) { /* write the point out and go on with direct passes */
-        s = span_write(&sp, G, d, out, a, dist2);
-        use_span = 0;
-        sp.c[n] = 1.0; /* out now holds the point */
-        for (size_t j = 0; j < n; j++) sp.c[j] = 0.0;
-      }
-    } else {
-      for (size_t i = 0; i < n; i++) a[i] = (float)(w[i] / W);
-      s = wpass(G, n, d, a, 0, out, dist2, &dz, &zz);
-      it++;
-    }
-    if (s == AGT_OK && sqrt(dz) <= tol * sqrt(zz)) break;
-  }
-  if (s == AGT_OK && use_span && sp.c[n] != 1.0) s = span_write(&sp, G, d, out, a, dist2);
-  if (cn) free(cn);
-  span_free(&sp);
-  if (iterations) *iterations = (int64_t)it;
-  free(dist2);
-  free(w);
-  free(a);
-  return s;
+  return agt_gar_host_geometric_median(&agt_gar__cpu_passes, G, n, d, nu, max_iter, tol, out,
+                                       iterations);
 }
 
 agt_status agt_gar_centered_clipping(const float *G, size_t n, size_t d, double tau,
                                      size_t iters, float *v) {
   if (!G || !v) return AGT_FAIL(AGT_EINVAL, "centered-clipping: null pointer");
-  if (n == 0) return AGT_FAIL(AGT_EINVAL, "centered-clipping needs n >= 1, got n=0");
-  if (!(tau > 0.0)) return AGT_FAIL(AGT_EINVAL, "centered-clipping needs tau > 0, got tau=%g", tau);
-  double *dist2 = malloc(n * sizeof(double));
-  float *a = malloc(n * sizeof(float));
-  agt_status s = AGT_OK;
-  if (!dist2 || !a) s = AGT_FAIL(AGT_ENOMEM, "centered-clipping: no memory");
-  span_t sp = {0};
-  int use_span = 0;
-  double *cn = NULL;
-  if (s == AGT_OK && iters > 0) {
-    use_span = span_init(&sp, G, n, d, v, &s);
-    cn = malloc((n + 1) * sizeof(double));
-    if (!cn && s == AGT_OK) s = AGT_FAIL(AGT_ENOMEM, "centered-clipping: no memory");
-    if (!cn) use_span = 0;
-    if (s == AGT_OK && use_span) {
-      /* distances to v = y: c = e_n */
-      memcpy(cn, sp.c, (n + 1) * sizeof(double));
-      if (!span_move(&sp, cn, dist2, NULL, NULL)) use_span = 0;
-    }
-    if (s == AGT_OK && !use_span) s = wpass(G, n, d, NULL, 0, v, dist2, NULL, NULL);
-  }
-  for (size_t l = 0; s == AGT_OK && l < iters; l++) {
-    double A = 0.0, *ci = cn;
-    for (size_t i = 0; i < n; i++) {
-      double r = sqrt(dist2[i]);
-      double c = !isfinite(r) ? 0.0 : (r <= tau ? 1.0 : tau / r);
-      ci[i] = c / (double)n;
-      A += ci[i];
-      a[i] = (float)ci[i];
-    }
-    if (use_span) {
-      /* v' = v + sum a_i (x_i - v) = (1 - A) v + sum a_i x_i, in coefficients */
-      for (size_t j = 0; j <= n; j++) {
-        double add = j < n ? ci[j] : 0.0;
-        ci[j] = (1.0 - A) * sp.c[j] + add;
-      }
-      if (!span_move(&sp, ci, dist2, NULL, NULL)) {
-        s = span_write(&sp, G, d, v, a, dist2);
-        use_span = 0;
-        sp.c[n] = 1.0;
-        for (size_t j = 0; j < n; j++) sp.c[j] = 0.0;
-      }
-    } else {
-      s = wpass(G, n, d, a, 1, v, dist2, NULL, NULL);
-    }
-  }
-  if (s == AGT_OK && use_span && iters > 0) s = span_write(&sp, G, d, v, a, dist2);
-  free(cn);
-  span_free(&sp);
-  free(dist2);
-  free(a);
-  return s;
+  return agt_gar_host_centered_clipping(&agt_gar__cpu_passes, G, n, d, tau, iters, v);
 }

@@ -4,6 +4,7 @@
  * d not a multiple of any vector width. */
 #include "check.h"
 #include "gar.h"
+#include "gar_host.h"
 #include "mem.h"
 #include "pool.h"
 #include "rng.h"
@@ -486,6 +487,191 @@ static void test_threads(void) {
   agt_free(G, n * d * sizeof(float));
 }
 
+/* ---- the shared decisions (gar_host.c) on another device's passes --------------------------
+ * A reference "device" whose passes are naive loops in double (and one that counts its passes
+ * over G): the shared layer must choose the rows the CPU entries choose and give their values
+ * bit for bit, NaN equal to NaN (small-integer inputs, so every distance is exact on both), agree on the iterative rules to
+ * rounding, touch G only through the passes, and stop MDA's search on the interrupt flag. */
+static size_t ref_passes_over_G;
+
+static agt_status ref_sqdist(const float *G, size_t n, size_t d, double *D) {
+  ref_passes_over_G++;
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < n; j++) {
+      double v = i == j ? 0.0 : naive_sqdist(G + i * d, G + j * d, d);
+      D[i * n + j] = isfinite(v) ? v : INFINITY;
+    }
+  return AGT_OK;
+}
+static agt_status ref_sqnorms(const float *G, size_t n, size_t d, double *sq) {
+  ref_passes_over_G++;
+  for (size_t i = 0; i < n; i++) {
+    double v = 0.0;
+    for (size_t j = 0; j < d; j++) v += (double)G[i * d + j] * G[i * d + j];
+    sq[i] = isfinite(v) ? v : INFINITY;
+  }
+  return AGT_OK;
+}
+static agt_status ref_avg_lists(const float *G, size_t d, const int64_t *rows, const size_t *off,
+                                size_t R, int finite, float *out) {
+  ref_passes_over_G++;
+  for (size_t r = 0; r < R; r++)
+    for (size_t j = 0; j < d; j++) {
+      float s = 0.0f;
+      for (size_t t = off[r]; t < off[r + 1]; t++) s += G[rows[t] * d + j];
+      out[r * d + j] = s / (float)(off[r + 1] - off[r]);
+    }
+  return AGT_OK;
+}
+static agt_status ref_rows_meamed(const float *G, size_t d, const int64_t *rows, size_t m,
+                                  size_t beta, float *out) {
+  ref_passes_over_G++;
+  float col[64];
+  for (size_t j = 0; j < d; j++) {
+    for (size_t t = 0; t < m; t++) col[t] = G[rows[t] * d + j];
+    out[j] = naive_coord(col, m, 2, 0, beta);
+  }
+  return AGT_OK;
+}
+static agt_status ref_scale_rows(const float *G, size_t n, size_t d, const float *a, float *out) {
+  ref_passes_over_G++;
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < d; j++) out[i * d + j] = a[i] == 1.0f ? G[i * d + j] : G[i * d + j] * a[i];
+  return AGT_OK;
+}
+/* the point as d doubles, moved and measured directly */
+typedef struct { const float *G; size_t n, d; float *z; double *p; } ref_point;
+static void ref_dist2(const ref_point *q, double *dist2) {
+  for (size_t i = 0; i < q->n; i++) {
+    double v = 0.0;
+    for (size_t j = 0; j < q->d; j++) v += (q->G[i * q->d + j] - q->p[j]) * (q->G[i * q->d + j] - q->p[j]);
+    dist2[i] = isfinite(v) ? v : INFINITY;
+  }
+}
+static agt_status ref_point_start(const float *G, size_t n, size_t d, int median, int moves,
+                                  float *z, double *dist2, void **pt) {
+  ref_passes_over_G++;
+  ref_point *q = calloc(1, sizeof *q);
+  *pt = q;
+  q->G = G, q->n = n, q->d = d, q->z = z, q->p = malloc(d * sizeof(double));
+  float col[64];
+  for (size_t j = 0; j < d; j++) {
+    if (median) {
+      for (size_t i = 0; i < n; i++) col[i] = G[i * d + j];
+      z[j] = naive_coord(col, n, 0, 0, 0);
+    }
+    q->p[j] = z[j];
+  }
+  ref_dist2(q, dist2);
+  return AGT_OK;
+}
+static agt_status ref_point_move(void *pt, const double *a, int centered, double *dist2,
+                                 double *dz2, double *z2) {
+  ref_passes_over_G++;
+  ref_point *q = pt;
+  double dz = 0.0, zz = 0.0;
+  for (size_t j = 0; j < q->d; j++) {
+    double v = centered ? q->p[j] : 0.0;
+    for (size_t i = 0; i < q->n; i++)
+      if (a[i] != 0.0) v += a[i] * (q->G[i * q->d + j] - (centered ? q->p[j] : 0.0));
+    dz += (v - q->p[j]) * (v - q->p[j]);
+    zz += q->p[j] * q->p[j];
+    q->p[j] = v;
+  }
+  if (dz2) *dz2 = dz;
+  if (z2) *z2 = zz;
+  ref_dist2(q, dist2);
+  return AGT_OK;
+}
+static agt_status ref_point_end(void *pt, int write) {
+  ref_point *q = pt;
+  if (!q) return AGT_OK;
+  if (write)
+    for (size_t j = 0; j < q->d; j++) q->z[j] = (float)q->p[j];
+  free(q->p);
+  free(q);
+  return AGT_OK;
+}
+static const agt_gar_passes ref_passes = {
+  ref_sqdist, ref_sqnorms, ref_avg_lists, ref_rows_meamed, ref_scale_rows,
+  ref_point_start, ref_point_move, ref_point_end,
+};
+
+static int near_or_same(float a, float b) {
+  return memcmp(&a, &b, sizeof a) == 0 || (isnan(a) && isnan(b)) ||
+         fabsf(a - b) <= 1e-4f * (1.0f + fabsf(b));
+}
+
+static void test_shared_layer(void) {
+  agt_rng r;
+  agt_rng_init(&r, 11, 1);
+  size_t d = 37;
+  float *G = malloc(40 * d * sizeof(float)), o[40], e[40];
+  float *O = malloc(40 * d * sizeof(float)), *E = malloc(40 * d * sizeof(float));
+  int64_t sel[40], esel[40];
+  int bad_rows = 0, bad_vals = 0, bad_iter = 0;
+  for (size_t n = 3; n <= 40; n += 1 + n / 8) {
+    make_G(&r, G, n, d, n % 2 == 0);
+    for (size_t f = 0; 2 * f + 3 <= n; f += 1 + f) {
+      size_t m = n - f;
+      CHECK(agt_gar_multi_krum(G, n, d, f, m, e, esel) == AGT_OK);
+      CHECK(agt_gar_host_multi_krum(&ref_passes, G, n, d, f, m, o, sel) == AGT_OK);
+      bad_rows += memcmp(sel, esel, m * sizeof(int64_t)) != 0, bad_vals += !same_vals(o, e, d);
+      if (n >= 4 * f + 3) {
+        CHECK(agt_gar_bulyan(G, n, d, f, e, esel) == AGT_OK);
+        CHECK(agt_gar_host_bulyan(&ref_passes, G, n, d, f, o, sel) == AGT_OK);
+        bad_rows += memcmp(sel, esel, (n - 2 * f) * sizeof(int64_t)) != 0, bad_vals += !same_vals(o, e, d);
+      }
+      CHECK(agt_gar_cge(G, n, d, f, e, esel) == AGT_OK);
+      CHECK(agt_gar_host_cge(&ref_passes, G, n, d, f, o, sel) == AGT_OK);
+      bad_rows += memcmp(sel, esel, (n - f) * sizeof(int64_t)) != 0, bad_vals += !same_vals(o, e, d);
+      if (n <= 16 && f <= 3) {
+        CHECK(agt_gar_mda(G, n, d, f, 1e6, e, esel) == AGT_OK);
+        CHECK(agt_gar_host_mda(&ref_passes, G, n, d, f, 1e6, o, sel) == AGT_OK);
+        bad_rows += memcmp(sel, esel, (n - f) * sizeof(int64_t)) != 0, bad_vals += !same_vals(o, e, d);
+      }
+      CHECK(agt_gar_nnm(G, n, d, f, E) == AGT_OK);
+      CHECK(agt_gar_host_nnm(&ref_passes, G, n, d, f, O) == AGT_OK);
+      bad_vals += !same_vals(O, E, n * d);
+      CHECK(agt_gar_arc(G, n, d, f, E) == AGT_OK);
+      CHECK(agt_gar_host_arc(&ref_passes, G, n, d, f, O) == AGT_OK);
+      bad_vals += !same_vals(O, E, n * d);
+    }
+    CHECK(agt_gar_clipping(G, n, d, 3.0, E) == AGT_OK);
+    CHECK(agt_gar_host_clipping(&ref_passes, G, n, d, 3.0, O) == AGT_OK);
+    bad_vals += !same_vals(O, E, n * d);
+    int64_t ie = 0, io = 0;
+    CHECK(agt_gar_geometric_median(G, n, d, 0.1, 6, 1e-9, e, &ie) == AGT_OK);
+    CHECK(agt_gar_host_geometric_median(&ref_passes, G, n, d, 0.1, 6, 1e-9, o, &io) == AGT_OK);
+    for (size_t j = 0; j < d; j++) bad_iter += !near_or_same(o[j], e[j]);
+    bad_iter += ie != io;
+    for (size_t j = 0; j < d; j++) o[j] = e[j] = (float)j / (float)d;
+    CHECK(agt_gar_centered_clipping(G, n, d, 2.0, 3, e) == AGT_OK);
+    CHECK(agt_gar_host_centered_clipping(&ref_passes, G, n, d, 2.0, 3, o) == AGT_OK);
+    for (size_t j = 0; j < d; j++) bad_iter += !near_or_same(o[j], e[j]);
+  }
+  CHECK(bad_rows == 0);
+  CHECK(bad_vals == 0);
+  CHECK(bad_iter == 0);
+  /* the decisions read G only through the passes: one distance pass and one average */
+  make_G(&r, G, 20, d, 0);
+  ref_passes_over_G = 0;
+  CHECK(agt_gar_host_multi_krum(&ref_passes, G, 20, d, 4, 10, o, sel) == AGT_OK);
+  CHECK(ref_passes_over_G == 2);
+  /* MDA's search polls the interrupt flag whatever the device: 40 points on a line, C(40,14)
+   * subsets, far more than the 65536 visits between two polls */
+  for (size_t i = 0; i < 40; i++) G[i] = (float)agt_rng_below(&r, 1000);
+  agt_interrupt_set(1);
+  agt_status st = agt_gar_host_mda(&ref_passes, G, 40, 1, 14, 1e12, o, sel);
+  agt_interrupt_set(0);
+  CHECK(st == AGT_EINTR);
+  CHECK(strstr(agt_last_error(), "mda: interrupted") != NULL);
+  agt_clear_error();
+  free(G);
+  free(O);
+  free(E);
+}
+
 int main(void) {
   test_coord();
   test_sqdist();
@@ -494,5 +680,6 @@ int main(void) {
   test_iterative();
   test_pre();
   test_threads();
+  test_shared_layer();
   return check_summary();
 }

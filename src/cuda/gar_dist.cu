@@ -986,14 +986,14 @@ k_scale_rows(const float *__restrict__ G, size_t n, size_t d, const float *__res
   }
 }
 
-/* out[i] = scale[i] * G[i] (out may be G). scale_host: n doubles. */
-agt_status agt_gpu_scale_rows(const float *G, size_t n, size_t d, const double *scale_host,
+/* out[i] = scale[i] * G[i] (out may be G). scale_host: n floats. */
+agt_status agt_gpu_scale_rows(const float *G, size_t n, size_t d, const float *scale_host,
                               float *out) {
   AGT_TRY(agt_gpu_ensure());
   float *s_dev = NULL, *h = NULL;
   AGT_TRY(agt_gpu_scratch(n * sizeof(float), (void **)&s_dev));
   AGT_TRY(agt_gpu_host_scratch(n * sizeof(float), (void **)&h));
-  for (size_t i = 0; i < n; i++) h[i] = (float)scale_host[i];
+  memcpy(h, scale_host, n * sizeof(float));
   AGT_CU(cudaMemcpy(s_dev, h, n * sizeof(float), cudaMemcpyHostToDevice));
   size_t blocks = (n * d + SCALE_BLOCK - 1) / SCALE_BLOCK;
   if (blocks > 8192) blocks = 8192;

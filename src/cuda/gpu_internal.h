@@ -82,7 +82,7 @@ agt_status agt_gpu_avg_lists_dense(const float *G, size_t n, size_t d, const int
 /* sq_host[i] = |row i|^2, +inf when not finite. */
 agt_status agt_gpu_row_sqnorms(const float *G, size_t n, size_t d, double *sq_host);
 /* out[i] = scale_host[i] * G[i]; out may be G. */
-agt_status agt_gpu_scale_rows(const float *G, size_t n, size_t d, const double *scale_host,
+agt_status agt_gpu_scale_rows(const float *G, size_t n, size_t d, const float *scale_host,
                               float *out);
 agt_status agt_gpu_coord_median(const float *G, size_t n, size_t d, float *out);
 /* A per-coordinate rule (AGT_GPU_RULE_*) on columns [0, len) of n rows of stride ld. */
