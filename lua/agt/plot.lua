@@ -294,4 +294,130 @@ function M.plot(files, opts)
   return svg_path, png_path
 end
 
+---------------------------------------------------------------------------------------------------
+-- Heat maps: a table of values (a sweep's rule × attack grid), each cell coloured by its value.
+
+-- Colour of t in [0, 1] on the viridis scale (five stops, linear between them).
+local viridis = { { 68, 1, 84 }, { 59, 82, 139 }, { 33, 145, 140 }, { 94, 201, 98 }, { 253, 231, 37 } }
+function M.colour(t)
+  if t ~= t then return { 200, 200, 200 } end
+  t = math.max(0, math.min(1, t)) * (#viridis - 1)
+  local k = math.min(#viridis - 2, math.floor(t))
+  local a, b, u = viridis[k + 1], viridis[k + 2], t - k
+  return { math.floor(a[1] + (b[1] - a[1]) * u + 0.5), math.floor(a[2] + (b[2] - a[2]) * u + 0.5),
+           math.floor(a[3] + (b[3] - a[3]) * u + 0.5) }
+end
+
+-- grid: { rows = {labels}, cols = {labels}, cell = {[i][j] = {mean=, text=}} } where text is
+-- what the cell shows (agt.sweep's cells carry mean and are shown by their own text function).
+-- Colours span the finite means' range; a cell without a finite mean is grey.
+local function heat_layout(grid, opts, text_of)
+  local lo, hi = math.huge, -math.huge
+  for i = 1, #grid.rows do
+    for j = 1, #grid.cols do
+      local g = grid.cell[i][j]
+      local v = g and g.mean
+      if v and v == v and v > -math.huge and v < math.huge then
+        lo, hi = math.min(lo, v), math.max(hi, v)
+      end
+    end
+  end
+  if lo > hi then lo, hi = 0, 1 end
+  local left = 120
+  for _, r in ipairs(grid.rows) do left = math.max(left, 24 + 8 * #r) end
+  -- widths in pixels of the PNG font (8 per character at scale 2), which is wider than the SVG's
+  local cw = 80
+  for j, c in ipairs(grid.cols) do
+    cw = math.max(cw, 8 * #c + 20)
+    for i = 1, #grid.rows do
+      local g = grid.cell[i][j]
+      if g then cw = math.max(cw, 8 * #text_of(g):gsub("±", "+-") + 20) end
+    end
+  end
+  return { lo = lo, hi = hi, left = left, top = 70, cw = cw, ch = 34,
+           W = math.max(left + cw * #grid.cols + 24, left + 8 * 60), H = 70 + 34 * #grid.rows + 40,
+           title = opts.title or "" }
+end
+
+local function heat_fill(L, g)
+  local v = g and g.mean
+  if not v or v ~= v then return { 200, 200, 200 } end
+  return M.colour(L.hi > L.lo and (v - L.lo) / (L.hi - L.lo) or 0.5)
+end
+
+local function ink(c) return (0.299 * c[1] + 0.587 * c[2] + 0.114 * c[3]) > 140 and { 0, 0, 0 } or { 255, 255, 255 } end
+
+function M.heatmap_svg(grid, opts, text_of)
+  local L = heat_layout(grid, opts, text_of)
+  local o = { string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+    .. 'font-family="sans-serif" font-size="13">', L.W, L.H),
+    string.format('<rect width="%d" height="%d" fill="white"/>', L.W, L.H),
+    string.format('<text x="%d" y="24" text-anchor="middle" font-size="16">%s</text>', L.W / 2, esc(L.title)),
+    string.format('<text x="%d" y="%d" text-anchor="end" fill="#555">attack \\ rule</text>', L.left - 8, L.top - 12) }
+  for j, c in ipairs(grid.cols) do
+    o[#o + 1] = string.format('<text x="%d" y="%d" text-anchor="middle">%s</text>',
+      L.left + (j - 0.5) * L.cw, L.top - 12, esc(c))
+  end
+  for i, r in ipairs(grid.rows) do
+    local y = L.top + (i - 1) * L.ch
+    o[#o + 1] = string.format('<text x="%d" y="%d" text-anchor="end">%s</text>', L.left - 8, y + L.ch / 2 + 5, esc(r))
+    for j = 1, #grid.cols do
+      local g = grid.cell[i][j]
+      local c = heat_fill(L, g)
+      o[#o + 1] = string.format('<rect x="%d" y="%d" width="%d" height="%d" fill="%s" stroke="white"/>',
+        L.left + (j - 1) * L.cw, y, L.cw, L.ch, rgb(c))
+      if g then
+        o[#o + 1] = string.format('<text x="%d" y="%d" text-anchor="middle" fill="%s">%s</text>',
+          L.left + (j - 0.5) * L.cw, y + L.ch / 2 + 5, rgb(ink(c)), esc(text_of(g)))
+      end
+    end
+  end
+  o[#o + 1] = string.format('<text x="%d" y="%d" fill="#555">colour: %.3f (dark) to %.3f (bright); grey: no value</text>',
+    L.left, L.H - 14, L.lo, L.hi)
+  o[#o + 1] = "</svg>"
+  return table.concat(o, "\n") .. "\n"
+end
+
+function M.heatmap_png(grid, opts, text_of)
+  local L = heat_layout(grid, opts, text_of)
+  local cv = PNG.canvas(L.W, L.H)
+  local black = { 0, 0, 0 }
+  cv:text(L.W / 2 - PNG.text_width(L.title, 2) / 2, 14, L.title, black, 2)
+  for j, c in ipairs(grid.cols) do
+    cv:text(L.left + (j - 0.5) * L.cw - PNG.text_width(c, 2) / 2, L.top - 20, c, black, 2)
+  end
+  for i, r in ipairs(grid.rows) do
+    local y = L.top + (i - 1) * L.ch
+    cv:text(L.left - 8 - PNG.text_width(r, 2), y + L.ch / 2 - 5, r, black, 2)
+    for j = 1, #grid.cols do
+      local g = grid.cell[i][j]
+      local c = heat_fill(L, g)
+      local x = L.left + (j - 1) * L.cw
+      cv:rect(x + 1, y + 1, x + L.cw - 1, y + L.ch - 1, c)
+      if g then
+        local t = text_of(g):gsub("±", "+-")
+        cv:text(x + L.cw / 2 - PNG.text_width(t, 2) / 2, y + L.ch / 2 - 5, t, ink(c), 2)
+      end
+    end
+  end
+  local note = string.format("colour: %.3f (dark) to %.3f (bright)", L.lo, L.hi)
+  cv:text(L.left, L.H - 22, note, { 85, 85, 85 }, 2)
+  return cv
+end
+
+-- Writes a heat map to <opts.output>.svg and .png; text_of(cell) is the text shown in a cell
+-- (default: its mean with 3 decimals). Returns the two paths.
+function M.heatmap(grid, opts, text_of)
+  text_of = text_of or function(g) return g.mean and string.format("%.3f", g.mean) or "-" end
+  local svg_path, png_path = opts.output .. ".svg", opts.output .. ".png"
+  local f, err = io.open(svg_path, "w")
+  if not f then error("cannot write " .. svg_path .. ": " .. err, 0) end
+  f:write(M.heatmap_svg(grid, opts, text_of))
+  f:close()
+  local ok
+  ok, err = M.heatmap_png(grid, opts, text_of):save(png_path)
+  if not ok then error("cannot write " .. png_path .. ": " .. err, 0) end
+  return svg_path, png_path
+end
+
 return M
