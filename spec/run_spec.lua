@@ -75,9 +75,9 @@ describe("agt run flags", function()
     assert.are.equal(-1, o.checkpoint_period)
   end)
 
-  it("has runner.py's defaults", function()
+  it("has runner.py's defaults, but summaries every 10 steps (runner.py's 30 s gave one point to a short run)", function()
     local o = parse_check(BASE)
-    assert.are.same({ "sgd", "fixed", -1, -1, 0, 0, 10000, -1, 120, -1, 30, -1, 10 },
+    assert.are.same({ "sgd", "fixed", -1, -1, 0, 0, 10000, -1, 120, 10, 30, -1, 10 },
       { o.optimizer, o.learning_rate, o.l1_regularize, o.l2_regularize, o.nb_decl_byz_workers,
         o.nb_real_byz_workers, o.max_step, o.checkpoint_delta, o.checkpoint_period,
         o.summary_delta, o.summary_period, o.evaluation_delta, o.evaluation_period })
@@ -119,6 +119,35 @@ describe("agt run flags", function()
       refused(with(d, "x"), "^agt run: " .. d:gsub("%-", "%%-") .. ": distributed mode is not yet supported")
     end
     refused(with("--MPI"), "%-%-MPI: distributed mode is not yet supported")
+  end)
+
+  it("refuses an attack with no attacker and attack arguments with no attack, naming the flag", function()
+    -- both trained attack-free before, saying nothing
+    refused(with("--attack", "reverse", "--attack-args", "factor:100"),
+            "%-%-attack: 'reverse' with %-%-nb%-real%-byz%-workers 0 attacks with no worker")
+    refused(with("--attack", "label-flip"), "%-%-attack: 'label%-flip' with %-%-nb%-real%-byz%-workers 0")
+    refused(with("--attack-args", "factor:100"), "%-%-attack%-args: given without %-%-attack")
+    parse_check(with("--attack", "reverse", "--nb-real-byz-workers", "1"))
+  end)
+
+  it("warns, by name, of flags given that cannot take effect, and of no others", function()
+    local function warnings(args) return select(2, FL.check(assert(FL.parse_args(args)))) end
+    local w = warnings(with("--no-wait", "--checkpoint-delta", "5", "--checkpoint-keep", "2",
+                            "--summary-period", "5", "--trace", "--quiet"))
+    local text = table.concat(w, "\n")
+    for _, flag in ipairs({ "no%-wait", "checkpoint%-delta", "checkpoint%-keep", "summary%-period", "trace" }) do
+      assert.truthy(text:find("%-%-" .. flag .. ": has no effect"), flag .. " in:\n" .. text)
+    end
+    assert.are.equal(5, #w)
+    -- given where they act, given their default, or turned off: nothing to say
+    assert.are.same({}, warnings(with("--checkpoint-dir", "x", "--checkpoint-delta", "5", "--summary-period", "5")))
+    assert.are.same({}, warnings(with("--checkpoint-period", "-1", "--summary-delta", "0", "--checkpoint-keep", "3")))
+    assert.are.same({}, warnings(with("--trace", "--quiet", "--stderr-to", tmpdir .. "/trace")))
+    -- and agt run prints them on stderr before training
+    local code, _, err = agt_run(with("--no-wait", "--max-step", "1", "--evaluation-period", "-1",
+                                      "--experiment-args", "eval-size:10", "--quiet"))
+    assert.are.equal(0, code)
+    assert.truthy(err:find("agt: warning: %-%-no%-wait: has no effect in a local run"), err)
   end)
 
   it("refuses unknown parts and bad part arguments, naming the flag", function()
@@ -201,12 +230,23 @@ describe("agt run end to end (fashion-mnist)", function()
         if tv[1] == "learning_rate" then lr_steps[#lr_steps + 1] = e.step end
       end
     end
-    assert.are.same({ 4, 8, 12 }, lr_steps)
+    -- every --summary-delta steps and at each evaluation (step 6)
+    assert.are.same({ 4, 6, 8, 12 }, lr_steps)
     -- the same command again continues from step 12
     code = agt_run(args)
     assert.are.equal(0, code)
     assert.truthy(read(dir .. ".out"):find("Restored step 12 from .*model%-12%.ckpt"))
     assert.are.equal(24, K.list(dir)[1].step)
+    -- the resumed run's evaluation at step 12 is not written twice, to the file or the summaries
+    steps = {}
+    for l in io.lines(dir .. "/eval") do steps[#steps + 1] = tonumber(l:match("^[%d.]+\t(%d+)\t")) end
+    assert.are.same({ 0, 6, 12, 18, 24 }, steps)
+    local seen = {}
+    for _, row in ipairs(require("agt.summary").read_csv(dir .. "/summary.csv")) do
+      local key = row[2] .. " " .. row[3]
+      assert.is_nil(seen[key], "summary.csv has two rows for " .. key)
+      seen[key] = true
+    end
     -- with other settings it is refused, naming the flag
     local other = {}
     for i, x in ipairs(args) do other[i] = x end

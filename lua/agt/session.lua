@@ -58,9 +58,10 @@ Session.__index = Session
 -- parts (optional): { source = function(exp, n, opts) -> a gradient source } replaces the local
 -- workers (agt.session.workers.new has that signature; opts: seed, l1, l2, poison).
 function M.new(opts, parts)
-  local o = FL.check(opts)
+  local o, warnings = FL.check(opts)
   local s = setmetatable({ opts = o, parts = parts or {} }, Session)
   s.out = Output.new(o)
+  for _, w in ipairs(warnings) do s.out:say_err("agt: warning: " .. w) end
   local ok, err = pcall(Session._build, s)
   if not ok then
     s.out:close()
@@ -239,6 +240,8 @@ function Session:trace(what, phase) self.out:trace(self.global_step, what, phase
 -- Evaluates θ now: prints it, appends it to the evaluation file, adds it to the summaries.
 -- The metrics stay in s.last_metrics.
 function Session:evaluate()
+  -- the summaries' means up to this step go out with the evaluation (docs/runner.md)
+  self.summaries:write(self.global_step)
   self.last_metrics = self.evaluator:evaluate(self.theta, self.global_step)
   return self.last_metrics
 end

@@ -24,7 +24,8 @@
 -- --checkpoint-dir (the folder), and so its evaluation file and summaries.
 local host = require("agt.host")
 local pool = require("agt.pool")
-local fs = require("agt.checkpoint")
+local fs = require("agt.fs")
+local FL = require("agt.cli.run.flags")
 local plot = require("agt.plot")
 
 local M = {}
@@ -264,7 +265,8 @@ function M.read_run(dir, rc, metric)
     end
   end
   if rc ~= 0 then
-    local msg = log:match("agt run: ([^\n]*)") or log:match("([^\n]+)\n*$") or ("exit status " .. rc)
+    local msg = log:match("agt run: ([^\n]*)") or log:match("agt[^\n]*: ([^\n]*)") or log:match("^([^\n]+)")
+      or ("exit status " .. rc)
     r.message = msg
     if msg:find("diverged", 1, true) then r.status = "diverged"; r.final = nil
     else r.status = "failed" end
@@ -302,7 +304,16 @@ end
 -- max(1, cores / jobs) threads. Returns the list of cells, each with its result.
 function M.execute(spec)
   local cells = M.cells(spec)
-  fs.mkdir_p(spec.out)
+  -- every run's flags are checked as agt run checks them before any run starts
+  for _, c in ipairs(cells) do
+    local ok, err = pcall(function()
+      local words = { unpack(c.args) }
+      for _, w in ipairs({ "--checkpoint-dir", spec.out .. "/" .. c.name }) do words[#words + 1] = w end
+      FL.check(FL.parse_args(words))
+    end)
+    if not ok then error(string.format("run %s: %s", c.name, tostring(err)), 0) end
+  end
+  assert(fs.mkdir_p(spec.out))
   local exe = host.root .. "/agt"
   local f = io.open(exe, "r")
   if f then f:close() else exe = host.exe end

@@ -46,7 +46,12 @@ return function(args)
     io.stderr:write("agt sweep: ", tostring(spec), "\n")
     return 2
   end
-  local res = sweep.run(spec)
+  local res
+  ok, res = pcall(sweep.run, spec)
+  if not ok then
+    io.stderr:write("agt sweep: ", tostring(res), "\n")
+    return 2
+  end
   for _, c in ipairs(res.cells) do
     if not c.result or c.result.status == "failed" then return 1 end
   end

@@ -1,7 +1,8 @@
 -- agt.session.evaluator — evaluates θ on the experiment's test set: prints the metrics, appends
 -- them to the evaluation file in AggregaThor's form ("<wall s>\t<step>\t<name>:<value>..."), and
 -- passes them to the summaries. The first evaluation also writes "<file>.info" beside the file
--- (what the run is: agt plot's labels).
+-- (what the run is: agt plot's labels). A step is appended once: the evaluation a resumed run
+-- makes at its restored step is printed, not written again.
 --
 --   local ev = Evaluator.new{ exp =, file = path or nil, info = fn() -> {{key, value}, ...},
 --                             out = agt.session.output, summaries = agt.session.summaries }
@@ -26,9 +27,20 @@ local function fmtv(v)
   return tostring(v)
 end
 
+-- The step of the last line of an existing evaluation file (a run being resumed), or nil.
+local function last_step(path)
+  local fh = io.open(path, "r")
+  if not fh then return nil end
+  local step
+  for line in fh:lines() do step = tonumber(line:match("^[^\t]*\t(%d+)\t")) or step end
+  fh:close()
+  return step
+end
+
 function Evaluator:_open()
   local dir = self.file:match("^(.*)/[^/]+$")
   if dir then fs.mkdir_p(dir) end
+  self.recorded_step = last_step(self.file)
   local fh, err = io.open(self.file, "a")
   if not fh then error("--evaluation-file: cannot open: " .. err, 0) end
   self.fh = fh
@@ -49,13 +61,20 @@ function Evaluator:evaluate(theta, step)
     parts[#parts + 1] = m[1] .. ":" .. fmtv(m[2])
     shown[#shown + 1] = m[1] .. " = " .. fmtv(m[2])
   end
+  -- A resumed run evaluates again at the restored step, which its file already holds: the file
+  -- and the summaries get one row per step (tools that pivot on the step need that).
+  local recorded = false
   if self.file then
     if not self.fh then self:_open() end
-    self.fh:write(string.format("%.6f\t%d\t%s\n", wall, step, table.concat(parts, "\t")))
-    self.fh:flush()
+    recorded = self.recorded_step == step
+    if not recorded then
+      self.fh:write(string.format("%.6f\t%d\t%s\n", wall, step, table.concat(parts, "\t")))
+      self.fh:flush()
+      self.recorded_step = step
+    end
   end
   self.out:say(string.format("Step %d: %s (took %.3f s)", step, table.concat(shown, ", "), took))
-  if self.summaries then self.summaries:metrics(step, wall, metrics) end
+  if self.summaries and not recorded then self.summaries:metrics(step, wall, metrics) end
   self.last_step, self.last_time = step, clock.mono()
   return metrics
 end

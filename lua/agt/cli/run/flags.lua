@@ -5,7 +5,8 @@
 --   local FL = require("agt.cli.run.flags")
 --   FL.parse_args(words) -> options (keys with '_' for '-', values as given) | nil, "help"
 --   FL.check(options)    -> a normalised copy (every value converted and checked, defaults
---                           filled, '-' and derived paths resolved), or raises "--flag: why"
+--                           filled, '-' and derived paths resolved) and the warnings about
+--                           flags given that cannot take effect, or raises "--flag: why"
 --   FL.help() -> text;  FL.flags (the table);  FL.by_name[name or key] -> flag
 --   FL.as_flag(name, fn, ...) -> fn(...), its error prefixed with "--name: "
 -- agt.session checks its options here, so a script's agt.session{...} and `agt run` refuse
@@ -30,7 +31,7 @@ M.flags = {
   { "nb-workers", "integer", nil, "Number of workers n (honest and Byzantine together)", required = true },
   { "nb-decl-byz-workers", "integer", 0, "Number of Byzantine workers f the rule is told to tolerate" },
   { "nb-real-byz-workers", "integer", 0, "Number of workers r that really attack (needs --attack)" },
-  { "attack", "string", nil, "Byzantine behaviour of the r attackers: a name or a .lua path (see 'agt help attacks')" },
+  { "attack", "string", nil, "Byzantine behaviour of the r attackers: a name or a .lua path (see 'agt help attacks'); needs --nb-real-byz-workers R >= 1" },
   { "attack-args", "words", {}, "key:value arguments of the attack" },
   { "max-step", "integer", 10000, "Number of ADDITIONAL steps from the restored step; <= 0 = no limit (Ctrl-C stops)", alias = "max-steps" },
   { "checkpoint-dir", "string", nil, "Directory of checkpoints; the run restores the newest valid one and continues" },
@@ -38,7 +39,7 @@ M.flags = {
   { "checkpoint-period", "number", 120, "Checkpoint every this many seconds; negative = off" },
   { "checkpoint-keep", "integer", 3, "Keep the newest this many checkpoints (>= 1)" },
   { "summary-dir", "string", nil, "Directory of TensorBoard event files and summary.csv (default: the checkpoint dir; '-' = none)" },
-  { "summary-delta", "integer", -1, "Write summaries every this many steps; negative = off" },
+  { "summary-delta", "integer", 10, "Write summaries every this many steps (and at each evaluation); non-positive = off" },
   { "summary-period", "number", 30, "Write summaries every this many seconds; negative = off" },
   { "evaluation-file", "string", nil, "Evaluation file, lines '<wall s>\\t<step>\\t<name>:<value>...' (default: <checkpoint-dir>/eval; '-' = none)" },
   { "evaluation-delta", "integer", -1, "Evaluate every this many steps; negative = off (also evaluated at start and stop)" },
@@ -136,6 +137,8 @@ function M.check(opts)
     if o[fl.key] ~= nil then flagerr(fl, "given twice") end
     o[fl.key] = M.convert(fl, v)
   end
+  local given = {}
+  for k in pairs(o) do given[k] = true end
   for _, fl in ipairs(M.flags) do
     if o[fl.key] == nil then
       if fl.required then flagerr(fl, "is required") end
@@ -163,11 +166,20 @@ function M.check(opts)
   if o.checkpoint_keep < 1 then flagerr(M.by_name["checkpoint-keep"], "must be >= 1, got %d", o.checkpoint_keep) end
   if o.seed < 0 or o.seed >= 2 ^ 53 then flagerr(M.by_name["seed"], "must be in [0, 2^53), got %s", o.seed) end
   if o.reuse_gpu and not o.use_gpu then flagerr(M.by_name["reuse-gpu"], "needs --use-gpu") end
+  if o.attack ~= nil and r == 0 then
+    flagerr(M.by_name["attack"], "'%s' with --nb-real-byz-workers 0 attacks with no worker (the run "
+      .. "would be attack-free); give --nb-real-byz-workers R >= 1, or leave out --attack",
+      type(o.attack) == "table" and tostring(o.attack.name) or tostring(o.attack))
+  end
+  if o.attack == nil and next(o.attack_args) ~= nil then
+    flagerr(M.by_name["attack-args"], "given without --attack: no attack would read them")
+  end
   if o.checkpoint_dir == "-" then o.checkpoint_dir = nil end
   if o.evaluation_file == nil and o.checkpoint_dir then o.evaluation_file = o.checkpoint_dir .. "/eval" end
   if o.evaluation_file == "-" then o.evaluation_file = nil end
   if o.summary_dir == nil then o.summary_dir = o.checkpoint_dir end
   if o.summary_dir == "-" then o.summary_dir = nil end
+  local warnings = M.no_effect(o, given)
   for _, k in ipairs({ "stdout_to", "stderr_to" }) do
     if o[k] then
       local fh, err = io.open(o[k], "a")
@@ -175,7 +187,30 @@ function M.check(opts)
       fh:close()
     end
   end
-  return o
+  return o, warnings
+end
+
+-- Warnings, by flag, for flags given (a set of keys) that cannot take effect in this run. A
+-- flag given its default, or a value that turns it off, asks for nothing and is not warned of.
+function M.no_effect(o, given)
+  local out = {}
+  local function asked(key)
+    local v = o[key]
+    return given[key] and v ~= M.by_name[key].default and v ~= false
+      and not (type(v) == "number" and key ~= "checkpoint_keep" and (v < 0 or (v == 0 and key:find("delta"))))
+  end
+  local function say(key, why) out[#out + 1] = string.format("--%s: has no effect %s", M.by_name[key].name, why) end
+  if asked("no_wait") then say("no_wait", "in a local run (it never waits: nothing is served)") end
+  for _, k in ipairs({ "checkpoint_delta", "checkpoint_period", "checkpoint_keep" }) do
+    if asked(k) and not o.checkpoint_dir then say(k, "without --checkpoint-dir (no checkpoint is written)") end
+  end
+  for _, k in ipairs({ "summary_delta", "summary_period" }) do
+    if asked(k) and not o.summary_dir then say(k, "without a summary directory (--summary-dir, or --checkpoint-dir)") end
+  end
+  if asked("trace") and o.quiet and not o.stderr_to then
+    say("trace", "with --quiet and no --stderr-to (the trace lines go nowhere)")
+  end
+  return out
 end
 
 local function wrap(text, width, indent)
