@@ -68,7 +68,6 @@ describe("agt check", function()
     assert.matches("returns its info as a table", r["finite output and valid info"].detail)
     r = by_name(CK.file(file("zero.lua", RULE:format("zero", MEDIAN, "{ selected = { 0 } }"))))
     assert.matches("got 0", r["finite output and valid info"].detail)
-    assert.is_true(r["permutation invariant"].ok)
   end)
 
   it("finds an order-dependent rule, NaN let through, and a disagreement with the reference", function()

@@ -2,7 +2,7 @@
 --
 --   local A = require("agt.aggregators")
 --   A.list() -> sorted names;  A.help() -> text;  A.find(name) -> the rule file's table
---   local rule = A.new("nnm,bucketing,krum", n, f, {s = 2} [, {backend = "cpu"}])
+--   local rule = A.new("nnm,bucketing,krum", n, f, {s = 2} [, {backend = "cpu", d = d}])
 --   local info = rule:aggregate(G, out [, {step = k, rng = r}])   -- G: n×d f32, out: d f32
 --   rule:state() -> string or nil;  rule:set_state(s)
 --
@@ -26,7 +26,9 @@
 --                      chunks with the rule computed on each chunk as it arrives)
 --   devices = {"cpu", "cuda"}                          (a user's rule file that only calls
 --                      self:kernel may run on a device; built-in rules all do)
--- In aggregate, self.n, self.f, self.d, self.args are set; self:kernel(name, ...) calls the
+-- In aggregate, self.n, self.f, self.d, self.args are set (in init too, self.d when A.new was
+-- given opts.d, as agt run does); the info returned is checked by agt.contract.rule_info. Every
+-- rule file is checked against agt.contract when it is loaded. self:kernel(name, ...) calls the
 -- kernel gar.<name> of the backend (agt.backend: agt_gar_<name> on the CPU, agt_gpu_gar_<name>
 -- on CUDA) with the CPU kernel's arguments (src/gar.h) and raises its message on failure;
 -- self:ptr(t) is the tensor's data pointer on its device. G, out and output matrices are
@@ -44,6 +46,8 @@ local kv = require("agt.kv")
 local P = require("agt.plugins")
 local B = require("agt.backend")
 local T = require("agt.tensor")
+local contract = require("agt.contract")
+local host = require("agt.host")
 local ffi = F.ffi
 
 local A = {}
@@ -57,10 +61,8 @@ local index -- name or alias -> { def = table, preset = fn or nil }
 
 -- user: a user's file (found in AGT_PATH), not a built-in one
 local function add_def(idx, def, where, user)
+  contract.rule(def, where)
   if type(def.name) ~= "string" then error("rule file " .. where .. " has no name", 0) end
-  if type(def.aggregate) ~= "function" then
-    error("rule '" .. def.name .. "' (" .. where .. ") has no aggregate function", 0)
-  end
   idx[def.name] = { def = def, user = user }
   for _, a in ipairs(def.aliases or {}) do
     idx[a] = { def = def, preset = def.presets and def.presets[a], alias = a, user = user }
@@ -89,11 +91,8 @@ end
 -- The rule file's table for a name, alias or path (nil, message if none).
 function A.find(spec)
   if spec:match("%.lua$") or spec:find("/", 1, true) then
-    local def = U.load_lua_file(spec, "rule file")
+    local def = contract.rule(U.load_lua_file(spec, "rule file"), spec)
     if type(def.name) ~= "string" then def.name = spec:match("([^/]+)%.lua$") or spec end
-    if type(def.aggregate) ~= "function" then
-      error("rule file '" .. spec .. "' has no aggregate function", 0)
-    end
     return { def = def, user = true }
   end
   local e = get_index()[spec]
@@ -137,12 +136,24 @@ function Element:ptr(t) return t:pointer() end
 -- (centered clipping's previous output) moves it through these.
 function Element:copy_in(dst, src_host, bytes) self.backend.write(dst, src_host, bytes) end
 function Element:copy_out(dst_host, src, bytes) self.backend.read(dst_host, src, bytes) end
+-- The C declaration of a rule kernel, from the FFI declarations, for error messages (every
+-- backend's kernel takes the CPU kernel's arguments).
+local function declaration(name)
+  local text = U.read_file(host.root .. "/bindings/agt/cdef.lua") or ""
+  local decl = text:match("[%w_]+ agt_gar_" .. name .. "%b()")
+  return decl and decl:gsub("%s+", " ") or ("agt_gar_" .. name .. "(...)")
+end
 function Element:kernel(name, ...)
   local fn = self.backend.gar[name]
   if not fn then
     error(string.format("%s: gar.%s has no kernel on %s", self.name, name, self.backend.name), 2)
   end
-  local s = fn(...)
+  local ok, s = pcall(fn, ...)
+  if not ok then
+    -- LuaJIT's own message ("wrong number of arguments for function call") names neither
+    error(string.format("%s: kernel '%s' called with %d argument(s) it cannot take (%s); it is %s",
+      self.name, name, select("#", ...), tostring(s):gsub("^[^:]*:%d+: ", ""), declaration(name)), 2)
+  end
   if s ~= 0 then error(self.name .. ": " .. F.errmsg(), 2) end
 end
 -- An int64 buffer of k entries, kept for reuse.
@@ -160,14 +171,14 @@ function Element:list(p, k)
   return t
 end
 
-local function make_element(entry, n, f, user, label)
+local function make_element(entry, n, f, user, label, d)
   local def = entry.def
   local el = setmetatable({}, { __index = function(t, k)
     local v = def[k]
     if v ~= nil then return v end
     return Element[k]
   end })
-  el.def, el.name, el.n, el.f, el.backend = def, def.name, n, f, B.get("cpu")
+  el.def, el.name, el.n, el.f, el.d, el.backend = def, def.name, n, f, d, B.get("cpu")
   el.user = entry.user
   el.args = element_args(entry, n, f, user, label)
   check_requirement(def, label, n, f, el.args)
@@ -249,7 +260,7 @@ function A.new(spec, n, f, args, opts)
   for i, e in ipairs(entries) do
     local label = (e.alias or e.def.name) ..
         (#before > 0 and (" (after " .. table.concat(before, ",") .. ")") or "")
-    local el = make_element(e, cn, cf, per[i], label)
+    local el = make_element(e, cn, cf, per[i], label, opts.d)
     self.elements[i] = el
     self.shapes[i] = { n = cn, f = cf }
     if e.def.kind == "pre" then
@@ -303,7 +314,7 @@ function Rule:_run(G, out, d, ctx, be)
   end
   local last = self.elements[nel]
   last.d, last.backend = d, be
-  local info = last:aggregate(X, out, ctx) or {}
+  local info = contract.rule_info(last:aggregate(X, out, ctx), self.shapes[nel].n, last.name) or {}
   if nel > 1 and not keeps then info.selected = nil end
   return info
 end

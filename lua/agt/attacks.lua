@@ -20,6 +20,7 @@ local T = require("agt.tensor")
 local R = require("agt.rng")
 local kv = require("agt.kv")
 local P = require("agt.plugins")
+local contract = require("agt.contract")
 local C = F.C
 
 local K = {}
@@ -38,25 +39,9 @@ local COMMON_ARGS = {
 local registered = {}   -- name -> definition, for attacks registered at run time
 
 local function validate(def, where)
-  if type(def) ~= "table" then error(where .. " must return a table (the attack), got " .. type(def), 3) end
-  if type(def.name) ~= "string" or def.name == "" then error(where .. ": attack needs a string name", 3) end
+  contract.attack(def, where)
   def.kind = def.kind or "gradient"
-  if def.kind ~= "gradient" and def.kind ~= "data" then
-    error(where .. ": kind must be 'gradient' or 'data', got '" .. tostring(def.kind) .. "'", 3)
-  end
-  if def.kind == "gradient" and type(def.apply) ~= "function" then
-    error(where .. ": a gradient attack needs apply(self, c)", 3)
-  end
-  if def.kind == "data" and def.poison ~= "label-flip" and def.poison ~= "poison-data" then
-    error(where .. ": a data attack needs poison = 'label-flip' or 'poison-data'", 3)
-  end
   def.args = def.args or {}
-  for _, s in ipairs(def.args) do
-    if type(s.name) ~= "string" then error(where .. ": every argument needs a name", 3) end
-    if s.default == nil and not s.type and not s.choices then
-      error("argument spec '" .. s.name .. "' needs a default or a type", 3)
-    end
-  end
   return def
 end
 

@@ -96,7 +96,8 @@ local function rule_checks(path, def, opts, add)
     local G = matrix(n, d, 1)
     local ok, out, info = pcall(aggregate, path, n, f, G)
     if not ok then
-      add("aggregates" .. at, false, tostring(out))
+      -- agt.aggregators holds the info to its contract too: a bad one raises there
+      add("finite output and valid info" .. at, false, tostring(out))
       return
     end
     local bad

@@ -30,6 +30,7 @@ local R = require("agt.rng")
 local U = require("agt.util")
 local kv = require("agt.kv")
 local P = require("agt.plugins")
+local contract = require("agt.contract")
 local D = require("agt.data")
 local nn = require("agt.nn")
 local C, check = F.C, F.check
@@ -72,14 +73,14 @@ function E.list()
   return names
 end
 
-local function validate(def, where)
-  local function bad(msg) error(string.format("experiment %s: %s", where, msg), 0) end
-  if type(def.name) ~= "string" then bad("needs a name (string)") end
-  if type(def.shape) ~= "table" or #def.shape == 0 then bad("needs shape = {C, H, W} (per example)") end
-  if type(def.classes) ~= "number" or def.classes < 2 then bad("needs classes = number of classes (>= 2)") end
-  if type(def.data) ~= "function" then bad("needs data = function(args, D) returning the data set") end
-  if type(def.model) ~= "function" then bad("needs model = function(nn, args) returning an nn model") end
+-- The keys every experiment takes (its `defaults` may change them).
+function E.common_keys()
+  local keys = {}
+  for i, e in ipairs(COMMON) do keys[i] = e.name end
+  return keys
 end
+
+local function validate(def, where) contract.experiment(def, where, E.common_keys()) end
 
 local function definition(name_or_path)
   if type(name_or_path) == "table" then
@@ -100,7 +101,7 @@ local function definition(name_or_path)
     error(string.format("--experiment: unknown experiment '%s' (known: %s)", name_or_path,
                         table.concat(E.list(), ", ")), 0)
   end
-  validate(def, "'" .. name_or_path .. "'")
+  validate(def, name_or_path)
   return def
 end
 

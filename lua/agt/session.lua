@@ -76,11 +76,8 @@ function Session:_build()
   self.n, self.f, self.r = n, f, r
   local function warn(msg) self.out:say_err("agt: warning: " .. msg) end
 
-  -- 1. Everything cheap, so that a bad flag costs nothing: rule, attack, schedule, optimizer.
-  self.rule = Rule.new(o, n, f, warn)
-  self.gpu_fallback = self.rule.gpu_fallback
-  self.byzantine = Byzantine.new(o, { n = n, f = f, r = r, rule = self.rule.rule, warn = warn })
-  self.optimizer = Optimizer.new(o)
+  -- 1. Everything cheap, so that a bad flag costs nothing: the experiment (its model, not its
+  -- data, which loads on first use), the rule (built knowing d), attack, schedule, optimizer.
   if type(o.experiment) ~= "table" then
     local name = o.experiment
     if not name:find("/") and not name:find("%.lua$") then
@@ -93,7 +90,6 @@ function Session:_build()
     end
   end
 
-  -- 2. The experiment (this loads its data), the parameters and the gradient source.
   if type(o.experiment) == "table" then
     self.exp = o.experiment
   else
@@ -101,6 +97,12 @@ function Session:_build()
   end
   local d = self.exp.d
   self.d = d
+  self.rule = Rule.new(o, n, f, warn, d)
+  self.gpu_fallback = self.rule.gpu_fallback
+  self.byzantine = Byzantine.new(o, { n = n, f = f, r = r, rule = self.rule.rule, warn = warn })
+  self.optimizer = Optimizer.new(o)
+
+  -- 2. The parameters and the gradient source.
   self.theta = T.new({ d })
   self.exp:init_params(self.theta, R.new(o.seed, R.stream_id("init", 0)))
   self.optimizer:bind(d)

@@ -1,7 +1,8 @@
 -- agt.session.rule — the aggregation rule of a run (agt.aggregators, or a script's own rule
 -- object) and the random stream it draws from, on the CPU or, with --use-gpu, on the GPU.
 --
---   local rule = Rule.new(o, n, f, warn)     (o: checked options; warn(msg) prints a warning)
+--   local rule = Rule.new(o, n, f, warn, d)  (o: checked options; warn(msg) prints a warning;
+--                                            d: the model's size, self.d in the rule's init)
 --   rule.rule                   the rule object (what an attack searches against)
 --   rule.gpu_fallback           why --use-gpu fell back to the CPU, or nil
 --   rule:aggregate(G, out, step) -> info   ({selected = rows kept, ...} as the rule says)
@@ -31,12 +32,12 @@ local function on_gpu(self, o, n, f, warn)
   self.rule = FL.as_flag("aggregator", A.new, o.aggregator, n, f, o.aggregator_args, { backend = "cuda" })
 end
 
-function M.new(o, n, f, warn)
+function M.new(o, n, f, warn, d)
   local self = setmetatable({}, Rule)
   if type(o.aggregator) == "table" then
     self.rule = o.aggregator
   else
-    self.rule = FL.as_flag("aggregator", A.new, o.aggregator, n, f, o.aggregator_args)
+    self.rule = FL.as_flag("aggregator", A.new, o.aggregator, n, f, o.aggregator_args, { d = d })
     if o.use_gpu then on_gpu(self, o, n, f, warn) end
   end
   self.rng = R.new(o.seed, R.stream_id("rule", 0))
