@@ -85,4 +85,83 @@ describe("agt REPL", function()
     hist:close()
     assert.truthy(text:find("twice", 1, true))
   end)
+
+  it("has =expr, ?x and help(x), Tab completion, tensors as rows, a compiled s:run() and exit", function()
+    tmux("kill-server")
+    tmux(string.format("new-session -d -s repl -x 150 -y 50 -c %s 'HOME=%s %s; echo REPL-EXIT=$?; sleep 20'",
+                       H.shell_quote(require("agt.host").root), home, H.shell_quote(H.agt)))
+    prompts = 1
+    assert.is_true(wait_for("agt>"), screen())
+    type_line("=6 * 7")
+    type_line("?krum")
+    type_line("help('lie')")
+    tmux("send-keys -t repl -l " .. H.shell_quote("G = agt.tensor.ne"))
+    tmux("send-keys -t repl Tab")
+    tmux("send-keys -t repl -l " .. H.shell_quote("({2, 3}):fill(1.5)"))
+    type_line("")
+    type_line("G")
+    -- a plain Lua loop runs compiled inside s:run() (the REPL interprets it elsewhere)
+    type_line("s = agt.session{ experiment = 'fashion-mnist', aggregator = 'average', "
+      .. "nb_workers = 3, max_step = 3, evaluation_period = -1, quiet = true }")
+    type_line("s")
+    type_line("=s:run().steps .. ' steps, JIT ' .. tostring(jit.status())")
+    type_line("exit", true)   -- no prompt follows
+    assert.is_true(wait_for("REPL-EXIT=0"), screen())
+    local sc = screen()
+    assert.truthy(sc:find("\n42\n", 1, true), sc)
+    assert.truthy(sc:find("krum (aggregation rule); needs n >= 2f+3", 1, true), sc)
+    assert.truthy(sc:find("lie (attack)\na little is enough", 1, true), sc)
+    assert.truthy(sc:find("G = agt.tensor.new({2, 3}):fill(1.5)", 1, true), sc)   -- completed
+    assert.truthy(sc:find("agt.tensor f32 2x3 on cpu\n       1.5        1.5        1.5\n       1.5", 1, true), sc)
+    assert.truthy(sc:find("agt.session: fashion-mnist, average, n=3 f=0 r=0, step 0, d=79510", 1, true), sc)
+    assert.truthy(sc:find("3 steps, JIT false", 1, true), sc)   -- and the JIT back off after
+  end)
+end)
+
+describe("agt.repl", function()
+  local R = require("agt.repl")
+  it("lets rule:aggregate(G) make its output (a new d-vector, then the info)", function()
+    local A = require("agt.aggregators")
+    local G = agt.tensor.new({ 5, 3 })
+    for i = 1, 15 do G[i] = i end
+    local out, info = A.new("krum", 5, 1):aggregate(G)
+    assert.are.equal(3, #out)
+    assert.are.same({ 3 }, info.selected)      -- the middle row is nearest the others
+    assert.are.same({ 7, 8, 9 }, { out[1], out[2], out[3] })
+  end)
+
+  it("rewrites =expr, ?x and exit before compiling", function()
+    assert.are.equal("return 1 + 1", R.rewrite("=1 + 1"))
+    assert.are.equal("return require('agt.repl').help(agt.tensor)", R.rewrite("?agt.tensor"))
+    assert.are.equal('return require(\'agt.repl\').help("krum")', R.rewrite("? krum"))
+    assert.are.same({ nil, "exit" }, { R.rewrite(" quit() ") })
+    assert.are.equal("x = 1", R.rewrite("x = 1"))
+  end)
+
+  it("completes globals, fields and methods", function()
+    assert.are.same({ "agt.tensor" }, R.complete("agt.tens"))
+    rawset(_G, "COMPLETE_T", agt.tensor.new({ 2 }))
+    local m = R.complete("COMPLETE_T:no")
+    assert.are.same({ "COMPLETE_T:norm" }, m)
+    assert.truthy(#R.complete("COMPLETE_T:") > 10)
+    rawset(_G, "COMPLETE_T", nil)
+    local kw = R.complete("whi")
+    assert.are.same({ "while" }, kw)
+    assert.are.same({}, R.complete("no_such_global.x"))
+  end)
+
+  it("prints a matrix as rows with its shape, and help for a function from its comment", function()
+    local G = agt.tensor.new({ 8, 10 }):fill(2)
+    local text = R.format(G)
+    assert.matches("^agt.tensor f32 8x10 on cpu\n", text)
+    assert.matches("%.%.%. %(8 rows%)$", text)
+    local _, n = text:gsub("\n", "")
+    assert.are.equal(R.max_rows + 1, n)
+    local out = {}
+    local real = io.write
+    io.write = function(...) for _, x in ipairs({ ... }) do out[#out + 1] = x end end
+    R.help(R.complete)
+    io.write = real
+    assert.matches("Completions of the word before the cursor", table.concat(out))
+  end)
 end)

@@ -243,12 +243,81 @@ static int incomplete(lua_State *L, int status) {
   return 0;
 }
 
-/* Pushes a compiled chunk (an expression first, as "return <line>"), or returns -1 at EOF. */
+/* Calls agt.repl's function `fn` with `nargs` arguments on the stack; leaves `nres` results
+ * (nil on any failure: the REPL works without its Lua side). */
+static void repl_call(lua_State *L, const char *fn, int nargs, int nres) {
+  lua_getglobal(L, "require");
+  lua_pushstring(L, "agt.repl");
+  if (lua_pcall(L, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
+    lua_pop(L, 1 + nargs);
+    for (int i = 0; i < nres; i++) lua_pushnil(L);
+    return;
+  }
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  lua_insert(L, -1 - nargs);
+  if (lua_pcall(L, nargs, nres, 0) != 0) {
+    lua_pop(L, 1);
+    for (int i = 0; i < nres; i++) lua_pushnil(L);
+  }
+}
+
+/* Tab completion: agt.repl.complete(word) gives the candidates, handed out one by one. */
+static lua_State *complete_L;
+static char *complete_next(const char *text, int state) {
+  static int i, n;
+  lua_State *L = complete_L;
+  if (state == 0) {
+    lua_pushstring(L, text);
+    repl_call(L, "complete", 1, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "agt.repl.completions");
+    i = 0;
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "agt.repl.completions");
+  n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+  char *out = NULL;
+  if (i < n) {
+    lua_rawgeti(L, -1, ++i);
+    const char *c = lua_tostring(L, -1);
+    if (c) out = strdup(c);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return out;
+}
+static char **complete(const char *text, int start, int end) {
+  (void)start;
+  (void)end;
+  rl_attempted_completion_over = 1; /* no file names */
+  rl_completion_append_character = '\0'; /* "agt.tensor" may go on with ".new" or ":" */
+  return rl_completion_matches(text, complete_next);
+}
+
+/* Pushes a compiled chunk (an expression first, as "return <line>"), or returns -1 at EOF (or
+ * on `exit`). agt.repl.rewrite turns `=expr`, `?x`, `exit` and `quit` into Lua first. */
 static int load_chunk(lua_State *L) {
   char *line = read_line(PROMPT1);
   if (!line) return -1;
   if (line[0] == '\0' && prompt_interrupted) { free(line); lua_pushnil(L); return LUA_ERRRUN; }
   lua_pushstring(L, line);
+  lua_pushvalue(L, -1);
+  repl_call(L, "rewrite", 1, 2); /* line, rewritten-or-nil, "exit"-or-nil */
+  int rewritten = 0;
+  if (lua_isstring(L, -2)) {
+    rewritten = strcmp(lua_tostring(L, -2), line) != 0;
+    lua_pop(L, 1);
+    lua_replace(L, -2);
+  } else if (lua_isstring(L, -1)) {
+    free(line);
+    lua_pop(L, 3);
+    return -1;
+  } else {
+    lua_pop(L, 2);
+  }
+  if (rewritten) { /* the history keeps what was typed */
+    add_history(line);
+    if (history_file[0]) write_history(history_file);
+  }
   free(line);
   /* expression? */
   lua_pushfstring(L, "return %s", lua_tostring(L, -1));
@@ -277,7 +346,7 @@ static int load_chunk(lua_State *L) {
   }
   /* stack: chunk-or-error, source */
   const char *src = lua_tostring(L, -1);
-  if (src && *src) {
+  if (src && *src && !rewritten) {
     add_history(src);
     if (history_file[0]) write_history(history_file);
   }
@@ -311,6 +380,10 @@ static void repl(lua_State *L) {
   }
   stifle_history(1000);
   rl_readline_name = "agt";
+  complete_L = L;
+  rl_attempted_completion_function = complete;
+  rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#[]";
+  repl_call(L, "install", 0, 0);
   /* Compiled traces never look at hooks, so a Lua loop compiled by the JIT could not be
    * interrupted. The REPL therefore interprets Lua (engine kernels run at full speed either
    * way); jit.on() trades that for speed. Scripts run with the JIT on. */

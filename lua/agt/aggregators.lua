@@ -4,6 +4,7 @@
 --   A.list() -> sorted names;  A.help() -> text;  A.find(name) -> the rule file's table
 --   local rule = A.new("nnm,bucketing,krum", n, f, {s = 2} [, {backend = "cpu", d = d}])
 --   local info = rule:aggregate(G, out [, {step = k, rng = r}])   -- G: n×d f32, out: d f32
+--   local out, info = rule:aggregate(G)                            -- out: a new d-vector
 --   rule:state() -> string or nil;  rule:set_state(s)
 --
 -- A spec is a rule name or alias, a path to a rule file (ends in .lua or contains a /), or a
@@ -321,6 +322,9 @@ end
 
 -- G (n x d) and out (d): f32 tensors. Runs on G's device, or on the rule's fixed backend.
 function Rule:aggregate(G, out, ctx)
+  -- rule:aggregate(G) makes its output on G's device and returns it, then the info
+  local fresh = out == nil and T.is_tensor(G) and G.dtype == "f32"
+  if fresh then out = T.new({ math.max(1, math.floor(#G / self.n)) }, "f32", B.of(G).name) end
   if not (T.is_tensor(G) and T.is_tensor(out)) or G.dtype ~= "f32" or out.dtype ~= "f32" then
     error(self.name .. ": aggregate takes f32 tensors G (n x d) and out (d)", 2)
   end
@@ -365,6 +369,7 @@ function Rule:aggregate(G, out, ctx)
     info = self:_run(G, o, d, ctx, be)
   end
   if o ~= out then out:copy(o) end
+  if fresh then return out, info end
   return info
 end
 

@@ -105,6 +105,9 @@ local function definition(name_or_path)
   return def
 end
 
+-- The table an experiment file returns, checked against its contract (a name, a path or a table).
+E.definition = definition
+
 -- The full key:value spec of an experiment: the common keys (with its defaults) + its own.
 local function arg_spec(def)
   local spec, index = {}, {}

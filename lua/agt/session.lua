@@ -356,10 +356,16 @@ function Session:run(steps)
   self.last_ckpt_time, self.evaluator.last_time, self.summaries.last_time = now, now, now
   self.last_ckpt_step = self.last_ckpt_step or self.global_step
 
-  -- Ctrl-C must only set the flag polled between steps, not raise inside a step.
+  -- Ctrl-C must only set the flag polled between steps, not raise inside a step. Since the loop
+  -- polls, it can also run compiled where the JIT is off (the REPL turns it off so that a plain
+  -- Lua loop stays interruptible): a user's Lua rule runs at script speed, and the traces made
+  -- here are flushed after, so that none outlives the run.
+  local jit_off = not jit.status()
+  if jit_off then jit.on() end
   host.sigint_raises(false)
   local okr, rep = pcall(self._loop, self)
   host.sigint_raises(true)
+  if jit_off then jit.flush(); jit.off() end
   if not okr then error(rep, 0) end
   return rep
 end
