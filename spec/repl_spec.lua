@@ -126,7 +126,9 @@ describe("agt.repl", function()
     for i = 1, 15 do G[i] = i end
     local out, info = A.new("krum", 5, 1):aggregate(G)
     assert.are.equal(3, #out)
-    assert.are.same({ 3 }, info.selected)      -- the middle row is nearest the others
+    assert.are.same({ 2 }, info.selected)      -- rows 2 and 3 tie (equally spaced rows): the lower
+    assert.are.same({ 4, 5, 6 }, { out[1], out[2], out[3] })
+    out = A.new("median", 5, 1):aggregate(G)
     assert.are.same({ 7, 8, 9 }, { out[1], out[2], out[3] })
   end)
 
