@@ -160,10 +160,13 @@ check-ffi:
 	  && echo "bindings/agt/cdef.lua is up to date" \
 	  || { echo "bindings/agt/cdef.lua is out of date: run 'make ffi' and commit it"; diff $(BUILD)/cdef.check.lua bindings/agt/cdef.lua | head -20; exit 1; }
 
+# The binary, and beside it in share/agt everything its help points to: the Lua tree, the
+# benchmarks, the examples and the docs; the man page.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/agt
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/agt $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 agt $(DESTDIR)$(PREFIX)/bin/agt
-	cp -R lua bindings $(DESTDIR)$(PREFIX)/share/agt/
+	cp -R lua bindings bench examples docs $(DESTDIR)$(PREFIX)/share/agt/
+	install -m 644 docs/agt.1 $(DESTDIR)$(PREFIX)/share/man/man1/agt.1
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PYSITE)
 	install -m 755 libagt.so $(DESTDIR)$(PREFIX)/lib/libagt.so
 	echo "$(PREFIX)/share/agt/bindings/python" > $(DESTDIR)$(PYSITE)/agt.pth

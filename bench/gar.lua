@@ -132,7 +132,7 @@ return function(args)
   end
 
   if not o.torch then return 0 end
-  local py = "/usr/bin/python3"
+  local py = os.getenv("AGT_PYTHON") or "/usr/bin/python3"
   local probe = io.popen(py .. " -c 'import torch' 2>/dev/null && echo yes")
   local has = probe and probe:read("*l") == "yes"
   if probe then probe:close() end

@@ -1,0 +1,45 @@
+-- Specs of what a user finds after `make install` and `make bench`: the installed agt finds
+-- everything its help points to (benchmarks, examples, docs) and has a man page; a benchmark
+-- without PyTorch runs agt's part and skips the peer with one line.
+local H = require("helpers")
+local host = require("agt.host")
+
+describe("make install", function()
+  local dest
+  setup(function() dest = H.tmpdir() end)
+  teardown(function() os.execute("rm -rf " .. H.shell_quote(dest)) end)
+
+  it("installs the binary, the Lua tree, bench/, examples/, docs/ and a man page", function()
+    local rc, out, err = H.run(string.format("make -s -C %s install DESTDIR=%s PREFIX=/usr",
+      H.shell_quote(host.root), H.shell_quote(dest)))
+    assert.are.equal(0, rc, out .. err)
+    for _, p in ipairs({ "/usr/bin/agt", "/usr/share/agt/lua/agt/init.lua", "/usr/share/agt/bench/step.lua",
+                         "/usr/share/agt/examples/custom_rule.lua", "/usr/share/agt/docs/runner.md",
+                         "/usr/share/man/man1/agt.1" }) do
+      assert.truthy(H.read(dest .. p), p .. " is not installed")
+    end
+    local agt = H.shell_quote(dest .. "/usr/bin/agt")
+    rc, out = H.run("cd / && " .. agt .. " bench --help")
+    assert.are.equal(0, rc)
+    assert.matches("benchmarks: gar, gar_gpu, step", out)
+    rc, out = H.run("cd / && " .. agt .. " check " .. H.shell_quote(dest .. "/usr/share/agt/examples/custom_rule.lua"))
+    assert.are.equal(0, rc, out)
+    assert.matches("%.TH AGT 1", H.read(dest .. "/usr/share/man/man1/agt.1"))
+  end)
+end)
+
+describe("agt bench without PyTorch", function()
+  it("runs agt's part and skips the peer with one line", function()
+    local rc, out, err = H.run("AGT_PYTHON=/nonexistent/python3 " .. H.shell_quote(H.agt) .. " bench step 0.02 1")
+    assert.are.equal(0, rc, out .. err)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.matches('"skipped":"python3%-torch is not importable by \\/nonexistent\\/python3"', lines[1])
+    assert.matches('"engine":"agt"', out)
+    assert.is_nil(out:find('"engine":"torch"', 1, true))
+    assert.is_nil((out .. err):find("Traceback", 1, true))
+    rc, out, err = H.run("AGT_PYTHON=/nonexistent/python3 " .. H.shell_quote(H.agt) .. " bench gar --n 5 --f 1 --d 1000 --reps 1 --rules median")
+    assert.are.equal(0, rc, out .. err)
+    assert.matches('"skipped":"python3%-torch is not importable', out)
+  end)
+end)
