@@ -115,6 +115,32 @@ describe("agt.plot", function()
     assert.are.equal(1100, info.width)
   end)
 
+  it("labels a run by its experiment, rule and attack names, not their paths, and takes a run's folder", function()
+    assert(require("agt.fs").mkdir_p(tmpdir .. "/run"))
+    write_eval(tmpdir .. "/run/eval", 0.01, "experiment=/home/me/exp/my_exp.lua\naggregator=/home/me/rules/my_rule.lua\n"
+      .. "attack=lie\nn=11\nf=2\nr=2\nrule_name=lua-trimmed-mean\nattack_name=lie\n")
+    local svg = PL.plot({ tmpdir .. "/run" }, { output = tmpdir .. "/named" })
+    local text = read(svg)
+    assert.truthy(text:find(">my_exp: lua%-trimmed%-mean / lie %(n=11 f=2 r=2%)<"), text:match("<text[^\n]*lua[^\n]*"))
+    assert.is_nil(text:find("/home/me", 1, true))
+  end)
+
+  it("leaves out values that are not finite, with a warning naming the file, the metric and the step", function()
+    local f = assert(io.open(tmpdir .. "/nan", "w"))
+    f:write("1.0\t0\ttop1-X-acc:0.1\n2.0\t10\ttop1-X-acc:0.5\n3.0\t20\ttop1-X-acc:nan\n4.0\t30\ttop1-X-acc:inf\n")
+    f:close()
+    local warnings = {}
+    local svg = PL.plot({ tmpdir .. "/nan" }, { output = tmpdir .. "/nanplot", warn = function(m) warnings[#warnings + 1] = m end })
+    assert.are.equal(1, #warnings)
+    assert.matches("nan: 2 value%(s%) of top1%-X%-acc not finite %(from step 20%): not drawn", warnings[1])
+    local text = read(svg)
+    for pts in text:gmatch('points="([^"]*)"') do
+      assert.is_nil(pts:find("[ni][an][nf]"), pts)     -- no nan, no inf among the coordinates
+      local _, k = pts:gsub(",", "")
+      assert.are.equal(2, k)                            -- the two finite points
+    end
+  end)
+
   it("runs as agt plot", function()
     write_eval(tmpdir .. "/c", 0.01)
     local cmd = require("agt.cli.plot")

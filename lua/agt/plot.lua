@@ -7,6 +7,7 @@
 -- agt.session writes beside its evaluation file (rule, attack, n, f, r), unless given. The same
 -- layout is written as SVG (text, scalable) and as PNG (rasterised by agt.png).
 local PNG = require("agt.png")
+local fs = require("agt.fs")
 
 local M = {}
 
@@ -15,12 +16,13 @@ M.palette = {
   { 140, 86, 75 }, { 227, 119, 194 }, { 23, 190, 207 }, { 127, 127, 127 }, { 188, 189, 34 },
 }
 
--- Reads an evaluation file: { rows = { {wall, step, metrics = {name -> value}} }, names = {...} }.
+-- Reads an evaluation file: { rows = { {wall, step, metrics = {name -> value}} }, names = {...},
+-- skipped = {name -> {count, step (the first)}} } (values that are not finite, left out).
 -- Malformed lines are refused with their line number.
 function M.read_eval(path)
   local f, err = io.open(path, "r")
   if not f then return nil, err end
-  local rows, names, seen, ln = {}, {}, {}, 0
+  local rows, names, seen, ln, skipped = {}, {}, {}, 0, {}
   for line in f:lines() do
     ln = ln + 1
     if line ~= "" then
@@ -34,16 +36,23 @@ function M.read_eval(path)
       local m = {}
       for i = 3, #fields do
         local k, v = fields[i]:match("^(.-):([^:]*)$")
-        if k and tonumber(v) then
-          m[k] = tonumber(v)
+        local x = k and tonumber(v)
+        if x then
           if not seen[k] then seen[k] = true; names[#names + 1] = k end
+          -- a diverged run's NaN or ±inf cannot be drawn: left out, and counted for a warning
+          if x == x and x ~= math.huge and x ~= -math.huge then
+            m[k] = x
+          else
+            skipped[k] = skipped[k] or { count = 0, step = step }
+            skipped[k].count = skipped[k].count + 1
+          end
         end
       end
       rows[#rows + 1] = { wall = wall, step = step, metrics = m }
     end
   end
   f:close()
-  return { rows = rows, names = names, path = path }
+  return { rows = rows, names = names, path = path, skipped = skipped }
 end
 
 -- The label of a run: from `<path>.info` (key=value lines) when present, else the path.
@@ -57,10 +66,13 @@ function M.label(path)
   end
   f:close()
   if not info.aggregator then return path end
+  -- names, not paths: a rule or attack given as a file shows its name (or the file's name)
+  local function name(v) return (v:match("([^/]+)%.lua$") or v) end
+  local rule = info.rule_name or name(info.aggregator)
   local attack = (info.attack and info.attack ~= "" and tonumber(info.r or 0) > 0)
-                 and info.attack or "no attack"
-  return string.format("%s / %s (n=%s f=%s r=%s)", info.aggregator, attack, info.n or "?",
-                       info.f or "?", info.r or "?")
+                 and (info.attack_name or name(info.attack)) or "no attack"
+  return string.format("%s%s / %s (n=%s f=%s r=%s)", info.experiment and (name(info.experiment) .. ": ") or "",
+                       rule, attack, info.n or "?", info.f or "?", info.r or "?")
 end
 
 -- Curve points of one evaluation file for a metric: list of {step, seconds, value}. The time
@@ -262,10 +274,16 @@ function M.plot(files, opts)
   opts = opts or {}
   if #files == 0 then error("no evaluation file to plot", 2) end
   local runs, metric = {}, opts.metric
+  local warn = opts.warn or function(msg) io.stderr:write("agt plot: warning: ", msg, "\n") end
   for _, f in ipairs(files) do
     if type(f) == "string" then f = { path = f } end
+    -- a run's folder stands for its evaluation file
+    if fs.kind(f.path) == "dir" then f = { path = f.path .. "/eval", label = f.label } end
     local ev, err = M.read_eval(f.path)
     if not ev then error(err, 0) end
+    for k, s in pairs(ev.skipped) do
+      warn(string.format("%s: %d value(s) of %s not finite (from step %d): not drawn", f.path, s.count, k, s.step))
+    end
     metric = metric or ev.names[1]
     runs[#runs + 1] = { ev = ev, label = f.label or M.label(f.path) }
   end

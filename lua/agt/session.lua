@@ -171,8 +171,14 @@ end
 -- What the run is, for the evaluation file's .info (agt plot's labels).
 function Session:_info()
   local fp = self:_fingerprint()
+  local rule = self.rule.rule
+  local names = {}
+  for i, el in ipairs(rule.elements or {}) do names[i] = tostring(el.name) end
+  local atk = self.byzantine.attack
   return { { "experiment", fp.experiment }, { "aggregator", fp.aggregator }, { "attack", fp.attack },
-           { "n", self.n }, { "f", self.f }, { "r", self.r }, { "seed", fp.seed }, { "d", self.d } }
+           { "n", self.n }, { "f", self.f }, { "r", self.r }, { "seed", fp.seed }, { "d", self.d },
+           { "rule_name", #names > 0 and table.concat(names, ",") or tostring(rule.name) },
+           { "attack_name", atk and tostring(atk.name) or "" } }
 end
 
 -- The parts that own checkpoint entries, in the order their states are read back.

@@ -6,10 +6,12 @@ local P = require("agt.plot")
 local usage = [[
 Usage: agt plot [--metric NAME] [--output PREFIX] [--title TEXT] FILE[=LABEL]...
 
-Draws the evaluation files written by 'agt run' (lines '<wall s>\t<step>\t<name>:<value>...')
-as curves of one metric against the step and against the wall time, every file overlaid, and
-writes PREFIX.svg and PREFIX.png. A curve is labelled by LABEL, else by the rule and attack
-recorded beside the file (FILE.info), else by its path.
+Draws the evaluation files written by 'agt run' (lines '<wall s>\t<step>\t<name>:<value>...';
+a run's folder stands for its 'eval' file) as curves of one metric against the step and
+against the wall time, every file overlaid, and writes PREFIX.svg and PREFIX.png. A curve is
+labelled by LABEL, else by the experiment, rule and attack names recorded beside the file
+(FILE.info), else by its path. Values that are not finite (a diverged run) are left out, with
+a warning.
   --metric NAME    metric to draw (default: the first one of the first file)
   --output PREFIX  output path without extension (default: <directory of the first file>/plot)
   --title TEXT     title (default: the metric's name)]]
