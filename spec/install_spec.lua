@@ -43,3 +43,43 @@ describe("agt bench without PyTorch", function()
     assert.matches('"skipped":"python3%-torch is not importable', out)
   end)
 end)
+
+describe("agt help", function()
+  local agt = H.shell_quote(H.agt)
+  it("lists every topic, explains itself and takes synonyms and names", function()
+    local rc, out = H.run(agt .. " help")
+    assert.are.equal(0, rc)
+    for _, t in ipairs({ "aggregators", "attacks", "experiments", "optim", "lr", "data", "gpu", "sweep", "check" }) do
+      assert.truthy(out:find("\n  " .. t .. " ", 1, true), t .. " missing from agt help")
+    end
+    rc, out = H.run(agt .. " help help")
+    assert.are.equal(0, rc)
+    assert.matches("agt help TOPIC", out)
+    local _, rules = H.run(agt .. " help aggregators")
+    for _, syn in ipairs({ "rules", "rule", "gars" }) do
+      local rc2, same = H.run(agt .. " help " .. syn)
+      assert.are.equal(0, rc2)
+      assert.are.equal(rules, same)
+    end
+    local _, optim = H.run(agt .. " help optim")
+    assert.are.equal(optim, select(2, H.run(agt .. " help optimizers")))
+    assert.matches("^krum %(aggregation rule%); needs n >= 2f%+3", select(2, H.run(agt .. " help krum")))
+    rc, _, err = H.run(agt .. " help nope")
+    assert.are.equal(1, rc)
+    assert.matches("no help topic 'nope'", err)
+  end)
+end)
+
+describe("make test's output", function()
+  local okr, ok = pcall(function() return require("agt.gpu").available() end)
+  if okr and ok == true then
+    pending("lists the GPU specs pending for want of a device as one line (this machine has one: they run)")
+    return
+  end
+  it("lists the GPU specs pending for want of a device as one line", function()
+    local _, out = H.run(H.shell_quote(H.agt) .. " spec/run.lua " .. H.shell_quote(host.root .. "/spec/gpu_spec.lua"))
+    local _, n = out:gsub("Pending %->", "")
+    assert.are.equal(1, n, out)
+    assert.matches("%d+ GPU spec%(s%): no GPU: ", out)
+  end)
+end)

@@ -143,8 +143,17 @@ describe("agt.plot", function()
 
   it("runs as agt plot", function()
     write_eval(tmpdir .. "/c", 0.01)
-    local cmd = require("agt.cli.plot")
-    local real = io.stdout
+    local cli = require("agt.cli.plot")
+    -- what it prints is its business here: kept off the progress dots
+    local sink = { write = function(self) return self end, flush = function() end }
+    local function cmd(args)
+      local out, err = io.stdout, io.stderr
+      io.stdout, io.stderr = sink, sink
+      local ok, code = pcall(cli, args)
+      io.stdout, io.stderr = out, err
+      assert(ok, code)
+      return code
+    end
     assert.are.equal(0, cmd({ tmpdir .. "/c", "--metric", "cross-entropy" }))
     assert.truthy(read(tmpdir .. "/plot.svg"):find("cross%-entropy"))
     assert.truthy(read(tmpdir .. "/plot.png"):sub(2, 4) == "PNG")

@@ -1,8 +1,29 @@
 -- Busted output handler for agt's specs: busted's plain terminal output, then one line
--- "N passed, N failed" (errors count as failures; pending specs are listed, not passed).
+-- "N passed, N failed" (errors count as failures; pending specs are listed, not passed). The
+-- GPU specs that are pending for want of a device are listed as one line, with their count.
 return function(options)
   local busted = require("busted")
   local handler = require("busted.outputHandlers.plainTerminal")(options)
+  -- runs before the handler's own end of suite (priority 1), which lists the pendings
+  busted.subscribe({ "suite", "end" }, function()
+    local kept, gpu, why = {}, nil, nil
+    for _, p in pairs(handler.pendings) do
+      local reason = type(p.name) == "string" and p.name:match("%(no GPU: (.*)%)$")
+      if reason then
+        gpu = gpu or p
+        gpu.count = (gpu.count or 0) + 1
+        why = reason
+      else
+        kept[#kept + 1] = p
+      end
+    end
+    if gpu then
+      gpu.name = string.format("%d GPU spec(s): no GPU: %s", gpu.count, why)
+      kept[#kept + 1] = gpu
+    end
+    handler.pendings = kept
+    return nil, true
+  end, { priority = 1 })
   busted.subscribe({ "suite", "end" }, function()
     local failed = handler.failuresCount + handler.errorsCount
     io.write(string.format("\n%d passed, %d failed (busted; %d pending)\n",

@@ -22,7 +22,7 @@ return function(args)
   while i <= #args do
     local a = args[i]
     if a == "--help" or a == "-h" then
-      print(usage)
+      io.stdout:write(usage, "\n")
       return 0
     end
     local name, val = a:match("^%-%-([^=]+)=(.*)$")
@@ -56,7 +56,6 @@ return function(args)
     io.stderr:write("agt plot: ", tostring(svg), "\n")
     return 1
   end
-  print("Plot: " .. svg)
-  print("Plot: " .. png)
+  io.stdout:write("Plot: ", svg, "\n", "Plot: ", png, "\n")
   return 0
 end
