@@ -124,7 +124,8 @@ C.RULE = {
   presets = "table", kind = function(v) return v == "rule" or v == "pre", "'rule' or 'pre'" end,
   summary = "string", doc = "string", args = "table", requires = "table", output = "function",
   keeps_rows = "boolean", init = "function", aggregate = "function", state = "function",
-  set_state = "function", reset = "function",
+  set_state = "function", reset = "function", coordinate = "function",
+  devices = function(v) return is_list_of(v, "string"), "a list of device names ({\"cpu\", \"cuda\"})" end,
 }
 
 -- A rule file's table (lua/agt/aggregators.lua says what each field means).
