@@ -1,12 +1,14 @@
 -- Doc tests: every command and code block of README.md and docs/*.md runs as it is written, in
--- a fresh folder where `./agt` is the built binary and examples/ the tree's (what a fresh
--- clone has after `make`).
+-- a fresh folder where `./agt` is the built binary and examples/, bindings/, lua/ and libagt.so the
+-- tree's (what a fresh clone has after `make`).
 --
 --   ```sh blocks, and plain ``` blocks whose lines are commands (./agt ..., make ...): each
 --     command (lines joined at a trailing '\', a trailing '# comment' dropped) exits 0. A
 --     command written `agt ...` is refused: a fresh clone has no `agt` on its PATH.
 --   ```lua blocks: a chunk run by ./agt that exits 0; an `agt> ` transcript runs line by line
 --     as the REPL runs it (an expression is shown, a statement executed).
+--   ```python blocks: run by Debian's python3 with bindings/python on the path; exit 0.
+--   `make` alone is the build, done before the specs run.
 --   Other plain ``` blocks are output (an evaluation line, an error message, a table).
 -- The nearest non-blank line above a block may say how to take it:
 --   <!-- doc-test: skip: REASON -->       not run (pending, with the reason)
@@ -63,7 +65,11 @@ local function commands(lines)
   return out
 end
 
-local function is_command(c) return c:match("^%./agt") or c:match("^agt%s") or c:match("^make%s") end
+local SUBCOMMANDS = { run = true, sweep = true, check = true, plot = true, bench = true, help = true }
+local function is_command(c)
+  local word = c:match("^agt%s+(%S+)")
+  return c:match("^%./agt") or c:match("^make%s") or c == "make" or (word and (SUBCOMMANDS[word] or word:match("^%-")))
+end
 
 local function kind(b)
   local note = b.note or ""
@@ -74,6 +80,7 @@ local function kind(b)
   if b.lang == "lua" then
     return (b.lines[1] or ""):match("^agt> ") and "repl" or "lua"
   end
+  if b.lang == "python" then return "python" end
   local cmds = commands(b.lines)
   if b.lang == "sh" then return "sh" end
   if #cmds > 0 and is_command(cmds[1]) and not cmds[1]:match("^%.?/?agt [%w-]+: ") then return "sh" end
@@ -99,8 +106,9 @@ end
 describe("the docs run as written", function()
   setup(function()
     sandbox = H.tmpdir()
-    os.execute(string.format("ln -s %s %s/agt && ln -s %s %s/examples", H.shell_quote(H.agt),
-      H.shell_quote(sandbox), H.shell_quote(root .. "/examples"), H.shell_quote(sandbox)))
+    for _, name in ipairs({ "agt", "examples", "bindings", "libagt.so", "lua" }) do
+      os.execute(string.format("ln -s %s %s/%s", H.shell_quote(root .. "/" .. name), H.shell_quote(sandbox), name))
+    end
   end)
   teardown(function() os.execute("rm -rf " .. H.shell_quote(sandbox)) end)
 
@@ -129,6 +137,8 @@ describe("the docs run as written", function()
           for _, c in ipairs(commands(b.lines)) do
             assert.is_nil(c:match("^agt%s"), title .. ": write ./agt (a fresh clone has no agt on its PATH): " .. c)
             assert.is_nil(c:match("^make%s"), title .. ": a make target does not run in a spec; mark the block doc-test: skip: " .. c)
+            -- plain `make` builds the tree: done before any spec runs
+            if c == "make" then goto next end
             if short then c = c:gsub("%-%-max%-step %d+", "--max-step " .. short) end
             local rc, out, err = run_in_sandbox(c)
             if fails then
@@ -136,12 +146,21 @@ describe("the docs run as written", function()
             else
               assert.are.equal(0, rc, title .. ": " .. c .. "\n" .. out .. err)
             end
+            ::next::
           end
         end)
       elseif k == "lua" then
         it(title, function()
           local p = lua_file(text)
           local rc, out, err = run_in_sandbox("./agt " .. H.shell_quote(p))
+          os.remove(p)
+          assert.are.equal(0, rc, title .. "\n" .. out .. err)
+        end)
+      elseif k == "python" then
+        it(title, function()
+          local p = lua_file(text)
+          local rc, out, err = run_in_sandbox("PYTHONPATH=" .. H.shell_quote(root .. "/bindings/python")
+            .. " /usr/bin/python3 " .. H.shell_quote(p))
           os.remove(p)
           assert.are.equal(0, rc, title .. "\n" .. out .. err)
         end)
