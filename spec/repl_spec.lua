@@ -140,6 +140,37 @@ describe("agt.repl", function()
     assert.are.equal("x = 1", R.rewrite("x = 1"))
   end)
 
+  it("has tensor operators, element-wise against a plain loop, NaN and ±inf included", function()
+    local T = agt.tensor
+    local a, b = T.new({ 2, 3 }), T.new({ 2, 3 })
+    local av = { 1.5, -2, 0 / 0, math.huge, -math.huge, 3 }
+    local bv = { 0.5, 4, 1, math.huge, 2, -3 }
+    for i = 1, 6 do a[i], b[i] = av[i], bv[i] end
+    local function same(t, f)
+      assert.are.same({ 2, 3 }, t.shape)
+      for i = 1, 6 do
+        local want = f(av[i], bv[i])
+        local got = t[i]
+        if want ~= want then assert.is_true(got ~= got, i) else assert.are.equal(want, got, i) end
+      end
+    end
+    same(a + b, function(x, y) return x + y end)
+    same(a - b, function(x, y) return x - y end)
+    same(a * b, function(x, y) return x * y end)
+    same(a + 2, function(x) return x + 2 end)
+    same(2 + a, function(x) return 2 + x end)
+    same(a - 2, function(x) return x - 2 end)
+    same(2 - a, function(x) return 2 - x end)
+    same(a * 3, function(x) return x * 3 end)
+    same(3 * a, function(x) return 3 * x end)
+    same(a / 4, function(x) return x / 4 end)
+    same(-a, function(x) return -x end)
+    assert.are.equal(1.5, a[1])                      -- the operands are left as they were
+    local ok, err = pcall(function() return a + T.new({ 4 }) end)
+    assert.is_false(ok)
+    assert.matches("add", err)
+  end)
+
   it("completes globals, fields and methods", function()
     assert.are.same({ "agt.tensor" }, R.complete("agt.tens"))
     rawset(_G, "COMPLETE_T", agt.tensor.new({ 2 }))

@@ -353,6 +353,37 @@ function Tensor:mul(u)
   kernel(self, "mul", u)(self.addr, self.addr, u.addr, self.n)
   return self
 end
+
+-- Operators, for the REPL and scripts: + - * between two f32 tensors of one size (element-wise)
+-- or a tensor and a number, / by a number, unary minus. Each makes a new tensor on the
+-- operands' device through the same kernels as add, sub, mul and scale.
+local function plus_number(t, x)
+  local c = t:clone():fill(x)
+  t:add(c)
+  c:free()
+  return t
+end
+function Tensor.__add(a, b)
+  if type(a) == "number" then a, b = b, a end
+  if type(b) == "number" then return plus_number(a:clone(), b) end
+  return a:clone():add(b)
+end
+function Tensor.__sub(a, b)
+  if type(a) == "number" then return plus_number(b:clone():scale(-1), a) end
+  if type(b) == "number" then return plus_number(a:clone(), -b) end
+  return a:clone():sub(b)
+end
+function Tensor.__mul(a, b)
+  if type(a) == "number" then a, b = b, a end
+  if type(b) == "number" then return a:clone():scale(b) end
+  return a:clone():mul(b)
+end
+function Tensor.__div(a, b)
+  if type(b) ~= "number" then error("tensor / x: x must be a number (for element-wise division, no op yet)", 2) end
+  return a:clone():scale(1 / b)
+end
+function Tensor.__unm(a) return a:clone():scale(-1) end
+
 function Tensor:allclose(u, rtol, atol)
   need_f32(self, "allclose"); same_size(self, u, "allclose")
   return kernel(self, "allclose", u)(self.addr, u.addr, self.n, rtol or 1e-5, atol or 1e-8) == 1
