@@ -125,6 +125,31 @@ describe("agt.plot", function()
     assert.is_nil(text:find("/home/me", 1, true))
   end)
 
+  it("draws several metrics and summary tags, each in its panel against the step", function()
+    assert(require("agt.fs").mkdir_p(tmpdir .. "/tags"))
+    write_eval(tmpdir .. "/tags/eval", 0.01)
+    local f = assert(io.open(tmpdir .. "/tags/summary.csv", "w"))
+    f:write("wall_time,step,tag,value\n")
+    for s = 10, 50, 10 do
+      f:write(string.format("%d,%d,loss,%g\n", 100 + s, s, 2 / s))
+      f:write(string.format("%d,%d,robust/byzantine_selected,%d\n", 100 + s, s, s % 20 == 0 and 1 or 0))
+    end
+    f:write("160,60,loss,nan\n")
+    f:close()
+    local svg = PL.plot({ tmpdir .. "/tags" }, { output = tmpdir .. "/tagplot",
+      metrics = { "top1-X-acc", "loss", "robust/byzantine_selected" } })
+    local text = read(svg)
+    local _, polylines = text:gsub("<polyline", "")
+    assert.are.equal(3, polylines)                   -- 1 run x 3 panels
+    assert.truthy(text:find(">robust/byzantine_selected<", 1, true))
+    local counts = {}
+    for pts in text:gmatch('points="([^"]*)"') do local _, k = pts:gsub(",", ""); counts[#counts + 1] = k end
+    assert.are.same({ 11, 5, 5 }, counts)            -- 11 evaluations; 5 finite summary rows each
+    local ok, err = pcall(PL.plot, { tmpdir .. "/tags" }, { output = tmpdir .. "/x", metrics = { "losss" } })
+    assert.is_false(ok)
+    assert.matches("no run has the metric or summary tag 'losss'", err)
+  end)
+
   it("leaves out values that are not finite, with a warning naming the file, the metric and the step", function()
     local f = assert(io.open(tmpdir .. "/nan", "w"))
     f:write("1.0\t0\ttop1-X-acc:0.1\n2.0\t10\ttop1-X-acc:0.5\n3.0\t20\ttop1-X-acc:nan\n4.0\t30\ttop1-X-acc:inf\n")

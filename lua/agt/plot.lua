@@ -8,6 +8,7 @@
 -- layout is written as SVG (text, scalable) and as PNG (rasterised by agt.png).
 local PNG = require("agt.png")
 local fs = require("agt.fs")
+local summary = require("agt.summary")
 
 local M = {}
 
@@ -121,15 +122,11 @@ local function fmt_tick(v, step)
   return string.format("%." .. dec .. "f", v)
 end
 
--- Builds the layout shared by both outputs.
-local function layout(runs, opts)
-  local W, H = opts.width or 1100, opts.height or 470
-  local legend_h = 18 * #runs + 10
-  local panels = {}
-  local pw = W / 2
+-- The y range of a metric over every run's points.
+local function y_range(runs, metric)
   local lo, hi = math.huge, -math.huge
   for _, r in ipairs(runs) do
-    for _, p in ipairs(r.points) do lo = math.min(lo, p[3]); hi = math.max(hi, p[3]) end
+    for _, p in ipairs(r.series[metric] or {}) do lo = math.min(lo, p[3]); hi = math.max(hi, p[3]) end
   end
   if lo == math.huge then lo, hi = 0, 1 end
   if lo >= 0 and hi <= 1 then
@@ -141,16 +138,41 @@ local function layout(runs, opts)
     local pad = (hi - lo) * 0.05
     lo, hi = lo - pad, hi + pad
   end
-  for pi, axis in ipairs({ { 1, "step" }, { 2, "wall time (s)" } }) do
+  return lo, hi
+end
+
+-- Builds the layout shared by both outputs: one metric against the step and the wall time, or
+-- several metrics (evaluation metrics, summary tags) against the step, two panels a row.
+local function layout(runs, opts)
+  local metrics = opts.metrics
+  local multi = #metrics > 1
+  local legend_h = 18 * #runs + 10
+  local specs = {}
+  if multi then
+    for i, m in ipairs(metrics) do
+      specs[i] = { metric = m, xi = 1, xlabel = "step", col = (i - 1) % 2, row = math.floor((i - 1) / 2) }
+    end
+  else
+    specs = { { metric = metrics[1], xi = 1, xlabel = "step", col = 0, row = 0 },
+              { metric = metrics[1], xi = 2, xlabel = "wall time (s)", col = 1, row = 0 } }
+  end
+  local rows = specs[#specs].row + 1
+  local W = opts.width or 1100
+  local H = opts.height or (multi and (50 + 300 * rows + legend_h + 5) or 470)
+  local row_h = (H - 50 - legend_h - 5) / rows
+  local pw = W / 2
+  local panels = {}
+  for i, sp in ipairs(specs) do
     local xmax = 0
     for _, r in ipairs(runs) do
-      for _, p in ipairs(r.points) do xmax = math.max(xmax, p[axis[1]]) end
+      for _, p in ipairs(r.series[sp.metric] or {}) do xmax = math.max(xmax, p[sp.xi]) end
     end
     if xmax <= 0 then xmax = 1 end
-    local x0 = (pi - 1) * pw
-    panels[pi] = {
-      left = x0 + 70, right = x0 + pw - 20, top = 50, bottom = H - 55 - legend_h,
-      xlo = 0, xhi = xmax, ylo = lo, yhi = hi, xlabel = axis[2], xi = axis[1],
+    local lo, hi = y_range(runs, sp.metric)
+    local x0, y0 = sp.col * pw, 50 + sp.row * row_h
+    panels[i] = {
+      left = x0 + 70, right = x0 + pw - 20, top = y0, bottom = y0 + row_h - 55,
+      xlo = 0, xhi = xmax, ylo = lo, yhi = hi, xlabel = sp.xlabel, xi = sp.xi, metric = sp.metric,
     }
   end
   return { W = W, H = H, panels = panels, legend_top = H - legend_h - 5 }
@@ -174,7 +196,7 @@ function M.svg(runs, opts)
     .. 'viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">', L.W, L.H, L.W, L.H),
     string.format('<rect width="%d" height="%d" fill="white"/>', L.W, L.H),
     string.format('<text x="%d" y="24" text-anchor="middle" font-size="16">%s</text>',
-                  L.W / 2, esc(opts.title or opts.metric)) }
+                  L.W / 2, esc(opts.title or table.concat(opts.metrics, ", "))) }
   for _, p in ipairs(L.panels) do
     local yt, ys = M.ticks(p.ylo, p.yhi, 5)
     for _, v in ipairs(yt) do
@@ -197,10 +219,10 @@ function M.svg(runs, opts)
     o[#o + 1] = string.format('<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>',
                               (p.left + p.right) / 2, p.bottom + 36, esc(p.xlabel))
     o[#o + 1] = string.format('<text transform="translate(%.1f,%.1f) rotate(-90)" text-anchor="middle">%s</text>',
-                              p.left - 52, (p.top + p.bottom) / 2, esc(opts.metric))
+                              p.left - 52, (p.top + p.bottom) / 2, esc(p.metric))
     for ri, r in ipairs(runs) do
       local pts = {}
-      for _, q in ipairs(r.points) do
+      for _, q in ipairs(r.series[p.metric] or {}) do
         local px, py = to_px(p, q[p.xi], q[3])
         pts[#pts + 1] = string.format("%.1f,%.1f", px, py)
       end
@@ -223,7 +245,7 @@ function M.png(runs, opts)
   local L = layout(runs, opts)
   local cv = PNG.canvas(L.W, L.H)
   local black, grid = { 0, 0, 0 }, { 224, 224, 224 }
-  local title = opts.title or opts.metric
+  local title = opts.title or table.concat(opts.metrics, ", ")
   cv:text(L.W / 2 - PNG.text_width(title, 3) / 2, 12, title, black, 3)
   for _, p in ipairs(L.panels) do
     local yt, ys = M.ticks(p.ylo, p.yhi, 5)
@@ -245,17 +267,18 @@ function M.png(runs, opts)
     cv:line(p.left, p.top, p.left, p.bottom, black, 1)
     cv:line(p.right, p.top, p.right, p.bottom, black, 1)
     cv:text((p.left + p.right) / 2 - PNG.text_width(p.xlabel, 2) / 2, p.bottom + 28, p.xlabel, black, 2)
-    cv:text_up(p.left - 62, (p.top + p.bottom) / 2 + PNG.text_width(opts.metric, 2) / 2,
-               opts.metric, black, 2)
+    cv:text_up(p.left - 62, (p.top + p.bottom) / 2 + PNG.text_width(p.metric, 2) / 2,
+               p.metric, black, 2)
     for ri, r in ipairs(runs) do
       local c = M.palette[(ri - 1) % #M.palette + 1]
       local px0, py0
-      for _, q in ipairs(r.points) do
+      local pts = r.series[p.metric] or {}
+      for _, q in ipairs(pts) do
         local px, py = to_px(p, q[p.xi], q[3])
         if px0 then cv:line(px0, py0, px, py, c, 2) end
         px0, py0 = px, py
       end
-      if #r.points == 1 then cv:line(px0 - 2, py0, px0 + 2, py0, c, 3) end
+      if #pts == 1 then cv:line(px0 - 2, py0, px0 + 2, py0, c, 3) end
     end
   end
   for ri, r in ipairs(runs) do
@@ -267,13 +290,33 @@ function M.png(runs, opts)
   return cv
 end
 
--- Plots evaluation files. files: list of paths or {path=, label=}; opts: metric (default the
--- first metric of the first file), output (path prefix, default <dir of first file>/plot),
--- title. Returns the SVG and PNG paths, or raises naming the bad file.
+-- Points of a summary tag (summary.csv beside the evaluation file): {step, seconds, value},
+-- values that are not finite left out; nil when there is no summary.csv.
+local function tag_series(eval_path, tag)
+  local dir = eval_path:match("^(.*)/[^/]+$") or "."
+  local rows = summary.read_csv(dir .. "/summary.csv")
+  if not rows then return nil end
+  local pts, t0 = {}, nil
+  for _, r in ipairs(rows) do
+    if r[3] == tag and r[4] and r[4] == r[4] and r[4] ~= math.huge and r[4] ~= -math.huge then
+      t0 = t0 or r[1]
+      pts[#pts + 1] = { r[2], r[1] - t0, r[4] }
+    end
+  end
+  return pts
+end
+
+-- Plots runs. files: list of paths (an evaluation file or a run's folder) or {path=, label=};
+-- opts: metrics (a list: evaluation metrics or summary tags such as loss or
+-- robust/byzantine_selected; default the first metric of the first file; metric = one),
+-- output (path prefix, default <dir of first file>/plot), title, warn(msg). One metric is drawn
+-- against the step and the wall time; several, each in its panel against the step. Returns the
+-- SVG and PNG paths, or raises naming the bad file or metric.
 function M.plot(files, opts)
   opts = opts or {}
   if #files == 0 then error("no evaluation file to plot", 2) end
-  local runs, metric = {}, opts.metric
+  local runs = {}
+  local metrics = opts.metrics or (opts.metric and { opts.metric }) or nil
   local warn = opts.warn or function(msg) io.stderr:write("agt plot: warning: ", msg, "\n") end
   for _, f in ipairs(files) do
     if type(f) == "string" then f = { path = f } end
@@ -284,17 +327,25 @@ function M.plot(files, opts)
     for k, s in pairs(ev.skipped) do
       warn(string.format("%s: %d value(s) of %s not finite (from step %d): not drawn", f.path, s.count, k, s.step))
     end
-    metric = metric or ev.names[1]
+    metrics = metrics or (ev.names[1] and { ev.names[1] })
     runs[#runs + 1] = { ev = ev, label = f.label or M.label(f.path) }
   end
-  if not metric then error("the evaluation files hold no metric to plot", 0) end
-  local any = false
-  for _, r in ipairs(runs) do
-    r.points = M.series(r.ev, metric)
-    if #r.points > 0 then any = true end
+  if not metrics then error("the evaluation files hold no metric to plot", 0) end
+  for _, m in ipairs(metrics) do
+    local any = false
+    for _, r in ipairs(runs) do
+      r.series = r.series or {}
+      local pts = M.series(r.ev, m)
+      if #pts == 0 then pts = tag_series(r.ev.path, m) or {} end
+      r.series[m] = pts
+      if #pts > 0 then any = true end
+    end
+    if not any then
+      error(string.format("no run has the metric or summary tag '%s' (evaluation metrics: %s; summary "
+        .. "tags are in summary.csv beside the evaluation file)", m, table.concat(runs[1].ev.names, ", ")), 0)
+    end
   end
-  if not any then error(string.format("no evaluation file has the metric '%s'", metric), 0) end
-  local o = { metric = metric, title = opts.title, width = opts.width, height = opts.height }
+  local o = { metrics = metrics, title = opts.title, width = opts.width, height = opts.height }
   local prefix = opts.output
   if not prefix then
     local dir = runs[1].ev.path:match("^(.*)/[^/]+$") or "."

@@ -1,10 +1,11 @@
--- agt plot — draws evaluation files (accuracy against step and wall time, runs overlaid and
--- labelled by rule and attack) to SVG and PNG.
---   agt plot runs/a/eval runs/b/eval=krum-under-lie --metric top1-X-acc --output runs/compare
+-- agt plot — draws runs (a metric against step and wall time, or several metrics and summary
+-- tags in panels; runs overlaid and labelled by experiment, rule and attack) to SVG and PNG.
+--   agt plot runs/a runs/b/eval=krum-under-lie --metric top1-X-acc --output runs/compare
+--   agt plot runs/a --metric top1-X-acc --metric loss --metric robust/byzantine_selected
 local P = require("agt.plot")
 
 local usage = [[
-Usage: agt plot [--metric NAME] [--output PREFIX] [--title TEXT] FILE[=LABEL]...
+Usage: agt plot [--metric NAME]... [--output PREFIX] [--title TEXT] FILE[=LABEL]...
 
 Draws the evaluation files written by 'agt run' (lines '<wall s>\t<step>\t<name>:<value>...';
 a run's folder stands for its 'eval' file) as curves of one metric against the step and
@@ -12,7 +13,10 @@ against the wall time, every file overlaid, and writes PREFIX.svg and PREFIX.png
 labelled by LABEL, else by the experiment, rule and attack names recorded beside the file
 (FILE.info), else by its path. Values that are not finite (a diverged run) are left out, with
 a warning.
-  --metric NAME    metric to draw (default: the first one of the first file)
+  --metric NAME    metric to draw (default: the first one of the first file): an evaluation
+                   metric, or a summary tag of the run's summary.csv (loss, learning_rate,
+                   robust/byzantine_selected, robust/honest_norm, time/step, ...). Given
+                   several times, each metric gets its panel against the step
   --output PREFIX  output path without extension (default: <directory of the first file>/plot)
   --title TEXT     title (default: the metric's name)]]
 
@@ -40,7 +44,12 @@ return function(args)
           return 2
         end
       end
-      opts[name] = val
+      if name == "metric" then
+        opts.metrics = opts.metrics or {}
+        opts.metrics[#opts.metrics + 1] = val
+      else
+        opts[name] = val
+      end
     else
       local path, label = a:match("^(.-)=(.+)$")
       files[#files + 1] = { path = path or a, label = label }
