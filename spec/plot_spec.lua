@@ -150,6 +150,41 @@ describe("agt.plot", function()
     assert.matches("no run has the metric or summary tag 'losss'", err)
   end)
 
+  it("draws the seeds of one setting as their mean with a band from the lowest to the highest", function()
+    local info = "experiment=fashion-mnist\naggregator=krum\nattack=lie\nn=11\nf=2\nr=2\n"
+    local paths = {}
+    for k, rate in ipairs({ 0.01, 0.02, 0.03 }) do
+      local dir = tmpdir .. "/seed=" .. k            -- a sweep's folder name has '='
+      assert(require("agt.fs").mkdir_p(dir))
+      write_eval(dir .. "/eval", rate, info .. "seed=" .. k .. "\n")
+      paths[k] = dir
+    end
+    local svg = PL.plot(paths, { output = tmpdir .. "/bands" })
+    local text = read(svg)
+    local _, polylines = text:gsub("<polyline", "")
+    local _, polygons = text:gsub("<polygon", "")
+    assert.are.same({ 2, 2 }, { polylines, polygons })   -- one curve and its band, in both panels
+    assert.truthy(text:find("krum / lie (n=11 f=2 r=2), 3 seeds", 1, true))
+    local runs = { {}, {}, {} }
+    for k = 1, 3 do runs[k] = { label = "x", series = { m = { { 0, 0, k }, { 10, 1, 2 * k } } } } end
+    runs[3].series.m[3] = { 20, 2, 9 }                   -- a step the others did not reach: left out
+    local g = PL.bands(runs, { "m" })
+    assert.are.equal(1, #g)
+    assert.are.same({ { 0, 0, 2 }, { 10, 1, 4 } }, g[1].series.m)
+    assert.are.same({ { 0, 0, 1, 3 }, { 10, 1, 2, 6 } }, g[1].band.m)
+    svg = PL.plot(paths, { output = tmpdir .. "/nobands", bands = false })
+    _, polylines = read(svg):gsub("<polyline", "")
+    assert.are.equal(6, polylines)
+    -- agt plot takes the folders by their names, '=' and all
+    local sink = { write = function(self) return self end, flush = function() end }
+    local out = io.stdout
+    io.stdout = sink
+    local ok, code = pcall(require("agt.cli.plot"), { paths[1], paths[2], "--output", tmpdir .. "/cli" })
+    io.stdout = out
+    assert(ok, code)
+    assert.are.equal(0, code)
+  end)
+
   it("leaves out values that are not finite, with a warning naming the file, the metric and the step", function()
     local f = assert(io.open(tmpdir .. "/nan", "w"))
     f:write("1.0\t0\ttop1-X-acc:0.1\n2.0\t10\ttop1-X-acc:0.5\n3.0\t20\ttop1-X-acc:nan\n4.0\t30\ttop1-X-acc:inf\n")

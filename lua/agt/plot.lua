@@ -221,6 +221,22 @@ function M.svg(runs, opts)
     o[#o + 1] = string.format('<text transform="translate(%.1f,%.1f) rotate(-90)" text-anchor="middle">%s</text>',
                               p.left - 52, (p.top + p.bottom) / 2, esc(p.metric))
     for ri, r in ipairs(runs) do
+      local band = r.band and r.band[p.metric]
+      if band and #band > 1 then
+        local poly = {}
+        for _, q in ipairs(band) do
+          local px, py = to_px(p, q[p.xi], q[4])
+          poly[#poly + 1] = string.format("%.1f,%.1f", px, py)
+        end
+        for k = #band, 1, -1 do
+          local px, py = to_px(p, band[k][p.xi], band[k][3])
+          poly[#poly + 1] = string.format("%.1f,%.1f", px, py)
+        end
+        o[#o + 1] = string.format('<polygon fill="%s" fill-opacity="0.2" stroke="none" points="%s"/>',
+                                  rgb(M.palette[(ri - 1) % #M.palette + 1]), table.concat(poly, " "))
+      end
+    end
+    for ri, r in ipairs(runs) do
       local pts = {}
       for _, q in ipairs(r.series[p.metric] or {}) do
         local px, py = to_px(p, q[p.xi], q[3])
@@ -270,6 +286,22 @@ function M.png(runs, opts)
     cv:text_up(p.left - 62, (p.top + p.bottom) / 2 + PNG.text_width(p.metric, 2) / 2,
                p.metric, black, 2)
     for ri, r in ipairs(runs) do
+      local band = r.band and r.band[p.metric]
+      local c = M.palette[(ri - 1) % #M.palette + 1]
+      for k = 2, band and #band or 0 do
+        -- the band between two points, column by column, at 20% opacity
+        local xa, ya_lo = to_px(p, band[k - 1][p.xi], band[k - 1][3])
+        local _, ya_hi = to_px(p, band[k - 1][p.xi], band[k - 1][4])
+        local xb, yb_lo = to_px(p, band[k][p.xi], band[k][3])
+        local _, yb_hi = to_px(p, band[k][p.xi], band[k][4])
+        for x = math.floor(xa), math.floor(xb) - 1 do
+          local u = xb > xa and (x - xa) / (xb - xa) or 0
+          local lo_y, hi_y = ya_lo + (yb_lo - ya_lo) * u, ya_hi + (yb_hi - ya_hi) * u
+          for y = math.floor(hi_y), math.floor(lo_y) do cv:blend(x, y, c, 0.2) end
+        end
+      end
+    end
+    for ri, r in ipairs(runs) do
       local c = M.palette[(ri - 1) % #M.palette + 1]
       local px0, py0
       local pts = r.series[p.metric] or {}
@@ -306,10 +338,55 @@ local function tag_series(eval_path, tag)
   return pts
 end
 
+-- Runs of one setting over several seeds (the same label: the label leaves the seed out) as
+-- one curve, the mean at each step all of them reached, with a band from their lowest to their
+-- highest value. Other runs stay as they are.
+function M.bands(runs, metrics)
+  local groups, order = {}, {}
+  for _, r in ipairs(runs) do
+    if not groups[r.label] then groups[r.label] = {}; order[#order + 1] = r.label end
+    local g = groups[r.label]
+    g[#g + 1] = r
+  end
+  local out = {}
+  for _, label in ipairs(order) do
+    local g = groups[label]
+    if #g == 1 then
+      out[#out + 1] = g[1]
+    else
+      local r = { label = string.format("%s, %d seeds", label, #g), series = {}, band = {}, ev = g[1].ev }
+      for _, m in ipairs(metrics) do
+        local at = {}   -- step -> {n, t, sum, lo, hi}
+        for _, member in ipairs(g) do
+          for _, p in ipairs(member.series[m] or {}) do
+            local a = at[p[1]] or { n = 0, t = 0, sum = 0, lo = math.huge, hi = -math.huge }
+            a.n, a.t, a.sum = a.n + 1, a.t + p[2], a.sum + p[3]
+            a.lo, a.hi = math.min(a.lo, p[3]), math.max(a.hi, p[3])
+            at[p[1]] = a
+          end
+        end
+        local steps = {}
+        for s, a in pairs(at) do if a.n == #g then steps[#steps + 1] = s end end
+        table.sort(steps)
+        local pts, band = {}, {}
+        for i, s in ipairs(steps) do
+          local a = at[s]
+          pts[i] = { s, a.t / a.n, a.sum / a.n }
+          band[i] = { s, a.t / a.n, a.lo, a.hi }
+        end
+        r.series[m], r.band[m] = pts, band
+      end
+      out[#out + 1] = r
+    end
+  end
+  return out
+end
+
 -- Plots runs. files: list of paths (an evaluation file or a run's folder) or {path=, label=};
 -- opts: metrics (a list: evaluation metrics or summary tags such as loss or
 -- robust/byzantine_selected; default the first metric of the first file; metric = one),
--- output (path prefix, default <dir of first file>/plot), title, warn(msg). One metric is drawn
+-- output (path prefix, default <dir of first file>/plot), title, warn(msg), bands (false: no
+-- grouping of the seeds of one setting, see M.bands). One metric is drawn
 -- against the step and the wall time; several, each in its panel against the step. Returns the
 -- SVG and PNG paths, or raises naming the bad file or metric.
 function M.plot(files, opts)
@@ -345,6 +422,7 @@ function M.plot(files, opts)
         .. "tags are in summary.csv beside the evaluation file)", m, table.concat(runs[1].ev.names, ", ")), 0)
     end
   end
+  if opts.bands ~= false then runs = M.bands(runs, metrics) end
   local o = { metrics = metrics, title = opts.title, width = opts.width, height = opts.height }
   local prefix = opts.output
   if not prefix then

@@ -3,6 +3,7 @@
 --   agt plot runs/a runs/b/eval=krum-under-lie --metric top1-X-acc --output runs/compare
 --   agt plot runs/a --metric top1-X-acc --metric loss --metric robust/byzantine_selected
 local P = require("agt.plot")
+local fs = require("agt.fs")
 
 local usage = [[
 Usage: agt plot [--metric NAME]... [--output PREFIX] [--title TEXT] FILE[=LABEL]...
@@ -11,8 +12,9 @@ Draws the evaluation files written by 'agt run' (lines '<wall s>\t<step>\t<name>
 a run's folder stands for its 'eval' file) as curves of one metric against the step and
 against the wall time, every file overlaid, and writes PREFIX.svg and PREFIX.png. A curve is
 labelled by LABEL, else by the experiment, rule and attack names recorded beside the file
-(FILE.info), else by its path. Values that are not finite (a diverged run) are left out, with
-a warning.
+(FILE.info), else by its path. Runs of one setting over several seeds (a sweep's) are drawn
+as their mean with a band from the lowest to the highest. Values that are not finite (a
+diverged run) are left out, with a warning.
   --metric NAME    metric to draw (default: the first one of the first file): an evaluation
                    metric, or a summary tag of the run's summary.csv (loss, learning_rate,
                    robust/byzantine_selected, robust/honest_norm, time/step, ...). Given
@@ -51,7 +53,10 @@ return function(args)
         opts[name] = val
       end
     else
-      local path, label = a:match("^(.-)=(.+)$")
+      -- an existing path is a path (a sweep's run folders have '=' in their names); else
+      -- FILE=LABEL splits at the last '='
+      local path, label
+      if not fs.kind(a) then path, label = a:match("^(.*)=([^=]+)$") end
       files[#files + 1] = { path = path or a, label = label }
     end
     i = i + 1
