@@ -8,7 +8,8 @@ return function(options)
   busted.subscribe({ "suite", "end" }, function()
     local kept, gpu, why = {}, nil, nil
     for _, p in pairs(handler.pendings) do
-      local reason = type(p.name) == "string" and p.name:match("%(no GPU: (.*)%)$")
+      -- gpu_spec says "(no GPU: why)", backend_spec "(cuda: why)"
+      local reason = type(p.name) == "string" and (p.name:match("%(no GPU: (.*)%)$") or p.name:match("%(cuda: (.*)%)$"))
       if reason then
         gpu = gpu or p
         gpu.count = (gpu.count or 0) + 1
@@ -18,7 +19,7 @@ return function(options)
       end
     end
     if gpu then
-      gpu.name = string.format("%d GPU spec(s): no GPU: %s", gpu.count, why)
+      gpu.name = string.format("%d GPU spec(s): no GPU: %s", gpu.count, (why:gsub("^[%w_]+%.cu:%d+: ", "")))
       kept[#kept + 1] = gpu
     end
     handler.pendings = kept
