@@ -85,6 +85,89 @@ local function gar_case(rows, tol, call, it_slack)
   end }
 end
 
+-- The training kernels (GEMM, layers, loss, optimizers): a case makes its host inputs with
+-- `host` (each call a fresh stream: the CPU and the device runs see the same values), special
+-- = NaN and ±inf as in input(), pos = |x| (second-moment slots), and returns what it wrote.
+local function host(seed, rows, cols, special, pos)
+  local h = input(seed, rows, cols, special)
+  if pos then
+    local p = h.ptr
+    for i = 0, #h - 1 do p[i] = math.abs(p[i]) end
+  end
+  return h
+end
+
+local function gemm_case()
+  return { tol = 1e-4, run = function(k, new)
+    local m, n, kk = 37, 29, 53
+    local res = {}
+    for _, t in ipairs({ { 0, 0 }, { 1, 0 }, { 0, 1 }, { 1, 1 } }) do
+      local ta, tb = t[1], t[2]
+      local A = new(ta == 0 and host(20, m, kk, true) or host(20, kk, m, true))
+      local Bm = new(tb == 0 and host(21, kk, n, true) or host(21, n, kk, true))
+      local Cm = new(host(22, m, n, false))
+      k(ta, tb, m, n, kk, 0.75, A:pointer(), ta == 0 and kk or m, Bm:pointer(), tb == 0 and n or kk,
+        ta == tb and 0.5 or 0.0, Cm:pointer(), n)
+      res[#res + 1] = Cm:to("cpu")
+    end
+    return res
+  end }
+end
+
+-- dense layer: B x in inputs (normal, no zeros: the CPU takes its dense path), W in x out
+local LB, LIN, LOUT = 13, 70, 23
+
+local function act_case(tol, call)
+  return { tol = tol, run = function(k, new)
+    local res = {}
+    for act = 0, 2 do
+      for _, out in ipairs(call(k, new, act)) do res[#res + 1] = out:to("cpu") end
+    end
+    return res
+  end }
+end
+
+-- an optimizer on finite inputs (slots listed in `pos` non-negative) and on NaN/±inf: θ and
+-- every slot after two updates
+local function optim_case(nslots, pos, call)
+  return { tol = 0, run = function(k, new)
+    local res = {}
+    for _, special in ipairs({ false, true }) do
+      local th = new(host(40, 5, 1000, special))
+      local g = new(host(41, 5, 1000, special))
+      local slots = {}
+      for i = 1, nslots do slots[i] = new(host(41 + i, 5, 1000, special, pos[i])) end
+      call(k, th, g, slots, 5000, 1)
+      call(k, th, g, slots, 5000, 2)
+      res[#res + 1] = th:to("cpu")
+      for i = 1, nslots do res[#res + 1] = slots[i]:to("cpu") end
+    end
+    return res
+  end }
+end
+
+-- L1/L2: g and the penalty, on 100000 finite values (more than one CPU chunk) and on NaN/±inf
+local function reg_case()
+  return { tol = 1e-12, run = function(k, new)
+    local res = {}
+    local pen = ffi.new("double[1]")
+    for _, c in ipairs({ { 100, 1000, false }, { 5, 1000, true } }) do
+      local th = new(host(50, c[1], c[2], c[3]))
+      local g = new(host(51, c[1], c[2], c[3]))
+      k(th:pointer(), g:pointer(), c[1] * c[2], 0.01, pen)
+      res[#res + 1] = g:to("cpu")
+      res[#res + 1] = pen[0]
+    end
+    return res
+  end }
+end
+
+local function labels(seed, B, K)   -- every class, in a scrambled order
+  local y = T.new({ B }, "i32")
+  for i = 0, B - 1 do y.ptr[i] = (i * 7 + seed) % K end
+  return y
+end
+
 local rows7 = ffi.new("int64_t[7]", { 3, 10, 0, 7, 9, 1, 5 })
 local perm = ffi.new("int64_t[11]", { 4, 2, 9, 0, 10, 1, 7, 3, 8, 5, 6 })
 
@@ -92,6 +175,83 @@ local CASES = {
   ["vec.fill"] = vec_case(function(k, x, _, n) k(x:pointer(), n, -2.5) end),
   ["vec.scale"] = vec_case(function(k, x, _, n) k(x:pointer(), n, -0.37) end),
   ["vec.axpy"] = vec_case(function(k, x, y, n) k(x:pointer(), y:pointer(), n, 0.73) end),
+  ["vec.gemm"] = gemm_case(),
+  ["nn.linear_forward"] = { tol = 1e-4, run = function(k, new)
+    local x, W, b = new(host(30, LB, LIN, true)), new(host(31, LIN, LOUT, true)), new(host(32, 1, LOUT, true))
+    local y1, y2 = new(T.new({ LB, LOUT })), new(T.new({ LB, LOUT }))
+    k(x:pointer(), W:pointer(), b:pointer(), y1:pointer(), LB, LIN, LOUT)
+    k(x:pointer(), W:pointer(), nil, y2:pointer(), LB, LIN, LOUT)
+    return { y1:to("cpu"), y2:to("cpu") }
+  end },
+  ["nn.linear_backward"] = { tol = 1e-4, run = function(k, new)
+    local x, W, dy = new(host(33, LB, LIN, true)), new(host(34, LIN, LOUT, true)), new(host(35, LB, LOUT, true))
+    local dx, dW, db = new(T.new({ LB, LIN })), new(T.new({ LIN, LOUT })), new(T.new({ LOUT }))
+    k(x:pointer(), W:pointer(), dy:pointer(), dx:pointer(), dW:pointer(), db:pointer(), LB, LIN, LOUT)
+    local dW2 = new(T.new({ LIN, LOUT }))   -- the first layer's call: no dx, no db
+    k(x:pointer(), W:pointer(), dy:pointer(), nil, dW2:pointer(), nil, LB, LIN, LOUT)
+    return { dx:to("cpu"), dW:to("cpu"), db:to("cpu"), dW2:to("cpu") }
+  end },
+  -- tanh and sigmoid use the device's tanhf/expf (a few ulp); relu is within that too
+  ["nn.act_forward"] = act_case(1e-6, function(k, new, act)
+    local x = new(host(60 + act, 5, 1000, true))
+    local y = new(T.new({ 5, 1000 }))
+    k(act, x:pointer(), y:pointer(), 5000)
+    k(act, x:pointer(), x:pointer(), 5000)   -- in place
+    return { y, x }
+  end),
+  ["nn.act_backward"] = act_case(0, function(k, new, act)
+    local y, dy = new(host(63 + act, 5, 1000, true)), new(host(66 + act, 5, 1000, true))
+    local dx = new(T.new({ 5, 1000 }))
+    k(act, y:pointer(), dy:pointer(), dx:pointer(), 5000)
+    k(act, y:pointer(), dy:pointer(), dy:pointer(), 5000)   -- in place
+    return { dx, dy }
+  end),
+  ["nn.bias_act"] = { tol = 1e-6, run = function(k, new)
+    local res = {}
+    for act = -1, 2 do
+      local x, b = new(host(70, 6, 7 * 9, true)), new(host(71, 1, 7, true))
+      k(x:pointer(), b:pointer(), 6, 7, 9, act)        -- (B, C, S) images
+      local xd, bd = new(host(72, 6, 7, true)), new(host(73, 1, 7, true))
+      k(xd:pointer(), bd:pointer(), 6, 7, 1, act)      -- dense
+      local xn = new(host(74, 6, 7, true))
+      k(xn:pointer(), nil, 6, 7, 1, act)               -- no bias
+      res[#res + 1], res[#res + 2], res[#res + 3] = x:to("cpu"), xd:to("cpu"), xn:to("cpu")
+    end
+    return res
+  end },
+  -- exp and log in double on both sides (1 ulp apart at most), so the loss agrees to ~1e-15
+  ["nn.softmax_xent"] = { tol = 1e-6, run = function(k, new)
+    local res, loss = {}, ffi.new("double[1]")
+    for _, special in ipairs({ false, true }) do
+      local z, y = new(host(80, 17, 10, special)), new(labels(81, 17, 10))
+      local dz = new(T.new({ 17, 10 }))
+      k(z:pointer(), y:pointer(), 17, 10, loss, dz:pointer())
+      res[#res + 1], res[#res + 2] = dz:to("cpu"), loss[0]
+      k(z:pointer(), y:pointer(), 17, 10, loss, nil)   -- the loss alone
+      res[#res + 1] = loss[0]
+    end
+    return res
+  end },
+  ["optim.sgd"] = optim_case(0, {}, function(k, th, g, s, d) k(th:pointer(), g:pointer(), d, 0.1) end),
+  ["optim.momentum"] = optim_case(2, {}, function(k, th, g, s, d)
+    k(th:pointer(), s[1]:pointer(), g:pointer(), d, 0.1, 0.9, 0)
+    k(th:pointer(), s[2]:pointer(), g:pointer(), d, 0.1, 0.9, 1)   -- Nesterov
+  end),
+  ["optim.adam"] = optim_case(2, { false, true }, function(k, th, g, s, d, t)
+    k(th:pointer(), s[1]:pointer(), s[2]:pointer(), g:pointer(), d, 0.01, 0.9, 0.999, 1e-8, t)
+  end),
+  ["optim.adagrad"] = optim_case(1, { true }, function(k, th, g, s, d)
+    k(th:pointer(), s[1]:pointer(), g:pointer(), d, 0.1)
+  end),
+  ["optim.adadelta"] = optim_case(2, { true, true }, function(k, th, g, s, d)
+    k(th:pointer(), s[1]:pointer(), s[2]:pointer(), g:pointer(), d, 1.0, 0.95, 1e-6)
+  end),
+  ["optim.rmsprop"] = optim_case(4, { true, false, false, true }, function(k, th, g, s, d)
+    k(th:pointer(), s[1]:pointer(), nil, s[3]:pointer(), g:pointer(), d, 0.01, 0.9, 0.5, 1e-10)
+    k(th:pointer(), s[4]:pointer(), s[2]:pointer(), s[3]:pointer(), g:pointer(), d, 0.01, 0.9, 0.5, 1e-10)
+  end),
+  ["optim.l1"] = reg_case(),
+  ["optim.l2"] = reg_case(),
   ["gar.average"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, o) end),
   ["gar.average_nan"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, o) end),
   ["gar.median"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, o) end),
@@ -159,8 +319,8 @@ describe("agt.backend", function()
   end)
 
   it("refuses an op a backend lacks, naming op and device, and unknown devices", function()
-    assert.has_error(function() B.get("cuda"):op("optim.sgd") end,
-                     "optim.sgd has no kernel on cuda (optim there: none); copy the tensors with :to(\"cpu\")")
+    assert.has_error(function() B.get("cuda"):op("attack.minmax") end,
+                     "attack.minmax has no kernel on cuda (attack there: none); copy the tensors with :to(\"cpu\")")
     assert.has_error(function() B.get("cpu"):op("vec.nope") end)
     assert.has_error(function() B.get("tpu") end)
     assert.has_error(function() T.new({ 2 }, "f32", "tpu") end)
