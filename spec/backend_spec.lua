@@ -373,6 +373,114 @@ describe("agt.backend", function()
     end)
   end
 
+  -- ---- models and optimizers through the backend (agt.nn, agt.optim) ----------------------
+  local nn = require("agt.nn")
+  local O = require("agt.optim")
+
+  local function fashion_mnist()
+    return require("agt.plugins").load("experiments", "fashion-mnist", "experiment").model(nn)
+  end
+
+  -- a batch like Fashion-MNIST's: pixels in [0, 1), about half of them 0 (the CPU's dense layer
+  -- then takes its sparse path, the device's GEMM does not), labels of every class
+  local function batch(seed, B)
+    local x = R.new(seed, "batch"):uniform(T.new({ B, 1, 28, 28 }), -1, 1)
+    local p = x.ptr
+    for i = 0, #x - 1 do if p[i] < 0 then p[i] = 0 end end
+    return x, labels(seed, B, 10)
+  end
+
+  local function max_abs(t)
+    local m, p = 0, t.ptr
+    for i = 0, #t - 1 do m = math.max(m, math.abs(p[i])) end
+    return m
+  end
+
+  -- |a − b| <= tol · max|b| everywhere (a and b host tensors; NaN only where the other has NaN)
+  local function close(a, b, tol, what)
+    local pa, pb, scale = a.ptr, b.ptr, max_abs(b)
+    for i = 0, #b - 1 do
+      local x, y = pa[i], pb[i]
+      local ok = (x ~= x and y ~= y) or math.abs(x - y) <= tol * scale
+      assert.is_true(ok, string.format("%s: value %d: device %.9g cpu %.9g (scale %.3g)", what, i, x, y, scale))
+    end
+  end
+
+  it("refuses a model whose batch is on another device than theta, and a layer the device lacks", function()
+    -- stand-ins that only say they are on cuda:0: both refusals come before any memory is touched
+    local function standin(n)
+      local g = ffi.new("agt_lua_tensor")
+      g.dev, g.dix, g.n, g.nd, g.dims[0], g.dt = 1, 0, n, 1, n, 0
+      return g
+    end
+    local m = fashion_mnist()
+    local x = batch(1, 4)
+    assert.has_error(function() m:forward(standin(m.d), x, 4) end,
+                     'x is on cpu but theta on cuda: copy it with :to("cuda")')
+    local cnn = nn.sequential({ 1, 6, 6 }, { nn.conv2d(2, { kernel = 3 }), nn.flatten(), nn.linear(3) })
+    local ok, err = pcall(cnn.forward, cnn, standin(cnn.d), standin(4 * 36), 4)
+    assert.is_false(ok)
+    assert.matches('nn.conv2d_forward has no kernel on cuda %(nn there: [^)]*nn.linear_forward[^)]*%); copy the tensors with :to%("cpu"%)', err)
+  end)
+
+  on_devices("fashion-mnist's loss and gradient with theta and the batch on the device equal the CPU's", function(be)
+    local m = fashion_mnist()
+    local theta = m:init(T.new({ m.d }), R.new(5, "init"))
+    local x, y = batch(6, 64)
+    local g = T.new({ m.d })
+    local loss = m:loss_grad(theta, x, y, 64, g)
+    local gd = T.new({ m.d }, "f32", be.name)
+    local loss_d = m:loss_grad(theta:to(be.name), x:to(be.name), y:to(be.name), 64, gd)
+    assert.is_true(math.abs(loss_d - loss) <= 1e-5 * loss, string.format("loss: device %.9g cpu %.9g", loss_d, loss))
+    close(gd:to("cpu"), g, 1e-4, "gradient")
+    local lc, ld = T.new({ 64, 10 }), T.new({ 64, 10 })   -- forward's logits: a pointer on its device
+    ffi.copy(lc.data, m:forward(theta, x, 64), 64 * 10 * 4)
+    be.read(ld.data, m:forward(theta:to(be.name), x:to(be.name), 64), 64 * 10 * 4)
+    close(ld, lc, 1e-5, "logits")
+  end)
+
+  -- (SGD with momentum: an update linear in the gradient, so the runs stay as close as the
+  -- gradients; Adam's g/√v would magnify rounding where a coordinate's gradient is near 0)
+  on_devices("ten training steps on the device (loss, gradient, momentum SGD through agt.optim) follow the CPU's", function(be)
+    local m = fashion_mnist()
+    local theta = m:init(T.new({ m.d }), R.new(7, "init"))
+    local td = theta:to(be.name)
+    local sgd = { "momentum:0.9" }
+    local oc, od = O.new("sgd", sgd, m.d), O.new("sgd", sgd, m.d)
+    local g, gd = T.new({ m.d }), T.new({ m.d }, "f32", be.name)
+    for step = 1, 10 do
+      local x, y = batch(100 + step, 32)
+      local lc = m:loss_grad(theta, x, y, 32, g)
+      local ld = m:loss_grad(td, x:to(be.name), y:to(be.name), 32, gd)
+      assert.is_true(math.abs(ld - lc) <= 1e-4 * lc, string.format("step %d loss: device %.9g cpu %.9g", step, ld, lc))
+      oc:step(theta, g, 0.05)
+      od:step(td, gd, 0.05)
+    end
+    assert.are.equal(be.name, od.slots.momentum.device:match("^%a+"))
+    close(td:to("cpu"), theta, 1e-4, "theta after 10 steps")
+    -- the optimizer's state reads back from the device, and a restored state goes back there
+    local st = od:state()
+    local o2 = O.new("sgd", sgd, m.d)
+    o2:set_state(st)
+    assert.are.equal(st, o2:state())
+  end)
+
+  on_devices("agt.optim's updates on the device are the CPU's bit for bit", function(be)
+    for _, c in ipairs({ { "sgd", {} }, { "sgd", { "momentum:0.9", "nesterov:true" } }, { "adam", {} },
+                         { "adagrad", {} }, { "adadelta", {} }, { "rmsprop", { "rmsprop-centered:true", "rmsprop-momentum:0.5" } } }) do
+      local th, g = input(90, 4, 1031, false), input(91, 4, 1031, false)
+      local thd, gd = th:to(be.name), g:to(be.name)
+      local oc, od = O.new(c[1], c[2], #th), O.new(c[1], c[2], #th)
+      for _ = 1, 3 do
+        oc:step(th, g, 0.01)
+        od:step(thd, gd, 0.01)
+      end
+      local diff = first_diff(thd:to("cpu"), th, 0)
+      assert.is_nil(diff, c[1] .. " " .. table.concat(c[2], ",") .. ": " .. tostring(diff))
+      assert.are.equal(oc:state(), od:state(), c[1] .. ": slots")
+    end
+  end)
+
   on_devices("every rule and chain, with G on the device, gives the CPU's result and rows", function(be)
     -- finite G, as gpu_spec's test of every rule through agt.aggregators (the kernels' cases
     -- above and spec/gpu_spec.lua hold them to the CPU on NaN and ±inf)
