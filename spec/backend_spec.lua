@@ -241,6 +241,21 @@ local CASES = {
     end
     return res
   end },
+  ["nn.eval_batch"] = { tol = 1e-12, run = function(k, new)
+    local res, ls, cr = {}, ffi.new("double[1]"), ffi.new("size_t[1]")
+    for _, special in ipairs({ false, true }) do
+      local z, y = new(host(82, 40, 10, special)), new(labels(83, 40, 10))
+      for r = 0, 39, 5 do   -- rows whose label is the max, some of them tied with class 0
+        local zh = z:to("cpu")
+        zh.ptr[r * 10 + y:to("cpu").ptr[r]] = 50
+        if r % 10 == 0 then zh.ptr[r * 10] = 50 end
+        z = new(zh)
+      end
+      k(z:pointer(), y:pointer(), 40, 10, ls, cr)
+      res[#res + 1], res[#res + 2] = ls[0], tonumber(cr[0])
+    end
+    return res
+  end },
   ["optim.sgd"] = optim_case(0, {}, function(k, th, g, s, d) k(th:pointer(), g:pointer(), d, 0.1) end),
   ["optim.momentum"] = optim_case(2, {}, function(k, th, g, s, d)
     k(th:pointer(), s[1]:pointer(), g:pointer(), d, 0.1, 0.9, 0)
@@ -437,6 +452,10 @@ describe("agt.backend", function()
     ffi.copy(lc.data, m:forward(theta, x, 64), 64 * 10 * 4)
     be.read(ld.data, m:forward(theta:to(be.name), x:to(be.name), 64), 64 * 10 * 4)
     close(ld, lc, 1e-5, "logits")
+    local sc, nc = m:eval_batch(theta, x, y, 64)
+    local sd, nd = m:eval_batch(theta:to(be.name), x:to(be.name), y:to(be.name), 64)
+    assert.is_true(math.abs(sd - sc) <= 1e-5 * sc, string.format("evaluation loss: device %.9g cpu %.9g", sd, sc))
+    assert.are.equal(nc, nd, "evaluation: correct predictions")
   end)
 
   -- (SGD with momentum: an update linear in the gradient, so the runs stay as close as the

@@ -2,8 +2,8 @@
  * the dense layer, activations, bias, softmax cross-entropy (nn.h), the optimizers and the
  * L1/L2 terms (optim.h). Each entry takes the arguments of its CPU twin, with device pointers
  * for every array the twin reads or writes, except the few results a caller reads on the host:
- * the loss of agt_gpu_nn_softmax_xent and the penalty of agt_gpu_optim_l1/_l2 are HOST
- * pointers (the entry waits for them). The others are queued on the engine's default stream and
+ * the loss of agt_gpu_nn_softmax_xent, the sums of agt_gpu_nn_eval_batch and the penalty of
+ * agt_gpu_optim_l1/_l2 are HOST pointers (the entry waits for them). The others are queued on the engine's default stream and
  * return at once; an error inside a kernel surfaces at the next synchronising call.
  *
  * Results against the CPU twins (spec/backend_spec.lua): element-wise ops that use only + − × ÷
@@ -37,6 +37,9 @@ agt_status agt_gpu_nn_bias_act(float *x, const float *b, size_t B, size_t C, siz
  * is AGT_EINVAL naming the first such example (dlogits is then unspecified). */
 agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
                                    double *loss, float *dlogits);
+/* logits and y on the device, loss_sum and correct on the host. */
+agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
+                                 double *loss_sum, size_t *correct);
 
 agt_status agt_gpu_optim_sgd(float *theta, const float *g, size_t d, float lr);
 agt_status agt_gpu_optim_momentum(float *theta, float *accum, const float *g, size_t d, float lr,

@@ -59,6 +59,10 @@ agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t
                                    double *loss, float *dlogits) {
   return NOCUDA();
 }
+agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
+                                 double *loss_sum, size_t *correct) {
+  return NOCUDA();
+}
 agt_status agt_gpu_optim_sgd(float *theta, const float *g, size_t d, float lr) { return NOCUDA(); }
 agt_status agt_gpu_optim_momentum(float *theta, float *accum, const float *g, size_t d, float lr,
                                   float momentum, int nesterov) {

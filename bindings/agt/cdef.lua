@@ -253,6 +253,8 @@ agt_status agt_gpu_nn_act_backward(int act, const float *y, const float *dy, flo
 agt_status agt_gpu_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
 agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
                                    double *loss, float *dlogits);
+agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
+                                 double *loss_sum, size_t *correct);
 agt_status agt_gpu_optim_sgd(float *theta, const float *g, size_t d, float lr);
 agt_status agt_gpu_optim_momentum(float *theta, float *accum, const float *g, size_t d, float lr,
                                   float momentum, int nesterov);

@@ -74,17 +74,17 @@ __global__ void k_bias_grad(const float *dy, float *db, size_t B, size_t out) {
 }
 
 /* One thread per example: the row's loss (double) into loss[i], its gradient into dlogits
- * (when not NULL), bad[i] = 1 when the label is out of range. */
+ * (when not NULL), flag[i] = -1 when the label is out of range. */
 __global__ void k_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
-                               float inv_b, double *loss, int32_t *bad, float *dlogits) {
+                               float inv_b, double *loss, int32_t *flag, float *dlogits) {
   GRID_STRIDE(i, B) {
     int32_t label = y[i];
     if (label < 0 || (size_t)label >= K) {
-      bad[i] = 1;
+      flag[i] = -1;
       loss[i] = 0.0;
       continue;
     }
-    bad[i] = 0;
+    flag[i] = 0;
     const float *z = logits + i * K;
     float m = z[0];
     for (size_t k = 1; k < K; k++) m = z[k] > m ? z[k] : m;
@@ -98,6 +98,58 @@ __global__ void k_softmax_xent(const float *logits, const int32_t *y, size_t B, 
       d[label] = __fsub_rn(d[label], inv_b);
     }
   }
+}
+
+/* Evaluation, one thread per example: loss[i] = its cross-entropy, flag[i] = 1 when its argmax
+ * (ties: the lowest index; never with a NaN in the row) is the label, -1 for a bad label. */
+__global__ void k_eval_rows(const float *logits, const int32_t *y, size_t B, size_t K,
+                            double *loss, int32_t *flag) {
+  GRID_STRIDE(i, B) {
+    int32_t label = y[i];
+    if (label < 0 || (size_t)label >= K) {
+      flag[i] = -1;
+      loss[i] = 0.0;
+      continue;
+    }
+    const float *z = logits + i * K;
+    float m = z[0];
+    size_t arg = 0;
+    int nan = z[0] != z[0];
+    for (size_t k = 1; k < K; k++) {
+      if (z[k] != z[k]) nan = 1;
+      if (z[k] > m) { m = z[k]; arg = k; }
+    }
+    double s = 0.0;
+    for (size_t k = 0; k < K; k++) s += exp((double)z[k] - (double)m);
+    loss[i] = (double)m + log(s) - (double)z[label];
+    flag[i] = !nan && arg == (size_t)label;
+  }
+}
+
+/* The per-example results of k_softmax_xent / k_eval_rows back on the host: *loss_sum = their
+ * sum in example order (the CPU's), *correct = the number of flags 1; a bad label is AGT_EINVAL
+ * naming the first such example. dev/host: scratch of rows_bytes(B). */
+static size_t rows_bytes(size_t B) { return B * (sizeof(double) + sizeof(int32_t)); }
+
+static agt_status rows_back(const void *dev, void *host, const int32_t *y, size_t B, size_t K,
+                            double *loss_sum, size_t *correct) {
+  AGT_CU(cudaMemcpy(host, dev, rows_bytes(B), cudaMemcpyDeviceToHost));
+  const double *row = (const double *)host;
+  const int32_t *flag = (const int32_t *)(row + B);
+  double total = 0.0;
+  size_t ok = 0;
+  for (size_t i = 0; i < B; i++) {
+    if (flag[i] < 0) {
+      int32_t label;
+      AGT_CU(cudaMemcpy(&label, y + i, sizeof label, cudaMemcpyDeviceToHost));
+      return AGT_FAIL(AGT_EINVAL, "label %d of example %zu is out of range [0, %zu)", (int)label, i, K);
+    }
+    total += row[i];
+    ok += flag[i] == 1;
+  }
+  *loss_sum = total;
+  if (correct) *correct = ok;
+  return AGT_OK;
 }
 
 static agt_status act_check(int act) {
@@ -178,27 +230,30 @@ extern "C" agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t
   if (!logits || !y || !loss)
     return AGT_FAIL(AGT_EINVAL, "softmax cross-entropy on cuda: logits and y must be device "
                     "pointers and loss a host pointer");
-  size_t bytes = B * (sizeof(double) + sizeof(int32_t));
   void *dev, *host;
-  AGT_TRY(agt_gpu_scratch(bytes, &dev));
-  AGT_TRY(agt_gpu_host_scratch(bytes, &host));
+  AGT_TRY(agt_gpu_scratch(rows_bytes(B), &dev));
+  AGT_TRY(agt_gpu_host_scratch(rows_bytes(B), &host));
   double *row_d = (double *)dev;
-  int32_t *bad_d = (int32_t *)(row_d + B);
-  k_softmax_xent<<<nn_blocks(B), NN_BLOCK>>>(logits, y, B, K, 1.0f / (float)B, row_d, bad_d,
-                                             dlogits);
+  k_softmax_xent<<<nn_blocks(B), NN_BLOCK>>>(logits, y, B, K, 1.0f / (float)B, row_d,
+                                             (int32_t *)(row_d + B), dlogits);
   AGT_CU_LAUNCH("k_softmax_xent");
-  AGT_CU(cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost));
-  const double *row = (const double *)host;
-  const int32_t *bad = (const int32_t *)(row + B);
-  double total = 0.0;
-  for (size_t i = 0; i < B; i++) {
-    if (bad[i]) {
-      int32_t label;
-      AGT_CU(cudaMemcpy(&label, y + i, sizeof label, cudaMemcpyDeviceToHost));
-      return AGT_FAIL(AGT_EINVAL, "label %d of example %zu is out of range [0, %zu)", (int)label, i, K);
-    }
-    total += row[i];
-  }
+  double total;
+  AGT_TRY(rows_back(dev, host, y, B, K, &total, NULL));
   *loss = total / (double)B;
   return AGT_OK;
+}
+
+extern "C" agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B,
+                                            size_t K, double *loss_sum, size_t *correct) {
+  if (B == 0 || K == 0) return AGT_FAIL(AGT_EINVAL, "evaluation: empty shape B=%zu K=%zu", B, K);
+  if (!logits || !y || !loss_sum || !correct)
+    return AGT_FAIL(AGT_EINVAL, "evaluation on cuda: logits and y must be device pointers, "
+                    "loss_sum and correct host pointers");
+  void *dev, *host;
+  AGT_TRY(agt_gpu_scratch(rows_bytes(B), &dev));
+  AGT_TRY(agt_gpu_host_scratch(rows_bytes(B), &host));
+  double *row_d = (double *)dev;
+  k_eval_rows<<<nn_blocks(B), NN_BLOCK>>>(logits, y, B, K, row_d, (int32_t *)(row_d + B));
+  AGT_CU_LAUNCH("k_eval_rows");
+  return rows_back(dev, host, y, B, K, loss_sum, correct);
 }
