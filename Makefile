@@ -58,7 +58,9 @@ CUDA_ARCH  ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=
 NVCCFLAGS  := -O3 -std=c++17 $(CUDA_ARCH) -Isrc -Xcompiler -fPIC,-Wall,-Wextra
 CUDA_OBJS  := $(patsubst src/cuda/%.cu,$(BUILD)/obj/cuda/%.o,$(CUDA_SRCS))
 CFLAGS     += -DAGT_HAVE_CUDA=1
-CUDA_LIBS  := -L$(CUDA_LIBDIR) -lcudart_static -lstdc++ -lrt
+# cuBLAS (the GEMMs of the training kernels) is linked dynamically: libcublas.so.13, with its
+# libcublasLt, must be on the loader's path where agt runs (the CUDA tree's lib64 is).
+CUDA_LIBS  := -L$(CUDA_LIBDIR) -lcudart_static -lcublas -lstdc++ -lrt
 FEATURES   := CUDA
 else
 CUDA_OBJS  :=
@@ -181,12 +183,12 @@ gpu-bundle:
 	rm -rf gpu-bundle && mkdir -p gpu-bundle
 	$(CC) -Wl,-E -o gpu-bundle/agt build-gpu/obj/main.o -Wl,--whole-archive build-gpu/libagt.a \
 	  -Wl,--no-whole-archive -Wl,-Bstatic -lluajit-5.1 -lopenblas -lsodium -ledit -lbsd -lmd -ltinfo -Wl,-Bdynamic \
-	  -L$(CUDA_LIBDIR) -lcudart_static -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
+	  -L$(CUDA_LIBDIR) -lcudart_static -lcublas -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
 	cp -R lua bindings spec bench examples gpu-bundle/
 	@$(MAKE) --no-print-directory BUILD=build-gpu build-gpu/obj/embed.o
 	$(CC) -shared -o gpu-bundle/libagt.so build-gpu/obj/embed.o -Wl,--whole-archive build-gpu/libagt.a \
 	  -Wl,--no-whole-archive -lluajit-5.1 -lopenblas -lsodium -Wl,-rpath,'$$ORIGIN' \
-	  -L$(CUDA_LIBDIR) -lcudart_static -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
+	  -L$(CUDA_LIBDIR) -lcudart_static -lcublas -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
 	ldd gpu-bundle/libagt.so | awk '/libluajit|libopenblas|libsodium/ { print $$3 }' | xargs -I{} cp -L {} gpu-bundle/
 	@sh tools/gpu-bundle.sh
 	@echo "gpu-bundle/ ready: copy it to the GPU machine and run gpu-bundle/run.sh there"

@@ -85,6 +85,98 @@ local function gar_case(rows, tol, call, it_slack)
   end }
 end
 
+-- The training kernels (GEMM, layers, loss, optimizers): a case makes its host inputs with
+-- `host` (each call a fresh stream: the CPU and the device runs see the same values), special
+-- = NaN and ±inf as in input(), pos = |x| (second-moment slots; a number: |x| + pos), and
+-- returns what it wrote. A product sums whole rows, so where input()'s specials would make every
+-- result NaN or inf, `few` puts a NaN, a +inf and a -inf at three places of a finite input.
+local function host(seed, rows, cols, special, pos)
+  local h = input(seed, rows, cols, special)
+  if pos then
+    local p, add = h.ptr, type(pos) == "number" and pos or 0
+    for i = 0, #h - 1 do p[i] = math.abs(p[i]) + add end
+  end
+  return h
+end
+
+local function few(seed, rows, cols)
+  local h = input(seed, rows, cols, false)
+  local n, p = rows * cols, h.ptr
+  p[(seed * 7) % n], p[(seed * 13 + 5) % n], p[(seed * 29 + 11) % n] = 0 / 0, math.huge, -math.huge
+  return h
+end
+
+local function gemm_case()
+  return { tol = 1e-4, run = function(k, new)
+    local m, n, kk = 37, 29, 53
+    local res = {}
+    for _, t in ipairs({ { 0, 0 }, { 1, 0 }, { 0, 1 }, { 1, 1 } }) do
+      local ta, tb = t[1], t[2]
+      local A = new(ta == 0 and few(20, m, kk) or few(20, kk, m))
+      local Bm = new(tb == 0 and few(21, kk, n) or few(21, n, kk))
+      local Cm = new(host(22, m, n, false))
+      k(ta, tb, m, n, kk, 0.75, A:pointer(), ta == 0 and kk or m, Bm:pointer(), tb == 0 and n or kk,
+        ta == tb and 0.5 or 0.0, Cm:pointer(), n)
+      res[#res + 1] = Cm:to("cpu")
+    end
+    return res
+  end }
+end
+
+-- dense layer: B x in inputs (normal, no zeros: the CPU takes its dense path), W in x out
+local LB, LIN, LOUT = 13, 70, 23
+
+local function act_case(tol, call)
+  return { tol = tol, run = function(k, new)
+    local res = {}
+    for act = 0, 2 do
+      for _, out in ipairs(call(k, new, act)) do res[#res + 1] = out:to("cpu") end
+    end
+    return res
+  end }
+end
+
+-- an optimizer on finite inputs (slots listed in `pos` non-negative) and on NaN/±inf: θ and
+-- every slot after two updates
+local function optim_case(nslots, pos, call)
+  return { tol = 0, run = function(k, new)
+    local res = {}
+    for _, special in ipairs({ false, true }) do
+      local th = new(host(40, 5, 1000, special))
+      local g = new(host(41, 5, 1000, special))
+      local slots = {}
+      for i = 1, nslots do slots[i] = new(host(41 + i, 5, 1000, special, pos[i])) end
+      call(k, th, g, slots, 5000, 1)
+      call(k, th, g, slots, 5000, 2)
+      res[#res + 1] = th:to("cpu")
+      for i = 1, nslots do res[#res + 1] = slots[i]:to("cpu") end
+    end
+    return res
+  end }
+end
+
+-- L1/L2: g and the penalty, on 100000 finite values (more than one CPU chunk) and on NaN/±inf
+local function reg_case()
+  return { tol = 1e-12, run = function(k, new)
+    local res = {}
+    local pen = ffi.new("double[1]")
+    for _, c in ipairs({ { 100, 1000, false }, { 5, 1000, true } }) do
+      local th = new(host(50, c[1], c[2], c[3]))
+      local g = new(host(51, c[1], c[2], c[3]))
+      k(th:pointer(), g:pointer(), c[1] * c[2], 0.01, pen)
+      res[#res + 1] = g:to("cpu")
+      res[#res + 1] = pen[0]
+    end
+    return res
+  end }
+end
+
+local function labels(seed, B, K)   -- every class, in a scrambled order
+  local y = T.new({ B }, "i32")
+  for i = 0, B - 1 do y.ptr[i] = (i * 7 + seed) % K end
+  return y
+end
+
 local rows7 = ffi.new("int64_t[7]", { 3, 10, 0, 7, 9, 1, 5 })
 local perm = ffi.new("int64_t[11]", { 4, 2, 9, 0, 10, 1, 7, 3, 8, 5, 6 })
 
@@ -92,6 +184,98 @@ local CASES = {
   ["vec.fill"] = vec_case(function(k, x, _, n) k(x:pointer(), n, -2.5) end),
   ["vec.scale"] = vec_case(function(k, x, _, n) k(x:pointer(), n, -0.37) end),
   ["vec.axpy"] = vec_case(function(k, x, y, n) k(x:pointer(), y:pointer(), n, 0.73) end),
+  ["vec.gemm"] = gemm_case(),
+  ["nn.linear_forward"] = { tol = 1e-4, run = function(k, new)
+    local x, W, b = new(few(30, LB, LIN)), new(few(31, LIN, LOUT)), new(few(32, 1, LOUT))
+    local y1, y2 = new(T.new({ LB, LOUT })), new(T.new({ LB, LOUT }))
+    k(x:pointer(), W:pointer(), b:pointer(), y1:pointer(), LB, LIN, LOUT)
+    k(x:pointer(), W:pointer(), nil, y2:pointer(), LB, LIN, LOUT)
+    return { y1:to("cpu"), y2:to("cpu") }
+  end },
+  ["nn.linear_backward"] = { tol = 1e-4, run = function(k, new)
+    local x, W, dy = new(few(33, LB, LIN)), new(few(34, LIN, LOUT)), new(few(35, LB, LOUT))
+    local dx, dW, db = new(T.new({ LB, LIN })), new(T.new({ LIN, LOUT })), new(T.new({ LOUT }))
+    k(x:pointer(), W:pointer(), dy:pointer(), dx:pointer(), dW:pointer(), db:pointer(), LB, LIN, LOUT)
+    local dW2 = new(T.new({ LIN, LOUT }))   -- the first layer's call: no dx, no db
+    k(x:pointer(), W:pointer(), dy:pointer(), nil, dW2:pointer(), nil, LB, LIN, LOUT)
+    return { dx:to("cpu"), dW:to("cpu"), db:to("cpu"), dW2:to("cpu") }
+  end },
+  -- tanh and sigmoid use the device's tanhf/expf (a few ulp); relu is within that too
+  ["nn.act_forward"] = act_case(1e-6, function(k, new, act)
+    local x = new(host(60 + act, 5, 1000, true))
+    local y = new(T.new({ 5, 1000 }))
+    k(act, x:pointer(), y:pointer(), 5000)
+    k(act, x:pointer(), x:pointer(), 5000)   -- in place
+    return { y, x }
+  end),
+  ["nn.act_backward"] = act_case(0, function(k, new, act)
+    local y, dy = new(host(63 + act, 5, 1000, true)), new(host(66 + act, 5, 1000, true))
+    local dx = new(T.new({ 5, 1000 }))
+    k(act, y:pointer(), dy:pointer(), dx:pointer(), 5000)
+    k(act, y:pointer(), dy:pointer(), dy:pointer(), 5000)   -- in place
+    return { dx, dy }
+  end),
+  ["nn.bias_act"] = { tol = 1e-6, run = function(k, new)
+    local res = {}
+    for act = -1, 2 do
+      local x, b = new(host(70, 6, 7 * 9, true)), new(host(71, 1, 7, true))
+      k(x:pointer(), b:pointer(), 6, 7, 9, act)        -- (B, C, S) images
+      local xd, bd = new(host(72, 6, 7, true)), new(host(73, 1, 7, true))
+      k(xd:pointer(), bd:pointer(), 6, 7, 1, act)      -- dense
+      local xn = new(host(74, 6, 7, true))
+      k(xn:pointer(), nil, 6, 7, 1, act)               -- no bias
+      res[#res + 1], res[#res + 2], res[#res + 3] = x:to("cpu"), xd:to("cpu"), xn:to("cpu")
+    end
+    return res
+  end },
+  -- exp and log in double on both sides (1 ulp apart at most), so the loss agrees to ~1e-15
+  ["nn.softmax_xent"] = { tol = 1e-6, run = function(k, new)
+    local res, loss = {}, ffi.new("double[1]")
+    for _, special in ipairs({ false, true }) do
+      local z, y = new(host(80, 17, 10, special)), new(labels(81, 17, 10))
+      local dz = new(T.new({ 17, 10 }))
+      k(z:pointer(), y:pointer(), 17, 10, loss, dz:pointer())
+      res[#res + 1], res[#res + 2] = dz:to("cpu"), loss[0]
+      k(z:pointer(), y:pointer(), 17, 10, loss, nil)   -- the loss alone
+      res[#res + 1] = loss[0]
+    end
+    return res
+  end },
+  ["nn.eval_batch"] = { tol = 1e-12, run = function(k, new)
+    local res, ls, cr = {}, ffi.new("double[1]"), ffi.new("size_t[1]")
+    for _, special in ipairs({ false, true }) do
+      local z, y = new(host(82, 40, 10, special)), new(labels(83, 40, 10))
+      for r = 0, 39, 5 do   -- rows whose label is the max, some of them tied with class 0
+        local zh = z:to("cpu")
+        zh.ptr[r * 10 + y:to("cpu").ptr[r]] = 50
+        if r % 10 == 0 then zh.ptr[r * 10] = 50 end
+        z = new(zh)
+      end
+      k(z:pointer(), y:pointer(), 40, 10, ls, cr)
+      res[#res + 1], res[#res + 2] = ls[0], tonumber(cr[0])
+    end
+    return res
+  end },
+  ["optim.sgd"] = optim_case(0, {}, function(k, th, g, s, d) k(th:pointer(), g:pointer(), d, 0.1) end),
+  ["optim.momentum"] = optim_case(2, {}, function(k, th, g, s, d)
+    k(th:pointer(), s[1]:pointer(), g:pointer(), d, 0.1, 0.9, 0)
+    k(th:pointer(), s[2]:pointer(), g:pointer(), d, 0.1, 0.9, 1)   -- Nesterov
+  end),
+  ["optim.adam"] = optim_case(2, { false, true }, function(k, th, g, s, d, t)
+    k(th:pointer(), s[1]:pointer(), s[2]:pointer(), g:pointer(), d, 0.01, 0.9, 0.999, 1e-8, t)
+  end),
+  ["optim.adagrad"] = optim_case(1, { true }, function(k, th, g, s, d)
+    k(th:pointer(), s[1]:pointer(), g:pointer(), d, 0.1)
+  end),
+  ["optim.adadelta"] = optim_case(2, { true, true }, function(k, th, g, s, d)
+    k(th:pointer(), s[1]:pointer(), s[2]:pointer(), g:pointer(), d, 1.0, 0.95, 1e-6)
+  end),
+  ["optim.rmsprop"] = optim_case(4, { true, false, false, 4 }, function(k, th, g, s, d)
+    k(th:pointer(), s[1]:pointer(), nil, s[3]:pointer(), g:pointer(), d, 0.01, 0.9, 0.5, 1e-10)
+    k(th:pointer(), s[4]:pointer(), s[2]:pointer(), s[3]:pointer(), g:pointer(), d, 0.01, 0.9, 0.5, 1e-10)
+  end),
+  ["optim.l1"] = reg_case(),
+  ["optim.l2"] = reg_case(),
   ["gar.average"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, o) end),
   ["gar.average_nan"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, o) end),
   ["gar.median"] = gar_case(nil, 0, function(k, g, o) return k(g, N, D, o) end),
@@ -159,8 +343,8 @@ describe("agt.backend", function()
   end)
 
   it("refuses an op a backend lacks, naming op and device, and unknown devices", function()
-    assert.has_error(function() B.get("cuda"):op("optim.sgd") end,
-                     "optim.sgd has no kernel on cuda (optim there: none); copy the tensors with :to(\"cpu\")")
+    assert.has_error(function() B.get("cuda"):op("attack.minmax") end,
+                     "attack.minmax has no kernel on cuda (attack there: none); copy the tensors with :to(\"cpu\")")
     assert.has_error(function() B.get("cpu"):op("vec.nope") end)
     assert.has_error(function() B.get("tpu") end)
     assert.has_error(function() T.new({ 2 }, "f32", "tpu") end)
@@ -203,6 +387,118 @@ describe("agt.backend", function()
       compare(got, want, case.tol, op .. " on " .. be.name, ig, iw, case.it_slack)
     end)
   end
+
+  -- ---- models and optimizers through the backend (agt.nn, agt.optim) ----------------------
+  local nn = require("agt.nn")
+  local O = require("agt.optim")
+
+  local function fashion_mnist()
+    return require("agt.plugins").load("experiments", "fashion-mnist", "experiment").model(nn)
+  end
+
+  -- a batch like Fashion-MNIST's: pixels in [0, 1), about half of them 0 (the CPU's dense layer
+  -- then takes its sparse path, the device's GEMM does not), labels of every class
+  local function batch(seed, B)
+    local x = R.new(seed, "batch"):uniform(T.new({ B, 1, 28, 28 }), -1, 1)
+    local p = x.ptr
+    for i = 0, #x - 1 do if p[i] < 0 then p[i] = 0 end end
+    return x, labels(seed, B, 10)
+  end
+
+  local function max_abs(t)
+    local m, p = 0, t.ptr
+    for i = 0, #t - 1 do m = math.max(m, math.abs(p[i])) end
+    return m
+  end
+
+  -- |a − b| <= tol · max|b| everywhere (a and b host tensors; NaN only where the other has NaN)
+  local function close(a, b, tol, what)
+    local pa, pb, scale = a.ptr, b.ptr, max_abs(b)
+    for i = 0, #b - 1 do
+      local x, y = pa[i], pb[i]
+      local ok = (x ~= x and y ~= y) or math.abs(x - y) <= tol * scale
+      assert.is_true(ok, string.format("%s: value %d: device %.9g cpu %.9g (scale %.3g)", what, i, x, y, scale))
+    end
+  end
+
+  it("refuses a model whose batch is on another device than theta, and a layer the device lacks", function()
+    -- stand-ins that only say they are on cuda:0: both refusals come before any memory is touched
+    local function standin(n)
+      local g = ffi.new("agt_lua_tensor")
+      g.dev, g.dix, g.n, g.nd, g.dims[0], g.dt = 1, 0, n, 1, n, 0
+      return g
+    end
+    local m = fashion_mnist()
+    local x = batch(1, 4)
+    assert.has_error(function() m:forward(standin(m.d), x, 4) end,
+                     'x is on cpu but theta on cuda: copy it with :to("cuda")')
+    local cnn = nn.sequential({ 1, 6, 6 }, { nn.conv2d(2, { kernel = 3 }), nn.flatten(), nn.linear(3) })
+    local ok, err = pcall(cnn.forward, cnn, standin(cnn.d), standin(4 * 36), 4)
+    assert.is_false(ok)
+    assert.matches('nn.conv2d_forward has no kernel on cuda %(nn there: [^)]*nn.linear_forward[^)]*%); copy the tensors with :to%("cpu"%)', err)
+  end)
+
+  on_devices("fashion-mnist's loss and gradient with theta and the batch on the device equal the CPU's", function(be)
+    local m = fashion_mnist()
+    local theta = m:init(T.new({ m.d }), R.new(5, "init"))
+    local x, y = batch(6, 64)
+    local g = T.new({ m.d })
+    local loss = m:loss_grad(theta, x, y, 64, g)
+    local gd = T.new({ m.d }, "f32", be.name)
+    local loss_d = m:loss_grad(theta:to(be.name), x:to(be.name), y:to(be.name), 64, gd)
+    assert.is_true(math.abs(loss_d - loss) <= 1e-5 * loss, string.format("loss: device %.9g cpu %.9g", loss_d, loss))
+    close(gd:to("cpu"), g, 1e-4, "gradient")
+    local lc, ld = T.new({ 64, 10 }), T.new({ 64, 10 })   -- forward's logits: a pointer on its device
+    ffi.copy(lc.data, m:forward(theta, x, 64), 64 * 10 * 4)
+    be.read(ld.data, m:forward(theta:to(be.name), x:to(be.name), 64), 64 * 10 * 4)
+    close(ld, lc, 1e-5, "logits")
+    local sc, nc = m:eval_batch(theta, x, y, 64)
+    local sd, nd = m:eval_batch(theta:to(be.name), x:to(be.name), y:to(be.name), 64)
+    assert.is_true(math.abs(sd - sc) <= 1e-5 * sc, string.format("evaluation loss: device %.9g cpu %.9g", sd, sc))
+    assert.are.equal(nc, nd, "evaluation: correct predictions")
+  end)
+
+  -- (SGD with momentum: an update linear in the gradient, so the runs stay as close as the
+  -- gradients; Adam's g/√v would magnify rounding where a coordinate's gradient is near 0)
+  on_devices("ten training steps on the device (loss, gradient, momentum SGD through agt.optim) follow the CPU's", function(be)
+    local m = fashion_mnist()
+    local theta = m:init(T.new({ m.d }), R.new(7, "init"))
+    local td = theta:to(be.name)
+    local sgd = { "momentum:0.9" }
+    local oc, od = O.new("sgd", sgd, m.d), O.new("sgd", sgd, m.d)
+    local g, gd = T.new({ m.d }), T.new({ m.d }, "f32", be.name)
+    for step = 1, 10 do
+      local x, y = batch(100 + step, 32)
+      local lc = m:loss_grad(theta, x, y, 32, g)
+      local ld = m:loss_grad(td, x:to(be.name), y:to(be.name), 32, gd)
+      assert.is_true(math.abs(ld - lc) <= 1e-4 * lc, string.format("step %d loss: device %.9g cpu %.9g", step, ld, lc))
+      oc:step(theta, g, 0.05)
+      od:step(td, gd, 0.05)
+    end
+    assert.are.equal(be.name, od.slots.momentum.device:match("^%a+"))
+    close(td:to("cpu"), theta, 1e-4, "theta after 10 steps")
+    -- the optimizer's state reads back from the device, and a restored state goes back there
+    local st = od:state()
+    local o2 = O.new("sgd", sgd, m.d)
+    o2:set_state(st)
+    assert.are.equal(st, o2:state())
+  end)
+
+  on_devices("agt.optim's updates on the device are the CPU's bit for bit", function(be)
+    for _, c in ipairs({ { "sgd", {} }, { "sgd", { "momentum:0.9", "nesterov:true" } }, { "adam", {} },
+                         { "adagrad", {} }, { "adadelta", {} }, { "rmsprop", { "rmsprop-centered:true", "rmsprop-momentum:0.5" } } }) do
+      local th, g = input(90, 4, 1031, false), input(91, 4, 1031, false)
+      local thd, gd = th:to(be.name), g:to(be.name)
+      local oc, od = O.new(c[1], c[2], #th), O.new(c[1], c[2], #th)
+      for _ = 1, 3 do
+        oc:step(th, g, 0.01)
+        od:step(thd, gd, 0.01)
+      end
+      local diff = first_diff(thd:to("cpu"), th, 0)
+      assert.is_nil(diff, c[1] .. " " .. table.concat(c[2], ",") .. ": " .. tostring(diff))
+      assert.are.equal(oc:state(), od:state(), c[1] .. ": slots")
+    end
+  end)
 
   on_devices("every rule and chain, with G on the device, gives the CPU's result and rows", function(be)
     -- finite G, as gpu_spec's test of every rule through agt.aggregators (the kernels' cases

@@ -251,15 +251,16 @@ describe("agt.tensor", function()
     assert.has_error(function() g:totable() end, "totable " .. host)
     assert.has_error(function() g:pin() end, "pin " .. host)
     assert.has_error(function() g:sum() end,
-                     'vec.sum has no kernel on cuda (vec there: vec.axpy, vec.fill, vec.scale); copy the tensors with :to("cpu")')
+                     'vec.sum has no kernel on cuda (vec there: vec.axpy, vec.fill, vec.gemm, vec.scale); copy the tensors with :to("cpu")')
     local t = T.from_table({ 1, 2, 3 })
     assert.has_error(function() t:add(g) end, "vec.add: tensors on two devices (cpu and cuda:0); copy one with :to()")
     assert.has_error(function() g:dot(t) end, "vec.dot: tensors on two devices (cuda:0 and cpu); copy one with :to()")
     assert.has_error(function() T.rows_mean(T.new({ 1, 3 }), g) end,
                      "rows_mean: tensors on two devices (cpu and cuda:0); copy one with :to()")
     local O = require("agt.optim").new("adam", {}, 3)
-    assert.has_error(function() O:step(g, g, 0.1) end,
-                     'optim.adam has no kernel on cuda (optim there: none); copy the tensors with :to("cpu")')
+    -- the step moves its slots to theta's device: with no device that copy fails, with one the
+    -- kernel refuses the stand-in's null pointer (spec/backend_spec.lua runs a real one)
+    assert.has_error(function() O:step(g, g, 0.1) end)
     assert.has_error(function() O:step(t, g, 0.1) end, "optimizer step: theta and g on two devices (cpu and cuda:0)")
     assert.are.same({ 1, 2, 3 }, t:totable())
   end)

@@ -5,6 +5,7 @@
  * was built without CUDA"; agt_gpu_available() and agt_gpu_device_count() return 0, and the
  * functions that cannot fail do nothing. */
 #include "gpu.h"
+#include "gpu_nn.h"
 
 #ifndef AGT_HAVE_CUDA
 
@@ -34,6 +35,60 @@ agt_status agt_gpu_fill_normal(float *x_dev, size_t count, uint64_t seed, float 
 agt_status agt_gpu_vec_fill(float *x, size_t n, float v) { return NOCUDA(); }
 agt_status agt_gpu_vec_scale(float *x, size_t n, float a) { return NOCUDA(); }
 agt_status agt_gpu_vec_axpy(float *y, const float *x, size_t n, float a) { return NOCUDA(); }
+/* gpu_nn.h: GEMM, layers, loss, optimizers */
+agt_status agt_gpu_gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *A,
+                        size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_linear_forward(const float *x, const float *W, const float *b, float *y,
+                                     size_t B, size_t in, size_t out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_linear_backward(const float *x, const float *W, const float *dy, float *dx,
+                                      float *dW, float *db, size_t B, size_t in, size_t out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_act_forward(int act, const float *x, float *y, size_t n) { return NOCUDA(); }
+agt_status agt_gpu_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
+                                   double *loss, float *dlogits) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
+                                 double *loss_sum, size_t *correct) {
+  return NOCUDA();
+}
+agt_status agt_gpu_optim_sgd(float *theta, const float *g, size_t d, float lr) { return NOCUDA(); }
+agt_status agt_gpu_optim_momentum(float *theta, float *accum, const float *g, size_t d, float lr,
+                                  float momentum, int nesterov) {
+  return NOCUDA();
+}
+agt_status agt_gpu_optim_adam(float *theta, float *m, float *v, const float *g, size_t d, float lr,
+                              float beta1, float beta2, float eps, double t) {
+  return NOCUDA();
+}
+agt_status agt_gpu_optim_adagrad(float *theta, float *accum, const float *g, size_t d, float lr) {
+  return NOCUDA();
+}
+agt_status agt_gpu_optim_adadelta(float *theta, float *accum, float *accum_update, const float *g,
+                                  size_t d, float lr, float rho, float eps) {
+  return NOCUDA();
+}
+agt_status agt_gpu_optim_rmsprop(float *theta, float *ms, float *mg, float *mom, const float *g,
+                                 size_t d, float lr, float decay, float momentum, float eps) {
+  return NOCUDA();
+}
+agt_status agt_gpu_optim_l1(const float *theta, float *g, size_t d, float lambda, double *penalty) {
+  return NOCUDA();
+}
+agt_status agt_gpu_optim_l2(const float *theta, float *g, size_t d, float lambda, double *penalty) {
+  return NOCUDA();
+}
 agt_status agt_gpu_gar_average(const float *G, size_t n, size_t d, float *out) { return NOCUDA(); }
 agt_status agt_gpu_gar_average_nan(const float *G, size_t n, size_t d, float *out) {
   return NOCUDA();

@@ -239,6 +239,36 @@ enum {
 };
 agt_status agt_gpu_upload_rule(const float *G_host, size_t n, size_t d, float *G_dev, int rule,
                                size_t p, float *out_dev);
+/* gpu_nn.h */
+agt_status agt_gpu_gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                        const float *A, size_t lda, const float *B, size_t ldb,
+                        float beta, float *C, size_t ldc);
+agt_status agt_gpu_nn_linear_forward(const float *x, const float *W, const float *b, float *y,
+                                     size_t B, size_t in, size_t out);
+agt_status agt_gpu_nn_linear_backward(const float *x, const float *W, const float *dy,
+                                      float *dx, float *dW, float *db,
+                                      size_t B, size_t in, size_t out);
+agt_status agt_gpu_nn_act_forward(int act, const float *x, float *y, size_t n);
+agt_status agt_gpu_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n);
+agt_status agt_gpu_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
+agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
+                                   double *loss, float *dlogits);
+agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
+                                 double *loss_sum, size_t *correct);
+agt_status agt_gpu_optim_sgd(float *theta, const float *g, size_t d, float lr);
+agt_status agt_gpu_optim_momentum(float *theta, float *accum, const float *g, size_t d, float lr,
+                                  float momentum, int nesterov);
+agt_status agt_gpu_optim_adam(float *theta, float *m, float *v, const float *g, size_t d,
+                              float lr, float beta1, float beta2, float eps, double t);
+agt_status agt_gpu_optim_adagrad(float *theta, float *accum, const float *g, size_t d, float lr);
+agt_status agt_gpu_optim_adadelta(float *theta, float *accum, float *accum_update,
+                                  const float *g, size_t d, float lr, float rho, float eps);
+agt_status agt_gpu_optim_rmsprop(float *theta, float *ms, float *mg, float *mom, const float *g,
+                                 size_t d, float lr, float decay, float momentum, float eps);
+agt_status agt_gpu_optim_l1(const float *theta, float *g, size_t d, float lambda,
+                            double *penalty);
+agt_status agt_gpu_optim_l2(const float *theta, float *g, size_t d, float lambda,
+                            double *penalty);
 /* nn.h */
 agt_status agt_nn_conv_geometry(size_t in, size_t k, size_t stride, int same,
                                 size_t *out, size_t *pad_before);

@@ -17,7 +17,8 @@
 -- backend has every agt_vec_*, agt_gar_*, agt_nn_*, agt_optim_* and agt_attack_* entry (vector
 -- ops, rule passes, layers and losses, optimizers, attack helpers) and vec.rows_mean, _std,
 -- _norm2 and vec.gemm (vec.h's row reductions and GEMM); the CUDA backend has every
--- agt_gpu_gar_* entry and the vector ops registered below, one line each. Every non-CPU op has
+-- agt_gpu_gar_* entry, and the vector ops, GEMM, layers, loss and optimizers (src/gpu_nn.h)
+-- registered below, one line each. Every non-CPU op has
 -- a CPU twin of the same name, and spec/backend_spec.lua holds each to it. An op that returns
 -- an agt_status raises the engine's message on failure; other ops return their value.
 --
@@ -116,6 +117,22 @@ cuda:register_family("gar", "agt_gpu_gar_")
 cuda:register("vec.fill", C.agt_gpu_vec_fill, true)
 cuda:register("vec.scale", C.agt_gpu_vec_scale, true)
 cuda:register("vec.axpy", C.agt_gpu_vec_axpy, true)
+cuda:register("vec.gemm", C.agt_gpu_gemm, true)   -- cuBLAS (src/gpu_nn.h: the training kernels)
+cuda:register("nn.linear_forward", C.agt_gpu_nn_linear_forward, true)
+cuda:register("nn.linear_backward", C.agt_gpu_nn_linear_backward, true)
+cuda:register("nn.act_forward", C.agt_gpu_nn_act_forward, true)
+cuda:register("nn.act_backward", C.agt_gpu_nn_act_backward, true)
+cuda:register("nn.bias_act", C.agt_gpu_nn_bias_act, true)
+cuda:register("nn.softmax_xent", C.agt_gpu_nn_softmax_xent, true)
+cuda:register("nn.eval_batch", C.agt_gpu_nn_eval_batch, true)
+cuda:register("optim.sgd", C.agt_gpu_optim_sgd, true)
+cuda:register("optim.momentum", C.agt_gpu_optim_momentum, true)
+cuda:register("optim.adam", C.agt_gpu_optim_adam, true)
+cuda:register("optim.adagrad", C.agt_gpu_optim_adagrad, true)
+cuda:register("optim.adadelta", C.agt_gpu_optim_adadelta, true)
+cuda:register("optim.rmsprop", C.agt_gpu_optim_rmsprop, true)
+cuda:register("optim.l1", C.agt_gpu_optim_l1, true)
+cuda:register("optim.l2", C.agt_gpu_optim_l2, true)
 cuda.write = function(dst, src, bytes) F.check(C.agt_gpu_copy_h2d(dst, src, bytes), 2) end
 cuda.read = function(dst, src, bytes) F.check(C.agt_gpu_copy_d2h(dst, src, bytes), 2) end
 

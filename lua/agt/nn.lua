@@ -24,7 +24,8 @@
 local ffi = require("ffi")
 local F = require("agt.ffi")
 local T = require("agt.tensor")
-local C, check = F.C, F.check
+local Bk = require("agt.backend")
+local C = F.C
 
 local nn = { init = {} }
 
@@ -40,14 +41,16 @@ end
 
 local function shape_str(s) return "(" .. table.concat(s, ", ") .. ")" end
 
--- A growable scratch buffer: returns a pointer to at least n elements.
+-- A growable scratch buffer on the device of self.be (the backend of the last forward's θ):
+-- returns a pointer to at least n elements, made again when the device changed.
 local function grow(self, key, n, dtype)
   local cap = self["_cap_" .. key] or 0
-  if cap < n then
-    local t = T.new({ math.max(n, 1) }, dtype or "f32")
+  if cap < n or self["_dev_" .. key] ~= self.be then
+    local t = T.new({ math.max(n, 1) }, dtype or "f32", self.be.name)
     self["_buf_" .. key] = t
-    self["_ptr_" .. key] = ffi.cast(dtype == "i32" and iptr_t or fptr_t, t.data)
+    self["_ptr_" .. key] = ffi.cast(dtype == "i32" and iptr_t or fptr_t, t:pointer())
     self["_cap_" .. key] = n
+    self["_dev_" .. key] = self.be
   end
   return self["_ptr_" .. key]
 end
@@ -150,17 +153,17 @@ function nn.linear(out, opts)
   end
   function l:forward(th, x, B)
     local y = grow(self, "y", B * self.nout)
-    check(C.agt_nn_linear_forward(x, th + self.params[1].offset, nil, y, B, self.nin, self.nout))
+    self.be:op("nn.linear_forward")(x, th + self.params[1].offset, nil, y, B, self.nin, self.nout)
     if self.bias or self.act then
-      check(C.agt_nn_bias_act(y, self.bias and th + self.params[2].offset or nil, B, self.nout, 1,
-                              self.act or -1))
+      self.be:op("nn.bias_act")(y, self.bias and th + self.params[2].offset or nil, B, self.nout, 1,
+                                self.act or -1)
     end
     return y
   end
   function l:backward(th, g, x, y, dy, B, need_dx)
     local dx = need_dx and grow(self, "dx", B * self.nin) or nil
-    check(C.agt_nn_linear_backward(x, th + self.params[1].offset, dy, dx, g + self.params[1].offset,
-                                   self.bias and g + self.params[2].offset or nil, B, self.nin, self.nout))
+    self.be:op("nn.linear_backward")(x, th + self.params[1].offset, dy, dx, g + self.params[1].offset,
+                                     self.bias and g + self.params[2].offset or nil, B, self.nin, self.nout)
     return dx
   end
   function l:describe() return string.format("linear %d -> %d%s", self.nin, self.nout, self.bias and "" or " (no bias)") end
@@ -198,20 +201,21 @@ function nn.conv2d(oc, opts)
   end
   function l:forward(th, x, B)
     local P = self.oh * self.ow
+    local conv = self.be:op("nn.conv2d_forward")   -- before the buffers: a device may lack it
     local y = grow(self, "y", B * self.oc * P)
     local col = grow(self, "col", tonumber(C.agt_nn_conv2d_scratch(B, self.c, self.h, self.w, self.oc, self.kh,
                                                                     self.kw, self.sh, self.sw, self.oh, self.ow)))
-    check(C.agt_nn_conv2d_forward(x, th + self.params[1].offset, self.bias and th + self.params[2].offset or nil,
-                                  y, col, B, self.c, self.h, self.w, self.oc, self.kh, self.kw, self.sh,
-                                  self.sw, self.pt, self.pl, self.oh, self.ow, self.act or -1))
+    conv(x, th + self.params[1].offset, self.bias and th + self.params[2].offset or nil,
+         y, col, B, self.c, self.h, self.w, self.oc, self.kh, self.kw, self.sh,
+         self.sw, self.pt, self.pl, self.oh, self.ow, self.act or -1)
     return y
   end
   function l:backward(th, g, x, y, dy, B, need_dx)
     local dx = need_dx and grow(self, "dx", B * self.c * self.h * self.w) or nil
-    check(C.agt_nn_conv2d_backward(x, th + self.params[1].offset, dy, dx, g + self.params[1].offset,
-                                   self.bias and g + self.params[2].offset or nil, self._ptr_col,
-                                   B, self.c, self.h, self.w, self.oc, self.kh, self.kw, self.sh,
-                                   self.sw, self.pt, self.pl, self.oh, self.ow))
+    self.be:op("nn.conv2d_backward")(x, th + self.params[1].offset, dy, dx, g + self.params[1].offset,
+                                     self.bias and g + self.params[2].offset or nil, self._ptr_col,
+                                     B, self.c, self.h, self.w, self.oc, self.kh, self.kw, self.sh,
+                                     self.sw, self.pt, self.pl, self.oh, self.ow)
     return dx
   end
   function l:describe()
@@ -247,15 +251,15 @@ function nn.maxpool(opts)
   function l:forward(th, x, B)
     local n = B * self.c * self.oh * self.ow
     local y, idx = grow(self, "y", n), grow(self, "idx", n, "i32")
-    check(C.agt_nn_maxpool_forward(x, y, idx, B * self.c, self.h, self.w, self.kh, self.kw,
-                                   self.sh, self.sw, self.pt, self.pl, self.oh, self.ow))
+    self.be:op("nn.maxpool_forward")(x, y, idx, B * self.c, self.h, self.w, self.kh, self.kw,
+                                     self.sh, self.sw, self.pt, self.pl, self.oh, self.ow)
     return y
   end
   function l:backward(th, g, x, y, dy, B, need_dx)
     if not need_dx then return nil end
     local dx = grow(self, "dx", B * self.c * self.h * self.w)
-    check(C.agt_nn_maxpool_backward(dy, self._ptr_idx, self.relu_before and y or nil, dx, B * self.c,
-                                    self.h, self.w, self.oh, self.ow))
+    self.be:op("nn.maxpool_backward")(dy, self._ptr_idx, self.relu_before and y or nil, dx, B * self.c,
+                                      self.h, self.w, self.oh, self.ow)
     return dx
   end
   return l
@@ -266,15 +270,15 @@ function nn.avgpool(opts)
   local l = pool("avgpool", opts)
   function l:forward(th, x, B)
     local y = grow(self, "y", B * self.c * self.oh * self.ow)
-    check(C.agt_nn_avgpool_forward(x, y, B * self.c, self.h, self.w, self.kh, self.kw,
-                                   self.sh, self.sw, self.pt, self.pl, self.oh, self.ow))
+    self.be:op("nn.avgpool_forward")(x, y, B * self.c, self.h, self.w, self.kh, self.kw,
+                                     self.sh, self.sw, self.pt, self.pl, self.oh, self.ow)
     return y
   end
   function l:backward(th, g, x, y, dy, B, need_dx)
     if not need_dx then return nil end
     local dx = grow(self, "dx", B * self.c * self.h * self.w)
-    check(C.agt_nn_avgpool_backward(dy, dx, B * self.c, self.h, self.w, self.kh, self.kw,
-                                    self.sh, self.sw, self.pt, self.pl, self.oh, self.ow))
+    self.be:op("nn.avgpool_backward")(dy, dx, B * self.c, self.h, self.w, self.kh, self.kw,
+                                      self.sh, self.sw, self.pt, self.pl, self.oh, self.ow)
     return dx
   end
   return l
@@ -291,13 +295,13 @@ local function activation(name)
   function l:forward(th, x, B)
     if self.fused then return x end       -- applied by the previous layer's bias pass
     local y = grow(self, "y", B * self.n)
-    check(C.agt_nn_act_forward(code, x, y, B * self.n))
+    self.be:op("nn.act_forward")(code, x, y, B * self.n)
     return y
   end
   function l:backward(th, g, x, y, dy, B, need_dx)
     if not need_dx then return nil end
     if self.folded then return dy end   -- the max-pool after it applied the ReLU mask
-    check(C.agt_nn_act_backward(code, y, dy, dy, B * self.n))   -- in place: dy is ours alone
+    self.be:op("nn.act_backward")(code, y, dy, dy, B * self.n)   -- in place: dy is ours alone
     return dy
   end
   return l
@@ -326,12 +330,12 @@ function nn.dropout(p)
     self.active = true
     local n = B * self.n
     local y, mask = grow(self, "y", n), grow(self, "mask", n)
-    check(C.agt_nn_dropout_forward(x, y, mask, n, self.p, ctx.rng))
+    self.be:op("nn.dropout_forward")(x, y, mask, n, self.p, ctx.rng)
     return y
   end
   function l:backward(th, g, x, y, dy, B, need_dx)
     if not need_dx then return nil end
-    if self.active then check(C.agt_nn_dropout_backward(dy, self._ptr_mask, dy, B * self.n)) end
+    if self.active then self.be:op("nn.dropout_backward")(dy, self._ptr_mask, dy, B * self.n) end
     return dy
   end
   function l:describe() return string.format("dropout %g", self.p) end
@@ -397,23 +401,34 @@ function nn.sequential(input_shape, layers)
   return m
 end
 
-local function fptr(v, n, what)
+-- A tensor's pointer on its device (be: the device it must be on, that of θ); a raw pointer
+-- is taken to be there.
+local function on_device(v, be, what)
+  if be and Bk.of(v) ~= be then
+    error(string.format("%s is on %s but theta on %s: copy it with :to(\"%s\")", what, v.device,
+                        be.name, be.name), 4)
+  end
+end
+
+local function fptr(v, n, what, be)
   if T.is_tensor(v) then
     if v.dtype ~= "f32" then error(what .. " must be an f32 tensor, got " .. v.dtype, 3) end
     if n and v:numel() ~= n then
       error(string.format("%s must hold %d values, got %d", what, n, v:numel()), 3)
     end
-    return ffi.cast(fptr_t, v.data)
+    on_device(v, be, what)
+    return ffi.cast(fptr_t, v:pointer())
   end
   if type(v) == "cdata" then return v end
   error(what .. " must be an f32 tensor, got " .. type(v), 3)
 end
 
-local function iptr(v, n, what)
+local function iptr(v, n, what, be)
   if T.is_tensor(v) then
     if v.dtype ~= "i32" then error(what .. " must be an i32 tensor, got " .. v.dtype, 3) end
     if n and v:numel() < n then error(string.format("%s must hold %d labels, got %d", what, n, v:numel()), 3) end
-    return ffi.cast(iptr_t, v.data)
+    on_device(v, be, what)
+    return ffi.cast(iptr_t, v:pointer())
   end
   if type(v) == "cdata" then return v end
   error(what .. " must be an i32 tensor, got " .. type(v), 3)
@@ -446,9 +461,15 @@ end
 
 -- Runs the layers on B examples at x; returns a pointer to the (B, classes) outputs, valid
 -- until the next call. opts: {train = bool, rng = agt.rng object or agt_rng*}.
+-- The layers' kernels are those of θ's device (agt.backend): with θ and x CUDA tensors, the model
+-- runs there, its buffers on the device; a layer the device lacks says so. θ given as a raw
+-- pointer is host memory.
 function Model:forward(theta, x, B, opts)
   local th = fptr(theta, self.d, "theta")
-  local xp = fptr(x, nil, "x")
+  local be = T.is_tensor(theta) and Bk.of(theta) or Bk.get("cpu")
+  self.be = be
+  for _, l in ipairs(self.layers) do l.be = be end
+  local xp = fptr(x, nil, "x", be)
   if T.is_tensor(x) and x:numel() < B * self.in_numel then
     error(string.format("x must hold %d values (%d examples of %s), got %d", B * self.in_numel, B,
                         shape_str(self.input_shape), x:numel()), 2)
@@ -471,8 +492,8 @@ end
 -- Back-propagates dout (B, classes) from the last forward, writing every parameter's
 -- gradient into grad (a flat f32 tensor of d, or a float*).
 function Model:backward(theta, grad, dout)
-  local th = fptr(theta, self.d, "theta")
-  local g = fptr(grad, self.d, "grad")
+  local th = fptr(theta, self.d, "theta", self.be)
+  local g = fptr(grad, self.d, "grad", self.be)
   local acts, B = self._acts, self._B
   if not acts then error("backward needs a forward first", 2) end
   local dy = dout
@@ -493,7 +514,7 @@ function Model:loss_grad(theta, x, y, B, grad, rng)
   local dl = grow(self, "dlogits", B * K)
   local loss = self._loss or ffi.new("double[1]")
   self._loss = loss
-  check(C.agt_nn_softmax_xent(logits, iptr(y, B, "y"), B, K, loss, dl))
+  self.be:op("nn.softmax_xent")(logits, iptr(y, B, "y", self.be), B, K, loss, dl)
   self:backward(theta, grad, dl)
   return loss[0]
 end
@@ -504,7 +525,7 @@ function Model:eval_batch(theta, x, y, B)
   local ls = self._ls or ffi.new("double[1]")
   local cr = self._cr or ffi.new("size_t[1]")
   self._ls, self._cr = ls, cr
-  check(C.agt_nn_eval_batch(logits, iptr(y, B, "y"), B, self.classes, ls, cr))
+  self.be:op("nn.eval_batch")(logits, iptr(y, B, "y", self.be), B, self.classes, ls, cr)
   return ls[0], tonumber(cr[0])
 end
 
@@ -527,7 +548,7 @@ function Model:release()
       if type(k) == "string" and k:match("^_") then l[k] = nil end
     end
   end
-  for _, k in ipairs({ "_buf_dlogits", "_ptr_dlogits", "_cap_dlogits", "_acts" }) do self[k] = nil end
+  for _, k in ipairs({ "_buf_dlogits", "_ptr_dlogits", "_cap_dlogits", "_dev_dlogits", "_acts" }) do self[k] = nil end
 end
 
 nn.Model = Model

@@ -77,7 +77,7 @@ local Opt = {}
 Opt.__index = Opt
 
 local fptr_t = ffi.typeof("float *")
-local function ptr(t) return ffi.cast(fptr_t, t.data) end
+local function ptr(t) return ffi.cast(fptr_t, t:pointer()) end   -- on the tensor's device
 
 -- O.new(name, args, d): d = the number of parameters (slots are allocated for it).
 function O.new(name, args, d)
@@ -119,6 +119,12 @@ function Opt:step(theta, g, lr)
   local n = self.name
   local op = n == "sgd" and a.momentum > 0 and "optim.momentum" or "optim." .. n
   local k = be:op(op, 2)
+  for i, sn in ipairs(self.slot_names) do   -- the slots follow theta to its device (copied)
+    if s[i].dev ~= theta.dev then
+      s[i] = s[i]:to(theta.device)
+      s[sn] = s[i]
+    end
+  end
   local th, gp = ptr(theta), ptr(g)
   self.t = self.t + 1
   if op == "optim.momentum" then
@@ -140,7 +146,7 @@ end
 -- "agt-optim 1 <name> <d> <t> <nslots>\n" then the slots' raw float32 bytes, in order.
 function Opt:state()
   local parts = { string.format("agt-optim 1 %s %d %d %d\n", self.name, self.d, self.t, #self.slots) }
-  for i, v in ipairs(self.slots) do parts[i + 1] = ffi.string(v.data, self.d * 4) end
+  for i, v in ipairs(self.slots) do parts[i + 1] = ffi.string((v.device == "cpu" and v or v:to("cpu")).data, self.d * 4) end
   return table.concat(parts)
 end
 
@@ -158,6 +164,10 @@ function Opt:set_state(str)
                         #str - rest + 1, ns * d * 4), 2)
   end
   for i, v in ipairs(self.slots) do
+    if v.device ~= "cpu" then   -- restored on the host; the next step moves it to theta's device
+      v = T.new({ d })
+      self.slots[i], self.slots[self.slot_names[i]] = v, v
+    end
     ffi.copy(v.data, ffi.cast("const char *", str) + (rest - 1) + (i - 1) * d * 4, d * 4)
   end
   self.t = t

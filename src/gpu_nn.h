@@ -1,0 +1,61 @@
+/* gpu_nn.h — the CUDA twins of the training kernels: GEMM (vec.h's agt_gemm, through cuBLAS),
+ * the dense layer, activations, bias, softmax cross-entropy (nn.h), the optimizers and the
+ * L1/L2 terms (optim.h). Each entry takes the arguments of its CPU twin, with device pointers
+ * for every array the twin reads or writes, except the few results a caller reads on the host:
+ * the loss of agt_gpu_nn_softmax_xent, the sums of agt_gpu_nn_eval_batch and the penalty of
+ * agt_gpu_optim_l1/_l2 are HOST pointers (the entry waits for them). The others are queued on the engine's default stream and
+ * return at once; an error inside a kernel surfaces at the next synchronising call.
+ *
+ * Results against the CPU twins (spec/backend_spec.lua): element-wise ops that use only + − × ÷
+ * and √ (relu, the activations' backward, the bias add, the optimizers, the L1/L2 gradient
+ * terms) are bit-identical; tanh, sigmoid and softmax use the device's exp/tanh (a few ulp off
+ * the C library's); GEMMs sum in cuBLAS's order (float32, no TF32). The bias gradient sums the
+ * batch in the CPU's order, so it is bit-identical too.
+ *
+ * Built with CUDA, the binary links libcublas dynamically (the CUDA runtime stays static);
+ * src/gpu_stub.c answers AGT_ENOTSUP without CUDA. */
+#ifndef AGT_GPU_NN_H
+#define AGT_GPU_NN_H
+
+#include "status.h"
+
+/* ffi:begin */
+/* C = alpha·op(A)·op(B) + beta·C, row-major, as agt_gemm. */
+agt_status agt_gpu_gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                        const float *A, size_t lda, const float *B, size_t ldb,
+                        float beta, float *C, size_t ldc);
+
+agt_status agt_gpu_nn_linear_forward(const float *x, const float *W, const float *b, float *y,
+                                     size_t B, size_t in, size_t out);
+agt_status agt_gpu_nn_linear_backward(const float *x, const float *W, const float *dy,
+                                      float *dx, float *dW, float *db,
+                                      size_t B, size_t in, size_t out);
+agt_status agt_gpu_nn_act_forward(int act, const float *x, float *y, size_t n);
+agt_status agt_gpu_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n);
+agt_status agt_gpu_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
+/* logits, y (int32 labels) and dlogits on the device, loss on the host. A label out of range
+ * is AGT_EINVAL naming the first such example (dlogits is then unspecified). */
+agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
+                                   double *loss, float *dlogits);
+/* logits and y on the device, loss_sum and correct on the host. */
+agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
+                                 double *loss_sum, size_t *correct);
+
+agt_status agt_gpu_optim_sgd(float *theta, const float *g, size_t d, float lr);
+agt_status agt_gpu_optim_momentum(float *theta, float *accum, const float *g, size_t d, float lr,
+                                  float momentum, int nesterov);
+agt_status agt_gpu_optim_adam(float *theta, float *m, float *v, const float *g, size_t d,
+                              float lr, float beta1, float beta2, float eps, double t);
+agt_status agt_gpu_optim_adagrad(float *theta, float *accum, const float *g, size_t d, float lr);
+agt_status agt_gpu_optim_adadelta(float *theta, float *accum, float *accum_update,
+                                  const float *g, size_t d, float lr, float rho, float eps);
+agt_status agt_gpu_optim_rmsprop(float *theta, float *ms, float *mg, float *mom, const float *g,
+                                 size_t d, float lr, float decay, float momentum, float eps);
+/* penalty: a HOST pointer. */
+agt_status agt_gpu_optim_l1(const float *theta, float *g, size_t d, float lambda,
+                            double *penalty);
+agt_status agt_gpu_optim_l2(const float *theta, float *g, size_t d, float lambda,
+                            double *penalty);
+/* ffi:end */
+
+#endif
