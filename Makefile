@@ -46,10 +46,12 @@ CUDA_CANDS  := $(foreach t,$(CUDA_TOP) $(patsubst %/bin/nvcc,%,$(NVCC)) /usr/loc
 CUDA_LIBDIR := $(firstword $(foreach d,$(CUDA_CANDS),$(if $(wildcard $(d)/libcudart_static.a),$(realpath $(d)))))
 ifeq ($(CUDA_TOP),)
 CUDA_WHY := nvcc found at $(NVCC) does not run (nvcc -dryrun printed no TOP=)
-else ifneq ($(CUDA_LIBDIR),)
-HAVE_CUDA := 1
-else
+else ifeq ($(CUDA_LIBDIR),)
 CUDA_WHY := nvcc found at $(NVCC) but not libcudart_static.a (searched: $(CUDA_CANDS))
+else ifeq ($(wildcard $(CUDA_LIBDIR)/libcublas.so),)
+CUDA_WHY := nvcc found at $(NVCC) but not libcublas.so in $(CUDA_LIBDIR)
+else
+HAVE_CUDA := 1
 endif
 endif
 endif
@@ -59,8 +61,9 @@ NVCCFLAGS  := -O3 -std=c++17 $(CUDA_ARCH) -Isrc -Xcompiler -fPIC,-Wall,-Wextra
 CUDA_OBJS  := $(patsubst src/cuda/%.cu,$(BUILD)/obj/cuda/%.o,$(CUDA_SRCS))
 CFLAGS     += -DAGT_HAVE_CUDA=1
 # cuBLAS (the GEMMs of the training kernels) is linked dynamically: libcublas.so.13, with its
-# libcublasLt, must be on the loader's path where agt runs (the CUDA tree's lib64 is).
-CUDA_LIBS  := -L$(CUDA_LIBDIR) -lcudart_static -lcublas -lstdc++ -lrt
+# libcublasLt, is found through an rpath to the toolkit's folder (so agt starts even where that
+# folder is not in ld.so.conf), or on the loader's path elsewhere (the bundle's run.sh sets it).
+CUDA_LIBS  := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart_static -lcublas -lstdc++ -lrt
 FEATURES   := CUDA
 else
 CUDA_OBJS  :=
