@@ -74,6 +74,11 @@ describe("agt.draw", function()
     assert.are.equal("%PDF-", pdf:sub(1, 5))
     assert.truthy(pdf:find("/MediaBox [ 0 0 60 30 ]", 1, true))
     assert.are.equal("Mixed Case (ok)", H.pdf_text(pdf))
+    -- a byte that is not UTF-8 (a Latin-1 file name) shows as '?', not a failed drawing
+    cv = D.canvas("pdf", tmpdir .. "/latin1.pdf", 60, 30)
+    cv:text(1, 20, "caf\233 \237\160\128 \195\169t\195")
+    cv:close()
+    assert.are.equal("caf? ??? \233t?", H.pdf_text(read(tmpdir .. "/latin1.pdf")))
   end)
 
   it("refuses an unknown format, an unwritable path and a missing cairo by name", function()

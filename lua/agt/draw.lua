@@ -160,8 +160,31 @@ function Canvas:dot(x, y, r, c)
   C.cairo_fill(cr)
 end
 
+-- s with each byte that does not begin a valid UTF-8 sequence replaced by '?' (cairo refuses
+-- the whole drawing over one such byte, and a label may come from a Latin-1 file name).
+local function utf8_clean(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, i = {}, 1
+  while i <= #s do
+    local c = s:byte(i)
+    local n = c < 0x80 and 1 or c >= 0xC2 and c <= 0xDF and 2 or c >= 0xE0 and c <= 0xEF and 3
+              or c >= 0xF0 and c <= 0xF4 and 4 or 0
+    local ok = n > 0 and i + n - 1 <= #s
+    for k = 1, n - 1 do
+      local b = ok and s:byte(i + k)
+      -- no overlong forms, no surrogates, nothing past U+10FFFF
+      local lo = k == 1 and (c == 0xE0 and 0xA0 or c == 0xF0 and 0x90) or 0x80
+      local hi = k == 1 and (c == 0xED and 0x9F or c == 0xF4 and 0x8F) or 0xBF
+      ok = ok and b >= lo and b <= hi
+    end
+    if ok then out[#out + 1] = s:sub(i, i + n - 1); i = i + n else out[#out + 1] = "?"; i = i + 1 end
+  end
+  return table.concat(out)
+end
+
 -- Advance width of s at font size `size`.
 function Canvas:text_width(s, size)
+  s = utf8_clean(s)
   self.C.cairo_set_font_size(self.cr, size or 12)
   self.C.cairo_text_extents(self.cr, s, self.extents)
   return self.extents.x_advance
@@ -173,6 +196,7 @@ function Canvas:text(x, y, s, opts)
   opts = opts or {}
   local C, cr = self.C, self.cr
   local size = opts.size or 12
+  s = utf8_clean(s)
   local wd = self:text_width(s, size)
   local dx = opts.align == "center" and -wd / 2 or opts.align == "right" and -wd or 0
   C.cairo_save(cr)
