@@ -49,4 +49,55 @@ function H.write(path, text)
   f:close()
 end
 
+
+-- The width and height of a PNG (from its IHDR) and its colour type, or nil and why.
+function H.png_size(s)
+  if not s or s:sub(1, 8) ~= "\137PNG\r\n\26\n" then return nil, "not a PNG signature" end
+  if s:sub(13, 16) ~= "IHDR" then return nil, "no IHDR first" end
+  local function be32(i) local a, b, c, d = s:byte(i, i + 3); return ((a * 256 + b) * 256 + c) * 256 + d end
+  return be32(17), be32(21), s:byte(26)
+end
+
+-- The text a PDF shows: the strings of every Tj and TJ of its (zlib) content streams, in order,
+-- joined (so a label drawn in one call is found whole). Enough for cairo's PDFs of Latin text.
+local ffi = require("ffi")
+pcall(ffi.cdef, [[int uncompress(uint8_t *dest, unsigned long *destLen, const uint8_t *source,
+                                 unsigned long sourceLen);]])
+function H.pdf_text(s)
+  local out = {}
+  for data in s:gmatch("stream\r?\n(.-)\r?\nendstream") do
+    local cap, text = 64 * #data + 1024, nil
+    while not text and cap < 2 ^ 28 do
+      local buf, len = ffi.new("uint8_t[?]", cap), ffi.new("unsigned long[1]", cap)
+      local rc = ffi.C.uncompress(buf, len, ffi.cast("const uint8_t *", data), #data)
+      if rc == 0 then text = ffi.string(buf, len[0]) elseif rc == -5 then cap = cap * 4 else break end
+    end
+    if text and (text:find("Tj", 1, true) or text:find("TJ", 1, true)) then
+      local i, depth, cur = 1, 0, nil
+      while i <= #text do
+        local c = text:sub(i, i)
+        if depth == 0 then
+          if c == "(" then depth, cur = 1, {} end
+        elseif c == "\\" then
+          local oct = text:match("^[0-7][0-7]?[0-7]?", i + 1)
+          if oct then cur[#cur + 1] = string.char(tonumber(oct, 8)); i = i + #oct
+          else
+            local e = text:sub(i + 1, i + 1)
+            cur[#cur + 1] = ({ n = "\n", r = "\r", t = "\t" })[e] or e
+            i = i + 1
+          end
+        elseif c == "(" then depth = depth + 1; cur[#cur + 1] = c
+        elseif c == ")" then
+          depth = depth - 1
+          if depth == 0 then out[#out + 1] = table.concat(cur) else cur[#cur + 1] = c end
+        else
+          cur[#cur + 1] = c
+        end
+        i = i + 1
+      end
+    end
+  end
+  return table.concat(out)
+end
+
 return H

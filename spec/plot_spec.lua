@@ -1,8 +1,9 @@
--- Specs of agt.png and agt.plot / agt plot: a valid PNG (checked chunk by chunk, CRCs, and the
--- decompressed pixels), curves where the data says, SVG with one polyline per run and labels.
+-- Specs of agt.draw (cairo: PNG, SVG and PDF from one drawing) and agt.plot / agt plot: curves
+-- where the data says (counted as the SVG's width-2 paths and their points), labels in mixed case
+-- as the PDF shows them, image sizes as each format records them.
 local H = require("helpers")
 local read = H.read
-local PNG = require("agt.png")
+local D = require("agt.draw")
 local PL = require("agt.plot")
 local fs = require("agt.fs")
 
@@ -28,39 +29,72 @@ local function write_eval(path, rate, info)
   end
 end
 
-describe("agt.png", function()
-  it("encodes a PNG whose chunks, CRCs and pixels check out", function()
-    local cv = PNG.canvas(7, 5, { 10, 20, 30 })
-    cv:rect(2, 1, 3, 2, { 255, 0, 0 })
-    local s = cv:encode()
-    local info = assert(PNG.inspect(s))
-    assert.are.same({ "IHDR", "IDAT", "IEND" }, info.chunks)
-    assert.is_true(info.crc_ok)
-    assert.are.same({ 7, 5, 8, 2 }, { info.width, info.height, info.depth, info.color })
-    local raw = assert(PNG.inflate(info.data, (7 * 3 + 1) * 5))
-    assert.are.equal((7 * 3 + 1) * 5, #raw)
-    local function px(x, y)
-      local i = y * (7 * 3 + 1) + 1 + x * 3 + 1
-      return { raw:byte(i, i + 2) }
+-- The curves of a plot's SVG: the point count of each path stroked at width 2, in order.
+local function curves(svg)
+  local out = {}
+  for style, d in svg:gmatch('<path style="([^"]*)" d="([^"]*)"') do
+    if style:find("stroke-width:2;", 1, true) then
+      local _, k = d:gsub("[ML] ", "")
+      out[#out + 1] = k
     end
-    assert.are.equal(0, raw:byte(1))   -- filter type of row 0
-    assert.are.same({ 10, 20, 30 }, px(0, 0))
-    assert.are.same({ 255, 0, 0 }, px(2, 1))
-    assert.are.same({ 255, 0, 0 }, px(3, 2))
-    assert.are.same({ 10, 20, 30 }, px(4, 2))
-    -- a single changed byte is caught by the chunk CRC
-    local bad = s:sub(1, 40) .. string.char((s:byte(41) + 1) % 256) .. s:sub(42)
-    assert.is_false(PNG.inspect(bad).crc_ok)
+  end
+  return out
+end
+
+local function svg_size(svg) return svg:match('<svg [^>]*width="(%d+)px" height="(%d+)px" viewBox="0 0 (%d+) (%d+)"') end
+
+describe("agt.draw", function()
+  it("draws antialiased lines and mixed-case text to PNG, SVG and PDF", function()
+    local function paint(cv)
+      cv:line(0, 0, 59, 29, { 0, 0, 0 }, 1)
+      cv:text(5, 25, "Mixed Case (ok)", { size = 10 })
+    end
+    local cv = D.canvas("png", tmpdir .. "/d.png", 60, 30)
+    paint(cv)
+    -- antialiased: along the diagonal some pixels are neither black nor white
+    local grey = 0
+    for x = 0, 59 do
+      local p = cv:pixel(x, math.floor(x * 29 / 59))
+      if p[1] > 0 and p[1] < 255 then grey = grey + 1 end
+    end
+    assert.is_true(grey > 10, grey)
+    assert.are.same({ 255, 255, 255 }, cv:pixel(59, 0))
+    -- text keeps its case: lower-case letters are narrower than their capitals
+    assert.is_true(cv:text_width("krum", 12) < cv:text_width("KRUM", 12) - 2)
+    assert.are.equal(tmpdir .. "/d.png", cv:close())
+    assert.are.same({ 60, 30, 2 }, { H.png_size(read(tmpdir .. "/d.png")) })   -- 8-bit RGB
+    cv = D.canvas("svg", tmpdir .. "/d.svg", 60, 30)
+    paint(cv)
+    cv:close()
+    assert.are.same({ "60", "30", "60", "30" }, { svg_size(read(tmpdir .. "/d.svg")) })
+    cv = D.canvas("pdf", tmpdir .. "/d.pdf", 60, 30)
+    paint(cv)
+    cv:close()
+    local pdf = read(tmpdir .. "/d.pdf")
+    assert.are.equal("%PDF-", pdf:sub(1, 5))
+    assert.truthy(pdf:find("/MediaBox [ 0 0 60 30 ]", 1, true))
+    assert.are.equal("Mixed Case (ok)", H.pdf_text(pdf))
+    -- a byte that is not UTF-8 (a Latin-1 file name) shows as '?', not a failed drawing
+    cv = D.canvas("pdf", tmpdir .. "/latin1.pdf", 60, 30)
+    cv:text(1, 20, "caf\233 \237\160\128 \195\169t\195")
+    cv:close()
+    assert.are.equal("caf? ??? \233t?", H.pdf_text(read(tmpdir .. "/latin1.pdf")))
   end)
 
-  it("draws anti-aliased lines and text", function()
-    local cv = PNG.canvas(40, 20)
-    cv:line(0, 10, 39, 10, { 0, 0, 0 }, 2)
-    assert.are.same({ 0, 0, 0 }, { cv:get(20, 10) })
-    assert.are.same({ 255, 255, 255 }, { cv:get(20, 2) })
-    cv:text(1, 1, "A1", { 0, 0, 255 }, 1)
-    assert.are.same({ 0, 0, 255 }, { cv:get(2, 1) })   -- the apex of the A
-    assert.are.same({ 255, 255, 255 }, { cv:get(1, 1) })
+  it("refuses an unknown format, an unwritable path and a missing cairo by name", function()
+    assert.has_error(function() D.canvas("gif", tmpdir .. "/x.gif", 10, 10) end,
+                     "unknown image format 'gif' (expected png, svg or pdf)")
+    for _, f in ipairs({ "png", "svg", "pdf" }) do
+      local ok, err = pcall(function()
+        local cv = D.canvas(f, tmpdir .. "/no/such/dir/x." .. f, 10, 10)
+        cv:close()
+      end)
+      assert.is_false(ok)
+      assert.matches("cannot write " .. tmpdir:gsub("%p", "%%%0") .. "/no/such/dir/x%." .. f, err)
+    end
+    local ok, err = pcall(D.library, "libcairo-missing.so.0")
+    assert.is_false(ok)
+    assert.matches("install the Debian package libcairo2", err)
   end)
 end)
 
@@ -90,39 +124,50 @@ describe("agt.plot", function()
     assert.are.same({ 0, 10, 10, 20 }, { pts[1][2], pts[2][2], pts[3][2], pts[4][2] })
   end)
 
-  it("picks round ticks", function()
+  it("picks round ticks and writes them with the decimals their step has", function()
     assert.are.same({ 0, 0.2, 0.4, 0.6, 0.8, 1 }, PL.ticks(0, 1, 5))
+    assert.are.same({ "0.50", "0.75", "1.00", "1.25", "1.50" }, PL.tick_labels(0.45, 1.5, 5))
+    assert.are.same({ "0.0", "2.5", "5.0", "7.5", "10.0", "12.5" }, PL.tick_labels(0, 12.5, 5))
+    assert.are.same({ "0", "10k", "20k" }, PL.tick_labels(0, 20000, 2))
     assert.are.same({ 0, 1000, 2000, 3000 }, PL.ticks(0, 3000, 5))
     assert.are.same({ 0, 500, 1000, 1500, 2000 }, PL.ticks(0, 2000, 5))
   end)
 
-  it("writes an SVG and a PNG with runs overlaid and labelled by rule and attack", function()
+  it("writes an SVG and a PNG (and a PDF if asked) with runs overlaid and labelled by rule and attack", function()
     write_eval(tmpdir .. "/a", 0.01, "aggregator=bulyan\nattack=lie\nn=11\nf=2\nr=2\n")
     write_eval(tmpdir .. "/b", 0.003)
-    local svg, png = PL.plot({ tmpdir .. "/a", { path = tmpdir .. "/b", label = "median" } },
+    local svg, png = PL.plot({ tmpdir .. "/a", { path = tmpdir .. "/b", label = "Median of b" } },
                              { output = tmpdir .. "/out" })
-    assert.are.equal(tmpdir .. "/out.svg", svg)
+    assert.are.same({ tmpdir .. "/out.svg", tmpdir .. "/out.png" }, { svg, png })
     local text = read(svg)
-    assert.truthy(text:find("^<svg "))
-    local _, polylines = text:gsub("<polyline", "")
-    assert.are.equal(4, polylines)   -- 2 runs x 2 panels
-    assert.truthy(text:find("bulyan / lie %(n=11 f=2 r=2%)"))
-    assert.truthy(text:find(">median<"))
-    assert.truthy(text:find(">step<"))
-    assert.truthy(text:find(">wall time %(s%)<"))
-    local info = assert(PNG.inspect(read(png)))
-    assert.is_true(info.crc_ok)
-    assert.are.equal(1100, info.width)
+    assert.truthy(text:find("<svg ", 1, true))
+    assert.are.same({ 11, 11, 11, 11 }, curves(text))    -- 2 runs x 2 panels, 11 evaluations each
+    assert.are.same({ "1100", "470", "1100", "470" }, { svg_size(text) })
+    assert.are.same({ 1100, 470, 2 }, { H.png_size(read(png)) })
+    local paths = { PL.plot({ tmpdir .. "/a", { path = tmpdir .. "/b", label = "Median of b" } },
+                            { output = tmpdir .. "/out", formats = "pdf,png" }) }
+    assert.are.same({ tmpdir .. "/out.pdf", tmpdir .. "/out.png" }, paths)
+    local shown = H.pdf_text(read(paths[1]))
+    assert.truthy(shown:find("bulyan / lie (n=11 f=2 r=2)", 1, true), shown)
+    assert.truthy(shown:find("Median of b", 1, true), shown)   -- in its own case
+    assert.truthy(shown:find("wall time (s)", 1, true), shown)
+    assert.truthy(shown:find("step", 1, true), shown)
+    -- the output's extension names the one format; an unknown format is refused by name
+    assert.are.same({ tmpdir .. "/one.pdf" }, { PL.plot({ tmpdir .. "/a" }, { output = tmpdir .. "/one.pdf" }) })
+    assert.is_nil(fs.kind(tmpdir .. "/one.svg"))
+    local ok, err = pcall(PL.plot, { tmpdir .. "/a" }, { output = tmpdir .. "/x", formats = "png,jpeg" })
+    assert.is_false(ok)
+    assert.matches("unknown image format 'jpeg' %(expected png, svg or pdf%)", err)
   end)
 
   it("labels a run by its experiment, rule and attack names, not their paths, and takes a run's folder", function()
     assert(require("agt.fs").mkdir_p(tmpdir .. "/run"))
-    write_eval(tmpdir .. "/run/eval", 0.01, "experiment=/home/me/exp/my_exp.lua\naggregator=/home/me/rules/my_rule.lua\n"
-      .. "attack=lie\nn=11\nf=2\nr=2\nrule_name=lua-trimmed-mean\nattack_name=lie\n")
-    local svg = PL.plot({ tmpdir .. "/run" }, { output = tmpdir .. "/named" })
-    local text = read(svg)
-    assert.truthy(text:find(">my_exp: lua%-trimmed%-mean / lie %(n=11 f=2 r=2%)<"), text:match("<text[^\n]*lua[^\n]*"))
-    assert.is_nil(text:find("/home/me", 1, true))
+    write_eval(tmpdir .. "/run/eval", 0.01, "experiment=/home/me/exp/My_Exp.lua\naggregator=/home/me/rules/my_rule.lua\n"
+      .. "attack=lie\nn=11\nf=2\nr=2\nrule_name=lua-Trimmed-mean\nattack_name=lie\n")
+    local pdf = PL.plot({ tmpdir .. "/run" }, { output = tmpdir .. "/named.pdf" })
+    local shown = H.pdf_text(read(pdf))
+    assert.truthy(shown:find("My_Exp: lua-Trimmed-mean / lie (n=11 f=2 r=2)", 1, true), shown)
+    assert.is_nil(shown:find("/home/me", 1, true))
   end)
 
   it("draws several metrics and summary tags, each in its panel against the step", function()
@@ -136,15 +181,11 @@ describe("agt.plot", function()
     end
     f:write("160,60,loss,nan\n")
     f:close()
-    local svg = PL.plot({ tmpdir .. "/tags" }, { output = tmpdir .. "/tagplot",
+    local svg, pdf = PL.plot({ tmpdir .. "/tags" }, { output = tmpdir .. "/tagplot", formats = { "svg", "pdf" },
       metrics = { "top1-X-acc", "loss", "robust/byzantine_selected" } })
-    local text = read(svg)
-    local _, polylines = text:gsub("<polyline", "")
-    assert.are.equal(3, polylines)                   -- 1 run x 3 panels
-    assert.truthy(text:find(">robust/byzantine_selected<", 1, true))
-    local counts = {}
-    for pts in text:gmatch('points="([^"]*)"') do local _, k = pts:gsub(",", ""); counts[#counts + 1] = k end
-    assert.are.same({ 11, 5, 5 }, counts)            -- 11 evaluations; 5 finite summary rows each
+    -- 1 run x 3 panels: 11 evaluations; 5 finite summary rows each
+    assert.are.same({ 11, 5, 5 }, curves(read(svg)))
+    assert.truthy(H.pdf_text(read(pdf)):find("robust/byzantine_selected", 1, true))
     local ok, err = pcall(PL.plot, { tmpdir .. "/tags" }, { output = tmpdir .. "/x", metrics = { "losss" } })
     assert.is_false(ok)
     assert.matches("no run has the metric or summary tag 'losss'", err)
@@ -159,12 +200,12 @@ describe("agt.plot", function()
       write_eval(dir .. "/eval", rate, info .. "seed=" .. k .. "\n")
       paths[k] = dir
     end
-    local svg = PL.plot(paths, { output = tmpdir .. "/bands" })
+    local svg, pdf = PL.plot(paths, { output = tmpdir .. "/bands", formats = "svg,pdf" })
     local text = read(svg)
-    local _, polylines = text:gsub("<polyline", "")
-    local _, polygons = text:gsub("<polygon", "")
-    assert.are.same({ 2, 2 }, { polylines, polygons })   -- one curve and its band, in both panels
-    assert.truthy(text:find("krum / lie (n=11 f=2 r=2), 3 seeds", 1, true))
+    local _, bands = text:gsub('<path style="[^"]*fill%-opacity:0%.2;[^"]*"', "")
+    assert.are.same({ 11, 11 }, curves(text))            -- one curve in each panel...
+    assert.are.equal(2, bands)                           -- ... and its band
+    assert.truthy(H.pdf_text(read(pdf)):find("fashion-mnist: krum / lie (n=11 f=2 r=2), 3 seeds", 1, true))
     local runs = { {}, {}, {} }
     for k = 1, 3 do runs[k] = { label = "x", series = { m = { { 0, 0, k }, { 10, 1, 2 * k } } } } end
     runs[3].series.m[3] = { 20, 2, 9 }                   -- a step the others did not reach: left out
@@ -173,8 +214,7 @@ describe("agt.plot", function()
     assert.are.same({ { 0, 0, 2 }, { 10, 1, 4 } }, g[1].series.m)
     assert.are.same({ { 0, 0, 1, 3 }, { 10, 1, 2, 6 } }, g[1].band.m)
     svg = PL.plot(paths, { output = tmpdir .. "/nobands", bands = false })
-    _, polylines = read(svg):gsub("<polyline", "")
-    assert.are.equal(6, polylines)
+    assert.are.equal(6, #curves(read(svg)))
     -- agt plot takes the folders by their names, '=' and all
     local sink = { write = function(self) return self end, flush = function() end }
     local out = io.stdout
@@ -194,11 +234,9 @@ describe("agt.plot", function()
     assert.are.equal(1, #warnings)
     assert.matches("nan: 2 value%(s%) of top1%-X%-acc not finite %(from step 20%): not drawn", warnings[1])
     local text = read(svg)
-    for pts in text:gmatch('points="([^"]*)"') do
-      assert.is_nil(pts:find("[ni][an][nf]"), pts)     -- no nan, no inf among the coordinates
-      local _, k = pts:gsub(",", "")
-      assert.are.equal(2, k)                            -- the two finite points
-    end
+    assert.are.same({ 2, 2 }, curves(text))            -- the two finite points, in both panels
+    assert.is_nil(text:find("nan", 1, true))
+    assert.is_nil(text:find("inf", 1, true))
   end)
 
   it("runs as agt plot", function()
@@ -215,8 +253,11 @@ describe("agt.plot", function()
       return code
     end
     assert.are.equal(0, cmd({ tmpdir .. "/c", "--metric", "cross-entropy" }))
-    assert.truthy(read(tmpdir .. "/plot.svg"):find("cross%-entropy"))
-    assert.truthy(read(tmpdir .. "/plot.png"):sub(2, 4) == "PNG")
+    assert.are.same({ 11, 11 }, curves(read(tmpdir .. "/plot.svg")))
+    assert.are.same({ 1100, 470, 2 }, { H.png_size(read(tmpdir .. "/plot.png")) })
+    assert.are.equal(0, cmd({ tmpdir .. "/c", "--metric", "cross-entropy", "--format", "pdf", "--title", "Loss (CE)" }))
+    assert.truthy(H.pdf_text(read(tmpdir .. "/plot.pdf")):find("Loss (CE)", 1, true))
+    assert.are.equal(1, cmd({ tmpdir .. "/c", "--format", "bmp" }))
     assert.are.equal(2, cmd({ "--bogus" }))
     assert.are.equal(2, cmd({}))
     assert.are.equal(1, cmd({ tmpdir .. "/none" }))

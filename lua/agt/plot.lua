@@ -1,12 +1,12 @@
--- agt.plot — evaluation files drawn as curves, to SVG and PNG.
+-- agt.plot — evaluation files drawn as curves, to PNG, SVG and PDF.
 --
 -- An evaluation file holds AggregaThor lines `<wall s>\t<step>\t<name>:<value>...`. A plot has
 -- two panels, a metric against the step and against the wall time since the run's first
 -- evaluation (time spent stopped between a checkpoint and its resume is left out), with one
 -- curve per file, overlaid and labelled. A run's label comes from the `<file>.info` that
--- agt.session writes beside its evaluation file (rule, attack, n, f, r), unless given. The same
--- layout is written as SVG (text, scalable) and as PNG (rasterised by agt.png).
-local PNG = require("agt.png")
+-- agt.session writes beside its evaluation file (rule, attack, n, f, r), unless given. One
+-- drawing (agt.draw, over cairo) is written in each format asked for: SVG and PNG by default.
+local draw = require("agt.draw")
 local fs = require("agt.fs")
 local summary = require("agt.summary")
 
@@ -114,12 +114,23 @@ function M.ticks(lo, hi, count)
 end
 
 local function fmt_tick(v, step)
-  if step >= 1 and math.abs(v) < 1e15 then
+  if step >= 1 and step % 1 == 0 and math.abs(v) < 1e15 then
     if math.abs(v) >= 10000 and v % 1000 == 0 then return string.format("%dk", v / 1000) end
     return string.format("%d", v)
   end
-  local dec = math.max(0, math.ceil(-math.log10(step) - 1e-9))
+  -- as many decimals as the step has (0.25: two)
+  local dec = 0
+  while dec < 12 and math.abs(step * 10 ^ dec - math.floor(step * 10 ^ dec + 0.5)) > 1e-6 * step * 10 ^ dec do
+    dec = dec + 1
+  end
   return string.format("%." .. dec .. "f", v)
+end
+
+-- The labels of M.ticks(lo, hi, count), as the axes show them.
+function M.tick_labels(lo, hi, count)
+  local t, step = M.ticks(lo, hi, count)
+  for i, v in ipairs(t) do t[i] = fmt_tick(v, step) end
+  return t
 end
 
 -- The y range of a metric over every run's points.
@@ -184,142 +195,82 @@ local function to_px(p, x, y)
   return px, py
 end
 
-local function esc(s)
-  return (s:gsub("&", "&amp;"):gsub("<", "&lt;"):gsub(">", "&gt;"):gsub('"', "&quot;"))
-end
-
-local function rgb(c) return string.format("rgb(%d,%d,%d)", c[1], c[2], c[3]) end
-
-function M.svg(runs, opts)
-  local L = layout(runs, opts)
-  local o = { string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
-    .. 'viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">', L.W, L.H, L.W, L.H),
-    string.format('<rect width="%d" height="%d" fill="white"/>', L.W, L.H),
-    string.format('<text x="%d" y="24" text-anchor="middle" font-size="16">%s</text>',
-                  L.W / 2, esc(opts.title or table.concat(opts.metrics, ", "))) }
-  for _, p in ipairs(L.panels) do
-    local yt, ys = M.ticks(p.ylo, p.yhi, 5)
-    for _, v in ipairs(yt) do
-      local _, py = to_px(p, p.xlo, v)
-      o[#o + 1] = string.format('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e0e0e0"/>',
-                                p.left, py, p.right, py)
-      o[#o + 1] = string.format('<text x="%.1f" y="%.1f" text-anchor="end">%s</text>',
-                                p.left - 6, py + 4, fmt_tick(v, ys))
-    end
-    local xt, xs = M.ticks(p.xlo, p.xhi, 5)
-    for _, v in ipairs(xt) do
-      local px = to_px(p, v, p.ylo)
-      o[#o + 1] = string.format('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e0e0e0"/>',
-                                px, p.top, px, p.bottom)
-      o[#o + 1] = string.format('<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>',
-                                px, p.bottom + 16, fmt_tick(v, xs))
-    end
-    o[#o + 1] = string.format('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="black"/>',
-                              p.left, p.top, p.right - p.left, p.bottom - p.top)
-    o[#o + 1] = string.format('<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>',
-                              (p.left + p.right) / 2, p.bottom + 36, esc(p.xlabel))
-    o[#o + 1] = string.format('<text transform="translate(%.1f,%.1f) rotate(-90)" text-anchor="middle">%s</text>',
-                              p.left - 52, (p.top + p.bottom) / 2, esc(p.metric))
-    for ri, r in ipairs(runs) do
-      local band = r.band and r.band[p.metric]
-      if band and #band > 1 then
-        local poly = {}
-        for _, q in ipairs(band) do
-          local px, py = to_px(p, q[p.xi], q[4])
-          poly[#poly + 1] = string.format("%.1f,%.1f", px, py)
-        end
-        for k = #band, 1, -1 do
-          local px, py = to_px(p, band[k][p.xi], band[k][3])
-          poly[#poly + 1] = string.format("%.1f,%.1f", px, py)
-        end
-        o[#o + 1] = string.format('<polygon fill="%s" fill-opacity="0.2" stroke="none" points="%s"/>',
-                                  rgb(M.palette[(ri - 1) % #M.palette + 1]), table.concat(poly, " "))
-      end
-    end
-    for ri, r in ipairs(runs) do
-      local pts = {}
-      for _, q in ipairs(r.series[p.metric] or {}) do
-        local px, py = to_px(p, q[p.xi], q[3])
-        pts[#pts + 1] = string.format("%.1f,%.1f", px, py)
-      end
-      local c = rgb(M.palette[(ri - 1) % #M.palette + 1])
-      o[#o + 1] = string.format('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>',
-                                c, table.concat(pts, " "))
+-- The formats to write and the path prefix: formats is a list or a comma-separated string of
+-- png, svg, pdf; without it, output's extension names the one format, else SVG and PNG.
+function M.outputs(prefix, formats)
+  local ext = prefix:match("%.(%a+)$")
+  if ext and draw.formats[ext:lower()] then
+    prefix = prefix:sub(1, -#ext - 2)
+    formats = formats or { ext:lower() }
+  end
+  formats = formats or { "svg", "png" }
+  if type(formats) == "string" then
+    local list = {}
+    for f in formats:gmatch("[^,%s]+") do list[#list + 1] = f end
+    formats = list
+  end
+  if #formats == 0 then error("no image format given (expected png, svg or pdf)", 0) end
+  for _, f in ipairs(formats) do
+    if not draw.formats[f] then
+      error(string.format("unknown image format '%s' (expected png, svg or pdf)", f), 0)
     end
   end
-  for ri, r in ipairs(runs) do
-    local y = L.legend_top + (ri - 1) * 18 + 12
-    local c = rgb(M.palette[(ri - 1) % #M.palette + 1])
-    o[#o + 1] = string.format('<line x1="80" y1="%d" x2="110" y2="%d" stroke="%s" stroke-width="3"/>', y - 4, y - 4, c)
-    o[#o + 1] = string.format('<text x="118" y="%d">%s</text>', y, esc(r.label))
-  end
-  o[#o + 1] = "</svg>"
-  return table.concat(o, "\n") .. "\n"
+  return prefix, formats
 end
 
-function M.png(runs, opts)
-  local L = layout(runs, opts)
-  local cv = PNG.canvas(L.W, L.H)
+-- Draws with paint(canvas) into <prefix>.<format> for each format; returns the paths.
+local function render(prefix, formats, W, H, paint)
+  local paths = {}
+  for i, f in ipairs(formats) do
+    local cv = draw.canvas(f, prefix .. "." .. f, W, H)
+    paint(cv)
+    paths[i] = cv:close()
+  end
+  return paths
+end
+
+local function paint_plot(cv, runs, L, title)
   local black, grid = { 0, 0, 0 }, { 224, 224, 224 }
-  local title = opts.title or table.concat(opts.metrics, ", ")
-  cv:text(L.W / 2 - PNG.text_width(title, 3) / 2, 12, title, black, 3)
+  cv:text(L.W / 2, 24, title, { size = 16, align = "center" })
   for _, p in ipairs(L.panels) do
     local yt, ys = M.ticks(p.ylo, p.yhi, 5)
     for _, v in ipairs(yt) do
       local _, py = to_px(p, p.xlo, v)
       cv:line(p.left, py, p.right, py, grid, 1)
-      local s = fmt_tick(v, ys)
-      cv:text(p.left - 6 - PNG.text_width(s, 2), py - 5, s, black, 2)
+      cv:text(p.left - 6, py + 4, fmt_tick(v, ys), { align = "right" })
     end
     local xt, xs = M.ticks(p.xlo, p.xhi, 5)
     for _, v in ipairs(xt) do
       local px = to_px(p, v, p.ylo)
       cv:line(px, p.top, px, p.bottom, grid, 1)
-      local s = fmt_tick(v, xs)
-      cv:text(px - PNG.text_width(s, 2) / 2, p.bottom + 8, s, black, 2)
+      cv:text(px, p.bottom + 16, fmt_tick(v, xs), { align = "center" })
     end
-    cv:line(p.left, p.top, p.right, p.top, black, 1)
-    cv:line(p.left, p.bottom, p.right, p.bottom, black, 1)
-    cv:line(p.left, p.top, p.left, p.bottom, black, 1)
-    cv:line(p.right, p.top, p.right, p.bottom, black, 1)
-    cv:text((p.left + p.right) / 2 - PNG.text_width(p.xlabel, 2) / 2, p.bottom + 28, p.xlabel, black, 2)
-    cv:text_up(p.left - 62, (p.top + p.bottom) / 2 + PNG.text_width(p.metric, 2) / 2,
-               p.metric, black, 2)
+    cv:rect(p.left, p.top, p.right - p.left, p.bottom - p.top, nil, black)
+    cv:text((p.left + p.right) / 2, p.bottom + 36, p.xlabel, { align = "center" })
+    cv:text(p.left - 48, (p.top + p.bottom) / 2, p.metric, { align = "center", up = true })
     for ri, r in ipairs(runs) do
       local band = r.band and r.band[p.metric]
-      local c = M.palette[(ri - 1) % #M.palette + 1]
-      for k = 2, band and #band or 0 do
-        -- the band between two points, column by column, at 20% opacity
-        local xa, ya_lo = to_px(p, band[k - 1][p.xi], band[k - 1][3])
-        local _, ya_hi = to_px(p, band[k - 1][p.xi], band[k - 1][4])
-        local xb, yb_lo = to_px(p, band[k][p.xi], band[k][3])
-        local _, yb_hi = to_px(p, band[k][p.xi], band[k][4])
-        for x = math.floor(xa), math.floor(xb) - 1 do
-          local u = xb > xa and (x - xa) / (xb - xa) or 0
-          local lo_y, hi_y = ya_lo + (yb_lo - ya_lo) * u, ya_hi + (yb_hi - ya_hi) * u
-          for y = math.floor(hi_y), math.floor(lo_y) do cv:blend(x, y, c, 0.2) end
-        end
+      if band and #band > 1 then
+        local poly = {}
+        for _, q in ipairs(band) do poly[#poly + 1] = { to_px(p, q[p.xi], q[4]) } end
+        for k = #band, 1, -1 do poly[#poly + 1] = { to_px(p, band[k][p.xi], band[k][3]) } end
+        cv:polygon(poly, M.palette[(ri - 1) % #M.palette + 1], 0.2)
       end
     end
+    -- a curve is one path of width 2 (the only strokes of that width: specs count them)
     for ri, r in ipairs(runs) do
       local c = M.palette[(ri - 1) % #M.palette + 1]
-      local px0, py0
-      local pts = r.series[p.metric] or {}
-      for _, q in ipairs(pts) do
-        local px, py = to_px(p, q[p.xi], q[3])
-        if px0 then cv:line(px0, py0, px, py, c, 2) end
-        px0, py0 = px, py
-      end
-      if #pts == 1 then cv:line(px0 - 2, py0, px0 + 2, py0, c, 3) end
+      local pts = {}
+      for _, q in ipairs(r.series[p.metric] or {}) do pts[#pts + 1] = { to_px(p, q[p.xi], q[3]) } end
+      if #pts == 1 then cv:dot(pts[1][1], pts[1][2], 2.5, c) end
+      if #pts > 1 then cv:polyline(pts, c, 2) end
     end
   end
   for ri, r in ipairs(runs) do
     local y = L.legend_top + (ri - 1) * 18 + 12
-    local c = M.palette[(ri - 1) % #M.palette + 1]
-    cv:line(80, y - 5, 110, y - 5, c, 3)
-    cv:text(118, y - 10, r.label, black, 2)
+    cv:line(80, y - 4, 110, y - 4, M.palette[(ri - 1) % #M.palette + 1], 3)
+    cv:text(118, y, r.label)
   end
-  return cv
 end
 
 -- Points of a summary tag (summary.csv beside the evaluation file): {step, seconds, value},
@@ -386,9 +337,10 @@ end
 -- opts: metrics (a list: evaluation metrics or summary tags such as loss or
 -- robust/byzantine_selected; default the first metric of the first file; metric = one),
 -- output (path prefix, default <dir of first file>/plot), title, warn(msg), bands (false: no
--- grouping of the seeds of one setting, see M.bands). One metric is drawn
--- against the step and the wall time; several, each in its panel against the step. Returns the
--- SVG and PNG paths, or raises naming the bad file or metric.
+-- grouping of the seeds of one setting, see M.bands), formats (see M.outputs: default SVG and
+-- PNG, or the one the output's extension names). One metric is drawn against the step and the
+-- wall time; several, each in its panel against the step. Returns the paths written (SVG then
+-- PNG by default), or raises naming the bad file, metric or format.
 function M.plot(files, opts)
   opts = opts or {}
   if #files == 0 then error("no evaluation file to plot", 2) end
@@ -423,22 +375,11 @@ function M.plot(files, opts)
     end
   end
   if opts.bands ~= false then runs = M.bands(runs, metrics) end
-  local o = { metrics = metrics, title = opts.title, width = opts.width, height = opts.height }
-  local prefix = opts.output
-  if not prefix then
-    local dir = runs[1].ev.path:match("^(.*)/[^/]+$") or "."
-    prefix = dir .. "/plot"
-  end
-  prefix = prefix:gsub("%.svg$", ""):gsub("%.png$", "")
-  local svg_path, png_path = prefix .. ".svg", prefix .. ".png"
-  local f, err = io.open(svg_path, "w")
-  if not f then error("cannot write " .. svg_path .. ": " .. err, 0) end
-  f:write(M.svg(runs, o))
-  f:close()
-  local ok
-  ok, err = M.png(runs, o):save(png_path)
-  if not ok then error("cannot write " .. png_path .. ": " .. err, 0) end
-  return svg_path, png_path
+  local prefix, formats = M.outputs(opts.output or ((runs[1].ev.path:match("^(.*)/[^/]+$") or ".") .. "/plot"),
+                                    opts.formats)
+  local L = layout(runs, { metrics = metrics, width = opts.width, height = opts.height })
+  local title = opts.title or table.concat(metrics, ", ")
+  return unpack(render(prefix, formats, L.W, L.H, function(cv) paint_plot(cv, runs, L, title) end))
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -470,20 +411,22 @@ local function heat_layout(grid, opts, text_of)
     end
   end
   if lo > hi then lo, hi = 0, 1 end
+  local tw = draw.text_width
   local left = 120
-  for _, r in ipairs(grid.rows) do left = math.max(left, 24 + 8 * #r) end
-  -- widths in pixels of the PNG font (8 per character at scale 2), which is wider than the SVG's
+  for _, r in ipairs(grid.rows) do left = math.max(left, 24 + tw(r, 13)) end
   local cw = 80
   for j, c in ipairs(grid.cols) do
-    cw = math.max(cw, 8 * #c + 20)
+    cw = math.max(cw, tw(c, 13) + 20)
     for i = 1, #grid.rows do
       local g = grid.cell[i][j]
-      if g then cw = math.max(cw, 8 * #text_of(g):gsub("±", "+-") + 20) end
+      if g then cw = math.max(cw, tw(text_of(g), 13) + 20) end
     end
   end
-  return { lo = lo, hi = hi, left = left, top = 70, cw = cw, ch = 34,
-           W = math.max(left + cw * #grid.cols + 24, left + 8 * 60), H = 70 + 34 * #grid.rows + 40,
-           title = opts.title or "" }
+  local note = string.format("colour: %.3f (dark) to %.3f (bright); grey: no value", lo, hi)
+  left, cw = math.ceil(left), math.ceil(cw)
+  return { lo = lo, hi = hi, left = left, top = 70, cw = cw, ch = 34, note = note,
+           W = math.ceil(math.max(left + cw * #grid.cols + 24, left + tw(note, 13) + 24)),
+           H = 70 + 34 * #grid.rows + 40, title = opts.title or "" }
 end
 
 local function heat_fill(L, g)
@@ -494,77 +437,37 @@ end
 
 local function ink(c) return (0.299 * c[1] + 0.587 * c[2] + 0.114 * c[3]) > 140 and { 0, 0, 0 } or { 255, 255, 255 } end
 
-function M.heatmap_svg(grid, opts, text_of)
-  local L = heat_layout(grid, opts, text_of)
-  local o = { string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
-    .. 'font-family="sans-serif" font-size="13">', L.W, L.H),
-    string.format('<rect width="%d" height="%d" fill="white"/>', L.W, L.H),
-    string.format('<text x="%d" y="24" text-anchor="middle" font-size="16">%s</text>', L.W / 2, esc(L.title)),
-    string.format('<text x="%d" y="%d" text-anchor="end" fill="#555">attack \\ rule</text>', L.left - 8, L.top - 12) }
+local function paint_heatmap(cv, grid, L, text_of)
+  local grey = { 85, 85, 85 }
+  cv:text(L.W / 2, 24, L.title, { size = 16, align = "center" })
+  cv:text(L.left - 8, L.top - 12, "attack \\ rule", { size = 13, align = "right", colour = grey })
   for j, c in ipairs(grid.cols) do
-    o[#o + 1] = string.format('<text x="%d" y="%d" text-anchor="middle">%s</text>',
-      L.left + (j - 0.5) * L.cw, L.top - 12, esc(c))
+    cv:text(L.left + (j - 0.5) * L.cw, L.top - 12, c, { size = 13, align = "center" })
   end
   for i, r in ipairs(grid.rows) do
     local y = L.top + (i - 1) * L.ch
-    o[#o + 1] = string.format('<text x="%d" y="%d" text-anchor="end">%s</text>', L.left - 8, y + L.ch / 2 + 5, esc(r))
-    for j = 1, #grid.cols do
-      local g = grid.cell[i][j]
-      local c = heat_fill(L, g)
-      o[#o + 1] = string.format('<rect x="%d" y="%d" width="%d" height="%d" fill="%s" stroke="white"/>',
-        L.left + (j - 1) * L.cw, y, L.cw, L.ch, rgb(c))
-      if g then
-        o[#o + 1] = string.format('<text x="%d" y="%d" text-anchor="middle" fill="%s">%s</text>',
-          L.left + (j - 0.5) * L.cw, y + L.ch / 2 + 5, rgb(ink(c)), esc(text_of(g)))
-      end
-    end
-  end
-  o[#o + 1] = string.format('<text x="%d" y="%d" fill="#555">colour: %.3f (dark) to %.3f (bright); grey: no value</text>',
-    L.left, L.H - 14, L.lo, L.hi)
-  o[#o + 1] = "</svg>"
-  return table.concat(o, "\n") .. "\n"
-end
-
-function M.heatmap_png(grid, opts, text_of)
-  local L = heat_layout(grid, opts, text_of)
-  local cv = PNG.canvas(L.W, L.H)
-  local black = { 0, 0, 0 }
-  cv:text(L.W / 2 - PNG.text_width(L.title, 2) / 2, 14, L.title, black, 2)
-  for j, c in ipairs(grid.cols) do
-    cv:text(L.left + (j - 0.5) * L.cw - PNG.text_width(c, 2) / 2, L.top - 20, c, black, 2)
-  end
-  for i, r in ipairs(grid.rows) do
-    local y = L.top + (i - 1) * L.ch
-    cv:text(L.left - 8 - PNG.text_width(r, 2), y + L.ch / 2 - 5, r, black, 2)
+    cv:text(L.left - 8, y + L.ch / 2 + 5, r, { size = 13, align = "right" })
     for j = 1, #grid.cols do
       local g = grid.cell[i][j]
       local c = heat_fill(L, g)
       local x = L.left + (j - 1) * L.cw
-      cv:rect(x + 1, y + 1, x + L.cw - 1, y + L.ch - 1, c)
+      cv:rect(x + 1, y + 1, L.cw - 2, L.ch - 2, c)
       if g then
-        local t = text_of(g):gsub("±", "+-")
-        cv:text(x + L.cw / 2 - PNG.text_width(t, 2) / 2, y + L.ch / 2 - 5, t, ink(c), 2)
+        cv:text(x + L.cw / 2, y + L.ch / 2 + 5, text_of(g), { size = 13, align = "center", colour = ink(c) })
       end
     end
   end
-  local note = string.format("colour: %.3f (dark) to %.3f (bright)", L.lo, L.hi)
-  cv:text(L.left, L.H - 22, note, { 85, 85, 85 }, 2)
-  return cv
+  cv:text(L.left, L.H - 14, L.note, { size = 13, colour = grey })
 end
 
--- Writes a heat map to <opts.output>.svg and .png; text_of(cell) is the text shown in a cell
--- (default: its mean with 3 decimals). Returns the two paths.
+-- Writes a heat map to <opts.output>.<format> for each of opts.formats (default SVG and PNG;
+-- see M.outputs); text_of(cell) is the text shown in a cell (default: its mean with 3
+-- decimals). Returns the paths written.
 function M.heatmap(grid, opts, text_of)
   text_of = text_of or function(g) return g.mean and string.format("%.3f", g.mean) or "-" end
-  local svg_path, png_path = opts.output .. ".svg", opts.output .. ".png"
-  local f, err = io.open(svg_path, "w")
-  if not f then error("cannot write " .. svg_path .. ": " .. err, 0) end
-  f:write(M.heatmap_svg(grid, opts, text_of))
-  f:close()
-  local ok
-  ok, err = M.heatmap_png(grid, opts, text_of):save(png_path)
-  if not ok then error("cannot write " .. png_path .. ": " .. err, 0) end
-  return svg_path, png_path
+  local prefix, formats = M.outputs(opts.output, opts.formats)
+  local L = heat_layout(grid, opts, text_of)
+  return unpack(render(prefix, formats, L.W, L.H, function(cv) paint_heatmap(cv, grid, L, text_of) end))
 end
 
 return M

@@ -34,7 +34,7 @@ local summaries = {
   help = "this list; 'agt help TOPIC' prints a topic",
   bench = "benchmarks as JSON lines: 'agt bench NAME' or 'agt bench all'",
   run = "train: AggregaThor's runner.py flags, plus --seed ('agt run --help')",
-  plot = "draw evaluation files to SVG and PNG ('agt plot --help')",
+  plot = "draw evaluation files to SVG and PNG, or PDF ('agt plot --help')",
   sweep = "a grid of agt runs in parallel, resumable; results.csv and a heat map ('agt sweep --help')",
   check = "put a rule, attack or experiment file through its checks ('agt check --help')",
 }
