@@ -1,0 +1,198 @@
+-- Specs of a distributed run on 127.0.0.1: the PS is a session in this process (so the spec
+-- steps it one step at a time and acts between steps), the workers are `agt worker` processes
+-- it starts and stops itself (by pid). Data: fashion-mnist (offline).
+local H = require("helpers")
+local ffi = require("ffi")
+local S = require("agt.session")
+local N = require("agt.net")
+local host = require("agt.host")
+
+local AGT = host.root .. "/agt"
+
+local function free_port()
+  -- A port no other spec run is likely to hold: from the pid and the clock.
+  local seed = tonumber(H.sh("echo $$")) or 0
+  return 20000 + (seed * 7919 + os.time()) % 30000
+end
+
+local function cluster(dir, port, n)
+  local w = {}
+  for i = 1, n do w[i] = string.format("\"127.0.0.1:%d\"", port + i) end
+  local path = dir .. "/cluster.json"
+  H.write(path, string.format("{\"ps\": [\"127.0.0.1:%d\"], \"workers\": [%s]}", port, table.concat(w, ", ")))
+  return path
+end
+
+-- Starts a process in the background; returns its pid.
+local function spawn(cmd, log)
+  local out = H.sh(string.format("(%s > '%s' 2>&1 & echo $!)", cmd, log))
+  return assert(tonumber(out:match("%d+")), "no pid from: " .. cmd)
+end
+
+local function start_workers(dir, path, n, idle)
+  local pids = {}
+  for i = 0, n - 1 do
+    pids[i + 1] = spawn(string.format("exec '%s' worker --server '%s' --id workers:%d --auth none --idle-timeout %d",
+                                      AGT, path, i, idle or 20), string.format("%s/w%d.log", dir, i))
+  end
+  return pids
+end
+
+local function stop(pids)
+  for _, pid in pairs(pids) do os.execute(string.format("kill -9 %d 2>/dev/null", pid)) end
+end
+
+local BASE = {
+  experiment = "fashion-mnist", experiment_args = { "eval-size:500" }, seed = 5, quiet = true,
+  evaluation_file = "-", summary_dir = "-", checkpoint_period = -1, evaluation_period = -1,
+}
+local function opts(extra)
+  local o = {}
+  for k, v in pairs(BASE) do o[k] = v end
+  for k, v in pairs(extra) do o[k] = v end
+  return o
+end
+
+describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
+  it("computes the same θ bit for bit as the local run with the same seed", function()
+    local dir = H.tmpdir()
+    local port = free_port()
+    local path = cluster(dir, port, 6)
+    local pids = start_workers(dir, path, 6)
+    local warnings = {}
+    local ok, err = pcall(function()
+      local o = { aggregator = "krum", nb_workers = 6, nb_decl_byz_workers = 1 }
+      local ps = S.new(opts({ aggregator = o.aggregator, nb_workers = 6, nb_decl_byz_workers = 1,
+                              server = path, auth = "none", step_timeout = 20, connect_timeout = 60 }))
+      local loc = S.new(opts(o))
+      for _ = 1, 8 do
+        local t = ps:step()
+        loc:step()
+        assert.equal(0, t.faulty)
+      end
+      assert.equal(8, ps.global_step)
+      assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), ffi.string(ps.theta.ptr, ps.d * 4))
+      for i = 1, 6 do
+        for k, v in pairs(ps.source:faults()[i]) do assert.equal(0, v, "worker " .. i .. " " .. k) end
+      end
+      ps:close()
+      loc:close()
+    end)
+    -- Every worker ends when the PS says BYE.
+    os.execute("sleep 0.5")
+    for i = 0, 5 do
+      local log = H.read(string.format("%s/w%d.log", dir, i)) or ""
+      if ok then assert.truthy(log:find("the PS ended the run after 8 steps", 1, true), log) end
+    end
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(err, 0) end
+  end)
+
+  it("goes on through a killed worker, a stalled one, hostile frames and a wrong-size row, counting each", function()
+    local dir = H.tmpdir()
+    local port = free_port() + 1
+    local path = cluster(dir, port, 6)
+    local pids = start_workers(dir, path, 6)
+    local extra = {}
+    local warnings = {}
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "median", nb_workers = 6, nb_decl_byz_workers = 2,
+                              server = path, auth = "none", step_timeout = 1, connect_timeout = 60 }))
+      local real_warn = ps.source.warn
+      ps.source.warn = function(msg) warnings[#warnings + 1] = msg; real_warn(msg) end
+      assert.equal(0, ps:step().faulty)
+      local F = ps.source:faults()
+
+      -- A worker killed: its row is faulty (counted), the step goes on with the others.
+      os.execute("kill -9 " .. pids[6])
+      os.execute("sleep 0.2")
+      local t = ps:step()
+      assert.equal(1, t.faulty)
+      assert.equal(1, F[6].missing)
+
+      -- A stalled worker: no row before the deadline (1 s).
+      os.execute("kill -STOP " .. pids[5])
+      t = ps:step()
+      assert.equal(2, t.faulty)
+      assert.equal(1, F[5].missing)
+
+      -- Garbage bytes on the PS's port (ZeroMQ drops the connection) and a malformed frame from
+      -- a connection that is no worker's (rejected and counted).
+      os.execute(string.format("bash -c 'printf \"GET / HTTP/1.0\\r\\n\\r\\n%%0300d\" 0 > /dev/tcp/127.0.0.1/%d' 2>/dev/null", port))
+      local stranger = N.client(string.format("tcp://127.0.0.1:%d", port), 1024)
+      local junk = string.rep("x", 100)
+      stranger:send(nil, N.GRAD, 0, 3, 0, junk) -- well-formed, but another session: rejected in C
+      os.execute("sleep 0.2")
+      t = ps:step()
+      assert.equal(2, t.faulty)
+      assert.is_true(ps.source.rejected_unknown >= 1)
+      stranger:close()
+
+      -- A wrong-size row: a process that joins as worker 5 (row 6, whose process was killed) and
+      -- answers each θ with one float too few.
+      local script = dir .. "/short.lua"
+      H.write(script, string.format([[
+local N = require("agt.net")
+local cjson = require("cjson")
+local ep = "tcp://127.0.0.1:%d"
+local h = N.client(ep, 2^24)
+h:send(nil, N.HELLO, 5, -1, 0)
+local m
+repeat m = h:recv(1000) until m and m.type == N.CONFIG
+local cfg = cjson.decode(m:text())
+h:close()
+local c = N.client(ep, cfg.d * 4 + 64)
+c:set_session(tonumber(cfg.session, 16))
+c:send(nil, N.READY, 5, -1, cfg.d)
+local row = string.rep("\0", (cfg.d - 1) * 4)
+while true do
+  m = c:recv(20000)
+  if not m or m.type == N.BYE then break end
+  if m.type == N.THETA then c:send(nil, N.GRAD, 5, m.step, 0, row) end
+end
+]], port))
+      extra.short = spawn(string.format("exec '%s' '%s'", AGT, script), dir .. "/short.log")
+      -- It joins during this step (and gets its θ at once) or the next.
+      ps:step()
+      t = ps:step()
+      assert.equal(2, t.faulty)
+      assert.is_true(F[6].wrong_size >= 1)
+
+      -- The stalled worker resumes: the θ it missed are dropped, its rows count again.
+      os.execute("kill -CONT " .. pids[5])
+      local back = false
+      for _ = 1, 4 do
+        t = ps:step()
+        if t.faulty == 1 then back = true; break end
+      end
+      assert.is_true(back)
+      assert.equal(0, F[1].missing + F[2].missing + F[3].missing + F[4].missing)
+      for i = 1, ps.d do assert.is_true(ps.theta.ptr[i - 1] == ps.theta.ptr[i - 1]) end
+      ps:close()
+    end)
+    stop(pids)
+    stop(extra)
+    local text = table.concat(warnings, "\n")
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\nPS warnings:\n" .. text, 0) end
+    assert.truthy(text:find("worker workers:5 faulty at step 1", 1, true), text)
+    assert.truthy(text:find("worker workers:4 faulty at step 2: no row within --step-timeout 1 s", 1, true), text)
+    assert.truthy(text:find("expected 318040", 1, true), text)
+    assert.truthy(text:find("worker workers:4 back", 1, true), text)
+  end)
+
+  it("refuses bad distributed flags before any data is loaded", function()
+    local function refused(extra, pattern)
+      local ok, err = pcall(S.new, opts(extra))
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(pattern), tostring(err))
+    end
+    local c = [[{"ps": ["127.0.0.1:1"], "workers": ["a:1", "b:2"]}]]
+    refused({ aggregator = "average", nb_workers = 2, server = c }, "^%-%-auth: CURVE")
+    refused({ aggregator = "average", nb_workers = 3, server = c, auth = "none" }, "^%-%-nb%-workers: the cluster has 2")
+    refused({ aggregator = "average", nb_workers = 2, server = "{\"ps\": []}", auth = "none" }, "job 'ps' has no tasks")
+    refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", step_timeout = 0 }, "^%-%-step%-timeout")
+    refused({ aggregator = "average", nb_workers = 2, server = "/nonexistent.json", auth = "none" }, "cannot read")
+  end)
+end)
