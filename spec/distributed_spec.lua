@@ -53,6 +53,42 @@ local function opts(extra)
   return o
 end
 
+describe("the rule part with faulty rows", function()
+  local T = require("agt.tensor")
+  local A = require("agt.aggregators")
+  local R = require("agt.rng")
+  local Rule = require("agt.session.rule")
+  local FL = require("agt.cli.run.flags")
+
+  it("runs the rule on the n-m rows that arrived with f-m, and maps its selection back", function()
+    local n, f, d = 9, 3, 13
+    local o = FL.check({ experiment = "x", aggregator = "krum", nb_workers = n, nb_decl_byz_workers = f })
+    local rule = Rule.new(o, n, f, function() end)
+    local G = T.new({ n, d })
+    R.new(4, 1):normal(G, 0, 1)
+    G:row(3).ptr[0] = 0 / 0
+    G:row(7).ptr[1] = 1 / 0
+    local out, want = T.new({ d }), T.new({ d })
+    local faulty = { 2, 5 }
+    local info = rule:aggregate(G, out, 0, faulty)
+    local kept, Gc = { 1, 3, 4, 6, 7, 8, 9 }, T.new({ 7, d })
+    for j, i in ipairs(kept) do Gc:row(j):copy(G:row(i)) end
+    local ref = A.new("krum", 7, 1)
+    local rinfo = ref:aggregate(Gc, want, { step = 0, rng = R.new(1, 1) }) or {}
+    assert.equal(ffi.string(want.ptr, d * 4), ffi.string(out.ptr, d * 4))
+    assert.equal(#rinfo.selected, #info.selected)
+    for k, j in ipairs(rinfo.selected) do assert.equal(kept[j], info.selected[k]) end
+    -- No faulty row: the rule for n and f, unchanged.
+    rule:aggregate(G, out, 1, {})
+    A.new("krum", n, f):aggregate(G, want, { step = 1, rng = R.new(1, 1) })
+    assert.equal(ffi.string(want.ptr, d * 4), ffi.string(out.ptr, d * 4))
+    -- More faulty rows than f: refused, naming them.
+    local ok, err = pcall(rule.aggregate, rule, G, out, 2, { 1, 2, 3, 4 })
+    assert.is_false(ok)
+    assert.truthy(err:find("step 2: 4 rows are faulty (rows 1, 2, 3, 4), more than f = 3", 1, true), err)
+  end)
+end)
+
 describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
   it("computes the same θ bit for bit as the local run with the same seed", function()
     local dir = H.tmpdir()

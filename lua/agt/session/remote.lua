@@ -26,6 +26,7 @@ local N = require("agt.net")
 local CL = require("agt.cluster")
 local clock = require("agt.clock")
 local cjson = require("cjson")
+local FL = require("agt.cli.run.flags")
 
 local M = {}
 
@@ -47,7 +48,7 @@ end
 -- Checks the distributed flags of checked options o and returns the source's constructor (with
 -- the signature of agt.session.workers.new); raises "--flag: why". Cheap: nothing is opened.
 function M.plan(o, n)
-  local c = CL.load(o.server, { ps = o.ps_job_name, workers = o.wk_job_name })
+  local c = FL.as_flag("server", CL.load, o.server, { ps = o.ps_job_name, workers = o.wk_job_name })
   if #c.workers ~= n then
     error(string.format("--nb-workers: the cluster has %d '%s' tasks, the run %d workers (give as many)",
                         #c.workers, c.wk_job, n), 0)
