@@ -37,6 +37,7 @@ local summaries = {
   plot = "draw evaluation files to SVG and PNG ('agt plot --help')",
   sweep = "a grid of agt runs in parallel, resumable; results.csv and a heat map ('agt sweep --help')",
   check = "put a rule, attack or experiment file through its checks ('agt check --help')",
+  worker = "a worker process of a distributed run ('agt worker --help', docs/distributed.md)",
 }
 
 local HELP = [[
