@@ -218,6 +218,46 @@ end
     assert.truthy(text:find("worker workers:4 back", 1, true), text)
   end)
 
+  it("with CURVE, admits only the cluster's keys and takes a worker's identity from its key", function()
+    local dir = H.tmpdir()
+    local port = free_port() + 2
+    local path = cluster(dir, port, 4)
+    local keys, other = dir .. "/keys", dir .. "/other"
+    assert.equal(0, (H.run(string.format("'%s' keygen '%s' '%s'", AGT, path, keys))))
+    assert.equal(0, (H.run(string.format("'%s' keygen '%s' '%s'", AGT, path, other))))
+    -- A stranger's keys, with the PS's true public key so that it gets as far as it can.
+    os.execute(string.format("cp '%s/ps-0.pub' '%s/ps-0.pub'", keys, other))
+    -- A worker's keys under another worker's name: workers-1's pair named workers-3.
+    local swapped = dir .. "/swapped"
+    os.execute(string.format("mkdir -p '%s' && cp '%s/ps-0.pub' '%s/' && cp '%s/workers-1.pub' '%s/workers-3.pub' "
+      .. "&& cp '%s/workers-1.secret' '%s/workers-3.secret'", swapped, keys, swapped, keys, swapped, keys, swapped))
+    local pids = {}
+    for i = 0, 2 do
+      pids[#pids + 1] = spawn(string.format("exec '%s' worker --server '%s' --id workers:%d --keys '%s' --idle-timeout 20",
+                                            AGT, path, i, keys), string.format("%s/w%d.log", dir, i))
+    end
+    pids[#pids + 1] = spawn(string.format("exec '%s' worker --server '%s' --id workers:3 --keys '%s' "
+      .. "--connect-timeout 6 --idle-timeout 6", AGT, path, other), dir .. "/stranger.log")
+    pids[#pids + 1] = spawn(string.format("exec '%s' worker --server '%s' --id workers:3 --keys '%s' "
+      .. "--connect-timeout 6 --idle-timeout 6", AGT, path, swapped), dir .. "/swapped.log")
+    local warnings = {}
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1, server = path,
+                              keys = keys, step_timeout = 10, connect_timeout = 5 }))
+      ps.source.warn = function(msg) warnings[#warnings + 1] = msg end
+      for _ = 1, 3 do assert.equal(1, ps:step().faulty) end
+      local F = ps.source:faults()
+      assert.is_true(ps.source.net:denied() >= 1)
+      assert.is_true(F[2].stranger >= 1)
+      assert.equal(0, F[1].missing + F[2].missing + F[3].missing)
+      assert.equal(3, F[4].missing)
+      ps:close()
+    end)
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. table.concat(warnings, "\n"), 0) end
+  end)
+
   it("refuses bad distributed flags before any data is loaded", function()
     local function refused(extra, pattern)
       local ok, err = pcall(S.new, opts(extra))
@@ -225,7 +265,8 @@ end
       assert.truthy(tostring(err):find(pattern), tostring(err))
     end
     local c = [[{"ps": ["127.0.0.1:1"], "workers": ["a:1", "b:2"]}]]
-    refused({ aggregator = "average", nb_workers = 2, server = c }, "^%-%-auth: CURVE")
+    refused({ aggregator = "average", nb_workers = 2, server = c }, "^%-%-keys: is required with %-%-auth curve")
+    refused({ aggregator = "average", nb_workers = 2, server = c, keys = "/nonexistent" }, "^%-%-keys: cannot read /nonexistent/ps%-0.secret")
     refused({ aggregator = "average", nb_workers = 3, server = c, auth = "none" }, "^%-%-nb%-workers: the cluster has 2")
     refused({ aggregator = "average", nb_workers = 2, server = "{\"ps\": []}", auth = "none" }, "job 'ps' has no tasks")
     refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", step_timeout = 0 }, "^%-%-step%-timeout")

@@ -118,7 +118,7 @@ describe("agt run flags", function()
     for _, d in ipairs({ "--client", "--ev-job-name" }) do
       refused(with(d, "x"), "^agt run: " .. d:gsub("%-", "%%-") .. ": distributed mode is not yet supported")
     end
-    refused(with("--server", "x"), "^agt run: %-%-auth: CURVE authentication of workers is not available yet")
+    refused(with("--server", "x"), "^agt run: %-%-keys: is required with %-%-auth curve")
     refused(with("--server", "x", "--auth", "none"), "^agt run: %-%-server: cluster: cannot read 'x'")
     refused(with("--MPI"), "%-%-MPI: distributed mode is not yet supported")
   end)

@@ -378,7 +378,7 @@ describe("agt.session", function()
     ok, err = pcall(S.new, toy.opts({ client = "x" }))
     assert.truthy(err:find("^%-%-client: distributed mode is not yet supported"))
     ok, err = pcall(S.new, toy.opts({ server = "x" }))
-    assert.truthy(err:find("^%-%-auth: CURVE authentication of workers is not available yet"))
+    assert.truthy(err:find("^%-%-keys: is required with %-%-auth curve"))
   end)
 
   it("continues from the last checkpoint after kill -9", function()

@@ -6,6 +6,7 @@
 #include "net.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,14 @@ struct agt_net {
   zmq_msg_t cur;
   int has_cur;
   char endpoint[1024];
+  /* CURVE server: the admitted public keys (32 bytes each) and the ZAP handler thread */
+  unsigned char *keys;
+  int nkeys;
+  void *zap;
+  pthread_t zap_thread;
+  int zap_running;
+  volatile int zap_stop;
+  int64_t denied; /* written by the ZAP thread, read with __atomic */
 };
 
 static agt_status zfail(const char *what) {
@@ -50,6 +59,20 @@ const char *agt_net_zmq_version(void) {
   zmq_version(&a, &b, &c);
   snprintf(v, sizeof v, "%d.%d.%d", a, b, c);
   return v;
+}
+
+/* The largest frame ZeroMQ may take: the header and the payload, at least 1 KiB (the CURVE
+ * handshake's commands are under the same limit), and with CURVE its per-message overhead
+ * (command name, nonce, MAC: 33 bytes) since the limit applies to the encrypted frame. */
+enum { CURVE_OVERHEAD = 64 };
+static int64_t max_frame(int64_t max_payload, int curve) {
+  return AGT_NET_HEADER + (max_payload > 1024 ? max_payload : 1024) + (curve ? CURVE_OVERHEAD : 0);
+}
+
+static agt_status set_curve_cap(agt_net *n) {
+  int64_t maxmsg = max_frame(n->max_payload, 1);
+  if (zmq_setsockopt(n->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg)) return zfail("zmq_setsockopt(ZMQ_MAXMSGSIZE)");
+  return AGT_OK;
 }
 
 agt_status agt_net_new(int role, int64_t max_payload, int max_peers, agt_net **out) {
@@ -79,7 +102,9 @@ agt_status agt_net_new(int role, int64_t max_payload, int max_peers, agt_net **o
     st = zfail("zmq_socket");
     goto fail;
   }
-  int64_t maxmsg = AGT_NET_HEADER + max_payload;
+  /* At least 1 KiB: ZeroMQ's CURVE handshake commands (up to a few hundred bytes) are under
+   * the same limit. */
+  int64_t maxmsg = max_frame(max_payload, 0);
   int zero = 0, one = 1, handshake_ms = 10000, hb_ivl = 1000, hb_timeout = 5000;
   if (zmq_setsockopt(n->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
       zmq_setsockopt(n->sock, ZMQ_LINGER, &zero, sizeof zero) ||
@@ -103,6 +128,12 @@ fail:
 
 void agt_net_close(agt_net *n) {
   if (!n) return;
+  if (n->zap_running) {
+    __atomic_store_n(&n->zap_stop, 1, __ATOMIC_SEQ_CST);
+    pthread_join(n->zap_thread, NULL);
+  }
+  if (n->zap) zmq_close(n->zap);
+  free(n->keys);
   if (n->has_cur) zmq_msg_close(&n->cur);
   if (n->sock) zmq_close(n->sock);
   if (n->ctx) zmq_ctx_term(n->ctx);
@@ -137,6 +168,112 @@ const char *agt_net_endpoint(agt_net *n) {
   size_t sz = sizeof n->endpoint;
   if (zmq_getsockopt(n->sock, ZMQ_LAST_ENDPOINT, n->endpoint, &sz)) n->endpoint[0] = 0;
   return n->endpoint;
+}
+
+/* --- CURVE ------------------------------------------------------------------------------- */
+
+static int z85_ok(const char *k) { return k && strlen(k) == 40; }
+
+agt_status agt_net_curve_keypair(char *pub, char *sec) {
+  if (!pub || !sec) return AGT_FAIL(AGT_EINVAL, "agt_net_curve_keypair: NULL buffer");
+  if (!zmq_has("curve")) return AGT_FAIL(AGT_ENOTSUP, "this libzmq has no CURVE support");
+  if (zmq_curve_keypair(pub, sec)) return zfail("zmq_curve_keypair");
+  return AGT_OK;
+}
+
+int64_t agt_net_denied(const agt_net *n) { return __atomic_load_n(&n->denied, __ATOMIC_SEQ_CST); }
+
+/* The ZAP handler (ZeroMQ's RFC 27): each request is [version, request id, domain, address,
+ * routing id, mechanism, client key]; the reply [version, request id, status code, status
+ * text, user id, metadata]. The user id of an admitted key is its index in decimal. */
+static void zap_reply(void *sock, const char *id, size_t id_len, const char *code, const char *text,
+                      const char *user) {
+  zmq_send(sock, "1.0", 3, ZMQ_SNDMORE);
+  zmq_send(sock, id, id_len, ZMQ_SNDMORE);
+  zmq_send(sock, code, strlen(code), ZMQ_SNDMORE);
+  zmq_send(sock, text, strlen(text), ZMQ_SNDMORE);
+  zmq_send(sock, user, strlen(user), ZMQ_SNDMORE);
+  zmq_send(sock, "", 0, 0);
+}
+
+static void *zap_main(void *arg) {
+  agt_net *n = arg;
+  while (!__atomic_load_n(&n->zap_stop, __ATOMIC_SEQ_CST)) {
+    zmq_pollitem_t item = { n->zap, 0, ZMQ_POLLIN, 0 };
+    if (zmq_poll(&item, 1, 100) <= 0) continue;
+    /* Up to 7 frames, each copied into a small buffer (a key is 32 bytes; the rest is short). */
+    char f[7][256];
+    size_t len[7] = { 0 };
+    int k = 0, more = 1;
+    while (more) {
+      int r = zmq_recv(n->zap, k < 7 ? f[k] : f[6], 255, 0);
+      if (r < 0) break;
+      if (k < 7) len[k] = (size_t)(r > 255 ? 255 : r);
+      k++;
+      size_t sz = sizeof more;
+      if (zmq_getsockopt(n->zap, ZMQ_RCVMORE, &more, &sz)) more = 0;
+    }
+    if (k < 2) continue;
+    int admitted = -1;
+    if (k == 7 && len[5] == 5 && memcmp(f[5], "CURVE", 5) == 0 && len[6] == 32)
+      for (int i = 0; i < n->nkeys; i++)
+        if (memcmp(n->keys + 32 * i, f[6], 32) == 0) { admitted = i; break; }
+    if (admitted >= 0) {
+      char user[16];
+      snprintf(user, sizeof user, "%d", admitted);
+      zap_reply(n->zap, f[1], len[1], "200", "OK", user);
+    } else {
+      __atomic_add_fetch(&n->denied, 1, __ATOMIC_SEQ_CST);
+      zap_reply(n->zap, f[1], len[1], "400", "unknown key", "");
+    }
+  }
+  return NULL;
+}
+
+agt_status agt_net_curve_server(agt_net *n, const char *secret, const char *keys, int nkeys) {
+  if (!n || n->role != AGT_NET_SERVER) return AGT_FAIL(AGT_EINVAL, "agt_net_curve_server: not a PS socket");
+  if (n->zap) return AGT_FAIL(AGT_EINVAL, "agt_net_curve_server: CURVE is already set");
+  if (!z85_ok(secret)) return AGT_FAIL(AGT_EINVAL, "the PS's secret key must be 40 Z85 characters");
+  if (nkeys < 1 || !keys || strlen(keys) != (size_t)nkeys * 40)
+    return AGT_FAIL(AGT_EINVAL, "agt_net_curve_server: expects %d worker keys of 40 characters", nkeys);
+  if (!zmq_has("curve")) return AGT_FAIL(AGT_ENOTSUP, "this libzmq has no CURVE support");
+  free(n->keys);
+  if (!(n->keys = malloc((size_t)nkeys * 32))) return AGT_FAIL(AGT_ENOMEM, "out of memory for %d keys", nkeys);
+  n->nkeys = nkeys;
+  for (int i = 0; i < nkeys; i++) {
+    char k[41];
+    memcpy(k, keys + 40 * i, 40);
+    k[40] = 0;
+    if (!zmq_z85_decode(n->keys + 32 * i, k)) return AGT_FAIL(AGT_EINVAL, "worker key %d is not Z85 text", i);
+  }
+  uint8_t sk[32];
+  if (!zmq_z85_decode(sk, secret)) return AGT_FAIL(AGT_EINVAL, "the PS's secret key is not Z85 text");
+  if (!(n->zap = zmq_socket(n->ctx, ZMQ_REP))) return zfail("zmq_socket(ZAP)");
+  int zero = 0;
+  zmq_setsockopt(n->zap, ZMQ_LINGER, &zero, sizeof zero);
+  if (zmq_bind(n->zap, "inproc://zeromq.zap.01")) return zfail("zmq_bind(ZAP)");
+  int one = 1;
+  if (zmq_setsockopt(n->sock, ZMQ_CURVE_SERVER, &one, sizeof one) ||
+      zmq_setsockopt(n->sock, ZMQ_CURVE_SECRETKEY, sk, 32) ||
+      zmq_setsockopt(n->sock, ZMQ_ZAP_DOMAIN, "agt", 3))
+    return zfail("zmq_setsockopt(CURVE)");
+  AGT_TRY(set_curve_cap(n));
+  if (pthread_create(&n->zap_thread, NULL, zap_main, n))
+    return AGT_FAIL(AGT_ENOMEM, "cannot start the ZAP handler thread");
+  n->zap_running = 1;
+  return AGT_OK;
+}
+
+agt_status agt_net_curve_client(agt_net *n, const char *server_public, const char *pub, const char *sec) {
+  if (!n || n->role != AGT_NET_CLIENT) return AGT_FAIL(AGT_EINVAL, "agt_net_curve_client: not a worker socket");
+  if (!z85_ok(server_public) || !z85_ok(pub) || !z85_ok(sec))
+    return AGT_FAIL(AGT_EINVAL, "CURVE keys must be 40 Z85 characters each");
+  if (!zmq_has("curve")) return AGT_FAIL(AGT_ENOTSUP, "this libzmq has no CURVE support");
+  if (zmq_setsockopt(n->sock, ZMQ_CURVE_SERVERKEY, server_public, 41) ||
+      zmq_setsockopt(n->sock, ZMQ_CURVE_PUBLICKEY, pub, 41) ||
+      zmq_setsockopt(n->sock, ZMQ_CURVE_SECRETKEY, sec, 41))
+    return AGT_FAIL(AGT_EINVAL, "a CURVE key was refused: %s", zmq_strerror(zmq_errno()));
+  return set_curve_cap(n);
 }
 
 void agt_net_set_session(agt_net *n, uint64_t session) { n->session = session; }
@@ -261,6 +398,7 @@ agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
   if (!n || !m) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: NULL argument");
   if (timeout_ms < 0) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: timeout must be >= 0 ms, got %d", timeout_ms);
   memset(m, 0, sizeof *m);
+  m->auth = -1;
   if (n->has_cur) {
     zmq_msg_close(&n->cur);
     n->has_cur = 0;
@@ -324,10 +462,23 @@ agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
   if (ulen != size - AGT_NET_HEADER)
     return reject(n, "a frame announcing %llu payload bytes and carrying %zu",
                   (unsigned long long)ulen, size - AGT_NET_HEADER);
+  if (ulen > (uint64_t)n->max_payload)
+    return reject(n, "a frame of %llu payload bytes, above the cap of %lld", (unsigned long long)ulen,
+                  (long long)n->max_payload);
   if (n->session != 0 && type != AGT_NET_HELLO && m->session != n->session)
     return reject(n, "a frame of another session (%016llx)", (unsigned long long)m->session);
   m->type = type;
   m->len = (int64_t)ulen;
+  m->auth = -1;
+  if (n->nkeys > 0) {
+    /* The key's index, as the ZAP handler named it (a frame without one cannot pass CURVE). */
+    const char *user = zmq_msg_gets(&n->cur, "User-Id");
+    char *end = NULL;
+    long a = user ? strtol(user, &end, 10) : -1;
+    if (!user || end == user || *end || a < 0 || a >= n->nkeys)
+      return reject(n, "a frame without an admitted key");
+    m->auth = (int32_t)a;
+  }
   m->data = h + AGT_NET_HEADER;
   return AGT_OK;
 }

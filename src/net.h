@@ -17,8 +17,9 @@
  *   all little-endian (the only byte order agt is built for; checked at compile time).
  *
  * Bounds: the largest frame a socket accepts is fixed before it binds or connects
- * (ZMQ_MAXMSGSIZE = 48 + max_payload): a bigger one makes ZeroMQ drop the connection before
- * allocating anything. Every wait is bounded (agt_net_recv's timeout), a send never blocks (a
+ * (ZMQ_MAXMSGSIZE = 48 + max_payload, at least 1 KiB for the CURVE handshake, plus CURVE's
+ * per-message overhead with CURVE): a bigger one makes ZeroMQ drop the connection before
+ * allocating anything; a payload above max_payload that fits in the slack is rejected. Every wait is bounded (agt_net_recv's timeout), a send never blocks (a
  * peer that cannot take a message now does not get it), and closing never lingers.
  *
  * A received frame that is not a well-formed message of this version, or that carries another
@@ -61,6 +62,7 @@ typedef struct {
   int type;
   uint32_t worker;
   int64_t peer;        /* the sending connection (PS side), 0 on a worker */
+  int32_t auth;        /* with CURVE: the index of the sender's key; -1 without */
   uint64_t session;
   int64_t step;
   double aux;
@@ -77,6 +79,19 @@ agt_status agt_net_bind(agt_net *n, const char *endpoint);
 agt_status agt_net_connect(agt_net *n, const char *endpoint);
 /* The endpoint bound last, with the port the system chose for "tcp://host:*"; "" if none. */
 const char *agt_net_endpoint(agt_net *n);
+/* CURVE (ZeroMQ's authenticated encryption; libsodium underneath). Keys are Z85 text, 40
+ * characters. A keypair: pub and sec receive 41 bytes each (40 + NUL). */
+agt_status agt_net_curve_keypair(char *pub, char *sec);
+/* PS side, before agt_net_bind: encrypt with the PS's secret key and admit only the clients whose
+ * public key is one of the nkeys given (keys: nkeys × 40 characters, concatenated); the client
+ * with key i is "worker i": its messages carry m->auth = i, whatever they claim. Connections
+ * with any other key are refused during the handshake and counted (agt_net_denied). A ZAP
+ * handler thread answers the handshakes; it ends with the socket. */
+agt_status agt_net_curve_server(agt_net *n, const char *secret, const char *keys, int nkeys);
+/* Worker side, before agt_net_connect: the PS's public key and this worker's keypair. */
+agt_status agt_net_curve_client(agt_net *n, const char *server_public, const char *pub, const char *sec);
+/* Handshakes refused so far (unknown key). */
+int64_t agt_net_denied(const agt_net *n);
 /* Frames of another session id (other than HELLO) are rejected from now on; 0: none checked. */
 void agt_net_set_session(agt_net *n, uint64_t session);
 /* Sends one message to each of npeers peers (PS; a worker passes NULL, 1); sent[i] = 1 when

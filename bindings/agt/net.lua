@@ -1,8 +1,12 @@
 -- agt.net — the PS/worker transport of src/net.h (ZeroMQ over TCP), for Lua.
 --
 --   local N = require("agt.net")
---   local s = N.server("tcp://*:7000", max_payload, max_peers)    -- the PS
---   local c = N.client("tcp://127.0.0.1:7000", max_payload)       -- a worker
+--   local s = N.server("tcp://*:7000", max_payload, max_peers [, curve])    -- the PS
+--   local c = N.client("tcp://127.0.0.1:7000", max_payload [, curve])       -- a worker
+--     curve (PS): { secret = ps secret key, keys = { worker 0's public key, ... } }: only those
+--     keys get in, and msg.auth is the index of the sender's key (from 0); without CURVE -1.
+--     curve (worker): { server = the PS's public key, public =, secret = its own keypair }
+--   N.keypair() -> public, secret   (Z85 text, 40 characters each)
 --   s:send(peers, N.THETA, worker, step, aux, ptr, bytes) -> sent (array of booleans)
 --   c:send(nil, N.GRAD, worker, step, loss, ptr, bytes)   -> true | false (could not send now)
 --   s:recv(timeout_ms) -> msg | nil, "timeout" | nil, "rejected", why, peer
@@ -36,8 +40,13 @@ local function open(role, max_payload, max_peers)
   return setmetatable({ h = ffi.gc(h[0], C.agt_net_close), m = msg_t(), role = role }, Net)
 end
 
-function M.server(endpoint, max_payload, max_peers)
+function M.server(endpoint, max_payload, max_peers, curve)
   local n = open(C.AGT_NET_SERVER, max_payload, max_peers)
+  if curve and C.agt_net_curve_server(n.h, curve.secret, table.concat(curve.keys), #curve.keys) ~= 0 then
+    local err = strip(F.errmsg())
+    n:close()
+    error(err, 2)
+  end
   if C.agt_net_bind(n.h, endpoint) ~= 0 then
     local err = strip(F.errmsg())
     n:close()
@@ -46,8 +55,13 @@ function M.server(endpoint, max_payload, max_peers)
   return n
 end
 
-function M.client(endpoint, max_payload)
+function M.client(endpoint, max_payload, curve)
   local n = open(C.AGT_NET_CLIENT, max_payload)
+  if curve and C.agt_net_curve_client(n.h, curve.server, curve.public, curve.secret) ~= 0 then
+    local err = strip(F.errmsg())
+    n:close()
+    error(err, 2)
+  end
   if C.agt_net_connect(n.h, endpoint) ~= 0 then
     local err = strip(F.errmsg())
     n:close()
@@ -65,6 +79,13 @@ end
 
 function Net:set_session(id) C.agt_net_set_session(self.h, id) end
 function Net:rejected() return tonumber(C.agt_net_rejected(self.h)) end
+function Net:denied() return tonumber(C.agt_net_denied(self.h)) end
+
+function M.keypair()
+  local pub, sec = ffi.new("char[41]"), ffi.new("char[41]")
+  F.check(C.agt_net_curve_keypair(pub, sec))
+  return ffi.string(pub), ffi.string(sec)
+end
 
 -- peers: a Lua array of peer ids (PS), or nil (worker). data: a pointer or a string (or nil).
 function Net:send(peers, kind, worker, step, aux, data, len)
@@ -96,7 +117,7 @@ function Net:recv(timeout_ms)
   if st == C.AGT_NET_TIMEOUT then return nil, "timeout" end
   if st == C.AGT_NET_REJECTED then return nil, "rejected", strip(F.errmsg()), tonumber(m.peer) end
   if st ~= 0 then error(strip(F.errmsg()), 2) end
-  return setmetatable({ type = m.type, worker = tonumber(m.worker), peer = tonumber(m.peer),
+  return setmetatable({ type = m.type, worker = tonumber(m.worker), peer = tonumber(m.peer), auth = m.auth,
                         session = tonumber(m.session), step = tonumber(m.step), aux = m.aux,
                         len = tonumber(m.len), data = m.data }, Msg)
 end

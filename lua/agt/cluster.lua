@@ -7,6 +7,8 @@
 --   c.workers       { "host:port", ... } (one per worker; its index is its id, from 0)
 --   CL.endpoint(hostport, bind) -> "tcp://host:port" ("tcp://*:port" to bind a host name)
 --   CL.parse_id(text, c, job) -> index from 0 ("workers:3" -> 3)
+-- Keys (CURVE, made by `agt keygen`): DIR/<job>-<i>.pub and DIR/<job>-<i>.secret, Z85 text;
+--   CL.key_path(dir, job, i, "pub" | "secret")   CL.read_key(path) -> the 40 characters
 -- Errors name what is wrong: "cluster: no job 'workers' (jobs: ps, wk)".
 local cjson = require("cjson.safe")
 
@@ -76,6 +78,22 @@ function M.parse_id(text, c, job)
                         job, job, #c.workers - 1), 0)
   end
   return i
+end
+
+function M.key_path(dir, job, i, kind)
+  return string.format("%s/%s-%d.%s", dir, job, i, kind)
+end
+
+function M.read_key(path)
+  local fh, err = io.open(path, "r")
+  if not fh then
+    error(string.format("--keys: cannot read %s (make the keys with 'agt keygen CLUSTER DIR'): %s", path,
+                        tostring(err)), 0)
+  end
+  local k = (fh:read("*a") or ""):gsub("%s+$", "")
+  fh:close()
+  if #k ~= 40 then error(string.format("--keys: %s does not hold a 40-character Z85 key", path), 0) end
+  return k
 end
 
 return M

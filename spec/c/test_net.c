@@ -40,6 +40,56 @@ static void header(unsigned char *h, uint16_t version, uint16_t type, uint32_t r
   memcpy(h + 40, &len, 8);
 }
 
+/* CURVE: only the admitted keys get through, each message carries its sender's key index
+ * whatever it claims; an unknown key and a client without CURVE get nothing through. */
+static void curve(void) {
+  char ps_pub[41], ps_sec[41], pub[3][41], sec[3][41];
+  CHECK(agt_net_curve_keypair(ps_pub, ps_sec) == AGT_OK);
+  for (int i = 0; i < 3; i++) CHECK(agt_net_curve_keypair(pub[i], sec[i]) == AGT_OK);
+  char keys[81];
+  snprintf(keys, sizeof keys, "%s%s", pub[0], pub[1]); /* workers 0 and 1; key 2 is a stranger's */
+  agt_net *ps = NULL, *c[4] = { NULL, NULL, NULL, NULL };
+  CHECK(agt_net_new(AGT_NET_SERVER, 64, 8, &ps) == AGT_OK);
+  CHECK(agt_net_curve_server(ps, ps_sec, keys, 3) == AGT_EINVAL);
+  CHECK(agt_net_curve_server(ps, "short", keys, 2) == AGT_EINVAL);
+  CHECK(agt_net_curve_server(ps, ps_sec, keys, 2) == AGT_OK);
+  CHECK(agt_net_bind(ps, "tcp://127.0.0.1:*") == AGT_OK);
+  char ep[1024];
+  snprintf(ep, sizeof ep, "%s", agt_net_endpoint(ps));
+  for (int i = 0; i < 4; i++) {
+    CHECK(agt_net_new(AGT_NET_CLIENT, 64, 0, &c[i]) == AGT_OK);
+    if (i < 3) CHECK(agt_net_curve_client(c[i], ps_pub, pub[i], sec[i]) == AGT_OK);
+    CHECK(agt_net_connect(c[i], ep) == AGT_OK);
+  }
+  CHECK(agt_net_curve_client(c[0], ps_pub, "bad", sec[0]) == AGT_EINVAL);
+  /* Client 1 claims to be worker 0: the PS sees key 1. */
+  CHECK(agt_net_send(c[1], NULL, 1, AGT_NET_HELLO, 0, -1, 0, NULL, 0, NULL) == AGT_OK);
+  CHECK(agt_net_send(c[2], NULL, 1, AGT_NET_HELLO, 2, -1, 0, NULL, 0, NULL) == AGT_OK);
+  CHECK(agt_net_send(c[3], NULL, 1, AGT_NET_HELLO, 3, -1, 0, NULL, 0, NULL) == AGT_OK);
+  CHECK(agt_net_send(c[0], NULL, 1, AGT_NET_HELLO, 0, -1, 0, "abc", 3, NULL) == AGT_OK);
+  agt_net_msg m;
+  int got[2] = { 0, 0 }, other = 0;
+  for (int k = 0; k < 20; k++) {
+    agt_status st = agt_net_recv(ps, 100, &m);
+    if (st == AGT_OK && m.auth >= 0 && m.auth < 2) got[m.auth]++;
+    else if (st != AGT_NET_TIMEOUT) other++;
+    if (got[0] && got[1] && k > 8) break;
+  }
+  CHECK(got[0] == 1 && got[1] == 1 && other == 0);
+  if (!(got[0] == 1 && got[1] == 1 && other == 0)) fprintf(stderr, "  got %d %d other %d denied %lld: %s\n", got[0], got[1], other, (long long)agt_net_denied(ps), agt_last_error());
+  CHECK(agt_net_denied(ps) >= 1);
+  /* The cap under CURVE (whose frames are bigger on the wire): 64 bytes of payload pass, one
+   * byte more is rejected. */
+  static char big[65];
+  CHECK(agt_net_send(c[0], NULL, 1, AGT_NET_GRAD, 0, 1, 0, big, 64, NULL) == AGT_OK);
+  CHECK(next(ps, &m) == AGT_OK);
+  CHECK(m.len == 64 && m.auth == 0);
+  CHECK(agt_net_send(c[0], NULL, 1, AGT_NET_GRAD, 0, 1, 0, big, 65, NULL) == AGT_OK);
+  CHECK(next(ps, &m) == AGT_NET_REJECTED);
+  for (int i = 0; i < 4; i++) agt_net_close(c[i]);
+  agt_net_close(ps);
+}
+
 int main(void) {
   enum { D = 1000 };
   agt_net *ps = NULL, *w1 = NULL, *w2 = NULL;
@@ -153,5 +203,6 @@ int main(void) {
   agt_net_close(w1);
   agt_net_close(w2);
   agt_net_close(ps);
+  curve();
   return check_summary();
 }

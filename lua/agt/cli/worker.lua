@@ -25,13 +25,15 @@ A worker of a distributed run whose parameter server is 'agt run --server CLUSTE
   --id JOB:INDEX         this worker (e.g. workers:0)
   --ps-job-name NAME     job name of the PS in the cluster (default: ps)
   --wk-job-name NAME     job name of the workers (default: workers)
-  --auth none|curve      as the PS's --auth (curve: not available yet)
+  --auth curve|none      as the PS's --auth (default: curve)
+  --keys DIR             with --auth curve: holds ps-0.pub and this worker's keypair
+                         (<job>-<i>.pub, <job>-<i>.secret; see 'agt keygen')
   --connect-timeout S    seconds to wait for the PS's answer at start (default: 60)
   --idle-timeout S       seconds without a word from the PS before giving up (default: 120)
 Exit status: 0 when the PS ends the run, 1 on a failure, 2 on bad flags.]]
 
 local FLAGS = { server = true, id = true, ["ps-job-name"] = true, ["wk-job-name"] = true,
-                auth = true, ["connect-timeout"] = true, ["idle-timeout"] = true }
+                auth = true, keys = true, ["connect-timeout"] = true, ["idle-timeout"] = true }
 
 local function parse(args)
   local o = { ["ps-job-name"] = "ps", ["wk-job-name"] = "workers", auth = "curve",
@@ -58,8 +60,9 @@ local function parse(args)
     if not x or x <= 0 then error(string.format("--%s: expects seconds > 0, got '%s'", k, o[k]), 0) end
     o[k] = x
   end
-  if o.auth ~= "none" then
-    error("--auth: CURVE authentication is not available yet; give --auth none on a trusted network", 0)
+  if o.auth ~= "none" and o.auth ~= "curve" then error("--auth: expects curve or none, got '" .. o.auth .. "'", 0) end
+  if o.auth == "curve" and not o.keys then
+    error("--keys: is required with --auth curve (the default); or give --auth none on a trusted network", 0)
   end
   return o
 end
@@ -84,9 +87,17 @@ local function run(o)
   local w = CL.parse_id(o.id, c, c.wk_job)
   local id = o.id
   local endpoint = CL.endpoint(c.ps, false)
+  local curve
+  if o.auth == "curve" then
+    curve = { server = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "pub")),
+              public = CL.read_key(CL.key_path(o.keys, c.wk_job, w, "pub")),
+              secret = CL.read_key(CL.key_path(o.keys, c.wk_job, w, "secret")) }
+  else
+    say(id, "--auth none: not authenticated, not encrypted (a trusted network only)")
+  end
 
   -- 1. Who am I -> the run (on a socket capped at 16 MiB: the run's description is small).
-  local hello = N.client(endpoint, 16 * 2 ^ 20)
+  local hello = N.client(endpoint, 16 * 2 ^ 20, curve)
   hello:send(nil, N.HELLO, w, -1, 0)
   local msg = wait_for(hello, o["connect-timeout"], { [N.CONFIG] = true, [N.BYE] = true })
   if not msg then
@@ -104,7 +115,7 @@ local function run(o)
   end
 
   -- 2. The data and the model, then READY on the step socket, capped at one θ.
-  local net = N.client(endpoint, math.max(cfg.d * 4, 65536))
+  local net = N.client(endpoint, math.max(cfg.d * 4, 65536), curve)
   net:set_session(session)
   local ok, worker = pcall(function()
     local exp = E.load(cfg.experiment, cfg.experiment_args, { seed = cfg.seed, n = cfg.n })

@@ -57,6 +57,10 @@ function M.plan(o, n)
     error("--server: a distributed run needs the experiment by name or path (the workers load it), not an object", 0)
   end
   local endpoint = CL.endpoint(c.ps, true)
+  if o.auth == "curve" then
+    c.curve = { secret = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "secret")), keys = {} }
+    for i = 0, n - 1 do c.curve.keys[i + 1] = CL.read_key(CL.key_path(o.keys, c.wk_job, i, "pub")) end
+  end
   return function(exp, nn, sopts) return M.new(exp, nn, sopts, o, c, endpoint) end
 end
 
@@ -72,7 +76,7 @@ function M.new(exp, n, sopts, o, c, endpoint)
     for _, k in ipairs(FAULT_KINDS) do self.fault[i][k] = 0 end
   end
   -- The largest frame the PS accepts: one row (HELLO, READY and ERROR fit in 64 KiB).
-  self.net = N.server(endpoint, math.max(d * 4, 65536), 2 * n + 8)
+  self.net = N.server(endpoint, math.max(d * 4, 65536), 2 * n + 8, c.curve)
   self.session_id = new_session_id()
   self.net:set_session(self.session_id)
   local config = {
@@ -81,7 +85,7 @@ function M.new(exp, n, sopts, o, c, endpoint)
   }
   self.poison = sopts.poison
   self.config = config
-  if o.auth == "none" then
+  if not c.curve then
     self.warn(string.format("--auth none: workers are not authenticated and traffic is not encrypted; "
       .. "anyone who reaches %s can take part in this run (use only on a trusted network)", endpoint))
   end
@@ -102,9 +106,23 @@ function Remote:_configure(peer, w)
   self.net:send({ peer }, N.CONFIG, w, -1, 0, text)
 end
 
+-- With CURVE a worker's identity is its key: a message claiming another worker's index is
+-- dropped and counted against the key's worker. Returns the worker index (from 0) to act on, or
+-- nil. Without CURVE the claim is all there is.
+function Remote:_who(msg, step)
+  if msg.auth < 0 then return msg.worker end
+  if msg.worker ~= msg.auth then
+    self:_fault(msg.auth + 1, "stranger", step or -1,
+                string.format("a message claiming to be worker %d's (dropped)", msg.worker))
+    return nil
+  end
+  return msg.auth
+end
+
 -- Handles a message that is not a row of the current step; returns the row it concerns, if any.
-function Remote:_control(msg)
-  local w = msg.worker
+function Remote:_control(msg, step)
+  local w = self:_who(msg, step)
+  if not w then return end
   if msg.type == N.HELLO then
     if w >= self.n then
       self.rejected_unknown = self.rejected_unknown + 1
@@ -206,13 +224,14 @@ function Remote:fill(theta, G, step, ctx)
       local i = self.row_of_peer[msg.peer]
       if msg.type ~= N.GRAD then
         -- A worker that joins (or comes back on a new connection) mid-step gets this step's θ.
-        local r = self:_control(msg)
+        local r = self:_control(msg, step)
         if r and got[r] ~= true and got[r] ~= "bad" then
           if self.net:send({ self.peer_of[r] }, N.THETA, 0, step, 0, theta.ptr, bytes)[1] then
             if got[r] ~= false then pending = pending + 1 end
             got[r] = false
           end
         end
+      elseif not self:_who(msg, step) then -- another worker's index under this key: counted
       elseif not i and msg.worker < n then
         -- A row of this session from a connection the PS does not know: the worker's socket
         -- reconnected (after a stall or a network cut). It speaks for that worker from now on
@@ -305,10 +324,10 @@ function Remote:close()
     end
     if #parts > 0 then lines[#lines + 1] = self:name(i) .. ": " .. table.concat(parts, ", ") end
   end
-  local rej = self.rejected_unknown
+  local rej = self.rejected_unknown + self.net:denied()
   if #lines > 0 or rej > 0 then
     self.warn(string.format("faults by worker: %s%s", #lines > 0 and table.concat(lines, "; ") or "none",
-                            rej > 0 and string.format("; %d frame(s) from unknown connections rejected", rej) or ""))
+                            rej > 0 and string.format("; %d frame(s) or handshake(s) from unknown connections rejected", rej) or ""))
   end
   self.net:close()
   self.net = nil

@@ -55,7 +55,8 @@ M.flags = {
   { "wk-job-name", "string", "workers", "Job name of the workers in the cluster" },
   { "step-timeout", "number", 10, "Distributed run: seconds the PS waits for the rows of a step; a row missing then is faulty for that step (counts against f)" },
   { "connect-timeout", "number", 60, "Distributed run: seconds the PS waits at start for the workers to connect and load their data" },
-  { "auth", "string", "curve", "Distributed run: how workers are authenticated: curve (not yet available) or none (a trusted network only)", choices = { "curve", "none" } },
+  { "auth", "string", "curve", "Distributed run: how workers are authenticated: curve (CURVE keys from --keys; traffic encrypted) or none (a trusted network only)", choices = { "curve", "none" } },
+  { "keys", "string", nil, "Distributed run, --auth curve: the directory of 'agt keygen CLUSTER DIR' (the PS's keypair and every worker's public key)" },
   { "seed", "integer", 1, "Seed of every random stream (initialisation, data order, attacks, rules)" },
   { "quiet", "boolean", false, "Print nothing on stdout and no --trace lines on stderr (the evaluation file, the summaries, --stdout-to and --stderr-to still get everything)" },
   { "progress", "string", "auto", "Progress display: auto (live line on a terminal, plain lines otherwise), line, plain, none",
@@ -181,8 +182,8 @@ function M.check(opts)
     flagerr(M.by_name["attack-args"], "given without --attack: no attack would read them")
   end
   if o.server then
-    if o.auth ~= "none" then
-      flagerr(M.by_name["auth"], "CURVE authentication of workers is not available yet; give --auth none on a trusted network")
+    if o.auth == "curve" and not o.keys then
+      flagerr(M.by_name["keys"], "is required with --auth curve (the default): make them with 'agt keygen CLUSTER DIR', or give --auth none on a trusted network")
     end
     if o.step_timeout <= 0 then flagerr(M.by_name["step-timeout"], "must be > 0 seconds, got %s", o.step_timeout) end
     if o.connect_timeout <= 0 then flagerr(M.by_name["connect-timeout"], "must be > 0 seconds, got %s", o.connect_timeout) end
