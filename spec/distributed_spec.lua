@@ -6,6 +6,7 @@ local ffi = require("ffi")
 local S = require("agt.session")
 local N = require("agt.net")
 local host = require("agt.host")
+local K = require("agt.checkpoint")
 
 local AGT = host.root .. "/agt"
 
@@ -90,39 +91,31 @@ describe("the rule part with faulty rows", function()
 end)
 
 describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
-  it("computes the same θ bit for bit as the local run with the same seed", function()
+  it("agt run --server gives the local run's θ bit for bit (same seed, no faulty row)", function()
     local dir = H.tmpdir()
     local port = free_port()
     local path = cluster(dir, port, 6)
     local pids = start_workers(dir, path, 6)
-    local warnings = {}
-    local ok, err = pcall(function()
-      local o = { aggregator = "krum", nb_workers = 6, nb_decl_byz_workers = 1 }
-      local ps = S.new(opts({ aggregator = o.aggregator, nb_workers = 6, nb_decl_byz_workers = 1,
-                              server = path, auth = "none", step_timeout = 20, connect_timeout = 60 }))
-      local loc = S.new(opts(o))
-      for _ = 1, 8 do
-        local t = ps:step()
-        loc:step()
-        assert.equal(0, t.faulty)
-      end
-      assert.equal(8, ps.global_step)
-      assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), ffi.string(ps.theta.ptr, ps.d * 4))
-      for i = 1, 6 do
-        for k, v in pairs(ps.source:faults()[i]) do assert.equal(0, v, "worker " .. i .. " " .. k) end
-      end
-      ps:close()
-      loc:close()
-    end)
-    -- Every worker ends when the PS says BYE.
-    os.execute("sleep 0.5")
-    for i = 0, 5 do
-      local log = H.read(string.format("%s/w%d.log", dir, i)) or ""
-      if ok then assert.truthy(log:find("the PS ended the run after 8 steps", 1, true), log) end
-    end
+    -- The PS through the command line, to its checkpoint; the local run in this process.
+    local rc, out, err = H.agt_run(string.format("run --server '%s' --auth none --experiment fashion-mnist "
+      .. "--experiment-args eval-size:500 --aggregator krum --nb-workers 6 --nb-decl-byz-workers 1 "
+      .. "--seed 5 --max-step 8 --step-timeout 30 --connect-timeout 60 --checkpoint-dir '%s/ck' "
+      .. "--checkpoint-period -1 --evaluation-period -1 --quiet", path, dir))
+    os.execute("sleep 0.3")
+    local logs = {}
+    for i = 0, 5 do logs[i + 1] = H.read(string.format("%s/w%d.log", dir, i)) or "" end
     stop(pids)
+    local map = K.restore(dir .. "/ck")
     os.execute("rm -rf '" .. dir .. "'")
-    if not ok then error(err, 0) end
+    assert.equal(0, rc, err)
+    assert.truthy(err:find("--auth none: workers are not authenticated", 1, true), err)
+    assert.falsy(err:find("faulty", 1, true), err)
+    for i = 1, 6 do assert.truthy(logs[i]:find("the PS ended the run after 8 steps", 1, true), logs[i]) end
+    local loc = S.new(opts({ aggregator = "krum", nb_workers = 6, nb_decl_byz_workers = 1 }))
+    for _ = 1, 8 do loc:step() end
+    assert.equal("8", map.step)
+    assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), map.theta)
+    loc:close()
   end)
 
   it("goes on through a killed worker, a stalled one, hostile frames and a wrong-size row, counting each", function()

@@ -65,6 +65,7 @@ function M.new(opts, parts)
   for _, w in ipairs(warnings) do s.out:say_err("agt: warning: " .. w) end
   local ok, err = pcall(Session._build, s)
   if not ok then
+    if s.source then pcall(s.source.close, s.source) end -- a remote source's workers stop now
     s.out:close()
     error(err, 0)
   end
