@@ -105,9 +105,13 @@ agt_status agt_net_new(int role, int64_t max_payload, int max_peers, agt_net **o
   /* At least 1 KiB: ZeroMQ's CURVE handshake commands (up to a few hundred bytes) are under
    * the same limit. */
   int64_t maxmsg = max_frame(max_payload, 0);
-  int zero = 0, one = 1, handshake_ms = 10000, hb_ivl = 1000, hb_timeout = 5000;
+  /* Queues: a worker has at most a step's messages in flight each way, so a few per
+   * connection suffice; they bound what a connection can make the PS hold (hwm frames). */
+  int zero = 0, one = 1, handshake_ms = 10000, hb_ivl = 1000, hb_timeout = 5000, hwm = 4;
   if (zmq_setsockopt(n->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
       zmq_setsockopt(n->sock, ZMQ_LINGER, &zero, sizeof zero) ||
+      zmq_setsockopt(n->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
+      zmq_setsockopt(n->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) ||
       zmq_setsockopt(n->sock, ZMQ_HANDSHAKE_IVL, &handshake_ms, sizeof handshake_ms) ||
       zmq_setsockopt(n->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
       zmq_setsockopt(n->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout)) {
@@ -354,14 +358,17 @@ agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, 
     if (n->role == AGT_NET_SERVER) {
       peer_slot *s = slot_of_peer(n, peers[i]);
       if (!s || zmq_send(n->sock, s->id, s->id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        /* forgotten or gone (EHOSTUNREACH): 0; its queue full (EAGAIN): -1 */
+        if (s && sent && zmq_errno() == EAGAIN) sent[i] = -1;
         zmq_msg_close(&copy);
-        continue; /* forgotten, gone (EHOSTUNREACH) or full (EAGAIN): not sent */
+        continue;
       }
     }
     if (zmq_msg_send(&copy, n->sock, ZMQ_DONTWAIT) < 0) {
       int e = zmq_errno();
       zmq_msg_close(&copy);
-      if (e == EAGAIN || e == EHOSTUNREACH) continue;
+      if (e == EAGAIN) { if (sent) sent[i] = -1; continue; }
+      if (e == EHOSTUNREACH) continue;
       st = zfail("zmq_msg_send");
       break;
     }

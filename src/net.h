@@ -19,7 +19,10 @@
  * Bounds: the largest frame a socket accepts is fixed before it binds or connects
  * (ZMQ_MAXMSGSIZE = 48 + max_payload, at least 1 KiB for the CURVE handshake, plus CURVE's
  * per-message overhead with CURVE): a bigger one makes ZeroMQ drop the connection before
- * allocating anything; a payload above max_payload that fits in the slack is rejected. Every wait is bounded (agt_net_recv's timeout), a send never blocks (a
+ * allocating anything; a payload above max_payload that fits in the slack is rejected. Each
+ * connection queues at most 4 frames each way (ZMQ_SNDHWM, ZMQ_RCVHWM), so what a connection
+ * can make the other side hold is bounded; the number of connections is bounded by CURVE (only
+ * admitted keys finish the handshake), not without it. Every wait is bounded (agt_net_recv's timeout), a send never blocks (a
  * peer that cannot take a message now does not get it), and closing never lingers.
  *
  * A received frame that is not a well-formed message of this version, or that carries another
@@ -95,7 +98,8 @@ int64_t agt_net_denied(const agt_net *n);
 /* Frames of another session id (other than HELLO) are rejected from now on; 0: none checked. */
 void agt_net_set_session(agt_net *n, uint64_t session);
 /* Sends one message to each of npeers peers (PS; a worker passes NULL, 1); sent[i] = 1 when
- * peer i took it, 0 when it is gone or cannot take it now (sent may be NULL). The payload is
+ * peer i took it, 0 when it is gone (disconnected or forgotten), -1 when its queue is full
+ * (it is not reading: stalled) (sent may be NULL). The payload is
  * copied once whatever npeers. Fails only on bad arguments or a broken socket. */
 agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
                         int64_t step, double aux, const void *data, int64_t len, int8_t *sent);

@@ -7,8 +7,9 @@
 --     keys get in, and msg.auth is the index of the sender's key (from 0); without CURVE -1.
 --     curve (worker): { server = the PS's public key, public =, secret = its own keypair }
 --   N.keypair() -> public, secret   (Z85 text, 40 characters each)
---   s:send(peers, N.THETA, worker, step, aux, ptr, bytes) -> sent (array of booleans)
---   c:send(nil, N.GRAD, worker, step, loss, ptr, bytes)   -> true | false (could not send now)
+--   s:send(peers, N.THETA, worker, step, aux, ptr, bytes) -> sent: sent[i] = true, or false
+--        (peer i is gone), or "full" (its queue is full: it is not reading)
+--   c:send(nil, N.GRAD, worker, step, loss, ptr, bytes)   -> true | false | "full"
 --   s:recv(timeout_ms) -> msg | nil, "timeout" | nil, "rejected", why, peer
 --     msg: { type, worker, peer, session, step, aux, len, data (const void *, valid until the
 --            next recv) }; msg:text() copies the payload as a string
@@ -101,9 +102,10 @@ function Net:send(peers, kind, worker, step, aux, data, len)
   end
   local st = C.agt_net_send(self.h, arr, np, kind, worker or 0, step or -1, aux or 0, data, len, sent)
   if st ~= 0 then error(strip(F.errmsg()), 2) end
-  if not peers then return sent[0] == 1 end
+  local function word(x) if x == 1 then return true elseif x == -1 then return "full" end return false end
+  if not peers then return word(sent[0]) end
   local out = {}
-  for i = 1, np do out[i] = sent[i - 1] == 1 end
+  for i = 1, np do out[i] = word(sent[i - 1]) end
   return out
 end
 

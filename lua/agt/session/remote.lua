@@ -192,7 +192,8 @@ function Remote:_fault(i, kind, step, why)
   if kind ~= "late" and (not self.faulty_since[i] or self.faulty_kind[i] ~= kind) then
     self.faulty_since[i] = self.faulty_since[i] or step
     self.faulty_kind[i] = kind
-    self.warn(string.format("worker %s faulty at step %d: %s", self:name(i), step, why))
+    local when = step >= 0 and string.format("at step %d", step) or "while connecting"
+    self.warn(string.format("worker %s faulty %s: %s", self:name(i), when, why))
   end
 end
 
@@ -207,8 +208,10 @@ function Remote:fill(theta, G, step, ctx)
   local got, pending = {}, 0
   local sent = self.net:send(peers, N.THETA, 0, step, 0, theta.ptr, bytes)
   for j, i in ipairs(rows) do
-    if sent[j] then
+    if sent[j] == true then
       got[i], pending = false, pending + 1
+    elseif sent[j] == "full" then
+      got[i] = "full" -- stalled: faulty this step, still connected
     else
       self.ready[i], got[i] = false, "gone"
     end
@@ -226,7 +229,7 @@ function Remote:fill(theta, G, step, ctx)
         -- A worker that joins (or comes back on a new connection) mid-step gets this step's θ.
         local r = self:_control(msg, step)
         if r and got[r] ~= true and got[r] ~= "bad" then
-          if self.net:send({ self.peer_of[r] }, N.THETA, 0, step, 0, theta.ptr, bytes)[1] then
+          if self.net:send({ self.peer_of[r] }, N.THETA, 0, step, 0, theta.ptr, bytes)[1] == true then
             if got[r] ~= false then pending = pending + 1 end
             got[r] = false
           end
@@ -289,6 +292,8 @@ function Remote:fill(theta, G, step, ctx)
       faulty[#faulty + 1] = i
       if got[i] == false then
         self:_fault(i, "missing", step, string.format("no row within --step-timeout %g s", timeout))
+      elseif got[i] == "full" then
+        self:_fault(i, "missing", step, "it is not reading (its queue is full)")
       elseif got[i] == "gone" then
         self:_fault(i, "missing", step, "its connection is gone")
       elseif got[i] == nil then
