@@ -47,7 +47,46 @@ struct agt_net {
   int zap_running;
   volatile int zap_stop;
   int64_t denied; /* written by the ZAP thread, read with __atomic */
+  struct send_buf *sbuf; /* the buffer of the last message sent, reused once ZeroMQ lets go */
 };
+
+/* A message's bytes handed to ZeroMQ without a copy (zmq_msg_init_data): ZeroMQ calls
+ * release_buf from its I/O thread when the last queued copy is sent or dropped. The buffer is
+ * reused for the next message when it is free by then (no fresh allocation, hence no page
+ * faults, for a row of 100 MB); otherwise it is orphaned and a new one made. state: BUSY while
+ * ZeroMQ holds it, ORPHAN once the socket no longer wants it; whichever of the two sides sees
+ * the other's bit already cleared/set frees it, so exactly one does. */
+enum { BUF_BUSY = 1, BUF_ORPHAN = 2 };
+struct send_buf {
+  int state;
+  size_t cap;
+  unsigned char data[];
+};
+
+static void release_buf(void *data, void *hint) {
+  struct send_buf *b = hint;
+  (void)data;
+  if (__atomic_fetch_and(&b->state, ~BUF_BUSY, __ATOMIC_ACQ_REL) & BUF_ORPHAN) free(b);
+}
+
+static void orphan_buf(struct send_buf *b) {
+  if (b && !(__atomic_fetch_or(&b->state, BUF_ORPHAN, __ATOMIC_ACQ_REL) & BUF_BUSY)) free(b);
+}
+
+/* A free buffer of at least size bytes, marked busy; NULL when out of memory. */
+static struct send_buf *take_buf(agt_net *n, size_t size) {
+  struct send_buf *b = n->sbuf;
+  if (!b || b->cap < size || (__atomic_load_n(&b->state, __ATOMIC_ACQUIRE) & BUF_BUSY)) {
+    orphan_buf(b);
+    n->sbuf = NULL;
+    if (!(b = malloc(sizeof *b + size))) return NULL;
+    b->cap = size;
+    b->state = 0;
+    n->sbuf = b;
+  }
+  __atomic_store_n(&b->state, BUF_BUSY, __ATOMIC_RELEASE);
+  return b;
+}
 
 static agt_status zfail(const char *what) {
   return AGT_FAIL(AGT_ENET, "%s: %s", what, zmq_strerror(zmq_errno()));
@@ -141,6 +180,7 @@ void agt_net_close(agt_net *n) {
   if (n->has_cur) zmq_msg_close(&n->cur);
   if (n->sock) zmq_close(n->sock);
   if (n->ctx) zmq_ctx_term(n->ctx);
+  orphan_buf(n->sbuf);
   free(n->peers);
   free(n);
 }
@@ -344,9 +384,14 @@ agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, 
   if (n->role == AGT_NET_SERVER ? (npeers < 0 || (npeers > 0 && !peers)) : npeers != 1)
     return AGT_FAIL(AGT_EINVAL, "agt_net_send: bad peer list (%d peers)", npeers);
   zmq_msg_t body;
-  if (zmq_msg_init_size(&body, (size_t)(AGT_NET_HEADER + len)))
-    return AGT_FAIL(AGT_ENOMEM, "agt_net_send: no memory for a %lld-byte message", (long long)len);
-  unsigned char *b = zmq_msg_data(&body);
+  size_t size = (size_t)(AGT_NET_HEADER + len);
+  struct send_buf *sb = take_buf(n, size);
+  if (!sb) return AGT_FAIL(AGT_ENOMEM, "agt_net_send: no memory for a %lld-byte message", (long long)len);
+  if (zmq_msg_init_data(&body, sb->data, size, release_buf, sb)) {
+    release_buf(sb->data, sb);
+    return zfail("zmq_msg_init_data");
+  }
+  unsigned char *b = sb->data;
   put_header(b, type, worker, n->session, step, aux, len);
   if (len > 0) memcpy(b + AGT_NET_HEADER, data, (size_t)len);
   agt_status st = AGT_OK;

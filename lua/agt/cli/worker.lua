@@ -139,10 +139,23 @@ local function run(o)
   net:send(nil, N.READY, w, -1, d)
   say(id, "ready: %s, d = %d, session %s", tostring(cfg.experiment), d, cfg.session)
 
-  -- 3. Steps until BYE.
+  -- 3. Steps until BYE. Silence from the PS for a while says READY again: if the PS dropped
+  -- this connection (a stall past its heartbeat, a network cut), ZeroMQ has reconnected with
+  -- a new one that the PS does not know until it hears from it; it then sends the step's θ.
   local steps = 0
+  local function next_theta()
+    local t_end, t_ready = clock.mono() + o["idle-timeout"], clock.mono() + 2
+    while clock.mono() < t_end do
+      local m = net:recv(500)
+      if m and (m.type == N.THETA or m.type == N.BYE) then return m end
+      if clock.mono() >= t_ready then
+        net:send(nil, N.READY, w, -1, d)
+        t_ready = clock.mono() + 2
+      end
+    end
+  end
   while true do
-    msg = wait_for(net, o["idle-timeout"], { [N.THETA] = true, [N.BYE] = true })
+    msg = next_theta()
     if not msg then
       say(id, "nothing from the PS for --idle-timeout %g s: stopping", o["idle-timeout"])
       net:close()

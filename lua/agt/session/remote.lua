@@ -142,6 +142,7 @@ function Remote:_control(msg, step)
       return
     end
     local old = self.peer_of[i]
+    if old == msg.peer and self.ready[i] then return nil end -- "still here" (see agt.cli.worker)
     if old then self.row_of_peer[old] = nil end
     self.peer_of[i], self.row_of_peer[msg.peer] = msg.peer, i
     if self.connected then self.warn(string.format("worker %s joined on a new connection", self:name(i))) end
@@ -301,6 +302,7 @@ function Remote:fill(theta, G, step, ctx)
       end
     end
   end
+  self.last_faulty = faulty
   return losses, faulty
 end
 
