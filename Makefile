@@ -21,7 +21,7 @@ ifeq ($(WERROR),1)
 CFLAGS_BASE += -Werror
 endif
 CFLAGS   := $(CFLAGS_BASE) $(EXTRA_CFLAGS)
-LIBS     := -lopenblas -lz -lcurl -lsodium -lm -lpthread -ldl
+LIBS     := -lopenblas -lzmq -lz -lcurl -lsodium -lm -lpthread -ldl
 HOST_LIBS := -lluajit-5.1 -ledit
 
 # Debian's python3 (python3-numpy, python3-torch) even where another python3 comes first on PATH.
@@ -176,23 +176,24 @@ install: all
 	install -m 755 libagt.so $(DESTDIR)$(PREFIX)/lib/libagt.so
 	echo "$(PREFIX)/share/agt/bindings/python" > $(DESTDIR)$(PYSITE)/agt.pth
 
-# A binary for a GPU machine with no package manager: LuaJIT and OpenBLAS static, CUDA runtime
-# static; beside it the Lua tree, the specs and the benchmarks; and libagt.so for the Python
-# package (bindings/python), with the shared LuaJIT, OpenBLAS and libsodium beside it (their
+# A binary for a GPU machine with no package manager: LuaJIT, OpenBLAS and ZeroMQ static (libzmq.a
+# with its PGM and NORM transports; its GSSAPI library is dynamic, as libcurl already needs it), CUDA
+# runtime static; beside it the Lua tree, the specs and the benchmarks; and libagt.so for the Python
+# package (bindings/python), with the shared LuaJIT, OpenBLAS, libsodium and libzmq beside it (their
 # static archives are not all position-independent).
 gpu-bundle:
 	@test "$(HAVE_CUDA)" = 1 || { echo "gpu-bundle needs nvcc and libcudart_static.a $(CUDA_WHY)"; exit 1; }
 	@$(MAKE) --no-print-directory BUILD=build-gpu $(BUILD:build=build-gpu)/libagt.a build-gpu/obj/main.o
 	rm -rf gpu-bundle && mkdir -p gpu-bundle
 	$(CC) -Wl,-E -o gpu-bundle/agt build-gpu/obj/main.o -Wl,--whole-archive build-gpu/libagt.a \
-	  -Wl,--no-whole-archive -Wl,-Bstatic -lluajit-5.1 -lopenblas -lsodium -ledit -lbsd -lmd -ltinfo -Wl,-Bdynamic \
-	  -L$(CUDA_LIBDIR) -lcudart_static -lcublas -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
+	  -Wl,--no-whole-archive -Wl,-Bstatic -lluajit-5.1 -lopenblas -lzmq -lpgm -lnorm -lprotokit -lsodium -ledit -lbsd -lmd -ltinfo \
+	  -Wl,-Bdynamic -L$(CUDA_LIBDIR) -lcudart_static -lcublas -lgssapi_krb5 -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
 	cp -R lua bindings spec bench examples gpu-bundle/
 	@$(MAKE) --no-print-directory BUILD=build-gpu build-gpu/obj/embed.o
 	$(CC) -shared -o gpu-bundle/libagt.so build-gpu/obj/embed.o -Wl,--whole-archive build-gpu/libagt.a \
-	  -Wl,--no-whole-archive -lluajit-5.1 -lopenblas -lsodium -Wl,-rpath,'$$ORIGIN' \
+	  -Wl,--no-whole-archive -lluajit-5.1 -lopenblas -lzmq -lsodium -Wl,-rpath,'$$ORIGIN' \
 	  -L$(CUDA_LIBDIR) -lcudart_static -lcublas -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
-	ldd gpu-bundle/libagt.so | awk '/libluajit|libopenblas|libsodium/ { print $$3 }' | xargs -I{} cp -L {} gpu-bundle/
+	ldd gpu-bundle/libagt.so | awk '/libluajit|libopenblas|libsodium|libzmq/ { print $$3 }' | xargs -I{} cp -L {} gpu-bundle/
 	@sh tools/gpu-bundle.sh
 	@echo "gpu-bundle/ ready: copy it to the GPU machine and run gpu-bundle/run.sh there"
 

@@ -115,9 +115,11 @@ describe("agt run flags", function()
     refused(with("--max-step"), "%-%-max%-step: expects a value")
     refused(with("--frobnicate"), "unknown flag %-%-frobnicate")
     refused(with("stray"), "unexpected argument 'stray'")
-    for _, d in ipairs({ "--server", "--client", "--ps-job-name", "--wk-job-name", "--ev-job-name" }) do
+    for _, d in ipairs({ "--client", "--ev-job-name" }) do
       refused(with(d, "x"), "^agt run: " .. d:gsub("%-", "%%-") .. ": distributed mode is not yet supported")
     end
+    refused(with("--server", "x"), "^agt run: %-%-keys: is required with %-%-auth curve")
+    refused(with("--server", "x", "--auth", "none"), "^agt run: %-%-server: cluster: cannot read 'x'")
     refused(with("--MPI"), "%-%-MPI: distributed mode is not yet supported")
   end)
 

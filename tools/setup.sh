@@ -2,7 +2,7 @@
 # Installs the Debian packages agt needs, only those missing. Idempotent; needs root to install.
 set -e
 PKGS="gcc make pkg-config luajit libluajit-5.1-dev libopenblas-dev zlib1g-dev libcurl4-openssl-dev
-      lua-cjson libsodium-dev libedit-dev libcairo2 lua-busted dataset-fashion-mnist python3 tmux
+      lua-cjson libsodium-dev libzmq3-dev libedit-dev libcairo2 lua-busted dataset-fashion-mnist python3 tmux
       python3-numpy python3-torch"
 missing=""
 for p in $PKGS; do

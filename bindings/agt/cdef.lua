@@ -269,6 +269,49 @@ agt_status agt_gpu_optim_l1(const float *theta, float *g, size_t d, float lambda
                             double *penalty);
 agt_status agt_gpu_optim_l2(const float *theta, float *g, size_t d, float lambda,
                             double *penalty);
+/* net.h */
+typedef struct agt_net agt_net;
+enum {
+  AGT_NET_VERSION = 1,
+  AGT_NET_HEADER = 48,
+  AGT_NET_HELLO = 1,
+  AGT_NET_CONFIG = 2,
+  AGT_NET_READY = 3,
+  AGT_NET_THETA = 4,
+  AGT_NET_GRAD = 5,
+  AGT_NET_BYE = 6,
+  AGT_NET_ERROR = 7,
+  AGT_NET_SERVER = 1,
+  AGT_NET_CLIENT = 2,
+  AGT_NET_TIMEOUT = 1,
+  AGT_NET_REJECTED = 2
+};
+typedef struct {
+  int type;
+  uint32_t worker;
+  int64_t peer;
+  int32_t auth;
+  uint64_t session;
+  int64_t step;
+  double aux;
+  int64_t len;
+  const void *data;
+} agt_net_msg;
+agt_status agt_net_new(int role, int64_t max_payload, int max_peers, agt_net **out);
+void agt_net_close(agt_net *n);
+agt_status agt_net_bind(agt_net *n, const char *endpoint);
+agt_status agt_net_connect(agt_net *n, const char *endpoint);
+const char *agt_net_endpoint(agt_net *n);
+agt_status agt_net_curve_keypair(char *pub, char *sec);
+agt_status agt_net_curve_server(agt_net *n, const char *secret, const char *keys, int nkeys);
+agt_status agt_net_curve_client(agt_net *n, const char *server_public, const char *pub, const char *sec);
+int64_t agt_net_denied(const agt_net *n);
+void agt_net_set_session(agt_net *n, uint64_t session);
+agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
+                        int64_t step, double aux, const void *data, int64_t len, int8_t *sent);
+agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m);
+int64_t agt_net_rejected(const agt_net *n);
+const char *agt_net_zmq_version(void);
 /* nn.h */
 agt_status agt_nn_conv_geometry(size_t in, size_t k, size_t stride, int same,
                                 size_t *out, size_t *pad_before);

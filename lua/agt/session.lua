@@ -46,6 +46,7 @@ local Rule = require("agt.session.rule")
 local Optimizer = require("agt.session.optimizer")
 local Evaluator = require("agt.session.evaluator")
 local Summaries = require("agt.session.summaries")
+local Remote = require("agt.session.remote")
 
 local M = {}
 
@@ -64,6 +65,7 @@ function M.new(opts, parts)
   for _, w in ipairs(warnings) do s.out:say_err("agt: warning: " .. w) end
   local ok, err = pcall(Session._build, s)
   if not ok then
+    if s.source then pcall(s.source.close, s.source) end -- a remote source's workers stop now
     s.out:close()
     error(err, 0)
   end
@@ -101,16 +103,18 @@ function Session:_build()
   self.gpu_fallback = self.rule.gpu_fallback
   self.byzantine = Byzantine.new(o, { n = n, f = f, r = r, rule = self.rule.rule, warn = warn })
   self.optimizer = Optimizer.new(o)
+  -- --server: the workers are other processes (agt.session.remote).
+  local remote = o.server and not self.parts.source and Remote.plan(o, n)
 
   -- 2. The parameters and the gradient source.
   self.theta = T.new({ d })
   self.exp:init_params(self.theta, R.new(o.seed, R.stream_id("init", 0)))
   self.optimizer:bind(d)
   local byz = self.byzantine
-  self.source = (self.parts.source or Workers.new)(self.exp, n, {
+  self.source = (self.parts.source or remote or Workers.new)(self.exp, n, {
     seed = o.seed, l1 = o.l1_regularize > 0 and o.l1_regularize or 0,
     l2 = o.l2_regularize > 0 and o.l2_regularize or 0,
-    poison = function(i) return byz:poison(i) end,
+    poison = function(i) return byz:poison(i) end, warn = warn,
   })
   self.G = T.new({ n, d })
   self.rows = {}
@@ -296,14 +300,21 @@ end
 function Session:step()
   local k = self.global_step
   local t0 = clock.mono()
-  local byz = self.byzantine:rows(k)
-  local is_byz, honest = {}, {}
-  for _, i in ipairs(byz) do is_byz[i] = true end
-  for i = 1, self.n do if not is_byz[i] then honest[#honest + 1] = i end end
-
   -- Gradients: every worker at the same θ, into its row. An attacker's row holds its own honest
-  -- gradient on entry to the attack (data attackers compute on their poisoned shard).
-  local losses = self.source:fill(self.theta, self.G, k, { trace = self._trace_rows })
+  -- gradient on entry to the attack (data attackers compute on their poisoned shard). A remote
+  -- source may leave rows faulty (not arrived): they are neither honest nor attacking this step.
+  local losses, faulty = self.source:fill(self.theta, self.G, k, { trace = self._trace_rows })
+  self.rule:check_faulty(k, faulty)
+  local is_faulty = {}
+  for _, i in ipairs(faulty or {}) do is_faulty[i] = true end
+  local is_byz, honest, byz = {}, {}, {}
+  for _, i in ipairs(self.byzantine:rows(k)) do
+    if not is_faulty[i] then is_byz[i] = true; byz[#byz + 1] = i end
+  end
+  for i = 1, self.n do if not is_byz[i] and not is_faulty[i] then honest[#honest + 1] = i end end
+  if #honest == 0 then
+    error(string.format("step %d: no honest row arrived (%d faulty)", k, #(faulty or {})), 0)
+  end
   local loss = 0
   for _, i in ipairs(honest) do loss = loss + losses[i] end
   loss = loss / #honest
@@ -318,7 +329,7 @@ function Session:step()
   end
   local t2 = clock.mono()
   self:trace("Master: aggregated gradient computation", "begin")
-  local info = self.rule:aggregate(self.G, self.agg, k)
+  local info = self.rule:aggregate(self.G, self.agg, k, faulty)
   self:trace("Master: aggregated gradient computation", "end")
   local t3 = clock.mono()
   self:trace("Master: aggregated gradient application", "begin")
@@ -327,7 +338,7 @@ function Session:step()
   local t4 = clock.mono()
   self.global_step = k + 1
 
-  local tel = { step = k + 1, loss = loss, lr = lr, t_gradients = t1 - t0, t_attack = t2 - t1,
+  local tel = { step = k + 1, loss = loss, lr = lr, faulty = faulty and #faulty or 0, t_gradients = t1 - t0, t_attack = t2 - t1,
                 t_aggregate = t3 - t2, t_apply = t4 - t3, t_step = t4 - t0 }
   self:_robustness(tel, honest, byz, is_byz, info)
   self.last = tel

@@ -34,9 +34,11 @@ local summaries = {
   help = "this list; 'agt help TOPIC' prints a topic",
   bench = "benchmarks as JSON lines: 'agt bench NAME' or 'agt bench all'",
   run = "train: AggregaThor's runner.py flags, plus --seed ('agt run --help')",
+  keygen = "the CURVE keys of a distributed run's cluster ('agt keygen CLUSTER DIR')",
   plot = "draw evaluation files to SVG and PNG, or PDF ('agt plot --help')",
   sweep = "a grid of agt runs in parallel, resumable; results.csv and a heat map ('agt sweep --help')",
   check = "put a rule, attack or experiment file through its checks ('agt check --help')",
+  worker = "a worker process of a distributed run ('agt worker --help', docs/distributed.md)",
 }
 
 local HELP = [[

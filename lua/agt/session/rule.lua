@@ -5,11 +5,15 @@
 --                                            d: the model's size, self.d in the rule's init)
 --   rule.rule                   the rule object (what an attack searches against)
 --   rule.gpu_fallback           why --use-gpu fell back to the CPU, or nil
---   rule:aggregate(G, out, step) -> info   ({selected = rows kept, ...} as the rule says)
+--   rule:aggregate(G, out, step [, faulty]) -> info   ({selected = rows kept, ...} as the rule
+--                               says). faulty: ascending rows that did not arrive this step (a
+--                               distributed run): m of them count against f, the rule runs on
+--                               the n−m others with f−m (refused, naming the rows, when m > f).
 --   rule:state() -> { rule =, ["rng.rule"] = }   rule:set_state(map)
 local A = require("agt.aggregators")
 local B = require("agt.backend")
 local R = require("agt.rng")
+local T = require("agt.tensor")
 local FL = require("agt.cli.run.flags")
 
 local M = {}
@@ -33,7 +37,7 @@ local function on_gpu(self, o, n, f, warn)
 end
 
 function M.new(o, n, f, warn, d)
-  local self = setmetatable({}, Rule)
+  local self = setmetatable({ o = o, n = n, f = f, sub = {} }, Rule)
   if type(o.aggregator) == "table" then
     self.rule = o.aggregator
   else
@@ -44,8 +48,57 @@ function M.new(o, n, f, warn, d)
   return self
 end
 
-function Rule:aggregate(G, out, step)
-  return self.rule:aggregate(G, out, { step = step, rng = self.rng }) or {}
+-- The rule for n−m rows and f−m Byzantine ones (on the same backend as the run's rule), and its
+-- (n−m) × d matrix, made on first use.
+function Rule:_without(m, d)
+  local sub = self.sub[m]
+  if not sub then
+    if type(self.o.aggregator) == "table" then
+      error("a rule given as an object cannot aggregate without the rows of faulty workers", 0)
+    end
+    local on_cuda = self.o.use_gpu and not self.gpu_fallback
+    sub = { rule = FL.as_flag("aggregator", A.new, self.o.aggregator, self.n - m, self.f - m,
+                              self.o.aggregator_args, { d = d, backend = on_cuda and "cuda" or nil }),
+            G = T.new({ self.n - m, d }) }
+    self.sub[m] = sub
+  end
+  return sub
+end
+
+-- Raises when m = #faulty rows are more than f.
+function Rule:check_faulty(step, faulty)
+  local m = faulty and #faulty or 0
+  if m > self.f then
+    local names = {}
+    for k, i in ipairs(faulty) do names[k] = tostring(i) end
+    error(string.format("step %d: %d rows are faulty (rows %s), more than f = %d: the rule cannot "
+      .. "aggregate without them (see the faults above; a larger --step-timeout or "
+      .. "--nb-decl-byz-workers may help)", step, m, table.concat(names, ", "), self.f), 0)
+  end
+end
+
+function Rule:aggregate(G, out, step, faulty)
+  local ctx = { step = step, rng = self.rng }
+  local m = faulty and #faulty or 0
+  if m == 0 then return self.rule:aggregate(G, out, ctx) or {} end
+  self:check_faulty(step, faulty)
+  local d = G:size(2)
+  local sub = self:_without(m, d)
+  local is_faulty, kept = {}, {}
+  for _, i in ipairs(faulty) do is_faulty[i] = true end
+  for i = 1, self.n do
+    if not is_faulty[i] then
+      kept[#kept + 1] = i
+      sub.G:row(#kept):copy(G:row(i))
+    end
+  end
+  local info = sub.rule:aggregate(sub.G, out, ctx) or {}
+  if info.selected then
+    local sel = {}
+    for k, j in ipairs(info.selected) do sel[k] = kept[j] end
+    info.selected = sel
+  end
+  return info
 end
 
 function Rule:state()

@@ -50,6 +50,13 @@ M.flags = {
   { "trace", "boolean", false, "Print a line on stderr at the begin and end of each phase of each step" },
   { "stdout-to", "string", nil, "Also append what the run prints on stdout to this file" },
   { "stderr-to", "string", nil, "Also append what the run prints on stderr to this file" },
+  { "server", "string", nil, "Distributed run: this process is the parameter server of the cluster, JSON {\"ps\": [\"host:port\"], \"workers\": [\"host:port\", ...]} inline or in a file; the workers are 'agt worker' processes (see docs/distributed.md)" },
+  { "ps-job-name", "string", "ps", "Job name of the parameter server in the cluster" },
+  { "wk-job-name", "string", "workers", "Job name of the workers in the cluster" },
+  { "step-timeout", "number", 10, "Distributed run: seconds the PS waits for the rows of a step; a row missing then is faulty for that step (counts against f)" },
+  { "connect-timeout", "number", 60, "Distributed run: seconds the PS waits at start for the workers to connect and load their data" },
+  { "auth", "string", "curve", "Distributed run: how workers are authenticated: curve (CURVE keys from --keys; traffic encrypted) or none (a trusted network only)", choices = { "curve", "none" } },
+  { "keys", "string", nil, "Distributed run, --auth curve: the directory of 'agt keygen CLUSTER DIR' (the PS's keypair and every worker's public key)" },
   { "seed", "integer", 1, "Seed of every random stream (initialisation, data order, attacks, rules)" },
   { "quiet", "boolean", false, "Print nothing on stdout and no --trace lines on stderr (the evaluation file, the summaries, --stdout-to and --stderr-to still get everything)" },
   { "progress", "string", "auto", "Progress display: auto (live line on a terminal, plain lines otherwise), line, plain, none",
@@ -57,7 +64,7 @@ M.flags = {
 }
 
 -- Distributed flags: a later version; refused with a clear message.
-M.distributed_flags = { "server", "client", "ps-job-name", "wk-job-name", "ev-job-name", "MPI", "mpi" }
+M.distributed_flags = { "client", "ev-job-name", "MPI", "mpi" }
 
 M.by_name = {}
 for _, fl in ipairs(M.flags) do
@@ -174,6 +181,13 @@ function M.check(opts)
   if o.attack == nil and next(o.attack_args) ~= nil then
     flagerr(M.by_name["attack-args"], "given without --attack: no attack would read them")
   end
+  if o.server then
+    if o.auth == "curve" and not o.keys then
+      flagerr(M.by_name["keys"], "is required with --auth curve (the default): make them with 'agt keygen CLUSTER DIR', or give --auth none on a trusted network")
+    end
+    if o.step_timeout <= 0 then flagerr(M.by_name["step-timeout"], "must be > 0 seconds, got %s", o.step_timeout) end
+    if o.connect_timeout <= 0 then flagerr(M.by_name["connect-timeout"], "must be > 0 seconds, got %s", o.connect_timeout) end
+  end
   if o.checkpoint_dir == "-" then o.checkpoint_dir = nil end
   if o.evaluation_file == nil and o.checkpoint_dir then o.evaluation_file = o.checkpoint_dir .. "/eval" end
   if o.evaluation_file == "-" then o.evaluation_file = nil end
@@ -255,8 +269,8 @@ function M.help()
   out[#out + 1] = "  --help"
   out[#out + 1] = "      Print this help and exit"
   out[#out + 1] = ""
-  out[#out + 1] = "Not yet supported (distributed mode): --server, --client, --ps-job-name, --wk-job-name,"
-  out[#out + 1] = "--ev-job-name, --MPI. Without them the run is local (the default)."
+  out[#out + 1] = "Not yet supported: --client, --ev-job-name, --MPI. Without --server the run is local (the"
+  out[#out + 1] = "default); with it, this process is the parameter server and 'agt worker' processes the workers."
   out[#out + 1] = ""
   out[#out + 1] = "More: agt help experiments | aggregators | attacks; the evaluation file, checkpoints"
   out[#out + 1] = "and summaries are described in docs/runner.md. Exit status: 0 done, 1 failed during"

@@ -1,0 +1,217 @@
+-- bench/net.lua — the PS's exchange with its workers over the network, agt's ZeroMQ transport
+-- (without and with CURVE) against a plain blocking TCP socket pair, in one command.
+--
+-- One round = what a distributed step moves: the PS sends θ (d floats) to each of k worker
+-- processes and receives one row (d floats) from each into its own matrix. The workers are
+-- child processes on 127.0.0.1 that answer at once (no gradient computed). For each transport
+-- and k, `rounds` rounds after one warm-up; the median round gives GB/s received by the PS
+-- (k·d·4 bytes per round; as much is sent), and ratio = ZeroMQ / plain socket (issue target:
+-- >= 0.8 without CURVE).
+--   agt bench net [d] [senders, e.g. 1,4] [rounds]        (default 25000000 floats, 1,4, 5)
+-- Prints JSON lines: one per transport and k, then one ratio line per k.
+local ffi = require("ffi")
+local cjson = require("cjson")
+local N = require("agt.net")
+local host = require("agt.host")
+local now = require("agt.clock").mono
+
+ffi.cdef [[
+struct agt_bench_sockaddr_in { uint16_t family; uint16_t port; uint32_t addr; uint8_t zero[8]; };
+int socket(int domain, int type, int protocol);
+int setsockopt(int fd, int level, int name, const void *val, uint32_t len);
+int bind(int fd, const void *addr, uint32_t len);
+int listen(int fd, int backlog);
+int accept(int fd, void *addr, void *len);
+int connect(int fd, const void *addr, uint32_t len);
+long send(int fd, const void *buf, size_t len, int flags);
+long recv(int fd, void *buf, size_t len, int flags);
+int close(int fd);
+]]
+local C = ffi.C
+local AF_INET, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR = 2, 1, 1, 2
+local IPPROTO_TCP, TCP_NODELAY = 6, 1
+
+local function addr(port)
+  local a = ffi.new("struct agt_bench_sockaddr_in")
+  a.family = AF_INET
+  a.port = bit.bor(bit.rshift(port, 8), bit.lshift(bit.band(port, 255), 8)) -- htons
+  a.addr = 0x0100007f -- 127.0.0.1, network order
+  return a
+end
+
+local function send_all(fd, p, len)
+  p = ffi.cast("const char *", p)
+  local off = 0
+  while off < len do
+    local k = tonumber(C.send(fd, p + off, len - off, 0))
+    if k <= 0 then error("send failed") end
+    off = off + k
+  end
+end
+
+local function recv_all(fd, p, len)
+  p = ffi.cast("char *", p)
+  local off = 0
+  while off < len do
+    local k = tonumber(C.recv(fd, p + off, len - off, 0))
+    if k <= 0 then error("recv failed (peer closed)") end
+    off = off + k
+  end
+end
+
+local AGT = host.root .. "/agt"
+
+local function spawn(args)
+  os.execute(string.format("'%s' bench net --child %s >/dev/null 2>&1 &", AGT, table.concat(args, " ")))
+end
+
+-- A worker: answers each θ with a row of the same size, until the PS closes.
+local function child(mode, port, d, i, keydir)
+  local bytes = d * 4
+  local buf = ffi.new("float[?]", d)
+  if mode == "tcp" then
+    local fd = C.socket(AF_INET, SOCK_STREAM, 0)
+    local one = ffi.new("int[1]", 1)
+    C.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4)
+    local a = addr(port)
+    local t_end = now() + 20
+    while C.connect(fd, a, ffi.sizeof(a)) ~= 0 do
+      if now() > t_end then return 1 end
+      C.close(fd)
+      fd = C.socket(AF_INET, SOCK_STREAM, 0)
+      os.execute("sleep 0.05")
+    end
+    while pcall(recv_all, fd, buf, bytes) do send_all(fd, buf, bytes) end
+    C.close(fd)
+    return 0
+  end
+  local curve
+  if mode == "curve" then
+    local function rd(name) local f = io.open(keydir .. "/" .. name); local s = f:read("*l"); f:close(); return s end
+    curve = { server = rd("ps.pub"), public = rd("w" .. i .. ".pub"), secret = rd("w" .. i .. ".secret") }
+  end
+  local c = N.client("tcp://127.0.0.1:" .. port, bytes, curve)
+  c:send(nil, N.HELLO, i, -1, 0)
+  while true do
+    local m = c:recv(20000)
+    if not m or m.type == N.BYE then break end
+    if m.type == N.THETA then
+      ffi.copy(buf, m.data, bytes)
+      while c:send(nil, N.GRAD, i, m.step, 0, buf, bytes) == "full" do os.execute("sleep 0.001") end
+    end
+  end
+  c:close()
+  return 0
+end
+
+local function median(t)
+  table.sort(t)
+  return t[math.floor((#t + 1) / 2)]
+end
+
+local port_base = 30000 + (os.time() * 7) % 20000
+
+local function bench_tcp(d, k, rounds)
+  local bytes = d * 4
+  local port = port_base
+  port_base = port_base + 1
+  local fd = C.socket(AF_INET, SOCK_STREAM, 0)
+  local one = ffi.new("int[1]", 1)
+  C.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4)
+  local a = addr(port)
+  assert(C.bind(fd, a, ffi.sizeof(a)) == 0, "bind failed")
+  C.listen(fd, 16)
+  for i = 0, k - 1 do spawn({ "tcp", port, d, i }) end
+  local conns = {}
+  for i = 1, k do
+    conns[i] = C.accept(fd, nil, nil)
+    C.setsockopt(conns[i], IPPROTO_TCP, TCP_NODELAY, one, 4)
+  end
+  local theta, G = ffi.new("float[?]", d), ffi.new("float[?]", d * k)
+  local times = {}
+  for r = 0, rounds do
+    local t0 = now()
+    for i = 1, k do send_all(conns[i], theta, bytes) end
+    for i = 1, k do recv_all(conns[i], G + (i - 1) * d, bytes) end
+    if r > 0 then times[#times + 1] = now() - t0 end
+  end
+  for i = 1, k do C.close(conns[i]) end
+  C.close(fd)
+  return median(times)
+end
+
+local function bench_zmq(d, k, rounds, with_curve)
+  local bytes = d * 4
+  local port = port_base
+  port_base = port_base + 1
+  local curve, keydir
+  if with_curve then
+    keydir = os.tmpname()
+    os.remove(keydir)
+    os.execute("mkdir -p '" .. keydir .. "'")
+    local function wr(name, s) local f = io.open(keydir .. "/" .. name, "w"); f:write(s, "\n"); f:close() end
+    local ppub, psec = N.keypair()
+    wr("ps.pub", ppub)
+    curve = { secret = psec, keys = {} }
+    for i = 0, k - 1 do
+      local p, s = N.keypair()
+      wr("w" .. i .. ".pub", p)
+      wr("w" .. i .. ".secret", s)
+      curve.keys[i + 1] = p
+    end
+  end
+  local ps = N.server("tcp://127.0.0.1:" .. port, bytes, 2 * k + 8, curve)
+  for i = 0, k - 1 do spawn({ with_curve and "curve" or "zmq", port, d, i, keydir or "-" }) end
+  local peers, seen = {}, 0
+  local t_end = now() + 30
+  while seen < k and now() < t_end do
+    local m = ps:recv(500)
+    if m and m.type == N.HELLO then peers[m.worker + 1] = m.peer; seen = seen + 1 end
+  end
+  assert(seen == k, "senders did not connect")
+  local theta, G = ffi.new("float[?]", d), ffi.new("float[?]", d * k)
+  local times = {}
+  for r = 0, rounds do
+    local t0 = now()
+    ps:send(peers, N.THETA, 0, r, 0, theta, bytes)
+    local got = 0
+    while got < k do
+      local m = ps:recv(30000)
+      assert(m, "no row within 30 s")
+      if m.type == N.GRAD and m.step == r then
+        ffi.copy(G + m.worker * d, m.data, bytes)
+        got = got + 1
+      end
+    end
+    if r > 0 then times[#times + 1] = now() - t0 end
+  end
+  ps:send(peers, N.BYE, 0, -1, 0)
+  os.execute("sleep 0.2")
+  ps:close()
+  if keydir then os.execute("rm -rf '" .. keydir .. "'") end
+  return median(times)
+end
+
+return function(args)
+  if args[1] == "--child" then
+    return child(args[2], tonumber(args[3]), tonumber(args[4]), tonumber(args[5]), args[6])
+  end
+  local d = tonumber(args[1]) or 25000000
+  local ks = {}
+  for x in (args[2] or "1,4"):gmatch("%d+") do ks[#ks + 1] = tonumber(x) end
+  local rounds = tonumber(args[3]) or 5
+  for _, k in ipairs(ks) do
+    local res = {}
+    for _, tr in ipairs({ "tcp", "zmq", "zmq+curve" }) do
+      local t
+      if tr == "tcp" then t = bench_tcp(d, k, rounds)
+      else t = bench_zmq(d, k, rounds, tr == "zmq+curve") end
+      res[tr] = k * d * 4 / t / 1e9
+      print(cjson.encode({ bench = "net", transport = tr, senders = k, d = d, rounds = rounds,
+                           round_s = t, recv_GBps = res[tr] }))
+    end
+    print(cjson.encode({ bench = "net", senders = k, ratio_zmq_tcp = res.zmq / res.tcp,
+                         ratio_curve_tcp = res["zmq+curve"] / res.tcp, target = 0.8 }))
+  end
+  return 0
+end

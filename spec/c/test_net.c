@@ -1,0 +1,208 @@
+/* test_net.c — the PS/worker transport on 127.0.0.1: messages go through intact in both
+ * directions, to several peers at once; every kind of malformed frame (sent with raw ZeroMQ
+ * calls, as a hostile peer would) is rejected and counted without disturbing the next good
+ * one; a frame above the size cap never arrives; waits end at their timeout. */
+#include "check.h"
+#include "net.h"
+
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Waits for the next message (skipping timeouts) up to ~2 s. */
+static agt_status next(agt_net *n, agt_net_msg *m) {
+  for (int i = 0; i < 40; i++) {
+    agt_status st = agt_net_recv(n, 50, m);
+    if (st != AGT_NET_TIMEOUT) return st;
+  }
+  return AGT_NET_TIMEOUT;
+}
+
+static void header(unsigned char *h, uint16_t version, uint16_t type, uint32_t reserved,
+                   uint64_t session, uint64_t len) {
+  uint32_t worker = 3;
+  int64_t step = 7;
+  double aux = 0;
+  memcpy(h, "AGTN", 4);
+  memcpy(h + 4, &version, 2);
+  memcpy(h + 6, &type, 2);
+  memcpy(h + 8, &worker, 4);
+  memcpy(h + 12, &reserved, 4);
+  memcpy(h + 16, &session, 8);
+  memcpy(h + 24, &step, 8);
+  memcpy(h + 32, &aux, 8);
+  memcpy(h + 40, &len, 8);
+}
+
+/* CURVE: only the admitted keys get through, each message carries its sender's key index
+ * whatever it claims; an unknown key and a client without CURVE get nothing through. */
+static void curve(void) {
+  char ps_pub[41], ps_sec[41], pub[3][41], sec[3][41];
+  CHECK(agt_net_curve_keypair(ps_pub, ps_sec) == AGT_OK);
+  for (int i = 0; i < 3; i++) CHECK(agt_net_curve_keypair(pub[i], sec[i]) == AGT_OK);
+  char keys[81];
+  snprintf(keys, sizeof keys, "%s%s", pub[0], pub[1]); /* workers 0 and 1; key 2 is a stranger's */
+  agt_net *ps = NULL, *c[4] = { NULL, NULL, NULL, NULL };
+  CHECK(agt_net_new(AGT_NET_SERVER, 64, 8, &ps) == AGT_OK);
+  CHECK(agt_net_curve_server(ps, ps_sec, keys, 3) == AGT_EINVAL);
+  CHECK(agt_net_curve_server(ps, "short", keys, 2) == AGT_EINVAL);
+  CHECK(agt_net_curve_server(ps, ps_sec, keys, 2) == AGT_OK);
+  CHECK(agt_net_bind(ps, "tcp://127.0.0.1:*") == AGT_OK);
+  char ep[1024];
+  snprintf(ep, sizeof ep, "%s", agt_net_endpoint(ps));
+  for (int i = 0; i < 4; i++) {
+    CHECK(agt_net_new(AGT_NET_CLIENT, 64, 0, &c[i]) == AGT_OK);
+    if (i < 3) CHECK(agt_net_curve_client(c[i], ps_pub, pub[i], sec[i]) == AGT_OK);
+    CHECK(agt_net_connect(c[i], ep) == AGT_OK);
+  }
+  CHECK(agt_net_curve_client(c[0], ps_pub, "bad", sec[0]) == AGT_EINVAL);
+  /* Client 1 claims to be worker 0: the PS sees key 1. */
+  CHECK(agt_net_send(c[1], NULL, 1, AGT_NET_HELLO, 0, -1, 0, NULL, 0, NULL) == AGT_OK);
+  CHECK(agt_net_send(c[2], NULL, 1, AGT_NET_HELLO, 2, -1, 0, NULL, 0, NULL) == AGT_OK);
+  CHECK(agt_net_send(c[3], NULL, 1, AGT_NET_HELLO, 3, -1, 0, NULL, 0, NULL) == AGT_OK);
+  CHECK(agt_net_send(c[0], NULL, 1, AGT_NET_HELLO, 0, -1, 0, "abc", 3, NULL) == AGT_OK);
+  agt_net_msg m;
+  int got[2] = { 0, 0 }, other = 0;
+  for (int k = 0; k < 20; k++) {
+    agt_status st = agt_net_recv(ps, 100, &m);
+    if (st == AGT_OK && m.auth >= 0 && m.auth < 2) got[m.auth]++;
+    else if (st != AGT_NET_TIMEOUT) other++;
+    if (got[0] && got[1] && k > 8) break;
+  }
+  CHECK(got[0] == 1 && got[1] == 1 && other == 0);
+  if (!(got[0] == 1 && got[1] == 1 && other == 0)) fprintf(stderr, "  got %d %d other %d denied %lld: %s\n", got[0], got[1], other, (long long)agt_net_denied(ps), agt_last_error());
+  CHECK(agt_net_denied(ps) >= 1);
+  /* The cap under CURVE (whose frames are bigger on the wire): 64 bytes of payload pass, one
+   * byte more is rejected. */
+  static char big[65];
+  CHECK(agt_net_send(c[0], NULL, 1, AGT_NET_GRAD, 0, 1, 0, big, 64, NULL) == AGT_OK);
+  CHECK(next(ps, &m) == AGT_OK);
+  CHECK(m.len == 64 && m.auth == 0);
+  CHECK(agt_net_send(c[0], NULL, 1, AGT_NET_GRAD, 0, 1, 0, big, 65, NULL) == AGT_OK);
+  CHECK(next(ps, &m) == AGT_NET_REJECTED);
+  for (int i = 0; i < 4; i++) agt_net_close(c[i]);
+  agt_net_close(ps);
+}
+
+int main(void) {
+  enum { D = 1000 };
+  agt_net *ps = NULL, *w1 = NULL, *w2 = NULL;
+  CHECK(agt_net_new(AGT_NET_SERVER, D * 4, 4, &ps) == AGT_OK);
+  CHECK(agt_net_bind(ps, "tcp://127.0.0.1:*") == AGT_OK);
+  char ep[1024];
+  snprintf(ep, sizeof ep, "%s", agt_net_endpoint(ps));
+  CHECK(strncmp(ep, "tcp://127.0.0.1:", 16) == 0);
+  CHECK(agt_net_new(AGT_NET_CLIENT, D * 4, 0, &w1) == AGT_OK);
+  CHECK(agt_net_new(AGT_NET_CLIENT, D * 4, 0, &w2) == AGT_OK);
+  CHECK(agt_net_connect(w1, ep) == AGT_OK);
+  CHECK(agt_net_connect(w2, ep) == AGT_OK);
+  CHECK(agt_net_bind(w1, ep) == AGT_EINVAL);
+  CHECK(agt_net_connect(w1, "udp://x") == AGT_EINVAL);
+
+  /* HELLO from both, then one THETA to both, then a GRAD row back. */
+  agt_net_msg m;
+  int64_t peer[2] = { 0, 0 };
+  CHECK(agt_net_send(w1, NULL, 1, AGT_NET_HELLO, 0, -1, 0, NULL, 0, NULL) == AGT_OK);
+  CHECK(agt_net_send(w2, NULL, 1, AGT_NET_HELLO, 1, -1, 0, NULL, 0, NULL) == AGT_OK);
+  for (int k = 0; k < 2; k++) {
+    CHECK(next(ps, &m) == AGT_OK);
+    CHECK(m.type == AGT_NET_HELLO && m.len == 0 && m.worker < 2);
+    if (m.worker < 2) peer[m.worker] = m.peer;
+  }
+  CHECK(peer[0] > 0 && peer[1] > 0 && peer[0] != peer[1]);
+  agt_net_set_session(ps, 0xabcdef12345ull);
+  float theta[D], row[D];
+  for (int i = 0; i < D; i++) theta[i] = (float)i * 0.5f - 3.0f;
+  int8_t sent[3] = { 0, 0, 0 };
+  int64_t to[3] = { peer[0], peer[1], 999 };
+  CHECK(agt_net_send(ps, to, 3, AGT_NET_THETA, 0, 5, 0, theta, sizeof theta, sent) == AGT_OK);
+  CHECK(sent[0] == 1 && sent[1] == 1 && sent[2] == 0);
+  agt_net *ws[2] = { w1, w2 };
+  for (int k = 0; k < 2; k++) {
+    CHECK(next(ws[k], &m) == AGT_OK);
+    CHECK(m.type == AGT_NET_THETA && m.step == 5 && m.session == 0xabcdef12345ull);
+    CHECK(m.len == (int64_t)sizeof theta && memcmp(m.data, theta, sizeof theta) == 0);
+    agt_net_set_session(ws[k], m.session);
+  }
+  for (int i = 0; i < D; i++) row[i] = -theta[i];
+  CHECK(agt_net_send(w2, NULL, 1, AGT_NET_GRAD, 1, 5, 0.25, row, sizeof row, NULL) == AGT_OK);
+  CHECK(next(ps, &m) == AGT_OK);
+  CHECK(m.type == AGT_NET_GRAD && m.peer == peer[1] && m.worker == 1 && m.step == 5 && m.aux == 0.25);
+  CHECK(m.len == (int64_t)sizeof row && memcmp(m.data, row, sizeof row) == 0);
+  CHECK(agt_net_rejected(ps) == 0);
+
+  /* Hostile frames from a raw ZeroMQ peer: each rejected and counted, then a good one passes. */
+  void *ctx = zmq_ctx_new(), *raw = zmq_socket(ctx, ZMQ_DEALER);
+  int zero = 0;
+  zmq_setsockopt(raw, ZMQ_LINGER, &zero, sizeof zero);
+  CHECK(zmq_connect(raw, ep) == 0);
+  unsigned char f[AGT_NET_HEADER + 16];
+  memset(f, 0, sizeof f);
+  const uint64_t S = 0xabcdef12345ull;
+  struct { const char *what; size_t size; uint16_t version, type; uint32_t reserved; uint64_t session, len; } bad[] = {
+    { "short", 10, 1, AGT_NET_GRAD, 0, S, 0 },
+    { "magic", AGT_NET_HEADER, 1, AGT_NET_GRAD, 0, S, 0 },
+    { "version", AGT_NET_HEADER, 2, AGT_NET_GRAD, 0, S, 0 },
+    { "type", AGT_NET_HEADER, 1, 99, 0, S, 0 },
+    { "reserved", AGT_NET_HEADER, 1, AGT_NET_GRAD, 1, S, 0 },
+    { "length", AGT_NET_HEADER + 16, 1, AGT_NET_GRAD, 0, S, 15 },
+    { "huge length", AGT_NET_HEADER + 16, 1, AGT_NET_GRAD, 0, S, UINT64_MAX },
+    { "session", AGT_NET_HEADER + 16, 1, AGT_NET_GRAD, 0, S + 1, 16 },
+  };
+  int nbad = (int)(sizeof bad / sizeof bad[0]);
+  for (int k = 0; k < nbad; k++) {
+    header(f, bad[k].version, bad[k].type, bad[k].reserved, bad[k].session, bad[k].len);
+    if (k == 1) f[0] = 'X';
+    CHECK(zmq_send(raw, f, bad[k].size, 0) == (int)bad[k].size);
+    agt_status st = next(ps, &m);
+    CHECK(st == AGT_NET_REJECTED);
+    if (st != AGT_NET_REJECTED) fprintf(stderr, "  (the '%s' frame was not rejected: %d)\n", bad[k].what, st);
+    CHECK(strlen(agt_last_error()) > 0 && m.peer > 0);
+  }
+  /* Several frames in one message. */
+  header(f, 1, AGT_NET_GRAD, 0, S, 0);
+  zmq_send(raw, f, AGT_NET_HEADER, ZMQ_SNDMORE);
+  zmq_send(raw, f, AGT_NET_HEADER, 0);
+  CHECK(next(ps, &m) == AGT_NET_REJECTED);
+  CHECK(agt_net_rejected(ps) == nbad + 1);
+  /* A good frame from the same peer still passes; a HELLO needs no session. */
+  header(f, 1, AGT_NET_HELLO, 0, 0, 16);
+  CHECK(zmq_send(raw, f, AGT_NET_HEADER + 16, 0) == AGT_NET_HEADER + 16);
+  CHECK(next(ps, &m) == AGT_OK);
+  CHECK(m.type == AGT_NET_HELLO && m.len == 16);
+
+  /* Above the cap (48 + 4D bytes): ZeroMQ drops the connection, nothing arrives. */
+  static unsigned char big[AGT_NET_HEADER + D * 4 + 1];
+  header(big, 1, AGT_NET_GRAD, 0, S, D * 4 + 1);
+  zmq_send(raw, big, sizeof big, 0);
+  CHECK(agt_net_recv(ps, 300, &m) == AGT_NET_TIMEOUT);
+  /* ... and the other workers are not disturbed. */
+  CHECK(agt_net_send(w1, NULL, 1, AGT_NET_GRAD, 0, 6, 1.5, row, sizeof row, NULL) == AGT_OK);
+  CHECK(next(ps, &m) == AGT_OK);
+  CHECK(m.type == AGT_NET_GRAD && m.peer == peer[0] && m.step == 6);
+
+  /* Bounded waits. */
+  double t0 = now_s();
+  CHECK(agt_net_recv(ps, 200, &m) == AGT_NET_TIMEOUT);
+  double dt = now_s() - t0;
+  CHECK(dt >= 0.15 && dt < 1.0);
+  CHECK(agt_net_recv(ps, -1, &m) == AGT_EINVAL);
+  CHECK(agt_net_send(ps, to, 1, 42, 0, 0, 0, NULL, 0, NULL) == AGT_EINVAL);
+  agt_net *bad_net = NULL;
+  CHECK(agt_net_new(AGT_NET_SERVER, -1, 4, &bad_net) == AGT_EINVAL && bad_net == NULL);
+  CHECK(agt_net_new(7, 0, 4, &bad_net) == AGT_EINVAL);
+
+  zmq_close(raw);
+  zmq_ctx_term(ctx);
+  agt_net_close(w1);
+  agt_net_close(w2);
+  agt_net_close(ps);
+  curve();
+  return check_summary();
+}

@@ -1,0 +1,288 @@
+-- Specs of a distributed run on 127.0.0.1: the PS is a session in this process (so the spec
+-- steps it one step at a time and acts between steps), the workers are `agt worker` processes
+-- it starts and stops itself (by pid). Data: fashion-mnist (offline).
+local H = require("helpers")
+local ffi = require("ffi")
+local S = require("agt.session")
+local N = require("agt.net")
+local host = require("agt.host")
+local K = require("agt.checkpoint")
+
+local AGT = host.root .. "/agt"
+
+local function free_port()
+  -- A port no other spec run is likely to hold: from the pid and the clock.
+  local seed = tonumber(H.sh("echo $$")) or 0
+  return 20000 + (seed * 7919 + os.time()) % 30000
+end
+
+local function cluster(dir, port, n)
+  local w = {}
+  for i = 1, n do w[i] = string.format("\"127.0.0.1:%d\"", port + i) end
+  local path = dir .. "/cluster.json"
+  H.write(path, string.format("{\"ps\": [\"127.0.0.1:%d\"], \"workers\": [%s]}", port, table.concat(w, ", ")))
+  return path
+end
+
+-- Starts a process in the background; returns its pid.
+local function spawn(cmd, log)
+  local out = H.sh(string.format("(%s > '%s' 2>&1 & echo $!)", cmd, log))
+  return assert(tonumber(out:match("%d+")), "no pid from: " .. cmd)
+end
+
+local function start_workers(dir, path, n, idle)
+  local pids = {}
+  for i = 0, n - 1 do
+    pids[i + 1] = spawn(string.format("exec '%s' worker --server '%s' --id workers:%d --auth none --idle-timeout %d",
+                                      AGT, path, i, idle or 20), string.format("%s/w%d.log", dir, i))
+  end
+  return pids
+end
+
+local function stop(pids)
+  for _, pid in pairs(pids) do os.execute(string.format("kill -9 %d 2>/dev/null", pid)) end
+end
+
+local BASE = {
+  experiment = "fashion-mnist", experiment_args = { "eval-size:500" }, seed = 5, quiet = true,
+  evaluation_file = "-", summary_dir = "-", checkpoint_period = -1, evaluation_period = -1,
+}
+local function opts(extra)
+  local o = {}
+  for k, v in pairs(BASE) do o[k] = v end
+  for k, v in pairs(extra) do o[k] = v end
+  return o
+end
+
+describe("the rule part with faulty rows", function()
+  local T = require("agt.tensor")
+  local A = require("agt.aggregators")
+  local R = require("agt.rng")
+  local Rule = require("agt.session.rule")
+  local FL = require("agt.cli.run.flags")
+
+  it("runs the rule on the n-m rows that arrived with f-m, and maps its selection back", function()
+    local n, f, d = 9, 3, 13
+    local o = FL.check({ experiment = "x", aggregator = "krum", nb_workers = n, nb_decl_byz_workers = f })
+    local rule = Rule.new(o, n, f, function() end)
+    local G = T.new({ n, d })
+    R.new(4, 1):normal(G, 0, 1)
+    G:row(3).ptr[0] = 0 / 0
+    G:row(7).ptr[1] = 1 / 0
+    local out, want = T.new({ d }), T.new({ d })
+    local faulty = { 2, 5 }
+    local info = rule:aggregate(G, out, 0, faulty)
+    local kept, Gc = { 1, 3, 4, 6, 7, 8, 9 }, T.new({ 7, d })
+    for j, i in ipairs(kept) do Gc:row(j):copy(G:row(i)) end
+    local ref = A.new("krum", 7, 1)
+    local rinfo = ref:aggregate(Gc, want, { step = 0, rng = R.new(1, 1) }) or {}
+    assert.equal(ffi.string(want.ptr, d * 4), ffi.string(out.ptr, d * 4))
+    assert.equal(#rinfo.selected, #info.selected)
+    for k, j in ipairs(rinfo.selected) do assert.equal(kept[j], info.selected[k]) end
+    -- No faulty row: the rule for n and f, unchanged.
+    rule:aggregate(G, out, 1, {})
+    A.new("krum", n, f):aggregate(G, want, { step = 1, rng = R.new(1, 1) })
+    assert.equal(ffi.string(want.ptr, d * 4), ffi.string(out.ptr, d * 4))
+    -- More faulty rows than f: refused, naming them.
+    local ok, err = pcall(rule.aggregate, rule, G, out, 2, { 1, 2, 3, 4 })
+    assert.is_false(ok)
+    assert.truthy(err:find("step 2: 4 rows are faulty (rows 1, 2, 3, 4), more than f = 3", 1, true), err)
+  end)
+end)
+
+describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
+  it("agt run --server gives the local run's θ bit for bit (same seed, no faulty row)", function()
+    local dir = H.tmpdir()
+    local port = free_port()
+    local path = cluster(dir, port, 6)
+    local pids = start_workers(dir, path, 6)
+    -- The PS through the command line, to its checkpoint; the local run in this process.
+    local rc, out, err = H.agt_run(string.format("run --server '%s' --auth none --experiment fashion-mnist "
+      .. "--experiment-args eval-size:500 --aggregator krum --nb-workers 6 --nb-decl-byz-workers 1 "
+      .. "--seed 5 --max-step 8 --step-timeout 30 --connect-timeout 60 --checkpoint-dir '%s/ck' "
+      .. "--checkpoint-period -1 --evaluation-period -1 --quiet", path, dir))
+    os.execute("sleep 0.3")
+    local logs = {}
+    for i = 0, 5 do logs[i + 1] = H.read(string.format("%s/w%d.log", dir, i)) or "" end
+    stop(pids)
+    local map = K.restore(dir .. "/ck")
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(0, rc, err)
+    assert.truthy(err:find("--auth none: workers are not authenticated", 1, true), err)
+    assert.falsy(err:find("faulty", 1, true), err)
+    for i = 1, 6 do assert.truthy(logs[i]:find("the PS ended the run after 8 steps", 1, true), logs[i]) end
+    local loc = S.new(opts({ aggregator = "krum", nb_workers = 6, nb_decl_byz_workers = 1 }))
+    for _ = 1, 8 do loc:step() end
+    assert.equal("8", map.step)
+    assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), map.theta)
+    loc:close()
+  end)
+
+  it("goes on through a killed worker, a stalled one, hostile frames and a wrong-size row, counting each", function()
+    local dir = H.tmpdir()
+    local port = free_port() + 1
+    local path = cluster(dir, port, 6)
+    local pids = start_workers(dir, path, 6, 120) -- the stalled one must not give up on its own
+    local extra = {}
+    local warnings = {}
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "median", nb_workers = 6, nb_decl_byz_workers = 2,
+                              server = path, auth = "none", step_timeout = 2, connect_timeout = 60 }))
+      local real_warn = ps.source.warn
+      ps.source.warn = function(msg) warnings[#warnings + 1] = msg; real_warn(msg) end
+      -- The rows faulty at the last step, as a set (on a loaded machine a healthy worker may be
+      -- late too, so the spec checks the rows it made faulty, not only their number).
+      local function faulty()
+        local set = {}
+        for _, i in ipairs(ps.source.last_faulty) do set[i] = true end
+        return set
+      end
+      ps:step()
+      local F = ps.source:faults()
+
+      -- A worker killed: its row is faulty (counted), the step goes on with the others.
+      os.execute("kill -9 " .. pids[6])
+      os.execute("sleep 0.2")
+      local t = ps:step()
+      assert.is_true(faulty()[6] and t.faulty >= 1)
+      assert.equal(1, F[6].missing)
+
+      -- A stalled worker: no row before the deadline (1 s).
+      os.execute("kill -STOP " .. pids[5])
+      t = ps:step()
+      assert.is_true(faulty()[5] and faulty()[6] and t.faulty >= 2)
+      assert.equal(1, F[5].missing)
+
+      -- Garbage bytes on the PS's port (ZeroMQ drops the connection) and a malformed frame from
+      -- a connection that is no worker's (rejected and counted).
+      os.execute(string.format("bash -c 'printf \"GET / HTTP/1.0\\r\\n\\r\\n%%0300d\" 0 > /dev/tcp/127.0.0.1/%d' 2>/dev/null", port))
+      local stranger = N.client(string.format("tcp://127.0.0.1:%d", port), 1024)
+      local junk = string.rep("x", 100)
+      stranger:send(nil, N.GRAD, 0, 3, 0, junk) -- well-formed, but another session: rejected in C
+      os.execute("sleep 0.2")
+      t = ps:step()
+      assert.is_true(faulty()[5] and faulty()[6])
+      assert.is_true(ps.source.rejected_unknown >= 1)
+      stranger:close()
+
+      -- A wrong-size row: a process that joins as worker 5 (row 6, whose process was killed) and
+      -- answers each θ with one float too few.
+      local script = dir .. "/short.lua"
+      H.write(script, string.format([[
+local N = require("agt.net")
+local cjson = require("cjson")
+local ep = "tcp://127.0.0.1:%d"
+local h = N.client(ep, 2^24)
+h:send(nil, N.HELLO, 5, -1, 0)
+local m
+repeat m = h:recv(1000) until m and m.type == N.CONFIG
+local cfg = cjson.decode(m:text())
+h:close()
+local c = N.client(ep, cfg.d * 4 + 64)
+c:set_session(tonumber(cfg.session, 16))
+c:send(nil, N.READY, 5, -1, cfg.d)
+local row = string.rep("\0", (cfg.d - 1) * 4)
+while true do
+  m = c:recv(20000)
+  if not m or m.type == N.BYE then break end
+  if m.type == N.THETA then c:send(nil, N.GRAD, 5, m.step, 0, row) end
+end
+]], port))
+      extra.short = spawn(string.format("exec '%s' '%s'", AGT, script), dir .. "/short.log")
+      -- It joins during this step (and gets its θ at once) or the next.
+      local t_end = os.time() + 30
+      while os.time() < t_end do
+        ps:step()
+        if F[6].wrong_size >= 1 then break end
+        os.execute("sleep 0.1")
+      end
+      assert.is_true(faulty()[6])
+      assert.is_true(F[6].wrong_size >= 1)
+
+      -- The stalled worker resumes: the θ it missed are dropped, its rows count again.
+      os.execute("kill -CONT " .. pids[5])
+      -- (A stalled worker's θ may not have been sent: its queue was full, or the PS dropped the
+      -- connection; then steps do not wait for it, and it comes back when it says READY again.)
+      local back = false
+      t_end = os.time() + 30
+      while os.time() < t_end do
+        ps:step()
+        if not faulty()[5] then back = true; break end
+        os.execute("sleep 0.1")
+      end
+      assert.is_true(back)
+      assert.is_true(faulty()[6])
+      for i = 1, ps.d do assert.is_true(ps.theta.ptr[i - 1] == ps.theta.ptr[i - 1]) end
+      ps:close()
+    end)
+    stop(pids)
+    stop(extra)
+    local text = table.concat(warnings, "\n")
+    local stalled_log = H.read(dir .. "/w4.log") or ""
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\nPS warnings:\n" .. text .. "\nthe stalled worker's log:\n" .. stalled_log, 0) end
+    assert.truthy(text:find("worker workers:5 faulty at step 1: its connection is gone", 1, true), text)
+    assert.truthy(text:find("worker workers:4 faulty at step 2: no row within --step-timeout 2 s", 1, true), text)
+    assert.truthy(text:find("expected 318040", 1, true), text)
+    assert.truthy(text:find("worker workers:4 back", 1, true), text)
+  end)
+
+  it("with CURVE, admits only the cluster's keys and takes a worker's identity from its key", function()
+    local dir = H.tmpdir()
+    local port = free_port() + 2
+    local path = cluster(dir, port, 3)
+    local keys, other = dir .. "/keys", dir .. "/other"
+    assert.equal(0, (H.run(string.format("'%s' keygen '%s' '%s'", AGT, path, keys))))
+    assert.equal(0, (H.run(string.format("'%s' keygen '%s' '%s'", AGT, path, other))))
+    -- A stranger's keys, with the PS's true public key so that it gets as far as it can.
+    os.execute(string.format("cp '%s/ps-0.pub' '%s/ps-0.pub'", keys, other))
+    -- A worker's keys under another worker's name: workers-1's pair named workers-2.
+    local swapped = dir .. "/swapped"
+    os.execute(string.format("mkdir -p '%s' && cp '%s/ps-0.pub' '%s/' && cp '%s/workers-1.pub' '%s/workers-2.pub' "
+      .. "&& cp '%s/workers-1.secret' '%s/workers-2.secret'", swapped, keys, swapped, keys, swapped, keys, swapped))
+    local pids = {}
+    for i = 0, 2 do
+      pids[#pids + 1] = spawn(string.format("exec '%s' worker --server '%s' --id workers:%d --keys '%s' --idle-timeout 20",
+                                            AGT, path, i, keys), string.format("%s/w%d.log", dir, i))
+    end
+    pids[#pids + 1] = spawn(string.format("exec '%s' worker --server '%s' --id workers:2 --keys '%s' "
+      .. "--connect-timeout 6 --idle-timeout 6", AGT, path, other), dir .. "/stranger.log")
+    pids[#pids + 1] = spawn(string.format("exec '%s' worker --server '%s' --id workers:2 --keys '%s' "
+      .. "--connect-timeout 6 --idle-timeout 6", AGT, path, swapped), dir .. "/swapped.log")
+    local warnings = {}
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "median", nb_workers = 3, nb_decl_byz_workers = 1, server = path,
+                              keys = keys, step_timeout = 10, connect_timeout = 60 }))
+      ps.source.warn = function(msg) warnings[#warnings + 1] = msg end
+      -- Training goes on over CURVE; the two impostors are refused as soon as they try.
+      local F = ps.source:faults()
+      for _ = 1, 30 do
+        assert.equal(0, ps:step().faulty)
+        if ps.source.net:denied() >= 1 and F[2].stranger >= 1 then break end
+        os.execute("sleep 0.1")
+      end
+      assert.is_true(ps.source.net:denied() >= 1)
+      assert.is_true(F[2].stranger >= 1)
+      assert.equal(0, F[1].missing + F[2].missing + F[3].missing)
+      ps:close()
+    end)
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. table.concat(warnings, "\n"), 0) end
+  end)
+
+  it("refuses bad distributed flags before any data is loaded", function()
+    local function refused(extra, pattern)
+      local ok, err = pcall(S.new, opts(extra))
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(pattern), tostring(err))
+    end
+    local c = [[{"ps": ["127.0.0.1:1"], "workers": ["a:1", "b:2"]}]]
+    refused({ aggregator = "average", nb_workers = 2, server = c }, "^%-%-keys: is required with %-%-auth curve")
+    refused({ aggregator = "average", nb_workers = 2, server = c, keys = "/nonexistent" }, "^%-%-keys: cannot read /nonexistent/ps%-0.secret")
+    refused({ aggregator = "average", nb_workers = 3, server = c, auth = "none" }, "^%-%-nb%-workers: the cluster has 2")
+    refused({ aggregator = "average", nb_workers = 2, server = "{\"ps\": []}", auth = "none" }, "job 'ps' has no tasks")
+    refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", step_timeout = 0 }, "^%-%-step%-timeout")
+    refused({ aggregator = "average", nb_workers = 2, server = "/nonexistent.json", auth = "none" }, "cannot read")
+  end)
+end)

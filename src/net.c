@@ -1,0 +1,536 @@
+/* net.c — the PS/worker transport over ZeroMQ (see net.h for the frame format and bounds).
+ *
+ * The header is packed and read field by field with memcpy (no struct overlay, so neither
+ * alignment nor padding can differ between builds). A received frame stays in n->cur until the
+ * next receive, so the caller copies a row straight from ZeroMQ's buffer into its own. */
+#include "net.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the frame format is little-endian");
+
+static const unsigned char MAGIC[4] = { 'A', 'G', 'T', 'N' };
+
+#define ID_MAX 256 /* a ZeroMQ routing id is at most 255 bytes */
+
+typedef struct {
+  unsigned char id[ID_MAX];
+  size_t id_len;
+  int64_t peer;     /* 0: free slot */
+  uint64_t heard;   /* n->clock when last heard from, for forgetting the stalest */
+} peer_slot;
+
+struct agt_net {
+  void *ctx, *sock;
+  int role;
+  int64_t max_payload;
+  uint64_t session;
+  int64_t rejected;
+  peer_slot *peers;
+  int max_peers;
+  int64_t next_peer;
+  uint64_t clock;
+  zmq_msg_t cur;
+  int has_cur;
+  char endpoint[1024];
+  /* CURVE server: the admitted public keys (32 bytes each) and the ZAP handler thread */
+  unsigned char *keys;
+  int nkeys;
+  void *zap;
+  pthread_t zap_thread;
+  int zap_running;
+  volatile int zap_stop;
+  int64_t denied; /* written by the ZAP thread, read with __atomic */
+  struct send_buf *sbuf; /* the buffer of the last message sent, reused once ZeroMQ lets go */
+};
+
+/* A message's bytes handed to ZeroMQ without a copy (zmq_msg_init_data): ZeroMQ calls
+ * release_buf from its I/O thread when the last queued copy is sent or dropped. The buffer is
+ * reused for the next message when it is free by then (no fresh allocation, hence no page
+ * faults, for a row of 100 MB); otherwise it is orphaned and a new one made. state: BUSY while
+ * ZeroMQ holds it, ORPHAN once the socket no longer wants it; whichever of the two sides sees
+ * the other's bit already cleared/set frees it, so exactly one does. */
+enum { BUF_BUSY = 1, BUF_ORPHAN = 2 };
+struct send_buf {
+  int state;
+  size_t cap;
+  unsigned char data[];
+};
+
+static void release_buf(void *data, void *hint) {
+  struct send_buf *b = hint;
+  (void)data;
+  if (__atomic_fetch_and(&b->state, ~BUF_BUSY, __ATOMIC_ACQ_REL) & BUF_ORPHAN) free(b);
+}
+
+static void orphan_buf(struct send_buf *b) {
+  if (b && !(__atomic_fetch_or(&b->state, BUF_ORPHAN, __ATOMIC_ACQ_REL) & BUF_BUSY)) free(b);
+}
+
+/* A free buffer of at least size bytes, marked busy; NULL when out of memory. */
+static struct send_buf *take_buf(agt_net *n, size_t size) {
+  struct send_buf *b = n->sbuf;
+  if (!b || b->cap < size || (__atomic_load_n(&b->state, __ATOMIC_ACQUIRE) & BUF_BUSY)) {
+    orphan_buf(b);
+    n->sbuf = NULL;
+    if (!(b = malloc(sizeof *b + size))) return NULL;
+    b->cap = size;
+    b->state = 0;
+    n->sbuf = b;
+  }
+  __atomic_store_n(&b->state, BUF_BUSY, __ATOMIC_RELEASE);
+  return b;
+}
+
+static agt_status zfail(const char *what) {
+  return AGT_FAIL(AGT_ENET, "%s: %s", what, zmq_strerror(zmq_errno()));
+}
+
+const char *agt_net_zmq_version(void) {
+  static char v[32];
+  int a, b, c;
+  zmq_version(&a, &b, &c);
+  snprintf(v, sizeof v, "%d.%d.%d", a, b, c);
+  return v;
+}
+
+/* The largest frame ZeroMQ may take: the header and the payload, at least 1 KiB (the CURVE
+ * handshake's commands are under the same limit), and with CURVE its per-message overhead
+ * (command name, nonce, MAC: 33 bytes) since the limit applies to the encrypted frame. */
+enum { CURVE_OVERHEAD = 64 };
+static int64_t max_frame(int64_t max_payload, int curve) {
+  return AGT_NET_HEADER + (max_payload > 1024 ? max_payload : 1024) + (curve ? CURVE_OVERHEAD : 0);
+}
+
+static agt_status set_curve_cap(agt_net *n) {
+  int64_t maxmsg = max_frame(n->max_payload, 1);
+  if (zmq_setsockopt(n->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg)) return zfail("zmq_setsockopt(ZMQ_MAXMSGSIZE)");
+  return AGT_OK;
+}
+
+agt_status agt_net_new(int role, int64_t max_payload, int max_peers, agt_net **out) {
+  if (!out) return AGT_FAIL(AGT_EINVAL, "agt_net_new: out is NULL");
+  *out = NULL;
+  if (role != AGT_NET_SERVER && role != AGT_NET_CLIENT)
+    return AGT_FAIL(AGT_EINVAL, "agt_net_new: role must be AGT_NET_SERVER or AGT_NET_CLIENT, got %d", role);
+  if (max_payload < 0 || max_payload > INT64_MAX - AGT_NET_HEADER)
+    return AGT_FAIL(AGT_EINVAL, "agt_net_new: max_payload must be >= 0, got %lld", (long long)max_payload);
+  if (role == AGT_NET_SERVER && (max_peers < 1 || max_peers > 1 << 20))
+    return AGT_FAIL(AGT_EINVAL, "agt_net_new: max_peers must be in [1, 2^20], got %d", max_peers);
+  if (role == AGT_NET_CLIENT) max_peers = 0;
+  agt_net *n = calloc(1, sizeof *n);
+  if (!n) return AGT_FAIL(AGT_ENOMEM, "agt_net_new: out of memory");
+  n->role = role;
+  n->max_payload = max_payload;
+  n->max_peers = max_peers;
+  n->next_peer = 1;
+  if (max_peers > 0 && !(n->peers = calloc((size_t)max_peers, sizeof *n->peers))) {
+    free(n);
+    return AGT_FAIL(AGT_ENOMEM, "agt_net_new: out of memory for %d peers", max_peers);
+  }
+  agt_status st = AGT_OK;
+  if (!(n->ctx = zmq_ctx_new())) { st = zfail("zmq_ctx_new"); goto fail; }
+  zmq_ctx_set(n->ctx, ZMQ_IO_THREADS, 1);
+  if (!(n->sock = zmq_socket(n->ctx, role == AGT_NET_SERVER ? ZMQ_ROUTER : ZMQ_DEALER))) {
+    st = zfail("zmq_socket");
+    goto fail;
+  }
+  /* At least 1 KiB: ZeroMQ's CURVE handshake commands (up to a few hundred bytes) are under
+   * the same limit. */
+  int64_t maxmsg = max_frame(max_payload, 0);
+  /* Queues: a worker has at most a step's messages in flight each way, so a few per
+   * connection suffice; they bound what a connection can make the PS hold (hwm frames). */
+  int zero = 0, one = 1, handshake_ms = 10000, hb_ivl = 1000, hb_timeout = 5000, hwm = 4;
+  if (zmq_setsockopt(n->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
+      zmq_setsockopt(n->sock, ZMQ_LINGER, &zero, sizeof zero) ||
+      zmq_setsockopt(n->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
+      zmq_setsockopt(n->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) ||
+      zmq_setsockopt(n->sock, ZMQ_HANDSHAKE_IVL, &handshake_ms, sizeof handshake_ms) ||
+      zmq_setsockopt(n->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
+      zmq_setsockopt(n->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout)) {
+    st = zfail("zmq_setsockopt");
+    goto fail;
+  }
+  /* A message to a peer that is not connected fails at once instead of vanishing. */
+  if (role == AGT_NET_SERVER && zmq_setsockopt(n->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one)) {
+    st = zfail("zmq_setsockopt(ZMQ_ROUTER_MANDATORY)");
+    goto fail;
+  }
+  *out = n;
+  return AGT_OK;
+fail:
+  agt_net_close(n);
+  return st;
+}
+
+void agt_net_close(agt_net *n) {
+  if (!n) return;
+  if (n->zap_running) {
+    __atomic_store_n(&n->zap_stop, 1, __ATOMIC_SEQ_CST);
+    pthread_join(n->zap_thread, NULL);
+  }
+  if (n->zap) zmq_close(n->zap);
+  free(n->keys);
+  if (n->has_cur) zmq_msg_close(&n->cur);
+  if (n->sock) zmq_close(n->sock);
+  if (n->ctx) zmq_ctx_term(n->ctx);
+  orphan_buf(n->sbuf);
+  free(n->peers);
+  free(n);
+}
+
+static agt_status check_endpoint(const char *endpoint, const char *fn) {
+  if (!endpoint || strncmp(endpoint, "tcp://", 6) != 0 || strlen(endpoint) > 1000)
+    return AGT_FAIL(AGT_EINVAL, "%s: expects an endpoint 'tcp://host:port', got '%s'", fn,
+                    endpoint ? endpoint : "(null)");
+  return AGT_OK;
+}
+
+agt_status agt_net_bind(agt_net *n, const char *endpoint) {
+  AGT_TRY(check_endpoint(endpoint, "agt_net_bind"));
+  if (n->role != AGT_NET_SERVER) return AGT_FAIL(AGT_EINVAL, "agt_net_bind: only the PS binds");
+  if (zmq_bind(n->sock, endpoint))
+    return AGT_FAIL(AGT_ENET, "cannot listen on %s: %s", endpoint, zmq_strerror(zmq_errno()));
+  return AGT_OK;
+}
+
+agt_status agt_net_connect(agt_net *n, const char *endpoint) {
+  AGT_TRY(check_endpoint(endpoint, "agt_net_connect"));
+  if (n->role != AGT_NET_CLIENT) return AGT_FAIL(AGT_EINVAL, "agt_net_connect: only a worker connects");
+  if (zmq_connect(n->sock, endpoint))
+    return AGT_FAIL(AGT_ENET, "cannot connect to %s: %s", endpoint, zmq_strerror(zmq_errno()));
+  return AGT_OK;
+}
+
+const char *agt_net_endpoint(agt_net *n) {
+  size_t sz = sizeof n->endpoint;
+  if (zmq_getsockopt(n->sock, ZMQ_LAST_ENDPOINT, n->endpoint, &sz)) n->endpoint[0] = 0;
+  return n->endpoint;
+}
+
+/* --- CURVE ------------------------------------------------------------------------------- */
+
+static int z85_ok(const char *k) { return k && strlen(k) == 40; }
+
+agt_status agt_net_curve_keypair(char *pub, char *sec) {
+  if (!pub || !sec) return AGT_FAIL(AGT_EINVAL, "agt_net_curve_keypair: NULL buffer");
+  if (!zmq_has("curve")) return AGT_FAIL(AGT_ENOTSUP, "this libzmq has no CURVE support");
+  if (zmq_curve_keypair(pub, sec)) return zfail("zmq_curve_keypair");
+  return AGT_OK;
+}
+
+int64_t agt_net_denied(const agt_net *n) { return __atomic_load_n(&n->denied, __ATOMIC_SEQ_CST); }
+
+/* The ZAP handler (ZeroMQ's RFC 27): each request is [version, request id, domain, address,
+ * routing id, mechanism, client key]; the reply [version, request id, status code, status
+ * text, user id, metadata]. The user id of an admitted key is its index in decimal. */
+static void zap_reply(void *sock, const char *id, size_t id_len, const char *code, const char *text,
+                      const char *user) {
+  zmq_send(sock, "1.0", 3, ZMQ_SNDMORE);
+  zmq_send(sock, id, id_len, ZMQ_SNDMORE);
+  zmq_send(sock, code, strlen(code), ZMQ_SNDMORE);
+  zmq_send(sock, text, strlen(text), ZMQ_SNDMORE);
+  zmq_send(sock, user, strlen(user), ZMQ_SNDMORE);
+  zmq_send(sock, "", 0, 0);
+}
+
+static void *zap_main(void *arg) {
+  agt_net *n = arg;
+  while (!__atomic_load_n(&n->zap_stop, __ATOMIC_SEQ_CST)) {
+    zmq_pollitem_t item = { n->zap, 0, ZMQ_POLLIN, 0 };
+    if (zmq_poll(&item, 1, 100) <= 0) continue;
+    /* Up to 7 frames, each copied into a small buffer (a key is 32 bytes; the rest is short). */
+    char f[7][256];
+    size_t len[7] = { 0 };
+    int k = 0, more = 1;
+    while (more) {
+      int r = zmq_recv(n->zap, k < 7 ? f[k] : f[6], 255, 0);
+      if (r < 0) break;
+      if (k < 7) len[k] = (size_t)(r > 255 ? 255 : r);
+      k++;
+      size_t sz = sizeof more;
+      if (zmq_getsockopt(n->zap, ZMQ_RCVMORE, &more, &sz)) more = 0;
+    }
+    if (k < 2) continue;
+    int admitted = -1;
+    if (k == 7 && len[5] == 5 && memcmp(f[5], "CURVE", 5) == 0 && len[6] == 32)
+      for (int i = 0; i < n->nkeys; i++)
+        if (memcmp(n->keys + 32 * i, f[6], 32) == 0) { admitted = i; break; }
+    if (admitted >= 0) {
+      char user[16];
+      snprintf(user, sizeof user, "%d", admitted);
+      zap_reply(n->zap, f[1], len[1], "200", "OK", user);
+    } else {
+      __atomic_add_fetch(&n->denied, 1, __ATOMIC_SEQ_CST);
+      zap_reply(n->zap, f[1], len[1], "400", "unknown key", "");
+    }
+  }
+  return NULL;
+}
+
+agt_status agt_net_curve_server(agt_net *n, const char *secret, const char *keys, int nkeys) {
+  if (!n || n->role != AGT_NET_SERVER) return AGT_FAIL(AGT_EINVAL, "agt_net_curve_server: not a PS socket");
+  if (n->zap) return AGT_FAIL(AGT_EINVAL, "agt_net_curve_server: CURVE is already set");
+  if (!z85_ok(secret)) return AGT_FAIL(AGT_EINVAL, "the PS's secret key must be 40 Z85 characters");
+  if (nkeys < 1 || !keys || strlen(keys) != (size_t)nkeys * 40)
+    return AGT_FAIL(AGT_EINVAL, "agt_net_curve_server: expects %d worker keys of 40 characters", nkeys);
+  if (!zmq_has("curve")) return AGT_FAIL(AGT_ENOTSUP, "this libzmq has no CURVE support");
+  free(n->keys);
+  if (!(n->keys = malloc((size_t)nkeys * 32))) return AGT_FAIL(AGT_ENOMEM, "out of memory for %d keys", nkeys);
+  n->nkeys = nkeys;
+  for (int i = 0; i < nkeys; i++) {
+    char k[41];
+    memcpy(k, keys + 40 * i, 40);
+    k[40] = 0;
+    if (!zmq_z85_decode(n->keys + 32 * i, k)) return AGT_FAIL(AGT_EINVAL, "worker key %d is not Z85 text", i);
+  }
+  uint8_t sk[32];
+  if (!zmq_z85_decode(sk, secret)) return AGT_FAIL(AGT_EINVAL, "the PS's secret key is not Z85 text");
+  if (!(n->zap = zmq_socket(n->ctx, ZMQ_REP))) return zfail("zmq_socket(ZAP)");
+  int zero = 0;
+  zmq_setsockopt(n->zap, ZMQ_LINGER, &zero, sizeof zero);
+  if (zmq_bind(n->zap, "inproc://zeromq.zap.01")) return zfail("zmq_bind(ZAP)");
+  int one = 1;
+  if (zmq_setsockopt(n->sock, ZMQ_CURVE_SERVER, &one, sizeof one) ||
+      zmq_setsockopt(n->sock, ZMQ_CURVE_SECRETKEY, sk, 32) ||
+      zmq_setsockopt(n->sock, ZMQ_ZAP_DOMAIN, "agt", 3))
+    return zfail("zmq_setsockopt(CURVE)");
+  AGT_TRY(set_curve_cap(n));
+  if (pthread_create(&n->zap_thread, NULL, zap_main, n))
+    return AGT_FAIL(AGT_ENOMEM, "cannot start the ZAP handler thread");
+  n->zap_running = 1;
+  return AGT_OK;
+}
+
+agt_status agt_net_curve_client(agt_net *n, const char *server_public, const char *pub, const char *sec) {
+  if (!n || n->role != AGT_NET_CLIENT) return AGT_FAIL(AGT_EINVAL, "agt_net_curve_client: not a worker socket");
+  if (!z85_ok(server_public) || !z85_ok(pub) || !z85_ok(sec))
+    return AGT_FAIL(AGT_EINVAL, "CURVE keys must be 40 Z85 characters each");
+  if (!zmq_has("curve")) return AGT_FAIL(AGT_ENOTSUP, "this libzmq has no CURVE support");
+  if (zmq_setsockopt(n->sock, ZMQ_CURVE_SERVERKEY, server_public, 41) ||
+      zmq_setsockopt(n->sock, ZMQ_CURVE_PUBLICKEY, pub, 41) ||
+      zmq_setsockopt(n->sock, ZMQ_CURVE_SECRETKEY, sec, 41))
+    return AGT_FAIL(AGT_EINVAL, "a CURVE key was refused: %s", zmq_strerror(zmq_errno()));
+  return set_curve_cap(n);
+}
+
+void agt_net_set_session(agt_net *n, uint64_t session) { n->session = session; }
+
+int64_t agt_net_rejected(const agt_net *n) { return n->rejected; }
+
+/* --- peers ------------------------------------------------------------------------------- */
+
+static peer_slot *slot_of_peer(agt_net *n, int64_t peer) {
+  for (int i = 0; i < n->max_peers; i++)
+    if (n->peers[i].peer == peer && peer != 0) return &n->peers[i];
+  return NULL;
+}
+
+/* The peer id of a routing id, remembering it (forgetting the stalest peer when full). */
+static int64_t peer_of_id(agt_net *n, const void *id, size_t len) {
+  peer_slot *free_slot = NULL, *stalest = NULL;
+  n->clock++;
+  for (int i = 0; i < n->max_peers; i++) {
+    peer_slot *s = &n->peers[i];
+    if (s->peer == 0) {
+      if (!free_slot) free_slot = s;
+      continue;
+    }
+    if (s->id_len == len && memcmp(s->id, id, len) == 0) {
+      s->heard = n->clock;
+      return s->peer;
+    }
+    if (!stalest || s->heard < stalest->heard) stalest = s;
+  }
+  peer_slot *s = free_slot ? free_slot : stalest;
+  memcpy(s->id, id, len);
+  s->id_len = len;
+  s->peer = n->next_peer++;
+  s->heard = n->clock;
+  return s->peer;
+}
+
+/* --- frames ------------------------------------------------------------------------------ */
+
+static void put_header(unsigned char *h, int type, uint32_t worker, uint64_t session, int64_t step,
+                       double aux, int64_t len) {
+  uint16_t version = AGT_NET_VERSION, t = (uint16_t)type;
+  uint32_t zero = 0;
+  uint64_t ulen = (uint64_t)len;
+  memcpy(h, MAGIC, 4);
+  memcpy(h + 4, &version, 2);
+  memcpy(h + 6, &t, 2);
+  memcpy(h + 8, &worker, 4);
+  memcpy(h + 12, &zero, 4);
+  memcpy(h + 16, &session, 8);
+  memcpy(h + 24, &step, 8);
+  memcpy(h + 32, &aux, 8);
+  memcpy(h + 40, &ulen, 8);
+}
+
+agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
+                        int64_t step, double aux, const void *data, int64_t len, int8_t *sent) {
+  if (!n) return AGT_FAIL(AGT_EINVAL, "agt_net_send: no socket");
+  if (type < AGT_NET_HELLO || type > AGT_NET_ERROR)
+    return AGT_FAIL(AGT_EINVAL, "agt_net_send: unknown message type %d", type);
+  if (len < 0 || (len > 0 && !data))
+    return AGT_FAIL(AGT_EINVAL, "agt_net_send: bad payload (len %lld)", (long long)len);
+  if (n->role == AGT_NET_SERVER ? (npeers < 0 || (npeers > 0 && !peers)) : npeers != 1)
+    return AGT_FAIL(AGT_EINVAL, "agt_net_send: bad peer list (%d peers)", npeers);
+  zmq_msg_t body;
+  size_t size = (size_t)(AGT_NET_HEADER + len);
+  struct send_buf *sb = take_buf(n, size);
+  if (!sb) return AGT_FAIL(AGT_ENOMEM, "agt_net_send: no memory for a %lld-byte message", (long long)len);
+  if (zmq_msg_init_data(&body, sb->data, size, release_buf, sb)) {
+    release_buf(sb->data, sb);
+    return zfail("zmq_msg_init_data");
+  }
+  unsigned char *b = sb->data;
+  put_header(b, type, worker, n->session, step, aux, len);
+  if (len > 0) memcpy(b + AGT_NET_HEADER, data, (size_t)len);
+  agt_status st = AGT_OK;
+  for (int i = 0; i < npeers; i++) {
+    if (sent) sent[i] = 0;
+    zmq_msg_t copy;
+    zmq_msg_init(&copy);
+    zmq_msg_copy(&copy, &body); /* reference-counted: the payload is not copied again */
+    if (n->role == AGT_NET_SERVER) {
+      peer_slot *s = slot_of_peer(n, peers[i]);
+      if (!s || zmq_send(n->sock, s->id, s->id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        /* forgotten or gone (EHOSTUNREACH): 0; its queue full (EAGAIN): -1 */
+        if (s && sent && zmq_errno() == EAGAIN) sent[i] = -1;
+        zmq_msg_close(&copy);
+        continue;
+      }
+    }
+    if (zmq_msg_send(&copy, n->sock, ZMQ_DONTWAIT) < 0) {
+      int e = zmq_errno();
+      zmq_msg_close(&copy);
+      if (e == EAGAIN) { if (sent) sent[i] = -1; continue; }
+      if (e == EHOSTUNREACH) continue;
+      st = zfail("zmq_msg_send");
+      break;
+    }
+    if (sent) sent[i] = 1;
+  }
+  zmq_msg_close(&body);
+  return st;
+}
+
+static agt_status reject(agt_net *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static agt_status reject(agt_net *n, const char *fmt, ...) {
+  char why[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
+  n->rejected++;
+  return AGT_FAIL(AGT_NET_REJECTED, "%s", why);
+}
+
+/* Drops the remaining frames of a multi-frame message. */
+static void drain(agt_net *n) {
+  int more = 1;
+  size_t sz = sizeof more;
+  while (zmq_getsockopt(n->sock, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, n->sock, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&m); break; }
+    zmq_msg_close(&m);
+  }
+}
+
+agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
+  if (!n || !m) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: NULL argument");
+  if (timeout_ms < 0) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: timeout must be >= 0 ms, got %d", timeout_ms);
+  memset(m, 0, sizeof *m);
+  m->auth = -1;
+  if (n->has_cur) {
+    zmq_msg_close(&n->cur);
+    n->has_cur = 0;
+  }
+  zmq_pollitem_t item = { n->sock, 0, ZMQ_POLLIN, 0 };
+  int r = zmq_poll(&item, 1, timeout_ms);
+  if (r < 0) {
+    if (zmq_errno() == EINTR) {
+      if (agt_interrupted()) return AGT_FAIL(AGT_EINTR, "interrupted");
+      return AGT_NET_TIMEOUT; /* another signal: the caller's loop waits again */
+    }
+    return zfail("zmq_poll");
+  }
+  if (r == 0) return AGT_NET_TIMEOUT;
+  if (n->role == AGT_NET_SERVER) {
+    zmq_msg_t id;
+    zmq_msg_init(&id);
+    if (zmq_msg_recv(&id, n->sock, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&id);
+      if (zmq_errno() == EAGAIN) return AGT_NET_TIMEOUT;
+      return zfail("zmq_msg_recv");
+    }
+    size_t len = zmq_msg_size(&id);
+    if (len == 0 || len >= ID_MAX || !zmq_msg_more(&id)) {
+      zmq_msg_close(&id);
+      drain(n);
+      return reject(n, "a frame without a routing id");
+    }
+    m->peer = peer_of_id(n, zmq_msg_data(&id), len);
+    zmq_msg_close(&id);
+  }
+  zmq_msg_init(&n->cur);
+  n->has_cur = 1;
+  if (zmq_msg_recv(&n->cur, n->sock, ZMQ_DONTWAIT) < 0) {
+    if (zmq_errno() == EAGAIN) return AGT_NET_TIMEOUT;
+    return zfail("zmq_msg_recv");
+  }
+  if (zmq_msg_more(&n->cur)) {
+    drain(n);
+    return reject(n, "a message of several frames (agt sends one)");
+  }
+  size_t size = zmq_msg_size(&n->cur);
+  const unsigned char *h = zmq_msg_data(&n->cur);
+  if (size < AGT_NET_HEADER) return reject(n, "a %zu-byte frame, shorter than the %d-byte header", size, AGT_NET_HEADER);
+  if (memcmp(h, MAGIC, 4) != 0) return reject(n, "a frame without the AGTN magic (not an agt message)");
+  uint16_t version, type;
+  uint32_t zero;
+  uint64_t ulen;
+  memcpy(&version, h + 4, 2);
+  memcpy(&type, h + 6, 2);
+  memcpy(&m->worker, h + 8, 4);
+  memcpy(&zero, h + 12, 4);
+  memcpy(&m->session, h + 16, 8);
+  memcpy(&m->step, h + 24, 8);
+  memcpy(&m->aux, h + 32, 8);
+  memcpy(&ulen, h + 40, 8);
+  if (version != AGT_NET_VERSION)
+    return reject(n, "a frame of version %u (this agt speaks version %d)", version, AGT_NET_VERSION);
+  if (type < AGT_NET_HELLO || type > AGT_NET_ERROR) return reject(n, "a frame of unknown type %u", type);
+  if (zero != 0) return reject(n, "a frame with its reserved field set");
+  if (ulen != size - AGT_NET_HEADER)
+    return reject(n, "a frame announcing %llu payload bytes and carrying %zu",
+                  (unsigned long long)ulen, size - AGT_NET_HEADER);
+  if (ulen > (uint64_t)n->max_payload)
+    return reject(n, "a frame of %llu payload bytes, above the cap of %lld", (unsigned long long)ulen,
+                  (long long)n->max_payload);
+  if (n->session != 0 && type != AGT_NET_HELLO && m->session != n->session)
+    return reject(n, "a frame of another session (%016llx)", (unsigned long long)m->session);
+  m->type = type;
+  m->len = (int64_t)ulen;
+  m->auth = -1;
+  if (n->nkeys > 0) {
+    /* The key's index, as the ZAP handler named it (a frame without one cannot pass CURVE). */
+    const char *user = zmq_msg_gets(&n->cur, "User-Id");
+    char *end = NULL;
+    long a = user ? strtol(user, &end, 10) : -1;
+    if (!user || end == user || *end || a < 0 || a >= n->nkeys)
+      return reject(n, "a frame without an admitted key");
+    m->auth = (int32_t)a;
+  }
+  m->data = h + AGT_NET_HEADER;
+  return AGT_OK;
+}

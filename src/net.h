@@ -1,0 +1,115 @@
+/* net.h — the message transport between the parameter server (PS) and its workers, over
+ * ZeroMQ on TCP.
+ *
+ * The PS binds one ROUTER socket; each worker connects one DEALER socket to it. A message is
+ * one ZeroMQ frame: a fixed 48-byte header, then `len` payload bytes:
+ *
+ *   off  size  field
+ *     0     4  magic    "AGTN"
+ *     4     2  version  AGT_NET_VERSION (a frame of another version is rejected)
+ *     6     2  type     AGT_NET_HELLO .. AGT_NET_ERROR
+ *     8     4  worker   the worker's index (as the sender states it; the PS checks it)
+ *    12     4  zero     reserved, must be 0
+ *    16     8  session  the run's session id (0 only in HELLO: a worker does not know it yet)
+ *    24     8  step     the step the message belongs to (-1 outside steps)
+ *    32     8  aux      a double: the loss of a GRAD row, the model size d of a READY
+ *    40     8  len      payload bytes; must equal the frame's size minus 48
+ *   all little-endian (the only byte order agt is built for; checked at compile time).
+ *
+ * Bounds: the largest frame a socket accepts is fixed before it binds or connects
+ * (ZMQ_MAXMSGSIZE = 48 + max_payload, at least 1 KiB for the CURVE handshake, plus CURVE's
+ * per-message overhead with CURVE): a bigger one makes ZeroMQ drop the connection before
+ * allocating anything; a payload above max_payload that fits in the slack is rejected. Each
+ * connection queues at most 4 frames each way (ZMQ_SNDHWM, ZMQ_RCVHWM), so what a connection
+ * can make the other side hold is bounded; the number of connections is bounded by CURVE (only
+ * admitted keys finish the handshake), not without it. Every wait is bounded (agt_net_recv's timeout), a send never blocks (a
+ * peer that cannot take a message now does not get it), and closing never lingers.
+ *
+ * A received frame that is not a well-formed message of this version, or that carries another
+ * session id once one is set, is rejected: agt_net_recv returns AGT_NET_REJECTED with the
+ * reason in agt_last_error() and the sending peer in m->peer, and counts it. The step, the
+ * worker and the size of a GRAD row are the caller's to check: it knows what it expects.
+ *
+ * Peers (PS side): each connection is a peer with a 64-bit id that is never reused; at most
+ * max_peers are remembered (the one heard from least recently is forgotten first, and a
+ * message to a forgotten or disconnected peer is not sent). A worker side has one peer, 0.
+ *
+ * Ownership: agt_net_new returns a handle owned by the caller, released by agt_net_close.
+ * m->data points into the last received frame, valid until the next agt_net_recv or close. */
+#ifndef AGT_NET_H
+#define AGT_NET_H
+
+#include "status.h"
+
+/* ffi:begin */
+typedef struct agt_net agt_net;
+enum {
+  AGT_NET_VERSION = 1,
+  AGT_NET_HEADER = 48,
+  /* message types */
+  AGT_NET_HELLO = 1,   /* worker -> PS: "I am worker `worker`" (session 0) */
+  AGT_NET_CONFIG = 2,  /* PS -> worker: the run (JSON payload); sets the session */
+  AGT_NET_READY = 3,   /* worker -> PS: data loaded; aux = its model size d */
+  AGT_NET_THETA = 4,   /* PS -> worker: the parameters at `step` (d floats) */
+  AGT_NET_GRAD = 5,    /* worker -> PS: its row at `step` (d floats), aux = its loss */
+  AGT_NET_BYE = 6,     /* PS -> worker: the run is over */
+  AGT_NET_ERROR = 7,   /* worker -> PS: why it cannot take part (text payload) */
+  /* roles */
+  AGT_NET_SERVER = 1,
+  AGT_NET_CLIENT = 2,
+  /* agt_net_recv's results besides AGT_OK (a message in m) and the failures */
+  AGT_NET_TIMEOUT = 1,  /* nothing arrived before the timeout */
+  AGT_NET_REJECTED = 2  /* a frame arrived and was dropped: reason in agt_last_error() */
+};
+typedef struct {
+  int type;
+  uint32_t worker;
+  int64_t peer;        /* the sending connection (PS side), 0 on a worker */
+  int32_t auth;        /* with CURVE: the index of the sender's key; -1 without */
+  uint64_t session;
+  int64_t step;
+  double aux;
+  int64_t len;         /* payload bytes */
+  const void *data;    /* the payload, valid until the next agt_net_recv */
+} agt_net_msg;
+
+/* A socket of `role` that accepts frames of up to max_payload payload bytes, remembering up to
+ * max_peers connections (PS side; >= 1). Set the options below, then bind or connect. */
+agt_status agt_net_new(int role, int64_t max_payload, int max_peers, agt_net **out);
+void agt_net_close(agt_net *n);
+/* Binds (PS) "tcp://host:port" / connects (worker). host "*" binds every interface. */
+agt_status agt_net_bind(agt_net *n, const char *endpoint);
+agt_status agt_net_connect(agt_net *n, const char *endpoint);
+/* The endpoint bound last, with the port the system chose for "tcp://host:*"; "" if none. */
+const char *agt_net_endpoint(agt_net *n);
+/* CURVE (ZeroMQ's authenticated encryption; libsodium underneath). Keys are Z85 text, 40
+ * characters. A keypair: pub and sec receive 41 bytes each (40 + NUL). */
+agt_status agt_net_curve_keypair(char *pub, char *sec);
+/* PS side, before agt_net_bind: encrypt with the PS's secret key and admit only the clients whose
+ * public key is one of the nkeys given (keys: nkeys × 40 characters, concatenated); the client
+ * with key i is "worker i": its messages carry m->auth = i, whatever they claim. Connections
+ * with any other key are refused during the handshake and counted (agt_net_denied). A ZAP
+ * handler thread answers the handshakes; it ends with the socket. */
+agt_status agt_net_curve_server(agt_net *n, const char *secret, const char *keys, int nkeys);
+/* Worker side, before agt_net_connect: the PS's public key and this worker's keypair. */
+agt_status agt_net_curve_client(agt_net *n, const char *server_public, const char *pub, const char *sec);
+/* Handshakes refused so far (unknown key). */
+int64_t agt_net_denied(const agt_net *n);
+/* Frames of another session id (other than HELLO) are rejected from now on; 0: none checked. */
+void agt_net_set_session(agt_net *n, uint64_t session);
+/* Sends one message to each of npeers peers (PS; a worker passes NULL, 1); sent[i] = 1 when
+ * peer i took it, 0 when it is gone (disconnected or forgotten), -1 when its queue is full
+ * (it is not reading: stalled) (sent may be NULL). The payload is
+ * copied once whatever npeers. Fails only on bad arguments or a broken socket. */
+agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
+                        int64_t step, double aux, const void *data, int64_t len, int8_t *sent);
+/* Waits up to timeout_ms (>= 0) for one frame: AGT_OK with the message in m, AGT_NET_TIMEOUT,
+ * AGT_NET_REJECTED (m->peer says who sent it), or a failure (AGT_EINTR on Ctrl-C). */
+agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m);
+/* Frames rejected so far (all reasons). */
+int64_t agt_net_rejected(const agt_net *n);
+/* The libzmq version as "4.3.4". */
+const char *agt_net_zmq_version(void);
+/* ffi:end */
+
+#endif
