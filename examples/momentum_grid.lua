@@ -10,7 +10,8 @@
 -- Flags: --jobs N (parallel runs, default 2), --steps K (default 1500), --dir DIR (cells,
 -- logs and grid.csv; default runs/momentum-grid), --beta B (worker momentum, default 0.9),
 -- --lr R (SGD rate, default 0.05), --attacks a,b,... --rules r,s,... --data iid,dirichlet
--- --momenta none,worker (subsets of the grid), --report (no runs: print the tables, and with
+-- --momenta none,worker (subsets of the grid), --threads T (engine and BLAS threads of each
+-- run, default 1: N jobs use N·T cores), --report (no runs: print the tables, and with
 -- --svg DIR write DIR/momentum-<data>.svg heat maps). A cell of the CSV is
 --   data,momentum,rule,attack,steps,status,accuracy,seconds
 -- status: ok | diverged | failed (then the log in <dir>/cells/ says why).
@@ -35,7 +36,7 @@ local function split(s)
   return out
 end
 
-local o = { jobs = 2, steps = 1500, dir = "runs/momentum-grid", beta = 0.9, lr = 0.05,
+local o = { jobs = 2, steps = 1500, threads = 1, dir = "runs/momentum-grid", beta = 0.9, lr = 0.05,
             data = "iid,dirichlet", momenta = "none,worker" }
 do
   local a, i = arg or {}, 1
@@ -55,7 +56,7 @@ do
       i = i + 2
     end
   end
-  for _, k in ipairs({ "jobs", "steps", "beta", "lr" }) do
+  for _, k in ipairs({ "jobs", "steps", "beta", "lr", "threads" }) do
     o[k] = tonumber(o[k]) or error("momentum_grid: --" .. k .. " expects a number, got " .. tostring(o[k]), 0)
   end
 end
@@ -114,7 +115,8 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 local function command(c)
   local base = o.dir .. "/cells/" .. c.id
-  local w = { q(host.root .. "/" .. host.exe), "run", "--experiment", "fashion-mnist",
+  local w = { "AGT_NUM_THREADS=" .. o.threads, "OPENBLAS_NUM_THREADS=" .. o.threads,
+    q(host.root .. "/" .. host.exe), "run", "--experiment", "fashion-mnist",
     "--aggregator", q(c.rule), "--nb-workers", "11", "--nb-decl-byz-workers", "2",
     "--max-step", o.steps, "--learning-rate-args", "initial-rate:" .. o.lr,
     "--evaluation-file", q(base .. ".eval"), "--evaluation-delta", "-1", "--evaluation-period", "-1",
