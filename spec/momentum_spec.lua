@@ -415,3 +415,37 @@ describe("the honest rows' variance ratio", function()
     assert.truthy(csv:find("robust/honest_variance_ratio", 1, true))
   end)
 end)
+
+describe("examples/momentum_grid.lua", function()
+  it("runs its cells as parallel child runs into a CSV, skips finished cells, and reports", function()
+    local gdir = dir("grid")
+    local args = "examples/momentum_grid.lua --steps 2 --jobs 2 --dir " .. H.shell_quote(gdir)
+      .. " --rules median,nnm+krum --attacks none,nan --data iid --momenta none,worker"
+    local rc, out, err = H.run("cd " .. H.shell_quote(require("agt.host").root) .. " && "
+      .. H.shell_quote(H.agt) .. " " .. args)
+    assert.are.equal(0, rc, err)
+    assert.truthy(out:find("10 cells, 0 done, 10 to run", 1, true), out)
+    local lines = {}
+    for l in H.read(gdir .. "/grid.csv"):gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.equal("data,momentum,rule,attack,steps,status,accuracy,seconds", lines[1])
+    assert.are.equal(11, #lines)
+    local seen = {}
+    for k = 2, #lines do
+      local data, mom, rule, atk, steps, status, acc = lines[k]:match(
+        '^(%w+),(%w+),"([^"]+)",([%w/:-]+),(%d+),(%w+),([%d.]+),')
+      assert.truthy(data, lines[k])
+      assert.are.same({ "iid", "2", "ok" }, { data, steps, status })
+      assert.is_true(tonumber(acc) > 0 and tonumber(acc) < 1)
+      seen[mom .. " " .. rule .. " " .. atk] = true
+    end
+    assert.truthy(seen["worker nnm,krum nan"])
+    assert.truthy(seen["none average none"])
+    -- a second run has nothing left to do; the report reads the CSV and draws the heat map
+    rc, out = H.run("cd " .. H.shell_quote(require("agt.host").root) .. " && "
+      .. H.shell_quote(H.agt) .. " " .. args .. " --svg " .. H.shell_quote(gdir))
+    assert.are.equal(0, rc)
+    assert.truthy(out:find("10 cells, 10 done, 0 to run", 1, true), out)
+    assert.truthy(out:find("| nan | ", 1, true))
+    assert.truthy(H.read(gdir .. "/momentum-iid.svg"):find("^<svg"))
+  end)
+end)
