@@ -311,9 +311,10 @@ local function report(rows)
 end
 
 -- A heat map per data distribution: one panel per momentum setting, attacks × rules, each cell
--- coloured by the points lost to the attack (white 0, red 30 or more; grey: no result).
+-- coloured by the points it is below the attack-free plain average of its panel (white 0 or
+-- above it, red 30 or more; grey: no result).
 local function svg(rows, data, path)
-  local cw, ch, left, top, gap = 78, 24, 110, 70, 40
+  local cw, ch, left, top, gap = 100, 24, 120, 70, 40
   local moms = split(o.momenta)
   local pw = cw * #rules
   local W = left + #moms * pw + (#moms - 1) * gap + 20
@@ -322,7 +323,7 @@ local function svg(rows, data, path)
   local function add(x) s[#s + 1] = x end
   add(string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">', W, H))
   add(string.format('<rect width="%d" height="%d" fill="white"/>', W, H))
-  add(string.format('<text x="10" y="18" font-size="14">fashion-mnist, n=11 f=r=2, %s: points of top-1 accuracy lost to the attack (same rule, no attack)</text>',
+  add(string.format('<text x="10" y="18" font-size="14">fashion-mnist, n=11 f=r=2, %s: points of top-1 accuracy below the attack-free average</text>',
     data == "iid" and "IID" or "Dirichlet α=1"))
   for p, mom in ipairs(moms) do
     local x0 = left + (p - 1) * (pw + gap)
@@ -338,7 +339,7 @@ local function svg(rows, data, path)
         local y = top + row * ch
         if p == 1 then add(string.format('<text x="%d" y="%d" text-anchor="end">%s</text>', left - 6, y + 16, al)) end
         for j, rule in ipairs(rules) do
-          local dr = drop(rows, data, mom, rule, al)
+          local dr = drop(rows, data, mom, rule, al, "average")
           local fill, label = "#cccccc", "–"
           if dr then
             local t = math.max(0, math.min(1, dr / 30))
