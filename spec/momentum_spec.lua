@@ -225,6 +225,23 @@ describe("momentum", function()
     assert.is_true(same_bits(totable(a.theta), totable(b.theta)))
   end)
 
+  it("at the update with sgd is sgd's own momentum:beta; at the server, with the median of an odd n, the same", function()
+    local function plain(extra)
+      local o = { experiment = toy_experiment(), aggregator = "median", optimizer = "sgd", nb_workers = 5,
+                  quiet = true, evaluation_file = "-", summary_dir = "-", evaluation_period = -1 }
+      for k, v in pairs(extra) do o[k] = v end
+      return o
+    end
+    local a = run(plain({ momentum_at = "update", momentum = 0.9 }), 30)
+    local b = run(plain({ optimizer_args = { "momentum:0.9" } }), 30)
+    local c = run(plain({ momentum_at = "server", momentum = 0.9 }), 30)
+    local d = run(plain({}), 30)
+    assert.is_true(same_bits(totable(a.theta), totable(b.theta)))
+    -- median(x_i + βm) = median(x_i) + βm when rounding keeps the order: the same recurrence
+    assert.is_true(same_bits(totable(a.theta), totable(c.theta)))
+    assert.is_false(same_bits(totable(a.theta), totable(d.theta)))
+  end)
+
   it("lets the attack read the honest momenta", function()
     -- the attack row is -2 x the honest rows' mean: with worker momentum, of the momenta
     local s = S.new(opts({ momentum_at = "worker", momentum = 0.9, learning_rate_args = { "initial-rate:" .. LR } }))
