@@ -284,5 +284,7 @@ end
     refused({ aggregator = "average", nb_workers = 2, server = "{\"ps\": []}", auth = "none" }, "job 'ps' has no tasks")
     refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", step_timeout = 0 }, "^%-%-step%-timeout")
     refused({ aggregator = "average", nb_workers = 2, server = "/nonexistent.json", auth = "none" }, "cannot read")
+    refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", momentum_at = "worker" }, "^%-%-momentum%-at: worker is not available with %-%-server")
+    refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", local_steps = 3 }, "^%-%-local%-steps: K=3 is not available with %-%-server")
   end)
 end)

@@ -19,6 +19,8 @@
 --   optimizer   the optimizer and the learning-rate schedule (agt.session.optimizer)
 --   evaluator   test-set evaluations and the evaluation file (agt.session.evaluator)
 --   summaries   TensorBoard events and summary.csv (agt.session.summaries)
+--   momentum    the server's side of --momentum-at (agt.session.momentum; worker momentum is
+--               the source's)
 --   out         what the run prints (agt.session.output)
 -- The session itself holds θ, G, the aggregate and the global step, and runs the loop.
 --
@@ -32,6 +34,7 @@
 -- refused, naming the flag.
 local ffi = require("ffi")
 local T = require("agt.tensor")
+local F = require("agt.ffi")
 local R = require("agt.rng")
 local E = require("agt.experiments")
 local K = require("agt.checkpoint")
@@ -47,6 +50,7 @@ local Optimizer = require("agt.session.optimizer")
 local Evaluator = require("agt.session.evaluator")
 local Summaries = require("agt.session.summaries")
 local Remote = require("agt.session.remote")
+local Momentum = require("agt.session.momentum")
 
 local M = {}
 
@@ -110,11 +114,13 @@ function Session:_build()
   self.theta = T.new({ d })
   self.exp:init_params(self.theta, R.new(o.seed, R.stream_id("init", 0)))
   self.optimizer:bind(d)
+  self.momentum = Momentum.new(o, d)
   local byz = self.byzantine
   self.source = (self.parts.source or remote or Workers.new)(self.exp, n, {
     seed = o.seed, l1 = o.l1_regularize > 0 and o.l1_regularize or 0,
     l2 = o.l2_regularize > 0 and o.l2_regularize or 0,
     poison = function(i) return byz:poison(i) end, warn = warn,
+    local_steps = o.local_steps, momentum = o.momentum_at == "worker" and o.momentum or nil,
   })
   self.G = T.new({ n, d })
   self.rows = {}
@@ -169,6 +175,8 @@ function Session:_fingerprint()
     ["nb-real-byz-workers"] = tostring(o.nb_real_byz_workers),
     ["optimizer"] = name_of(o.optimizer), ["seed"] = tostring(o.seed),
     ["l1-regularize"] = tostring(o.l1_regularize), ["l2-regularize"] = tostring(o.l2_regularize),
+    ["momentum-at"] = o.momentum_at, ["momentum"] = tostring(o.momentum),
+    ["local-steps"] = tostring(o.local_steps),
   }
 end
 
@@ -187,7 +195,7 @@ end
 
 -- The parts that own checkpoint entries, in the order their states are read back.
 function Session:_parts()
-  return { self.optimizer, self.rule, self.byzantine, self.source }
+  return { self.optimizer, self.rule, self.byzantine, self.source, self.momentum }
 end
 
 -- Everything that a resumed run needs, as a map of strings.
@@ -277,6 +285,14 @@ function Session:_robustness(tel, honest, byz, is_byz, info)
     hn = hn + self.rows[i]:norm()
   end
   tel.honest_norm = hn / #honest
+  -- The honest rows' variance over their mean's squared norm, Σ‖h_i − μ‖² / (h − 1) / ‖μ‖²
+  -- (what worker momentum is meant to shrink; ByzantineMomentum's study reports its root).
+  if #honest >= 2 then
+    local var = 0
+    for _, i in ipairs(honest) do var = var + F.C.agt_vec_sqdist(self.rows[i].ptr, hm.ptr, self.d) end
+    local mn = hm:norm()
+    tel.variance_ratio = var / (#honest - 1) / (mn * mn)
+  end
   if #byz > 0 then
     local bn = 0
     for _, i in ipairs(byz) do bn = bn + self.rows[i]:norm() end
@@ -295,15 +311,18 @@ function Session:_robustness(tel, honest, byz, is_byz, info)
 end
 
 -- Runs one synchronous step; returns its telemetry:
--- { step, loss, lr, selected, byz_selected, honest_norm, byz_norm, cosine, t_gradients,
---   t_attack, t_aggregate, t_apply, t_step }
+-- { step, loss, lr, selected, byz_selected, honest_norm, byz_norm, cosine, variance_ratio,
+--   t_gradients, t_attack, t_aggregate, t_apply, t_step }
 function Session:step()
   local k = self.global_step
   local t0 = clock.mono()
   -- Gradients: every worker at the same θ, into its row. An attacker's row holds its own honest
   -- gradient on entry to the attack (data attackers compute on their poisoned shard). A remote
   -- source may leave rows faulty (not arrived): they are neither honest nor attacking this step.
-  local losses, faulty = self.source:fill(self.theta, self.G, k, { trace = self._trace_rows })
+  -- With --local-steps K > 1 the rows are model differences: the workers step at the
+  -- schedule's rate and the server applies the aggregate at rate 1 (FedAvg).
+  local local_lr = self.opts.local_steps > 1 and self.optimizer:rate(k) or nil
+  local losses, faulty = self.source:fill(self.theta, self.G, k, { trace = self._trace_rows, lr = local_lr })
   self.rule:check_faulty(k, faulty)
   local is_faulty = {}
   for _, i in ipairs(faulty or {}) do is_faulty[i] = true end
@@ -321,6 +340,7 @@ function Session:step()
   if loss ~= loss then
     error(string.format("model diverged with loss = nan at step %d", k), 0)
   end
+  self.momentum:rows(self.rows)
   local t1 = clock.mono()
   if self.byzantine:acts(byz) then
     self:trace("Byzantine workers: attack", "begin")
@@ -333,7 +353,7 @@ function Session:step()
   self:trace("Master: aggregated gradient computation", "end")
   local t3 = clock.mono()
   self:trace("Master: aggregated gradient application", "begin")
-  local lr = self.optimizer:apply(self.theta, self.agg, k)
+  local lr = self.optimizer:apply(self.theta, self.momentum:update(self.agg), k, local_lr and 1)
   self:trace("Master: aggregated gradient application", "end")
   local t4 = clock.mono()
   self.global_step = k + 1

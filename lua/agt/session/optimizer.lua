@@ -3,7 +3,9 @@
 --
 --   local opt = Optimizer.new(o)   checks the names and arguments (cheap: before any data)
 --   opt:bind(d)                    makes the optimizer's slots for d parameters
---   opt:apply(theta, g, step) -> lr
+--   opt:rate(step) -> the schedule's learning rate at step
+--   opt:apply(theta, g, step [, rate]) -> lr  (applies g at rate, by default the schedule's lr:
+--                                              local steps' model differences are applied at 1)
 --   opt:state() -> { optimizer = }   opt:set_state(map)
 local O = require("agt.optim")
 local L = require("agt.lr")
@@ -36,9 +38,11 @@ function Opt:bind(d)
   end
 end
 
-function Opt:apply(theta, g, step)
+function Opt:rate(step) return self.sched:rate(step) end
+
+function Opt:apply(theta, g, step, rate)
   local lr = self.sched:rate(step)
-  self.opt:step(theta, g, lr)
+  self.opt:step(theta, g, rate or lr)
   return lr
 end
 

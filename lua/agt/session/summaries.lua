@@ -18,7 +18,8 @@ local KEYS = {
   { "loss", "loss" }, { "lr", "learning_rate" }, { "honest_norm", "robust/honest_norm" },
   { "byz_norm", "robust/byzantine_norm" }, { "agg_norm", "robust/aggregate_norm" },
   { "cosine", "robust/cosine_aggregate_honest_mean" }, { "selected", "robust/selected" },
-  { "byz_selected", "robust/byzantine_selected" }, { "t_gradients", "time/gradients" },
+  { "byz_selected", "robust/byzantine_selected" },
+  { "variance_ratio", "robust/honest_variance_ratio" }, { "t_gradients", "time/gradients" },
   { "t_attack", "time/attack" }, { "t_aggregate", "time/aggregation" }, { "t_apply", "time/apply" },
   { "t_step", "time/step" },
 }

@@ -28,6 +28,10 @@ M.flags = {
   { "learning-rate-args", "words", {}, "key:value arguments of the schedule (e.g. initial-rate:0.05)" },
   { "l1-regularize", "number", -1, "L1 regularisation: adds λ·Σ|w| to each worker's loss; non-positive = off" },
   { "l2-regularize", "number", -1, "L2 regularisation: adds (λ/2)·Σw², the squared norm (AggregaThor added the plain norm), to each worker's loss; non-positive = off" },
+  { "momentum-at", "string", "none", "Where momentum is taken (ByzantineMomentum's placements): worker (each worker sends its momentum m_i <- beta m_i + g_i instead of its gradient), server (each row becomes g_i + beta times the previous aggregate, before the rule), update (the server applies m <- beta m + aggregate), or none",
+    choices = { "none", "worker", "server", "update" } },
+  { "momentum", "number", 0.9, "Momentum factor beta of --momentum-at, in [0, 1)" },
+  { "local-steps", "integer", 1, "Local SGD steps K of each worker per step; K > 1 sends the model difference theta - theta_K as the row (FedAvg), which the server applies at rate 1 (needs --optimizer sgd)" },
   { "nb-workers", "integer", nil, "Number of workers n (honest and Byzantine together)", required = true },
   { "nb-decl-byz-workers", "integer", 0, "Number of Byzantine workers f the rule is told to tolerate" },
   { "nb-real-byz-workers", "integer", 0, "Number of workers r that really attack (needs --attack)" },
@@ -170,6 +174,18 @@ function M.check(opts)
   if r > 0 and o.attack == nil then
     flagerr(M.by_name["nb-real-byz-workers"], "r=%d attackers need --attack (see 'agt help attacks')", r)
   end
+  if opts.momentum ~= nil and o.momentum_at == "none" then
+    flagerr(M.by_name["momentum"], "needs --momentum-at worker|server|update (without it no momentum is taken)")
+  end
+  if not (o.momentum >= 0 and o.momentum < 1) then
+    flagerr(M.by_name["momentum"], "must be in [0, 1), got %s", tostring(o.momentum))
+  end
+  if o.local_steps < 1 then flagerr(M.by_name["local-steps"], "must be >= 1, got %d", o.local_steps) end
+  if o.local_steps > 1 and o.optimizer ~= "sgd" then
+    flagerr(M.by_name["local-steps"], "K=%d sends model differences, which the server applies at "
+      .. "rate 1 as FedAvg does; that needs --optimizer sgd, got '%s'", o.local_steps,
+      type(o.optimizer) == "table" and tostring(o.optimizer.name) or o.optimizer)
+  end
   if o.checkpoint_keep < 1 then flagerr(M.by_name["checkpoint-keep"], "must be >= 1, got %d", o.checkpoint_keep) end
   if o.seed < 0 or o.seed >= 2 ^ 53 then flagerr(M.by_name["seed"], "must be in [0, 2^53), got %s", o.seed) end
   if o.reuse_gpu and not o.use_gpu then flagerr(M.by_name["reuse-gpu"], "needs --use-gpu") end
@@ -187,6 +203,13 @@ function M.check(opts)
     end
     if o.step_timeout <= 0 then flagerr(M.by_name["step-timeout"], "must be > 0 seconds, got %s", o.step_timeout) end
     if o.connect_timeout <= 0 then flagerr(M.by_name["connect-timeout"], "must be > 0 seconds, got %s", o.connect_timeout) end
+    -- worker-side state the 'agt worker' processes do not keep yet: refused, not silently dropped
+    if o.momentum_at == "worker" then
+      flagerr(M.by_name["momentum-at"], "worker is not available with --server yet (the worker processes keep no momentum); use server or update, or a local run")
+    end
+    if o.local_steps > 1 then
+      flagerr(M.by_name["local-steps"], "K=%d is not available with --server yet (the worker processes take one gradient per step); use a local run", o.local_steps)
+    end
   end
   if o.checkpoint_dir == "-" then o.checkpoint_dir = nil end
   if o.evaluation_file == nil and o.checkpoint_dir then o.evaluation_file = o.checkpoint_dir .. "/eval" end
