@@ -34,7 +34,8 @@ end
 
 -- A Range-aware server: GET /f/NAME serves NAME (206 + Content-Range from a
 -- "Range: bytes=N-" request); GET /cut/NAME announces the whole length but sends only half
--- of it, then closes. Each request is logged as "PATH RANGE".
+-- of it, then closes; GET /endless/NAME sends NAME over and over with no length (up to 64 MB).
+-- Each request is logged as "PATH RANGE".
 local RANGE_SERVER = [[
 import http.server, os, sys
 root, log, portfile = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -43,6 +44,17 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
     def do_GET(self):
         cut = self.path.startswith('/cut/')
+        if self.path.startswith('/endless/'):
+            data = open(os.path.join(root, os.path.basename(self.path)), 'rb').read()
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(64 * 2**20 // len(data)):
+                    self.wfile.write(data)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
         path = os.path.join(root, os.path.basename(self.path))
         rng = self.headers.get('Range')
         with open(log, 'a') as f:
@@ -185,6 +197,16 @@ describe("agt.data downloads", function()
     assert.is_nil(ok)
     assert.matches("SHA%-256", msg)
     assert.is_false(exists(dest))
+  end)
+
+  it("stops an endless server at the expected size and removes the partial file", function()
+    local dest = cache .. "/endless.bin"
+    local ok, msg = D.download(rurl("endless", "good.bin"), dest,
+                               { sha256 = good_sha, bytes = #good, quiet = true })
+    assert.is_nil(ok)
+    assert.matches("more than the expected 300000 bytes", msg)
+    assert.is_false(exists(dest))
+    assert.is_false(exists(dest .. ".part"))
   end)
 
   it("refuses a corrupted download (bad SHA-256)", function()

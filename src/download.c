@@ -111,6 +111,8 @@ typedef struct {
   int show;             /* draw a progress bar */
   double last_draw, t0;
   int64_t total;        /* whole file size once known, else 0 */
+  int64_t bytes;        /* the expected size (> 0: never write past it), else 0 */
+  int over;             /* the server sent more than `bytes` */
   const char *name;
 } xfer;
 
@@ -157,6 +159,13 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *p) {
       }
       x->offset = 0;
     }
+  }
+  /* An endless (or wrong) server must not fill the disk: nothing past the expected size. */
+  if (x->bytes > 0 && x->offset + x->written + (int64_t)n > x->bytes) {
+    x->over = 1;
+    x->err = AGT_FAIL(AGT_ECHECKSUM, "server sent more than the expected %lld bytes; stopped "
+                      "there and removed %s", (long long)x->bytes, x->part);
+    return 0;
   }
   size_t done = 0;
   while (done < n) {
@@ -216,7 +225,7 @@ enum { XFER_416 = 1 };
 /* One HTTP(S) request for the bytes of url past what .part holds. Returns AGT_OK,
  * XFER_416 (range not satisfiable: .part may already be whole) or a failure. */
 static agt_status transfer(const char *url, const char *dest, const char *sha, int64_t bytes,
-                           int fd, const char *part, int64_t offset, int flags) {
+                           int fd, const char *part, int64_t offset, int flags, int *over) {
   CURL *c = curl_easy_init();
   if (!c) return AGT_FAIL(AGT_ENOTSUP, "libcurl failed to initialise");
   xfer x;
@@ -225,6 +234,7 @@ static agt_status transfer(const char *url, const char *dest, const char *sha, i
   x.fd = fd;
   x.part = part;
   x.offset = offset;
+  x.bytes = bytes > 0 ? bytes : 0;
   x.range_start = -1;
   x.show = !(flags & AGT_DOWNLOAD_QUIET) && isatty(2);
   x.t0 = now_s();
@@ -259,6 +269,7 @@ static agt_status transfer(const char *url, const char *dest, const char *sha, i
   long code = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
   curl_easy_cleanup(c);
+  *over = x.over;
   if (x.show && x.written > 0) draw_bar(&x, x.offset + x.written, bytes > 0 ? bytes : x.total, 1);
   if (rc == CURLE_OK) return AGT_OK;
   if (x.err != AGT_OK) return x.err;
@@ -350,6 +361,7 @@ agt_status agt_download_fetch(const char *url, const char *dest, const char *sha
   }
 
   agt_status s = AGT_OK;
+  int over = 0;
   ok = 0;
   /* At most two rounds: a resumed (or already complete) .part that fails the check may
    * hold stale bytes, so it is discarded and the file fetched once more from zero. */
@@ -372,7 +384,7 @@ agt_status agt_download_fetch(const char *url, const char *dest, const char *sha
         s = AGT_FAIL(AGT_EIO, "%s: cannot seek: %s", part, strerror(errno));
         break;
       }
-      s = transfer(url, dest, sha, bytes, fd, part, offset, flags);
+      s = transfer(url, dest, sha, bytes, fd, part, offset, flags, &over);
       if (s == XFER_416) s = AGT_OK;  /* nothing past our bytes: check what we have */
       if (s != AGT_OK) break;
     }
@@ -384,9 +396,10 @@ agt_status agt_download_fetch(const char *url, const char *dest, const char *sha
     }
   }
   if (s != AGT_OK) {
-    /* A failure keeps the partial bytes for the next attempt; an empty .part goes. */
+    /* A failure keeps the partial bytes for the next attempt; an empty .part goes, and so
+     * does one the server overran (its bytes are not the file's). */
     struct stat st;
-    if (fstat(fd, &st) == 0 && st.st_size == 0) unlink(part);
+    if (over || (fstat(fd, &st) == 0 && st.st_size == 0)) unlink(part);
     close(fd);
     return s;
   }
