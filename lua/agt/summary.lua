@@ -4,8 +4,10 @@
 -- TensorFlow does; TensorBoard merges them by step) and one `summary.csv` appended across runs,
 -- in long form: `wall_time,step,tag,value`, so that tags may come and go between rows. Each run
 -- opens with a SessionLog START event and ends with STOP. Everything is flushed at each call to
--- flush(), so a killed run loses at most the rows since the last flush.
+-- flush(), so a killed run loses at most the rows since the last flush. A failed write, flush
+-- or close (a full disk) raises an error naming the file.
 local TF = require("agt.tfevents")
+local checked = TF.checked
 
 local M = {}
 local Summary = {}
@@ -23,10 +25,14 @@ function M.open(dir, opts)
   local csv
   csv, err = io.open(csv_path, "a")
   if not csv then w:close(); return nil, err end
-  if not existed then csv:write("wall_time,step,tag,value\n") end
   local s = setmetatable({ dir = dir, events = w, csv = csv, csv_path = csv_path,
                            path = w.path }, Summary)
-  w:session_log(opts.step or 0, now, TF.START)
+  local ok
+  ok, err = pcall(function()
+    if not existed then checked(csv_path, "write", csv:write("wall_time,step,tag,value\n")) end
+    w:session_log(opts.step or 0, now, TF.START)
+  end)
+  if not ok then pcall(w.close, w); csv:close(); return nil, err end
   return s
 end
 
@@ -41,7 +47,8 @@ function Summary:scalars(step, wall_time, scalars)
   for _, tv in ipairs(scalars) do
     if type(tv[2]) == "number" then
       kept[#kept + 1] = tv
-      self.csv:write(string.format("%.6f,%d,%s,%.9g\n", wall_time, step, csv_field(tv[1]), tv[2]))
+      checked(self.csv_path, "write", self.csv:write(string.format("%.6f,%d,%s,%.9g\n", wall_time,
+                                                   step, csv_field(tv[1]), tv[2])))
     end
   end
   if #kept > 0 then self.events:scalars(step, wall_time, kept) end
@@ -49,15 +56,22 @@ end
 
 function Summary:flush()
   self.events:flush()
-  self.csv:flush()
+  checked(self.csv_path, "write", self.csv:flush())
 end
 
+-- Closes both files (both, even when the first fails), then raises the first failure.
 function Summary:close(step, wall_time)
   if not self.events then return end
-  self.events:session_log(step or 0, wall_time or os.time(), TF.STOP)
-  self.events:close()
-  self.csv:close()
-  self.events = nil
+  local events, csv = self.events, self.csv
+  self.events, self.csv = nil, nil
+  local ok1, e1 = pcall(function()
+    events:session_log(step or 0, wall_time or os.time(), TF.STOP)
+    events:close()
+  end)
+  if not ok1 then pcall(events.close, events) end
+  local ok2, e2 = csv:close()
+  if not ok1 then error(e1, 0) end
+  checked(self.csv_path, "write", ok2, e2)
 end
 
 -- Reads summary.csv back: list of {wall_time, step, tag, value}.

@@ -210,7 +210,18 @@ end
 local Writer = {}
 Writer.__index = Writer
 
--- Opens a new event file in dir (created if needed): events.out.tfevents.<unix s>.<host>.
+local opened = 0   -- event files opened by this process (the name's last part)
+
+-- Raises, naming the file, when a write, flush or close failed (a full disk must not pass
+-- for success).
+local function checked(path, what, ok, err)
+  if not ok then error(string.format("cannot %s %s: %s", what, path, tostring(err)), 0) end
+  return ok
+end
+
+-- Opens a new event file in dir (created if needed), named as TensorFlow names them:
+-- events.out.tfevents.<unix s>.<host>.<pid>.<counter>, so that runs at the same second, on
+-- the same host or in the same process never share one.
 function M.writer(dir, opts)
   opts = opts or {}
   local ok, err = fs.mkdir_p(dir)
@@ -222,18 +233,26 @@ function M.writer(dir, opts)
     if f then f:close() end
   end
   local now = opts.wall_time or os.time()
-  local path = string.format("%s/events.out.tfevents.%d.%s%s", dir, math.floor(now), host,
-                             opts.suffix or "")
+  local path
+  repeat
+    path = string.format("%s/events.out.tfevents.%d.%s.%d.%d%s", dir, math.floor(now), host,
+                         ffi.C.getpid(), opened, opts.suffix or "")
+    opened = opened + 1
+    local taken = io.open(path, "rb")
+    if taken then taken:close() end
+  until not taken
   local f
-  f, err = io.open(path, "ab")
+  f, err = io.open(path, "wb")
   if not f then return nil, err end
   local w = setmetatable({ path = path, f = f }, Writer)
-  w:write_event({ wall_time = opts.wall_time or now, file_version = "brain.Event:2" })
+  local okw, werr = pcall(w.write_event, w, { wall_time = opts.wall_time or now,
+                                              file_version = "brain.Event:2" })
+  if not okw then f:close(); return nil, werr end
   return w
 end
 
 function Writer:write_event(ev)
-  self.f:write(M.frame(M.encode_event(ev)))
+  checked(self.path, "write", self.f:write(M.frame(M.encode_event(ev))))
 end
 
 -- scalars: list of {tag, value}.
@@ -245,11 +264,17 @@ function Writer:session_log(step, wall_time, status)
   self:write_event({ wall_time = wall_time, step = step, session_status = status })
 end
 
-function Writer:flush() self.f:flush() end
+function Writer:flush() checked(self.path, "write", self.f:flush()) end
 
 function Writer:close()
-  if self.f then self.f:close(); self.f = nil end
+  if self.f then
+    local f = self.f
+    self.f = nil
+    checked(self.path, "write", f:close())
+  end
 end
+
+M.checked = checked
 
 M.START, M.STOP, M.CHECKPOINT = 1, 2, 3
 
