@@ -88,7 +88,7 @@ describe("agt.tfevents and agt.summary under abuse", function()
 
   it("raises, naming the file, when the disk is full (summary.csv and the event file)", function()
     local d = tmpdir .. "/full"
-    K.mkdir_p(d)
+    fs.mkdir_p(d)
     assert(os.execute("ln -s /dev/full '" .. d .. "/summary.csv'") == 0)
     local s = SUM.open(d, { wall_time = 1, host = "h" })
     local ok, err

@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,5 +106,36 @@ agt_status agt_fs_rename(const char *from, const char *to) {
   if (!from || !*from || !to || !*to) return AGT_FAIL(AGT_EINVAL, "rename: empty path");
   if (rename(from, to) != 0)
     return AGT_FAIL(AGT_EIO, "cannot rename %s to %s: %s", from, to, strerror(errno));
+  return AGT_OK;
+}
+
+agt_status agt_fs_open_regular(const char *path, int *fd, int64_t *size, int64_t *ident) {
+  *fd = -1;
+  if (!path || !*path) return AGT_FAIL(AGT_EINVAL, "open: empty path");
+  int f = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (f < 0) return AGT_FAIL(AGT_EIO, "cannot open: %s", strerror(errno));
+  struct stat st;
+  if (fstat(f, &st) != 0) {
+    int e = errno;
+    close(f);
+    return AGT_FAIL(AGT_EIO, "cannot stat: %s", strerror(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(f);
+    const char *what = S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                     : S_ISCHR(st.st_mode) ? "a character device"
+                     : S_ISBLK(st.st_mode) ? "a block device"
+                     : S_ISSOCK(st.st_mode) ? "a socket" : "a special file";
+    return AGT_FAIL(AGT_EINVAL, "not a regular file (%s)", what);
+  }
+  /* Reads block from here on, as for any regular file. */
+  int flags = fcntl(f, F_GETFL);
+  if (flags >= 0) fcntl(f, F_SETFL, flags & ~O_NONBLOCK);
+  *fd = f;
+  *size = (int64_t)st.st_size;
+  ident[0] = (int64_t)st.st_ino;
+  ident[1] = (int64_t)st.st_size;
+  ident[2] = (int64_t)st.st_mtim.tv_sec;
+  ident[3] = (int64_t)st.st_mtim.tv_nsec;
   return AGT_OK;
 }

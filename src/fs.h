@@ -27,6 +27,11 @@ void agt_fs_free(char *names);
 int agt_fs_kind(const char *path, int64_t *size);
 agt_status agt_fs_remove(const char *path);
 agt_status agt_fs_rename(const char *from, const char *to);
+/* Opens path for reading without blocking (a FIFO does not wait for a writer), and keeps it
+ * only when it is a regular file (symbolic links followed): *fd (close it with close()), its
+ * size, and ident = {inode, size, mtime s, mtime ns}, which changes when the content is
+ * replaced. A FIFO, device, socket or directory is refused, the message naming what it is. */
+agt_status agt_fs_open_regular(const char *path, int *fd, int64_t *size, int64_t *ident);
 /* ffi:end */
 
 #endif

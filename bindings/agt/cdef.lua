@@ -146,6 +146,7 @@ void agt_fs_free(char *names);
 int agt_fs_kind(const char *path, int64_t *size);
 agt_status agt_fs_remove(const char *path);
 agt_status agt_fs_rename(const char *from, const char *to);
+agt_status agt_fs_open_regular(const char *path, int *fd, int64_t *size, int64_t *ident);
 /* gar.h */
 agt_status agt_gar_average(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gar_average_nan(const float *G, size_t n, size_t d, float *out);

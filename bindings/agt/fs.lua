@@ -7,6 +7,8 @@
 --   fs.exists(path)         -> boolean
 --   fs.remove(path)         -> true | nil, message        (a file or an empty directory)
 --   fs.rename(from, to)     -> true | nil, message        (atomic within one file system)
+--   fs.open_regular(path)   -> fd, size, identity string | nil, message (only a regular file;
+--                              never blocks on a FIFO; close the fd with ffi.C.close)
 --   fs.lua_files(dir)       -> sorted names of the .lua files in dir, without ".lua" ({} if none)
 -- Runtime failures return nil and the engine's message; misuse (a path that is not a string)
 -- raises.
@@ -55,6 +57,16 @@ function M.kind(path)
   local k = KINDS[C.agt_fs_kind(path_arg(path, "kind"), size)]
   if not k then return nil end
   return k, tonumber(size[0])
+end
+
+local ident_4 = ffi.typeof("int64_t[4]")
+local int_1 = ffi.typeof("int[1]")
+
+function M.open_regular(path)
+  local fd, size, ident = int_1(), i64_1(), ident_4()
+  if C.agt_fs_open_regular(path_arg(path, "open_regular"), fd, size, ident) ~= 0 then return failed() end
+  return fd[0], tonumber(size[0]), string.format("%d:%d:%d:%d", tonumber(ident[0]),
+    tonumber(ident[1]), tonumber(ident[2]), tonumber(ident[3]))
 end
 
 function M.exists(path) return M.kind(path) ~= nil end

@@ -71,6 +71,7 @@ function M.new(opts, parts)
   if not ok then
     if s.source then pcall(s.source.close, s.source) end -- a remote source's workers stop now
     s.out:close()
+    if s.ckpt_lock then s.ckpt_lock:release(); s.ckpt_lock = nil end
     error(err, 0)
   end
   return s
@@ -212,7 +213,8 @@ function Session:state()
   return map
 end
 
-function Session:set_state(map)
+-- Raises when map was saved by a run with other settings (a user's error, not a damaged file).
+function Session:_check_config(map)
   for k, v in pairs(self:_fingerprint()) do
     local saved = map["config." .. k]
     if saved ~= nil and saved ~= v then
@@ -220,6 +222,10 @@ function Session:set_state(map)
         .. "--checkpoint-dir, or the same settings to continue)", k, saved, v), 0)
     end
   end
+end
+
+function Session:set_state(map)
+  self:_check_config(map)
   if tonumber(map.d) ~= self.d or #map.theta ~= self.d * 4 then
     error(string.format("--checkpoint-dir: the checkpoint holds %s parameters, the experiment has %d",
                         tostring(map.d), self.d), 0)
@@ -229,8 +235,38 @@ function Session:set_state(map)
   self.global_step = tonumber(map.step)
 end
 
+-- How agt.checkpoint validates a checkpoint of this run: the fields, then (restore) the state.
+function Session:_ckpt_opts()
+  local warn = function(msg) self.out:say_err("agt: warning: " .. msg) end
+  return {
+    warn = warn,
+    -- no state is larger than θ, two optimizer slots and a rule's vectors, plus small parts
+    max_bytes = 64 * self.d + 65536 * (self.n + 16),
+    check = function(map, step)
+      return require("agt.checkpoint").check_state(map, { step = step, d = self.d, n = self.n,
+        rng_bytes = require("agt.rng").STATE_SIZE })
+    end,
+    -- A part that refuses its state refuses the file (forged or damaged: fall back), except
+    -- for an error naming a flag ("--checkpoint-dir: ..."): the checkpoint is whole but not
+    -- this run's (other settings, another gradient source), which the user must resolve.
+    apply = function(map)
+      self:_check_config(map)
+      local ok, err = pcall(self.set_state, self, map)
+      if ok then return true end
+      err = tostring(err)
+      if err:match("^%-%-[%w-]+:") then error(err, 0) end
+      return nil, (err:gsub("^[^:\n]*%.lua:%d+: ", ""))
+    end,
+  }
+end
+
 function Session:_restore()
-  local map, path = K.restore(self.opts.checkpoint_dir, function(msg) self.out:say_err("agt: " .. msg) end)
+  if not self.ckpt_lock then
+    local lock, err = K.lock(self.opts.checkpoint_dir, function(msg) self.out:say_err("agt: warning: " .. msg) end)
+    if not lock then error("--checkpoint-dir: " .. err, 0) end
+    self.ckpt_lock = lock
+  end
+  local map, path = K.restore(self.opts.checkpoint_dir, self:_ckpt_opts())
   if map then
     self:set_state(map)
     self.restored_from = path
@@ -244,7 +280,7 @@ function Session:checkpoint()
   if not dir then return nil end
   local map = self:state()
   local step = tonumber(map.step)
-  local path, err = K.save(dir, step, map, self.opts.checkpoint_keep)
+  local path, err = K.save(dir, step, map, self.opts.checkpoint_keep, self:_ckpt_opts())
   if not path then error("checkpoint failed: " .. err, 0) end
   self.last_ckpt_step, self.last_ckpt_time = step, clock.mono()
   return path
@@ -500,11 +536,20 @@ function Session:throughput()
   return tp
 end
 
+-- Closes every part and lets the checkpoint directory go, then raises the first failure (a
+-- full disk at the last write is still an error).
 function Session:close()
-  self.summaries:close(self.global_step)
-  self.evaluator:close()
-  self.source:close()
-  self.out:close()
+  local first
+  local function try(fn, ...)
+    local ok, err = pcall(fn, ...)
+    if not ok and not first then first = err end
+  end
+  try(self.summaries.close, self.summaries, self.global_step)
+  try(self.evaluator.close, self.evaluator)
+  try(self.source.close, self.source)
+  try(self.out.close, self.out)
+  if self.ckpt_lock then self.ckpt_lock:release(); self.ckpt_lock = nil end
+  if first then error(first, 0) end
 end
 
 -- Builds a session and runs it: the whole of `agt run` without the flag parsing.

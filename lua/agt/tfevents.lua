@@ -210,6 +210,7 @@ end
 local Writer = {}
 Writer.__index = Writer
 
+pcall(ffi.cdef, "int getpid(void);")
 local opened = 0   -- event files opened by this process (the name's last part)
 
 -- Raises, naming the file, when a write, flush or close failed (a full disk must not pass

@@ -29,7 +29,8 @@ return function(args)
   end
   local rep
   ok, rep = pcall(s.run, s)
-  s:close()
+  local okc, cerr = pcall(s.close, s)
+  if ok and not okc then ok, rep = false, cerr end
   if not ok then
     io.stderr:write("agt run: ", tostring(rep), "\n")
     return 1

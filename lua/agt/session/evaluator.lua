@@ -11,6 +11,7 @@
 --   ev:close()
 local fs = require("agt.fs")
 local clock = require("agt.clock")
+local checked = require("agt.tfevents").checked  -- raises naming the file when a write failed
 
 local M = {}
 
@@ -28,12 +29,16 @@ local function fmtv(v)
 end
 
 -- The step of the last line of an existing evaluation file (a run being resumed), or nil.
+-- (Only a regular file's last 4 kB are read: the path may be a device such as /dev/full.)
 local function last_step(path)
-  local fh = io.open(path, "r")
+  local fh = fs.kind(path) == "file" and io.open(path, "rb")
   if not fh then return nil end
-  local step
-  for line in fh:lines() do step = tonumber(line:match("^[^\t]*\t(%d+)\t")) or step end
+  local size = fh:seek("end")
+  fh:seek("set", math.max(0, size - 4096))
+  local tail = fh:read(4096) or ""
   fh:close()
+  local step
+  for line in tail:gmatch("[^\n]+") do step = tonumber(line:match("^[^\t]*\t(%d+)\t")) or step end
   return step
 end
 
@@ -44,10 +49,11 @@ function Evaluator:_open()
   local fh, err = io.open(self.file, "a")
   if not fh then error("--evaluation-file: cannot open: " .. err, 0) end
   self.fh = fh
-  local info = io.open(self.file .. ".info", "w")
+  local path = self.file .. ".info"
+  local info = io.open(path, "w")
   if info then
-    for _, kv in ipairs(self.info()) do info:write(kv[1], "=", tostring(kv[2]), "\n") end
-    info:close()
+    for _, kv in ipairs(self.info()) do checked(path, "write", info:write(kv[1], "=", tostring(kv[2]), "\n")) end
+    checked(path, "write", info:close())
   end
 end
 
@@ -68,8 +74,9 @@ function Evaluator:evaluate(theta, step)
     if not self.fh then self:_open() end
     recorded = self.recorded_step == step
     if not recorded then
-      self.fh:write(string.format("%.6f\t%d\t%s\n", wall, step, table.concat(parts, "\t")))
-      self.fh:flush()
+      checked(self.file, "write", self.fh:write(string.format("%.6f\t%d\t%s\n", wall, step,
+                                                              table.concat(parts, "\t"))))
+      checked(self.file, "write", self.fh:flush())
       self.recorded_step = step
     end
   end
@@ -79,8 +86,11 @@ function Evaluator:evaluate(theta, step)
   return metrics
 end
 
+-- Raises, naming the file, when the last bytes could not be written (a full disk).
 function Evaluator:close()
-  if self.fh then self.fh:close(); self.fh = nil end
+  local fh = self.fh
+  self.fh = nil
+  if fh then checked(self.file, "write", fh:close()) end
 end
 
 return M

@@ -1,0 +1,201 @@
+-- Specs of agt under abuse: a damaged checkpoint folder, files that are not checkpoints, forged
+-- checkpoints, two runs in one folder, a full disk, temporary files of an interrupted write.
+-- Runs are real `agt run` processes on fashion-mnist (a small evaluation subset keeps them
+-- quick), or sessions in this process where a field must be looked at.
+local H = require("helpers")
+local read, write = H.read, H.write
+local K = require("agt.checkpoint")
+local S = require("agt.session")
+local FL = require("agt.cli.run.flags")
+
+local tmp = H.tmpdir()
+teardown(function() os.execute("rm -rf '" .. tmp .. "'") end)
+
+local RUN = "run --experiment fashion-mnist --aggregator krum --nb-workers 5 --nb-decl-byz-workers 1 "
+  .. "--experiment-args batch-size:16 eval-size:200 --evaluation-period -1 --checkpoint-period -1 "
+  .. "--summary-period -1 --quiet --checkpoint-dir "
+
+-- Runs `agt run` on dir with more flags; exit code, stdout, stderr.
+local function run(dir, more)
+  more = more or ""
+  if not more:find("checkpoint%-delta") then more = more .. " --checkpoint-delta 10" end
+  return H.agt_run(RUN .. H.shell_quote(dir) .. " " .. more)
+end
+
+local function steps(dir)
+  local out = {}
+  for _, c in ipairs(K.list(dir)) do out[#out + 1] = c.step end
+  return out
+end
+
+local function exists(path) return os.execute("test -e '" .. path .. "' -o -L '" .. path .. "'") == 0 end
+
+-- A session of RUN's settings in this process (to look at what it restored).
+local function session(dir, err_path)
+  local args = {}
+  for w in (RUN .. dir .. " --checkpoint-delta 10"):gmatch("%S+") do args[#args + 1] = w end
+  table.remove(args, 1)
+  local opts = assert(FL.parse_args(args))
+  opts.stderr_to, opts.stdout_to = err_path, err_path .. ".out"
+  local real = io.stderr
+  io.stderr = { write = function(self) return self end, flush = function() end }  -- the file has it
+  local ok, s = pcall(S.new, opts)
+  io.stderr = real
+  assert(ok, s)
+  return s
+end
+
+describe("checkpoints under abuse", function()
+  it("counts only valid checkpoints toward --checkpoint-keep and moves invalid ones aside (14.1)", function()
+    local dir = tmp .. "/keep"
+    local rc = run(dir, "--max-step 50")
+    assert.are.equal(0, rc)
+    assert.are.same({ 50, 40, 30 }, steps(dir))
+    for _, c in ipairs(K.list(dir)) do write(c.path, "") end          -- every checkpoint emptied
+    local rc2, _, err = run(dir, "--max-step 30")
+    assert.are.equal(0, rc2, err)
+    assert.are.same({ 30, 20, 10 }, steps(dir))                       -- started over, kept its own
+    assert.truthy(err:find("model%-50%.ckpt refused: truncated"), err)
+    assert.truthy(err:find("moved to [^\n]*model%-50%.ckpt%.invalid"), err)
+    assert.are.equal("", read(dir .. "/model-50.ckpt.invalid"))      -- named, not deleted
+    -- the next run continues from 30
+    local rc3, out = run(dir, "--max-step 10 --evaluation-delta 1000")
+    assert.are.equal(0, rc3)
+    assert.are.same({ 40, 30, 20 }, steps(dir))
+    -- keep 1 and a bit-flipped newest: the new checkpoint survives its own write
+    local p = K.list(dir)[1].path
+    local s = read(p)
+    write(p, s:sub(1, 100) .. string.char((s:byte(101) + 1) % 256) .. s:sub(102))
+    local rc4 = run(dir, "--max-step 5 --checkpoint-keep 1")
+    assert.are.equal(0, rc4)
+    assert.are.same({ 35 }, steps(dir))
+    assert.truthy(exists(dir .. "/model-40.ckpt.invalid"))
+    assert.is_nil(out:find("Restored"))                               -- --quiet
+  end)
+
+  it("skips FIFOs, devices and directories named like checkpoints, without blocking (14.13)", function()
+    local dir = tmp .. "/odd"
+    assert.are.equal(0, (run(dir, "--max-step 40 --checkpoint-keep 10")))
+    os.execute(table.concat({
+      "cd '" .. dir .. "'", "rm model-40.ckpt model-30.ckpt", "mkfifo model-70.ckpt",
+      "ln -s /dev/zero model-60.ckpt", "mkdir model-50.ckpt", "mkdir model-45.ckpt.invalid" }, " && "))
+    local script = tmp .. "/restore.lua"
+    write(script, "local K = require('agt.checkpoint')\n"
+      .. "local map, path = K.restore(arg[1], { max_bytes = 1e7 })\nprint('RESTORED ' .. path)\n")
+    local rc, out, err = H.run("timeout 20 " .. H.shell_quote(H.agt) .. " " .. script .. " " .. dir)
+    assert.are.equal(0, rc, err)
+    assert.truthy(out:find("RESTORED .*model%-20%.ckpt"), out)
+    assert.truthy(err:find("model%-70%.ckpt refused: not a regular file %(a FIFO%)"), err)
+    assert.truthy(err:find("model%-60%.ckpt refused: not a regular file %(a character device%)"), err)
+    assert.truthy(err:find("model%-50%.ckpt refused: not a regular file %(a directory%)"), err)
+    assert.truthy(exists(dir .. "/model-70.ckpt.invalid"))
+    -- a regular file larger than any checkpoint of the run is not read
+    write(dir .. "/model-90.ckpt", string.rep("x", 2e6))
+    local map, path = K.restore(dir, { max_bytes = 1e6, warn = function() end })
+    assert.truthy(path:find("model%-20%.ckpt$"))
+    assert.truthy(map)
+  end)
+
+  it("validates every field of a checkpoint whose checksum is right, and falls back (14.14)", function()
+    local dir = tmp .. "/forged"
+    assert.are.equal(0, (run(dir, "--max-step 20")))
+    local good = assert(K.load(dir .. "/model-20.ckpt"))
+    local forgeries = {
+      { "step", "-9223372036854775808", "step \"%-9223372036854775808\" is not a step number" },
+      { "step", "21", "holds step 21 but is named for step 20" },
+      { "d", "79510 ", "d \"79510 \" is not a parameter count" },
+      { "d", "12", "holds 12 parameters, the experiment has" },
+      { "theta", good.theta:sub(5), "theta has %d+ bytes" },
+      { "rng.rule", "xx", "rng%.rule is 2 bytes" },
+      { "worker.1", false, "has no state for worker 1" },
+      { "worker.9", "x", "has a state for worker \"9\"" },
+      { "worker.2", "99999999999999:" .. string.rep("z", 10), "worker state" },
+      { "optimizer", "agt-optim 1 sgd 1 1 1000000000\n", "optimizer state" },
+    }
+    for i, fg in ipairs(forgeries) do
+      local m = {}
+      for k, v in pairs(good) do m[k] = v end
+      if fg[2] == false then m[fg[1]] = nil else m[fg[1]] = fg[2] end
+      m.step = (fg[1] == "step") and m.step or "20"
+      os.execute("rm -f '" .. dir .. "'/model-20.ckpt*")
+      assert(K.write_atomic(dir .. "/model-20.ckpt", K.encode(m)))
+      local errf = tmp .. "/forged-" .. i .. ".err"
+      local s = session(dir, errf)
+      local start = s.start_step
+      s:close()
+      local err = read(errf)
+      assert.are.equal(10, start, fg[1] .. ": " .. err)
+      assert.truthy(err:find("model%-20%.ckpt refused: " .. fg[3]) or
+                    (fg[3]:find("state") and err:find("model%-20%.ckpt refused: .*" .. fg[3])), fg[1] .. ": " .. err)
+      assert.truthy(err:find("falling back to .*model%-10%.ckpt"), err)
+    end
+    -- settings that differ are still the user's error, not a damaged file
+    local rc, _, err = H.agt_run((RUN .. dir):gsub("krum", "median") .. " --max-step 1 --checkpoint-delta 10")
+    assert.are.equal(2, rc)
+    assert.truthy(err:find("%-%-aggregator: the checkpoint was made with 'krum'"), err)
+  end)
+
+  it("refuses a second run in a checkpoint directory, naming the first one's pid (14.3)", function()
+    local dir = tmp .. "/two"
+    local pid = H.sh(string.format("%s %s%s --max-step 0 --checkpoint-delta 1 >/dev/null 2>&1 & echo $!",
+                                   H.shell_quote(H.agt), RUN, dir)):match("%d+")
+    for _ = 1, 400 do
+      if #K.list(dir) > 0 then break end
+      os.execute("sleep 0.05")
+    end
+    local rc, _, err = run(dir, "--max-step 5")
+    os.execute("kill -INT " .. pid)
+    for _ = 1, 400 do
+      if os.execute("kill -0 " .. pid .. " 2>/dev/null") ~= 0 then break end
+      os.execute("sleep 0.05")
+    end
+    assert.are.equal(2, rc)
+    assert.truthy(err:find("in use by another run %(pid " .. pid .. "%)"), err)
+    -- once it has ended, the directory is free again (kill -9 frees it too: the kernel drops the lock)
+    local rc2 = run(dir, "--max-step 1")
+    assert.are.equal(0, rc2)
+  end)
+
+  it("removes the temporary files of an interrupted checkpoint write at start (14.4)", function()
+    local dir = tmp .. "/stale"
+    assert.are.equal(0, (run(dir, "--max-step 10")))
+    write(dir .. "/.model-20.ckpt.tmp.4242", "half a checkpoint")
+    write(dir .. "/.model-x.ckpt.tmp.1", "not ours")
+    local rc, _, err = run(dir, "--max-step 1")
+    assert.are.equal(0, rc)
+    assert.is_false(exists(dir .. "/.model-20.ckpt.tmp.4242"))
+    assert.truthy(exists(dir .. "/.model-x.ckpt.tmp.1"))
+    assert.truthy(err:find("removed .*%.model%-20%.ckpt%.tmp%.4242, left by an interrupted checkpoint write"), err)
+  end)
+
+  it("fails, naming the file, when the evaluation file or the summaries hit a full disk (14.2)", function()
+    for _, name in ipairs({ "eval", "summary.csv" }) do
+      local dir = tmp .. "/full-" .. name
+      os.execute("mkdir -p '" .. dir .. "' && ln -s /dev/full '" .. dir .. "/" .. name .. "'")
+      local rc, _, err = run(dir, "--max-step 10 --summary-delta 5")
+      assert.are.equal(1, rc)
+      assert.truthy(err:find("cannot write " .. dir:gsub("%p", "%%%0") .. "/" .. name:gsub("%p", "%%%0")
+                             .. ": No space left on device"), err)
+    end
+  end)
+end)
+
+describe("agt.checkpoint's directory lock", function()
+  it("is exclusive between holders, names the holder, and is released", function()
+    local dir = tmp .. "/lock"
+    local a = assert(K.lock(dir))
+    local b, err = K.lock(dir)
+    assert.is_nil(b)
+    assert.truthy(err:find("in use by another run %(pid " .. require("ffi").C.getpid() .. "%)"), err)
+    a:release()
+    local c = assert(K.lock(dir))
+    c:release()
+    local ro = tmp .. "/ro"
+    os.execute("mkdir -p '" .. ro .. "' && chmod 555 '" .. ro .. "'")
+    local d, err2 = K.lock(ro)
+    if os.execute("test -w '" .. ro .. "'") ~= 0 then               -- (root may write anyway)
+      assert.is_nil(d)
+      assert.truthy(err2:find("cannot create .*/ro/%.lock"), err2)
+    elseif d then d:release() end
+  end)
+end)
