@@ -180,6 +180,28 @@ describe("checkpoints under abuse", function()
   end)
 end)
 
+describe("signals", function()
+  it("stops cleanly on SIGTERM as on Ctrl-C: last evaluation and checkpoint, status 130 (14.4)", function()
+    local dir = tmp .. "/term"
+    os.execute(string.format("sh -c '%s %s%s --max-step 0 --checkpoint-delta 1 >%s.out 2>&1 & "
+      .. "echo $! >%s.pid; wait $!; echo $? >%s.rc' &", H.agt, RUN, dir, dir, dir, dir))
+    for _ = 1, 400 do
+      if #K.list(dir) > 0 and K.list(dir)[1].step >= 5 then break end
+      os.execute("sleep 0.05")
+    end
+    local pid = read(dir .. ".pid"):match("%d+")
+    os.execute("kill -TERM " .. pid)
+    for _ = 1, 400 do
+      if read(dir .. ".rc") then break end
+      os.execute("sleep 0.05")
+    end
+    assert.are.equal("130", (read(dir .. ".rc") or ""):match("%d+"), read(dir .. ".out"))
+    local last
+    for l in io.lines(dir .. "/eval") do last = tonumber(l:match("^[%d.]+\t(%d+)\t")) end
+    assert.are.equal(K.list(dir)[1].step, last)
+  end)
+end)
+
 describe("agt.checkpoint's directory lock", function()
   it("is exclusive between holders, names the holder, and is released", function()
     local dir = tmp .. "/lock"

@@ -4,7 +4,8 @@
  * into a Lua error through a one-shot hook, multi-line input detected from '<eof>' syntax
  * errors. Unlike the engine (src/ other than this file), this file uses the Lua C API.
  *
- * SIGINT always sets the engine's interrupt flag (long C kernels poll it). By default it also
+ * SIGINT and SIGTERM (what schedulers and `docker stop` send) are handled alike: each always
+ * sets the engine's interrupt flag (long C kernels poll it). By default it also
  * raises "interrupted!" in the running Lua code; agt_host_sigint_raises(0) turns that off, for
  * loops such as the runner's that poll the flag and stop cleanly themselves. */
 #include <errno.h>
@@ -82,8 +83,10 @@ static int docall(lua_State *L, int narg, int nres) {
   lua_insert(L, base);
   agt_interrupt_set(0);
   signal(SIGINT, laction);
+  signal(SIGTERM, laction);
   int status = lua_pcall(L, narg, nres, base);
   signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   lua_remove(L, base);
   if (status != 0) lua_gc(L, LUA_GCCOLLECT, 0);
   return status;
