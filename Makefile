@@ -3,6 +3,11 @@
 #   make setup      install the Debian packages agt needs (root; only what is missing)
 #   make test       setup + build + C unit tests + busted specs; last line "N passed, N failed"
 #   make asan       build and run the C unit tests under AddressSanitizer
+#   make asan-agt   the whole binary (./agt-asan) under ASAN+UBSan; the specs and torture with it
+#   make torture    kill -9/SIGTERM, damaged checkpoints, two runs at once, a full disk
+#                   (TORTURE_ROUNDS=20); make test runs a short form
+#   make fuzz       libFuzzer (clang) on the checkpoint and event-file readers and the plugin
+#                   validators, FUZZ_SECONDS=60 each
 #   make bench      benchmarks, JSON lines on stdout
 #   make demo       train the default experiment with Byzantine workers and a robust rule
 #   make ffi        regenerate bindings/agt/cdef.lua from the public headers
@@ -71,7 +76,7 @@ CUDA_LIBS  :=
 FEATURES   := CPU-only
 endif
 
-.PHONY: all setup test ctest spec asan bench demo ffi check-ffi install clean gpu-bundle features
+.PHONY: all setup test ctest spec asan asan-agt torture fuzz bench demo ffi check-ffi install clean gpu-bundle features
 all: features agt libagt.so
 
 features:
@@ -91,9 +96,15 @@ $(BUILD)/libagt.a: $(ENGINE_OBJS) $(CUDA_OBJS)
 	rm -f $@; ar rcs $@ $^
 
 # -Wl,-E exports the engine's symbols so LuaJIT's FFI finds them in the binary itself.
-agt: $(BUILD)/obj/main.o $(BUILD)/libagt.a
-	$(CC) $(CFLAGS) -Wl,-E -o $@ $(BUILD)/obj/main.o -Wl,--whole-archive $(BUILD)/libagt.a \
+LINK_AGT = $(CC) $(CFLAGS) -Wl,-E -o $@ $(BUILD)/obj/main.o -Wl,--whole-archive $(BUILD)/libagt.a \
 	  -Wl,--no-whole-archive $(HOST_LIBS) $(CUDA_LIBS) $(LIBS)
+agt: $(BUILD)/obj/main.o $(BUILD)/libagt.a
+	$(LINK_AGT)
+
+# The same binary under AddressSanitizer and UBSan (built by `make asan-agt`, beside ./agt so
+# that it finds lua/ and bindings/ as ./agt does).
+agt-asan: $(BUILD)/obj/main.o $(BUILD)/libagt.a
+	$(LINK_AGT)
 
 # --- libagt.so: the engine and its Lua library for programs in other languages -----------------
 # The engine's C API plus bindings/embed.c, an embedded LuaJIT that runs the same Lua rule and
@@ -124,6 +135,7 @@ test: setup
 	@$(MAKE) --no-print-directory ctest 2>&1 | tee -a $(BUILD)/test.log
 	@./agt spec/run.lua $(SPEC_ARGS) 2>&1 | tee -a $(BUILD)/test.log
 	@$(PYTHON) spec/python/run.py 2>&1 | tee -a $(BUILD)/test.log
+	@./agt tools/torture.lua 2 2>&1 | sed 's/^/torture: /; s/^torture: \([0-9]* passed\)/\1/' | tee -a $(BUILD)/test.log
 	@sh tools/test-summary.sh $(BUILD)/test.log
 
 ctest-bins: $(CTESTS)
@@ -135,6 +147,42 @@ asan:
 	@for t in $(patsubst $(BUILD)/%,build-asan/%,$(CTESTS)); do echo "== $$t"; \
 	  ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 $$t || echo "0 passed, 1 failed ($$t exited $$?)"; done 2>&1 | tee build-asan/test.log
 	@sh tools/test-summary.sh build-asan/test.log
+
+# The whole binary built with AddressSanitizer and UBSan (CPU-only, any UB fatal); the specs and
+# a short torture run under it. (Leaks are not checked: LuaJIT's state lives until exit.)
+ASAN_AGT_CFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+asan-agt:
+	@$(MAKE) --no-print-directory BUILD=build-asan-agt OPT=-O1 NVCC= EXTRA_CFLAGS="$(ASAN_AGT_CFLAGS)" agt-asan
+	@rm -f build-asan-agt/test.log
+	@ASAN_OPTIONS=detect_leaks=0 ./agt-asan spec/run.lua $(SPEC_ARGS) 2>&1 | tee -a build-asan-agt/test.log
+	@ASAN_OPTIONS=detect_leaks=0 ./agt-asan tools/torture.lua 3 2>&1 | tee -a build-asan-agt/test.log
+	@sh tools/test-summary.sh build-asan-agt/test.log
+
+TORTURE_ROUNDS ?= 20
+torture: all
+	@./agt tools/torture.lua $(TORTURE_ROUNDS)
+
+# libFuzzer: a driver built with clang, ASAN and UBSan around the Lua state, linked with the
+# engine as built for ./agt (the targets are Lua readers and validators); each target of
+# tools/fuzz/targets.lua runs FUZZ_SECONDS from a corpus seeded with valid files. A crash is
+# kept as build-fuzz/<target>-crash-*; replay: AGT_FUZZ_TARGET=<target> build-fuzz/fuzz-agt FILE.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := checkpoint tfevents plugin
+fuzz: agt build-fuzz/fuzz-agt
+	@./agt tools/fuzz/seeds.lua build-fuzz/corpus
+	@for t in $(FUZZ_TARGETS); do echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  if AGT_ROOT=$(CURDIR) AGT_FUZZ_TARGET=$$t ASAN_OPTIONS=detect_leaks=0 build-fuzz/fuzz-agt \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=build-fuzz/$$t- \
+	    build-fuzz/corpus/$$t > build-fuzz/$$t.log 2>&1; then grep -E "DONE" build-fuzz/$$t.log; \
+	  else tail -n 30 build-fuzz/$$t.log; echo "fuzz $$t: FAILED (input kept in build-fuzz/)"; exit 1; fi; \
+	done
+
+build-fuzz/fuzz-agt: tools/fuzz/fuzz.c $(BUILD)/libagt.a
+	@command -v clang >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 1; }
+	@mkdir -p build-fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Wall -Wextra $(filter -I%,$(CFLAGS)) \
+	  -Wl,-E -o $@ $< -Wl,--whole-archive $(BUILD)/libagt.a -Wl,--no-whole-archive \
+	  -lluajit-5.1 $(CUDA_LIBS) $(LIBS)
 
 bench: all
 	@./agt bench all
@@ -198,4 +246,4 @@ gpu-bundle:
 	@echo "gpu-bundle/ ready: copy it to the GPU machine and run gpu-bundle/run.sh there"
 
 clean:
-	rm -rf $(BUILD) build-asan build-gpu gpu-bundle agt libagt.so
+	rm -rf $(BUILD) build-asan build-asan-agt build-fuzz build-gpu gpu-bundle agt agt-asan libagt.so

@@ -2,7 +2,16 @@
 local host = require("agt.host")
 local H = {}
 
+-- The binary running the specs (./agt, or ./agt-asan under `make asan-agt`), for child runs.
 H.agt = host.root .. "/agt"
+do
+  local ffi = require("ffi")
+  pcall(ffi.cdef, "long readlink(const char *path, char *buf, size_t n);")
+  local buf = ffi.new("char[4096]")
+  local k = tonumber(ffi.C.readlink("/proc/self/exe", buf, 4096))
+  local exe = k > 0 and ffi.string(buf, k)
+  if exe and exe:match("/agt[^/]*$") then H.agt = exe end
+end
 
 function H.shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 

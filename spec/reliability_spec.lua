@@ -221,3 +221,23 @@ describe("agt.checkpoint's directory lock", function()
     elseif d then d:release() end
   end)
 end)
+
+describe("plugin tables (found by make fuzz)", function()
+  it("refuses an attack table whose args are not argument specs, naming the problem", function()
+    local AT = require("agt.attacks")
+    local apply = function() end
+    local cases = {
+      { { name = "x", apply = apply, args = { 5 } }, "argument 1 must be a table" },
+      { { name = "x", apply = apply, args = "k:1" }, "args must be a list" },
+      { { name = "x", apply = apply, args = { { name = "k", default = 1, choices = 3 } } }, "choices must be a list" },
+      { { name = "x", apply = apply, args = { { name = "k", type = "x" } } }, "has type 'x'" },
+      { { name = "x", apply = apply, args = { { name = "k", default = {} } } }, "has a default of type table" },
+    }
+    for _, c in ipairs(cases) do
+      local ok, err = pcall(AT.load, c[1])
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(c[2], 1, true), tostring(err))
+      assert.is_nil(tostring(err):find("attempt to", 1, true))
+    end
+  end)
+end)

@@ -181,6 +181,11 @@ end
 function M.read(path)
   local s, err = U.read_file(path)
   if not s then return nil, err end
+  return M.parse(s)
+end
+
+-- The events of an event file's bytes, or nil, message at the first bad record.
+function M.parse(s)
   local events, i, n = {}, 1, 0
   while i <= #s do
     n = n + 1
