@@ -241,3 +241,86 @@ describe("plugin tables (found by make fuzz)", function()
     end
   end)
 end)
+
+describe("the Lua API under misuse (a Lua error, never a crash)", function()
+  local T = require("agt.tensor")
+
+  it("refuses NaN and fractional indices (14.5)", function()
+    for _, dt in ipairs({ "u8", "f32", "i32", "i64" }) do
+      local t = T.new({ 4 }, dt)
+      t:zero()
+      assert.has_error(function() t[0 / 0] = 7 end)
+      assert.has_error(function() return t[0 / 0] end)
+      assert.has_error(function() t[1.5] = 7 end)
+      local ok, err = pcall(function() t[0 / 0] = 7 end)
+      assert.is_false(ok)
+      assert.truthy(err:find("index %-?nan is not an integer"), err)
+      assert.truthy(err:find("reliability_spec%.lua:%d+:"), err)   -- the caller's line
+      assert.are.same({ 0, 0, 0, 0 }, t:totable())                   -- nothing written
+      assert.has_error(function() t[5] = 1 end, nil)
+      assert.has_error(function() t[1] = "seven" end)
+    end
+  end)
+
+  it("refuses every use of a freed tensor (14.6)", function()
+    local t = T.new({ 2, 3 })
+    local u = T.new({ 2, 3 })
+    t:free()
+    local uses = {
+      clone = function() return t:clone() end, copy = function() return u:copy(t) end,
+      copy_into = function() return t:copy(u) end, reshape = function() return t:reshape({ 6 }) end,
+      narrow = function() return t:narrow(1, 1) end, row = function() return t:row(1) end,
+      ptr = function() return t.ptr end, data = function() return t.data end,
+      add = function() return u:add(t) end, fill = function() return t:fill(1) end,
+      to = function() return t:to("cpu") end, totable = function() return t:totable() end,
+    }
+    for name, fn in pairs(uses) do
+      local ok, err = pcall(fn)
+      assert.is_false(ok, name)
+      assert.truthy(tostring(err):find("freed") or tostring(err):find("sizes differ")
+                    or tostring(err):find("out of range"), name .. ": " .. tostring(err))
+    end
+  end)
+
+  it("checks the sizes of rows_mean and rows_std's outputs (14.7)", function()
+    local G = T.new({ 3, 4 })
+    G:fill(1)
+    assert.has_error(function() T.rows_mean(G, T.new({ 3 })) end,
+                     "rows_mean: a tensor of 3 values for 4 columns of G")
+    assert.has_error(function() T.rows_std(G, T.new({ 4 }), 0, T.new({ 2 })) end,
+                     "rows_std: a tensor of 2 values for 4 columns of G")
+    assert.has_error(function() T.rows_std(G, T.new({ 1 }), 0, T.new({ 4 })) end,
+                     "rows_std: a tensor of 1 values for 4 columns of G")
+    assert.has_error(function() T.rows_mean(G, T.new({ 4 }, "i32")) end, "rows_mean: needs f32 tensors")
+    local m = T.rows_mean(G, T.new({ 4 }))
+    assert.are.same({ 1, 1, 1, 1 }, m:totable())
+  end)
+
+  it("refuses shapes with holes, negative, fractional, NaN or infinite sizes (14.9)", function()
+    for _, shape in ipairs({ { 2, nil, 3 }, { -1 }, { 1.5 }, { 0 / 0 }, { 1 / 0 }, { "3" } }) do
+      local ok, err = pcall(T.new, shape)
+      assert.is_false(ok)
+      assert.truthy(err:find("dimension") or err:find("holes"), err)
+    end
+    local t = T.new({ 4, 2 })
+    assert.has_error(function() t:narrow(0 / 0, 1) end)
+    assert.has_error(function() t:row(1.5) end)
+    assert.has_error(function() t:reshape({ 8, nil, 1 }) end)
+  end)
+
+  it("bounds-checks the attack helpers self:row and self:write (14.8)", function()
+    local AT = require("agt.attacks")
+    local a = AT.new({ name = "probe", apply = function() end }, {}, { n = 5, f = 1 })
+    local c = { G = T.new({ 5, 4 }), d = 4, byz = { 5 }, honest = { 1, 2, 3, 4 } }
+    c.G:zero()
+    assert.has_error(function() a:row(c, 55) end, "attack probe: self:row(c, i): row 55 out of range 1..5")
+    assert.has_error(function() a:row(c, 0 / 0) end)
+    assert.has_error(function() a:write(c, T.new({ 3 })) end,
+                     "attack probe: self:write(c, v): v must be an f32 tensor of d = 4 values, got f32 3")
+    assert.has_error(function() a:write(c, { 1, 2, 3, 4 }) end)
+    local v = T.from_table({ 1, 2, 3, 4 })
+    a:write(c, v)
+    assert.are.same({ 1, 2, 3, 4 }, c.G:row(5):totable())
+    assert.are.same({ 0, 0, 0, 0 }, c.G:row(4):totable())
+  end)
+end)

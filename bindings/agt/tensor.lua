@@ -81,13 +81,34 @@ local function need_host(t, what, level)
   end
 end
 
+-- Raises when t was freed (its handle and data are gone).
+local function need_live(t, what, level)
+  if t.handle == nil then
+    error(string.format("%s: the tensor was freed (t:free()); use a live tensor", what), (level or 2) + 1)
+  end
+end
+
+-- The 0-based offset of element k (1-based), or an error naming k: NaN, a fraction or a value
+-- outside 1..n would read or write outside the tensor.
+local function offset_of(t, k)
+  if k ~= k or k ~= math.floor(k) then
+    error(string.format("index %s is not an integer", tostring(k)), 3)
+  end
+  if k < 1 or k > t.n then error(string.format("index %d out of range 1..%d", k, t.n), 3) end
+  return k - 1
+end
+
 local function shape_of(shape, what)
   if type(shape) == "number" then shape = { shape } end
   if type(shape) ~= "table" then error((what or "shape") .. " must be a table of sizes", 3) end
   if #shape > 8 then error("a tensor has at most 8 dimensions, got " .. #shape, 3) end
-  local s = shape_t()
+  local s, keys = shape_t(), 0
+  for _ in pairs(shape) do keys = keys + 1 end
+  if keys ~= #shape then
+    error((what or "shape") .. " must be a list of sizes with no holes (a nil dimension?)", 3)
+  end
   for i, v in ipairs(shape) do
-    if type(v) ~= "number" or v < 0 or v ~= math.floor(v) then
+    if type(v) ~= "number" or v < 0 or v ~= math.floor(v) or v == math.huge then
       error(string.format("dimension %d must be a non-negative integer, got %s", i, tostring(v)), 3)
     end
     s[i - 1] = v
@@ -145,10 +166,12 @@ end
 local getters = {
   ptr = function(self)
     need_host(self, "t.ptr", 3)
+    need_live(self, "t.ptr", 3)
     return ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)
   end,
   data = function(self)
     need_host(self, "t.data", 3)
+    need_live(self, "t.data", 3)
     return self.addr
   end,
   device = device_of,
@@ -164,8 +187,7 @@ local getters = {
 function Tensor.__index(self, k)
   if type(k) == "number" then
     need_host(self, "element access", 2)
-    if k < 1 or k > self.n then error(string.format("index %d out of range 1..%d", k, self.n), 2) end
-    local v = ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)[k - 1]
+    local v = ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)[offset_of(self, k)]
     return self.dt == C.AGT_I64 and tonumber(v) or v
   end
   local g = getters[k]
@@ -179,8 +201,10 @@ end
 function Tensor.__newindex(self, k, v)
   if type(k) ~= "number" then error("cannot set field '" .. tostring(k) .. "' of a tensor", 2) end
   need_host(self, "element access", 2)
-  if k < 1 or k > self.n then error(string.format("index %d out of range 1..%d", k, self.n), 2) end
-  ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)[k - 1] = v
+  if type(v) ~= "number" and type(v) ~= "cdata" and type(v) ~= "boolean" then
+    error(string.format("a tensor element must be a number, got %s", type(v)), 2)
+  end
+  ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)[offset_of(self, k)] = v
 end
 
 function Tensor.__len(self) return self.n end
@@ -204,7 +228,8 @@ function Tensor:free()
   end
 end
 
-local function view(self, shape, offset)
+local function view(self, shape, offset, what)
+  need_live(self, what, 3)
   local s, nd = shape_of(shape)
   local out = handle_out()
   check(C.agt_tensor_view(self.handle, nd, s, offset, out), 3)
@@ -212,12 +237,14 @@ local function view(self, shape, offset)
 end
 
 function Tensor:reshape(shape)
+  need_live(self, "reshape")
+  shape_of(shape)
   local n = 1
   for _, v in ipairs(shape) do n = n * v end
   if n ~= self.n then
     error(string.format("reshape to %d elements of a tensor of %d", n, self.n), 2)
   end
-  return view(self, shape, 0)
+  return view(self, shape, 0, "reshape")
 end
 
 local function row_size(self)
@@ -227,29 +254,40 @@ local function row_size(self)
 end
 
 function Tensor:row(i)
+  need_live(self, "row")
   if #self.shape < 2 then error("row() needs a tensor of at least 2 dimensions", 2) end
-  if type(i) ~= "number" or i < 1 or i > self.shape[1] then
+  if type(i) ~= "number" or i ~= math.floor(i) or i < 1 or i > self.shape[1] then
     error(string.format("row %s out of range 1..%d", tostring(i), self.shape[1]), 2)
   end
   local rest = { unpack(self.shape, 2) }
-  return view(self, rest, (i - 1) * row_size(self))
+  return view(self, rest, (i - 1) * row_size(self), "row")
 end
 
+local function is_int(x) return type(x) == "number" and x == math.floor(x) end
+
 function Tensor:narrow(i, k)
+  need_live(self, "narrow")
   local rows = self.shape[1] or 0
+  if not is_int(i) or not is_int(k) then
+    error(string.format("narrow(%s, %s): start and count must be integers", tostring(i), tostring(k)), 2)
+  end
   if i < 1 or k < 0 or i + k - 1 > rows then
     error(string.format("narrow(%d, %d) out of range of %d rows", i, k, rows), 2)
   end
   local shape = { unpack(self.shape) }
   shape[1] = k
-  return view(self, shape, (i - 1) * row_size(self))
+  return view(self, shape, (i - 1) * row_size(self), "narrow")
 end
 
 -- The typed data pointer on the tensor's own device (a device pointer for CUDA): for kernels.
-function Tensor:pointer() return ffi.cast(ptr_types[dtype_names[self.dt]], self.addr) end
+function Tensor:pointer()
+  need_live(self, "pointer")
+  return ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)
+end
 
 -- t:to("cuda" | "cpu"): a copy on that device (a copy even when t is there already).
 function Tensor:to(device)
+  need_live(self, "to")
   local be = B.get(device, 2)
   local out = handle_out()
   check(F.alloc_call(C.agt_tensor_to, self.handle, be.device, out), 2)
@@ -260,6 +298,7 @@ end
 -- asynchronous: true, or nil and the reason (no device; the copies are then synchronous).
 function Tensor:pin()
   need_host(self, "pin", 2)
+  need_live(self, "pin")
   return F.try(C.agt_tensor_pin(self.handle))
 end
 
@@ -278,7 +317,10 @@ local function kernel(self, op, u)
     error(string.format("vec.%s: tensors on two devices (%s and %s); copy one with :to()", op,
                         device_of(self), device_of(u)), 3)
   end
-  return B.of(self):op("vec." .. op, 3)
+  local k = B.of(self):op("vec." .. op, 3)
+  need_live(self, op, 3)
+  if u then need_live(u, op .. " (its argument)", 3) end
+  return k
 end
 
 function Tensor:fill(v)
@@ -295,11 +337,14 @@ function Tensor:zero() return self:fill(0) end
 -- Copies src's values into self; the two may be on different devices (an explicit copy).
 function Tensor:copy(src)
   same_size(self, src, "copy")
+  need_live(self, "copy")
+  need_live(src, "copy (its argument)")
   check(C.agt_tensor_copy(self.handle, src.handle), 2)
   return self
 end
 
 function Tensor:clone()
+  need_live(self, "clone")
   local out = handle_out()
   check(F.alloc_call(C.agt_tensor_clone, self.handle, out), 2)
   return wrap(out[0])
@@ -307,6 +352,7 @@ end
 
 function Tensor:totable()
   need_host(self, "totable")
+  need_live(self, "totable")
   local t, p = {}, self.ptr
   for i = 0, self.n - 1 do t[i + 1] = tonumber(p[i]) end
   return t
@@ -441,15 +487,37 @@ function T.gemm(ta, tb, alpha, A, Bm, beta, Cm)
   return Cm
 end
 
+-- The row reductions check every tensor against G (n×d): out and mean hold d f32 values.
+local function rows_args(what, G, ...)
+  if not T.is_tensor(G) or G.dtype ~= "f32" or #G.shape ~= 2 then
+    error(what .. ": G must be a 2-D f32 tensor", 3)
+  end
+  for _, t in ipairs({ ... }) do
+    if not T.is_tensor(t) or t.dtype ~= "f32" then error(what .. ": needs f32 tensors", 3) end
+  end
+  local be = backend_of(what, G, ...)
+  need_live(G, what, 3)
+  local d = G.shape[2]
+  for _, t in ipairs({ ... }) do
+    need_live(t, what, 3)
+    if t.n ~= d then
+      error(string.format("%s: a tensor of %d values for %d columns of G", what, t.n, d), 3)
+    end
+  end
+  return be, G.shape[1], d
+end
+
 function T.rows_mean(G, out)
-  backend_of("rows_mean", G, out):op("vec.rows_mean", 2)(G:pointer(), G.shape[1], G.n / G.shape[1],
-                                                          out:pointer())
+  local be, n, d = rows_args("rows_mean", G, out)
+  be:op("vec.rows_mean", 2)(G:pointer(), n, d, out:pointer())
   return out
 end
 
 function T.rows_std(G, mean, ddof, out)
-  backend_of("rows_std", G, mean, out):op("vec.rows_std", 2)(G:pointer(), G.shape[1], G.n / G.shape[1],
-                                                             mean:pointer(), ddof or 0, out:pointer())
+  local be, n, d = rows_args("rows_std", G, mean, out)
+  ddof = ddof or 0
+  if ddof ~= 0 and ddof ~= 1 then error("rows_std: ddof must be 0 or 1, got " .. tostring(ddof), 2) end
+  be:op("vec.rows_std", 2)(G:pointer(), n, d, mean:pointer(), ddof, out:pointer())
   return out
 end
 

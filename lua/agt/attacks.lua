@@ -314,8 +314,15 @@ function Attack:buffer(key, shape)
   return b
 end
 
--- float* to row i (1-based) of c.G.
-function Attack:row(c, i) return c.G.ptr + (i - 1) * c.d end
+-- float* to row i (1-based) of c.G; i outside 1..n is an error (the pointer would be outside G).
+function Attack:row(c, i)
+  local n = c.G:size(1)
+  if type(i) ~= "number" or i ~= math.floor(i) or i < 1 or i > n then
+    error(string.format("attack %s: self:row(c, i): row %s out of range 1..%d", self.name,
+                        tostring(i), n), 2)
+  end
+  return c.G.ptr + (i - 1) * c.d
+end
 
 -- The random stream of this step: the context's, or one derived from (seed, step).
 function Attack:rng(c)
@@ -374,7 +381,20 @@ function Attack:honest_sqdist(c)
 end
 
 -- Copies the d values at ptr (a float* or a tensor) into every Byzantine row of G (or of M).
+-- A tensor must hold exactly d values; a raw pointer is trusted (self:row gives checked ones).
 function Attack:write(c, v, M)
+  if T.is_tensor(v) then
+    if v.n ~= c.d or v.dtype ~= "f32" then
+      error(string.format("attack %s: self:write(c, v): v must be an f32 tensor of d = %d values, "
+                          .. "got %s %d", self.name, c.d, v.dtype, v.n), 2)
+    end
+  elseif type(v) ~= "cdata" then
+    error(string.format("attack %s: self:write(c, v): v must be a tensor of d = %d values, got %s",
+                        self.name, c.d, type(v)), 2)
+  end
+  if M ~= nil and (not T.is_tensor(M) or M.n ~= c.G.n) then
+    error(string.format("attack %s: self:write(c, v, M): M must be a tensor shaped like c.G", self.name), 2)
+  end
   local src = T.is_tensor(v) and v.ptr or v
   local base = (M or c.G).ptr
   for _, i in ipairs(c.byz) do
