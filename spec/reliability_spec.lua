@@ -324,3 +324,34 @@ describe("the Lua API under misuse (a Lua error, never a crash)", function()
     assert.are.same({ 0, 0, 0, 0 }, c.G:row(4):totable())
   end)
 end)
+
+describe("agt run refuses before any work", function()
+  local BASE = "run --experiment fashion-mnist --nb-decl-byz-workers 1 --max-step 1 --quiet "
+  local cases = {
+    -- 14.10: memory from the flags against what the machine has
+    { "--aggregator krum --nb-workers 2147483648", "%-%-nb%-workers: the run needs about [%d.]+ GiB %(G %(n × d floats%)" },
+    { "--aggregator average --nb-workers 25000", "%-%-nb%-workers: the run needs about 9%.7 GiB %(G %(n × d floats%) 7%.4 GiB.* but 2%.8 GiB are available %(AGT_MEMORY_LIMIT%)",
+      "AGT_MEMORY_LIMIT=3000000000" },
+    -- 14.11: every value checked first
+    { "--aggregator ,, --nb-workers 5", "%-%-aggregator: aggregator ',,': an empty element in the chain" },
+    { "--aggregator krum --nb-workers 5 --experiment-args batch-size:1e9", "the workers' batches" },
+    { "--aggregator krum --nb-workers 5 --experiment-args noniid-alpha:inf", "'noniid%-alpha' expects a finite number, got 'inf'" },
+    { "--aggregator krum --nb-workers 5 --learning-rate-args initial-rate:inf", "'initial%-rate' expects a finite number, got 'inf'" },
+    { "--aggregator krum --nb-workers 5 --l2-regularize inf", "%-%-l2%-regularize: expects a finite number, got 'inf'" },
+    { "--aggregator krum --nb-workers 5 --checkpoint-dir /proc/agt-ro", "%-%-checkpoint%-dir: cannot create directory /proc/agt%-ro" },
+    { "--aggregator krum --nb-workers 5 --evaluation-file /proc/agt-ro/eval", "%-%-evaluation%-file: cannot open for appending" },
+    -- 14.15: duplicate keys, --attack-args without --attack
+    { "--aggregator krum --nb-workers 5 --experiment-args eval-size:10 eval-size:20", "'eval%-size' given twice %('eval%-size:10' and 'eval%-size:20'%)" },
+    { "--aggregator krum --nb-workers 5 --aggregator-args m:1 m:2", "given twice" },
+    { "--aggregator krum --nb-workers 5 --attack-args a:1", "%-%-attack%-args: given without %-%-attack" },
+  }
+  for _, c in ipairs(cases) do
+    it(c[1], function()
+      local t0 = os.time()
+      local rc, _, err = H.run((c[3] and (c[3] .. " ") or "") .. H.shell_quote(H.agt) .. " " .. BASE .. c[1])
+      assert.are.equal(2, rc, err)
+      assert.truthy(err:find(c[2]), err)
+      assert.is_true(os.time() - t0 <= 5)   -- (it used to train, or grow ~1 GB / 8 s, first)
+    end)
+  end
+end)

@@ -239,7 +239,14 @@ function A.new(spec, n, f, args, opts)
     backend = be
   end
   local parts = {}
-  for p in spec:gmatch("[^,]+") do parts[#parts + 1] = p:match("^%s*(.-)%s*$") end
+  for p in (spec .. ","):gmatch("([^,]*),") do
+    p = p:match("^%s*(.-)%s*$")
+    if p == "" then
+      error(string.format("aggregator '%s': an empty element in the chain (expected 'step,...,rule', "
+                          .. "e.g. 'nnm,krum')", spec), 0)
+    end
+    parts[#parts + 1] = p
+  end
   local entries = {}
   for i, p in ipairs(parts) do
     local e, err = A.find(p)

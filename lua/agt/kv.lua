@@ -54,6 +54,9 @@ function M.convert(e, value, default)
     if ty == "integer" and (x ~= math.floor(x) or math.abs(x) == math.huge) then
       return nil, string.format("expects an integer, got '%s'", tostring(value))
     end
+    if math.abs(x) == math.huge and not e.inf then   -- (an entry may accept it: inf = true)
+      return nil, string.format("expects a finite number, got '%s'", tostring(value))
+    end
     return x
   elseif ty == "boolean" then
     if type(value) == "boolean" then return value end
@@ -84,6 +87,12 @@ function M.words(args, what)
   for _, w in ipairs(args) do
     local k, v = tostring(w):match("^([^:]+):(.*)$")
     if not k then error(string.format("%s: expected key:value, got '%s'", what, tostring(w)), 0) end
+    local key = canon(k)
+    for prev in pairs(t) do
+      if canon(prev) == key then
+        error(string.format("%s: '%s' given twice ('%s:%s' and '%s')", what, key, prev, t[prev], w), 0)
+      end
+    end
     t[k] = v
   end
   return t

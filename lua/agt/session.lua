@@ -38,6 +38,7 @@ local F = require("agt.ffi")
 local R = require("agt.rng")
 local E = require("agt.experiments")
 local K = require("agt.checkpoint")
+local fs = require("agt.fs")
 local host = require("agt.host")
 local clock = require("agt.clock")
 local progress = require("agt.progress")
@@ -97,6 +98,16 @@ function Session:_build()
     end
   end
 
+  -- The checkpoint directory is this run's (or the run is refused) before any data is read;
+  -- a directory or file that cannot be written is found now, not at the first checkpoint.
+  if o.checkpoint_dir then self:_lock() end
+  if o.evaluation_file then
+    local dir = o.evaluation_file:match("^(.*)/[^/]+$")
+    if dir then fs.mkdir_p(dir) end
+    local fh, err = io.open(o.evaluation_file, "a")
+    if not fh then error("--evaluation-file: cannot open for appending: " .. tostring(err), 0) end
+    fh:close()
+  end
   if type(o.experiment) == "table" then
     self.exp = o.experiment
   else
@@ -110,6 +121,8 @@ function Session:_build()
   self.optimizer = Optimizer.new(o)
   -- --server: the workers are other processes (agt.session.remote).
   local remote = o.server and not self.parts.source and Remote.plan(o, n)
+
+  self:_preflight(d)
 
   -- 2. The parameters and the gradient source.
   self.theta = T.new({ d })
@@ -260,12 +273,31 @@ function Session:_ckpt_opts()
   }
 end
 
-function Session:_restore()
-  if not self.ckpt_lock then
-    local lock, err = K.lock(self.opts.checkpoint_dir, function(msg) self.out:say_err("agt: warning: " .. msg) end)
-    if not lock then error("--checkpoint-dir: " .. err, 0) end
-    self.ckpt_lock = lock
+-- Takes the checkpoint directory for this run (refused, naming the holder, when another has it).
+function Session:_lock()
+  if self.ckpt_lock then return end
+  local lock, err = K.lock(self.opts.checkpoint_dir, function(msg) self.out:say_err("agt: warning: " .. msg) end)
+  if not lock then error("--checkpoint-dir: " .. err, 0) end
+  self.ckpt_lock = lock
+end
+
+-- The memory the run will hold, from the flags and d, against what the machine has: refused
+-- up front with the numbers (G alone is n × d floats).
+function Session:_preflight(d)
+  local n, exp = self.n, self.exp
+  local items = { { "G (n × d floats)", 4 * n * d }, { "θ, optimizer and rule vectors", 4 * 8 * d } }
+  local B = exp.args and exp.args["batch-size"]
+  if type(B) == "number" and type(exp.shape) == "table" then
+    local per = 1
+    for _, v in ipairs(exp.shape) do per = per * v end
+    items[#items + 1] = { "the workers' batches", 4 * n * B * (per + 1) }
   end
+  require("agt.preflight").memory(items, "nb-workers",
+    "use fewer workers (--nb-workers), a smaller batch-size, or a machine with more memory")
+end
+
+function Session:_restore()
+  self:_lock()
   local map, path = K.restore(self.opts.checkpoint_dir, self:_ckpt_opts())
   if map then
     self:set_state(map)

@@ -186,6 +186,9 @@ function M.check(opts)
       .. "rate 1 as FedAvg does; that needs --optimizer sgd, got '%s'", o.local_steps,
       type(o.optimizer) == "table" and tostring(o.optimizer.name) or o.optimizer)
   end
+  if o.attack == nil and #o.attack_args > 0 then
+    flagerr(M.by_name["attack-args"], "given without --attack (arguments for which attack?)")
+  end
   if o.checkpoint_keep < 1 then flagerr(M.by_name["checkpoint-keep"], "must be >= 1, got %d", o.checkpoint_keep) end
   if o.seed < 0 or o.seed >= 2 ^ 53 then flagerr(M.by_name["seed"], "must be in [0, 2^53), got %s", o.seed) end
   if o.reuse_gpu and not o.use_gpu then flagerr(M.by_name["reuse-gpu"], "needs --use-gpu") end
