@@ -355,3 +355,47 @@ describe("agt run refuses before any work", function()
     end)
   end
 end)
+
+describe("the Lua API and the evaluation file (14.16)", function()
+  it("writes each step once to the evaluation file across a resume", function()
+    local dir = tmp .. "/evalonce"
+    assert.are.equal(0, (run(dir, "--max-step 10 --checkpoint-delta 5 --evaluation-delta 5")))
+    assert.are.equal(0, (run(dir, "--max-step 5 --checkpoint-delta 5 --evaluation-delta 5")))
+    local steps = {}
+    for l in io.lines(dir .. "/eval") do steps[#steps + 1] = tonumber(l:match("^[%d.]+\t(%d+)\t")) end
+    assert.are.same({ 0, 5, 10, 15 }, steps)
+  end)
+
+  it("refuses s:run(-5), s:run(0/0) and s:run(1.5) instead of running forever", function()
+    local s = session(tmp .. "/runarg", tmp .. "/runarg.err")
+    for _, bad in ipairs({ -5, 0 / 0, 1.5, 1 / 0, "3" }) do
+      local ok, err = pcall(s.run, s, bad)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("s:run%(steps%): steps must be a whole number >= 0"), tostring(err))
+    end
+    s:close()
+  end)
+
+  it("refuses f >= n when a rule is built from Lua", function()
+    local A = require("agt.aggregators")
+    assert.has_error(function() A.new("average", 3, 5) end,
+                     "aggregator 'average': needs n >= 1 and 0 <= f < n, got n=3 f=5")
+    assert.has_error(function() A.new("median", 0, 0) end)
+  end)
+
+  it("says that a training set is empty instead of a nonsense size", function()
+    local path = tmp .. "/empty_exp.lua"
+    write(path, [[return { name = "empty", shape = { 2 }, classes = 2,
+      data = function(args, D)
+        local T = require("agt.tensor")
+        return { train = { x = T.new({ 0, 2 }), y = T.new({ 0 }, "i32") },
+                 test = { x = T.new({ 3, 2 }), y = T.new({ 3 }, "i32") } }
+      end,
+      model = function(nn) return nn.sequential({ 2 }, { nn.linear(2) }) end }]])
+    local E = require("agt.experiments")
+    local exp = E.load(path, {}, { seed = 1, n = 2 })
+    local ok, err = pcall(exp.dataset, exp)
+    assert.is_false(ok)
+    assert.truthy(err:find("experiment empty: the train set is empty"), err)
+  end)
+end)

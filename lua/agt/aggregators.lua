@@ -226,6 +226,9 @@ function A.new(spec, n, f, args, opts)
   if type(n) ~= "number" or n ~= math.floor(n) or type(f) ~= "number" or f ~= math.floor(f) then
     error(string.format("aggregator '%s': n and f must be integers, got n=%s f=%s", spec, tostring(n), tostring(f)), 2)
   end
+  if n < 1 or f < 0 or f >= n then
+    error(string.format("aggregator '%s': needs n >= 1 and 0 <= f < n, got n=%d f=%d", spec, n, f), 2)
+  end
   opts = opts or {}
   local backend
   if opts.backend then

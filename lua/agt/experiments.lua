@@ -180,6 +180,13 @@ function Exp:dataset()
   end
   local want = 1
   for _, v in ipairs(self.shape) do want = want * v end
+  for _, part in ipairs({ "train", "test" }) do
+    local x = ds[part].x
+    if not x or x:dim() < 1 or x:size(1) == 0 then
+      error(string.format("experiment %s: the %s set is empty (no examples): check the data "
+                          .. "files or the data() function", self.name, part), 0)
+    end
+  end
   local got = ds.train.x:numel() / ds.train.x:size(1)
   if got ~= want then
     error(string.format("experiment %s: examples have %d values, the model expects %d", self.name, got, want), 0)

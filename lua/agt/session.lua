@@ -449,6 +449,11 @@ end
 -- { steps = run, stopped = "done" | "interrupted", step = global step, throughput = {...} }.
 function Session:run(steps)
   local o = self.opts
+  if steps ~= nil and (type(steps) ~= "number" or steps ~= math.floor(steps) or steps < 0
+                       or steps == math.huge) then
+    error(string.format("s:run(steps): steps must be a whole number >= 0 (0: until interrupted), got %s",
+                        tostring(steps)), 2)
+  end
   steps = steps or o.max_step
   local last = steps > 0 and self.global_step + steps or nil
   self._last = last
