@@ -29,17 +29,22 @@ return {
   },
   aggregate = function(self, G, out, ctx)
     local n, d, t = self.n, self.d, self.args.trim
-    local g, o = G.ptr, out.ptr
+    -- The checked API: G:row(i) is row i (1-based) and row[k] its k-th value; an index outside
+    -- the tensor is a Lua error naming the line, never a write into other memory. (G.ptr and
+    -- out.ptr are raw 0-based pointers, faster and unchecked: reach for them once the loop is
+    -- right, or call an engine kernel as said above.)
+    local rows = {}
+    for i = 1, n do rows[i] = G:row(i) end
     local col = {}
-    for k = 0, d - 1 do
-      for i = 0, n - 1 do
-        local x = g[i * d + k]
-        col[i + 1] = (x == x and x ~= inf and x ~= -inf) and x or inf
+    for k = 1, d do
+      for i = 1, n do
+        local x = rows[i][k]
+        col[i] = (x == x and x ~= inf and x ~= -inf) and x or inf
       end
       table.sort(col)
       local s = 0
       for i = t + 1, n - t do s = s + col[i] end
-      o[k] = s / (n - 2 * t)
+      out[k] = s / (n - 2 * t)
     end
     return {} -- info: put { selected = {...} } here if the rule picks rows
   end,

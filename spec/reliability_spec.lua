@@ -399,3 +399,18 @@ describe("the Lua API and the evaluation file (14.16)", function()
     assert.truthy(err:find("experiment empty: the train set is empty"), err)
   end)
 end)
+
+describe("agt plot with non-finite values (14.16)", function()
+  it("draws the finite points and warns about the others, naming the line", function()
+    local P = require("agt.plot")
+    local path = tmp .. "/nan_eval"
+    write(path, "1.0\t0\tacc:0.5\n2.0\t10\tacc:nan\n3.0\t20\tacc:inf\n4.0\t30\tacc:0.75\n")
+    local warned = {}
+    P.plot({ path }, { output = tmp .. "/nanplot", warn = function(m) warned[#warned + 1] = m end })
+    assert.are.equal(1, #warned)
+    assert.truthy(warned[1]:find("nan_eval: 2 value%(s%) of acc not finite %(from step 10%): not drawn"), warned[1])
+    local ev = P.read_eval(path)
+    assert.are.same({ 0.5, 0.75 }, { ev.rows[1].metrics.acc, ev.rows[4].metrics.acc })
+    assert.is_nil(ev.rows[2].metrics.acc)
+  end)
+end)
