@@ -344,6 +344,9 @@ describe("agt run refuses before any work", function()
     { "--aggregator krum --nb-workers 5 --experiment-args eval-size:10 eval-size:20", "'eval%-size' given twice %('eval%-size:10' and 'eval%-size:20'%)" },
     { "--aggregator krum --nb-workers 5 --aggregator-args m:1 m:2", "given twice" },
     { "--aggregator krum --nb-workers 5 --attack-args a:1", "%-%-attack%-args: given without %-%-attack" },
+    { "--aggregator multi-krum --nb-workers 5 --aggregator-args m:0", "multi%-krum: argument m=0 must be in 1%.%.n %(got m:0; n=5 f=1%)" },
+    { "--aggregator centered-clipping --nb-workers 5 --aggregator-args tau:0", "centered%-clipping: argument tau must be > 0" },
+    { "--aggregator clipping,average --nb-workers 5 --aggregator-args c:nan", "'c' expects a number, got 'nan'" },
   }
   for _, c in ipairs(cases) do
     it(c[1], function()

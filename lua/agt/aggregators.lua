@@ -111,6 +111,13 @@ local function check_requirement(def, label, n, f, args)
   local r = def.requires
   if r and r.check then
     local ok, why = r.check(n, f, args)
+    -- a reason that starts with one of the rule's arguments is that argument's error, not the
+    -- rule's requirement on n and f ("m=0 must be in 1..n", "tau must be > 0")
+    local key = not ok and why and why:match("^([%w_-]+)[=%s]")
+    if key and args and args[key] ~= nil then
+      error(string.format("%s: argument %s (got %s:%s; n=%d f=%d)", label, why, key,
+                          tostring(args[key]), n, f), 0)
+    end
     if not ok then
       error(string.format("%s needs %s, got n=%d f=%d%s", label, r.text or "other n, f", n, f,
                           why and (" (" .. why .. ")") or ""), 0)
