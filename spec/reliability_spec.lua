@@ -417,3 +417,23 @@ describe("agt plot with non-finite values (14.16)", function()
     assert.is_nil(ev.rows[2].metrics.acc)
   end)
 end)
+
+describe("resuming with arguments equal to their defaults (14.15)", function()
+  it("continues when an argument is given at its default value, and refuses another value", function()
+    local dir = tmp .. "/defaults"
+    local base = "run --experiment fashion-mnist --aggregator multi-krum --nb-workers 7 --nb-decl-byz-workers 1 "
+      .. "--quiet --checkpoint-delta 5 --evaluation-period -1 --checkpoint-period -1 --summary-period -1 --checkpoint-dir "
+      .. H.shell_quote(dir)
+    local function go(more) return H.agt_run(base .. " --max-step 5 " .. more) end
+    assert.are.equal(0, (go("--experiment-args eval-size:100")))
+    local rc, _, err = go("--experiment-args eval-size:100 batch-size:32 --aggregator-args m:6")  -- defaults
+    assert.are.equal(0, rc, err)
+    assert.are.same({ 10, 5 }, steps(dir))
+    rc, _, err = go("--experiment-args eval-size:100 batch-size:16")
+    assert.are.equal(2, rc)
+    assert.truthy(err:find("%-%-experiment%-args: the checkpoint was made with"), err)
+    rc, _, err = go("--experiment-args eval-size:100 --aggregator-args m:5")
+    assert.are.equal(2, rc)
+    assert.truthy(err:find("%-%-aggregator%-args: the checkpoint was made with"), err)
+  end)
+end)

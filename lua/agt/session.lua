@@ -227,10 +227,47 @@ function Session:state()
 end
 
 -- Raises when map was saved by a run with other settings (a user's error, not a damaged file).
+-- The parsed values of an argument list, as one canonical text ("k=v ..." sorted).
+local function canonical(args)
+  local c = {}
+  for k, v in pairs(args or {}) do c[#c + 1] = tostring(k) .. "=" .. tostring(v) end
+  table.sort(c)
+  return table.concat(c, " ")
+end
+
+-- Whether the argument words saved in a checkpoint mean what this run's mean: "m:3" and
+-- nothing at all are the same when 3 is m's default. Built with the saved words and compared
+-- by value; false when that cannot be done (a part given as a Lua table, or words now refused).
+function Session:_same_args(key, saved)
+  local o = self.opts
+  local words = {}
+  for w in saved:gmatch("%S+") do words[#words + 1] = w end
+  local ok, same = pcall(function()
+    if key == "experiment-args" and type(o.experiment) == "string" then
+      return canonical(E.load(o.experiment, words, { seed = o.seed, n = self.n }).args)
+        == canonical(self.exp.args)
+    elseif key == "aggregator-args" and type(o.aggregator) == "string" and self.rule.rule.elements then
+      local A = require("agt.aggregators")
+      local function all(r)
+        local t = {}
+        for i, el in ipairs(r.elements) do t[i] = canonical(el.args) end
+        return table.concat(t, " | ")
+      end
+      return all(A.new(o.aggregator, self.n, self.f, words)) == all(self.rule.rule)
+    elseif key == "attack-args" and type(o.attack) == "string" and self.byzantine.attack then
+      local a = require("agt.attacks").new(o.attack, words, { n = self.n, f = self.f, r = self.r,
+                                                             warn = function() end })
+      return canonical(a.args) == canonical(self.byzantine.attack.args)
+    end
+    return false
+  end)
+  return ok and same == true
+end
+
 function Session:_check_config(map)
   for k, v in pairs(self:_fingerprint()) do
     local saved = map["config." .. k]
-    if saved ~= nil and saved ~= v then
+    if saved ~= nil and saved ~= v and not (k:match("%-args$") and self:_same_args(k, saved)) then
       error(string.format("--%s: the checkpoint was made with '%s', this run has '%s' (use another "
         .. "--checkpoint-dir, or the same settings to continue)", k, saved, v), 0)
     end
