@@ -81,9 +81,9 @@ local function need_host(t, what, level)
   end
 end
 
--- Raises when t was freed (its handle and data are gone).
+-- Raises when t was freed: :free() drops the handle and zeroes the element count.
 local function need_live(t, what, level)
-  if t.handle == nil then
+  if t.handle == nil and t.n == 0 and t.nd == 0 then
     error(string.format("%s: the tensor was freed (t:free()); use a live tensor", what), (level or 2) + 1)
   end
 end
