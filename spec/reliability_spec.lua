@@ -139,13 +139,13 @@ describe("checkpoints under abuse", function()
     local dir = tmp .. "/two"
     local pid = H.sh(string.format("%s %s%s --max-step 0 --checkpoint-delta 1 >/dev/null 2>&1 & echo $!",
                                    H.shell_quote(H.agt), RUN, dir)):match("%d+")
-    for _ = 1, 400 do
+    for _ = 1, 1200 do
       if #K.list(dir) > 0 then break end
       os.execute("sleep 0.05")
     end
     local rc, _, err = run(dir, "--max-step 5")
     os.execute("kill -INT " .. pid)
-    for _ = 1, 400 do
+    for _ = 1, 1200 do
       if os.execute("kill -0 " .. pid .. " 2>/dev/null") ~= 0 then break end
       os.execute("sleep 0.05")
     end
@@ -185,13 +185,13 @@ describe("signals", function()
     local dir = tmp .. "/term"
     os.execute(string.format("sh -c '%s %s%s --max-step 0 --checkpoint-delta 1 >%s.out 2>&1 & "
       .. "echo $! >%s.pid; wait $!; echo $? >%s.rc' &", H.agt, RUN, dir, dir, dir, dir))
-    for _ = 1, 400 do
+    for _ = 1, 1200 do
       if #K.list(dir) > 0 and K.list(dir)[1].step >= 5 then break end
       os.execute("sleep 0.05")
     end
     local pid = read(dir .. ".pid"):match("%d+")
     os.execute("kill -TERM " .. pid)
-    for _ = 1, 400 do
+    for _ = 1, 1200 do
       if read(dir .. ".rc") then break end
       os.execute("sleep 0.05")
     end

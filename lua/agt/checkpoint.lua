@@ -255,7 +255,7 @@ function M.check_state(map, expect)
     end
   end
   for k in pairs(map) do
-    local w = k:match("^worker%.(.*)$")
+    local w = k:match("^worker%.([^.]*)$")   -- (worker.<i>.<part> entries are the parts')
     if w then
       local i = uint(w)
       if not i or i < 1 or (expect.n and i > expect.n) then
