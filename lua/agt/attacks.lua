@@ -5,7 +5,11 @@
 -- table: name, kind ("gradient" or "data"), doc, paper, args (a list of
 -- {name=, default=, doc=} specs parsed from key:value words) and apply(self, c), which
 -- overwrites the Byzantine rows of the gradient matrix c.G. Optional: init(self) checks the
--- arguments once, state(self)/set_state(self, s) carry state across steps (checkpointed).
+-- arguments once, state(self)/set_state(self, s) carry state across steps (checkpointed);
+-- needs_honest (a boolean, or function(self) for an answer that depends on the arguments; true
+-- when left out) says whether apply reads honest rows: one that does not (it reads only the
+-- Byzantine rows' own gradients and random draws) runs in each Byzantine worker process alone,
+-- one that does makes the Byzantine processes of a distributed run collude (agt.session.collusion).
 --
 -- Invariants:
 --  * apply writes only the rows listed in c.byz; honest rows are read, never written.
@@ -289,6 +293,26 @@ function Attack:apply(ctx)
     G = G, n = self.n, d = G:size(2), byz = byz, honest = ctx.honest or self:honest(byz),
     step = ctx.step or 0, rule = ctx.rule or self.rule, rng = ctx.rng, cache = {},
   }
+  return self.def.apply(self, c) or {}
+end
+
+-- Whether apply reads the honest rows (see needs_honest above).
+function Attack:needs_honest()
+  if self.kind == "data" then return false end
+  local v = self.def.needs_honest
+  if type(v) == "function" then return v(self) and true or false end
+  return v ~= false
+end
+
+-- The attack of one Byzantine worker that knows only its own gradient, for an attack that
+-- needs no honest row: overwrites row (an f32 tensor of d, holding that gradient) in place.
+-- rng: the worker's own attack stream.
+function Attack:apply_own(row, step, rng)
+  if self:needs_honest() then
+    error("attack " .. self.name .. " reads the honest rows: it cannot run on one worker's row alone", 2)
+  end
+  local G = row:reshape({ 1, row.n })
+  local c = { G = G, n = self.n, d = row.n, byz = { 1 }, honest = {}, step = step or 0, rng = rng, cache = {} }
   return self.def.apply(self, c) or {}
 end
 

@@ -186,6 +186,7 @@ C.ATTACK = {
   state = "function", set_state = "function",
   poison = function(v) return v == "label-flip" or v == "poison-data", "'label-flip' or 'poison-data'" end,
   shared = "table",
+  needs_honest = function(v) return type(v) == "boolean" or type(v) == "function", "a boolean or function(self) -> boolean" end,
 }
 
 -- An attack file's table (lua/agt/attacks.lua says what each field means).

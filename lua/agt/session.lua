@@ -134,6 +134,7 @@ function Session:_build()
     seed = o.seed, l1 = o.l1_regularize > 0 and o.l1_regularize or 0,
     l2 = o.l2_regularize > 0 and o.l2_regularize or 0,
     poison = function(i) return byz:poison(i) end, warn = warn,
+    byzantine = byz, -- a remote source tells the workers that attack over the wire
     local_steps = o.local_steps, momentum = o.momentum_at == "worker" and o.momentum or nil,
   })
   self.G = T.new({ n, d })

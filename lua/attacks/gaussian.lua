@@ -3,6 +3,7 @@ local C = require("agt.ffi").C
 
 return {
   name = "gaussian",
+  needs_honest = false, -- reads no honest row: each Byzantine process attacks alone
   doc = "each coordinate of each Byzantine row ~ N(mean, std^2), independently",
   paper = "Blanchard et al., NeurIPS 2017 (Gaussian Byzantine workers); ByzFL defaults mean 0, std 1",
   args = {

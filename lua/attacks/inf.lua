@@ -3,6 +3,7 @@ local C = require("agt.ffi").C
 
 return {
   name = "inf",
+  needs_honest = false, -- reads no honest row: each Byzantine process attacks alone
   doc = "every coordinate of every Byzantine row is sign*inf",
   paper = "ByzFL (LPD-EPFL) 'Inf' attack",
   args = {

@@ -3,6 +3,7 @@ local C = require("agt.ffi").C
 
 return {
   name = "nan",
+  needs_honest = false, -- reads no honest row: each Byzantine process attacks alone
   doc = "every coordinate of every Byzantine row is NaN",
   paper = "ByzantineMomentum (El-Mhamdi et al., ICLR 2021) 'nan' attack",
   args = {},

@@ -4,6 +4,7 @@ local C = require("agt.ffi").C
 
 return {
   name = "random",
+  needs_honest = false, -- reads no honest row: each Byzantine process attacks alone
   doc = "each coordinate of each Byzantine row ~ U[lo, hi), independently",
   paper = "Garfield (Guerraoui et al., ICDCS 2021) 'random' attack, U[0,1)",
   args = {

@@ -5,6 +5,8 @@ local C = require("agt.ffi").C
 
 return {
   name = "reverse",
+  -- of:own flips each attacker's own gradient (it runs in each Byzantine process alone)
+  needs_honest = function(self) return self.args.of ~= "own" end,
   doc = "sign flipping: every Byzantine row is -factor * (honest mean | its own gradient)",
   paper = "Allen-Zhu et al., ICLR 2021 / ByzFL SignFlipping (-mu); Garfield 'reverse' (-100 g)",
   args = {

@@ -3,6 +3,7 @@ local C = require("agt.ffi").C
 
 return {
   name = "zero",
+  needs_honest = false, -- reads no honest row: each Byzantine process attacks alone
   doc = "every Byzantine row is 0",
   paper = "a silent worker; the baseline of Xie et al., 'Fall of empires', UAI 2020 (epsilon = 0)",
   args = {},

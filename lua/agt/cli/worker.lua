@@ -3,10 +3,12 @@
 --   agt worker --server CLUSTER --id workers:3 --auth none
 --
 -- Connects to the PS of the cluster and says who it is; the PS answers with the run (the
--- experiment and its arguments, the seed, n, this worker's shard and poison, the model size, the
--- session id). The worker loads its data locally, then each step takes θ and sends back its
+-- experiment and its arguments, the text of a user's experiment file, the seed, n, this worker's
+-- shard and poison, the model size, the session id, and the attack when this worker may attack
+-- over the wire). The worker loads its data locally, then each step takes θ and sends back its
 -- gradient row and loss — what the local source (agt.session.workers) computes for that row, bit
--- for bit. It stops when the PS says the run is over (exit 0), or when nothing has come from
+-- for bit — or, when the PS marks it Byzantine for the step, the attack's row
+-- (agt.session.collusion: alone, or colluding with the other Byzantine workers). It stops when the PS says the run is over (exit 0), or when nothing has come from
 -- the PS for --idle-timeout seconds (exit 1). If several θ are waiting (after a stall), only
 -- the newest is computed. See agt.session.remote for the protocol.
 local ffi = require("ffi")
@@ -16,6 +18,8 @@ local E = require("agt.experiments")
 local T = require("agt.tensor")
 local clock = require("agt.clock")
 local cjson = require("cjson.safe")
+local U = require("agt.util")
+local Collusion = require("agt.session.collusion")
 
 local USAGE = [[
 Usage: agt worker --server CLUSTER --id JOB:INDEX [flags]
@@ -117,13 +121,23 @@ local function run(o)
   -- 2. The data and the model, then READY on the step socket, capped at one θ.
   local net = N.client(endpoint, math.max(cfg.d * 4, 65536), curve)
   net:set_session(session)
+  local col
   local ok, worker = pcall(function()
-    local exp = E.load(cfg.experiment, cfg.experiment_args, { seed = cfg.seed, n = cfg.n })
+    local def = cfg.experiment
+    if type(cfg.experiment_source) == "string" then
+      -- a user's experiment file, sent by the PS: this host needs only agt (and the data)
+      def = U.load_lua_text(cfg.experiment_source, tostring(cfg.experiment), "experiment")
+    end
+    local exp = E.load(def, cfg.experiment_args, { seed = cfg.seed, n = cfg.n })
     if exp.d ~= cfg.d then
       error(string.format("the experiment has %d parameters here, %d at the PS (another version of agt "
         .. "or of the experiment?)", exp.d, cfg.d), 0)
     end
     exp:shards(cfg.n) -- the data and the shards now, not in the first step's time
+    if type(cfg.attack) == "table" then
+      col = Collusion.new(cfg.attack, { w = w, d = cfg.d, cluster = c, curve = curve, session = session,
+                                        say = function(text) say(id, "%s", text) end })
+    end
     return exp:worker(w + 1, { seed = cfg.seed, l1 = cfg.l1, l2 = cfg.l2,
                                poison = cfg.poison ~= cjson.null and cfg.poison or nil })
   end)
@@ -132,12 +146,14 @@ local function run(o)
     say(id, "cannot take part: %s", why)
     net:send(nil, N.ERROR, w, -1, 0, why)
     net:close()
+    if col then col:close() end
     return 1
   end
   local d, bytes = cfg.d, cfg.d * 4
   local theta, row = T.new({ d }), T.new({ d })
   net:send(nil, N.READY, w, -1, d)
-  say(id, "ready: %s, d = %d, session %s", tostring(cfg.experiment), d, cfg.session)
+  say(id, "ready: %s, d = %d, session %s%s", tostring(cfg.experiment), d, cfg.session,
+      col and string.format("; may attack (%s%s)", col.attack.name, col.colludes and ", colluding" or "") or "")
 
   -- 3. Steps until BYE. Silence from the PS for a while says READY again: if the PS dropped
   -- this connection (a stall past its heartbeat, a network cut), ZeroMQ has reconnected with
@@ -159,11 +175,13 @@ local function run(o)
     if not msg then
       say(id, "nothing from the PS for --idle-timeout %g s: stopping", o["idle-timeout"])
       net:close()
+      if col then col:close() end
       return 1
     end
     -- Only the newest θ waiting is worth computing (after a stall, older ones are stale); a
     -- message's bytes live until the next recv, so each θ is copied out before looking further.
-    local step
+    local step, byzantine
+    local t0 = clock.mono()
     while msg do
       if msg.type == N.BYE then break end
       if msg.type ~= N.THETA then -- nothing else is expected from the PS now
@@ -171,18 +189,25 @@ local function run(o)
         say(id, "a θ of %d bytes from the PS, expected %d: ignored", msg.len, bytes)
       else
         ffi.copy(theta.ptr, msg.data, bytes)
-        step = msg.step
+        step, byzantine = msg.step, msg.aux == 1
       end
       msg = net:recv(0)
     end
     if msg and msg.type == N.BYE then
       say(id, "the PS ended the run after %d steps", steps)
       net:close()
+      if col then col:close() end
       return 0
     end
     if step then
       local loss = worker:gradient(theta, row)
+      if byzantine and not col then
+        say(id, "the PS marks this worker Byzantine at step %d but sent it no attack: sending its gradient", step)
+      elseif byzantine then
+        col:row(step, row, t0)
+      end
       net:send(nil, N.GRAD, w, step, loss, row.ptr, bytes)
+      if col and not byzantine then col:serve(step, t0) end
       steps = steps + 1
     end
   end

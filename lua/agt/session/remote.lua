@@ -9,12 +9,16 @@
 --
 -- The protocol (message types of src/net.h):
 --   worker -> HELLO(worker i)            on a first socket (small size cap)
---   PS     -> CONFIG(JSON run)           the experiment and its arguments, the seed, n, the
---                                        worker's id and shard, its poison (data attacks), d,
---                                        the session id
+--   PS     -> CONFIG(JSON run)           the experiment and its arguments (and the text of a
+--                                        user's experiment file), the seed, n, the worker's id
+--                                        and shard, its poison (data attacks), d, the session
+--                                        id; to the workers that may attack over the wire, the
+--                                        attack (see agt.session.collusion)
 --   worker -> READY(aux = d)             on a second socket capped at one row, session set:
 --                                        the PS binds row i+1 to that connection
---   PS     -> THETA(step, θ)  worker -> GRAD(step, loss, row)   each step; PS -> BYE at close
+--   PS     -> THETA(step, θ, aux)  worker -> GRAD(step, loss, row)   each step; aux = 1 tells
+--                                        a worker that it is Byzantine at that step (attacks
+--                                        over the wire), 0 otherwise; PS -> BYE at close
 -- A row is faulty for a step when none arrived before the deadline (--step-timeout), or it
 -- came from a connection that is not that worker's, for another step, or with another size;
 -- faults are counted by worker and logged when a worker turns faulty and when it is back.
@@ -27,6 +31,8 @@ local CL = require("agt.cluster")
 local clock = require("agt.clock")
 local cjson = require("cjson")
 local FL = require("agt.cli.run.flags")
+local U = require("agt.util")
+local Byzantine = require("agt.session.byzantine")
 
 local M = {}
 
@@ -57,6 +63,10 @@ function M.plan(o, n)
     error("--server: a distributed run needs the experiment by name or path (the workers load it), not an object", 0)
   end
   local endpoint = CL.endpoint(c.ps, true)
+  -- A user's experiment file travels in CONFIG (read now: a file too big is refused at once).
+  if o.experiment:find("/", 1, true) or o.experiment:match("%.lua$") then
+    c.experiment_source = FL.as_flag("experiment", U.read_source, o.experiment, Byzantine.MAX_SOURCE, "experiment")
+  end
   if o.auth == "curve" then
     c.curve = { secret = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "secret")), keys = {} }
     for i = 0, n - 1 do c.curve.keys[i + 1] = CL.read_key(CL.key_path(o.keys, c.wk_job, i, "pub")) end
@@ -82,8 +92,11 @@ function M.new(exp, n, sopts, o, c, endpoint)
   local config = {
     session = self.session_id, experiment = o.experiment, experiment_args = o.experiment_args,
     seed = o.seed, n = n, d = d, l1 = sopts.l1 or 0, l2 = sopts.l2 or 0,
+    experiment_source = c.experiment_source,
   }
   self.poison = sopts.poison
+  self.byzantine = sopts.byzantine
+  self.wire = sopts.byzantine and sopts.byzantine:wire()
   self.config = config
   if not c.curve then
     self.warn(string.format("--auth none: workers are not authenticated and traffic is not encrypted; "
@@ -102,8 +115,53 @@ function Remote:_configure(peer, w)
   cfg.worker = w
   cfg.poison = self.poison and self.poison(w + 1) or nil
   cfg.session = string.format("%x", self.session_id) -- as text: JSON numbers lose digits
+  cfg.attack = self:_attack_config(w)
   local text = cjson.encode(cfg)
   self.net:send({ peer }, N.CONFIG, w, -1, 0, text)
+end
+
+-- The attack of worker w (from 0) when it may attack over the wire (agt.session.collusion says
+-- what each field means), else nil.
+function Remote:_attack_config(w)
+  local wire = self.wire
+  if not wire then return nil end
+  local partners, mine = {}, false
+  for k, i in ipairs(wire.rows) do
+    partners[k] = i - 1
+    if i - 1 == w then mine = true end
+  end
+  if not mine then return nil end
+  local a = {}
+  for k, v in pairs(wire.config) do a[k] = v end
+  a.partners, a.coordinator, a.step_timeout = partners, partners[1], self.step_timeout
+  if self.cluster.curve then
+    a.keys = {}
+    for k, i in ipairs(wire.rows) do a.keys[k] = self.cluster.curve.keys[i] end
+  end
+  return a
+end
+
+-- Sends θ of step to the peers (rows[j] is peers[j]'s row): aux 1 to the rows that attack over
+-- the wire at this step, 0 to the others. Returns what net:send returns, in the peers' order.
+function Remote:_send_theta(peers, rows, theta, step)
+  local bytes = self.d * 4
+  if not self.wire then return self.net:send(peers, N.THETA, 0, step, 0, theta.ptr, bytes) end
+  local byz = {}
+  for _, i in ipairs(self.byzantine:rows(step)) do byz[i] = true end
+  local groups = { [0] = { peers = {}, at = {} }, [1] = { peers = {}, at = {} } }
+  for j, i in ipairs(rows) do
+    local g = groups[byz[i] and 1 or 0]
+    g.peers[#g.peers + 1], g.at[#g.at + 1] = peers[j], j
+  end
+  local sent = {}
+  for aux = 0, 1 do
+    local g = groups[aux]
+    if #g.peers > 0 then
+      local s = self.net:send(g.peers, N.THETA, 0, step, aux, theta.ptr, bytes)
+      for k, j in ipairs(g.at) do sent[j] = s[k] end
+    end
+  end
+  return sent
 end
 
 -- With CURVE a worker's identity is its key: a message claiming another worker's index is
@@ -207,7 +265,7 @@ function Remote:fill(theta, G, step, ctx)
     if self.ready[i] then peers[#peers + 1], rows[#rows + 1] = self.peer_of[i], i end
   end
   local got, pending = {}, 0
-  local sent = self.net:send(peers, N.THETA, 0, step, 0, theta.ptr, bytes)
+  local sent = self:_send_theta(peers, rows, theta, step)
   for j, i in ipairs(rows) do
     if sent[j] == true then
       got[i], pending = false, pending + 1
@@ -230,7 +288,7 @@ function Remote:fill(theta, G, step, ctx)
         -- A worker that joins (or comes back on a new connection) mid-step gets this step's θ.
         local r = self:_control(msg, step)
         if r and got[r] ~= true and got[r] ~= "bad" then
-          if self.net:send({ self.peer_of[r] }, N.THETA, 0, step, 0, theta.ptr, bytes)[1] == true then
+          if self:_send_theta({ self.peer_of[r] }, { r }, theta, step)[1] == true then
             if got[r] ~= false then pending = pending + 1 end
             got[r] = false
           end

@@ -60,6 +60,7 @@ M.flags = {
   { "step-timeout", "number", 10, "Distributed run: seconds the PS waits for the rows of a step; a row missing then is faulty for that step (counts against f)" },
   { "connect-timeout", "number", 60, "Distributed run: seconds the PS waits at start for the workers to connect and load their data" },
   { "auth", "string", "curve", "Distributed run: how workers are authenticated: curve (CURVE keys from --keys; traffic encrypted) or none (a trusted network only)", choices = { "curve", "none" } },
+  { "attack-at-ps", "boolean", false, "Distributed run: the PS applies the attack to the rows of the workers marked Byzantine, with every worker's honest gradient (the omniscient attacker, for worst-case experiments); by default the Byzantine worker processes attack over the wire, colluding through what they can know (docs/distributed.md)" },
   { "keys", "string", nil, "Distributed run, --auth curve: the directory of 'agt keygen CLUSTER DIR' (the PS's keypair and every worker's public key)" },
   { "seed", "integer", 1, "Seed of every random stream (initialisation, data order, attacks, rules)" },
   { "quiet", "boolean", false, "Print nothing on stdout and no --trace lines on stderr (the evaluation file, the summaries, --stdout-to and --stderr-to still get everything)" },
@@ -210,6 +211,9 @@ function M.check(opts)
     if o.momentum_at == "worker" then
       flagerr(M.by_name["momentum-at"], "worker is not available with --server yet (the worker processes keep no momentum); use server or update, or a local run")
     end
+    if type(o.attack) == "table" and (o.attack.kind or "gradient") ~= "data" and not o.attack_at_ps then
+      flagerr(M.by_name["attack"], "an attack object cannot be sent to the worker processes; give it by name or path, or add --attack-at-ps (the PS applies it)")
+    end
     if o.local_steps > 1 then
       flagerr(M.by_name["local-steps"], "K=%d is not available with --server yet (the worker processes take one gradient per step); use a local run", o.local_steps)
     end
@@ -247,6 +251,7 @@ function M.no_effect(o, given)
   for _, k in ipairs({ "summary_delta", "summary_period" }) do
     if asked(k) and not o.summary_dir then say(k, "without a summary directory (--summary-dir, or --checkpoint-dir)") end
   end
+  if asked("attack_at_ps") and not o.server then say("attack_at_ps", "in a local run (the attack is always applied in this process)") end
   if asked("trace") and o.quiet and not o.stderr_to then
     say("trace", "with --quiet and no --stderr-to (the trace lines go nowhere)")
   end

@@ -1,0 +1,213 @@
+-- Specs of Byzantine worker processes attacking over the wire (agt.session.collusion) on
+-- 127.0.0.1: each test starts its `agt worker` processes and stops them (by pid). The PS is a
+-- session in this process or an `agt run --server` child. Data: fashion-mnist (offline), or a
+-- user's experiment made up in the test.
+local H = require("helpers")
+local ffi = require("ffi")
+local S = require("agt.session")
+local T = require("agt.tensor")
+local K = require("agt.attacks")
+local Workers = require("agt.session.workers")
+local Checkpoint = require("agt.checkpoint")
+local host = require("agt.host")
+
+local AGT = host.root .. "/agt"
+
+local function free_port(k)
+  local seed = tonumber(H.sh("echo $$")) or 0
+  return 20000 + (seed * 7919 + os.time() * 13 + k * 101) % 30000
+end
+
+local function cluster(dir, port, n)
+  local w = {}
+  for i = 1, n do w[i] = string.format("\"127.0.0.1:%d\"", port + i) end
+  local path = dir .. "/cluster.json"
+  H.write(path, string.format("{\"ps\": [\"127.0.0.1:%d\"], \"workers\": [%s]}", port, table.concat(w, ", ")))
+  return path
+end
+
+local function spawn(cmd, log)
+  local out = H.sh(string.format("(%s > '%s' 2>&1 & echo $!)", cmd, log))
+  return assert(tonumber(out:match("%d+")), "no pid from: " .. cmd)
+end
+
+-- n workers started in cwd (default: this process's), each with flags.
+local function start_workers(dir, path, n, flags, cwd)
+  local pids = {}
+  for i = 0, n - 1 do
+    pids[i + 1] = spawn(string.format("%sexec '%s' worker --server '%s' --id workers:%d --idle-timeout 30 %s",
+                                      cwd and ("cd '" .. cwd .. "' && ") or "", AGT, path, i, flags or "--auth none"),
+                        string.format("%s/w%d.log", dir, i))
+  end
+  return pids
+end
+
+local function stop(pids)
+  for _, pid in pairs(pids) do os.execute(string.format("kill -9 %d 2>/dev/null", pid)) end
+end
+
+local function logs(dir, n)
+  local t = {}
+  for i = 0, n - 1 do t[#t + 1] = string.format("--- w%d:\n%s", i, H.read(string.format("%s/w%d.log", dir, i)) or "") end
+  return table.concat(t, "\n")
+end
+
+local function row_bytes(G, i) return ffi.string(G:row(i).ptr, G:size(2) * 4) end
+
+local BASE = {
+  experiment = "fashion-mnist", experiment_args = { "eval-size:500" }, seed = 5, quiet = true,
+  evaluation_file = "-", summary_dir = "-", checkpoint_period = -1, evaluation_period = -1,
+  auth = "none", step_timeout = 30, connect_timeout = 60,
+}
+local function opts(extra)
+  local o = {}
+  for k, v in pairs(BASE) do o[k] = v end
+  for k, v in pairs(extra) do o[k] = v end
+  return o
+end
+
+describe("Byzantine worker processes (attacks over the wire)", function()
+  it("collude: 2 of 6 send lie computed from their own honest gradients, shared among them", function()
+    local dir = H.tmpdir()
+    local port = free_port(1)
+    local path = cluster(dir, port, 6)
+    local pids = start_workers(dir, path, 6)
+    local got, theta0, exp = {}, nil, nil
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "median", nb_workers = 6, nb_decl_byz_workers = 2,
+                              nb_real_byz_workers = 2, attack = "lie", server = path }))
+      theta0 = ps.theta:clone()
+      exp = ps.exp
+      local t = ps:step()
+      assert.equal(0, t.faulty)
+      for i = 1, 6 do got[i] = row_bytes(ps.G, i) end
+      ps:close()
+    end)
+    local text = logs(dir, 6)
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+    assert.truthy(text:find("coordinating the Byzantine partners (1)", 1, true), text)
+    assert.falsy(text:find("said once", 1, true), text)
+
+    -- The honest gradients of the 6 workers at θ0, computed here.
+    local n, d = 6, exp.d
+    local G = T.new({ n, d })
+    Workers.new(exp, n, { seed = 5 }):fill(theta0, G, 0)
+    for i = 1, 4 do assert.equal(row_bytes(G, i), got[i]) end -- honest rows as they were
+    -- What lie computes from what rows 5 and 6 know: their own two gradients.
+    local ref = T.new({ n, d })
+    for _, p in ipairs({ { 1, 5 }, { 2, 6 }, { 3, 5 }, { 4, 6 }, { 5, 5 }, { 6, 6 } }) do
+      ref:row(p[1]):copy(G:row(p[2]))
+    end
+    local lie = K.new("lie", {}, { n = n, f = 2, r = 2, seed = 5 })
+    lie:apply({ G = ref, honest = { 1, 2 }, byz = { 5, 6 }, step = 0 })
+    assert.equal(row_bytes(ref, 5), got[5])
+    assert.equal(row_bytes(ref, 6), got[6])
+    -- ... which is mu + z sigma over those two rows (a plain Lua reference, to float rounding) ...
+    local z = K.lie_z(n, 2)
+    local a, b, v = G:row(5).ptr, G:row(6).ptr, ffi.cast("const float *", got[5])
+    for j = 0, d - 1, 97 do
+      local mu = (a[j] + b[j]) / 2
+      local want = mu + z * math.abs(a[j] - b[j]) / 2
+      assert.is_true(math.abs(v[j] - want) <= 1e-5 * (1 + math.abs(want)), string.format("coordinate %d: %g, want %g", j, v[j], want))
+    end
+    -- ... and not what the omniscient attacker (--attack-at-ps) sends: the honest rows 1..4.
+    local omni = G:clone()
+    lie:apply({ G = omni, honest = { 1, 2, 3, 4 }, byz = { 5, 6 }, step = 0 })
+    assert.are_not.equal(row_bytes(omni, 5), got[5])
+  end)
+
+  it("signflip at the workers (reverse of:own) gives the θ of --attack-at-ps", function()
+    local thetas = {}
+    for _, at_ps in ipairs({ false, true }) do
+      local dir = H.tmpdir()
+      local path = cluster(dir, free_port(at_ps and 3 or 2), 5)
+      local pids = start_workers(dir, path, 5)
+      local ok, err = pcall(function()
+        local ps = S.new(opts({ aggregator = "average", nb_workers = 5, nb_decl_byz_workers = 2,
+                                nb_real_byz_workers = 2, attack = "reverse", attack_args = { "of:own", "factor:3" },
+                                server = path, attack_at_ps = at_ps }))
+        for _ = 1, 3 do assert.equal(0, ps:step().faulty) end
+        thetas[#thetas + 1] = ffi.string(ps.theta.ptr, ps.d * 4)
+        ps:close()
+      end)
+      local text = logs(dir, 5)
+      stop(pids)
+      os.execute("rm -rf '" .. dir .. "'")
+      if not ok then error(tostring(err) .. "\n" .. text, 0) end
+      assert.equal(not at_ps, text:find("may attack (reverse)", 1, true) ~= nil, text)
+    end
+    assert.equal(thetas[1], thetas[2])
+  end)
+
+  it("trains a user's experiment and attack present only at the PS; selection:random twice gives the same θ", function()
+    local dir = H.tmpdir()
+    local psdir = dir .. "/ps"
+    os.execute("mkdir -p '" .. psdir .. "'")
+    -- A made-up experiment (its data drawn from a fixed stream) and a colluding attack: files
+    -- only in the PS's directory; the workers run elsewhere.
+    H.write(psdir .. "/blobs.lua", [[
+local T = require("agt.tensor")
+local R = require("agt.rng")
+local function blobs(k, seed)
+  local x, y = T.new({ k, 4 }), T.new({ k }, "i32")
+  R.new(seed, 1):normal(x, 0, 1)
+  for i = 0, k - 1 do
+    y.ptr[i] = i % 2
+    for j = 0, 3 do x.ptr[i * 4 + j] = x.ptr[i * 4 + j] + (i % 2 == 0 and 2 or -2) end
+  end
+  return { x = x, y = y }
+end
+return {
+  name = "blobs", doc = "two Gaussian blobs in 4 dimensions (a user's experiment)", shape = { 4 }, classes = 2,
+  defaults = { ["batch-size"] = 8, ["eval-size"] = 64 },
+  data = function() return { train = blobs(256, 7), test = blobs(64, 8) } end,
+  model = function(nn) return nn.sequential({ 4 }, { nn.linear(8), nn.relu(), nn.linear(2) }) end,
+}
+]])
+    H.write(psdir .. "/antimean.lua", [[
+local C = require("agt.ffi").C
+return {
+  name = "antimean", doc = "every Byzantine row is -2 times the honest mean (a user's attack)",
+  apply = function(self, c)
+    local v = self:buffer("v", { c.d })
+    C.agt_vec_copy(v.ptr, self:honest_mean(c).ptr, c.d)
+    C.agt_vec_scale(v.ptr, c.d, -2)
+    self:write(c, v)
+  end,
+}
+]])
+    local maps, texts = {}, {}
+    for run = 1, 2 do
+      local path = cluster(dir, free_port(3 + run), 5)
+      local pids = start_workers(dir, path, 5, "--auth none", dir)
+      local rc, out, err = H.run(string.format("cd '%s' && '%s' run --server '%s' --auth none --experiment blobs.lua "
+        .. "--aggregator median --nb-workers 5 --nb-decl-byz-workers 2 --nb-real-byz-workers 2 --attack antimean.lua "
+        .. "--attack-args selection:random --seed 3 --max-step 6 --step-timeout 30 --connect-timeout 60 "
+        .. "--checkpoint-dir ck%d --checkpoint-period -1 --evaluation-period -1 --quiet", psdir, AGT, path, run))
+      os.execute("sleep 0.3")
+      texts[run] = logs(dir, 5)
+      stop(pids)
+      assert.equal(0, rc, tostring(out) .. tostring(err) .. "\n" .. texts[run])
+      assert.falsy(err:find("faulty", 1, true), err)
+      maps[run] = Checkpoint.restore(string.format("%s/ck%d", psdir, run))
+    end
+    -- The same run without the attack, here: another θ (the attack did act).
+    local clean = S.new(opts({ experiment = psdir .. "/blobs.lua", experiment_args = {}, seed = 3,
+                               aggregator = "median", nb_workers = 5, nb_decl_byz_workers = 2, server = nil }))
+    for _ = 1, 6 do clean:step() end
+    local clean_theta = ffi.string(clean.theta.ptr, clean.d * 4)
+    clean:close()
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal("6", maps[1].step)
+    assert.equal(maps[1].theta, maps[2].theta)
+    assert.are_not.equal(clean_theta, maps[1].theta)
+    for run = 1, 2 do
+      assert.truthy(texts[run]:find("ready: blobs.lua", 1, true), texts[run])
+      assert.truthy(texts[run]:find("may attack (antimean, colluding)", 1, true), texts[run])
+      assert.truthy(texts[run]:find("coordinating the Byzantine partners (4)", 1, true), texts[run])
+      assert.falsy(texts[run]:find("said once", 1, true), texts[run])
+    end
+  end)
+end)
