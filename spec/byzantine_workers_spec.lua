@@ -9,6 +9,8 @@ local T = require("agt.tensor")
 local K = require("agt.attacks")
 local Workers = require("agt.session.workers")
 local Checkpoint = require("agt.checkpoint")
+local R = require("agt.rng")
+local Collusion = require("agt.session.collusion")
 local host = require("agt.host")
 
 local AGT = host.root .. "/agt"
@@ -66,34 +68,95 @@ local function opts(extra)
   return o
 end
 
+describe("what Byzantine worker processes compute", function()
+  local n, d = 6, 37
+  local function random_G(seed)
+    local G = T.new({ n, d })
+    R.new(seed, 1):normal(G, 0, 1)
+    G.ptr[3] = 0 / 0      -- non-finite values in an attacker's gradient too
+    G.ptr[5 * d + 2] = 1 / 0
+    G.ptr[4 * d + 1] = -1 / 0
+    return G
+  end
+
+  it("an attack that reads no honest row gives, alone on its row, what it gives at the PS", function()
+    local alone = 0
+    for _, name in ipairs(K.list()) do
+      local args = name == "reverse" and { "of:own", "factor:2" } or {}
+      local a = K.new(name, args, { n = n, f = 2, r = 2, seed = 9, warn = function() end })
+      if a.kind == "gradient" and not a:needs_honest() then
+        alone = alone + 1
+        local G = random_G(4)
+        local own = G:row(6):clone()
+        a:apply({ G = G, honest = { 1, 2, 3, 4 }, byz = { 6 }, step = 3, rng = R.new(9, 77) })
+        a:apply_own(own, 3, R.new(9, 77))
+        assert.equal(row_bytes(G, 6), ffi.string(own.ptr, d * 4), name)
+      elseif a.kind == "gradient" then
+        local ok, err = pcall(a.apply_own, a, T.new({ d }), 0)
+        assert.is_false(ok)
+        assert.truthy(tostring(err):find("reads the honest rows", 1, true), name)
+      end
+    end
+    assert.is_true(alone >= 7) -- drop, gaussian, inf, nan, random, reverse of:own, zero
+    assert.is_true(K.new("reverse", {}, { n = n, f = 2 }):needs_honest())
+  end)
+
+  it("every gradient attack runs on what 2 Byzantine workers know, and on what one knows alone", function()
+    for _, name in ipairs(K.list()) do
+      local a = K.new(name, {}, { n = n, f = 2, r = 2, seed = 9, rule = require("agt.aggregators").new("median", n, 2),
+                                  warn = function() end })
+      if a.kind == "gradient" then
+        for _, known in ipairs({ { 5, 6 }, { 6 } }) do
+          local G = random_G(5)
+          local g = {}
+          for _, i in ipairs(known) do g[i] = row_bytes(G, i) end
+          local ok, err = pcall(Collusion.run_attack, a, G, known, 2, a.rule, R.new(9, 1))
+          -- the honest set is the known rows: the first honest indices hold their copies
+          for k, i in ipairs(known) do assert.equal(g[i], row_bytes(G, k), name) end
+          assert.is_true(ok, name .. ": " .. tostring(err))
+        end
+      end
+    end
+  end)
+end)
+
 describe("Byzantine worker processes (attacks over the wire)", function()
-  it("collude: 2 of 6 send lie computed from their own honest gradients, shared among them", function()
+  it("collude over CURVE: 2 of 6 send lie from their own honest gradients; alone when the coordinator is gone", function()
     local dir = H.tmpdir()
     local port = free_port(1)
     local path = cluster(dir, port, 6)
-    local pids = start_workers(dir, path, 6)
-    local got, theta0, exp = {}, nil, nil
+    local keys = dir .. "/keys"
+    assert.equal(0, (H.run(string.format("'%s' keygen '%s' '%s'", AGT, path, keys))))
+    local pids = start_workers(dir, path, 6, "--keys '" .. keys .. "'")
+    local got, got2, theta0, theta1, exp = {}, nil, nil, nil, nil
     local ok, err = pcall(function()
-      local ps = S.new(opts({ aggregator = "median", nb_workers = 6, nb_decl_byz_workers = 2,
-                              nb_real_byz_workers = 2, attack = "lie", server = path }))
+      local ps = S.new(opts({ aggregator = "median", nb_workers = 6, nb_decl_byz_workers = 2, auth = "curve",
+                              keys = keys, step_timeout = 8, nb_real_byz_workers = 2, attack = "lie", server = path }))
       theta0 = ps.theta:clone()
       exp = ps.exp
-      local t = ps:step()
-      assert.equal(0, t.faulty)
+      assert.equal(0, ps:step().faulty)
       for i = 1, 6 do got[i] = row_bytes(ps.G, i) end
+      -- The coordinator (workers:4, row 5) killed: row 6 attacks alone, on its own gradient.
+      theta1 = ps.theta:clone()
+      os.execute("kill -9 " .. pids[5])
+      assert.equal(1, ps:step().faulty)
+      got2 = row_bytes(ps.G, 6)
       ps:close()
     end)
+    os.execute("sleep 0.3")
     local text = logs(dir, 6)
     stop(pids)
     os.execute("rm -rf '" .. dir .. "'")
     if not ok then error(tostring(err) .. "\n" .. text, 0) end
     assert.truthy(text:find("coordinating the Byzantine partners (1)", 1, true), text)
-    assert.falsy(text:find("said once", 1, true), text)
+    assert.truthy(text:find("no answer from the Byzantine coordinator workers:4 at step 1", 1, true), text)
 
-    -- The honest gradients of the 6 workers at θ0, computed here.
+    -- The honest gradients of the 6 workers at θ0 (and at θ1), computed here.
     local n, d = 6, exp.d
-    local G = T.new({ n, d })
-    Workers.new(exp, n, { seed = 5 }):fill(theta0, G, 0)
+    local G, G1 = T.new({ n, d }), T.new({ n, d })
+    local local_workers = Workers.new(exp, n, { seed = 5 })
+    local_workers:fill(theta0, G, 0)
+    local_workers:fill(theta1, G1, 1)
     for i = 1, 4 do assert.equal(row_bytes(G, i), got[i]) end -- honest rows as they were
     -- What lie computes from what rows 5 and 6 know: their own two gradients.
     local ref = T.new({ n, d })
@@ -116,6 +179,8 @@ describe("Byzantine worker processes (attacks over the wire)", function()
     local omni = G:clone()
     lie:apply({ G = omni, honest = { 1, 2, 3, 4 }, byz = { 5, 6 }, step = 0 })
     assert.are_not.equal(row_bytes(omni, 5), got[5])
+    -- Alone, lie's honest set is row 6's own gradient: sigma = 0, the row is that gradient.
+    assert.equal(row_bytes(G1, 6), got2)
   end)
 
   it("signflip at the workers (reverse of:own) gives the θ of --attack-at-ps", function()

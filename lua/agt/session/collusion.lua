@@ -10,6 +10,8 @@
 --   col:serve(step, t0)                 the coordinator, honest at step: runs the attack for the
 --                                       step's Byzantine partners (after its own row has gone)
 --   col:close()
+--   Collusion.run_attack(attack, G, known, step, rule, rng)   what the coordinator computes
+--                                       (below), for a reference
 -- t0: when the step's θ arrived (the deadlines count from it).
 --
 -- cfg (from the PS): name, args, source (a user's attack file's text), n, f, r, seed, colludes,
@@ -139,10 +141,12 @@ function Col:_matrix()
   return self.G
 end
 
--- Runs the attack on the known rows (ascending row indices whose honest gradients are in their
--- rows of G): the honest set is those gradients, at the first honest indices (see the header).
-function Col:_attack(step, known)
-  local G, d, n = self.G, self.d, self.n
+-- Runs attack on G (n × d) for the known rows (ascending row indices whose honest gradients are
+-- in their rows of G): the honest set is those gradients, copied to the first honest indices,
+-- the other honest indices repeat them (see the header). Overwrites the known rows of G.
+function M.run_attack(attack, G, known, step, rule, rng)
+  local n, d = G:size(1), G:size(2)
+  local bytes = d * 4
   local is_known = {}
   for _, i in ipairs(known) do is_known[i] = true end
   local free = {}
@@ -150,10 +154,21 @@ function Col:_attack(step, known)
   local honest = {}
   for k, i in ipairs(free) do
     local src = known[(k - 1) % #known + 1]
-    ffi.copy(G.ptr + (i - 1) * d, G.ptr + (src - 1) * d, self.bytes)
+    ffi.copy(G.ptr + (i - 1) * d, G.ptr + (src - 1) * d, bytes)
     if k <= #known then honest[k] = i end
   end
-  self.attack:apply({ G = G, honest = honest, byz = known, step = step, rule = self.rule, rng = self.rng })
+  return attack:apply({ G = G, honest = honest, byz = known, step = step, rule = rule, rng = rng })
+end
+
+-- The same in this worker; false (said once) when the attack fails on what it knows (e.g. a
+-- sample std of one row): the rows are then left as they were given.
+function Col:_attack(step, known)
+  local ok, err = pcall(M.run_attack, self.attack, self.G, known, step, self.rule, self.rng)
+  if not ok then
+    self:_once("failed", string.format("attack %s failed at step %d on the rows of %d Byzantine worker(s): %s; "
+      .. "sending honest gradients when that happens (said once)", self.attack.name, step, #known, tostring(err)))
+  end
+  return ok
 end
 
 -- The step's Byzantine rows that are partners (ascending), and whether this worker is one.
@@ -214,8 +229,7 @@ function Col:_coordinate(step, t0, own)
         .. "the attack goes on without it (said once)", self:_name(i - 1), step))
     end
   end
-  if #known == 0 then return end
-  self:_attack(step, known)
+  if #known == 0 or not self:_attack(step, known) then return end -- (partners then go alone)
   for _, i in ipairs(known) do
     if i == self.row_index then
       ffi.copy(own.ptr, G.ptr + (i - 1) * d, bytes)
@@ -229,8 +243,9 @@ end
 function Col:_alone(step, row)
   local G = self:_matrix()
   ffi.copy(G.ptr + (self.row_index - 1) * self.d, row.ptr, self.bytes)
-  self:_attack(step, { self.row_index })
-  ffi.copy(row.ptr, G.ptr + (self.row_index - 1) * self.d, self.bytes)
+  if self:_attack(step, { self.row_index }) then
+    ffi.copy(row.ptr, G.ptr + (self.row_index - 1) * self.d, self.bytes)
+  end
 end
 
 -- A partner's part of a step: its honest row to the coordinator, its Byzantine row back.
@@ -254,7 +269,10 @@ end
 
 function Col:row(step, row, t0)
   if not self.colludes then
-    self.attack:apply_own(row, step, self.rng)
+    local ok, err = pcall(self.attack.apply_own, self.attack, row, step, self.rng)
+    if not ok then
+      self:_once("failed", string.format("attack %s failed at step %d: %s (said once)", self.attack.name, step, tostring(err)))
+    end
     return
   end
   local set, me = self:_set(step)
