@@ -120,6 +120,37 @@ describe("what Byzantine worker processes compute", function()
   end)
 end)
 
+describe("the flags of attacks over the wire", function()
+  local FL = require("agt.cli.run.flags")
+  local c = [[{"ps": ["127.0.0.1:1"], "workers": ["a:1", "b:2"]}]]
+  local function refused(extra, pattern)
+    local ok, err = pcall(S.new, opts(extra))
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find(pattern), tostring(err))
+  end
+
+  it("refuses what cannot travel to the workers, before any data is loaded", function()
+    local atk = { name = "mine", apply = function() end }
+    refused({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 1, nb_real_byz_workers = 1, server = c, attack = atk },
+            "^%-%-attack: an attack object cannot be sent to the worker processes")
+    local dir = H.tmpdir()
+    local big = dir .. "/big.lua"
+    H.write(big, "-- " .. string.rep("x", 2 ^ 20) .. "\nreturn { name = 'big', apply = function() end }\n")
+    refused({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 1, nb_real_byz_workers = 1, server = c, attack = big },
+            "^%-%-attack: attack '.*big.lua' has %d+ bytes, more than the 1048576")
+    os.execute("rm -rf '" .. dir .. "'")
+    -- With --attack-at-ps an object stays at the PS (refused here only for want of workers).
+    local free = string.format([[{"ps": ["127.0.0.1:%d"], "workers": ["a:1", "b:2"]}]], free_port(9))
+    refused({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 1, nb_real_byz_workers = 1, server = free, attack = atk,
+              attack_at_ps = true, connect_timeout = 0.2 }, "^%-%-connect%-timeout")
+  end)
+
+  it("warns that --attack-at-ps does nothing in a local run", function()
+    local _, warnings = FL.check({ experiment = "x", aggregator = "average", nb_workers = 2, attack_at_ps = true })
+    assert.truthy(table.concat(warnings, "\n"):find("--attack-at-ps: has no effect in a local run", 1, true))
+  end)
+end)
+
 describe("Byzantine worker processes (attacks over the wire)", function()
   it("collude over CURVE: 2 of 6 send lie from their own honest gradients; alone when the coordinator is gone", function()
     local dir = H.tmpdir()
