@@ -145,6 +145,30 @@ describe("the flags of attacks over the wire", function()
               attack_at_ps = true, connect_timeout = 0.2 }, "^%-%-connect%-timeout")
   end)
 
+  it("configures no attacker whose agt speaks another version of the Byzantine protocol", function()
+    local dir = H.tmpdir()
+    local port = free_port(10)
+    local path = cluster(dir, port, 2)
+    H.write(dir .. "/old.lua", string.format([[
+local N = require("agt.net")
+local h = N.client("tcp://127.0.0.1:%d", 2^24)
+h:send(nil, N.HELLO, 1, -1, 0) -- an agt from before attacks over the wire
+local m = h:recv(8000)
+io.stderr:write(m and ("got " .. N.TYPE_NAMES[m.type]) or "nothing", "\n")
+]], port))
+    local pid = spawn(string.format("exec '%s' '%s/old.lua'", AGT, dir), dir .. "/old.log")
+    local ok, err = pcall(S.new, opts({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 1,
+                                        nb_real_byz_workers = 1, attack = "lie", server = path, connect_timeout = 2,
+                                        stderr_to = dir .. "/ps.err" }))
+    os.execute("sleep 0.5")
+    stop({ pid })
+    local text = (H.read(dir .. "/ps.err") or "") .. (H.read(dir .. "/old.log") or "")
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("^%-%-connect%-timeout: 0 of 2 workers ready"), tostring(err))
+    assert.truthy(text:find("worker workers:1 speaks version 0 of the Byzantine workers' protocol, this PS 1: not configured", 1, true), text)
+  end)
+
   it("warns that --attack-at-ps does nothing in a local run", function()
     local _, warnings = FL.check({ experiment = "x", aggregator = "average", nb_workers = 2, attack_at_ps = true })
     assert.truthy(table.concat(warnings, "\n"):find("--attack-at-ps: has no effect in a local run", 1, true))

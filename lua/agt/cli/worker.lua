@@ -102,7 +102,7 @@ local function run(o)
 
   -- 1. Who am I -> the run (on a socket capped at 16 MiB: the run's description is small).
   local hello = N.client(endpoint, 16 * 2 ^ 20, curve)
-  hello:send(nil, N.HELLO, w, -1, 0)
+  hello:send(nil, N.HELLO, w, -1, Collusion.PROTOCOL)
   local msg = wait_for(hello, o["connect-timeout"], { [N.CONFIG] = true, [N.BYE] = true })
   if not msg then
     hello:close()

@@ -14,9 +14,10 @@
 --                                       (below), for a reference
 -- t0: when the step's θ arrived (the deadlines count from it).
 --
--- cfg (from the PS): name, args, source (a user's attack file's text), n, f, r, seed, colludes,
--- rule = {name, args} | nil, coordinator (index from 0), partners (indices from 0: the workers
--- that may attack, ascending), keys (their CURVE public keys, in the same order), step_timeout.
+-- cfg (from the PS): protocol (M.PROTOCOL), name, args, source (a user's attack file's text),
+-- n, f, r, seed, colludes, rule = {name, args} | nil, coordinator (index from 0), partners
+-- (indices from 0: the workers that may attack, ascending), keys (their CURVE public keys, in
+-- the same order), step_timeout.
 --
 -- An attack that reads no honest row (cfg.colludes false: signflip as reverse of:own, gaussian,
 -- nan, ...) runs in each Byzantine process alone, on its own row, with the worker's own stream
@@ -48,6 +49,10 @@ local clock = require("agt.clock")
 
 local M = {}
 
+-- The version of this protocol (the CONFIG's attack table, THETA's aux, the coordinator's
+-- channel): a worker says it in its HELLO, the PS in the attack table; they must be equal.
+M.PROTOCOL = 1
+
 local Col = {}
 Col.__index = Col
 
@@ -56,6 +61,10 @@ local function valid(cfg, w)
   if type(cfg) ~= "table" or type(cfg.name) ~= "string" or type(cfg.partners) ~= "table"
      or type(cfg.coordinator) ~= "number" or type(cfg.step_timeout) ~= "number" or cfg.step_timeout <= 0 then
     return nil, "the PS sent an attack description this agt does not understand"
+  end
+  if cfg.protocol ~= M.PROTOCOL then
+    return nil, string.format("the PS speaks version %s of the Byzantine workers' protocol, this worker %d "
+      .. "(run the same agt on every host)", tostring(cfg.protocol), M.PROTOCOL)
   end
   local mine = false
   for _, p in ipairs(cfg.partners) do if p == w then mine = true end end

@@ -8,7 +8,9 @@
 --   source.rejected_unknown            frames rejected from connections that are no worker
 --
 -- The protocol (message types of src/net.h):
---   worker -> HELLO(worker i)            on a first socket (small size cap)
+--   worker -> HELLO(worker i, aux)       on a first socket (small size cap); aux: the version
+--                                        of the Byzantine workers' protocol it speaks
+--                                        (agt.session.collusion.PROTOCOL)
 --   PS     -> CONFIG(JSON run)           the experiment and its arguments (and the text of a
 --                                        user's experiment file), the seed, n, the worker's id
 --                                        and shard, its poison (data attacks), d, the session
@@ -33,6 +35,7 @@ local cjson = require("cjson")
 local FL = require("agt.cli.run.flags")
 local U = require("agt.util")
 local Byzantine = require("agt.session.byzantine")
+local Collusion = require("agt.session.collusion")
 
 local M = {}
 
@@ -109,13 +112,22 @@ end
 function Remote:name(i) return string.format("%s:%d", self.cluster.wk_job, i - 1) end
 
 -- Sends worker i (0-based w in the message) its CONFIG on the connection it said HELLO from.
-function Remote:_configure(peer, w)
+-- hello_aux: the HELLO's aux, the worker's version of the Byzantine protocol (0: an agt that
+-- cannot attack over the wire).
+function Remote:_configure(peer, w, hello_aux)
+  local attack = self:_attack_config(w)
+  if attack and hello_aux ~= Collusion.PROTOCOL then
+    self.warn(string.format("worker %s speaks version %s of the Byzantine workers' protocol, this PS %d: "
+      .. "not configured (it would send honest rows where it must attack; run the same agt on every host)",
+      self:name(w + 1), tostring(hello_aux), Collusion.PROTOCOL))
+    return
+  end
   local cfg = {}
   for k, v in pairs(self.config) do cfg[k] = v end
   cfg.worker = w
   cfg.poison = self.poison and self.poison(w + 1) or nil
   cfg.session = string.format("%x", self.session_id) -- as text: JSON numbers lose digits
-  cfg.attack = self:_attack_config(w)
+  cfg.attack = attack
   local text = cjson.encode(cfg)
   self.net:send({ peer }, N.CONFIG, w, -1, 0, text)
 end
@@ -134,6 +146,7 @@ function Remote:_attack_config(w)
   local a = {}
   for k, v in pairs(wire.config) do a[k] = v end
   a.partners, a.coordinator, a.step_timeout = partners, partners[1], self.step_timeout
+  a.protocol = Collusion.PROTOCOL
   if self.cluster.curve then
     a.keys = {}
     for k, i in ipairs(wire.rows) do a.keys[k] = self.cluster.curve.keys[i] end
@@ -187,7 +200,7 @@ function Remote:_control(msg, step)
       self.warn(string.format("a HELLO from worker index %d, not in the cluster (0..%d): ignored", w, self.n - 1))
       return
     end
-    self:_configure(msg.peer, w)
+    self:_configure(msg.peer, w, msg.aux)
   elseif msg.type == N.READY then
     local i = w + 1
     if w >= self.n then
