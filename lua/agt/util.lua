@@ -35,6 +35,9 @@ function U.load_lua_text(text, name, what)
   return run_chunk(chunk, name, what)
 end
 
+-- The largest user file (experiment, attack) that a distributed run sends to its workers.
+U.MAX_SOURCE = 2 ^ 20
+
 -- The text of a user's file that a distributed run sends to its workers, at most max bytes.
 function U.read_source(path, max, what)
   local text, err = U.read_file(path)

@@ -8,8 +8,9 @@
 -- over the wire). The worker loads its data locally, then each step takes θ and sends back its
 -- gradient row and loss — what the local source (agt.session.workers) computes for that row, bit
 -- for bit — or, when the PS marks it Byzantine for the step, the attack's row
--- (agt.session.collusion: alone, or colluding with the other Byzantine workers). It stops when the PS says the run is over (exit 0), or when nothing has come from
--- the PS for --idle-timeout seconds (exit 1). If several θ are waiting (after a stall), only
+-- (agt.session.collusion: alone, or colluding with the other Byzantine workers). It stops when
+-- the PS says the run is over (exit 0), or when nothing has come from the PS for
+-- --idle-timeout seconds (exit 1). If several θ are waiting (after a stall), only
 -- the newest is computed. See agt.session.remote for the protocol.
 local ffi = require("ffi")
 local N = require("agt.net")

@@ -67,9 +67,6 @@ end
 -- attacks at the workers have none at the PS).
 function Byz:acts(rows) return #rows > 0 and not self.data_rows and self.at_ps end
 
--- The largest user attack or experiment file a distributed run sends to its workers.
-M.MAX_SOURCE = 2 ^ 20
-
 -- A spec of the aggregator that a worker process can build (names only: a user's rule file
 -- stays on the PS), or nil.
 local function portable_rule(o)
@@ -94,7 +91,7 @@ function Byz:wire()
     colludes = a:needs_honest(), rule = portable_rule(o),
   }
   if name:find("/", 1, true) or name:match("%.lua$") then
-    config.source = FL.as_flag("attack", U.read_source, name, M.MAX_SOURCE, "attack")
+    config.source = FL.as_flag("attack", U.read_source, name, U.MAX_SOURCE, "attack")
   end
   self._wire = { rows = rows, config = config }
   return self._wire

@@ -34,7 +34,6 @@ local clock = require("agt.clock")
 local cjson = require("cjson")
 local FL = require("agt.cli.run.flags")
 local U = require("agt.util")
-local Byzantine = require("agt.session.byzantine")
 local Collusion = require("agt.session.collusion")
 
 local M = {}
@@ -68,7 +67,7 @@ function M.plan(o, n)
   local endpoint = CL.endpoint(c.ps, true)
   -- A user's experiment file travels in CONFIG (read now: a file too big is refused at once).
   if o.experiment:find("/", 1, true) or o.experiment:match("%.lua$") then
-    c.experiment_source = FL.as_flag("experiment", U.read_source, o.experiment, Byzantine.MAX_SOURCE, "experiment")
+    c.experiment_source = FL.as_flag("experiment", U.read_source, o.experiment, U.MAX_SOURCE, "experiment")
   end
   if o.auth == "curve" then
     c.curve = { secret = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "secret")), keys = {} }
