@@ -120,6 +120,59 @@ describe("what Byzantine worker processes compute", function()
   end)
 end)
 
+describe("the Byzantine workers' channel", function()
+  local N = require("agt.net")
+  local clock = require("agt.clock")
+
+  it("with CURVE admits only the partners' keys; the coordinator answers each partner its row", function()
+    local n, d, step, session = 4, 29, 4, 12345
+    local port = free_port(11)
+    local c = { wk_job = "workers", workers = { "127.0.0.1:1", "127.0.0.1:2", string.format("127.0.0.1:%d", port), "127.0.0.1:4" } }
+    local pub, sec = {}, {}
+    for w = 1, 2 do pub[w], sec[w] = N.keypair() end -- workers 2 (the coordinator) and 3
+    local spub, ssec = N.keypair()                    -- a stranger's
+    local cfg = { protocol = Collusion.PROTOCOL, name = "lie", args = {}, n = n, f = 2, r = 2, seed = 5,
+                  colludes = true, coordinator = 2, partners = { 2, 3 }, keys = { pub[1], pub[2] }, step_timeout = 4 }
+    local said = {}
+    local col = Collusion.new(cfg, { w = 2, d = d, cluster = c, curve = { public = pub[1], secret = sec[1] },
+                                     session = session, say = function(t) said[#said + 1] = t end })
+    local ep = string.format("tcp://127.0.0.1:%d", port)
+    local partner = N.client(ep, 65536, { server = pub[1], public = pub[2], secret = sec[2] })
+    local stranger = N.client(ep, 65536, { server = pub[1], public = spub, secret = ssec })
+    partner:set_session(session)
+    stranger:set_session(session)
+    local G = T.new({ n, d })
+    R.new(3, 3):normal(G, 0, 1)
+    local own, theirs = G:row(3):clone(), G:row(4)
+    stranger:send(nil, N.GRAD, 3, step, 0, string.rep("\0", d * 4)) -- claims worker 3's row
+    partner:send(nil, N.GRAD, 3, step, 0, theirs.ptr, d * 4)
+    col:row(step, own, clock.mono())
+    local reply
+    local t_end = clock.mono() + 5
+    while not reply and clock.mono() < t_end do
+      local m = partner:recv(200)
+      if m and m.type == N.GRAD and m.step == step then reply = ffi.string(m.data, m.len) end
+    end
+    for _ = 1, 20 do
+      if col.server:denied() >= 1 then break end
+      col.server:recv(100)
+    end
+    local denied = col.server:denied()
+    partner:close(); stranger:close(); col:close()
+    -- lie over the two Byzantine workers' own gradients (rows 3 and 4), from the mean and std
+    local a, b, v = G:row(3).ptr, G:row(4).ptr, ffi.cast("const float *", ffi.string(own.ptr, d * 4))
+    local z = K.lie_z(n, 2)
+    for j = 0, d - 1 do
+      local want = (a[j] + b[j]) / 2 + z * math.abs(a[j] - b[j]) / 2
+      assert.is_true(math.abs(v[j] - want) <= 1e-5 * (1 + math.abs(want)), string.format("%d: %g, want %g", j, v[j], want))
+    end
+    assert.equal(ffi.string(own.ptr, d * 4), reply)
+    assert.is_true(denied >= 1)
+    assert.truthy(said[1]:find("coordinating the Byzantine partners (1)", 1, true), said[1])
+    assert.equal(1, #said, table.concat(said, "\n"))
+  end)
+end)
+
 describe("the flags of attacks over the wire", function()
   local FL = require("agt.cli.run.flags")
   local c = [[{"ps": ["127.0.0.1:1"], "workers": ["a:1", "b:2"]}]]

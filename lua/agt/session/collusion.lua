@@ -30,7 +30,8 @@
 -- n × d matrix: the Byzantine rows at their own indices hold their honest gradients, the
 -- honest set is those same gradients (ascending worker index) placed at the first honest
 -- indices, and the other honest indices repeat them (what a rule sees when the attack
--- evaluates it); the attack's stream is the PS's (seed, "attack", 0), the rule the run's
+-- evaluates it; when the step's Byzantine workers outnumber the others, b > n − b, the honest
+-- set is the first n − b of their gradients); the attack's stream is the PS's (seed, "attack", 0), the rule the run's
 -- (by name; a user's rule file stays on the PS: then a plain average). The step's Byzantine
 -- set comes from the attack's selection (agt.attacks: fixed, or drawn from (seed, step)),
 -- which is the PS's by construction; the PS's word (THETA's aux) decides for the worker's own
