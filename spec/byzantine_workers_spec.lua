@@ -291,7 +291,7 @@ describe("Byzantine worker processes (attacks over the wire)", function()
     assert.equal(row_bytes(G1, 6), got2)
   end)
 
-  it("signflip at the workers (reverse of:own) gives the θ of --attack-at-ps", function()
+  it("signflip at the workers (reverse of:own) gives the θ of --attack-at-ps and of the local run", function()
     local thetas = {}
     for _, at_ps in ipairs({ false, true }) do
       local dir = H.tmpdir()
@@ -312,6 +312,12 @@ describe("Byzantine worker processes (attacks over the wire)", function()
       assert.equal(not at_ps, text:find("may attack (reverse)", 1, true) ~= nil, text)
     end
     assert.equal(thetas[1], thetas[2])
+    -- ... and of the local run with the same seed.
+    local loc = S.new(opts({ aggregator = "average", nb_workers = 5, nb_decl_byz_workers = 2, nb_real_byz_workers = 2,
+                             attack = "reverse", attack_args = { "of:own", "factor:3" } }))
+    for _ = 1, 3 do loc:step() end
+    assert.equal(thetas[1], ffi.string(loc.theta.ptr, loc.d * 4))
+    loc:close()
   end)
 
   it("trains a user's experiment and attack present only at the PS; selection:random twice gives the same θ", function()
