@@ -58,7 +58,7 @@ local Col = {}
 Col.__index = Col
 
 -- Checks the CONFIG's attack table; returns nil, why when it is not one this agt understands.
-local function valid(cfg, w)
+local function valid(cfg, w, curve)
   if type(cfg) ~= "table" or type(cfg.name) ~= "string" or type(cfg.partners) ~= "table"
      or type(cfg.coordinator) ~= "number" or type(cfg.step_timeout) ~= "number" or cfg.step_timeout <= 0 then
     return nil, "the PS sent an attack description this agt does not understand"
@@ -70,11 +70,16 @@ local function valid(cfg, w)
   local mine = false
   for _, p in ipairs(cfg.partners) do if p == w then mine = true end end
   if not mine then return nil, "the PS made this worker Byzantine but left it out of the partners" end
+  if curve and cfg.colludes and #cfg.partners > 1 then
+    local ok = type(cfg.keys) == "table" and #cfg.keys == #cfg.partners
+    for _, k in ipairs(ok and cfg.keys or {}) do ok = ok and type(k) == "string" end
+    if not ok then return nil, "the PS sent no CURVE keys for the Byzantine partners (another version of agt?)" end
+  end
   return true
 end
 
 function M.new(cfg, ctx)
-  local ok, why = valid(cfg, ctx.w)
+  local ok, why = valid(cfg, ctx.w, ctx.curve)
   if not ok then error(why, 0) end
   local def = cfg.name
   if type(cfg.source) == "string" then def = U.load_lua_text(cfg.source, cfg.name, "attack") end
@@ -85,7 +90,12 @@ function M.new(cfg, ctx)
   if cfg.colludes and type(cfg.rule) == "table" and type(cfg.rule.name) == "string" then
     local okr, r = pcall(require("agt.aggregators").new, cfg.rule.name, cfg.n, cfg.f,
                          type(cfg.rule.args) == "table" and cfg.rule.args or {})
-    if okr then rule = r else say("the run's rule cannot be built here (" .. tostring(r) .. "): an attack that evaluates it uses a plain average") end
+    if okr then
+      rule = r
+    else
+      say("the run's rule cannot be built here (" .. tostring(r) .. "): an attack that evaluates it searches "
+        .. "against a plain average")
+    end
   end
   local attack = K.new(def, args, { n = cfg.n, f = cfg.f, r = cfg.r, seed = cfg.seed, rule = rule,
                                     warn = function(msg) say("attack: " .. msg) end })
@@ -118,12 +128,7 @@ function Col:_name(w) return string.format("%s:%d", self.c.wk_job, w) end
 -- The coordinator's channel: its own cluster address; only the partners' keys get in (CURVE).
 function Col:_bind()
   local curve
-  if self.curve then
-    if type(self.keys) ~= "table" or #self.keys ~= #self.partners then
-      error("the PS sent no CURVE keys for the Byzantine partners (another version of agt?)", 0)
-    end
-    curve = { secret = self.curve.secret, keys = self.keys }
-  end
+  if self.curve then curve = { secret = self.curve.secret, keys = self.keys } end
   local endpoint = CL.endpoint(self.c.workers[self.coordinator + 1], true)
   self.server = N.server(endpoint, math.max(self.bytes, 65536), #self.partners + 8, curve)
   self.server:set_session(self.session)
@@ -136,8 +141,7 @@ function Col:_client()
   local curve
   if self.curve then
     local key
-    for k, p in ipairs(self.partners) do if p == self.coordinator then key = self.keys and self.keys[k] end end
-    if type(key) ~= "string" then error("the PS sent no CURVE key for the Byzantine coordinator", 0) end
+    for k, p in ipairs(self.partners) do if p == self.coordinator then key = self.keys[k] end end
     curve = { server = key, public = self.curve.public, secret = self.curve.secret }
   end
   self.client = N.client(CL.endpoint(self.c.workers[self.coordinator + 1], false), math.max(self.bytes, 65536), curve)
@@ -181,7 +185,7 @@ function Col:_attack(step, known)
   return ok
 end
 
--- The step's Byzantine rows that are partners (ascending), and whether this worker is one.
+-- The Byzantine rows of step (ascending, the selection of the PS), and whether this worker is one.
 function Col:_set(step)
   local set = self.attack:byzantine(step)
   local me = false
