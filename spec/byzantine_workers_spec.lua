@@ -99,6 +99,12 @@ describe("what Byzantine worker processes compute", function()
     end
     assert.is_true(alone >= 7) -- drop, gaussian, inf, nan, random, reverse of:own, zero
     assert.is_true(K.new("reverse", {}, { n = n, f = 2 }):needs_honest())
+    -- a user's attack colludes unless it says otherwise; the field is checked
+    local mine = { name = "mine", apply = function() end }
+    assert.is_true(K.new(mine, {}, { n = n, f = 2 }):needs_honest())
+    local ok, err = pcall(K.new, { name = "bad", apply = function() end, needs_honest = "no" }, {}, { n = n, f = 2 })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("needs_honest", 1, true), tostring(err))
   end)
 
   it("every gradient attack runs on what 2 Byzantine workers know, and on what one knows alone", function()
