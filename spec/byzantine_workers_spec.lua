@@ -245,7 +245,7 @@ describe("Byzantine worker processes (attacks over the wire)", function()
     local got, got2, theta0, theta1, exp = {}, nil, nil, nil, nil
     local ok, err = pcall(function()
       local ps = S.new(opts({ aggregator = "median", nb_workers = 6, nb_decl_byz_workers = 2, auth = "curve",
-                              keys = keys, step_timeout = 8, nb_real_byz_workers = 2, attack = "lie", server = path }))
+                              keys = keys, step_timeout = 12, nb_real_byz_workers = 2, attack = "lie", server = path }))
       theta0 = ps.theta:clone()
       exp = ps.exp
       assert.equal(0, ps:step().faulty)
