@@ -277,7 +277,8 @@ function Col:_partner(step, t0, row)
     end
   end
   self:_once("alone", string.format("no answer from the Byzantine coordinator %s at step %d: attacking with "
-    .. "this worker's own gradient as the honest set when that happens (said once)", self:_name(self.coordinator), step))
+    .. "this worker's own gradient as the honest set when that happens (said once)",
+    self:_name(self.coordinator), step))
   self:_alone(step, row)
 end
 
@@ -285,7 +286,8 @@ function Col:row(step, row, t0)
   if not self.colludes then
     local ok, err = pcall(self.attack.apply_own, self.attack, row, step, self.rng)
     if not ok then
-      self:_once("failed", string.format("attack %s failed at step %d: %s (said once)", self.attack.name, step, tostring(err)))
+      self:_once("failed", string.format("attack %s failed at step %d: %s (said once)", self.attack.name, step,
+                                         tostring(err)))
     end
     return
   end

@@ -62,7 +62,8 @@ function M.plan(o, n)
                         #c.workers, c.wk_job, n), 0)
   end
   if type(o.experiment) == "table" then
-    error("--server: a distributed run needs the experiment by name or path (a name is loaded by each worker, a file is sent to them), not an object", 0)
+    error("--server: a distributed run needs the experiment by name or path (a name is loaded by each "
+      .. "worker, a file is sent to them), not an object", 0)
   end
   local endpoint = CL.endpoint(c.ps, true)
   -- A user's experiment file travels in CONFIG (read now: a file too big is refused at once).
