@@ -367,4 +367,37 @@ agt_status agt_optim_rmsprop(float *theta, float *ms, float *mg, float *mom, con
                              size_t d, float lr, float decay, float momentum, float eps);
 agt_status agt_optim_l1(const float *theta, float *g, size_t d, float lambda, double *penalty);
 agt_status agt_optim_l2(const float *theta, float *g, size_t d, float lambda, double *penalty);
+/* udp.h */
+typedef struct agt_udp agt_udp;
+enum {
+  AGT_UDP_VERSION = 1,
+  AGT_UDP_HEADER = 48,
+  AGT_UDP_TAG = 16,
+  AGT_UDP_KEY = 32,
+  AGT_UDP_MAX_CHUNK = 65440
+};
+typedef struct {
+  int64_t received;
+  int64_t lost;
+  int64_t rejected;
+  int64_t late;
+  int64_t duplicate;
+} agt_udp_stats;
+agt_status agt_udp_server(const char *host, int port, int nworkers, int64_t d, int chunk_bytes,
+                          int64_t rcvbuf, agt_udp **out);
+agt_status agt_udp_client(const char *host, int port, int worker, int64_t d, int chunk_bytes,
+                          uint64_t session, const uint8_t *key, agt_udp **out);
+void agt_udp_close(agt_udp *u);
+int agt_udp_port(const agt_udp *u);
+int64_t agt_udp_rcvbuf(const agt_udp *u);
+int64_t agt_udp_chunks(const agt_udp *u);
+void agt_udp_set_session(agt_udp *u, uint64_t session);
+agt_status agt_udp_new_key(agt_udp *u, int worker, uint8_t *key);
+agt_status agt_udp_open(agt_udp *u, int64_t step, float *rows);
+agt_status agt_udp_finish(agt_udp *u, const uint8_t *want, int timeout_ms, int64_t *lost, int *complete);
+agt_status agt_udp_stats_of(agt_udp *u, int worker, agt_udp_stats *out);
+int64_t agt_udp_kernel_drops(agt_udp *u);
+agt_status agt_udp_send(agt_udp *u, int64_t step, const float *row, double drop, uint64_t drop_seed,
+                        int64_t *dropped);
+int agt_udp_dropped(uint64_t drop_seed, int worker, int64_t step, int64_t chunk, double drop);
 ]]
