@@ -143,6 +143,7 @@ function Session:_build()
   self.agg = T.new({ d })
   self.honest_mean = T.new({ d })
   self.summaries = Summaries.new(o.summary_dir)
+  if self.source.counters then self.summaries.counters = function() return self.source:counters() end end
   self.evaluator = Evaluator.new({ exp = self.exp, file = o.evaluation_file, out = self.out,
                                    summaries = self.summaries, info = function() return self:_info() end })
   self.global_step = 0

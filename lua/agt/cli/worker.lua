@@ -21,6 +21,7 @@ local clock = require("agt.clock")
 local cjson = require("cjson.safe")
 local U = require("agt.util")
 local Collusion = require("agt.session.collusion")
+local Lossy = require("agt.session.lossy")
 
 local USAGE = [[
 Usage: agt worker --server CLUSTER --id JOB:INDEX [flags]
@@ -152,6 +153,21 @@ local function run(o)
   end
   local d, bytes = cfg.d, cfg.d * 4
   local theta, row = T.new({ d }), T.new({ d })
+  -- --UDP: this worker's rows go as datagrams (agt.session.lossy); its GRAD carries the loss.
+  local udp
+  if type(cfg.udp) == "table" then
+    local oku, s = pcall(Lossy.sender, cfg.udp, c.ps, w, d, session)
+    if not oku then
+      say(id, "cannot send rows over UDP: %s", tostring(s))
+      net:send(nil, N.ERROR, w, -1, 0, "UDP: " .. tostring(s))
+      net:close()
+      if col then col:close() end
+      return 1
+    end
+    udp = s
+    say(id, "rows over UDP to port %d, %d chunk(s) of %d bytes%s", udp.port, udp.chunks, cfg.udp.chunk,
+        udp.drop > 0 and string.format(", test drop rate %g", udp.drop) or "")
+  end
   net:send(nil, N.READY, w, -1, d)
   say(id, "ready: %s, d = %d, session %s%s", tostring(cfg.experiment), d, cfg.session,
       col and string.format("; may attack (%s%s)", col.attack.name, col.colludes and ", colluding" or "") or "")
@@ -196,6 +212,7 @@ local function run(o)
     end
     if msg and msg.type == N.BYE then
       say(id, "the PS ended the run after %d steps", steps)
+      if udp then say(id, "UDP: %d chunk(s) left out by the test drop rate", udp.dropped); udp:close() end
       net:close()
       if col then col:close() end
       return 0
@@ -207,7 +224,12 @@ local function run(o)
       elseif byzantine then
         col:row(step, row, t0)
       end
-      net:send(nil, N.GRAD, w, step, loss, row.ptr, bytes)
+      if udp then
+        udp.dropped = udp.dropped + udp:send(step, row.ptr, udp.drop, udp.drop_seed)
+        net:send(nil, N.GRAD, w, step, loss)
+      else
+        net:send(nil, N.GRAD, w, step, loss, row.ptr, bytes)
+      end
       if col and not byzantine then col:serve(step, t0) end
       steps = steps + 1
     end

@@ -6,6 +6,7 @@
 --                                        row this step; the session aggregates without them)
 --   source:faults() -> { [row] = { missing =, late =, wrong_size =, malformed =, stranger = } }
 --   source.rejected_unknown            frames rejected from connections that are no worker
+--   source:counters() -> { {tag, value}, ... }   cumulative counts for the summaries (--UDP)
 --
 -- The protocol (message types of src/net.h):
 --   worker -> HELLO(worker i, aux)       on a first socket (small size cap); aux: the version
@@ -21,6 +22,8 @@
 --   PS     -> THETA(step, θ, aux)  worker -> GRAD(step, loss, row)   each step; aux = 1 tells
 --                                        a worker that it is Byzantine at that step (attacks
 --                                        over the wire), 0 otherwise; PS -> BYE at close
+-- With --UDP k, workers 0..k-1 send their rows as datagrams (agt.session.lossy) and their GRAD
+-- carries the loss only (no payload); their rows start each step as NaN.
 -- A row is faulty for a step when none arrived before the deadline (--step-timeout), or it
 -- came from a connection that is not that worker's, for another step, or with another size;
 -- faults are counted by worker and logged when a worker turns faulty and when it is back.
@@ -35,6 +38,7 @@ local cjson = require("cjson")
 local FL = require("agt.cli.run.flags")
 local U = require("agt.util")
 local Collusion = require("agt.session.collusion")
+local Lossy = require("agt.session.lossy")
 
 local M = {}
 
@@ -74,6 +78,7 @@ function M.plan(o, n)
     c.curve = { secret = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "secret")), keys = {} }
     for i = 0, n - 1 do c.curve.keys[i + 1] = CL.read_key(CL.key_path(o.keys, c.wk_job, i, "pub")) end
   end
+  if o.UDP > 0 then Lossy.args(o) end
   return function(exp, nn, sopts) return M.new(exp, nn, sopts, o, c, endpoint) end
 end
 
@@ -92,6 +97,11 @@ function M.new(exp, n, sopts, o, c, endpoint)
   self.net = N.server(endpoint, math.max(d * 4, 65536), 2 * n + 8, c.curve)
   self.session_id = new_session_id()
   self.net:set_session(self.session_id)
+  if o.UDP > 0 then
+    local ok, u = pcall(Lossy.new, o, d, c.ps, self.session_id)
+    if not ok then self.net:close(); error("--UDP: " .. tostring(u), 0) end
+    self.udp = u
+  end
   local config = {
     session = self.session_id, experiment = o.experiment, experiment_args = o.experiment_args,
     seed = o.seed, n = n, d = d, l1 = sopts.l1 or 0, l2 = sopts.l2 or 0,
@@ -126,6 +136,7 @@ function Remote:_configure(peer, w, hello_aux)
   for k, v in pairs(self.config) do cfg[k] = v end
   cfg.worker = w
   cfg.poison = self.poison and self.poison(w + 1) or nil
+  cfg.udp = self.udp and self.udp:config(w) or nil
   cfg.session = string.format("%x", self.session_id) -- as text: JSON numbers lose digits
   cfg.attack = attack
   local text = cjson.encode(cfg)
@@ -278,6 +289,9 @@ function Remote:fill(theta, G, step, ctx)
     if self.ready[i] then peers[#peers + 1], rows[#rows + 1] = self.peer_of[i], i end
   end
   local got, pending = {}, 0
+  local udp = self.udp
+  if udp then udp:open(step, G) end
+  local function row_bytes(i) return udp and i <= udp.k and 0 or bytes end -- a UDP row's GRAD: its loss
   local sent = self:_send_theta(peers, rows, theta, step)
   for j, i in ipairs(rows) do
     if sent[j] == true then
@@ -318,11 +332,11 @@ function Remote:fill(theta, G, step, ctx)
         self.warn(string.format("worker %s is on a new connection", self:name(i)))
         if msg.step ~= step then
           self:_fault(i, "late", step, "a row of step " .. tostring(msg.step))
-        elseif msg.len ~= bytes then
+        elseif msg.len ~= row_bytes(i) then
           got[i], pending = "bad", pending - (got[i] == false and 1 or 0)
-          self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, bytes))
+          self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, row_bytes(i)))
         elseif got[i] ~= true then
-          ffi.copy(gp + (i - 1) * d, msg.data, bytes)
+          ffi.copy(gp + (i - 1) * d, msg.data, msg.len)
           losses[i] = msg.aux
           pending = pending - (got[i] == false and 1 or 0)
           got[i] = true
@@ -335,11 +349,11 @@ function Remote:fill(theta, G, step, ctx)
         self:_fault(i, "late", step, "a row of step " .. tostring(msg.step))
       elseif got[i] ~= false then
         self:_fault(i, "malformed", step, "a second row in one step")
-      elseif msg.len ~= bytes then
+      elseif msg.len ~= row_bytes(i) then
         got[i], pending = "bad", pending - 1
-        self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, bytes))
+        self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, row_bytes(i)))
       else
-        ffi.copy(gp + (i - 1) * d, msg.data, bytes)
+        ffi.copy(gp + (i - 1) * d, msg.data, msg.len)
         losses[i] = msg.aux
         got[i], pending = true, pending - 1
       end
@@ -352,6 +366,7 @@ function Remote:fill(theta, G, step, ctx)
       end
     end
   end
+  if udp then udp:finish(got, t_end) end -- after it, nothing more is written into G
   local faulty = {}
   for i = 1, n do
     if got[i] == true then
@@ -378,6 +393,11 @@ function Remote:fill(theta, G, step, ctx)
 end
 
 function Remote:faults() return self.fault end
+
+function Remote:counters()
+  if not self.udp then return {} end
+  return self.udp:counters(function(i) return self:name(i) end)
+end
 
 -- The workers' own streams live in the worker processes: a checkpoint holds the run's session
 -- id only, and a distributed run cannot yet be resumed from a checkpoint (see the docs).
@@ -406,6 +426,10 @@ function Remote:close()
   if #lines > 0 or rej > 0 then
     self.warn(string.format("faults by worker: %s%s", #lines > 0 and table.concat(lines, "; ") or "none",
                             rej > 0 and string.format("; %d frame(s) or handshake(s) from unknown connections rejected", rej) or ""))
+  end
+  if self.udp then
+    self.warn(self.udp:report(function(i) return self:name(i) end))
+    self.udp:close()
   end
   self.net:close()
   self.net = nil

@@ -62,6 +62,8 @@ M.flags = {
   { "auth", "string", "curve", "Distributed run: how workers are authenticated: curve (CURVE keys from --keys; traffic encrypted) or none (a trusted network only)", choices = { "curve", "none" } },
   { "attack-at-ps", "boolean", false, "Distributed run: the PS applies the attack to the rows of the workers marked Byzantine, with every worker's honest gradient (the omniscient attacker, for worst-case experiments); by default the Byzantine worker processes attack over the wire, colluding through what they can know (docs/distributed.md)" },
   { "keys", "string", nil, "Distributed run, --auth curve: the directory of 'agt keygen CLUSTER DIR' (the PS's keypair and every worker's public key)" },
+  { "UDP", "integer", 0, "Distributed run: the first K workers (workers:0 .. K-1) send their rows as UDP datagrams, chunked, each authenticated; a chunk lost, late or forged leaves NaN at its own offsets, for a NaN-tolerant rule (see docs/distributed.md); 0 = every row over TCP" },
+  { "udp-args", "words", {}, "Arguments of --UDP: chunk:BYTES payload per datagram (16384), port:P the PS's UDP port (0: its TCP port), timeout:S wait for a row's late chunks (0.05), drop:P tests: senders leave out chunks with probability P (seeded)" },
   { "seed", "integer", 1, "Seed of every random stream (initialisation, data order, attacks, rules)" },
   { "quiet", "boolean", false, "Print nothing on stdout and no --trace lines on stderr (the evaluation file, the summaries, --stdout-to and --stderr-to still get everything)" },
   { "progress", "string", "auto", "Progress display: auto (live line on a terminal, plain lines otherwise), line, plain, none",
@@ -218,6 +220,9 @@ function M.check(opts)
       flagerr(M.by_name["local-steps"], "K=%d is not available with --server yet (the worker processes take one gradient per step); use a local run", o.local_steps)
     end
   end
+  if o.UDP ~= 0 and not o.server then flagerr(M.by_name["UDP"], "needs --server (rows go over UDP only between processes)") end
+  if o.UDP < 0 or o.UDP > n then flagerr(M.by_name["UDP"], "K must be in [0, n], got K=%d n=%d", o.UDP, n) end
+  if o.UDP == 0 and next(o.udp_args) ~= nil then flagerr(M.by_name["udp-args"], "given without --UDP K (no row goes over UDP)") end
   if o.checkpoint_dir == "-" then o.checkpoint_dir = nil end
   if o.evaluation_file == nil and o.checkpoint_dir then o.evaluation_file = o.checkpoint_dir .. "/eval" end
   if o.evaluation_file == "-" then o.evaluation_file = nil end
