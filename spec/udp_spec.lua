@@ -101,6 +101,78 @@ describe("agt.udp", function()
   end)
 end)
 
+-- What docs/distributed.md says of each rule and NaN coordinates (the lost chunks of UDP rows),
+-- on random rows with n = 11, f = 2: "coordinate" rules lose only the NaN coordinates and
+-- absorb up to f rows NaN at each coordinate, however many rows have some NaN; "row" rules
+-- drop a row with any NaN whole and absorb up to f such rows.
+describe("NaN coordinates and the rules", function()
+  local A = require("agt.aggregators")
+  local R = require("agt.rng")
+  local n, f, d = 11, 2, 40
+  -- The rule's output on random rows with NaN at nan[row] = { coordinates... }: finite everywhere?
+  local function finite(name, nan, seed)
+    local rule = A.new(name, n, f)
+    local G = T.new({ n, d })
+    R.new(seed, 1):normal(G, 0, 1)
+    for r, coords in pairs(nan) do for _, k in ipairs(coords) do G:row(r).ptr[k] = 0 / 0 end end
+    local out = T.new({ d })
+    rule:aggregate(G, out, { step = 0, rng = R.new(seed, 2) })
+    for k = 0, d - 1 do
+      local v = out.ptr[k]
+      if v ~= v or math.abs(v) == math.huge then return false end
+    end
+    return true
+  end
+  -- f rows with NaN on random coordinates (all of them somewhere, some everywhere).
+  local function f_rows(seed)
+    local rng, nan = R.new(seed, 3), {}
+    for j = 1, f do
+      local r = (seed + 3 * j) % n + 1
+      nan[r] = {}
+      for k = 0, d - 1 do if j == 1 or rng:double() < 0.3 then nan[r][#nan[r] + 1] = k end end
+    end
+    return nan
+  end
+  -- every row with NaN somewhere, at most f at each coordinate
+  local function spread(seed)
+    local nan = {}
+    for r = 1, n do nan[r] = {} end
+    for k = 0, d - 1 do
+      for j = 0, f - 1 do local r = (k * f + j + seed) % n + 1; nan[r][#nan[r] + 1] = k end
+    end
+    return nan
+  end
+  local COORDINATE = { "average-nan", "median", "trimmed-mean", "phocas", "averaged-median" }
+  local ROW = { "krum", "multi-krum", "bulyan", "mda", "cge", "geometric-median", "centered-clipping", "nnm,krum",
+                "clipping,median", "arc,krum" }
+
+  it("coordinate rules absorb up to f NaN rows at each coordinate, whatever the rows", function()
+    for _, name in ipairs(COORDINATE) do
+      for seed = 1, 3 do
+        assert.is_true(finite(name, f_rows(seed), seed), name .. " with f NaN rows")
+        assert.is_true(finite(name, spread(seed), seed), name .. " with NaN in every row, <= f per coordinate")
+      end
+    end
+    -- average-nan: any number (0 where no value is finite); median: fewer than half of the rows
+    local all = {}
+    for r = 1, n do all[r] = { 0, 1 } end
+    assert.is_true(finite("average-nan", all, 1))
+    assert.is_true(finite("median", { [1] = { 0 }, [2] = { 0 }, [3] = { 0 }, [4] = { 0 }, [5] = { 0 } }, 1))
+    assert.is_false(finite("median", { [1] = { 0 }, [2] = { 0 }, [3] = { 0 }, [4] = { 0 }, [5] = { 0 }, [6] = { 0 } }, 1))
+    assert.is_false(finite("trimmed-mean", { [1] = { 0 }, [2] = { 0 }, [3] = { 0 } }, 1))
+  end)
+
+  it("row rules absorb up to f rows with any NaN, each dropped whole", function()
+    for _, name in ipairs(ROW) do
+      for seed = 1, 3 do assert.is_true(finite(name, f_rows(seed), seed), name .. " with f NaN rows") end
+    end
+    -- multi-krum averages n-f rows by default: f+1 NaN rows put one in
+    assert.is_false(finite("multi-krum", { [1] = { 0 }, [2] = { 5 }, [3] = { 9 } }, 1))
+    -- average: any NaN reaches the output
+    assert.is_false(finite("average", { [4] = { 7 } }, 1))
+  end)
+end)
+
 describe("--UDP K with worker processes", function()
   it("trains on, NaN exactly at the chunks the senders left out, counted exactly", function()
     local dir = H.tmpdir()
