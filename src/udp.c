@@ -105,13 +105,11 @@ static agt_status resolve(const char *host, int port, int passive, struct addrin
   memset(&hints, 0, sizeof hints);
   hints.ai_socktype = SOCK_DGRAM;
   hints.ai_protocol = IPPROTO_UDP;
-  const char *h = host;
-  if (!h || !*h || strcmp(h, "*") == 0) {
-    h = NULL;
-    hints.ai_family = AF_INET;
-  } else {
-    hints.ai_family = AF_UNSPEC;
-  }
+  /* IPv4, but for an IPv6 literal: the PS's "*" is every IPv4 interface, so a worker must not
+   * pick a host name's IPv6 address (a UDP socket connects to any address, and its datagrams
+   * would all be lost) */
+  const char *h = host && *host && strcmp(host, "*") != 0 ? host : NULL;
+  hints.ai_family = h && strchr(h, ':') ? AF_INET6 : AF_INET;
   if (passive) hints.ai_flags = AI_PASSIVE;
   int r = getaddrinfo(h, ps, &hints, res);
   if (r) return AGT_FAIL(AGT_ENET, "cannot resolve '%s' for UDP: %s", host ? host : "", gai_strerror(r));

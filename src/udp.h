@@ -68,15 +68,16 @@ typedef struct {
   int64_t duplicate;  /* authentic chunks received a second time in one step */
 } agt_udp_stats;
 
-/* The PS's socket, bound to host:port (host "*" or "": every IPv4 interface; port 0: one the
- * system chooses, see agt_udp_port), for rows of d floats from workers 0..nworkers-1 in
+/* The PS's socket, bound to host:port (host "*" or "": every IPv4 interface; an IPv6 literal
+ * binds IPv6, any other host its IPv4 address; port 0: one the system chooses, see
+ * agt_udp_port), for rows of d floats from workers 0..nworkers-1 in
  * chunks of chunk_bytes payload (a multiple of 4 in [4, AGT_UDP_MAX_CHUNK]); asks for a
  * receive buffer of rcvbuf bytes (the kernel may give less: agt_udp_rcvbuf). Starts the
  * receive thread. */
 agt_status agt_udp_server(const char *host, int port, int nworkers, int64_t d, int chunk_bytes,
                           int64_t rcvbuf, agt_udp **out);
-/* A worker's socket, sending to the PS at host:port as worker `worker` of session `session`,
- * under key (AGT_UDP_KEY bytes, from the PS's CONFIG). */
+/* A worker's socket, sending to the PS at host:port (IPv4, or an IPv6 literal) as worker
+ * `worker` of session `session`, under key (AGT_UDP_KEY bytes, from the PS's CONFIG). */
 agt_status agt_udp_client(const char *host, int port, int worker, int64_t d, int chunk_bytes,
                           uint64_t session, const uint8_t *key, agt_udp **out);
 void agt_udp_close(agt_udp *u);
