@@ -101,6 +101,15 @@ function M.new(exp, n, sopts, o, c, endpoint)
     local ok, u = pcall(Lossy.new, o, d, c.ps, self.session_id)
     if not ok then self.net:close(); error("--UDP: " .. tostring(u), 0) end
     self.udp = u
+    local f = o.nb_decl_byz_workers
+    if o.aggregator == "average" then
+      self.warn("--UDP: the rule 'average' does not tolerate NaN: one lost chunk makes θ NaN there "
+        .. "(use average-nan, median, trimmed-mean, krum, ...; see docs/distributed.md)")
+    elseif o.UDP > f and o.aggregator ~= "average-nan" then
+      self.warn(string.format("--UDP %d > f = %d: in a step where more than f UDP rows lose chunks (at the same "
+        .. "offsets, for a coordinate-wise rule), the rule gets more NaN than it absorbs and NaN can reach θ "
+        .. "(see docs/distributed.md)", o.UDP, f))
+    end
   end
   local config = {
     session = self.session_id, experiment = o.experiment, experiment_args = o.experiment_args,
