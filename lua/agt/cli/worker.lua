@@ -36,6 +36,8 @@ A worker of a distributed run whose parameter server is 'agt run --server CLUSTE
                          (<job>-<i>.pub, <job>-<i>.secret; see 'agt keygen')
   --connect-timeout S    seconds to wait for the PS's answer at start (default: 60)
   --idle-timeout S       seconds without a word from the PS before giving up (default: 120)
+With the PS's --UDP K, workers 0..K-1 send their rows as UDP datagrams to the PS's host (the
+port, chunk size and key come in the PS's CONFIG; see docs/distributed.md).
 Exit status: 0 when the PS ends the run, 1 on a failure, 2 on bad flags.]]
 
 local FLAGS = { server = true, id = true, ["ps-job-name"] = true, ["wk-job-name"] = true,
