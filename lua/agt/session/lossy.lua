@@ -64,7 +64,14 @@ function Lossy:config(w)
            drop_seed = self.seed }
 end
 
-function Lossy:open(step, G) self.r:open(step, G.ptr) end
+-- G: the host matrix of the step's rows (the receive thread writes rows 1..k of it, so the
+-- whole of them must be there).
+function Lossy:open(step, G)
+  if G.n < self.k * self.d then
+    error(string.format("agt.session.lossy: G has %d elements, the %d UDP rows need %d", G.n, self.k, self.k * self.d), 2)
+  end
+  self.r:open(step, G.ptr)
+end
 
 function Lossy:finish(got, t_end)
   local want = {}
