@@ -26,7 +26,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the datagram format i
 
 static const unsigned char MAGIC[4] = { 'A', 'G', 'T', 'U' };
 
-enum { BATCH = 32, SLOT = 65536, NONCE = 12, POLL_MS = 100 };
+enum { BATCH = 32, SLOT = 65536, NONCE = 12, POLL_MS = 100, DRAIN_MAX = 4096 /* batches */ };
 
 struct agt_udp {
   int fd;
@@ -172,37 +172,45 @@ static int take(agt_udp *u, const unsigned char *p, size_t len) {
   return ++u->have[worker] == u->nchunks;
 }
 
+/* Takes one batch of what is queued on the socket, under u->mu (so a datagram is never held
+ * outside the lock: what the kernel has queued when a step closes is taken by agt_udp_finish,
+ * not left to a thread that may not have run). Returns the datagrams taken, 0 when none. */
+static int drain_batch(agt_udp *u) {
+  for (int i = 0; i < BATCH; i++) {
+    struct msghdr *h = &u->hdr[i].msg_hdr;
+    h->msg_name = NULL;
+    h->msg_namelen = 0;
+    h->msg_control = u->ctrl[i].buf;
+    h->msg_controllen = sizeof u->ctrl[i].buf;
+    h->msg_flags = 0;
+    u->hdr[i].msg_len = 0;
+  }
+  int k = recvmmsg(u->fd, u->hdr, BATCH, MSG_DONTWAIT, NULL);
+  if (k <= 0) return 0;
+  int completed = 0;
+  for (int i = 0; i < k; i++) {
+    struct msghdr *h = &u->hdr[i].msg_hdr;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR(h, cm)) {
+      if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SO_RXQ_OVFL && cm->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
+        uint32_t drops;
+        memcpy(&drops, CMSG_DATA(cm), sizeof drops);
+        if ((int64_t)drops > u->kdrops) u->kdrops = drops;
+      }
+    }
+    if (h->msg_flags & MSG_TRUNC) { u->unattributed++; continue; }
+    completed |= take(u, u->slots + (size_t)i * SLOT, u->hdr[i].msg_len);
+  }
+  if (completed) pthread_cond_broadcast(&u->cv);
+  return k;
+}
+
 static void *recv_main(void *arg) {
   agt_udp *u = arg;
   while (!__atomic_load_n(&u->stop, __ATOMIC_SEQ_CST)) {
     struct pollfd pf = { u->fd, POLLIN, 0 };
     if (poll(&pf, 1, POLL_MS) <= 0) continue;
-    for (int i = 0; i < BATCH; i++) {
-      struct msghdr *h = &u->hdr[i].msg_hdr;
-      h->msg_name = NULL;
-      h->msg_namelen = 0;
-      h->msg_control = u->ctrl[i].buf;
-      h->msg_controllen = sizeof u->ctrl[i].buf;
-      h->msg_flags = 0;
-      u->hdr[i].msg_len = 0;
-    }
-    int k = recvmmsg(u->fd, u->hdr, BATCH, MSG_DONTWAIT, NULL);
-    if (k <= 0) continue;
-    int completed = 0;
     pthread_mutex_lock(&u->mu);
-    for (int i = 0; i < k; i++) {
-      struct msghdr *h = &u->hdr[i].msg_hdr;
-      for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR(h, cm)) {
-        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SO_RXQ_OVFL && cm->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
-          uint32_t drops;
-          memcpy(&drops, CMSG_DATA(cm), sizeof drops);
-          if ((int64_t)drops > u->kdrops) u->kdrops = drops;
-        }
-      }
-      if (h->msg_flags & MSG_TRUNC) { u->unattributed++; continue; }
-      completed |= take(u, u->slots + (size_t)i * SLOT, u->hdr[i].msg_len);
-    }
-    if (completed) pthread_cond_broadcast(&u->cv);
+    drain_batch(u);
     pthread_mutex_unlock(&u->mu);
   }
   return NULL;
@@ -369,6 +377,9 @@ agt_status agt_udp_finish(agt_udp *u, const uint8_t *want, int timeout_ms, int64
     ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
     pthread_cond_timedwait(&u->cv, &u->mu, &ts);
   }
+  /* What the kernel holds now arrived before the step closed: taken (bounded, so that a flood
+   * cannot hold the PS here). */
+  for (int b = 0; b < DRAIN_MAX && u->open && drain_batch(u) == BATCH; b++) {}
   int done = 0;
   for (int w = 0; w < u->nworkers; w++) {
     int64_t miss = 0;

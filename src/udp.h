@@ -38,12 +38,14 @@
  * authentic chunk of another step than the open one, or while none is open, is "late"; of a
  * chunk already received this step, a "duplicate"; otherwise it is decrypted into the row (the
  * tag is checked before a byte of the row is written) and its bit set in the worker's bitmap.
- * When the step closes (agt_udp_finish) a wanted row's chunks not received are "lost". The
+ * When the step closes (agt_udp_finish) it first takes what the kernel has queued (up to
+ * 131072 datagrams: it arrived in time, whether or not the thread had run), then a wanted
+ * row's chunks not received are "lost". The
  * kernel's own drops (receive buffer full) are read through SO_RXQ_OVFL: agt_udp_kernel_drops.
  *
- * Threads: the receive thread writes rows only between agt_udp_open and agt_udp_finish, under
- * the handle's mutex, which agt_udp_finish takes before it returns: after it, the rows are the
- * caller's. Every other function is for one caller thread. Ownership: agt_udp_server and
+ * Threads: the receive thread takes datagrams from the socket and writes rows only under the
+ * handle's mutex, and only between agt_udp_open and agt_udp_finish, which takes the mutex
+ * before it returns: after it, the rows are the caller's. Every other function is for one caller thread. Ownership: agt_udp_server and
  * agt_udp_client return a handle owned by the caller, released by agt_udp_close (which stops
  * the thread); `rows` stays the caller's and must outlive the open step. */
 #ifndef AGT_UDP_H
