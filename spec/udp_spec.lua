@@ -239,7 +239,7 @@ describe("--UDP K with worker processes", function()
     local pids = start_workers(dir, path, 4)
     local rc, out, err = H.agt_run(string.format("run --server '%s' --auth none --experiment fashion-mnist "
       .. "--experiment-args eval-size:500 --aggregator trimmed-mean --nb-workers 4 --nb-decl-byz-workers 1 "
-      .. "--seed 3 --max-step 5 --step-timeout 30 --UDP 1 --udp-args drop:0.3 chunk:4096 "
+      .. "--seed 3 --max-step 5 --step-timeout 30 --UDP 1 --udp-args drop:0.3 chunk:4096 rate:50 "
       .. "--summary-dir '%s/sm' --evaluation-period -1 --quiet", path, dir))
     os.execute("sleep 0.3")
     local log0 = H.read(dir .. "/w0.log") or ""
@@ -278,7 +278,7 @@ describe("--UDP K with worker processes", function()
     refused({ aggregator = "median", nb_workers = 2, server = c, auth = "none", UDP = 1, udp_args = { "drop:1" } },
             "^%-%-udp%-args: 'drop' must be in %[0, 1%)")
     refused({ aggregator = "median", nb_workers = 2, server = c, auth = "none", UDP = 1, udp_args = { "mtu:9000" } },
-            "^%-%-udp%-args: unknown key 'mtu' %(known: chunk, port, timeout, drop%)")
+            "^%-%-udp%-args: unknown key 'mtu' %(known: chunk, port, timeout, rate, drop%)")
   end)
 end)
 

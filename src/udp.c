@@ -44,6 +44,7 @@ struct agt_udp {
   /* worker side */
   int worker;
   uint64_t seq;
+  double rate; /* bytes/s, 0: unpaced */
   unsigned char key[AGT_UDP_KEY];
   /* PS side, under mu */
   pthread_mutex_t mu;
@@ -504,6 +505,23 @@ static agt_status flush_slots(agt_udp *u, int k) {
   return AGT_OK;
 }
 
+agt_status agt_udp_set_rate(agt_udp *u, double bytes_per_s) {
+  if (!u || u->server) return AGT_FAIL(AGT_EINVAL, "agt_udp_set_rate: not a worker socket");
+  if (!(bytes_per_s >= 0) || isinf(bytes_per_s))
+    return AGT_FAIL(AGT_EINVAL, "agt_udp_set_rate: the rate must be finite and >= 0 bytes/s, got %g", bytes_per_s);
+  u->rate = bytes_per_s;
+  return AGT_OK;
+}
+
+/* With a rate: sleeps until `bytes` sent since t0 are within it. */
+static void pace(const agt_udp *u, double t0, double bytes) {
+  if (u->rate <= 0) return;
+  double wait = t0 + bytes / u->rate - mono();
+  if (wait <= 0) return;
+  struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !agt_interrupted()) {}
+}
+
 agt_status agt_udp_send(agt_udp *u, int64_t step, const float *row, double drop, uint64_t drop_seed,
                         int64_t *dropped) {
   if (!u || u->server) return AGT_FAIL(AGT_EINVAL, "agt_udp_send: not a worker socket");
@@ -513,6 +531,7 @@ agt_status agt_udp_send(agt_udp *u, int64_t step, const float *row, double drop,
   uint64_t seq = u->seq++;
   int64_t nd = 0;
   int k = 0;
+  double t0 = mono(), out = 0;
   for (int64_t c = 0; c < u->nchunks; c++) {
     if (agt_udp_dropped(drop_seed, u->worker, step, c, drop)) { nd++; continue; }
     uint64_t offset = (uint64_t)(c * u->chunk);
@@ -536,9 +555,12 @@ agt_status agt_udp_send(agt_udp *u, int64_t step, const float *row, double drop,
                                                        (const unsigned char *)(row + offset), bytes, p,
                                                        AGT_UDP_HEADER, NULL, nonce, u->key);
     u->iov[k].iov_len = AGT_UDP_HEADER + bytes + AGT_UDP_TAG;
-    if (++k == BATCH) {
+    out += (double)u->iov[k].iov_len;
+    /* paced: one datagram at a time; otherwise BATCH at once */
+    if (++k == BATCH || u->rate > 0) {
       AGT_TRY(flush_slots(u, k));
       k = 0;
+      pace(u, t0, out);
     }
   }
   if (k) AGT_TRY(flush_slots(u, k));

@@ -112,6 +112,10 @@ int64_t agt_udp_kernel_drops(agt_udp *u);
  * it lost); only a broken socket fails. */
 agt_status agt_udp_send(agt_udp *u, int64_t step, const float *row, double drop, uint64_t drop_seed,
                         int64_t *dropped);
+/* Worker: paces agt_udp_send to at most bytes_per_s datagram bytes per second (0: as fast as
+ * the socket takes them, the default). A sender that outruns the PS's link, a switch or the
+ * PS's receive thread loses chunks; AggregaThor slept 400 µs after each 65 kB datagram. */
+agt_status agt_udp_set_rate(agt_udp *u, double bytes_per_s);
 /* 1 when chunk c of worker's row at step is left out at rate drop under drop_seed: a draw of
  * the counter-based stream (drop_seed, "udp-drop" worker step c), so tests know which. */
 int agt_udp_dropped(uint64_t drop_seed, int worker, int64_t step, int64_t chunk, double drop);

@@ -399,5 +399,6 @@ agt_status agt_udp_stats_of(agt_udp *u, int worker, agt_udp_stats *out);
 int64_t agt_udp_kernel_drops(agt_udp *u);
 agt_status agt_udp_send(agt_udp *u, int64_t step, const float *row, double drop, uint64_t drop_seed,
                         int64_t *dropped);
+agt_status agt_udp_set_rate(agt_udp *u, double bytes_per_s);
 int agt_udp_dropped(uint64_t drop_seed, int worker, int64_t step, int64_t chunk, double drop);
 ]]

@@ -12,6 +12,7 @@
 --   r:kernel_drops()  r:close()
 --   local s = U.client(host, port, w, d, chunk_bytes, session, key_hex)   -- a worker
 --   s:send(step, ptr, drop, drop_seed) -> chunks left out
+--   s:set_rate(bytes_per_s)                paces the sends (0: unpaced)
 --   U.dropped(drop_seed, w, step, chunk, drop) -> boolean   (which chunks a drop rate leaves out)
 -- A handle owns its socket (ffi.gc; close() releases it at once). Failures raise with the
 -- engine's message; Ctrl-C during finish raises "interrupted".
@@ -109,6 +110,8 @@ function Udp:send(step, ptr, drop, drop_seed)
   check(C.agt_udp_send(self.h, step, ptr, drop or 0, drop_seed or 0, n))
   return tonumber(n[0])
 end
+
+function Udp:set_rate(bytes_per_s) check(C.agt_udp_set_rate(self.h, bytes_per_s or 0)) end
 
 function M.dropped(drop_seed, w, step, chunk, drop)
   return C.agt_udp_dropped(drop_seed, w, step, chunk, drop) ~= 0

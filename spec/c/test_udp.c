@@ -249,6 +249,20 @@ int main(void) {
   CHECK(a1.received - b1.received == 63 && a0.received == b0.received);
   CHECK(agt_udp_kernel_drops(u) == 0);
 
+  /* Paced at 100 kB/s, a row of 63 datagrams of 128 bytes (8064 bytes) takes at least 80 ms. */
+  CHECK(agt_udp_set_rate(u, 1e6) == AGT_EINVAL); /* the PS's socket sends nothing */
+  CHECK(agt_udp_set_rate(c1, -1) == AGT_EINVAL);
+  CHECK(agt_udp_set_rate(c1, INFINITY) == AGT_EINVAL);
+  CHECK(agt_udp_set_rate(c1, 1e5) == AGT_OK);
+  CHECK(agt_udp_open(u, 7, rows) == AGT_OK);
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  CHECK(agt_udp_send(c1, 7, sent0, 0, 0, NULL) == AGT_OK);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  CHECK((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec) >= 0.080);
+  CHECK(agt_udp_finish(u, want1, 3000, lost, &complete) == AGT_OK);
+  CHECK(complete == 1 && same_bits(rows + D, sent0, D));
+  CHECK(agt_udp_set_rate(c1, 0) == AGT_OK);
+
   /* The drop draw: reproducible, about the rate asked, none at 0 and all at 1. */
   int64_t k = 0, k0 = 0, k1 = 0, same = 1;
   for (int64_t c = 0; c < 20000; c++) {

@@ -30,6 +30,9 @@ M.ARGS = {
   { name = "timeout", type = "number", default = 0.05,
     doc = "seconds the PS waits, after a row's loss arrived, for its chunks still on the way (never past --step-timeout)",
     check = function(v) return v >= 0, "must be >= 0 seconds" end },
+  { name = "rate", type = "number", default = 0,
+    doc = "MB/s each worker sends its datagrams at most (0: as fast as its socket takes them)",
+    check = function(v) return v >= 0, "must be >= 0 MB/s" end },
   { name = "drop", type = "number", default = 0,
     doc = "tests: each worker leaves out each chunk with this probability (drawn from --seed: reproducible)",
     check = function(v) return v >= 0 and v < 1, "must be in [0, 1)" end },
@@ -61,7 +64,7 @@ end
 function Lossy:config(w)
   if w >= self.k then return nil end
   return { port = self.port, chunk = self.args.chunk, key = self.r:new_key(w), drop = self.args.drop,
-           drop_seed = self.seed }
+           drop_seed = self.seed, rate = self.args.rate }
 end
 
 -- G: the host matrix of the step's rows (the receive thread writes rows 1..k of it, so the
@@ -107,11 +110,12 @@ end
 
 -- The worker's side: the sender of worker w, from the `udp` part of its CONFIG.
 function M.sender(cu, ps_hostport, w, d, session)
-  for _, k in ipairs({ "port", "chunk", "drop", "drop_seed" }) do
+  for _, k in ipairs({ "port", "chunk", "drop", "drop_seed", "rate" }) do
     if type(cu[k]) ~= "number" then error("the PS sent a UDP configuration without " .. k, 0) end
   end
   local s = U.client((split(ps_hostport)), cu.port, w, d, cu.chunk, session, cu.key)
   s.drop, s.drop_seed, s.dropped = cu.drop, cu.drop_seed, 0
+  s:set_rate(cu.rate * 1e6)
   return s
 end
 

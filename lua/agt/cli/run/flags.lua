@@ -63,7 +63,7 @@ M.flags = {
   { "attack-at-ps", "boolean", false, "Distributed run: the PS applies the attack to the rows of the workers marked Byzantine, with every worker's honest gradient (the omniscient attacker, for worst-case experiments); by default the Byzantine worker processes attack over the wire, colluding through what they can know (docs/distributed.md)" },
   { "keys", "string", nil, "Distributed run, --auth curve: the directory of 'agt keygen CLUSTER DIR' (the PS's keypair and every worker's public key)" },
   { "UDP", "integer", 0, "Distributed run: the first K workers (workers:0 .. K-1) send their rows as UDP datagrams, chunked, each authenticated; a chunk lost, late or forged leaves NaN at its own offsets, for a NaN-tolerant rule (see docs/distributed.md); 0 = every row over TCP" },
-  { "udp-args", "words", {}, "Arguments of --UDP: chunk:BYTES payload per datagram (16384), port:P the PS's UDP port (0: its TCP port), timeout:S wait for a row's late chunks (0.05), drop:P tests: senders leave out chunks with probability P (seeded)" },
+  { "udp-args", "words", {}, "Arguments of --UDP: chunk:BYTES payload per datagram (16384), port:P the PS's UDP port (0: its TCP port), timeout:S wait for a row's late chunks (0.05), rate:MBPS pace each sender (0: unpaced), drop:P tests: senders leave out chunks with probability P (seeded)" },
   { "seed", "integer", 1, "Seed of every random stream (initialisation, data order, attacks, rules)" },
   { "quiet", "boolean", false, "Print nothing on stdout and no --trace lines on stderr (the evaluation file, the summaries, --stdout-to and --stderr-to still get everything)" },
   { "progress", "string", "auto", "Progress display: auto (live line on a terminal, plain lines otherwise), line, plain, none",
