@@ -232,6 +232,38 @@ describe("--UDP K with worker processes", function()
     assert.falsy(logs[3]:find("UDP", 1, true), logs[3])
   end)
 
+  it("with no loss, all rows over UDP and attackers over the wire give the local run's θ bit for bit", function()
+    local dir = H.tmpdir()
+    local port = free_port() + 5
+    local path = cluster(dir, port, 5)
+    local pids = start_workers(dir, path, 5)
+    local extra = { aggregator = "median", nb_workers = 5, nb_decl_byz_workers = 2, nb_real_byz_workers = 2,
+                    attack = "reverse", attack_args = { "of:own", "factor:3" } }
+    local theta, counters
+    local ok, err = pcall(function()
+      local o = opts(extra)
+      o.server, o.auth, o.step_timeout, o.connect_timeout, o.UDP = path, "none", 30, 60, 5
+      local ps = S.new(o)
+      for _ = 1, 3 do assert.equal(0, ps:step().faulty) end
+      theta = ffi.string(ps.theta.ptr, ps.d * 4)
+      counters = {}
+      for _, c in ipairs(ps.source:counters()) do counters[c[1]] = c[2] end
+      ps:close()
+    end)
+    local text = {}
+    for i = 0, 4 do text[#text + 1] = H.read(string.format("%s/w%d.log", dir, i)) or "" end
+    text = table.concat(text, "\n")
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+    assert.truthy(text:find("may attack (reverse)", 1, true), text)
+    for i = 0, 4 do assert.equal(0, counters[string.format("udp/workers:%d/lost", i)]) end
+    local loc = S.new(opts(extra))
+    for _ = 1, 3 do loc:step() end
+    assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), theta)
+    loc:close()
+  end)
+
   it("agt run --UDP writes the counters to the summaries and the closing report", function()
     local dir = H.tmpdir()
     local port = free_port() + 7
