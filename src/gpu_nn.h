@@ -18,6 +18,7 @@
 #define AGT_GPU_NN_H
 
 #include "status.h"
+#include "rng.h"
 
 /* ffi:begin */
 /* C = alpha·op(A)·op(B) + beta·C, row-major, as agt_gemm. */
@@ -33,6 +34,39 @@ agt_status agt_gpu_nn_linear_backward(const float *x, const float *W, const floa
 agt_status agt_gpu_nn_act_forward(int act, const float *x, float *y, size_t n);
 agt_status agt_gpu_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n);
 agt_status agt_gpu_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
+/* Convolution (NCHW, nn.h's layouts and padding): im2col into the device's own scratch arena
+ * and cuBLAS SGEMMs (float32, no TF32), or cuDNN where it was found (agt_gpu_nn_conv_path).
+ * col is not used (it may be NULL): backward unfolds x again. The bias gradient is the CPU's bit
+ * for bit (the same float partial sums, added in double in the same order). */
+agt_status agt_gpu_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
+                                     float *col, size_t B, size_t C, size_t H, size_t Wd,
+                                     size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                     size_t pt, size_t pl, size_t OH, size_t OW, int act);
+agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const float *dy,
+                                      float *dx, float *dW, float *db, float *col,
+                                      size_t B, size_t C, size_t H, size_t Wd,
+                                      size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                      size_t pt, size_t pl, size_t OH, size_t OW);
+/* Pooling: the CPU's windows, ties, NaN rule and summation order: bit-identical, idx too. */
+agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
+                                      size_t H, size_t Wd, size_t KH, size_t KW, size_t sh,
+                                      size_t sw, size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
+                                       float *dx, size_t P, size_t H, size_t Wd, size_t KH,
+                                       size_t KW, size_t sh, size_t sw, size_t pt, size_t pl,
+                                       size_t OH, size_t OW);
+agt_status agt_gpu_nn_avgpool_forward(const float *x, float *y, size_t P, size_t H, size_t Wd,
+                                      size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                      size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_avgpool_backward(const float *dy, float *dx, size_t P, size_t H, size_t Wd,
+                                       size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                       size_t pl, size_t OH, size_t OW);
+/* Dropout with the CPU's mask: word i of r's Philox stream decides value i, as in
+ * agt_nn_dropout_forward; r (a HOST pointer) is advanced past the n words it used, as the CPU
+ * twin advances it, so both devices draw the same masks from the same stream. */
+agt_status agt_gpu_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
+                                      agt_rng *r);
+agt_status agt_gpu_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n);
 /* logits, y (int32 labels) and dlogits on the device, loss on the host. A label out of range
  * is AGT_EINVAL naming the first such example (dlogits is then unspecified). */
 agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,

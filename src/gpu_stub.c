@@ -63,6 +63,47 @@ agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B
                                  double *loss_sum, size_t *correct) {
   return NOCUDA();
 }
+agt_status agt_gpu_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
+                                     float *col, size_t B, size_t C, size_t H, size_t Wd,
+                                     size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                     size_t pt, size_t pl, size_t OH, size_t OW, int act) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const float *dy, float *dx,
+                                      float *dW, float *db, float *col, size_t B, size_t C,
+                                      size_t H, size_t Wd, size_t OC, size_t KH, size_t KW,
+                                      size_t sh, size_t sw, size_t pt, size_t pl, size_t OH,
+                                      size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P, size_t H,
+                                      size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
+                                      size_t pt, size_t pl, size_t OH, size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
+                                       float *dx, size_t P, size_t H, size_t Wd, size_t KH,
+                                       size_t KW, size_t sh, size_t sw, size_t pt, size_t pl,
+                                       size_t OH, size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_avgpool_forward(const float *x, float *y, size_t P, size_t H, size_t Wd,
+                                      size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                      size_t pl, size_t OH, size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_avgpool_backward(const float *dy, float *dx, size_t P, size_t H, size_t Wd,
+                                       size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                       size_t pl, size_t OH, size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
+                                      agt_rng *r) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n) {
+  return NOCUDA();
+}
 agt_status agt_gpu_optim_sgd(float *theta, const float *g, size_t d, float lr) { return NOCUDA(); }
 agt_status agt_gpu_optim_momentum(float *theta, float *accum, const float *g, size_t d, float lr,
                                   float momentum, int nesterov) {

@@ -430,7 +430,7 @@ static void col2im_task(void *vctx, size_t begin, size_t end, size_t chunk) {
   }
 }
 
-static agt_status conv_check(size_t B, size_t C, size_t H, size_t Wd, size_t OC, size_t KH,
+agt_status agt_nn_conv2d_check(size_t B, size_t C, size_t H, size_t Wd, size_t OC, size_t KH,
                              size_t KW, size_t sh, size_t sw, size_t pt, size_t pl, size_t OH,
                              size_t OW) {
   if (!B || !C || !H || !Wd || !OC || !KH || !KW || !sh || !sw || !OH || !OW)
@@ -476,7 +476,7 @@ agt_status agt_nn_conv2d_forward(const float *x, const float *W, const float *b,
                                  float *col, size_t B, size_t C, size_t H, size_t Wd,
                                  size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
                                  size_t pt, size_t pl, size_t OH, size_t OW, int act) {
-  AGT_TRY(conv_check(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW));
+  AGT_TRY(agt_nn_conv2d_check(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW));
   if (act < -1 || act > AGT_NN_SIGMOID) return AGT_FAIL(AGT_EINVAL, "conv2d: activation must be -1 (none), 0, 1 or 2, got %d", act);
   size_t K = C * KH * KW, P = OH * OW, r1, r2, r3;
   size_t Bc = conv_chunk(B, C, H, Wd, OC, KH, KW, sh, sw, OH, OW);
@@ -525,7 +525,7 @@ agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *d
                                   size_t B, size_t C, size_t H, size_t Wd,
                                   size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW) {
-  AGT_TRY(conv_check(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW));
+  AGT_TRY(agt_nn_conv2d_check(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW));
   size_t K = C * KH * KW, P = OH * OW, HW = H * Wd, r1, r2, r3;
   size_t Bc = conv_chunk(B, C, H, Wd, OC, KH, KW, sh, sw, OH, OW);
   if (dW && Bc < B && !x) return AGT_FAIL(AGT_EINVAL, "conv2d backward: dW needs x");
@@ -781,7 +781,7 @@ static void maxpool_bwd_task(void *vctx, size_t begin, size_t end, size_t chunk)
   }
 }
 
-static agt_status pool_check(size_t P, size_t H, size_t W, size_t KH, size_t KW, size_t sh,
+agt_status agt_nn_pool_check(size_t P, size_t H, size_t W, size_t KH, size_t KW, size_t sh,
                              size_t sw, size_t OH, size_t OW) {
   if (!P || !H || !W || !KH || !KW || !sh || !sw || !OH || !OW)
     return AGT_FAIL(AGT_EINVAL, "pool: zero in shape planes=%zu in=%zux%zu k=%zux%zu stride=%zux%zu out=%zux%zu",
@@ -793,14 +793,17 @@ static agt_status pool_check(size_t P, size_t H, size_t W, size_t KH, size_t KW,
 agt_status agt_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW) {
-  AGT_TRY(pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
+  AGT_TRY(agt_nn_pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
   pool_ctx t = { x, y, NULL, NULL, idx, NULL, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW };
   return agt_parallel_for(P, plane_grain(OH * OW * KH * KW), maxpool_fwd_task, &t);
 }
 
 agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
-                                   float *dx, size_t P, size_t H, size_t Wd, size_t OH, size_t OW) {
-  AGT_TRY(pool_check(P, H, Wd, 1, 1, 1, 1, OH, OW));
+                                   float *dx, size_t P, size_t H, size_t Wd, size_t KH, size_t KW,
+                                   size_t sh, size_t sw, size_t pt, size_t pl, size_t OH, size_t OW) {
+  (void)pt;
+  (void)pl;
+  AGT_TRY(agt_nn_pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
   pool_ctx t = { NULL, (float *)relu_y, dy, dx, NULL, idx, H, Wd, 1, 1, 1, 1, 0, 0, OH, OW };
   return agt_parallel_for(P, plane_grain(H * Wd), maxpool_bwd_task, &t);
 }
@@ -853,7 +856,7 @@ static void avgpool_bwd_task(void *vctx, size_t begin, size_t end, size_t chunk)
 agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW) {
-  AGT_TRY(pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
+  AGT_TRY(agt_nn_pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
   pool_ctx t = { x, y, NULL, NULL, NULL, NULL, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW };
   return agt_parallel_for(P, plane_grain(OH * OW * KH * KW), avgpool_fwd_task, &t);
 }
@@ -861,7 +864,7 @@ agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
 agt_status agt_nn_avgpool_backward(const float *dy, float *dx, size_t P,
                                    size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                    size_t pt, size_t pl, size_t OH, size_t OW) {
-  AGT_TRY(pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
+  AGT_TRY(agt_nn_pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
   pool_ctx t = { NULL, NULL, dy, dx, NULL, NULL, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW };
   return agt_parallel_for(P, plane_grain(OH * OW * KH * KW), avgpool_bwd_task, &t);
 }
@@ -976,9 +979,14 @@ agt_status agt_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t 
   return agt_parallel_for(B * C, grain ? grain : 1, bias_act_task, &t);
 }
 
+agt_status agt_nn_dropout_check(float p) {
+  if (!(p >= 0.0f && p < 1.0f)) return AGT_FAIL(AGT_EINVAL, "dropout rate must be in [0, 1), got %g", (double)p);
+  return AGT_OK;
+}
+
 agt_status agt_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
                                   agt_rng *r) {
-  if (!(p >= 0.0f && p < 1.0f)) return AGT_FAIL(AGT_EINVAL, "dropout rate must be in [0, 1), got %g", (double)p);
+  AGT_TRY(agt_nn_dropout_check(p));
   if (!r) return AGT_FAIL(AGT_EINVAL, "dropout needs a random stream");
   agt_rng_uniform(r, mask, n, 0.0f, 1.0f);
   float keep = 1.0f / (1.0f - p);

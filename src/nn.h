@@ -62,13 +62,15 @@ agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *d
  * index of each maximum in idx (P·OH·OW int32) for backward (ties: the first in row-major
  * order); a window that holds NaN yields NaN. Max-pool's backward can fold in the
  * backward of a ReLU applied just before it: pass the pool's output as relu_y and only
- * windows whose max is > 0 pass their gradient (NULL: plain max-pool). Avg-pool divides by
+ * windows whose max is > 0 pass their gradient (NULL: plain max-pool); it takes the forward's
+ * window geometry (the device twin gathers over the windows that hold each pixel). Avg-pool divides by
  * the number of non-padded pixels of each window. */
 agt_status agt_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW);
 agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
-                                   float *dx, size_t P, size_t H, size_t Wd, size_t OH, size_t OW);
+                                   float *dx, size_t P, size_t H, size_t Wd, size_t KH, size_t KW,
+                                   size_t sh, size_t sw, size_t pt, size_t pl, size_t OH, size_t OW);
 agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW);
@@ -101,5 +103,14 @@ agt_status agt_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, 
 agt_status agt_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
                              double *loss_sum, size_t *correct);
 /* ffi:end */
+
+/* The shape checks the kernels above share with their device twins (src/cuda/): AGT_EINVAL
+ * naming what is wrong. */
+agt_status agt_nn_conv2d_check(size_t B, size_t C, size_t H, size_t Wd, size_t OC, size_t KH,
+                               size_t KW, size_t sh, size_t sw, size_t pt, size_t pl, size_t OH,
+                               size_t OW);
+agt_status agt_nn_pool_check(size_t P, size_t H, size_t W, size_t KH, size_t KW, size_t sh,
+                             size_t sw, size_t OH, size_t OW);
+agt_status agt_nn_dropout_check(float p);
 
 #endif

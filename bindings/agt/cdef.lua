@@ -252,6 +252,31 @@ agt_status agt_gpu_nn_linear_backward(const float *x, const float *W, const floa
 agt_status agt_gpu_nn_act_forward(int act, const float *x, float *y, size_t n);
 agt_status agt_gpu_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n);
 agt_status agt_gpu_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
+agt_status agt_gpu_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
+                                     float *col, size_t B, size_t C, size_t H, size_t Wd,
+                                     size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                     size_t pt, size_t pl, size_t OH, size_t OW, int act);
+agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const float *dy,
+                                      float *dx, float *dW, float *db, float *col,
+                                      size_t B, size_t C, size_t H, size_t Wd,
+                                      size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                      size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
+                                      size_t H, size_t Wd, size_t KH, size_t KW, size_t sh,
+                                      size_t sw, size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
+                                       float *dx, size_t P, size_t H, size_t Wd, size_t KH,
+                                       size_t KW, size_t sh, size_t sw, size_t pt, size_t pl,
+                                       size_t OH, size_t OW);
+agt_status agt_gpu_nn_avgpool_forward(const float *x, float *y, size_t P, size_t H, size_t Wd,
+                                      size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                      size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_avgpool_backward(const float *dy, float *dx, size_t P, size_t H, size_t Wd,
+                                       size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                       size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
+                                      agt_rng *r);
+agt_status agt_gpu_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n);
 agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
                                    double *loss, float *dlogits);
 agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
@@ -336,7 +361,8 @@ agt_status agt_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW);
 agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
-                                   float *dx, size_t P, size_t H, size_t Wd, size_t OH, size_t OW);
+                                   float *dx, size_t P, size_t H, size_t Wd, size_t KH, size_t KW,
+                                   size_t sh, size_t sw, size_t pt, size_t pl, size_t OH, size_t OW);
 agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW);

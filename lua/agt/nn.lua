@@ -203,8 +203,10 @@ function nn.conv2d(oc, opts)
     local P = self.oh * self.ow
     local conv = self.be:op("nn.conv2d_forward")   -- before the buffers: a device may lack it
     local y = grow(self, "y", B * self.oc * P)
-    local col = grow(self, "col", tonumber(C.agt_nn_conv2d_scratch(B, self.c, self.h, self.w, self.oc, self.kh,
-                                                                    self.kw, self.sh, self.sw, self.oh, self.ow)))
+    -- the CPU keeps the unfolded patches from forward to backward; the device unfolds into its
+    -- own scratch arena (src/gpu_nn.h) and needs no buffer here
+    local col = self.be.name == "cpu" and grow(self, "col", tonumber(C.agt_nn_conv2d_scratch(B, self.c,
+                  self.h, self.w, self.oc, self.kh, self.kw, self.sh, self.sw, self.oh, self.ow))) or nil
     conv(x, th + self.params[1].offset, self.bias and th + self.params[2].offset or nil,
          y, col, B, self.c, self.h, self.w, self.oc, self.kh, self.kw, self.sh,
          self.sw, self.pt, self.pl, self.oh, self.ow, self.act or -1)
@@ -213,7 +215,8 @@ function nn.conv2d(oc, opts)
   function l:backward(th, g, x, y, dy, B, need_dx)
     local dx = need_dx and grow(self, "dx", B * self.c * self.h * self.w) or nil
     self.be:op("nn.conv2d_backward")(x, th + self.params[1].offset, dy, dx, g + self.params[1].offset,
-                                     self.bias and g + self.params[2].offset or nil, self._ptr_col,
+                                     self.bias and g + self.params[2].offset or nil,
+                                     self.be.name == "cpu" and self._ptr_col or nil,
                                      B, self.c, self.h, self.w, self.oc, self.kh, self.kw, self.sh,
                                      self.sw, self.pt, self.pl, self.oh, self.ow)
     return dx
@@ -259,7 +262,8 @@ function nn.maxpool(opts)
     if not need_dx then return nil end
     local dx = grow(self, "dx", B * self.c * self.h * self.w)
     self.be:op("nn.maxpool_backward")(dy, self._ptr_idx, self.relu_before and y or nil, dx, B * self.c,
-                                      self.h, self.w, self.oh, self.ow)
+                                      self.h, self.w, self.kh, self.kw, self.sh, self.sw, self.pt,
+                                      self.pl, self.oh, self.ow)
     return dx
   end
   return l

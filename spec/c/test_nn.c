@@ -175,7 +175,7 @@ static void test_pool(void) {
       CHECK(agt_nn_avgpool_backward(dy, dx, P, H, W, 3, 3, 2, 2, pt, pl, OH, OW) == AGT_OK);
     } else {
       CHECK(agt_nn_maxpool_forward(x, y, idx, P, H, W, 3, 3, 2, 2, pt, pl, OH, OW) == AGT_OK);
-      CHECK(agt_nn_maxpool_backward(dy, idx, NULL, dx, P, H, W, OH, OW) == AGT_OK);
+      CHECK(agt_nn_maxpool_backward(dy, idx, NULL, dx, P, H, W, 3, 3, 2, 2, pt, pl, OH, OW) == AGT_OK);
     }
     CHECK(maxdiff(y, ry, P * OH * OW) < 1e-6);
     CHECK(maxdiff(dx, rdx, P * H * W) < 1e-6);

@@ -6,24 +6,7 @@
  * Each element gets the CPU twin's float operations in the same order; __fmul_rn, __fadd_rn
  * and __fsub_rn keep nvcc from fusing them (the CPU build has no FMA). The dense layer's
  * products go through agt_gpu_gemm (cuBLAS). */
-#include "gpu_internal.h"
-
-extern "C" {
-#include "nn.h"
-#include "gpu_nn.h"
-}
-
-#define NN_BLOCK 256
-#define NN_MAX_BLOCKS 65536   /* grid-stride loops beyond this */
-
-static unsigned nn_blocks(size_t n) {
-  size_t b = (n + NN_BLOCK - 1) / NN_BLOCK;
-  return (unsigned)(b == 0 ? 1 : b > NN_MAX_BLOCKS ? NN_MAX_BLOCKS : b);
-}
-
-#define GRID_STRIDE(i, n)                                                         \
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);        \
-       i += (size_t)gridDim.x * blockDim.x)
+#include "gpu_nn_internal.h"
 
 __device__ __forceinline__ float act_fwd(int act, float x) {
   switch (act) {

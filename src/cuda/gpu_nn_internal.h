@@ -1,0 +1,26 @@
+/* gpu_nn_internal.h — what the training kernels' files (gpu_nn*.cu) share: launch sizes for
+ * element-wise kernels (grid-stride loops past NN_MAX_BLOCKS blocks) and the entries they call
+ * in one another. */
+#ifndef AGT_GPU_NN_INTERNAL_H
+#define AGT_GPU_NN_INTERNAL_H
+
+#include "gpu_internal.h"
+
+extern "C" {
+#include "nn.h"
+#include "gpu_nn.h"
+}
+
+#define NN_BLOCK 256
+#define NN_MAX_BLOCKS 65536
+
+static inline unsigned nn_blocks(size_t n) {
+  size_t b = (n + NN_BLOCK - 1) / NN_BLOCK;
+  return (unsigned)(b == 0 ? 1 : b > NN_MAX_BLOCKS ? NN_MAX_BLOCKS : b);
+}
+
+#define GRID_STRIDE(i, n)                                                         \
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);        \
+       i += (size_t)gridDim.x * blockDim.x)
+
+#endif
