@@ -319,6 +319,59 @@ local function dropout_case()
   end }
 end
 
+-- batch norm: {B, C, S}: images, dense features (S = 1), one example of one pixel per channel
+-- (N = 1: the running variance takes the biased one); every activation; channel 0 of x holds a
+-- NaN and channel 1 a +inf (theirs alone turn NaN), the others are finite. Sums in double in
+-- two orders: 1e-5.
+local BNS = { { 4, 5, 9 }, { 7, 6, 1 }, { 1, 3, 1 } }
+
+local function bn_input(seed, Bn, Cn, S)
+  local h = host(seed, Bn, Cn * S, false)
+  if Bn * S > 1 then
+    h.ptr[0] = 0 / 0
+    h.ptr[S] = math.huge
+  end
+  return h
+end
+
+local function bn_case(backward)
+  return { tol = 1e-5, run = function(k, new, be)
+    local fwd = be:op("nn.batchnorm_forward")
+    local res = {}
+    for i, c in ipairs(BNS) do
+      local Bn, Cn, S = c[1], c[2], c[3]
+      local x = new(bn_input(180 + i, Bn, Cn, S))
+      local gamma, beta = new(host(183 + i, 1, Cn, false)), new(host(186 + i, 1, Cn, false))
+      local rm, rv = new(host(189 + i, 1, Cn, false)), new(host(192 + i, 1, Cn, true))
+      local mean, invstd = new(T.new({ Cn })), new(T.new({ Cn }))
+      for act = -1, 2 do
+        local y = new(T.new({ Bn * Cn * S }))
+        fwd(x:pointer(), gamma:pointer(), beta:pointer(), y:pointer(), mean:pointer(), invstd:pointer(),
+            rm:pointer(), rv:pointer(), Bn, Cn, S, 0.1, 1e-5, 1, act)
+        if not backward then
+          res[#res + 1], res[#res + 2], res[#res + 3] = y:to("cpu"), mean:to("cpu"), invstd:to("cpu")
+          fwd(x:pointer(), gamma:pointer(), beta:pointer(), y:pointer(), nil, nil, rm:pointer(), rv:pointer(),
+              Bn, Cn, S, 0.1, 1e-5, 0, act)   -- evaluation
+          res[#res + 1] = y:to("cpu")
+        end
+      end
+      if not backward then
+        res[#res + 1], res[#res + 2] = rm:to("cpu"), rv:to("cpu")
+      else
+        local dy = new(host(195 + i, Bn, Cn * S, false))
+        local dx, dg, db = new(T.new({ Bn * Cn * S })), new(T.new({ Cn })), new(T.new({ Cn }))
+        k(x:pointer(), gamma:pointer(), dy:pointer(), mean:pointer(), invstd:pointer(), dx:pointer(),
+          dg:pointer(), db:pointer(), Bn, Cn, S)
+        res[#res + 1], res[#res + 2], res[#res + 3] = dx:to("cpu"), dg:to("cpu"), db:to("cpu")
+        k(x:pointer(), gamma:pointer(), dy:pointer(), mean:pointer(), invstd:pointer(), nil,
+          dg:pointer(), db:pointer(), Bn, Cn, S)   -- the first layer's call: no dx
+        res[#res + 1] = dg:to("cpu")
+      end
+    end
+    return res
+  end }
+end
+
 local rows7 = ffi.new("int64_t[7]", { 3, 10, 0, 7, 9, 1, 5 })
 local perm = ffi.new("int64_t[11]", { 4, 2, 9, 0, 10, 1, 7, 3, 8, 5, 6 })
 
@@ -404,6 +457,15 @@ local CASES = {
   ["nn.maxpool_backward"] = pool_case("max", true),
   ["nn.avgpool_forward"] = pool_case("avg", false),
   ["nn.avgpool_backward"] = pool_case("avg", true),
+  ["nn.batchnorm_forward"] = bn_case(false),
+  ["nn.batchnorm_backward"] = bn_case(true),
+  ["nn.add_act"] = act_case(1e-6, function(k, new, act)
+    local a, b = new(host(175 + act, 5, 1000, true)), new(host(178 + act, 5, 1000, true))
+    local y = new(T.new({ 5, 1000 }))
+    k(a:pointer(), b:pointer(), y:pointer(), 5000, act)
+    k(a:pointer(), b:pointer(), b:pointer(), 5000, -1)   -- in place, no activation
+    return { y, b }
+  end),
   ["nn.dropout_forward"] = dropout_case(),
   ["nn.dropout_backward"] = { tol = 0, run = function(k, new)
     local dy, mask = new(input(170, 5, 1000, true)), new(host(171, 5, 1000, false))
@@ -612,10 +674,19 @@ describe("agt.backend", function()
       nn.avgpool({ kernel = 3, stride = 2, padding = "SAME" }), nn.conv2d(6, { kernel = 3 }), nn.relu(),
       nn.flatten(), nn.dropout(0.4), nn.linear(10),
     })
-    return { cnnet = cnnet, other = other }
+    local resnet = nn.sequential({ 3, 32, 32 }, {
+      nn.conv2d(8, { kernel = 3, padding = 1, bias = false }), nn.batchnorm(), nn.relu(),
+      nn.residual({ nn.conv2d(8, { kernel = 3, padding = 1, bias = false }), nn.batchnorm(), nn.relu(),
+                    nn.conv2d(8, { kernel = 3, padding = 1, bias = false }), nn.batchnorm() }),
+      nn.residual({ nn.conv2d(16, { kernel = 3, stride = 2, padding = 1, bias = false }), nn.batchnorm(), nn.relu(),
+                    nn.conv2d(16, { kernel = 3, padding = 1, bias = false }), nn.batchnorm() },
+                  { nn.conv2d(16, { kernel = 1, stride = 2, padding = "VALID", bias = false }), nn.batchnorm() }),
+      nn.avgpool({ kernel = 16 }), nn.flatten(), nn.linear(10),
+    })
+    return { cnnet = cnnet, other = other, resnet = resnet }
   end
 
-  on_devices("cnnet's and a model's loss, gradient and evaluation with theta and the batch on the device follow the CPU's", function(be)
+  on_devices("cnnet's, a residual batch-norm model's and a model's loss, gradient and evaluation with theta and the batch on the device follow the CPU's", function(be)
     for name, m in pairs(models()) do
       local theta = m:init(T.new({ m.d }), R.new(11, "init"))
       local x, y = cifar_batch(12, 16)
@@ -626,7 +697,10 @@ describe("agt.backend", function()
       assert.is_true(math.abs(loss_d - loss) <= 1e-5 * loss, string.format("%s loss: device %.9g cpu %.9g", name, loss_d, loss))
       close(gd:to("cpu"), g, 1e-4, name .. " gradient")
       assert.are.equal(rc:state(), rd:state(), name .. ": the dropout stream after the step")
+      -- batch norm: each device's running statistics recalibrated at θ on the batch first
+      if m:has_batchnorm() then m:recalibrate(theta, x, 16, 1) end
       local sc, nc = m:eval_batch(theta, x, y, 16)
+      if m:has_batchnorm() then m:recalibrate(theta:to(be.name), x:to(be.name), 16, 1) end
       local sd, nd = m:eval_batch(theta:to(be.name), x:to(be.name), y:to(be.name), 16)
       assert.is_true(math.abs(sd - sc) <= 1e-5 * sc, string.format("%s evaluation loss: device %.9g cpu %.9g", name, sd, sc))
       assert.are.equal(nc, nd, name .. " evaluation: correct predictions")

@@ -67,6 +67,17 @@ agt_status agt_gpu_nn_avgpool_backward(const float *dy, float *dx, size_t P, siz
 agt_status agt_gpu_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
                                       agt_rng *r);
 agt_status agt_gpu_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n);
+agt_status agt_gpu_nn_add_act(const float *a, const float *b, float *y, size_t n, int act);
+/* Batch normalisation: the per-channel sums in double in the device's order (the statistics
+ * agree with the CPU's to double rounding), the element-wise passes the CPU's float operations. */
+agt_status agt_gpu_nn_batchnorm_forward(const float *x, const float *gamma, const float *beta,
+                                        float *y, float *save_mean, float *save_invstd,
+                                        float *run_mean, float *run_var, size_t B, size_t C,
+                                        size_t S, float momentum, float eps, int train, int act);
+agt_status agt_gpu_nn_batchnorm_backward(const float *x, const float *gamma, const float *dy,
+                                         const float *save_mean, const float *save_invstd,
+                                         float *dx, float *dgamma, float *dbeta, size_t B,
+                                         size_t C, size_t S);
 /* logits, y (int32 labels) and dlogits on the device, loss on the host. A label out of range
  * is AGT_EINVAL naming the first such example (dlogits is then unspecified). */
 agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,

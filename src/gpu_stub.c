@@ -104,6 +104,21 @@ agt_status agt_gpu_nn_dropout_forward(const float *x, float *y, float *mask, siz
 agt_status agt_gpu_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n) {
   return NOCUDA();
 }
+agt_status agt_gpu_nn_add_act(const float *a, const float *b, float *y, size_t n, int act) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_batchnorm_forward(const float *x, const float *gamma, const float *beta,
+                                        float *y, float *save_mean, float *save_invstd,
+                                        float *run_mean, float *run_var, size_t B, size_t C,
+                                        size_t S, float momentum, float eps, int train, int act) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_batchnorm_backward(const float *x, const float *gamma, const float *dy,
+                                         const float *save_mean, const float *save_invstd,
+                                         float *dx, float *dgamma, float *dbeta, size_t B,
+                                         size_t C, size_t S) {
+  return NOCUDA();
+}
 agt_status agt_gpu_optim_sgd(float *theta, const float *g, size_t d, float lr) { return NOCUDA(); }
 agt_status agt_gpu_optim_momentum(float *theta, float *accum, const float *g, size_t d, float lr,
                                   float momentum, int nesterov) {

@@ -42,6 +42,14 @@ __global__ void k_bias_act(float *x, const float *b, size_t C, size_t S, size_t 
   }
 }
 
+/* y = act(a + b) */
+__global__ void k_add_act(const float *a, const float *b, float *y, size_t n, int act) {
+  GRID_STRIDE(i, n) {
+    float v = __fadd_rn(a[i], b[i]);
+    y[i] = act >= 0 ? act_fwd(act, v) : v;
+  }
+}
+
 /* y (B, out) = b broadcast over the rows */
 __global__ void k_rows_set(float *y, const float *b, size_t out, size_t n) {
   GRID_STRIDE(i, n) y[i] = b[i % out];
@@ -239,4 +247,14 @@ extern "C" agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *
   k_eval_rows<<<nn_blocks(B), NN_BLOCK>>>(logits, y, B, K, row_d, (int32_t *)(row_d + B));
   AGT_CU_LAUNCH("k_eval_rows");
   return rows_back(dev, host, y, B, K, loss_sum, correct);
+}
+
+extern "C" agt_status agt_gpu_nn_add_act(const float *a, const float *b, float *y, size_t n, int act) {
+  if (act != -1) AGT_TRY(act_check(act));
+  if (n == 0) return AGT_OK;
+  if (!a || !b || !y) return AGT_FAIL(AGT_EINVAL, "add on cuda: a, b and y must be device pointers");
+  AGT_TRY(agt_gpu_ensure());
+  k_add_act<<<nn_blocks(n), NN_BLOCK>>>(a, b, y, n, act);
+  AGT_CU_LAUNCH("k_add_act");
+  return AGT_OK;
 }
