@@ -542,12 +542,14 @@ function nn.residual(body, shortcut, opts)
     return dx
   end
   function l:describe()
-    local parts = {}
-    for _, sub in ipairs(self.body) do parts[#parts + 1] = sub:describe() end
-    local sc = {}
-    for _, sub in ipairs(self.shortcut) do sc[#sc + 1] = sub:describe() end
-    return string.format("residual [%s] + [%s], %s", table.concat(parts, "; "),
-                         #sc > 0 and table.concat(sc, "; ") or "identity", self.act_name)
+    local function kinds(list)
+      local k = {}
+      for _, sub in ipairs(list) do k[#k + 1] = sub.kind == "conv2d" and ("conv" .. sub.kh .. "x" .. sub.kw .. "/" .. sub.sh)
+                                                 or sub.kind == "batchnorm" and "bn" or sub.kind end
+      return table.concat(k, " ")
+    end
+    return string.format("residual %s + %s, %s", kinds(self.body),
+                         #self.shortcut > 0 and kinds(self.shortcut) or "identity", self.act_name)
   end
   return l
 end
