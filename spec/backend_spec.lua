@@ -607,6 +607,25 @@ describe("agt.backend", function()
     end)
   end
 
+  -- cuDNN where libcudnn.so.9 is found: the same convolutions through it and through im2col
+  for _, dir in ipairs({ "forward", "backward" }) do
+    on_devices("conv2d " .. dir .. " through cuDNN equals im2col + cuBLAS (1e-4)", function(be)
+      local line, cudnn = be.conv_path()
+      assert.is_nil(line:find("\n"), "one line")
+      if not cudnn then pending(line) return end
+      local op = "nn.conv2d_" .. dir
+      local case = CASES[op]
+      local function run() return case.run(be:op(op), function(h) return h:to(be.name) end, be) end
+      local with = run()
+      be.use_cudnn(false)
+      local ok, without = pcall(run)
+      be.use_cudnn(true)
+      assert(ok, without)
+      assert.matches("im2col", (be.conv_path()) == line and "im2col" or "")
+      compare(with, without, case.tol, op .. ": cuDNN against im2col")
+    end)
+  end
+
   -- ---- models and optimizers through the backend (agt.nn, agt.optim) ----------------------
   local nn = require("agt.nn")
   local O = require("agt.optim")

@@ -47,6 +47,13 @@ agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const floa
                                       size_t B, size_t C, size_t H, size_t Wd,
                                       size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
                                       size_t pt, size_t pl, size_t OH, size_t OW);
+/* Which path the convolutions take: 1 for cuDNN (libcudnn.so.9 found at run time, not switched
+ * off), 0 for im2col + cuBLAS; buf (may be NULL) receives one line saying which and why.
+ * agt_gpu_nn_use_cudnn(0) switches cuDNN off (1 back on); AGT_CUDNN=0 in the environment keeps
+ * it from being loaded. Convolutions cuDNN cannot pad as asked (TF's SAME with the odd pixel
+ * after) take the im2col path either way. */
+int agt_gpu_nn_conv_path(char *buf, size_t cap);
+void agt_gpu_nn_use_cudnn(int on);
 /* Pooling: the CPU's windows, ties, NaN rule and summation order: bit-identical, idx too. */
 agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
                                       size_t H, size_t Wd, size_t KH, size_t KW, size_t sh,

@@ -5,6 +5,7 @@
  * was built without CUDA"; agt_gpu_available() and agt_gpu_device_count() return 0, and the
  * functions that cannot fail do nothing. */
 #include "gpu.h"
+#include <stdio.h>
 #include "gpu_nn.h"
 
 #ifndef AGT_HAVE_CUDA
@@ -76,6 +77,11 @@ agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const floa
                                       size_t OW) {
   return NOCUDA();
 }
+int agt_gpu_nn_conv_path(char *buf, size_t cap) {
+  if (buf && cap) snprintf(buf, cap, "conv2d: agt was built without CUDA");
+  return 0;
+}
+void agt_gpu_nn_use_cudnn(int on) {}
 agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P, size_t H,
                                       size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                       size_t pt, size_t pl, size_t OH, size_t OW) {

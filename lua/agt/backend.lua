@@ -144,6 +144,21 @@ cuda:register("optim.adadelta", C.agt_gpu_optim_adadelta, true)
 cuda:register("optim.rmsprop", C.agt_gpu_optim_rmsprop, true)
 cuda:register("optim.l1", C.agt_gpu_optim_l1, true)
 cuda:register("optim.l2", C.agt_gpu_optim_l2, true)
+-- The path the device's convolutions take, one line (cuDNN found at run time, or im2col +
+-- cuBLAS and why), and true for cuDNN; use_cudnn(false) switches cuDNN off, (true) back on.
+-- say_conv_path() writes the line to stderr once per process (the first convolution does).
+function cuda.conv_path()
+  local buf = ffi.new("char[512]")
+  local c = C.agt_gpu_nn_conv_path(buf, 512)
+  return ffi.string(buf), c == 1
+end
+function cuda.use_cudnn(on) C.agt_gpu_nn_use_cudnn(on and 1 or 0) end
+local said
+function cuda.say_conv_path()
+  if said then return end
+  said = true
+  io.stderr:write("agt: ", (cuda.conv_path()), "\n")
+end
 cuda.write = function(dst, src, bytes) F.check(C.agt_gpu_copy_h2d(dst, src, bytes), 2) end
 cuda.read = function(dst, src, bytes) F.check(C.agt_gpu_copy_d2h(dst, src, bytes), 2) end
 

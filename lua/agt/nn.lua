@@ -224,6 +224,7 @@ function nn.conv2d(oc, opts)
   function l:forward(th, x, B)
     local P = self.oh * self.ow
     local conv = self.be:op("nn.conv2d_forward")   -- before the buffers: a device may lack it
+    if self.be.say_conv_path then self.be.say_conv_path() end   -- cuDNN or im2col, once
     local y = grow(self, "y", B * self.oc * P)
     -- the CPU keeps the unfolded patches from forward to backward; the device unfolds into its
     -- own scratch arena (src/gpu_nn.h) and needs no buffer here

@@ -17,7 +17,8 @@
  * col and the product live in the device's scratch arena, at most CONV_SCRATCH_FLOATS (the batch
  * goes in chunks beyond it); the caller's col argument is not used: backward unfolds x again,
  * which costs one pass over x and saves a per-layer buffer. cuDNN, when found
- * (gpu_nn_cudnn.cu), replaces the products and the unfolding. */
+ * (gpu_nn_cudnn.cu), replaces the products and the unfolding (the bias gradient, bias and
+ * activation stay these kernels). */
 #include "gpu_nn_internal.h"
 
 /* Floats of scratch (col and the product) a chunk may use: 256 MB. */
@@ -127,8 +128,15 @@ extern "C" agt_status agt_gpu_nn_conv2d_forward(const float *x, const float *W, 
     return AGT_FAIL(AGT_EINVAL, "conv2d: activation must be -1 (none), 0, 1 or 2, got %d", act);
   if (!x || !W || !y) return AGT_FAIL(AGT_EINVAL, "conv2d on cuda: x, W and y must be device pointers");
   AGT_TRY(agt_gpu_ensure());
-  conv_geom g = { C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW };
   size_t K = C * KH * KW, P = OH * OW, Bc = conv_chunk(B, K, OC, P);
+  void *plan;
+  AGT_TRY(agt_cudnn_plan(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW, &plan));
+  if (plan) {
+    AGT_TRY(agt_cudnn_forward(plan, x, W, y));
+    if (b || act >= 0) AGT_TRY(agt_gpu_nn_bias_act(y, b, B, OC, P, act));
+    return AGT_OK;
+  }
+  conv_geom g = { C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW };
   float *scr;
   AGT_TRY(agt_gpu_scratch(K * Bc * P * sizeof(float), (void **)&scr));
   for (size_t b0 = 0; b0 < B; b0 += Bc) {
@@ -155,15 +163,22 @@ extern "C" agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W,
   conv_geom g = { C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW };
   size_t K = C * KH * KW, P = OH * OW, HW = H * Wd, Bc = conv_chunk(B, K, OC, P);
   float *scr;
-  size_t need = (K + OC) * Bc * P;
-  if (db && B * OC > need) need = B * OC;
-  AGT_TRY(agt_gpu_scratch(need * sizeof(float), (void **)&scr));
-  if (db) {
+  if (db) {   /* (the arena is reused below: the stream runs these first) */
+    AGT_TRY(agt_gpu_scratch(B * OC * sizeof(float), (void **)&scr));
     k_conv_bias_part<<<nn_blocks(B * OC), NN_BLOCK>>>(dy, scr, B, OC, P);
     AGT_CU_LAUNCH("k_conv_bias_part");
     k_conv_bias_sum<<<nn_blocks(OC), NN_BLOCK>>>(scr, db, B, OC);
     AGT_CU_LAUNCH("k_conv_bias_sum");
   }
+  if (!dW && !dx) return AGT_OK;
+  void *plan;
+  AGT_TRY(agt_cudnn_plan(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW, &plan));
+  if (plan) {
+    if (dW) AGT_TRY(agt_cudnn_backward_filter(plan, x, dy, dW));
+    if (dx) AGT_TRY(agt_cudnn_backward_data(plan, W, dy, dx));
+    return AGT_OK;
+  }
+  AGT_TRY(agt_gpu_scratch((K + OC) * Bc * P * sizeof(float), (void **)&scr));
   float *cbuf = scr, *dyT = scr + K * Bc * P;
   for (size_t b0 = 0; b0 < B; b0 += Bc) {
     size_t bc = B - b0 < Bc ? B - b0 : Bc, BP = bc * P;

@@ -23,4 +23,14 @@ static inline unsigned nn_blocks(size_t n) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);        \
        i += (size_t)gridDim.x * blockDim.x)
 
+/* cuDNN (gpu_nn_cudnn.cu): *plan is the cached plan of this convolution, or NULL when the
+ * im2col path runs it (cuDNN missing or off, asymmetric padding, no FMA deterministic
+ * algorithm). The passes write (beta 0) y, dx, dW. */
+agt_status agt_cudnn_plan(size_t B, size_t C, size_t H, size_t W, size_t OC, size_t KH, size_t KW,
+                          size_t sh, size_t sw, size_t pt, size_t pl, size_t OH, size_t OW,
+                          void **plan);
+agt_status agt_cudnn_forward(void *plan, const float *x, const float *W, float *y);
+agt_status agt_cudnn_backward_data(void *plan, const float *W, const float *dy, float *dx);
+agt_status agt_cudnn_backward_filter(void *plan, const float *x, const float *dy, float *dW);
+
 #endif
