@@ -27,7 +27,7 @@ __device__ double block_sum(double v, double *sh) {
   if (lane == 0) sh[w] = v;
   __syncthreads();
   double s = 0.0;
-  for (int k = 0; k < (int)(blockDim.x >> 5); k++) s += sh[k];
+  for (int k = 0; k < (int)((blockDim.x + 31) >> 5); k++) s += sh[k];
   return s;
 }
 
