@@ -320,10 +320,11 @@ local function dropout_case()
 end
 
 -- batch norm: {B, C, S}: images, dense features (S = 1), one example of one pixel per channel
--- (N = 1: the running variance takes the biased one); every activation; channel 0 of x holds a
+-- (N = 1: the running variance takes the biased one), channels of 16384 values (the device
+-- splits each into parts); every activation; channel 0 of x holds a
 -- NaN and channel 1 a +inf (theirs alone turn NaN), the others are finite. Sums in double in
 -- two orders: 1e-5.
-local BNS = { { 4, 5, 9 }, { 7, 6, 1 }, { 1, 3, 1 } }
+local BNS = { { 4, 5, 9 }, { 7, 6, 1 }, { 1, 3, 1 }, { 16, 2, 1024 } }
 
 local function bn_input(seed, Bn, Cn, S)
   local h = host(seed, Bn, Cn * S, false)
