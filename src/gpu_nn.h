@@ -54,6 +54,8 @@ agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const floa
  * after) take the im2col path either way. */
 int agt_gpu_nn_conv_path(char *buf, size_t cap);
 void agt_gpu_nn_use_cudnn(int on);
+/* Convolution passes (forward, backward) run so far through each path. */
+void agt_gpu_nn_conv_calls(size_t *im2col, size_t *cudnn);
 /* Pooling: the CPU's windows, ties, NaN rule and summation order: bit-identical, idx too. */
 agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
                                       size_t H, size_t Wd, size_t KH, size_t KW, size_t sh,

@@ -82,6 +82,10 @@ int agt_gpu_nn_conv_path(char *buf, size_t cap) {
   return 0;
 }
 void agt_gpu_nn_use_cudnn(int on) {}
+void agt_gpu_nn_conv_calls(size_t *im2col, size_t *cudnn) {
+  if (im2col) *im2col = 0;
+  if (cudnn) *cudnn = 0;
+}
 agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P, size_t H,
                                       size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                       size_t pt, size_t pl, size_t OH, size_t OW) {

@@ -153,6 +153,12 @@ function cuda.conv_path()
   return ffi.string(buf), c == 1
 end
 function cuda.use_cudnn(on) C.agt_gpu_nn_use_cudnn(on and 1 or 0) end
+-- Convolution passes run so far: through im2col, through cuDNN.
+function cuda.conv_calls()
+  local a = ffi.new("size_t[2]")
+  C.agt_gpu_nn_conv_calls(a, a + 1)
+  return tonumber(a[0]), tonumber(a[1])
+end
 local said
 function cuda.say_conv_path()
   if said then return end

@@ -119,6 +119,12 @@ static agt_status handle(void) {
   return AGT_OK;
 }
 
+/* No tensor-core math (TF32): the descriptor asks for FMA math, which cuDNN reports as FMA or
+ * as its default. */
+static int fma(cudnnMathType_t m) { return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH; }
+
+static size_t g_calls[2];   /* convolution passes through im2col [0] and cuDNN [1] */
+
 /* The plan of a geometry: descriptors and algorithms (made on its first use). */
 static agt_status plan_for(const size_t key[11], conv_plan **out) {
   for (int i = 0; i < g_nplans; i++)
@@ -155,7 +161,7 @@ static agt_status plan_for(const size_t key[11], conv_plan **out) {
     DN(dn.cudnnGetConvolutionForwardAlgorithm_v7(g_handle, p->x, p->w, p->conv, p->y, 16, &n, perf),
        "cudnnGetConvolutionForwardAlgorithm_v7");
     for (int i = 0; i < n && !found; i++)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH &&
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) &&
           perf[i].determinism == CUDNN_DETERMINISTIC && perf[i].memory <= CUDNN_WS_MAX) {
         p->fwd = perf[i].algo;
         p->ws_fwd = perf[i].memory;
@@ -168,7 +174,7 @@ static agt_status plan_for(const size_t key[11], conv_plan **out) {
     DN(dn.cudnnGetConvolutionBackwardDataAlgorithm_v7(g_handle, p->w, p->y, p->conv, p->x, 16, &n, perf),
        "cudnnGetConvolutionBackwardDataAlgorithm_v7");
     for (int i = 0; i < n && !found; i++)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH &&
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) &&
           perf[i].determinism == CUDNN_DETERMINISTIC && perf[i].memory <= CUDNN_WS_MAX) {
         p->bwd_data = perf[i].algo;
         p->ws_data = perf[i].memory;
@@ -181,7 +187,7 @@ static agt_status plan_for(const size_t key[11], conv_plan **out) {
     DN(dn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(g_handle, p->x, p->y, p->conv, p->w, 16, &n, perf),
        "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
     for (int i = 0; i < n && !found; i++)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH &&
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) &&
           perf[i].determinism == CUDNN_DETERMINISTIC && perf[i].memory <= CUDNN_WS_MAX) {
         p->bwd_filter = perf[i].algo;
         p->ws_filter = perf[i].memory;
@@ -199,6 +205,7 @@ agt_status agt_cudnn_plan(size_t B, size_t C, size_t H, size_t W, size_t OC, siz
                           size_t sh, size_t sw, size_t pt, size_t pl, size_t OH, size_t OW,
                           void **plan) {
   *plan = NULL;
+  g_calls[0]++;   /* moved to [1] below when cuDNN takes it */
   load();
   if (g_state != 1 || !g_enabled) return AGT_OK;
   /* cuDNN pads pt rows above and below, pl columns left and right */
@@ -212,8 +219,17 @@ agt_status agt_cudnn_plan(size_t B, size_t C, size_t H, size_t W, size_t OC, siz
   size_t key[11] = { B, C, H, W, OC, KH, KW, sh, sw, pt, pl };
   conv_plan *p;
   AGT_TRY(plan_for(key, &p));
-  if (p->ok) *plan = p;
+  if (p->ok) {
+    *plan = p;
+    g_calls[0]--;
+    g_calls[1]++;
+  }
   return AGT_OK;
+}
+
+extern "C" void agt_gpu_nn_conv_calls(size_t *im2col, size_t *cudnn) {
+  if (im2col) *im2col = g_calls[0];
+  if (cudnn) *cudnn = g_calls[1];
 }
 
 agt_status agt_cudnn_forward(void *plan, const float *x, const float *W, float *y) {
