@@ -6,9 +6,9 @@
  * the im2col path (gpu_nn_conv.cu); agt_gpu_nn_conv_path says which in one line.
  *
  * Float32 throughout: the convolution descriptors ask for CUDNN_FMA_MATH (no TF32 tensor-core
- * kernels) and only algorithms cuDNN reports as FMA-math and deterministic are taken (the
- * same bits run to run, as the im2col path), the fastest by cuDNN's heuristics whose workspace
- * fits CUDNN_WS_MAX. Per geometry the descriptors and the three algorithm choices are made
+ * kernels) and only algorithms cuDNN reports as FMA-math and deterministic (the same bits run
+ * to run, as the im2col path) that sum products (GEMM-like or direct: no FFT, no Winograd) are
+ * taken, the fastest by cuDNN's heuristics whose workspace fits CUDNN_WS_MAX. Per geometry the descriptors and the three algorithm choices are made
  * once and cached. cuDNN pads symmetrically: a convolution whose padding is not (TF's SAME with
  * the odd pixel after) takes the im2col path. Bias and activation stay agt's own pass. */
 #include "gpu_nn_internal.h"
@@ -123,6 +123,16 @@ static agt_status handle(void) {
  * as its default. */
 static int fma(cudnnMathType_t m) { return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH; }
 
+/* Sums of products only (GEMM-like and direct algorithms): each output is the sum of its own
+ * products, as with im2col and on the CPU. FFT and Winograd transforms mix the inputs of a tile
+ * (one inf or NaN pixel turns unrelated outputs NaN) and round differently. */
+static int summing(cudnnConvolutionFwdAlgo_t a) { return a <= CUDNN_CONVOLUTION_FWD_ALGO_DIRECT; }
+static int summing(cudnnConvolutionBwdDataAlgo_t a) { return a <= CUDNN_CONVOLUTION_BWD_DATA_ALGO_1; }
+static int summing(cudnnConvolutionBwdFilterAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ||
+         a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
+}
+
 static size_t g_calls[2];   /* convolution passes through im2col [0] and cuDNN [1] */
 
 /* The plan of a geometry: descriptors and algorithms (made on its first use). */
@@ -161,7 +171,7 @@ static agt_status plan_for(const size_t key[11], conv_plan **out) {
     DN(dn.cudnnGetConvolutionForwardAlgorithm_v7(g_handle, p->x, p->w, p->conv, p->y, 16, &n, perf),
        "cudnnGetConvolutionForwardAlgorithm_v7");
     for (int i = 0; i < n && !found; i++)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) &&
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) && summing(perf[i].algo) &&
           perf[i].determinism == CUDNN_DETERMINISTIC && perf[i].memory <= CUDNN_WS_MAX) {
         p->fwd = perf[i].algo;
         p->ws_fwd = perf[i].memory;
@@ -174,7 +184,7 @@ static agt_status plan_for(const size_t key[11], conv_plan **out) {
     DN(dn.cudnnGetConvolutionBackwardDataAlgorithm_v7(g_handle, p->w, p->y, p->conv, p->x, 16, &n, perf),
        "cudnnGetConvolutionBackwardDataAlgorithm_v7");
     for (int i = 0; i < n && !found; i++)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) &&
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) && summing(perf[i].algo) &&
           perf[i].determinism == CUDNN_DETERMINISTIC && perf[i].memory <= CUDNN_WS_MAX) {
         p->bwd_data = perf[i].algo;
         p->ws_data = perf[i].memory;
@@ -187,7 +197,7 @@ static agt_status plan_for(const size_t key[11], conv_plan **out) {
     DN(dn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(g_handle, p->x, p->y, p->conv, p->w, 16, &n, perf),
        "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
     for (int i = 0; i < n && !found; i++)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) &&
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) && summing(perf[i].algo) &&
           perf[i].determinism == CUDNN_DETERMINISTIC && perf[i].memory <= CUDNN_WS_MAX) {
         p->bwd_filter = perf[i].algo;
         p->ws_filter = perf[i].memory;
