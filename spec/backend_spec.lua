@@ -714,25 +714,34 @@ describe("agt.backend", function()
     return { cnnet = cnnet, other = other, resnet = resnet }
   end
 
-  on_devices("cnnet's, a residual batch-norm model's and a model's loss, gradient and evaluation with theta and the batch on the device follow the CPU's", function(be)
-    for name, m in pairs(models()) do
-      local theta = m:init(T.new({ m.d }), R.new(11, "init"))
-      local x, y = cifar_batch(12, 16)
-      local g, gd = T.new({ m.d }), T.new({ m.d }, "f32", be.name)
-      local rc, rd = R.new(13, "drop"), R.new(13, "drop")
-      local loss = m:loss_grad(theta, x, y, 16, g, rc)
-      local loss_d = m:loss_grad(theta:to(be.name), x:to(be.name), y:to(be.name), 16, gd, rd)
-      assert.is_true(math.abs(loss_d - loss) <= 1e-5 * loss, string.format("%s loss: device %.9g cpu %.9g", name, loss_d, loss))
-      close(gd:to("cpu"), g, 1e-4, name .. " gradient")
-      assert.are.equal(rc:state(), rd:state(), name .. ": the dropout stream after the step")
-      -- batch norm: each device's running statistics recalibrated at θ on the batch first
-      if m:has_batchnorm() then m:recalibrate(theta, x, 16, 1) end
-      local sc, nc = m:eval_batch(theta, x, y, 16)
-      if m:has_batchnorm() then m:recalibrate(theta:to(be.name), x:to(be.name), 16, 1) end
-      local sd, nd = m:eval_batch(theta:to(be.name), x:to(be.name), y:to(be.name), 16)
-      assert.is_true(math.abs(sd - sc) <= 1e-5 * sc, string.format("%s evaluation loss: device %.9g cpu %.9g", name, sd, sc))
-      assert.are.equal(nc, nd, name .. " evaluation: correct predictions")
-    end
+  on_devices("cnnet's, a residual batch-norm model's and a model's loss, gradient and evaluation with theta and the batch on the device follow the CPU's (cuDNN and im2col)", function(be)
+    local _, has_cudnn = be.conv_path()
+    local ok, err = pcall(function()
+      for _, path in ipairs(has_cudnn and { "cudnn", "im2col" } or { "im2col" }) do
+        be.use_cudnn(path == "cudnn")
+        for name0, m in pairs(models()) do
+          local name = name0 .. " (" .. path .. ")"
+          local theta = m:init(T.new({ m.d }), R.new(11, "init"))
+          local x, y = cifar_batch(12, 16)
+          local g, gd = T.new({ m.d }), T.new({ m.d }, "f32", be.name)
+          local rc, rd = R.new(13, "drop"), R.new(13, "drop")
+          local loss = m:loss_grad(theta, x, y, 16, g, rc)
+          local loss_d = m:loss_grad(theta:to(be.name), x:to(be.name), y:to(be.name), 16, gd, rd)
+          assert.is_true(math.abs(loss_d - loss) <= 1e-5 * loss, string.format("%s loss: device %.9g cpu %.9g", name, loss_d, loss))
+          close(gd:to("cpu"), g, 1e-4, name .. " gradient")
+          assert.are.equal(rc:state(), rd:state(), name .. ": the dropout stream after the step")
+          -- batch norm: each device's running statistics recalibrated at θ on the batch first
+          if m:has_batchnorm() then m:recalibrate(theta, x, 16, 1) end
+          local sc, nc = m:eval_batch(theta, x, y, 16)
+          if m:has_batchnorm() then m:recalibrate(theta:to(be.name), x:to(be.name), 16, 1) end
+          local sd, nd = m:eval_batch(theta:to(be.name), x:to(be.name), y:to(be.name), 16)
+          assert.is_true(math.abs(sd - sc) <= 1e-5 * sc, string.format("%s evaluation loss: device %.9g cpu %.9g", name, sd, sc))
+          assert.are.equal(nc, nd, name .. " evaluation: correct predictions")
+        end
+      end
+    end)
+    be.use_cudnn(true)
+    assert(ok, err)
   end)
 
   on_devices("fashion-mnist's loss and gradient with theta and the batch on the device equal the CPU's", function(be)
