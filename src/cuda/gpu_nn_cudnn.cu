@@ -2,8 +2,9 @@
  *
  * The library is opened with dlopen on the first convolution (never linked: the binary runs
  * where cuDNN is missing, and the build needs only its header, for the types). Without it, or
- * with AGT_CUDNN=0 in the environment, or after agt_gpu_nn_use_cudnn(0), convolutions take
- * the im2col path (gpu_nn_conv.cu); agt_gpu_nn_conv_path says which in one line.
+ * with AGT_CUDNN=0 in the environment, or after agt_gpu_nn_use_cudnn(0), or when cuDNN cannot
+ * make a handle on the device, convolutions take the im2col path (gpu_nn_conv.cu);
+ * agt_gpu_nn_conv_path says which in one line.
  *
  * Float32 throughout: the convolution descriptors ask for CUDNN_FMA_MATH (no TF32 tensor-core
  * kernels) and only algorithms cuDNN reports as FMA-math and deterministic (the same bits run
@@ -108,15 +109,25 @@ static agt_status dn_fail(cudnnStatus_t s, const char *what) {
     }                                                  \
   } while (0)
 
-static agt_status handle(void) {
+/* The handle of the current device; 0 when cuDNN cannot run here (it is then off for the
+ * process, the reason in g_why, and the im2col path runs). */
+static int handle(void) {
   int dev = agt_gpu_device();
-  if (g_handle && g_handle_device == dev) return AGT_OK;
+  if (g_handle && g_handle_device == dev) return 1;
   g_handle = NULL;           /* a handle of another device is left (the device switch is rare) */
   g_nplans = 0;
-  DN(dn.cudnnCreate(&g_handle), "cudnnCreate");
+  cudnnStatus_t s = dn.cudnnCreate(&g_handle);
+  if (s == CUDNN_STATUS_SUCCESS) s = dn.cudnnSetStream(g_handle, 0);
+  if (s != CUDNN_STATUS_SUCCESS) {
+    cudaGetLastError();
+    g_handle = NULL;
+    g_state = 0;
+    snprintf(g_why, sizeof g_why, "libcudnn.so.9 found but cudnnCreate failed: %s",
+             dn.cudnnGetErrorString(s));
+    return 0;
+  }
   g_handle_device = dev;
-  DN(dn.cudnnSetStream(g_handle, 0), "cudnnSetStream");
-  return AGT_OK;
+  return 1;
 }
 
 /* No tensor-core math (TF32): the descriptor asks for FMA math, which cuDNN reports as FMA or
@@ -225,7 +236,7 @@ agt_status agt_cudnn_plan(size_t B, size_t C, size_t H, size_t W, size_t OC, siz
   if (B > INT32_MAX || C > INT32_MAX || H > INT32_MAX || W > INT32_MAX || OC > INT32_MAX)
     return AGT_OK;
   AGT_TRY(agt_gpu_ensure());
-  AGT_TRY(handle());
+  if (!handle()) return AGT_OK;
   size_t key[11] = { B, C, H, W, OC, KH, KW, sh, sw, pt, pl };
   conv_plan *p;
   AGT_TRY(plan_for(key, &p));
