@@ -224,7 +224,6 @@ function nn.conv2d(oc, opts)
   function l:forward(th, x, B)
     local P = self.oh * self.ow
     local conv = self.be:op("nn.conv2d_forward")   -- before the buffers: a device may lack it
-    if self.be.say_conv_path then self.be.say_conv_path() end   -- cuDNN or im2col, once
     local y = grow(self, "y", B * self.oc * P)
     -- the CPU keeps the unfolded patches from forward to backward; the device unfolds into its
     -- own scratch arena (src/gpu_nn.h) and needs no buffer here
@@ -233,7 +232,8 @@ function nn.conv2d(oc, opts)
     conv(x, th + self.params[1].offset, self.bias and th + self.params[2].offset or nil,
          y, col, B, self.c, self.h, self.w, self.oc, self.kh, self.kw, self.sh,
          self.sw, self.pt, self.pl, self.oh, self.ow, self.act or -1)
-    return y
+    if self.be.say_conv_path then self.be.say_conv_path() end   -- cuDNN or im2col, once, after
+    return y                                                     -- the first one ran
   end
   function l:backward(th, g, x, y, dy, B, need_dx)
     local dx = need_dx and grow(self, "dx", B * self.c * self.h * self.w) or nil
