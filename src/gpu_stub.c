@@ -5,6 +5,7 @@
  * was built without CUDA"; agt_gpu_available() and agt_gpu_device_count() return 0, and the
  * functions that cannot fail do nothing. */
 #include "gpu.h"
+#include <stdio.h>
 #include "gpu_nn.h"
 
 #ifndef AGT_HAVE_CUDA
@@ -61,6 +62,71 @@ agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t
 }
 agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
                                  double *loss_sum, size_t *correct) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
+                                     float *col, size_t B, size_t C, size_t H, size_t Wd,
+                                     size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                     size_t pt, size_t pl, size_t OH, size_t OW, int act) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const float *dy, float *dx,
+                                      float *dW, float *db, float *col, size_t B, size_t C,
+                                      size_t H, size_t Wd, size_t OC, size_t KH, size_t KW,
+                                      size_t sh, size_t sw, size_t pt, size_t pl, size_t OH,
+                                      size_t OW) {
+  return NOCUDA();
+}
+int agt_gpu_nn_conv_path(char *buf, size_t cap) {
+  if (buf && cap) snprintf(buf, cap, "conv2d: agt was built without CUDA");
+  return 0;
+}
+void agt_gpu_nn_use_cudnn(int on) {}
+void agt_gpu_nn_conv_calls(size_t *im2col, size_t *cudnn) {
+  if (im2col) *im2col = 0;
+  if (cudnn) *cudnn = 0;
+}
+agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P, size_t H,
+                                      size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
+                                      size_t pt, size_t pl, size_t OH, size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
+                                       float *dx, size_t P, size_t H, size_t Wd, size_t KH,
+                                       size_t KW, size_t sh, size_t sw, size_t pt, size_t pl,
+                                       size_t OH, size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_avgpool_forward(const float *x, float *y, size_t P, size_t H, size_t Wd,
+                                      size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                      size_t pl, size_t OH, size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_avgpool_backward(const float *dy, float *dx, size_t P, size_t H, size_t Wd,
+                                       size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                       size_t pl, size_t OH, size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
+                                      agt_rng *r) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_add_act(const float *a, const float *b, float *y, size_t n, int act) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_batchnorm_forward(const float *x, const float *gamma, const float *beta,
+                                        float *y, float *save_mean, float *save_invstd,
+                                        float *run_mean, float *run_var, size_t B, size_t C,
+                                        size_t S, float momentum, float eps, int train, int act) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_batchnorm_backward(const float *x, const float *gamma, const float *dy,
+                                         const float *save_mean, const float *save_invstd,
+                                         float *dx, float *dgamma, float *dbeta, size_t B,
+                                         size_t C, size_t S) {
   return NOCUDA();
 }
 agt_status agt_gpu_optim_sgd(float *theta, const float *g, size_t d, float lr) { return NOCUDA(); }

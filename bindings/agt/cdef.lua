@@ -252,6 +252,43 @@ agt_status agt_gpu_nn_linear_backward(const float *x, const float *W, const floa
 agt_status agt_gpu_nn_act_forward(int act, const float *x, float *y, size_t n);
 agt_status agt_gpu_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n);
 agt_status agt_gpu_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
+agt_status agt_gpu_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
+                                     float *col, size_t B, size_t C, size_t H, size_t Wd,
+                                     size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                     size_t pt, size_t pl, size_t OH, size_t OW, int act);
+agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const float *dy,
+                                      float *dx, float *dW, float *db, float *col,
+                                      size_t B, size_t C, size_t H, size_t Wd,
+                                      size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                      size_t pt, size_t pl, size_t OH, size_t OW);
+int agt_gpu_nn_conv_path(char *buf, size_t cap);
+void agt_gpu_nn_use_cudnn(int on);
+void agt_gpu_nn_conv_calls(size_t *im2col, size_t *cudnn);
+agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
+                                      size_t H, size_t Wd, size_t KH, size_t KW, size_t sh,
+                                      size_t sw, size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
+                                       float *dx, size_t P, size_t H, size_t Wd, size_t KH,
+                                       size_t KW, size_t sh, size_t sw, size_t pt, size_t pl,
+                                       size_t OH, size_t OW);
+agt_status agt_gpu_nn_avgpool_forward(const float *x, float *y, size_t P, size_t H, size_t Wd,
+                                      size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                      size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_avgpool_backward(const float *dy, float *dx, size_t P, size_t H, size_t Wd,
+                                       size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                       size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
+                                      agt_rng *r);
+agt_status agt_gpu_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n);
+agt_status agt_gpu_nn_add_act(const float *a, const float *b, float *y, size_t n, int act);
+agt_status agt_gpu_nn_batchnorm_forward(const float *x, const float *gamma, const float *beta,
+                                        float *y, float *save_mean, float *save_invstd,
+                                        float *run_mean, float *run_var, size_t B, size_t C,
+                                        size_t S, float momentum, float eps, int train, int act);
+agt_status agt_gpu_nn_batchnorm_backward(const float *x, const float *gamma, const float *dy,
+                                         const float *save_mean, const float *save_invstd,
+                                         float *dx, float *dgamma, float *dbeta, size_t B,
+                                         size_t C, size_t S);
 agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
                                    double *loss, float *dlogits);
 agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
@@ -336,7 +373,8 @@ agt_status agt_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW);
 agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
-                                   float *dx, size_t P, size_t H, size_t Wd, size_t OH, size_t OW);
+                                   float *dx, size_t P, size_t H, size_t Wd, size_t KH, size_t KW,
+                                   size_t sh, size_t sw, size_t pt, size_t pl, size_t OH, size_t OW);
 agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW);
@@ -347,9 +385,17 @@ enum { AGT_NN_RELU = 0, AGT_NN_TANH = 1, AGT_NN_SIGMOID = 2 };
 agt_status agt_nn_act_forward(int act, const float *x, float *y, size_t n);
 agt_status agt_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n);
 agt_status agt_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
+agt_status agt_nn_add_act(const float *a, const float *b, float *y, size_t n, int act);
 agt_status agt_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
                                   agt_rng *r);
 agt_status agt_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n);
+agt_status agt_nn_batchnorm_forward(const float *x, const float *gamma, const float *beta,
+                                    float *y, float *save_mean, float *save_invstd,
+                                    float *run_mean, float *run_var, size_t B, size_t C, size_t S,
+                                    float momentum, float eps, int train, int act);
+agt_status agt_nn_batchnorm_backward(const float *x, const float *gamma, const float *dy,
+                                     const float *save_mean, const float *save_invstd, float *dx,
+                                     float *dgamma, float *dbeta, size_t B, size_t C, size_t S);
 agt_status agt_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
                                double *loss, float *dlogits);
 agt_status agt_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,

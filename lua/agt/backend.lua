@@ -123,6 +123,17 @@ cuda:register("nn.linear_backward", C.agt_gpu_nn_linear_backward, true)
 cuda:register("nn.act_forward", C.agt_gpu_nn_act_forward, true)
 cuda:register("nn.act_backward", C.agt_gpu_nn_act_backward, true)
 cuda:register("nn.bias_act", C.agt_gpu_nn_bias_act, true)
+cuda:register("nn.conv2d_forward", C.agt_gpu_nn_conv2d_forward, true)
+cuda:register("nn.conv2d_backward", C.agt_gpu_nn_conv2d_backward, true)
+cuda:register("nn.maxpool_forward", C.agt_gpu_nn_maxpool_forward, true)
+cuda:register("nn.maxpool_backward", C.agt_gpu_nn_maxpool_backward, true)
+cuda:register("nn.avgpool_forward", C.agt_gpu_nn_avgpool_forward, true)
+cuda:register("nn.avgpool_backward", C.agt_gpu_nn_avgpool_backward, true)
+cuda:register("nn.dropout_forward", C.agt_gpu_nn_dropout_forward, true)
+cuda:register("nn.dropout_backward", C.agt_gpu_nn_dropout_backward, true)
+cuda:register("nn.add_act", C.agt_gpu_nn_add_act, true)
+cuda:register("nn.batchnorm_forward", C.agt_gpu_nn_batchnorm_forward, true)
+cuda:register("nn.batchnorm_backward", C.agt_gpu_nn_batchnorm_backward, true)
 cuda:register("nn.softmax_xent", C.agt_gpu_nn_softmax_xent, true)
 cuda:register("nn.eval_batch", C.agt_gpu_nn_eval_batch, true)
 cuda:register("optim.sgd", C.agt_gpu_optim_sgd, true)
@@ -133,6 +144,27 @@ cuda:register("optim.adadelta", C.agt_gpu_optim_adadelta, true)
 cuda:register("optim.rmsprop", C.agt_gpu_optim_rmsprop, true)
 cuda:register("optim.l1", C.agt_gpu_optim_l1, true)
 cuda:register("optim.l2", C.agt_gpu_optim_l2, true)
+-- The path the device's convolutions take, one line (cuDNN found at run time, or im2col +
+-- cuBLAS and why), and true for cuDNN; use_cudnn(false) switches cuDNN off, (true) back on.
+-- say_conv_path() writes the line to stderr once per process (the first convolution does).
+function cuda.conv_path()
+  local buf = ffi.new("char[512]")
+  local c = C.agt_gpu_nn_conv_path(buf, 512)
+  return ffi.string(buf), c == 1
+end
+function cuda.use_cudnn(on) C.agt_gpu_nn_use_cudnn(on and 1 or 0) end
+-- Convolution passes run so far: through im2col, through cuDNN.
+function cuda.conv_calls()
+  local a = ffi.new("size_t[2]")
+  C.agt_gpu_nn_conv_calls(a, a + 1)
+  return tonumber(a[0]), tonumber(a[1])
+end
+local said
+function cuda.say_conv_path()
+  if said then return end
+  said = true
+  io.stderr:write("agt: ", (cuda.conv_path()), "\n")
+end
 cuda.write = function(dst, src, bytes) F.check(C.agt_gpu_copy_h2d(dst, src, bytes), 2) end
 cuda.read = function(dst, src, bytes) F.check(C.agt_gpu_copy_d2h(dst, src, bytes), 2) end
 

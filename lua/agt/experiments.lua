@@ -343,8 +343,44 @@ end
 
 ---------------------------------------------------------------------------------------------
 
--- Top-1 accuracy and mean cross-entropy over the test set (or its first eval-size examples).
+-- Batch norm's running statistics at θ, re-estimated before an evaluation: the mean of the
+-- statistics of bn-batches (default 20) training batches of batch-size examples, the same ones
+-- at every evaluation and in every process (slices of the training set at offsets drawn from
+-- the experiment seed). Evaluation so depends on θ alone: not on which workers' batches
+-- (Byzantine ones included) went through this process's model before, and a parameter server
+-- that computes no gradient evaluates like a local run. θ may be on a device: the batches are
+-- copied there.
+function Exp:recalibrate(theta)
+  local ds = self:dataset()
+  local x = ds.train.x
+  local N = x:size(1)
+  local B = math.min(self.args["batch-size"], N)
+  local per = x:numel() / N
+  local shape = { B }
+  for _, v in ipairs(self.shape) do shape[#shape + 1] = v end
+  local buf = self._bnbuf
+  if not buf or buf:numel() ~= B * per then buf = T.new(shape); self._bnbuf = buf end
+  local dev = T.is_tensor(theta) and theta.device ~= "cpu" and theta.device
+  local dbuf = dev and self._bnbuf_dev
+  if dev and (not dbuf or dbuf.device ~= dev or dbuf:numel() ~= B * per) then
+    dbuf = T.new(shape, "f32", dev)
+    self._bnbuf_dev = dbuf
+  end
+  local xp = ffi.cast("float *", x.data)
+  local rng = R.new(self.seed, R.stream_id("bn", 0))
+  for k = 1, self.args["bn-batches"] or 20 do
+    local start = rng:below(N - B + 1)
+    ffi.copy(buf.data, xp + start * per, B * per * 4)
+    if self.def.preprocess then self.def.preprocess(buf, B, self.args) end
+    if dev then dbuf:copy(buf) end
+    self.model:recalibrate(theta, dev and dbuf or buf, B, k)
+  end
+end
+
+-- Top-1 accuracy and mean cross-entropy over the test set (or its first eval-size examples);
+-- a model with batch norm has its running statistics re-estimated at θ first (recalibrate).
 function Exp:evaluate(theta)
+  if self.model:has_batchnorm() then self:recalibrate(theta) end
   local ds = self:dataset()
   local x, y = ds.test.x, ds.test.y
   local N = y:numel()
