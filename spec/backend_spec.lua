@@ -68,6 +68,17 @@ local function vec_case(run)
   end }
 end
 
+local function red_case(call)
+  return { tol = 1e-12, run = function(k, new)
+    local res = {}
+    for _, c in ipairs({ { 3, 300, 1001, false }, { 4, 5, 1000, true }, { 5, 1, 3, false } }) do
+      local x, y = new(input(c[1], c[2], c[3], c[4])), new(input(c[1] + 10, c[2], c[3], c[4]))
+      res[#res + 1] = call(k, x, y)
+    end
+    return res
+  end }
+end
+
 -- A rule kernel call on G (N x D) writing an output of `rows` rows (nil: one vector) and,
 -- through h, host arrays (sel: selected rows, D: distances, it: iterations, compared within
 -- it_slack: an iterative rule's float iterate may stop a step before the exact one).
@@ -381,6 +392,33 @@ local CASES = {
   ["vec.fill"] = vec_case(function(k, x, _, n) k(x:pointer(), n, -2.5) end),
   ["vec.scale"] = vec_case(function(k, x, _, n) k(x:pointer(), n, -0.37) end),
   ["vec.axpy"] = vec_case(function(k, x, y, n) k(x:pointer(), y:pointer(), n, 0.73) end),
+  ["vec.add"] = vec_case(function(k, x, y, n) k(x:pointer(), x:pointer(), y:pointer(), n) end),
+  ["vec.sub"] = vec_case(function(k, x, y, n) k(x:pointer(), y:pointer(), x:pointer(), n) end),
+  ["vec.mul"] = vec_case(function(k, x, y, n) k(x:pointer(), x:pointer(), y:pointer(), n) end),
+  ["vec.copy"] = vec_case(function(k, x, y, n) k(x:pointer(), y:pointer(), n - 7) end),
+  -- reductions (a number): finite inputs over many CPU chunks and device blocks, 1e-12 relative
+  -- (double sums in two orders), and NaN / ±inf inputs (NaN on both)
+  ["vec.sum"] = red_case(function(k, x) return k(x:pointer(), #x) end),
+  ["vec.norm2"] = red_case(function(k, x) return k(x:pointer(), #x) end),
+  ["vec.dot"] = red_case(function(k, x, y) return k(x:pointer(), y:pointer(), #x) end),
+  ["vec.sqdist"] = red_case(function(k, x, y) return k(x:pointer(), y:pointer(), #x) end),
+  ["vec.rows_mean"] = { tol = 0, run = function(k, new)
+    local G, out = new(input(8, N, D, true)), new(T.new({ D }))
+    k(G:pointer(), N, D, out:pointer())
+    local G1, out1 = new(input(9, 1, D, false)), new(T.new({ D }))
+    k(G1:pointer(), 1, D, out1:pointer())
+    return { out:to("cpu"), out1:to("cpu") }
+  end },
+  ["vec.rows_std"] = { tol = 0, run = function(k, new)
+    local G, res = new(input(10, N, D, true)), {}
+    local mean = new(input(11, 1, D, false))
+    for ddof = 0, 1 do
+      local out = new(T.new({ D }))
+      k(G:pointer(), N, D, mean:pointer(), ddof, out:pointer())
+      res[#res + 1] = out:to("cpu")
+    end
+    return res
+  end },
   ["vec.gemm"] = gemm_case(),
   ["nn.linear_forward"] = { tol = 1e-4, run = function(k, new)
     local x, W, b = new(few(30, LB, LIN)), new(few(31, LIN, LOUT)), new(few(32, 1, LOUT))

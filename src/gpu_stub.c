@@ -36,6 +36,19 @@ agt_status agt_gpu_fill_normal(float *x_dev, size_t count, uint64_t seed, float 
 agt_status agt_gpu_vec_fill(float *x, size_t n, float v) { return NOCUDA(); }
 agt_status agt_gpu_vec_scale(float *x, size_t n, float a) { return NOCUDA(); }
 agt_status agt_gpu_vec_axpy(float *y, const float *x, size_t n, float a) { return NOCUDA(); }
+agt_status agt_gpu_vec_add(float *o, const float *a, const float *b, size_t n) { return NOCUDA(); }
+agt_status agt_gpu_vec_sub(float *o, const float *a, const float *b, size_t n) { return NOCUDA(); }
+agt_status agt_gpu_vec_mul(float *o, const float *a, const float *b, size_t n) { return NOCUDA(); }
+agt_status agt_gpu_vec_sum(const float *x, size_t n, double *out) { return NOCUDA(); }
+agt_status agt_gpu_vec_dot(const float *x, const float *y, size_t n, double *out) { return NOCUDA(); }
+agt_status agt_gpu_vec_norm2(const float *x, size_t n, double *out) { return NOCUDA(); }
+agt_status agt_gpu_vec_sqdist(const float *x, const float *y, size_t n, double *out) { return NOCUDA(); }
+agt_status agt_gpu_rows_mean(const float *G, size_t n, size_t d, float *out) { return NOCUDA(); }
+agt_status agt_gpu_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof, float *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_copy_h2d_async(void *dst, const void *src, size_t bytes) { return NOCUDA(); }
+agt_status agt_gpu_copy_async_wait(void) { return NOCUDA(); }
 /* gpu_nn.h: GEMM, layers, loss, optimizers */
 agt_status agt_gpu_gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *A,
                         size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {

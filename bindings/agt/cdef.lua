@@ -204,6 +204,18 @@ agt_status agt_gpu_fill_normal(float *x_dev, size_t count, uint64_t seed, float 
 agt_status agt_gpu_vec_fill(float *x, size_t n, float v);
 agt_status agt_gpu_vec_scale(float *x, size_t n, float a);
 agt_status agt_gpu_vec_axpy(float *y, const float *x, size_t n, float a);
+agt_status agt_gpu_vec_add(float *out, const float *a, const float *b, size_t n);
+agt_status agt_gpu_vec_sub(float *out, const float *a, const float *b, size_t n);
+agt_status agt_gpu_vec_mul(float *out, const float *a, const float *b, size_t n);
+agt_status agt_gpu_vec_sum(const float *x, size_t n, double *out);
+agt_status agt_gpu_vec_dot(const float *x, const float *y, size_t n, double *out);
+agt_status agt_gpu_vec_norm2(const float *x, size_t n, double *out);
+agt_status agt_gpu_vec_sqdist(const float *x, const float *y, size_t n, double *out);
+agt_status agt_gpu_rows_mean(const float *G, size_t n, size_t d, float *out);
+agt_status agt_gpu_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof,
+                            float *out);
+agt_status agt_gpu_copy_h2d_async(void *dst_dev, const void *src_host, size_t bytes);
+agt_status agt_gpu_copy_async_wait(void);
 agt_status agt_gpu_gar_average(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gpu_gar_average_nan(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gpu_gar_median(const float *G, size_t n, size_t d, float *out);

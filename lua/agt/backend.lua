@@ -17,8 +17,8 @@
 -- backend has every agt_vec_*, agt_gar_*, agt_nn_*, agt_optim_* and agt_attack_* entry (vector
 -- ops, rule passes, layers and losses, optimizers, attack helpers) and vec.rows_mean, _std,
 -- _norm2 and vec.gemm (vec.h's row reductions and GEMM); the CUDA backend has every
--- agt_gpu_gar_* entry, and the vector ops, GEMM, layers, loss and optimizers (src/gpu_nn.h)
--- registered below, one line each. Every non-CPU op has
+-- agt_gpu_gar_* entry, and the vector ops (element-wise, reductions, row mean and deviation),
+-- GEMM, layers, loss and optimizers (src/gpu_nn.h) registered below, one line each. Every non-CPU op has
 -- a CPU twin of the same name, and spec/backend_spec.lua holds each to it. An op that returns
 -- an agt_status raises the engine's message on failure; other ops return their value.
 --
@@ -117,6 +117,30 @@ cuda:register_family("gar", "agt_gpu_gar_")
 cuda:register("vec.fill", C.agt_gpu_vec_fill, true)
 cuda:register("vec.scale", C.agt_gpu_vec_scale, true)
 cuda:register("vec.axpy", C.agt_gpu_vec_axpy, true)
+cuda:register("vec.add", C.agt_gpu_vec_add, true)
+cuda:register("vec.sub", C.agt_gpu_vec_sub, true)
+cuda:register("vec.mul", C.agt_gpu_vec_mul, true)
+cuda:register("vec.copy", function(dst, src, n)   -- vec.h's agt_vec_copy: dst ≠ src or nothing
+  if dst ~= src then F.check(C.agt_gpu_copy_d2d(dst, src, n * 4), 2) end
+end)
+-- The reductions return their value, as the CPU's do (the kernel writes a host double).
+local red_out = ffi.new("double[1]")
+for _, r in ipairs({ "sum", "norm2" }) do
+  local fn = C["agt_gpu_vec_" .. r]
+  cuda:register("vec." .. r, function(x, n)
+    F.check(fn(x, n, red_out), 2)
+    return red_out[0]
+  end)
+end
+for _, r in ipairs({ "dot", "sqdist" }) do
+  local fn = C["agt_gpu_vec_" .. r]
+  cuda:register("vec." .. r, function(x, y, n)
+    F.check(fn(x, y, n, red_out), 2)
+    return red_out[0]
+  end)
+end
+cuda:register("vec.rows_mean", C.agt_gpu_rows_mean, true)
+cuda:register("vec.rows_std", C.agt_gpu_rows_std, true)
 cuda:register("vec.gemm", C.agt_gpu_gemm, true)   -- cuBLAS (src/gpu_nn.h: the training kernels)
 cuda:register("nn.linear_forward", C.agt_gpu_nn_linear_forward, true)
 cuda:register("nn.linear_backward", C.agt_gpu_nn_linear_backward, true)
