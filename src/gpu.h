@@ -78,10 +78,12 @@ agt_status agt_gpu_rows_mean(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gpu_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof,
                             float *out);
 /* Batches ahead of use: copies a host range (page-locked for the copy to be asynchronous) to
- * the device on a copy stream, after the work already queued and before the work queued next,
- * and returns at once. The host range must not change until agt_gpu_copy_async_wait, which
- * waits for every such copy. */
+ * the device on a copy stream, after the work already queued on the default stream, and
+ * returns at once. agt_gpu_copy_async_join makes the work queued next on the default stream
+ * wait for every copy queued so far (the host does not wait); agt_gpu_copy_async_wait waits on
+ * the host for them (the host ranges may then change). */
 agt_status agt_gpu_copy_h2d_async(void *dst_dev, const void *src_host, size_t bytes);
+agt_status agt_gpu_copy_async_join(void);
 agt_status agt_gpu_copy_async_wait(void);
 
 /* Rules: twins of gar.h with device pointers for G, out and v (host pointers for the small

@@ -48,6 +48,7 @@ agt_status agt_gpu_rows_std(const float *G, size_t n, size_t d, const float *mea
   return NOCUDA();
 }
 agt_status agt_gpu_copy_h2d_async(void *dst, const void *src, size_t bytes) { return NOCUDA(); }
+agt_status agt_gpu_copy_async_join(void) { return NOCUDA(); }
 agt_status agt_gpu_copy_async_wait(void) { return NOCUDA(); }
 /* gpu_nn.h: GEMM, layers, loss, optimizers */
 agt_status agt_gpu_gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *A,

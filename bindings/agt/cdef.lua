@@ -215,6 +215,7 @@ agt_status agt_gpu_rows_mean(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gpu_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof,
                             float *out);
 agt_status agt_gpu_copy_h2d_async(void *dst_dev, const void *src_host, size_t bytes);
+agt_status agt_gpu_copy_async_join(void);
 agt_status agt_gpu_copy_async_wait(void);
 agt_status agt_gpu_gar_average(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gpu_gar_average_nan(const float *G, size_t n, size_t d, float *out);

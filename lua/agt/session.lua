@@ -24,6 +24,13 @@
 --   out         what the run prints (agt.session.output)
 -- The session itself holds θ, G, the aggregate and the global step, and runs the loop.
 --
+-- With --use-gpu (s.device "cuda") θ, G (n × d), the aggregate and the optimizer's and the
+-- momentum's vectors live on the GPU: the local workers compute their rows there, the attack,
+-- the rule, the optimizer and the evaluation run there, and the host sees the losses, the
+-- metrics, the telemetry's numbers and the checkpoints (copied to the host: the same bytes as a
+-- CPU run's, so either resumes the other). A source of other processes' rows (--server, or a
+-- script's source) fills a host G, which the GPU rule uploads each step.
+--
 -- Invariants. One step = every worker's gradient at the same θ into its row of G (n × d), then
 -- the attack overwrites the Byzantine rows, the rule aggregates, the optimizer applies, and the
 -- global step grows by one. Every random stream (workers' samplers, attack, rule) is seeded from
@@ -34,7 +41,7 @@
 -- refused, naming the flag.
 local ffi = require("ffi")
 local T = require("agt.tensor")
-local F = require("agt.ffi")
+local B = require("agt.backend")
 local R = require("agt.rng")
 local E = require("agt.experiments")
 local K = require("agt.checkpoint")
@@ -116,7 +123,6 @@ function Session:_build()
   local d = self.exp.d
   self.d = d
   self.rule = Rule.new(o, n, f, warn, d)
-  self.gpu_fallback = self.rule.gpu_fallback
   self.byzantine = Byzantine.new(o, { n = n, f = f, r = r, rule = self.rule.rule, warn = warn })
   self.optimizer = Optimizer.new(o)
   -- --server: the workers are other processes (agt.session.remote).
@@ -124,11 +130,14 @@ function Session:_build()
 
   self:_preflight(d)
 
-  -- 2. The parameters and the gradient source.
-  self.theta = T.new({ d })
-  self.exp:init_params(self.theta, R.new(o.seed, R.stream_id("init", 0)))
+  -- 2. The parameters and the gradient source, on the GPU with --use-gpu and local workers.
+  local dev = (o.use_gpu and not remote and not self.parts.source) and "cuda" or "cpu"
+  self.device = dev
+  local theta = T.new({ d })
+  self.exp:init_params(theta, R.new(o.seed, R.stream_id("init", 0)))
+  self.theta = dev == "cpu" and theta or theta:to(dev)
   self.optimizer:bind(d)
-  self.momentum = Momentum.new(o, d)
+  self.momentum = Momentum.new(o, d, dev)
   local byz = self.byzantine
   self.source = (self.parts.source or remote or Workers.new)(self.exp, n, {
     seed = o.seed, l1 = o.l1_regularize > 0 and o.l1_regularize or 0,
@@ -136,12 +145,17 @@ function Session:_build()
     poison = function(i) return byz:poison(i) end, warn = warn,
     byzantine = byz, -- a remote source tells the workers that attack over the wire
     local_steps = o.local_steps, momentum = o.momentum_at == "worker" and o.momentum or nil,
+    device = dev,
   })
-  self.G = T.new({ n, d })
+  self.G = T.new({ n, d }, "f32", dev)
   self.rows = {}
   for i = 1, n do self.rows[i] = self.G:row(i) end
-  self.agg = T.new({ d })
-  self.honest_mean = T.new({ d })
+  self.agg = T.new({ d }, "f32", dev)
+  self.honest_mean = T.new({ d }, "f32", dev)
+  if dev ~= "cpu" then
+    self:say(string.format("--use-gpu: θ, G (%d × %d), the workers, the attack, the rule, the "
+      .. "optimizer and the evaluation on %s", n, d, require("agt.gpu").describe()))
+  end
   self.summaries = Summaries.new(o.summary_dir)
   if self.source.counters then self.summaries.counters = function() return self.source:counters() end end
   self.evaluator = Evaluator.new({ exp = self.exp, file = o.evaluation_file, out = self.out,
@@ -216,8 +230,9 @@ end
 
 -- Everything that a resumed run needs, as a map of strings.
 function Session:state()
+  local th = self.theta.device == "cpu" and self.theta or self.theta:to("cpu")
   local map = {
-    theta = ffi.string(self.theta.ptr, self.d * 4),
+    theta = ffi.string(th:pointer(), self.d * 4),
     step = tostring(self.global_step),
     d = tostring(self.d),
   }
@@ -282,7 +297,13 @@ function Session:set_state(map)
     error(string.format("--checkpoint-dir: the checkpoint holds %s parameters, the experiment has %d",
                         tostring(map.d), self.d), 0)
   end
-  ffi.copy(self.theta.ptr, map.theta, self.d * 4)
+  if self.theta.device == "cpu" then
+    ffi.copy(self.theta:pointer(), map.theta, self.d * 4)
+  else
+    local th = T.new({ self.d })
+    ffi.copy(th:pointer(), map.theta, self.d * 4)
+    self.theta:copy(th)
+  end
   for _, part in ipairs(self:_parts()) do part:set_state(map) end
   self.global_step = tonumber(map.step)
 end
@@ -395,8 +416,8 @@ function Session:_robustness(tel, honest, byz, is_byz, info)
   -- The honest rows' variance over their mean's squared norm, Σ‖h_i − μ‖² / (h − 1) / ‖μ‖²
   -- (what worker momentum is meant to shrink; ByzantineMomentum's study reports its root).
   if #honest >= 2 then
-    local var = 0
-    for _, i in ipairs(honest) do var = var + F.C.agt_vec_sqdist(self.rows[i].ptr, hm.ptr, self.d) end
+    local var, sqdist = 0, B.of(hm):op("vec.sqdist")
+    for _, i in ipairs(honest) do var = var + sqdist(self.rows[i]:pointer(), hm:pointer(), self.d) end
     local mn = hm:norm()
     tel.variance_ratio = var / (#honest - 1) / (mn * mn)
   end

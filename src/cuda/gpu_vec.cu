@@ -199,7 +199,7 @@ extern "C" agt_status agt_gpu_rows_std(const float *G, size_t n, size_t d, const
   return AGT_OK;
 }
 
-/* ---- batches ahead of use: a page-locked host range to the device on a copy stream ----------- */
+/* ---- batches ahead of use: page-locked host ranges to the device on a copy stream ------------ */
 
 static cudaStream_t g_batch = NULL;
 static cudaEvent_t g_batch_before = NULL, g_batch_after = NULL;
@@ -214,11 +214,16 @@ extern "C" agt_status agt_gpu_copy_h2d_async(void *dst_dev, const void *src_host
     AGT_CU(cudaEventCreateWithFlags(&g_batch_before, cudaEventDisableTiming));
     AGT_CU(cudaEventCreateWithFlags(&g_batch_after, cudaEventDisableTiming));
   }
-  /* the copy waits for the work already queued (which may still read dst), and the work queued
-   * after it waits for the copy: the host does not wait for either */
+  /* the copy waits for the work already queued on the default stream (which may still read
+   * dst); the host does not wait */
   AGT_CU(cudaEventRecord(g_batch_before, 0));
   AGT_CU(cudaStreamWaitEvent(g_batch, g_batch_before, 0));
   AGT_CU(cudaMemcpyAsync(dst_dev, src_host, bytes, cudaMemcpyHostToDevice, g_batch));
+  return AGT_OK;
+}
+
+extern "C" agt_status agt_gpu_copy_async_join(void) {
+  if (!g_batch) return AGT_OK;
   AGT_CU(cudaEventRecord(g_batch_after, g_batch));
   AGT_CU(cudaStreamWaitEvent(0, g_batch_after, 0));
   return AGT_OK;

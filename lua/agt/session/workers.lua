@@ -14,8 +14,16 @@
 --   source:close()
 -- Here the entries are "worker.<i>" (each worker's sampler and dropout streams), and with
 -- worker momentum "worker.<i>.momentum" (its m_i, d float32 values). Remote
--- workers (rows received over the network, a missing or late one left faulty) and device
--- workers (rows computed on the GPU) are other sources with the same methods.
+-- workers (rows received over the network, a missing or late one left faulty) are another
+-- source with the same methods.
+--
+-- On a device (opts.device "cuda": θ and G there, --use-gpu) the same workers compute there,
+-- and their batches move ahead of use: right after worker i's gradient of step k is queued,
+-- its batch of step k+1 is drawn on the host into page-locked buffers and copied to its
+-- device buffers on a copy stream, overlapping the device's work; step k+1's kernels wait for
+-- the copies. A worker's checkpoint entry is its state before that draw (what the CPU workers
+-- hold after step k), and set_state drops the batches drawn ahead, so a checkpoint of a
+-- device run resumes on the CPU and the other way round.
 --
 -- Invariant: the rows are filled in worker order 1..n, each from θ alone (no worker reads
 -- another's row), so the result does not depend on how a source schedules them.
@@ -28,8 +36,10 @@
 -- sends m_i, every worker alike (a Byzantine one's row holds its momentum on entry to the
 -- attack). The state is the worker's, saved with it, so a resumed run continues bit for bit.
 local ffi = require("ffi")
+local F = require("agt.ffi")
 local T = require("agt.tensor")
 local Momentum = require("agt.session.momentum")
+local C = F.C
 
 local M = {}
 
@@ -38,19 +48,22 @@ Workers.__index = Workers
 
 -- exp: a loaded experiment (agt.experiments); opts: {seed =, l1 =, l2 =, poison = fn(i) ->
 -- nil | "label-flip" | "poison-data" (a data attack poisons the shards of its workers),
--- local_steps = K (default 1), momentum = β or nil (worker momentum)}.
+-- local_steps = K (default 1), momentum = β or nil (worker momentum), device = "cpu" (default)
+-- or "cuda": where θ, G and the workers' vectors are}.
 function M.new(exp, n, opts)
-  local self = setmetatable({ n = n, d = exp.d, workers = {}, losses = {},
-                              k = opts.local_steps or 1, beta = opts.momentum }, Workers)
+  local dev = opts.device or "cpu"
+  local self = setmetatable({ n = n, d = exp.d, workers = {}, losses = {}, ahead = {},
+                              k = opts.local_steps or 1, beta = opts.momentum,
+                              device = dev, on_device = dev ~= "cpu" }, Workers)
   for i = 1, n do
     self.workers[i] = exp:worker(i, { seed = opts.seed, l1 = opts.l1 or 0, l2 = opts.l2 or 0,
                                       poison = opts.poison and opts.poison(i) or nil })
   end
   if self.beta then
     self.m = {}
-    for i = 1, n do self.m[i] = T.new({ self.d }); self.m[i]:zero() end
+    for i = 1, n do self.m[i] = T.new({ self.d }, "f32", dev); self.m[i]:zero() end
   end
-  if self.k > 1 then self.theta_k, self.g = T.new({ self.d }), T.new({ self.d }) end
+  if self.k > 1 then self.theta_k, self.g = T.new({ self.d }, "f32", dev), T.new({ self.d }, "f32", dev) end
   return self
 end
 
@@ -77,13 +90,46 @@ local function rows_of(self, G)
   return self.rows
 end
 
+-- Worker w's next batch, drawn on the host (page-locked) and queued for its device buffers
+-- (which the default stream's later work reads once it has joined the copies).
+local function draw_ahead(w, theta)
+  F.check(C.agt_gpu_copy_async_wait())     -- the host buffers' last copies are done
+  local x, y = w:next_batch()
+  if not x.pinned then x:pin(); y:pin() end
+  local xd, yd = w:device_batch(theta)
+  F.check(C.agt_gpu_copy_h2d_async(xd:pointer(), x:pointer(), #x * 4))
+  F.check(C.agt_gpu_copy_h2d_async(yd:pointer(), y:pointer(), #y * 4))
+end
+
+-- Worker i's gradient on the device: its batch drawn ahead (or now, the first time and after
+-- set_state), then its next batch drawn ahead.
+function Workers:_device_gradient(i, theta, row)
+  local w = self.workers[i]
+  if not self.ahead[i] then draw_ahead(w, theta); F.check(C.agt_gpu_copy_async_join()) end
+  local x, y = w:device_batch(theta)
+  local loss = w:batch_gradient(theta, row, x, y)
+  self.ahead[i] = w:state()
+  draw_ahead(w, theta)
+  return loss
+end
+
 function Workers:fill(theta, G, step, ctx)
   local trace = ctx and ctx.trace
   local rows, losses = rows_of(self, G), self.losses
+  local ahead = self.on_device and self.k == 1
+  if self.on_device then
+    if theta.device == "cpu" or G.device == "cpu" then
+      error("the device workers need theta and G on " .. self.device .. ", got " .. theta.device
+            .. " and " .. G.device, 2)
+    end
+    F.check(C.agt_gpu_copy_async_join())   -- this step's batches, drawn ahead, are there
+  end
   for i = 1, self.n do
     local what = trace and string.format("Worker %d: loss and gradient computation", i)
     if trace then trace(what, "begin") end
-    if self.k == 1 then
+    if ahead then
+      losses[i] = self:_device_gradient(i, theta, rows[i])
+    elseif self.k == 1 then
       losses[i] = self.workers[i]:gradient(theta, rows[i])
     else
       local lr = ctx and ctx.lr
@@ -96,16 +142,23 @@ function Workers:fill(theta, G, step, ctx)
   return losses
 end
 
+-- A vector's d float32 values as bytes (copied to the host first when it is on a device).
+local function bytes_of(v)
+  if v.device ~= "cpu" then v = v:to("cpu") end
+  return ffi.string(v:pointer(), #v * 4)
+end
+
 function Workers:state()
   local map = {}
   for i, w in ipairs(self.workers) do
-    map["worker." .. i] = w:state()
-    if self.m then map["worker." .. i .. ".momentum"] = ffi.string(self.m[i].ptr, self.d * 4) end
+    map["worker." .. i] = self.ahead[i] or w:state()   -- before the batch drawn ahead
+    if self.m then map["worker." .. i .. ".momentum"] = bytes_of(self.m[i]) end
   end
   return map
 end
 
 function Workers:set_state(map)
+  self.ahead = {}   -- the batches drawn ahead are drawn again from the restored streams
   for i, w in ipairs(self.workers) do
     local s = map["worker." .. i]
     if not s then error("--checkpoint-dir: the checkpoint has no state for worker " .. i, 0) end
@@ -116,7 +169,10 @@ function Workers:set_state(map)
         error(string.format("--momentum-at: the checkpoint has no momentum of %d values for worker "
           .. "%d (was it made with --momentum-at worker?)", self.d, i), 0)
       end
-      ffi.copy(self.m[i].ptr, m, self.d * 4)
+      local on_host = self.m[i].device == "cpu"
+      local host = on_host and self.m[i] or T.new({ self.d })
+      ffi.copy(host:pointer(), m, self.d * 4)
+      if not on_host then self.m[i]:copy(host) end
     end
   end
 end

@@ -48,7 +48,7 @@ M.flags = {
   { "evaluation-file", "string", nil, "Evaluation file, lines '<wall s>\\t<step>\\t<name>:<value>...' (default: <checkpoint-dir>/eval; '-' = none)" },
   { "evaluation-delta", "integer", -1, "Evaluate every this many steps; negative = off (also evaluated at start and stop)" },
   { "evaluation-period", "number", 10, "Evaluate every this many seconds; negative = off" },
-  { "use-gpu", "boolean", false, "Run the aggregation rule on the GPU (the workers' gradients stay on the CPU; without a CUDA build or a device, a warning and the CPU rule)" },
+  { "use-gpu", "boolean", false, "Train on the GPU: θ, G, the workers' forward and backward passes, the attack, the rule, the optimizer and the evaluation stay on the device (with --server, the rule only); without a CUDA build or a device, an error" },
   { "reuse-gpu", "boolean", false, "Let several workers share one GPU (needs --use-gpu; in a local run they all share it)" },
   { "no-wait", "boolean", false, "Do not wait for Ctrl-C before exiting when done (a local run never waits: nothing else is served)" },
   { "trace", "boolean", false, "Print a line on stderr at the begin and end of each phase of each step" },
