@@ -9,6 +9,9 @@
 --   be:has(name), be:ops() -> sorted op names
 --   be.gar[name]        -> the raw rule kernel agt_gar_<name> / agt_gpu_gar_<name> (a status)
 --   be.write(dst, host_src, bytes), be.read(host_dst, src, bytes): host <-> backend memory
+--   be.write_async(dst, host_src, bytes)  a copy ahead of use (CUDA: on a copy stream, from
+--                       page-locked memory); be.join() makes later work wait for those copies,
+--                       be.wait() waits for them on the host
 --   be.upload           -> (CUDA) pipelined upload of a host G, optionally with a per-coordinate
 --                          rule computed chunk by chunk as the chunks arrive (src/gpu.h)
 --
@@ -105,6 +108,11 @@ cpu:register("vec.rows_norm2", C.agt_rows_norm2)
 cpu:register("vec.gemm", C.agt_gemm, true)
 cpu.write = function(dst, src, bytes) ffi.copy(dst, src, bytes) end
 cpu.read = function(dst, src, bytes) ffi.copy(dst, src, bytes) end
+-- Copies ahead of use: queued (the host does not wait), joined (later work waits for them),
+-- waited for (the host sources may change). On the CPU, a plain copy.
+cpu.write_async = function(dst, src, bytes) ffi.copy(dst, src, bytes) end
+cpu.join = function() end
+cpu.wait = function() end
 
 -- ---- CUDA: built in always (src/gpu_stub.c answers without CUDA), available with a device --
 local cuda = new_backend("cuda", C.AGT_DEV_CUDA, function()
@@ -191,6 +199,9 @@ function cuda.say_conv_path()
 end
 cuda.write = function(dst, src, bytes) F.check(C.agt_gpu_copy_h2d(dst, src, bytes), 2) end
 cuda.read = function(dst, src, bytes) F.check(C.agt_gpu_copy_d2h(dst, src, bytes), 2) end
+cuda.write_async = function(dst, src, bytes) F.check(C.agt_gpu_copy_h2d_async(dst, src, bytes), 2) end
+cuda.join = function() F.check(C.agt_gpu_copy_async_join(), 2) end
+cuda.wait = function() F.check(C.agt_gpu_copy_async_wait(), 2) end
 
 -- G_host (n x d, host pointer) into G_dev in column chunks on a copy stream; with `kernel` (a
 -- per-coordinate rule kernel with an AGT_GPU_RULE_<KERNEL> code: average, median, ...) and its

@@ -153,6 +153,7 @@ function Session:_build()
   self.agg = T.new({ d }, "f32", dev)
   self.honest_mean = T.new({ d }, "f32", dev)
   if dev ~= "cpu" then
+    self:_probe_device(dev)
     self:say(string.format("--use-gpu: θ, G (%d × %d), the workers, the attack, the rule, the "
       .. "optimizer and the evaluation on %s", n, d, require("agt.gpu").describe()))
   end
@@ -354,6 +355,26 @@ function Session:_preflight(d)
   end
   require("agt.preflight").memory(items, "nb-workers",
     "use fewer workers (--nb-workers), a smaller batch-size, or a machine with more memory")
+end
+
+-- A model's layers find their kernels on θ's device at their first call: one forward and
+-- backward pass on one zero example finds a layer the device lacks now, before any data is read.
+function Session:_probe_device(dev)
+  local model = self.exp.model
+  if type(model) ~= "table" or not model.loss_grad or not model.input_shape then return end
+  local shape = { 1 }
+  for _, v in ipairs(model.input_shape) do shape[#shape + 1] = v end
+  local x, y = T.new(shape, "f32", dev), T.new({ 1 }, "i32", dev)
+  x:zero()
+  y:copy(T.new({ 1 }, "i32"):fill(0))
+  local g = T.new({ self.d }, "f32", dev)
+  local ok, err = pcall(model.loss_grad, model, self.theta, x, y, 1, g, R.new(0, "probe"))
+  g:free(); x:free(); y:free()
+  if not ok then
+    local why = tostring(err):gsub("^[^:\n]*%.lua:%d+: ", ""):gsub("; copy the tensors with.*$", "")
+    error(string.format("--use-gpu: experiment %s cannot train on the GPU in this build: %s (run "
+      .. "without --use-gpu to train on the CPU)", tostring(self.exp.name), why), 0)
+  end
 end
 
 function Session:_restore()

@@ -36,10 +36,9 @@
 -- sends m_i, every worker alike (a Byzantine one's row holds its momentum on entry to the
 -- attack). The state is the worker's, saved with it, so a resumed run continues bit for bit.
 local ffi = require("ffi")
-local F = require("agt.ffi")
 local T = require("agt.tensor")
+local B = require("agt.backend")
 local Momentum = require("agt.session.momentum")
-local C = F.C
 
 local M = {}
 
@@ -49,12 +48,15 @@ Workers.__index = Workers
 -- exp: a loaded experiment (agt.experiments); opts: {seed =, l1 =, l2 =, poison = fn(i) ->
 -- nil | "label-flip" | "poison-data" (a data attack poisons the shards of its workers),
 -- local_steps = K (default 1), momentum = β or nil (worker momentum), device = "cpu" (default)
--- or "cuda": where θ, G and the workers' vectors are}.
+-- or "cuda": where θ, G and the workers' vectors are, ahead = whether batches are drawn ahead
+-- of use (default: on a device; on the CPU it changes nothing but the order of the draws)}.
 function M.new(exp, n, opts)
   local dev = opts.device or "cpu"
+  local ahead = opts.ahead
+  if ahead == nil then ahead = dev ~= "cpu" end
   local self = setmetatable({ n = n, d = exp.d, workers = {}, losses = {}, ahead = {},
                               k = opts.local_steps or 1, beta = opts.momentum,
-                              device = dev, on_device = dev ~= "cpu" }, Workers)
+                              device = dev, draw_ahead = ahead }, Workers)
   for i = 1, n do
     self.workers[i] = exp:worker(i, { seed = opts.seed, l1 = opts.l1 or 0, l2 = opts.l2 or 0,
                                       poison = opts.poison and opts.poison(i) or nil })
@@ -90,45 +92,45 @@ local function rows_of(self, G)
   return self.rows
 end
 
--- Worker w's next batch, drawn on the host (page-locked) and queued for its device buffers
--- (which the default stream's later work reads once it has joined the copies).
-local function draw_ahead(w, theta)
-  F.check(C.agt_gpu_copy_async_wait())     -- the host buffers' last copies are done
+-- Worker w's next batch, drawn on the host (page-locked where θ is on a device) and queued
+-- for its buffers on θ's device (which the later work reads once it has joined the copies).
+local function draw_ahead(w, theta, be)
+  be.wait()     -- the host buffers' last copies are done
   local x, y = w:next_batch()
-  if not x.pinned then x:pin(); y:pin() end
+  if be.name ~= "cpu" and not x.pinned then x:pin(); y:pin() end
   local xd, yd = w:device_batch(theta)
-  F.check(C.agt_gpu_copy_h2d_async(xd:pointer(), x:pointer(), #x * 4))
-  F.check(C.agt_gpu_copy_h2d_async(yd:pointer(), y:pointer(), #y * 4))
+  if xd.addr ~= x.addr then
+    be.write_async(xd:pointer(), x:pointer(), #x * 4)
+    be.write_async(yd:pointer(), y:pointer(), #y * 4)
+  end
 end
 
--- Worker i's gradient on the device: its batch drawn ahead (or now, the first time and after
+-- Worker i's gradient from its batch drawn ahead (or drawn now: the first time and after
 -- set_state), then its next batch drawn ahead.
-function Workers:_device_gradient(i, theta, row)
-  local w = self.workers[i]
-  if not self.ahead[i] then draw_ahead(w, theta); F.check(C.agt_gpu_copy_async_join()) end
+function Workers:_gradient_ahead(i, theta, row)
+  local w, be = self.workers[i], B.of(theta)
+  if not self.ahead[i] then draw_ahead(w, theta, be); be.join() end
   local x, y = w:device_batch(theta)
   local loss = w:batch_gradient(theta, row, x, y)
   self.ahead[i] = w:state()
-  draw_ahead(w, theta)
+  draw_ahead(w, theta, be)
   return loss
 end
 
 function Workers:fill(theta, G, step, ctx)
   local trace = ctx and ctx.trace
   local rows, losses = rows_of(self, G), self.losses
-  local ahead = self.on_device and self.k == 1
-  if self.on_device then
-    if theta.device == "cpu" or G.device == "cpu" then
-      error("the device workers need theta and G on " .. self.device .. ", got " .. theta.device
-            .. " and " .. G.device, 2)
-    end
-    F.check(C.agt_gpu_copy_async_join())   -- this step's batches, drawn ahead, are there
+  local ahead = self.draw_ahead and self.k == 1
+  if B.of(theta) ~= B.get(self.device) or B.of(G) ~= B.get(self.device) then
+    error(string.format("the workers compute on %s: theta and G must be there, got %s and %s",
+                        self.device, theta.device, G.device), 2)
   end
+  if ahead then B.of(theta).join() end   -- this step's batches, drawn ahead, are there
   for i = 1, self.n do
     local what = trace and string.format("Worker %d: loss and gradient computation", i)
     if trace then trace(what, "begin") end
     if ahead then
-      losses[i] = self:_device_gradient(i, theta, rows[i])
+      losses[i] = self:_gradient_ahead(i, theta, rows[i])
     elseif self.k == 1 then
       losses[i] = self.workers[i]:gradient(theta, rows[i])
     else
