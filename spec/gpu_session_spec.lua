@@ -17,6 +17,12 @@ local W = require("agt.session.workers")
 local A = require("agt.attacks")
 local fs = require("agt.fs")
 local gpu = require("agt.gpu")
+local host = require("agt.host")
+
+-- Fashion-MNIST: the Debian package's, or the subset `make gpu-bundle` puts beside agt (the GPU
+-- machine has no dataset package).
+local FM = "/usr/share/datasets/fashion-mnist"
+local DATA = "data-dir:" .. (fs.kind(FM) == "dir" and FM or host.root .. "/data/fashion-mnist")
 
 local ok, why = gpu.available()
 if not ok then io.write("gpu_session_spec: GPU tests pending: " .. tostring(why) .. "\n") end
@@ -31,7 +37,7 @@ teardown(function() os.execute("rm -rf '" .. tmpdir .. "'") end)
 
 -- A short fashion-mnist run: n = 7, f = r = 1 (lie), krum, batch 16, 500 test examples.
 local function opts(extra)
-  local o = { experiment = "fashion-mnist", experiment_args = { "batch-size:16", "eval-size:500" },
+  local o = { experiment = "fashion-mnist", experiment_args = { "batch-size:16", "eval-size:500", DATA },
               aggregator = "krum", nb_workers = 7, nb_decl_byz_workers = 1, nb_real_byz_workers = 1,
               attack = "lie", learning_rate_args = { "initial-rate:0.05" }, seed = 5, quiet = true,
               evaluation_delta = 10, checkpoint_period = -1, summary_period = -1, evaluation_period = -1 }
@@ -61,7 +67,7 @@ end
 
 describe("batches drawn ahead of use (any machine)", function()
   it("give the same rows and the same worker states as drawing at use, and resume the same", function()
-    local exp = E.load("fashion-mnist", { "batch-size:8" }, { seed = 3, n = 4 })
+    local exp = E.load("fashion-mnist", { "batch-size:8", DATA }, { seed = 3, n = 4 })
     local theta = exp:init_params(T.new({ exp.d }), R.new(3, 0))
     local a = W.new(exp, 4, { seed = 3, ahead = true })
     local b = W.new(exp, 4, { seed = 3, ahead = false })
@@ -84,7 +90,7 @@ describe("batches drawn ahead of use (any machine)", function()
   end)
 
   it("refuses θ or G on another device than the workers'", function()
-    local exp = E.load("fashion-mnist", { "batch-size:8" }, { seed = 3, n = 2 })
+    local exp = E.load("fashion-mnist", { "batch-size:8", DATA }, { seed = 3, n = 2 })
     local w = W.new(exp, 2, { seed = 3, device = "cuda" })
     assert.has_error(function() w:fill(T.new({ exp.d }), T.new({ 2, exp.d }), 1) end,
                      "the workers compute on cuda: theta and G must be there, got cpu and cpu")
