@@ -128,11 +128,12 @@ function Session:_build()
   -- --server: the workers are other processes (agt.session.remote).
   local remote = o.server and not self.parts.source and Remote.plan(o, n)
 
-  self:_preflight(d)
-
-  -- 2. The parameters and the gradient source, on the GPU with --use-gpu and local workers.
+  -- θ, G and the workers on the GPU with --use-gpu and local workers.
   local dev = (o.use_gpu and not remote and not self.parts.source) and "cuda" or "cpu"
   self.device = dev
+  self:_preflight(d)
+
+  -- 2. The parameters and the gradient source.
   local theta = T.new({ d })
   self.exp:init_params(theta, R.new(o.seed, R.stream_id("init", 0)))
   self.theta = dev == "cpu" and theta or theta:to(dev)
@@ -342,8 +343,8 @@ function Session:_lock()
   self.ckpt_lock = lock
 end
 
--- The memory the run will hold, from the flags and d, against what the machine has: refused
--- up front with the numbers (G alone is n × d floats).
+-- The memory the run will hold, from the flags and d, against what the machine has (the GPU
+-- with --use-gpu): refused up front with the numbers (G alone is n × d floats).
 function Session:_preflight(d)
   local n, exp = self.n, self.exp
   local items = { { "G (n × d floats)", 4 * n * d }, { "θ, optimizer and rule vectors", 4 * 8 * d } }
@@ -353,8 +354,14 @@ function Session:_preflight(d)
     for _, v in ipairs(exp.shape) do per = per * v end
     items[#items + 1] = { "the workers' batches", 4 * n * B * (per + 1) }
   end
+  local avail, where
+  if self.device ~= "cpu" then   -- G, θ, the vectors and the batches are the GPU's
+    local gpu = require("agt.gpu")
+    avail = gpu.mem_info()
+    where = "free memory of " .. tostring(gpu.describe())
+  end
   require("agt.preflight").memory(items, "nb-workers",
-    "use fewer workers (--nb-workers), a smaller batch-size, or a machine with more memory")
+    "use fewer workers (--nb-workers), a smaller batch-size, or a machine with more memory", avail, where)
 end
 
 -- A model's layers find their kernels on θ's device at their first call: one forward and
