@@ -402,6 +402,24 @@ local CASES = {
   ["vec.norm2"] = red_case(function(k, x) return k(x:pointer(), #x) end),
   ["vec.dot"] = red_case(function(k, x, y) return k(x:pointer(), y:pointer(), #x) end),
   ["vec.sqdist"] = red_case(function(k, x, y) return k(x:pointer(), y:pointer(), #x) end),
+  -- per-row norms and squared distances to a vector (host doubles), as the reductions
+  ["vec.rows_norm2"] = { tol = 1e-12, run = function(k, new)
+    local res, out = {}, ffi.new("double[?]", N)
+    for _, special in ipairs({ false, true }) do
+      k(new(input(12, N, 3 * D, special)):pointer(), N, 3 * D, out)
+      for i = 0, N - 1 do res[#res + 1] = out[i] end
+    end
+    return res
+  end },
+  ["vec.rows_sqdist"] = { tol = 1e-12, run = function(k, new)
+    local res, out = {}, ffi.new("double[?]", N)
+    local v = new(input(14, 1, 3 * D, false))
+    for _, special in ipairs({ false, true }) do
+      k(new(input(13, N, 3 * D, special)):pointer(), N, 3 * D, v:pointer(), out)
+      for i = 0, N - 1 do res[#res + 1] = out[i] end
+    end
+    return res
+  end },
   ["vec.rows_mean"] = { tol = 0, run = function(k, new)
     local G, out = new(input(8, N, D, true)), new(T.new({ D }))
     k(G:pointer(), N, D, out:pointer())

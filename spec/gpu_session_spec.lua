@@ -177,6 +177,55 @@ describe("training on the GPU #gpu", function()
     assert.is_true(host_theta(resumed):allclose(host_theta(straight), 0, 0))
   end)
 
+  -- The convolutional experiments: trained on the GPU as on the CPU where this build has the
+  -- convolution kernels, refused before any data is read, naming the kernel, where it has not.
+  local conv = require("agt.backend").get("cuda"):has("nn.conv2d_forward")
+  local function cifar_dir()   -- CIFAR-10's binary format, random pixels (no download there)
+    local dir = tmpdir .. "/cifar"
+    if fs.kind(dir) == "dir" then return dir end
+    assert(fs.mkdir_p(dir))
+    local rng = R.new(1, "cifar")
+    local buf = ffi.new("uint8_t[?]", 3073)
+    for _, name in ipairs({ "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                            "data_batch_5", "test_batch" }) do
+      local fh = assert(io.open(dir .. "/" .. name .. ".bin", "wb"))
+      for k = 0, 199 do
+        buf[0] = k % 10
+        for j = 1, 3072 do buf[j] = rng:below(256) end
+        fh:write(ffi.string(buf, 3073))
+      end
+      fh:close()
+    end
+    return dir
+  end
+  local function conv_opts(name, extra)
+    local words = name == "cnnet" and { "batch-size:8", "eval-size:100", "data-dir:" .. cifar_dir(), "download:false" }
+                  or { "batch-size:8", "eval-size:200", DATA }
+    local o = opts({ experiment = name, experiment_args = words, aggregator = "average", attack = "empire",
+                     nb_workers = 4, evaluation_delta = 0 })
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return o
+  end
+  for _, name in ipairs({ "fashion-cnn", "cnnet" }) do
+    if conv then
+      test(name .. " trains on the GPU as on the CPU (the device's convolution kernels)", function()
+        local c = run(conv_opts(name), 6)
+        local g = run(conv_opts(name, { use_gpu = true }), 6)
+        assert.is_true(rel(host_theta(g), host_theta(c)) < 1e-3, name .. ": " .. rel(host_theta(g), host_theta(c)))
+        assert.is_true(math.abs(c.last_metrics[1][2] - g.last_metrics[1][2]) <= 0.02)
+      end)
+    else
+      test(name .. " is refused by --use-gpu before any data is read, naming the missing kernel", function()
+        local o = conv_opts(name, { use_gpu = true })
+        o.experiment_args = { "batch-size:8", "data-dir:/nonexistent" }
+        local okn, err = pcall(S.new, o)
+        assert.is_false(okn)
+        assert.matches("^%-%-use%-gpu: experiment " .. name:gsub("%-", "%%-")
+                       .. " cannot train on the GPU in this build: nn%.conv2d_forward has no kernel on cuda", err)
+      end)
+    end
+  end
+
   test("worker momentum, server momentum and local steps run on the device as on the CPU", function()
     for _, extra in ipairs({ { momentum_at = "worker", momentum = 0.9 }, { momentum_at = "server", momentum = 0.9 },
                              { local_steps = 3, aggregator = "average", attack = "empire" } }) do

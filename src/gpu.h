@@ -73,6 +73,10 @@ agt_status agt_gpu_vec_sum(const float *x, size_t n, double *out);
 agt_status agt_gpu_vec_dot(const float *x, const float *y, size_t n, double *out);
 agt_status agt_gpu_vec_norm2(const float *x, size_t n, double *out);
 agt_status agt_gpu_vec_sqdist(const float *x, const float *y, size_t n, double *out);
+/* Twins of agt_rows_norm2 and agt_rows_sqdist: out (HOST, n doubles) gets each row's norm or
+ * squared distance to v (device), in one pass over G; to double rounding, as the reductions. */
+agt_status agt_gpu_rows_norm2(const float *G, size_t n, size_t d, double *out);
+agt_status agt_gpu_rows_sqdist(const float *G, size_t n, size_t d, const float *v, double *out);
 /* Twins of agt_rows_mean and agt_rows_std (device G, mean, out): the same bits. */
 agt_status agt_gpu_rows_mean(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gpu_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof,

@@ -43,6 +43,10 @@ agt_status agt_gpu_vec_sum(const float *x, size_t n, double *out) { return NOCUD
 agt_status agt_gpu_vec_dot(const float *x, const float *y, size_t n, double *out) { return NOCUDA(); }
 agt_status agt_gpu_vec_norm2(const float *x, size_t n, double *out) { return NOCUDA(); }
 agt_status agt_gpu_vec_sqdist(const float *x, const float *y, size_t n, double *out) { return NOCUDA(); }
+agt_status agt_gpu_rows_norm2(const float *G, size_t n, size_t d, double *out) { return NOCUDA(); }
+agt_status agt_gpu_rows_sqdist(const float *G, size_t n, size_t d, const float *v, double *out) {
+  return NOCUDA();
+}
 agt_status agt_gpu_rows_mean(const float *G, size_t n, size_t d, float *out) { return NOCUDA(); }
 agt_status agt_gpu_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof, float *out) {
   return NOCUDA();

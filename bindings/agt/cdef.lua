@@ -76,6 +76,7 @@ int agt_vec_allclose(const float *a, const float *b, size_t n, double rtol, doub
 void agt_rows_mean(const float *G, size_t n, size_t d, float *out);
 void agt_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof, float *out);
 void agt_rows_norm2(const float *G, size_t n, size_t d, double *out);
+void agt_rows_sqdist(const float *G, size_t n, size_t d, const float *v, double *out);
 agt_status agt_gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
                     const float *A, size_t lda, const float *B, size_t ldb,
                     float beta, float *C, size_t ldc);
@@ -211,6 +212,8 @@ agt_status agt_gpu_vec_sum(const float *x, size_t n, double *out);
 agt_status agt_gpu_vec_dot(const float *x, const float *y, size_t n, double *out);
 agt_status agt_gpu_vec_norm2(const float *x, size_t n, double *out);
 agt_status agt_gpu_vec_sqdist(const float *x, const float *y, size_t n, double *out);
+agt_status agt_gpu_rows_norm2(const float *G, size_t n, size_t d, double *out);
+agt_status agt_gpu_rows_sqdist(const float *G, size_t n, size_t d, const float *v, double *out);
 agt_status agt_gpu_rows_mean(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gpu_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof,
                             float *out);

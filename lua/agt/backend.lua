@@ -19,7 +19,7 @@
 -- backend: t:pointer()). Ops named "family.name" come from the engine's declarations: the CPU
 -- backend has every agt_vec_*, agt_gar_*, agt_nn_*, agt_optim_* and agt_attack_* entry (vector
 -- ops, rule passes, layers and losses, optimizers, attack helpers) and vec.rows_mean, _std,
--- _norm2 and vec.gemm (vec.h's row reductions and GEMM); the CUDA backend has every
+-- _norm2, _sqdist and vec.gemm (vec.h's row reductions and GEMM); the CUDA backend has every
 -- agt_gpu_gar_* entry, and the vector ops (element-wise, reductions, row mean and deviation),
 -- GEMM, layers, loss and optimizers (src/gpu_nn.h) registered below, one line each. Every non-CPU op has
 -- a CPU twin of the same name, and spec/backend_spec.lua holds each to it. An op that returns
@@ -105,6 +105,7 @@ cpu:register_family("attack", "agt_attack_")
 cpu:register("vec.rows_mean", C.agt_rows_mean)
 cpu:register("vec.rows_std", C.agt_rows_std)
 cpu:register("vec.rows_norm2", C.agt_rows_norm2)
+cpu:register("vec.rows_sqdist", C.agt_rows_sqdist)
 cpu:register("vec.gemm", C.agt_gemm, true)
 cpu.write = function(dst, src, bytes) ffi.copy(dst, src, bytes) end
 cpu.read = function(dst, src, bytes) ffi.copy(dst, src, bytes) end
@@ -149,6 +150,8 @@ for _, r in ipairs({ "dot", "sqdist" }) do
 end
 cuda:register("vec.rows_mean", C.agt_gpu_rows_mean, true)
 cuda:register("vec.rows_std", C.agt_gpu_rows_std, true)
+cuda:register("vec.rows_norm2", C.agt_gpu_rows_norm2, true)
+cuda:register("vec.rows_sqdist", C.agt_gpu_rows_sqdist, true)
 cuda:register("vec.gemm", C.agt_gpu_gemm, true)   -- cuBLAS (src/gpu_nn.h: the training kernels)
 cuda:register("nn.linear_forward", C.agt_gpu_nn_linear_forward, true)
 cuda:register("nn.linear_backward", C.agt_gpu_nn_linear_backward, true)

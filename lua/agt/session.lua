@@ -431,27 +431,36 @@ local function cosine(a, b)
   return a:dot(b) / (na * nb)
 end
 
--- Robustness telemetry (read-only: it draws no random number and changes nothing).
+-- Robustness telemetry (read-only: it draws no random number and changes nothing). The rows'
+-- norms and distances come from one pass over G each (vec.rows_norm2, vec.rows_sqdist): on
+-- the GPU the host waits a few times per step, not twice per row.
 function Session:_robustness(tel, honest, byz, is_byz, info)
-  local hm = self.honest_mean
+  local hm, G, n, d = self.honest_mean, self.G, self.n, self.d
+  local be = B.of(G)
+  local norms = self._norms or ffi.new("double[?]", n)
+  self._norms = norms
+  be:op("vec.rows_norm2")(G:pointer(), n, d, norms)
   hm:zero()
   local hn = 0
   for _, i in ipairs(honest) do
     hm:axpy(1 / #honest, self.rows[i])
-    hn = hn + self.rows[i]:norm()
+    hn = hn + norms[i - 1]
   end
   tel.honest_norm = hn / #honest
   -- The honest rows' variance over their mean's squared norm, Σ‖h_i − μ‖² / (h − 1) / ‖μ‖²
   -- (what worker momentum is meant to shrink; ByzantineMomentum's study reports its root).
   if #honest >= 2 then
-    local var, sqdist = 0, B.of(hm):op("vec.sqdist")
-    for _, i in ipairs(honest) do var = var + sqdist(self.rows[i]:pointer(), hm:pointer(), self.d) end
+    local sq = self._sqd or ffi.new("double[?]", n)
+    self._sqd = sq
+    be:op("vec.rows_sqdist")(G:pointer(), n, d, hm:pointer(), sq)
+    local var = 0
+    for _, i in ipairs(honest) do var = var + sq[i - 1] end
     local mn = hm:norm()
     tel.variance_ratio = var / (#honest - 1) / (mn * mn)
   end
   if #byz > 0 then
     local bn = 0
-    for _, i in ipairs(byz) do bn = bn + self.rows[i]:norm() end
+    for _, i in ipairs(byz) do bn = bn + norms[i - 1] end
     tel.byz_norm = bn / #byz
   end
   tel.cosine = cosine(self.agg, hm)

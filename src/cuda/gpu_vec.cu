@@ -154,6 +154,66 @@ extern "C" agt_status agt_gpu_vec_sqdist(const float *x, const float *y, size_t 
   return vec_reduce(RED_SQDIST, "sqdist", x, y, n, out);
 }
 
+/* ---- per-row reductions: a 2-D grid, blockIdx.y the row; the partials of each row summed in
+ * order on the host ------------------------------------------------------------------------ */
+
+__global__ void k_rows_reduce(int op, const float *G, size_t d, const float *v, double *part) {
+  __shared__ double s[RED_BLOCK];
+  const float *x = G + (size_t)blockIdx.y * d;
+  double acc = 0;
+  size_t stride = (size_t)gridDim.x * blockDim.x;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < d; i += stride) {
+    double t = op == RED_SQ ? (double)x[i] : __dsub_rn((double)x[i], (double)v[i]);
+    acc = __dadd_rn(acc, __dmul_rn(t, t));
+  }
+  s[threadIdx.x] = acc;
+  __syncthreads();
+  for (int w = RED_BLOCK / 2; w > 0; w >>= 1) {
+    if ((int)threadIdx.x < w) s[threadIdx.x] = __dadd_rn(s[threadIdx.x], s[threadIdx.x + w]);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) part[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = s[0];
+}
+
+static agt_status rows_reduce(int op, const char *name, const float *G, size_t n, size_t d,
+                              const float *v, double *out) {
+  if (!out && n > 0) return AGT_FAIL(AGT_EINVAL, "vec.%s: out must be a host pointer", name);
+  AGT_TRY(agt_gpu_ensure());
+  if (n == 0) return AGT_OK;
+  if (n > 65535) return AGT_FAIL(AGT_EINVAL, "vec.%s: at most 65535 rows, got %zu", name, n);
+  if (d == 0) {
+    for (size_t i = 0; i < n; i++) out[i] = 0;
+    return AGT_OK;
+  }
+  if (!G || (op == RED_SQDIST && !v))
+    return AGT_FAIL(AGT_EINVAL, "vec.%s: G (and v) must be device pointers", name);
+  size_t b = (d + RED_BLOCK - 1) / RED_BLOCK;
+  size_t per = RED_BLOCKS / n;          /* about RED_BLOCKS blocks in all */
+  if (per < 1) per = 1;
+  unsigned blocks = (unsigned)(b < per ? b : per);
+  void *dev, *host;
+  AGT_TRY(agt_gpu_scratch(n * blocks * sizeof(double), &dev));
+  AGT_TRY(agt_gpu_host_scratch(n * blocks * sizeof(double), &host));
+  k_rows_reduce<<<dim3(blocks, (unsigned)n), RED_BLOCK>>>(op, G, d, v, (double *)dev);
+  AGT_CU_LAUNCH("k_rows_reduce");
+  AGT_CU(cudaMemcpy(host, dev, n * blocks * sizeof(double), cudaMemcpyDeviceToHost));
+  const double *p = (const double *)host;
+  for (size_t i = 0; i < n; i++) {
+    double acc = 0;
+    for (unsigned k = 0; k < blocks; k++) acc += p[i * blocks + k];
+    out[i] = op == RED_SQ ? sqrt(acc) : acc;
+  }
+  return AGT_OK;
+}
+
+extern "C" agt_status agt_gpu_rows_norm2(const float *G, size_t n, size_t d, double *out) {
+  return rows_reduce(RED_SQ, "rows_norm2", G, n, d, NULL, out);
+}
+extern "C" agt_status agt_gpu_rows_sqdist(const float *G, size_t n, size_t d, const float *v,
+                                          double *out) {
+  return rows_reduce(RED_SQDIST, "rows_sqdist", G, n, d, v, out);
+}
+
 /* ---- rows of a row-major n x d matrix: one thread per column, the rows in order, in double, as
  * vec.c's rows_mean_range / rows_std_range ---------------------------------------------------- */
 
