@@ -89,6 +89,29 @@ describe("batches drawn ahead of use (any machine)", function()
     assert.is_true(Gc:allclose(Gb, 0, 0))
   end)
 
+  it("a step stopped by Ctrl-C in its rule puts back the workers' streams and momenta: the resumed run is exact", function()
+    local AG = require("agt.aggregators")
+    local function o(dir, stop_at)
+      local x = opts({ aggregator = nil, attack = "reverse", momentum_at = "worker", momentum = 0.9,
+                       nb_workers = 5, evaluation_delta = 0, checkpoint_dir = dir })
+      local avg = AG.new("average", 5, 1)
+      x.aggregator = { name = "average", aggregate = function(_, G, out, ctx)
+        if ctx.step == stop_at then require("agt.ffi").C.agt_interrupt_set(1); error("stopped by the spec") end
+        return avg:aggregate(G, out, ctx)
+      end }
+      return x
+    end
+    local straight = run(o(nil, -1), 10)
+    local s1 = S.new(o(tmpdir .. "/intr", 6))
+    local rep = s1:run(10)
+    s1:close()
+    assert.are.equal("interrupted", rep.stopped)
+    assert.are.equal(6, s1.global_step)
+    local s2 = run(o(tmpdir .. "/intr", -1), 4)
+    assert.are.equal(10, s2.global_step)
+    assert.is_true(host_theta(s2):allclose(host_theta(straight), 0, 0))
+  end)
+
   it("refuses θ or G on another device than the workers'", function()
     local exp = E.load("fashion-mnist", { "batch-size:8", DATA }, { seed = 3, n = 2 })
     local w = W.new(exp, 2, { seed = 3, device = "cuda" })

@@ -480,6 +480,7 @@ end
 --   t_gradients, t_attack, t_aggregate, t_apply, t_step }
 function Session:step()
   local k = self.global_step
+  self._applying = false
   local t0 = clock.mono()
   -- Gradients: every worker at the same θ, into its row. An attacker's row holds its own honest
   -- gradient on entry to the attack (data attackers compute on their poisoned shard). A remote
@@ -518,10 +519,12 @@ function Session:step()
   self:trace("Master: aggregated gradient computation", "end")
   local t3 = clock.mono()
   self:trace("Master: aggregated gradient application", "begin")
+  self._applying = true   -- θ changes from here: no Ctrl-C puts this step back (see _snapshot)
   local lr = self.optimizer:apply(self.theta, self.momentum:update(self.agg), k, local_lr and 1)
   self:trace("Master: aggregated gradient application", "end")
   local t4 = clock.mono()
   self.global_step = k + 1
+  self._applying, self._pre_step_state = false, nil   -- the step is whole: nothing to put back
 
   local tel = { step = k + 1, loss = loss, lr = lr, faulty = faulty and #faulty or 0, t_gradients = t1 - t0, t_attack = t2 - t1,
                 t_aggregate = t3 - t2, t_apply = t4 - t3, t_step = t4 - t0 }
@@ -588,13 +591,14 @@ function Session:_loop()
   while stopped == "done" do
     if last and self.global_step >= last then break end
     if host.interrupted() then stopped = "interrupted"; break end
-    -- The state before the step: a Ctrl-C in the middle of it puts it back, since a half-done
-    -- step has already advanced the samplers (and the session must stay exactly resumable).
-    self._pre_step_state = self:state()
+    -- What the step changes before it applies the aggregate: a Ctrl-C in the middle of it puts
+    -- it back, since a half-done step has already advanced the samplers (and the session must
+    -- stay exactly resumable).
+    self._pre_step_state = self:_snapshot()
     local ok, err = pcall(self._one, self)
     if not ok then
-      if host.interrupted() then
-        if self._pre_step_state then self:set_state(self._pre_step_state) end
+      if host.interrupted() and not self._applying then
+        if self._pre_step_state then self:_put_back(self._pre_step_state) end
         self._pre_step_state = nil
         stopped = "interrupted"
         break
@@ -611,6 +615,26 @@ function Session:_loop()
   self:_finish(true)
   return { steps = self.steps_run - run_start, stopped = stopped, step = self.global_step,
            throughput = self:throughput() }
+end
+
+-- The states of the parts a step changes before it applies the aggregate (the gradient
+-- source's streams and vectors, the attack's and the rule's states and streams). θ, the
+-- optimizer and the server's momentum change only when the aggregate is applied, after every
+-- phase that polls Ctrl-C (a rule's search, a remote wait), so they are not copied: on the GPU
+-- that would be a copy of θ to the host at every step. A part may keep its snapshot its own
+-- way (part:snapshot() / part:restore(s): the workers' momenta stay on the device).
+function Session:_snapshot()
+  local snap = {}
+  for k, part in ipairs({ self.rule, self.byzantine, self.source }) do
+    snap[k] = part.snapshot and part:snapshot() or part:state()
+  end
+  return snap
+end
+
+function Session:_put_back(snap)
+  for k, part in ipairs({ self.rule, self.byzantine, self.source }) do
+    if part.restore then part:restore(snap[k]) else part:set_state(snap[k]) end
+  end
 end
 
 -- One step of the loop and what follows it: progress, summaries, evaluation, checkpoint.

@@ -159,6 +159,29 @@ function Workers:state()
   return map
 end
 
+-- The session's copy before each step (put back when Ctrl-C stops the step): the streams as
+-- in state(), the momenta copied into vectors kept on their device (no copy to the host).
+function Workers:snapshot()
+  local snap = {}
+  for i, w in ipairs(self.workers) do snap[i] = self.ahead[i] or w:state() end
+  if self.m then
+    self._snap_m = self._snap_m or {}
+    for i = 1, self.n do
+      self._snap_m[i] = self._snap_m[i] or T.new({ self.d }, "f32", self.device)
+      self._snap_m[i]:copy(self.m[i])
+    end
+  end
+  return snap
+end
+
+function Workers:restore(snap)
+  self.ahead = {}
+  for i, w in ipairs(self.workers) do w:set_state(snap[i]) end
+  if self.m then
+    for i = 1, self.n do self.m[i]:copy(self._snap_m[i]) end
+  end
+end
+
 function Workers:set_state(map)
   self.ahead = {}   -- the batches drawn ahead are drawn again from the restored streams
   for i, w in ipairs(self.workers) do
