@@ -48,8 +48,8 @@ function M.new(o, n, f, warn, d)
 end
 
 -- The rule for n−m rows and f−m Byzantine ones (on the same backend as the run's rule), and its
--- (n−m) × d matrix, made on first use.
-function Rule:_without(m, d)
+-- (n−m) × d matrix on G's device, made on first use.
+function Rule:_without(m, d, device)
   local sub = self.sub[m]
   if not sub then
     if type(self.o.aggregator) == "table" then
@@ -58,7 +58,7 @@ function Rule:_without(m, d)
     local on_cuda = self.o.use_gpu
     sub = { rule = FL.as_flag("aggregator", A.new, self.o.aggregator, self.n - m, self.f - m,
                               self.o.aggregator_args, { d = d, backend = on_cuda and "cuda" or nil }),
-            G = T.new({ self.n - m, d }) }
+            G = T.new({ self.n - m, d }, "f32", device) }
     self.sub[m] = sub
   end
   return sub
@@ -82,7 +82,7 @@ function Rule:aggregate(G, out, step, faulty)
   if m == 0 then return self.rule:aggregate(G, out, ctx) or {} end
   self:check_faulty(step, faulty)
   local d = G:size(2)
-  local sub = self:_without(m, d)
+  local sub = self:_without(m, d, G.device)
   local is_faulty, kept = {}, {}
   for _, i in ipairs(faulty) do is_faulty[i] = true end
   for i = 1, self.n do
