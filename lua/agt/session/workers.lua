@@ -94,8 +94,8 @@ end
 
 -- Worker w's next batch, drawn on the host (page-locked where θ is on a device) and queued
 -- for its buffers on θ's device (which the later work reads once it has joined the copies).
+-- Its host buffers' last copy was queued in the previous fill, which fill waited for.
 local function draw_ahead(w, theta, be)
-  be.wait()     -- the host buffers' last copies are done
   local x, y = w:next_batch()
   if be.name ~= "cpu" and not x.pinned then x:pin(); y:pin() end
   local xd, yd = w:device_batch(theta)
@@ -125,7 +125,11 @@ function Workers:fill(theta, G, step, ctx)
     error(string.format("the workers compute on %s: theta and G must be there, got %s and %s",
                         self.device, theta.device, G.device), 2)
   end
-  if ahead then B.of(theta).join() end   -- this step's batches, drawn ahead, are there
+  if ahead then   -- this step's batches, drawn ahead, are there (long since: no wait)
+    local be = B.of(theta)
+    be.wait()
+    be.join()
+  end
   for i = 1, self.n do
     local what = trace and string.format("Worker %d: loss and gradient computation", i)
     if trace then trace(what, "begin") end
