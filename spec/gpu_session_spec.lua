@@ -77,8 +77,13 @@ describe("batches drawn ahead of use (any machine)", function()
   it("give the same rows and the same worker states as drawing at use, and resume the same", function()
     local exp = E.load("fashion-mnist", { "batch-size:8", DATA }, { seed = 3, n = 4 })
     local theta = exp:init_params(T.new({ exp.d }), R.new(3, 0))
-    local a = W.new(exp, 4, { seed = 3, ahead = true })
-    local b = W.new(exp, 4, { seed = 3, ahead = false })
+    -- worker 4 poisons its batches (label-flip, then poison-data); a's batches are drawn into
+    -- one staging allocation (page-locked on a GPU machine)
+    local function poison(i) return i == 4 and "label-flip" or (i == 3 and "poison-data" or nil) end
+    local a = W.new(exp, 4, { seed = 3, ahead = true, poison = poison })
+    a:_stage()
+    assert.is_true(a.workers[2].x:pointer() == a._staging:pointer() + (#a._staging / 4))
+    local b = W.new(exp, 4, { seed = 3, ahead = false, poison = poison })
     local Ga, Gb = T.new({ 4, exp.d }), T.new({ 4, exp.d })
     for k = 1, 3 do
       local la, lb = a:fill(theta, Ga, k), b:fill(theta, Gb, k)
@@ -88,7 +93,7 @@ describe("batches drawn ahead of use (any machine)", function()
       for i = 1, 4 do assert.is_true(sa["worker." .. i] == sb["worker." .. i], "worker " .. i) end
     end
     -- a source restored from the ahead source's state continues as the other does
-    local c = W.new(exp, 4, { seed = 3, ahead = true })
+    local c = W.new(exp, 4, { seed = 3, ahead = true, poison = poison })
     c:set_state(a:state())
     a:set_state(a:state())
     local Gc = T.new({ 4, exp.d })

@@ -314,6 +314,19 @@ function Worker:batch_gradient(theta, grad, x, y)
   return loss
 end
 
+-- Makes x and y (host tensors of the batch's shape and of its labels, f32 and i32: page-locked
+-- ones, say) the buffers the worker draws its batches into.
+function Worker:set_batch_buffers(x, y)
+  if not self.sampler then self:_setup() end
+  if not (T.is_tensor(x) and T.is_tensor(y) and x.dtype == "f32" and y.dtype == "i32"
+          and #x == #self.x and #y == #self.y and x.device == "cpu" and y.device == "cpu") then
+    error(string.format("set_batch_buffers: needs host tensors of %d f32 and %d i32 values", #self.x, #self.y), 2)
+  end
+  self.x, self.y = x, y
+  self.xp = ffi.cast("float *", x.data)
+  self.yp = ffi.cast("int32_t *", y.data)
+end
+
 -- The worker's batch buffers on theta's device (made once): x and y themselves on the CPU.
 function Worker:device_batch(theta)
   if theta.dev == self.x.dev then return self.x, self.y end

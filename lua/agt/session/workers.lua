@@ -54,7 +54,7 @@ function M.new(exp, n, opts)
   local dev = opts.device or "cpu"
   local ahead = opts.ahead
   if ahead == nil then ahead = dev ~= "cpu" end
-  local self = setmetatable({ n = n, d = exp.d, workers = {}, losses = {}, ahead = {},
+  local self = setmetatable({ n = n, d = exp.d, exp = exp, workers = {}, losses = {}, ahead = {},
                               k = opts.local_steps or 1, beta = opts.momentum,
                               device = dev, draw_ahead = ahead }, Workers)
   for i = 1, n do
@@ -97,12 +97,32 @@ end
 -- Its host buffers' last copy was queued in the previous fill, which fill waited for.
 local function draw_ahead(w, theta, be)
   local x, y = w:next_batch()
-  if be.name ~= "cpu" and not x.pinned then x:pin(); y:pin() end
   local xd, yd = w:device_batch(theta)
   if xd.addr ~= x.addr then
     be.write_async(xd:pointer(), x:pointer(), #x * 4)
     be.write_async(yd:pointer(), y:pointer(), #y * 4)
   end
+end
+
+-- Page-locked host buffers for every worker's batch, in one allocation locked once (locking
+-- each worker's small tensors could lock one page twice, which CUDA refuses). Where it cannot be
+-- locked, the copies are synchronous and the run the same.
+function Workers:_stage()
+  if self._staging then return end
+  local exp = self.exp
+  local B = exp.args and exp.args["batch-size"]
+  if type(B) ~= "number" or not self.workers[1].set_batch_buffers then self._staging = true; return end
+  local shape, per = { B }, 1
+  for _, v in ipairs(exp.shape) do shape[#shape + 1] = v; per = per * v end
+  local slot = math.ceil((B * per + B) / 16) * 16   -- 64-byte aligned slots, x then y
+  local buf = T.new({ self.n * slot })
+  buf:pin()
+  local base = buf:pointer()
+  for i, w in ipairs(self.workers) do
+    local p = base + (i - 1) * slot
+    w:set_batch_buffers(T.wrap(p, shape, "f32"), T.wrap(p + B * per, { B }, "i32"))
+  end
+  self._staging = buf   -- owns the memory of the workers' buffers
 end
 
 -- Worker i's gradient from its batch drawn ahead (or drawn now: the first time and after
@@ -127,6 +147,7 @@ function Workers:fill(theta, G, step, ctx)
   end
   if ahead then   -- this step's batches, drawn ahead, are there (long since: no wait)
     local be = B.of(theta)
+    if be.name ~= "cpu" then self:_stage() end
     be.wait()
     be.join()
   end
