@@ -114,14 +114,19 @@ local function agt_exe()
   return exe
 end
 
--- The Python with PyTorch: AGT_PYTHON, the GPU machine's venv, or python3.
+-- The Python with PyTorch and a CUDA device: AGT_PYTHON, the GPU machine's venv, or python3
+-- (the first that imports torch and sees the card); nil when none does.
 local function python()
-  local env = os.getenv("AGT_PYTHON")
-  if env then return env end
-  for _, p in ipairs({ "/opt/torch/.venv/bin/python3", "/opt/torch/.venv/bin/python" }) do
-    if fs.kind(p) == "file" then return p end
+  for _, p in ipairs({ os.getenv("AGT_PYTHON") or false, "/opt/torch/.venv/bin/python3",
+                       "/opt/torch/.venv/bin/python", "python3" }) do
+    if p then
+      local h = io.popen(p .. " -c 'import torch; print(torch.cuda.is_available())' 2>/dev/null")
+      local yes = h:read("*l") == "True"
+      h:close()
+      if yes then return p end
+    end
   end
-  return "python3"
+  return nil
 end
 
 local function main(args)
@@ -152,9 +157,7 @@ local function main(args)
   end
   local card = gpu.describe()
   local PY = python()
-  local probe = io.popen(PY .. " -c 'import torch; print(torch.cuda.is_available())' 2>/dev/null")
-  local has_torch = probe:read("*l") == "True"
-  probe:close()
+  local has_torch = PY ~= nil
   emit({ bench = "gpu_step", device = card, workers = N_WORKERS, f = F_BYZ, steps = opt.steps,
          rounds = opt.rounds, python = PY, torch = has_torch })
   local code = 0
