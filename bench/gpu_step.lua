@@ -217,10 +217,10 @@ local function main(args)
     end
     if rates.average and rates.krum and rates.average.agt and rates.krum.agt then
       local r = { bench = "gpu_step", device = card, experiment = name,
-                  agt_krum_over_average = rates.average.agt / rates.krum.agt, target = 1.05 }
-      r.met = r.agt_krum_over_average <= 1.05
+                  agt_krum_step_time_over_average = rates.average.agt / rates.krum.agt, target = 1.05 }
+      r.met = r.agt_krum_step_time_over_average <= 1.05
       if rates.average.torch and rates.krum.torch then
-        r.torch_krum_over_average = rates.average.torch / rates.krum.torch
+        r.torch_krum_step_time_over_average = rates.average.torch / rates.krum.torch
       end
       emit(r)
     end
