@@ -425,8 +425,8 @@ end
 ---------------------------------------------------------------------------------------------------
 -- One step
 
-local function cosine(a, b)
-  local na, nb = a:norm(), b:norm()
+-- cos(a, b) from the two norms (each computed once per step: on the GPU each is a wait)
+local function cosine(a, b, na, nb)
   if na == 0 or nb == 0 then return 0 end
   return a:dot(b) / (na * nb)
 end
@@ -447,6 +447,7 @@ function Session:_robustness(tel, honest, byz, is_byz, info)
     hn = hn + norms[i - 1]
   end
   tel.honest_norm = hn / #honest
+  local mn = hm:norm()
   -- The honest rows' variance over their mean's squared norm, Σ‖h_i − μ‖² / (h − 1) / ‖μ‖²
   -- (what worker momentum is meant to shrink; ByzantineMomentum's study reports its root).
   if #honest >= 2 then
@@ -455,7 +456,6 @@ function Session:_robustness(tel, honest, byz, is_byz, info)
     be:op("vec.rows_sqdist")(G:pointer(), n, d, hm:pointer(), sq)
     local var = 0
     for _, i in ipairs(honest) do var = var + sq[i - 1] end
-    local mn = hm:norm()
     tel.variance_ratio = var / (#honest - 1) / (mn * mn)
   end
   if #byz > 0 then
@@ -463,8 +463,8 @@ function Session:_robustness(tel, honest, byz, is_byz, info)
     for _, i in ipairs(byz) do bn = bn + norms[i - 1] end
     tel.byz_norm = bn / #byz
   end
-  tel.cosine = cosine(self.agg, hm)
   tel.agg_norm = self.agg:norm()
+  tel.cosine = cosine(self.agg, hm, tel.agg_norm, mn)
   if info.selected then
     tel.selected = #info.selected
     local through = 0
