@@ -373,9 +373,12 @@ local function run(o)
   local function why(nd)
     local h = CL.host(nd.addr)
     if nd.proc.code == 255 then
-      return string.format("ssh to %s failed (exit 255: host unreachable, sshd not listening, or the key refused; "
-        .. "see --ssh-port, --ssh-user, --ssh-identity, known_hosts)%s", h,
-        nd.last_err and (": " .. nd.last_err) or "")
+      local hint = "see --ssh-port, --ssh-user, --ssh-identity"
+      if nd.last_err and nd.last_err:find("Host key verification failed", 1, true) then
+        hint = "the host's key is not in known_hosts: add it (ssh-keyscan), or give --accept-new-host-keys"
+      end
+      return string.format("ssh to %s failed (exit 255: host unreachable, sshd not listening, the key refused or "
+        .. "the host's key unknown; %s)%s", h, hint, nd.last_err and (": " .. nd.last_err) or "")
     elseif nd.proc.code == 127 then
       return string.format("no agt at %s on %s (exit 127: command not found): install agt there at the same path, "
         .. "or give --remote-agt PATH", agt_remote, h)
