@@ -109,20 +109,38 @@ describe("agt deploy over SSH (a real sshd on 127.0.0.1..3)", function()
 
   teardown(function()
     if sshd then sshd:signal(P.SIGTERM); sshd:reap(true) end
-    for _, pid in ipairs(pids_with("127.0.0.1:" .. tostring(base))) do os.execute("kill -9 " .. pid) end
+    for _, pid in ipairs(pids_with("127.0.0.1:" .. tostring(base) .. "\"")) do os.execute("kill -9 " .. pid) end
     if dir then os.execute("rm -rf " .. q(dir)) end
   end)
+
+  -- After each case, pass or fail: a deploy still running is interrupted, then anything of
+  -- this cluster left is killed (so that the next case finds the ports free).
+  local current
+  local function cleanup()
+    local p = current
+    current = nil
+    if p and not p:done() then
+      p:signal(P.SIGINT)
+      pump_until(p, { out = {}, err = {} }, 30)
+      if not p:done() then p:signal(P.SIGKILL); p:reap(true); p:abandon_streams() end
+    end
+    for _, pid in ipairs(pids_with("127.0.0.1:" .. tostring(base) .. "\"")) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+    for _, pid in ipairs(pids_with("\0run\0--server\0" .. cluster .. "\0")) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end
+  end
 
   local function deploy(runner, extra)
     local argv = { "/usr/bin/env", "PATH=/usr/bin:/bin", AGT, "deploy", "--cluster", cluster, "--deploy",
                    "--id", "ps:0", "--runner", runner }
     for _, w in ipairs(ssh_flags) do argv[#argv + 1] = w end
     for _, w in ipairs(extra or {}) do argv[#argv + 1] = w end
-    return start(argv)
+    finally(cleanup)
+    local p, out = start(argv)
+    current = p
+    return p, out
   end
   local RUN = "--experiment fashion-mnist --experiment-args eval-size:200 --aggregator average --nb-workers 3 "
     .. "--seed 3 --evaluation-period -1 --checkpoint-period -1 --summary-dir - --evaluation-file - "
-  local function workers_alive() return pids_with("127.0.0.1:" .. base, "\0worker\0--server\0") end
+  local function workers_alive() return pids_with("127.0.0.1:" .. base .. "\"", "\0worker\0--server\0") end
   local function ps_alive() return pids_with("\0run\0--server\0" .. cluster .. "\0") end
 
   it("runs the PS here and 3 workers over ssh, each line prefixed, and the workers are gone after", function()
@@ -145,9 +163,19 @@ describe("agt deploy over SSH (a real sshd on 127.0.0.1..3)", function()
     assert.is_true(eventually(10, function() return #workers_alive() == 0 end), "workers left running")
   end)
 
-  it("stops the PS and the workers on SIGINT mid-run (exit 130)", function()
+  -- The nice value of a process (field 19 of /proc/PID/stat, after the command's parenthesis).
+  local function niceness(pid)
+    local st = H.read("/proc/" .. pid .. "/stat") or ""
+    local rest = st:match("%)%s(.*)$") or ""
+    local fields = {}
+    for w in rest:gmatch("%S+") do fields[#fields + 1] = w end
+    return tonumber(fields[17])
+  end
+
+  it("stops the PS and the workers on SIGINT mid-run (exit 130); --nice-only niced the workers", function()
     if not have then return pending("openssh-server is not installed (make setup installs it)") end
-    local p, out = deploy(RUN .. "--auth none --max-step 1000000 --step-timeout 60")
+    local p, out = deploy(RUN .. "--auth none --max-step 1000000 --step-timeout 60",
+                          { "--nice", "7", "--nice-only", "workers" })
     local function ready()
       local se = text(out.err)
       return se:find("[workers:0] ready", 1, true) and se:find("[workers:1] ready", 1, true)
@@ -156,6 +184,9 @@ describe("agt deploy over SSH (a real sshd on 127.0.0.1..3)", function()
     pump_until(p, out, 120, ready)
     assert.truthy(ready(), text(out.err))
     assert.equal(3, #workers_alive())
+    local base_nice = niceness("self")
+    for _, pid in ipairs(workers_alive()) do assert.equal(7, niceness(pid)) end
+    assert.equal(base_nice, niceness(ps_alive()[1]))
     os.execute("sleep 1")
     ffi.C.kill(p.pid, P.SIGINT)
     pump_until(p, out, 120)
@@ -207,6 +238,7 @@ describe("agt deploy over SSH (a real sshd on 127.0.0.1..3)", function()
                    "--runner", RUN .. "--auth none --max-step 5", "--ssh", "ssh -F /dev/null",
                    "--ssh-port", tostring(base + 50), "--ssh-identity", dir .. "/user_key" }
     p, out = start(argv)
+    current = p
     pump_until(p, out, 120)
     se = text(out.err)
     assert.equal(1, p.code, se)
@@ -216,6 +248,7 @@ describe("agt deploy over SSH (a real sshd on 127.0.0.1..3)", function()
     p, out = start({ AGT, "deploy", "--cluster", cluster, "--deploy", "--runner", RUN .. "--auth none --max-step 2",
                      "--ssh", "ssh -F /dev/null", "--ssh-port", tostring(port), "--ssh-user", user,
                      "--ssh-identity", dir .. "/user_key", "--ssh-option", "UserKnownHostsFile=" .. dir .. "/empty_known_hosts" })
+    current = p
     pump_until(p, out, 120)
     se = text(out.err)
     assert.equal(1, p.code, se)

@@ -440,7 +440,7 @@ local function run(o)
         local kills = {}
         for _, nd in ipairs(left) do
           if running(nd) and nd.remote then
-            local p = ssh_to(nd, string.format("kill $(cat %s) 2>/dev/null; rm -f %s", q(nd.pidfile), q(nd.pidfile)), "null")
+            local p = ssh_to(nd, string.format("kill $(cat %s 2>/dev/null) 2>/dev/null; rm -f %s", q(nd.pidfile), q(nd.pidfile)), "null")
             if p then kills[#kills + 1] = p end
           end
         end
