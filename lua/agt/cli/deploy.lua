@@ -452,8 +452,8 @@ local function run(o)
         wait_all(lp, 3)
         for _, nd in ipairs(left) do
           if running(nd) then
-            say("[%s] still running on %s after its session's end and a kill through %s", nd.name,
-                CL.host(nd.addr), nd.pidfile)
+            say("[%s] the ssh session to %s did not end, even after a kill through %s: ssh stopped here "
+                .. "(check that host for a process left)", nd.name, CL.host(nd.addr), nd.pidfile)
             nd.proc:signal(P.SIGKILL)
           end
         end
