@@ -166,6 +166,13 @@ local function self_path()
   return host.root .. "/agt"
 end
 
+local function cwd_path()
+  pcall(ffi.cdef, "char *getcwd(char *buf, size_t size);")
+  local buf = ffi.new("char[4096]")
+  local p = ffi.C.getcwd(buf, 4096)
+  return p ~= nil and ffi.string(p) or (os.getenv("PWD") or ".")
+end
+
 local function token()
   local fh = io.open("/dev/urandom", "rb")
   local b = fh and fh:read(6) or tostring(clock.mono())
@@ -273,7 +280,7 @@ local function run(o)
 
   local ssh = ssh_argv(o)
   local tok = token()
-  local cwd = os.getenv("PWD") or "."
+  local cwd = cwd_path()
   local procs, by_proc = {}, {}
   local function on_line(p, which, line)
     local nd = by_proc[p]
@@ -316,9 +323,11 @@ local function run(o)
                         CL.key_path(keys, c.wk_job, nd.i, "secret") }
         local lines = {}
         for k, f in ipairs(files) do lines[k] = CL.read_key(f) end
-        local script = string.format("umask 077; mkdir -p %s && chmod 700 %s && IFS= read -r a && IFS= read -r b && "
-          .. "IFS= read -r c && printf '%%s\\n' \"$a\" > %s && printf '%%s\\n' \"$b\" > %s && printf '%%s\\n' \"$c\" > %s",
-          q(keys), q(keys), q(files[1]), q(files[2]), q(files[3]))
+        -- in the directory the worker will run in (a relative DIR is found there)
+        local script = string.format("cd %s 2>/dev/null; umask 077; mkdir -p %s && chmod 700 %s && IFS= read -r a && "
+          .. "IFS= read -r b && IFS= read -r c && printf '%%s\\n' \"$a\" > %s && printf '%%s\\n' \"$b\" > %s && "
+          .. "printf '%%s\\n' \"$c\" > %s && chmod 600 %s",
+          q(cwd), q(keys), q(keys), q(files[1]), q(files[2]), q(files[3]), q(files[3]))
         local p, err = ssh_to(nd, script)
         if not p then error(err, 0) end
         by_proc[p] = nd
