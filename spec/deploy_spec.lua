@@ -225,6 +225,24 @@ describe("agt deploy over SSH (a real sshd on 127.0.0.1..3)", function()
     assert.equal("-rw-------", H.sh("stat -c %A " .. q(keys .. "/workers-1.secret")):match("%S+"))
   end)
 
+  it("with --omit starts only the workers; the PS started by hand ends them, and deploy with them", function()
+    if not have then return pending("openssh-server is not installed (make setup installs it)") end
+    local p, out = deploy("--auth none", { "--omit" })
+    pump_until(p, out, 120, function() return #workers_alive() == 3 end)
+    assert.equal(3, #workers_alive(), text(out.err))
+    local rc, _, err = H.agt_run(string.format("run --server %s %s--auth none --max-step 3 --step-timeout 60 --quiet",
+                                               q(cluster), RUN))
+    assert.equal(0, rc, err)
+    pump_until(p, out, 60)
+    local se = text(out.err)
+    assert.equal(0, p.code, se)
+    assert.truthy(se:find("agt deploy: started 3 process(es) over ssh: workers:0, workers:1, workers:2", 1, true), se)
+    for i = 0, 2 do
+      assert.truthy(se:find(string.format("[workers:%d] the PS ended the run after 3 steps", i), 1, true), se)
+    end
+    assert.same({}, workers_alive())
+  end)
+
   it("names an unreachable host (ssh's exit 255) and a host without agt (exit 127), and stops the rest", function()
     if not have then return pending("openssh-server is not installed (make setup installs it)") end
     local p, out = deploy(RUN .. "--auth none --max-step 5", { "--remote-agt", "/nonexistent/agt" })
@@ -312,5 +330,41 @@ describe("the G5k cluster ($OAR_FILE_NODES)", function()
     ok, err = pcall(CL.load, "G5k")
     assert.truthy(not ok and err:find("$OAR_FILE_NODES is not set", 1, true), err)
     os.execute("rm -rf " .. q(dir))
+  end)
+end)
+
+describe("agt.proc", function()
+  local function collect(p, secs)
+    local out = { out = {}, err = {} }
+    pump_until(p, out, secs or 20)
+    return out
+  end
+
+  it("reads a child's lines from both streams, the last one without a newline, and its status", function()
+    local p = assert(P.spawn({ "sh", "-c", "echo one; echo two >&2; printf 'last'; exit 3" }))
+    local out = collect(p)
+    assert.equal(3, p.code)
+    assert.same({ "one", "last" }, out.out)
+    assert.same({ "two" }, out.err)
+  end)
+
+  it("gives a child what is written to its stdin, and an end of file when closed", function()
+    local p = assert(P.spawn({ "sh", "-c", "while read -r l; do echo \"got $l\"; done; echo eof" }, { stdin = "pipe" }))
+    assert.is_true(p:write("a\nb\n"))
+    p:close_stdin()
+    local out = collect(p)
+    assert.equal(0, p.code)
+    assert.same({ "got a", "got b", "eof" }, out.out)
+  end)
+
+  it("signals a child's process group (128 + N) and names a command that cannot start", function()
+    local p = assert(P.spawn({ "sh", "-c", "sleep 30 & wait" }, { group = true }))
+    os.execute("sleep 0.2")
+    p:signal(P.SIGTERM)
+    collect(p)
+    assert.equal(128 + P.SIGTERM, p.code)
+    local none, err = P.spawn({ "/nonexistent/cmd" })
+    assert.is_nil(none)
+    assert.truthy(err:find("cannot start '/nonexistent/cmd'", 1, true), err)
   end)
 end)
