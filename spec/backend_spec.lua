@@ -214,7 +214,9 @@ local function conv_args(c)
 end
 
 -- A conv case: x and dy carry a NaN, a +inf and a -inf (W stays finite: the CPU's stride-1 dx
--- multiplies W by the zeros of dy's padding, where the device adds only the products that exist)
+-- multiplies W by the zeros of dy's padding, where the device adds only the products that exist).
+-- dW is the sum over the zero-padded patches, as im2col's GEMM forms it: a non-finite dy whose
+-- patch reaches the padding makes those dW entries NaN (inf·0) on every path, cuDNN's included.
 local function conv_case(backward)
   return { tol = 1e-4, run = function(k, new, be)
     local fwd = be:op("nn.conv2d_forward")

@@ -18,7 +18,10 @@
  * goes in chunks beyond it); the caller's col argument is not used: backward unfolds x again,
  * which costs one pass over x and saves a per-layer buffer. cuDNN, when found
  * (gpu_nn_cudnn.cu), replaces the products and the unfolding (the bias gradient, bias and
- * activation stay these kernels). */
+ * activation stay these kernels); it skips the padding's products, so after its dW
+ * k_conv_pad_nan puts back the NaNs that im2col's zeros give a non-finite dy (inf·0). W is
+ * taken finite: with a non-finite W, the CPU's stride-1 dx and y at the borders would also
+ * differ (W·0 there), which no pass here restores. */
 #include "gpu_nn_internal.h"
 
 /* Floats of scratch (col and the product) a chunk may use: 256 MB. */
@@ -92,6 +95,50 @@ __global__ void k_conv_bias_part(const float *dy, float *part, size_t B, size_t 
     for (; j < P; j++) ps = __fadd_rn(ps, p[j]);
     part[i] = ps;
   }
+}
+
+/* After cuDNN's dW: the zero padding's products. im2col (here and on the CPU) writes the padding
+ * as zeros that the GEMM multiplies, so a non-finite dy whose patch reaches the padding makes
+ * every dW[o][c][kh][kw] of the (kh, kw) that land there NaN (inf·0, NaN·0); cuDNN adds only the
+ * products of real pixels. One thread per row (b, o, oh) of dy reads the entries whose patches
+ * leave the input (the whole row in the top and bottom bands, else the first c0 and the columns
+ * from c1) and writes those NaNs: the result is then im2col's whatever algorithm cuDNN chose. */
+__global__ void k_conv_pad_nan(const float *dy, float *dW, conv_geom g, size_t B, size_t r0,
+                               size_t r1, size_t c0, size_t c1) {
+  size_t KK = g.KH * g.KW;
+  GRID_STRIDE(i, B * g.OC * g.OH) {
+    size_t oh = i % g.OH, o = (i / g.OH) % g.OC;
+    const float *row = dy + i * g.OW;
+    int band = oh < r0 || oh >= r1;
+    for (size_t ow = 0; ow < g.OW; ow++) {
+      if (!band && ow == c0 && c1 > c0) ow = c1;
+      if (ow >= g.OW) break;
+      if (isfinite(row[ow])) continue;
+      long ih0 = (long)(oh * g.sh) - (long)g.pt, iw0 = (long)(ow * g.sw) - (long)g.pl;
+      for (size_t kh = 0; kh < g.KH; kh++) {
+        long ih = ih0 + (long)kh;
+        int hout = ih < 0 || ih >= (long)g.H;
+        for (size_t kw = 0; kw < g.KW; kw++) {
+          long iw = iw0 + (long)kw;
+          if (!hout && iw >= 0 && iw < (long)g.W) continue;
+          for (size_t c = 0; c < g.C; c++) dW[(o * g.C + c) * KK + kh * g.KW + kw] = __int_as_float(0x7fc00000);
+        }
+      }
+    }
+  }
+}
+
+/* Output indices [0, *lo) and [*hi, out) whose patches (k wide, stride s, pad before) leave an
+ * input of n. */
+static void pad_band(size_t n, size_t k, size_t s, size_t pad, size_t out, size_t *lo, size_t *hi) {
+  size_t a = (pad + s - 1) / s;                  /* o·s < pad */
+  long need = (long)n + (long)pad + 1 - (long)k;  /* o·s − pad + k − 1 >= n */
+  size_t b = need <= 0 ? 0 : ((size_t)need + s - 1) / s;
+  if (a > out) a = out;
+  if (b < a) b = a;
+  if (b > out) b = out;
+  *lo = a;
+  *hi = b;
 }
 
 __global__ void k_conv_bias_sum(const float *part, float *db, size_t B, size_t OC) {
@@ -174,7 +221,16 @@ extern "C" agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W,
   void *plan;
   AGT_TRY(agt_cudnn_plan(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW, &plan));
   if (plan) {
-    if (dW) AGT_TRY(agt_cudnn_backward_filter(plan, x, dy, dW));
+    if (dW) {
+      AGT_TRY(agt_cudnn_backward_filter(plan, x, dy, dW));
+      size_t r0, r1, c0, c1;
+      pad_band(H, KH, sh, pt, OH, &r0, &r1);
+      pad_band(Wd, KW, sw, pl, OW, &c0, &c1);
+      if (r0 > 0 || r1 < OH || c0 > 0 || c1 < OW) {
+        k_conv_pad_nan<<<nn_blocks(B * OC * OH), NN_BLOCK>>>(dy, dW, g, B, r0, r1, c0, c1);
+        AGT_CU_LAUNCH("k_conv_pad_nan");
+      }
+    }
     if (dx) AGT_TRY(agt_cudnn_backward_data(plan, W, dy, dx));
     return AGT_OK;
   }
