@@ -13,8 +13,9 @@
 -- random CIFAR-format images (the step's cost does not depend on the pixels); a case whose
 -- model has a layer with no CUDA kernel in this build is skipped with the reason.
 --
--- Each engine runs in its own process, `rounds` times alternating; steps_per_s is the best
--- round's rate (steps over their wall time, after warm-up steps). Peak device memory: the
+-- Each engine runs in its own process, `rounds` times alternating; steps_per_s is the median
+-- of the rounds' rates (steps over their wall time, after warm-up steps), `rounds_steps_per_s`
+-- lists them all. Peak device memory: the
 -- largest (total − free) of cudaMemGetInfo seen after a step, the CUDA context included, the
 -- same measure for both engines (PyTorch's own torch.cuda.max_memory_allocated is printed too).
 -- JSON lines: the card, then per case and rule one line per engine and one with the ratios
@@ -65,6 +66,16 @@ local CASES = {
 local function used_bytes()
   local fr, to = gpu.mem_info()
   return to - fr
+end
+
+-- The median of a list of numbers (nil when empty).
+local function median(xs)
+  if #xs == 0 then return nil end
+  local s = {}
+  for i, x in ipairs(xs) do s[i] = x end
+  table.sort(s)
+  local m = math.floor((#s + 1) / 2)
+  return #s % 2 == 1 and s[m] or (s[m] + s[m + 1]) / 2
 end
 
 -- One agt measurement in this process: { steps_per_s, peak_mb, params } or nil, why.
@@ -177,20 +188,21 @@ local function main(args)
     end
     local rates = {}
     for _, rule in ipairs(opt.rules) do
-      local best_a, best_t, arec, trec, skipped = 0, 0, nil, nil, nil
+      local ra_rates, rt_rates, arec, trec, skipped = {}, {}, nil, nil, nil
       for _ = 1, opt.rounds do
         local ra, err = json_of(string.format("cd /tmp && '%s' '%s/bench/gpu_step.lua' child %s %s %d '%s'",
                                               agt_exe(), host.root, name, rule, opt.steps, data_dir))
         if not ra then io.stderr:write("gpu_step: the agt run failed: ", tostring(err), "\n"); code = 1; break end
         if ra.error then skipped = ra.error; break end
-        if ra.steps_per_s > best_a then best_a, arec = ra.steps_per_s, ra end
+        ra_rates[#ra_rates + 1], arec = ra.steps_per_s, ra
         if has_torch then
           local rt, terr = json_of(string.format("%s '%s/bench/gpu_step_torch.py' %s %s %d %d %d %d '%s'",
             PY, host.root, name, rule, N_WORKERS, F_BYZ, c.bs, opt.steps, data_dir))
           if not rt then io.stderr:write("gpu_step: the PyTorch run failed: ", tostring(terr), "\n"); code = 1
-          elseif rt.steps_per_s > best_t then best_t, trec = rt.steps_per_s, rt end
+          else rt_rates[#rt_rates + 1], trec = rt.steps_per_s, rt end
         end
       end
+      local med_a, med_t = median(ra_rates), median(rt_rates)
       local base = { bench = "gpu_step", device = card, experiment = name, rule = rule,
                      workers = N_WORKERS, batch = c.bs }
       local function rec(extra)
@@ -203,17 +215,18 @@ local function main(args)
         emit(rec({ engine = "agt", skipped = skipped }))
       end
       if arec then
-        emit(rec({ engine = "agt", params = arec.params, steps_per_s = best_a, peak_mb = arec.peak_mb }))
+        emit(rec({ engine = "agt", params = arec.params, steps_per_s = med_a, rounds_steps_per_s = ra_rates,
+                   peak_mb = arec.peak_mb }))
       end
       if trec then
         emit(rec({ engine = "torch", torch = trec.torch, cudnn = trec.cudnn, params = trec.params,
-                   steps_per_s = best_t, peak_mb = trec.peak_mb, torch_max_allocated_mb = trec.max_allocated_mb }))
+                   steps_per_s = med_t, rounds_steps_per_s = rt_rates, peak_mb = trec.peak_mb, torch_max_allocated_mb = trec.max_allocated_mb }))
       end
       if arec and trec then
         local target = (name == "cnnet" and 1.5) or (name == "resnet18-cifar10" and 0.9) or nil
-        emit(rec({ ratio = best_a / best_t, target = target, met = target and best_a / best_t >= target or nil }))
+        emit(rec({ ratio = med_a / med_t, target = target, met = target and med_a / med_t >= target or nil }))
       end
-      rates[rule] = { agt = arec and best_a, torch = trec and best_t }
+      rates[rule] = { agt = arec and med_a, torch = trec and med_t }
     end
     if rates.average and rates.krum and rates.average.agt and rates.krum.agt then
       local r = { bench = "gpu_step", device = card, experiment = name,
