@@ -358,8 +358,9 @@ static int64_t peer_of_id(agt_net *n, const void *id, size_t len) {
 
 /* --- frames ------------------------------------------------------------------------------ */
 
-static void put_header(unsigned char *h, int type, uint32_t worker, uint64_t session, int64_t step,
-                       double aux, int64_t len) {
+void agt_net_header(void *out, int type, uint32_t worker, uint64_t session, int64_t step, double aux,
+                    int64_t len) {
+  unsigned char *h = out;
   uint16_t version = AGT_NET_VERSION, t = (uint16_t)type;
   uint32_t zero = 0;
   uint64_t ulen = (uint64_t)len;
@@ -392,7 +393,7 @@ agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, 
     return zfail("zmq_msg_init_data");
   }
   unsigned char *b = sb->data;
-  put_header(b, type, worker, n->session, step, aux, len);
+  agt_net_header(b, type, worker, n->session, step, aux, len);
   if (len > 0) memcpy(b + AGT_NET_HEADER, data, (size_t)len);
   agt_status st = AGT_OK;
   for (int i = 0; i < npeers; i++) {
