@@ -36,12 +36,15 @@ A worker of a distributed run whose parameter server is 'agt run --server CLUSTE
                          (<job>-<i>.pub, <job>-<i>.secret; see 'agt keygen')
   --connect-timeout S    seconds to wait for the PS's answer at start (default: 60)
   --idle-timeout S       seconds without a word from the PS before giving up (default: 120)
+  --MPI                  a rank of an MPI run instead (no --server, --id, --auth, --keys: the
+                         rank r is worker r-1 of rank 0's 'agt run --MPI'): mpirun -np 1 agt run
+                         --MPI ... : -np N agt worker --MPI  (what 'mpirun -np N+1 agt run --MPI' does)
 With the PS's --UDP K, workers 0..K-1 send their rows as UDP datagrams to the PS's host (the
 port, chunk size and key come in the PS's CONFIG; see docs/distributed.md).
 Exit status: 0 when the PS ends the run, 1 on a failure, 2 on bad flags.]]
 
 local FLAGS = { server = true, id = true, ["ps-job-name"] = true, ["wk-job-name"] = true,
-                auth = true, keys = true, ["connect-timeout"] = true, ["idle-timeout"] = true }
+                auth = true, keys = true, ["connect-timeout"] = true, ["idle-timeout"] = true, MPI = true }
 
 local function parse(args)
   local o = { ["ps-job-name"] = "ps", ["wk-job-name"] = "workers", auth = "curve",
@@ -53,6 +56,7 @@ local function parse(args)
     local name, val = a:match("^%-%-([^=]+)=(.*)$")
     if not name then name = a:match("^%-%-(.+)$") end
     if not name or not FLAGS[name] then error(string.format("unknown argument '%s' (see agt worker --help)", a), 0) end
+    if name == "MPI" then val = val or "true" end
     if not val then
       i = i + 1
       val = args[i]
@@ -61,15 +65,17 @@ local function parse(args)
     o[name] = val
     i = i + 1
   end
-  if not o.server then error("--server: is required (the cluster)", 0) end
-  if not o.id then error("--id: is required (e.g. --id workers:0)", 0) end
+  o.MPI = o.MPI == "true" or nil
+  if o.MPI and (o.server or o.id) then error("--MPI: the rank is the worker's id; give no --server or --id", 0) end
+  if not o.server and not o.MPI then error("--server: is required (the cluster)", 0) end
+  if not o.id and not o.MPI then error("--id: is required (e.g. --id workers:0)", 0) end
   for _, k in ipairs({ "connect-timeout", "idle-timeout" }) do
     local x = tonumber(o[k])
     if not x or x <= 0 then error(string.format("--%s: expects seconds > 0, got '%s'", k, o[k]), 0) end
     o[k] = x
   end
   if o.auth ~= "none" and o.auth ~= "curve" then error("--auth: expects curve or none, got '" .. o.auth .. "'", 0) end
-  if o.auth == "curve" and not o.keys then
+  if o.auth == "curve" and not o.keys and not o.MPI then
     error("--keys: is required with --auth curve (the default); or give --auth none on a trusted network", 0)
   end
   return o
@@ -91,21 +97,28 @@ local function wait_for(net, timeout, wanted)
 end
 
 local function run(o)
-  local c = CL.load(o.server, { ps = o["ps-job-name"], workers = o["wk-job-name"] })
-  local w = CL.parse_id(o.id, c, c.wk_job)
-  local id = o.id
-  local endpoint = CL.endpoint(c.ps, false)
-  local curve
-  if o.auth == "curve" then
-    curve = { server = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "pub")),
-              public = CL.read_key(CL.key_path(o.keys, c.wk_job, w, "pub")),
-              secret = CL.read_key(CL.key_path(o.keys, c.wk_job, w, "secret")) }
+  local w, id, endpoint, curve, c
+  local function open(cap) return N.client(endpoint, cap, curve) end
+  if o.MPI then -- rank r is worker r-1, the PS rank 0 (agt.mpi)
+    local MPI = require("agt.mpi")
+    w, endpoint, open = MPI.init() - 1, "MPI rank 0", MPI.transport
+    id = string.format("%s:%d", o["wk-job-name"], w)
   else
-    say(id, "--auth none: not authenticated, not encrypted (a trusted network only)")
+    c = CL.load(o.server, { ps = o["ps-job-name"], workers = o["wk-job-name"] })
+    w = CL.parse_id(o.id, c, c.wk_job)
+    id = o.id
+    endpoint = CL.endpoint(c.ps, false)
+    if o.auth == "curve" then
+      curve = { server = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "pub")),
+                public = CL.read_key(CL.key_path(o.keys, c.wk_job, w, "pub")),
+                secret = CL.read_key(CL.key_path(o.keys, c.wk_job, w, "secret")) }
+    else
+      say(id, "--auth none: not authenticated, not encrypted (a trusted network only)")
+    end
   end
 
   -- 1. Who am I -> the run (on a socket capped at 16 MiB: the run's description is small).
-  local hello = N.client(endpoint, 16 * 2 ^ 20, curve)
+  local hello = open(16 * 2 ^ 20)
   hello:send(nil, N.HELLO, w, -1, Collusion.PROTOCOL)
   local msg = wait_for(hello, o["connect-timeout"], { [N.CONFIG] = true, [N.BYE] = true })
   if not msg then
@@ -123,7 +136,7 @@ local function run(o)
   end
 
   -- 2. The data and the model, then READY on the step socket, capped at one θ.
-  local net = N.client(endpoint, math.max(cfg.d * 4, 65536), curve)
+  local net = open(math.max(cfg.d * 4, 65536))
   net:set_session(session)
   local col
   local ok, worker = pcall(function()
@@ -248,10 +261,26 @@ return function(args)
     io.stderr:write("agt worker: ", tostring(o), "\n")
     return 2
   end
-  local okr, code = pcall(run, o)
-  if not okr then
-    io.stderr:write("agt worker: ", tostring(code), "\n")
-    return 1
+  local function guarded()
+    local okr, code = pcall(run, o)
+    if not okr then
+      io.stderr:write("agt worker: ", tostring(code), "\n")
+      return 1
+    end
+    return code
   end
-  return code
+  if not o.MPI then return guarded() end
+  local MPI = require("agt.mpi")
+  local avail, why = MPI.available()
+  if not avail then
+    io.stderr:write("agt worker: --MPI: ", why, "\n")
+    return 2
+  end
+  return MPI.run(function(rank)
+    if rank == 0 then
+      io.stderr:write("agt worker: --MPI: rank 0 is the parameter server ('agt run --MPI ...'), not a worker\n")
+      return 2
+    end
+    return guarded()
+  end)
 end

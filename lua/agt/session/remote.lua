@@ -60,6 +60,7 @@ end
 -- Checks the distributed flags of checked options o and returns the source's constructor (with
 -- the signature of agt.session.workers.new); raises "--flag: why". Cheap: nothing is opened.
 function M.plan(o, n)
+  if o.MPI then return M.plan_mpi(o, n) end
   local c = FL.as_flag("server", CL.load, o.server, { ps = o.ps_job_name, workers = o.wk_job_name })
   if #c.workers ~= n then
     error(string.format("--nb-workers: the cluster has %d '%s' tasks, the run %d workers (give as many)",
@@ -82,6 +83,20 @@ function M.plan(o, n)
   return function(exp, nn, sopts) return M.new(exp, nn, sopts, o, c, endpoint) end
 end
 
+-- --MPI (under mpirun): the workers are ranks 1..n, MPI's launcher says who is who (a message's
+-- rank is its worker: msg.auth), the transport is agt.mpi.
+function M.plan_mpi(o, n)
+  local MPI = require("agt.mpi")
+  local _, size = MPI.init()
+  local err = MPI.workers_error(n, size)
+  if err then error(err, 0) end
+  if type(o.experiment) == "table" then
+    error("--MPI: a distributed run needs the experiment by name or path (the workers load it), not an object", 0)
+  end
+  local c = { ps_job = o.ps_job_name, wk_job = o.wk_job_name, mpi = MPI }
+  return function(exp, nn, sopts) return M.new(exp, nn, sopts, o, c, "MPI rank 0") end
+end
+
 function M.new(exp, n, sopts, o, c, endpoint)
   local d = exp.d
   local self = setmetatable({
@@ -94,7 +109,11 @@ function M.new(exp, n, sopts, o, c, endpoint)
     for _, k in ipairs(FAULT_KINDS) do self.fault[i][k] = 0 end
   end
   -- The largest frame the PS accepts: one row (HELLO, READY and ERROR fit in 64 KiB).
-  self.net = N.server(endpoint, math.max(d * 4, 65536), 2 * n + 8, c.curve)
+  if c.mpi then
+    self.net = c.mpi.transport(math.max(d * 4, 65536))
+  else
+    self.net = N.server(endpoint, math.max(d * 4, 65536), 2 * n + 8, c.curve)
+  end
   self.session_id = new_session_id()
   self.net:set_session(self.session_id)
   if o.UDP > 0 then
@@ -120,7 +139,7 @@ function M.new(exp, n, sopts, o, c, endpoint)
   self.byzantine = sopts.byzantine
   self.wire = sopts.byzantine and sopts.byzantine:wire()
   self.config = config
-  if not c.curve then
+  if not c.curve and not c.mpi then
     self.warn(string.format("--auth none: workers are not authenticated and traffic is not encrypted; "
       .. "anyone who reaches %s can take part in this run (use only on a trusted network)", endpoint))
   end
