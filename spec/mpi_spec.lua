@@ -1,0 +1,86 @@
+-- Specs of --MPI: `mpirun -np N+1 agt run --MPI ...` (rank 0 the PS, ranks 1..N the workers)
+-- on this machine, OpenMPI from Debian (make setup installs it). As root mpirun needs
+-- --allow-run-as-root; --oversubscribe lets it start more ranks than there are cores.
+local H = require("helpers")
+local ffi = require("ffi")
+local S = require("agt.session")
+local K = require("agt.checkpoint")
+local MPI = require("agt.mpi")
+local host = require("agt.host")
+
+local MPIRUN = "mpirun --allow-run-as-root --oversubscribe"
+local AGT = H.shell_quote(H.agt)
+local have_mpirun = H.sh("command -v mpirun") ~= ""
+
+local function need_mpi()
+  assert(have_mpirun, "mpirun not found: 'make setup' installs OpenMPI (openmpi-bin, libopenmpi-dev)")
+  local ok, why = MPI.available()
+  assert(ok, why)
+end
+
+local RUN = "--experiment fashion-mnist --experiment-args eval-size:500 --aggregator median --nb-workers 4 "
+  .. "--nb-decl-byz-workers 1 --seed 5 --step-timeout 30 --checkpoint-period -1 --evaluation-period -1 --quiet"
+
+describe("agt run --MPI", function()
+  it("mpirun -np 5 gives the local run's θ bit for bit (4 workers, f = 1, no faulty row)", function()
+    need_mpi()
+    local dir = H.tmpdir()
+    local rc, _, err = H.run(string.format("timeout 300 %s -np 5 %s run --MPI %s --max-step 8 --checkpoint-dir '%s/ck'",
+                                           MPIRUN, AGT, RUN, dir))
+    local map = K.restore(dir .. "/ck")
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(0, rc, err)
+    assert.falsy(err:find("faulty", 1, true), err)
+    for i = 0, 3 do assert.truthy(err:find(string.format("[workers:%d] the PS ended the run after 8 steps", i), 1, true), err) end
+    local loc = S.new({ experiment = "fashion-mnist", experiment_args = { "eval-size:500" }, seed = 5, quiet = true,
+                        evaluation_file = "-", summary_dir = "-", checkpoint_period = -1, evaluation_period = -1,
+                        aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1 })
+    for _ = 1, 8 do loc:step() end
+    assert.equal("8", map.step)
+    assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), map.theta)
+    loc:close()
+  end)
+
+  it("refuses a -np that is not --nb-workers + 1 on every rank at once, saying which -np to give", function()
+    need_mpi()
+    local rc, _, err = H.run(string.format("timeout 120 %s -np 3 %s run --MPI %s --max-step 2", MPIRUN, AGT, RUN))
+    assert.is_not.equal(0, rc)
+    local msg = "agt run: --nb-workers: mpirun started 3 processes, the parameter server (rank 0) and 2 workers, "
+      .. "but the run has --nb-workers 4: give mpirun -np 5 (or --nb-workers 2)"
+    local _, count = err:gsub(msg:gsub("%p", "%%%0"), "")
+    assert.equal(1, count, err) -- said once (by rank 0), not by every rank
+  end)
+
+  it("refuses --MPI outside mpirun, with --server, and bad flags (once, on rank 0)", function()
+    need_mpi()
+    local rc, _, err = H.agt_run("run --MPI " .. RUN)
+    assert.equal(2, rc)
+    assert.truthy(err:find("--MPI: this process was not started by mpirun: run 'mpirun -np 5 agt run --MPI ...'", 1, true), err)
+    rc, _, err = H.agt_run("run --MPI --server x --auth none " .. RUN)
+    assert.equal(2, rc)
+    assert.truthy(err:find("--MPI: and --server are two ways of running distributed: give one", 1, true), err)
+    rc, _, err = H.run(string.format("timeout 120 %s -np 2 %s run --MPI --frobnicate", MPIRUN, AGT))
+    assert.is_not.equal(0, rc)
+    local _, count = err:gsub("unknown flag %-%-frobnicate", "")
+    assert.equal(1, count, err)
+  end)
+
+  it("the transport: deadlines, size, tag and source checked before receiving, full peers (spec/mpi/transport.lua)", function()
+    need_mpi()
+    local rc, out, err = H.run(string.format("timeout 120 %s -np 3 %s %s", MPIRUN, AGT,
+                                           H.shell_quote(host.root .. "/spec/mpi/transport.lua")))
+    assert.equal(0, rc, out .. err)
+    assert.falsy(out:find("FAIL", 1, true), out)
+    local _, oks = out:gsub("ok: ", "")
+    assert.equal(19, oks, out)
+  end)
+
+  it("a rogue worker rank's wrong-size rows, garbage and rows for another worker are counted; the run completes", function()
+    need_mpi()
+    local rc, _, err = H.run(string.format("timeout 300 %s -np 4 %s run --MPI %s --max-step 6 : -np 1 %s %s",
+                                           MPIRUN, AGT, RUN, AGT, H.shell_quote(host.root .. "/spec/mpi/rogue.lua")))
+    assert.equal(0, rc, err)
+    assert.truthy(err:find("faults by worker: workers:3: wrong-size 2, malformed 2, stranger 2", 1, true), err)
+    for i = 0, 2 do assert.truthy(err:find(string.format("[workers:%d] the PS ended the run after 6 steps", i), 1, true), err) end
+  end)
+end)
