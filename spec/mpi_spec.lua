@@ -83,4 +83,16 @@ describe("agt run --MPI", function()
     assert.truthy(err:find("faults by worker: workers:3: wrong-size 2, malformed 2, stranger 2", 1, true), err)
     for i = 0, 2 do assert.truthy(err:find(string.format("[workers:%d] the PS ended the run after 6 steps", i), 1, true), err) end
   end)
+
+  it("a rank that stalls past --step-timeout is faulty (missing, then late rows) and back after; the run completes", function()
+    need_mpi()
+    local rc, _, err = H.run(string.format("timeout 300 %s -np 4 %s run --MPI %s --max-step 8 --step-timeout 2 : -np 1 %s %s stall",
+                                           MPIRUN, AGT, RUN:gsub("%-%-step%-timeout 30 ", ""), AGT,
+                                           H.shell_quote(host.root .. "/spec/mpi/rogue.lua")))
+    assert.equal(0, rc, err)
+    assert.truthy(err:find("worker workers:3 faulty at step 2: no row within --step-timeout 2 s", 1, true), err)
+    assert.truthy(err:find("worker workers:3 back at step %d+ %(faulty since step 2%)"), err)
+    assert.truthy(err:find("faults by worker: workers:3: missing %d+, late %d+"), err)
+    for i = 0, 2 do assert.truthy(err:find(string.format("[workers:%d] the PS ended the run after 8 steps", i), 1, true), err) end
+  end)
 end)

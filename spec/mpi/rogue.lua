@@ -1,8 +1,9 @@
 -- A rogue worker rank for spec/mpi_spec.lua: `mpirun -np 4 agt run --MPI ... : -np 1 agt
 -- spec/mpi/rogue.lua` makes it worker 3 of 4. It joins as agt worker does, then each step sends,
 -- in turn, a row of the wrong size, garbage bytes, or a row claiming worker 0 — each followed by
--- a row of zeros of the right size, so that the PS counts the fault and the step goes on. Exits
--- at BYE.
+-- a row of zeros of the right size, so that the PS counts the fault and the step goes on. With
+-- the argument "stall" it sends rows of zeros only, and stalls 6 s (no MPI call) at step 2.
+-- Exits at BYE.
 local ffi = require("ffi")
 local cjson = require("cjson")
 local MPI = require("agt.mpi")
@@ -30,7 +31,10 @@ os.exit(MPI.run(function(rank)
   while true do
     m = t:recv(60000)
     if not m or m.type == N.BYE then break end
-    if m.type == N.THETA then
+    if m.type == N.THETA and arg[1] == "stall" then
+      if m.step == 2 then os.execute("sleep 6") end
+      t:send(nil, N.GRAD, w, m.step, 0, row, d * 4)
+    elseif m.type == N.THETA then
       local k = m.step % 3
       if k == 0 then
         t:send(nil, N.GRAD, w, m.step, 0, row, (d - 1) * 4)
