@@ -166,8 +166,8 @@ local function mpi_child(d, rounds)
       t:send(peers, N.THETA, 0, r, 0, buf, bytes)
       local got = 0
       while got < k do
-        local m = t:recv(30000)
-        assert(m, "no row within 30 s")
+        local m = t:recv(120000)
+        assert(m, "no row within 120 s")
         if m.type == N.GRAD and m.step == r then
           ffi.copy(G + m.worker * d, m.data, bytes)
           got = got + 1
@@ -273,8 +273,8 @@ local function bench_zmq(d, k, rounds, with_curve)
     ps:send(peers, N.THETA, 0, r, 0, theta, bytes)
     local got = 0
     while got < k do
-      local m = ps:recv(30000)
-      assert(m, "no row within 30 s")
+      local m = ps:recv(120000)
+      assert(m, "no row within 120 s")
       if m.type == N.GRAD and m.step == r then
         ffi.copy(G + m.worker * d, m.data, bytes)
         got = got + 1
