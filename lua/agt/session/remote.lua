@@ -60,41 +60,37 @@ end
 -- Checks the distributed flags of checked options o and returns the source's constructor (with
 -- the signature of agt.session.workers.new); raises "--flag: why". Cheap: nothing is opened.
 function M.plan(o, n)
-  if o.MPI then return M.plan_mpi(o, n) end
-  local c = FL.as_flag("server", CL.load, o.server, { ps = o.ps_job_name, workers = o.wk_job_name })
-  if #c.workers ~= n then
-    error(string.format("--nb-workers: the cluster has %d '%s' tasks, the run %d workers (give as many)",
-                        #c.workers, c.wk_job, n), 0)
+  local c, endpoint
+  if o.MPI then
+    -- under mpirun: the workers are ranks 1..n, MPI's launcher says who is who (a message's rank
+    -- is its worker: msg.auth), the transport is agt.mpi
+    local MPI = require("agt.mpi")
+    local _, size = MPI.init()
+    local err = MPI.workers_error(n, size)
+    if err then error(err, 0) end
+    c, endpoint = { ps_job = o.ps_job_name, wk_job = o.wk_job_name, mpi = MPI }, "MPI rank 0"
+  else
+    c = FL.as_flag("server", CL.load, o.server, { ps = o.ps_job_name, workers = o.wk_job_name })
+    if #c.workers ~= n then
+      error(string.format("--nb-workers: the cluster has %d '%s' tasks, the run %d workers (give as many)",
+                          #c.workers, c.wk_job, n), 0)
+    end
   end
   if type(o.experiment) == "table" then
-    error("--server: a distributed run needs the experiment by name or path (a name is loaded by each "
-      .. "worker, a file is sent to them), not an object", 0)
+    error(string.format("--%s: a distributed run needs the experiment by name or path (a name is loaded by each "
+      .. "worker, a file is sent to them), not an object", o.MPI and "MPI" or "server"), 0)
   end
-  local endpoint = CL.endpoint(c.ps, true)
+  endpoint = endpoint or CL.endpoint(c.ps, true)
   -- A user's experiment file travels in CONFIG (read now: a file too big is refused at once).
   if o.experiment:find("/", 1, true) or o.experiment:match("%.lua$") then
     c.experiment_source = FL.as_flag("experiment", U.read_source, o.experiment, U.MAX_SOURCE, "experiment")
   end
-  if o.auth == "curve" then
+  if o.auth == "curve" and not o.MPI then
     c.curve = { secret = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "secret")), keys = {} }
     for i = 0, n - 1 do c.curve.keys[i + 1] = CL.read_key(CL.key_path(o.keys, c.wk_job, i, "pub")) end
   end
   if o.UDP > 0 then Lossy.args(o) end
   return function(exp, nn, sopts) return M.new(exp, nn, sopts, o, c, endpoint) end
-end
-
--- --MPI (under mpirun): the workers are ranks 1..n, MPI's launcher says who is who (a message's
--- rank is its worker: msg.auth), the transport is agt.mpi.
-function M.plan_mpi(o, n)
-  local MPI = require("agt.mpi")
-  local _, size = MPI.init()
-  local err = MPI.workers_error(n, size)
-  if err then error(err, 0) end
-  if type(o.experiment) == "table" then
-    error("--MPI: a distributed run needs the experiment by name or path (the workers load it), not an object", 0)
-  end
-  local c = { ps_job = o.ps_job_name, wk_job = o.wk_job_name, mpi = MPI }
-  return function(exp, nn, sopts) return M.new(exp, nn, sopts, o, c, "MPI rank 0") end
 end
 
 function M.new(exp, n, sopts, o, c, endpoint)
