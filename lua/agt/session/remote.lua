@@ -284,8 +284,8 @@ function Remote:_connect(timeout)
     if self.n - k > f then
       self.net:close()
       error(string.format("--connect-timeout: %d of %d workers ready after %g s (missing: %s); "
-        .. "at most f = %d may be missing (start them with 'agt worker --server CLUSTER --id JOB:I')",
-        k, self.n, timeout, table.concat(missing, ", "), f), 0)
+        .. "at most f = %d may be missing (%s)", k, self.n, timeout, table.concat(missing, ", "), f,
+        self.cluster.mpi and "see their ranks' output" or "start them with 'agt worker --server CLUSTER --id JOB:I'"), 0)
     end
     self.warn(string.format("%d of %d workers ready after %g s; starting without %s (faulty until they join)",
                             k, self.n, timeout, table.concat(missing, ", ")))
