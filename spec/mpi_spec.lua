@@ -1,6 +1,7 @@
 -- Specs of --MPI: `mpirun -np N+1 agt run --MPI ...` (rank 0 the PS, ranks 1..N the workers)
 -- on this machine, OpenMPI from Debian (make setup installs it). As root mpirun needs
--- --allow-run-as-root; --oversubscribe lets it start more ranks than there are cores.
+-- --allow-run-as-root; --oversubscribe lets it start more ranks than there are cores; shared
+-- memory without the cross-process single copy (CMA), which some containers forbid.
 local H = require("helpers")
 local ffi = require("ffi")
 local S = require("agt.session")
@@ -8,7 +9,7 @@ local K = require("agt.checkpoint")
 local MPI = require("agt.mpi")
 local host = require("agt.host")
 
-local MPIRUN = "mpirun --allow-run-as-root --oversubscribe"
+local MPIRUN = "mpirun --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none"
 local AGT = H.shell_quote(H.agt)
 local have_mpirun = H.sh("command -v mpirun") ~= ""
 
