@@ -3,7 +3,10 @@
  * Process-wide state (MPI is per process): the sends in flight with their buffers, and the
  * spare buffers. A handle holds one receive slot per rank: a buffer (reused) and the receive in
  * flight from that rank, if any. Receives are posted per source (MPI_Improbe on each rank whose
- * slot is idle), so a rank that stalls mid-message holds only its own slot. */
+ * slot is idle), so a rank that stalls mid-message holds only its own slot. All handles of a
+ * process share MPI_COMM_WORLD and its one tag: a message goes to whichever handle probes for it
+ * first, so a process receives on one handle at a time (a worker closes its HELLO handle before
+ * it opens its step handle). */
 #include "net_mpi.h"
 
 #include <limits.h>

@@ -4,7 +4,8 @@
 --   local MPI = require("agt.mpi")
 --   MPI.available() -> true | false, why     (why says how to get it)
 --   MPI.init() -> rank, size                 MPI_Init_thread, once; raises why when unavailable
---   MPI.transport(max_payload) -> t          t:send(peers, N.THETA, worker, step, aux, ptr, bytes)
+--   MPI.transport(max_payload) -> t          (one receiving at a time per process: all share one
+--                                            tag) t:send(peers, N.THETA, worker, step, aux, ptr, bytes)
 --       (peers: ranks; nil on a worker: to rank 0), t:recv(timeout_ms), t:set_session(id),
 --       t:rejected(), t:denied() (0: MPI's launcher admits the ranks), t:close() — as agt.net's
 --   MPI.workers_error(n, size) -> nil | "--nb-workers: ..."   a run of n workers needs n+1 ranks
