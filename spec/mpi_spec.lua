@@ -42,6 +42,33 @@ describe("agt run --MPI", function()
     loc:close()
   end)
 
+  it("a Byzantine worker rank attacks over MPI (reverse of:own) with the local run's θ; colluding ranks are refused", function()
+    need_mpi()
+    local dir = H.tmpdir()
+    local attack = "--aggregator average --nb-workers 4 --nb-decl-byz-workers 1 --nb-real-byz-workers 1 "
+      .. "--attack reverse --attack-args of:own factor:3 --seed 5 --checkpoint-period -1 --evaluation-period -1 --quiet"
+    local rc, _, err = H.run(string.format("timeout 300 %s -np 5 %s run --MPI --experiment fashion-mnist "
+      .. "--experiment-args eval-size:500 %s --max-step 3 --checkpoint-dir '%s/ck'", MPIRUN, AGT, attack, dir))
+    local map = K.restore(dir .. "/ck")
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(0, rc, err)
+    assert.truthy(err:find("%[workers:3%] ready: fashion%-mnist, d = 79510, session %x+; may attack %(reverse%)"), err)
+    local loc = S.new({ experiment = "fashion-mnist", experiment_args = { "eval-size:500" }, seed = 5, quiet = true,
+                        evaluation_file = "-", summary_dir = "-", checkpoint_period = -1, evaluation_period = -1,
+                        aggregator = "average", nb_workers = 4, nb_decl_byz_workers = 1, nb_real_byz_workers = 1,
+                        attack = "reverse", attack_args = { "of:own", "factor:3" } })
+    for _ = 1, 3 do loc:step() end
+    assert.equal("3", map.step)
+    assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), map.theta)
+    loc:close()
+    -- lie from 2 ranks would need them to share their gradients: refused before any step
+    rc, _, err = H.run(string.format("timeout 300 %s -np 6 %s run --MPI --experiment fashion-mnist --aggregator median "
+      .. "--nb-workers 5 --nb-decl-byz-workers 2 --nb-real-byz-workers 2 --attack lie --max-step 2 --quiet", MPIRUN, AGT))
+    assert.is_not.equal(0, rc)
+    assert.truthy(err:find("--attack: lie reads honest gradients, which the Byzantine workers share among themselves; "
+      .. "the worker ranks of --MPI cannot yet: add --attack-at-ps", 1, true), err)
+  end)
+
   it("refuses a -np that is not --nb-workers + 1 on every rank at once, saying which -np to give", function()
     need_mpi()
     local rc, _, err = H.run(string.format("timeout 120 %s -np 3 %s run --MPI %s --max-step 2", MPIRUN, AGT, RUN))

@@ -152,7 +152,8 @@ local function run(o)
     end
     exp:shards(cfg.n) -- the data and the shards now, not in the first step's time
     if type(cfg.attack) == "table" then
-      col = Collusion.new(cfg.attack, { w = w, d = cfg.d, cluster = c, curve = curve, session = session,
+      col = Collusion.new(cfg.attack, { w = w, d = cfg.d, session = session, curve = curve,
+                                        cluster = c or { wk_job = o["wk-job-name"], workers = {} }, -- --MPI
                                         say = function(text) say(id, "%s", text) end })
     end
     return exp:worker(w + 1, { seed = cfg.seed, l1 = cfg.l1, l2 = cfg.l2,

@@ -217,7 +217,7 @@ function M.check(opts)
     if o.momentum_at == "worker" then
       flagerr(M.by_name["momentum-at"], "worker is not available with --%s yet (the worker processes keep no momentum); use server or update, or a local run", o.MPI and "MPI" or "server")
     end
-    if o.server and type(o.attack) == "table" and (o.attack.kind or "gradient") ~= "data" and not o.attack_at_ps then
+    if type(o.attack) == "table" and (o.attack.kind or "gradient") ~= "data" and not o.attack_at_ps then
       flagerr(M.by_name["attack"], "an attack object cannot be sent to the worker processes; give it by name or path, or add --attack-at-ps (the PS applies it)")
     end
     if o.local_steps > 1 then
@@ -260,9 +260,7 @@ function M.no_effect(o, given)
   for _, k in ipairs({ "summary_delta", "summary_period" }) do
     if asked(k) and not o.summary_dir then say(k, "without a summary directory (--summary-dir, or --checkpoint-dir)") end
   end
-  if asked("attack_at_ps") and o.MPI then
-    say("attack_at_ps", "with --MPI (the PS applies the attack there: the worker ranks do not attack over MPI yet)")
-  elseif asked("attack_at_ps") and not o.server then
+  if asked("attack_at_ps") and not o.server and not o.MPI then
     say("attack_at_ps", "in a local run (the attack is always applied in this process)")
   end
   if asked("trace") and o.quiet and not o.stderr_to then
