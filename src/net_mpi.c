@@ -390,7 +390,7 @@ static agt_status finish_recv(agt_mpi *t, int src, agt_net_msg *m) {
     s->sink = NULL;
   }
   agt_status st = kind == DROP ? AGT_FAIL(AGT_NET_REJECTED, "%s", s->why)
-                               : agt_net_decode(s->buf, s->count, t->max_payload, t->session, m);
+                               : agt_net_decode(s->buf, (size_t)s->count, t->session, t->max_payload, m);
   if (st == AGT_NET_REJECTED) t->rejected++;
   m->peer = src;
   m->auth = st == AGT_OK && G.rank == 0 ? src - 1 : -1;
