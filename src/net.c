@@ -377,7 +377,7 @@ static void put_header(unsigned char *h, int type, uint32_t worker, uint64_t ses
 agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
                         int64_t step, double aux, const void *data, int64_t len, int8_t *sent) {
   if (!n) return AGT_FAIL(AGT_EINVAL, "agt_net_send: no socket");
-  if (type < AGT_NET_HELLO || type > AGT_NET_ERROR)
+  if (type < AGT_NET_HELLO || type > AGT_NET_STATE)
     return AGT_FAIL(AGT_EINVAL, "agt_net_send: unknown message type %d", type);
   if (len < 0 || (len > 0 && !data))
     return AGT_FAIL(AGT_EINVAL, "agt_net_send: bad payload (len %lld)", (long long)len);
@@ -509,7 +509,7 @@ agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
   memcpy(&ulen, h + 40, 8);
   if (version != AGT_NET_VERSION)
     return reject(n, "a frame of version %u (this agt speaks version %d)", version, AGT_NET_VERSION);
-  if (type < AGT_NET_HELLO || type > AGT_NET_ERROR) return reject(n, "a frame of unknown type %u", type);
+  if (type < AGT_NET_HELLO || type > AGT_NET_STATE) return reject(n, "a frame of unknown type %u", type);
   if (zero != 0) return reject(n, "a frame with its reserved field set");
   if (ulen != size - AGT_NET_HEADER)
     return reject(n, "a frame announcing %llu payload bytes and carrying %zu",

@@ -7,7 +7,7 @@
  *   off  size  field
  *     0     4  magic    "AGTN"
  *     4     2  version  AGT_NET_VERSION (a frame of another version is rejected)
- *     6     2  type     AGT_NET_HELLO .. AGT_NET_ERROR
+ *     6     2  type     AGT_NET_HELLO .. AGT_NET_STATE
  *     8     4  worker   the worker's index (as the sender states it; the PS checks it)
  *    12     4  zero     reserved, must be 0
  *    16     8  session  the run's session id (0 only in HELLO: a worker does not know it yet)
@@ -54,6 +54,8 @@ enum {
   AGT_NET_GRAD = 5,    /* worker -> PS: its row at `step` (d floats), aux = its loss */
   AGT_NET_BYE = 6,     /* PS -> worker: the run is over */
   AGT_NET_ERROR = 7,   /* worker -> PS: why it cannot take part (text payload) */
+  AGT_NET_STATE = 8,   /* worker -> PS: its random streams after its row of `step` (sent just
+                          before that GRAD; the PS keeps it for its checkpoints) */
   /* roles */
   AGT_NET_SERVER = 1,
   AGT_NET_CLIENT = 2,

@@ -22,10 +22,12 @@ local ffi, C = F.ffi, F.C
 local M = {
   HELLO = C.AGT_NET_HELLO, CONFIG = C.AGT_NET_CONFIG, READY = C.AGT_NET_READY,
   THETA = C.AGT_NET_THETA, GRAD = C.AGT_NET_GRAD, BYE = C.AGT_NET_BYE, ERROR = C.AGT_NET_ERROR,
+  STATE = C.AGT_NET_STATE,
   HEADER = C.AGT_NET_HEADER,
 }
 M.TYPE_NAMES = { [M.HELLO] = "HELLO", [M.CONFIG] = "CONFIG", [M.READY] = "READY",
-                 [M.THETA] = "THETA", [M.GRAD] = "GRAD", [M.BYE] = "BYE", [M.ERROR] = "ERROR" }
+                 [M.THETA] = "THETA", [M.GRAD] = "GRAD", [M.BYE] = "BYE", [M.ERROR] = "ERROR",
+                 [M.STATE] = "STATE" }
 
 local Net = {}
 Net.__index = Net

@@ -4,11 +4,14 @@
 --
 -- Connects to the PS of the cluster and says who it is; the PS answers with the run (the
 -- experiment and its arguments, the seed, n, this worker's shard and poison, the model size, the
--- session id). The worker loads its data locally, then each step takes θ and sends back its
--- gradient row and loss — what the local source (agt.session.workers) computes for that row, bit
--- for bit. It stops when the PS says the run is over (exit 0), or when nothing has come from
--- the PS for --idle-timeout seconds (exit 1). If several θ are waiting (after a stall), only
--- the newest is computed. See agt.session.remote for the protocol.
+-- session id, this worker's random streams). The worker loads its data locally, then each step
+-- takes θ and sends back its streams and its gradient row and loss — what the local source
+-- (agt.session.workers) computes for that row, bit for bit. It stops when the PS says the run
+-- is over (exit 0), or when nothing has come from the PS for --idle-timeout seconds (exit 1).
+-- If several θ are waiting (after a stall), only the newest is computed. While the PS is
+-- silent it says HELLO again every few seconds: a PS restarted from its checkpoint answers with
+-- a new session and the streams of that checkpoint, and the worker carries on in that run
+-- (the data already loaded is kept). See agt.session.remote for the protocol.
 local ffi = require("ffi")
 local N = require("agt.net")
 local CL = require("agt.cluster")
@@ -82,6 +85,22 @@ local function wait_for(net, timeout, wanted)
   end
 end
 
+local function from_hex(h)
+  if type(h) ~= "string" or #h % 2 ~= 0 or h:find("[^%x]") then return nil end
+  return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
+end
+
+-- The run of a CONFIG message, or nil and why.
+local function decode_config(msg, w)
+  local cfg = cjson.decode(msg:text())
+  local session = type(cfg) == "table" and type(cfg.session) == "string" and tonumber(cfg.session, 16)
+  if not session or cfg.worker ~= w or type(cfg.d) ~= "number" then
+    return nil, "the PS sent a run description this agt does not understand"
+  end
+  cfg.session_id = session
+  return cfg
+end
+
 local function run(o)
   local c = CL.load(o.server, { ps = o["ps-job-name"], workers = o["wk-job-name"] })
   local w = CL.parse_id(o.id, c, c.wk_job)
@@ -96,7 +115,8 @@ local function run(o)
     say(id, "--auth none: not authenticated, not encrypted (a trusted network only)")
   end
 
-  -- 1. Who am I -> the run (on a socket capped at 16 MiB: the run's description is small).
+  -- 1. Who am I -> the run, on a socket capped at 16 MiB (the run's description is small) that
+  -- stays open: HELLO again on it when the PS is silent (see the steps below).
   local hello = N.client(endpoint, 16 * 2 ^ 20, curve)
   hello:send(nil, N.HELLO, w, -1, 0)
   local msg = wait_for(hello, o["connect-timeout"], { [N.CONFIG] = true, [N.BYE] = true })
@@ -106,50 +126,80 @@ local function run(o)
     return 1
   end
   if msg.type == N.BYE then hello:close(); return 0 end
-  local cfg = cjson.decode(msg:text())
-  hello:close()
-  local session = type(cfg) == "table" and type(cfg.session) == "string" and tonumber(cfg.session, 16)
-  if not session or cfg.worker ~= w or type(cfg.d) ~= "number" then
-    say(id, "the PS sent a run description this agt does not understand")
-    return 1
-  end
+  local cfg, why = decode_config(msg, w)
+  if not cfg then hello:close(); say(id, "%s", why); return 1 end
 
-  -- 2. The data and the model, then READY on the step socket, capped at one θ.
-  local net = N.client(endpoint, math.max(cfg.d * 4, 65536), curve)
-  net:set_session(session)
-  local ok, worker = pcall(function()
-    local exp = E.load(cfg.experiment, cfg.experiment_args, { seed = cfg.seed, n = cfg.n })
-    if exp.d ~= cfg.d then
-      error(string.format("the experiment has %d parameters here, %d at the PS (another version of agt "
-        .. "or of the experiment?)", exp.d, cfg.d), 0)
+  -- 2. The data and the model (kept across sessions of the same run), the worker's streams as
+  -- the PS has them, then READY on the step socket, capped at one θ, with the session set.
+  local exp, exp_key
+  local net, worker, session, theta, row
+  local function configure()
+    if net then net:close() end
+    net = N.client(endpoint, math.max(cfg.d * 4, 65536), curve)
+    net:set_session(cfg.session_id)
+    session = cfg.session_id
+    local ok, err = pcall(function()
+      local key = cjson.encode({ cfg.experiment, cfg.experiment_args, cfg.seed, cfg.n })
+      if key ~= exp_key then
+        exp, exp_key = nil, nil
+        exp = E.load(cfg.experiment, cfg.experiment_args, { seed = cfg.seed, n = cfg.n })
+        exp_key = key
+      end
+      if exp.d ~= cfg.d then
+        error(string.format("the experiment has %d parameters here, %d at the PS (another version of agt "
+          .. "or of the experiment?)", exp.d, cfg.d), 0)
+      end
+      exp:shards(cfg.n) -- the data and the shards now, not in the first step's time
+      worker = exp:worker(w + 1, { seed = cfg.seed, l1 = cfg.l1, l2 = cfg.l2,
+                                   poison = cfg.poison ~= cjson.null and cfg.poison or nil })
+      if cfg.streams ~= nil and cfg.streams ~= cjson.null then
+        local st = from_hex(cfg.streams)
+        if not st then error("the PS sent streams that are not hexadecimal text", 0) end
+        worker:set_state(st)
+        worker:_setup() -- the sampler now: a state that does not fit the shard is refused here
+      end
+    end)
+    if not ok then
+      local why = tostring(err)
+      say(id, "cannot take part: %s", why)
+      net:send(nil, N.ERROR, w, -1, 0, why)
+      return false
     end
-    exp:shards(cfg.n) -- the data and the shards now, not in the first step's time
-    return exp:worker(w + 1, { seed = cfg.seed, l1 = cfg.l1, l2 = cfg.l2,
-                               poison = cfg.poison ~= cjson.null and cfg.poison or nil })
-  end)
-  if not ok then
-    local why = tostring(worker)
-    say(id, "cannot take part: %s", why)
-    net:send(nil, N.ERROR, w, -1, 0, why)
-    net:close()
-    return 1
+    if not theta or theta:numel() ~= cfg.d then theta, row = T.new({ cfg.d }), T.new({ cfg.d }) end
+    net:send(nil, N.READY, w, -1, cfg.d)
+    say(id, "ready: %s, d = %d, session %s, from step %s", tostring(cfg.experiment), cfg.d, cfg.session,
+        tostring(cfg.step))
+    return true
   end
-  local d, bytes = cfg.d, cfg.d * 4
-  local theta, row = T.new({ d }), T.new({ d })
-  net:send(nil, N.READY, w, -1, d)
-  say(id, "ready: %s, d = %d, session %s", tostring(cfg.experiment), d, cfg.session)
+  local function finish(code)
+    if net then net:close() end
+    hello:close()
+    return code
+  end
+  if not configure() then return finish(1) end
 
   -- 3. Steps until BYE. Silence from the PS for a while says READY again: if the PS dropped
   -- this connection (a stall past its heartbeat, a network cut), ZeroMQ has reconnected with
   -- a new one that the PS does not know until it hears from it; it then sends the step's θ.
+  -- It also says HELLO again: a CONFIG of another session is a PS restarted from its
+  -- checkpoint, and the worker joins it with the streams it sends (its own are then ahead).
   local steps = 0
   local function next_theta()
     local t_end, t_ready = clock.mono() + o["idle-timeout"], clock.mono() + 2
     while clock.mono() < t_end do
       local m = net:recv(500)
       if m and (m.type == N.THETA or m.type == N.BYE) then return m end
+      local h = hello:recv(0)
+      while h do
+        if h.type == N.CONFIG then
+          local c2 = decode_config(h, w)
+          if c2 and c2.session_id ~= session then return h end
+        end
+        h = hello:recv(0)
+      end
       if clock.mono() >= t_ready then
-        net:send(nil, N.READY, w, -1, d)
+        net:send(nil, N.READY, w, -1, cfg.d)
+        hello:send(nil, N.HELLO, w, -1, 0)
         t_ready = clock.mono() + 2
       end
     end
@@ -158,12 +208,18 @@ local function run(o)
     msg = next_theta()
     if not msg then
       say(id, "nothing from the PS for --idle-timeout %g s: stopping", o["idle-timeout"])
-      net:close()
-      return 1
+      return finish(1)
+    end
+    if msg.type == N.CONFIG then
+      cfg = decode_config(msg, w)
+      say(id, "the PS is back with a new session (%s): continuing from its step %s", cfg.session, tostring(cfg.step))
+      if not configure() then return finish(1) end
+      msg = nil
     end
     -- Only the newest θ waiting is worth computing (after a stall, older ones are stale); a
     -- message's bytes live until the next recv, so each θ is copied out before looking further.
     local step
+    local bytes = cfg.d * 4
     while msg do
       if msg.type == N.BYE then break end
       if msg.type ~= N.THETA then -- nothing else is expected from the PS now
@@ -177,11 +233,11 @@ local function run(o)
     end
     if msg and msg.type == N.BYE then
       say(id, "the PS ended the run after %d steps", steps)
-      net:close()
-      return 0
+      return finish(0)
     end
     if step then
       local loss = worker:gradient(theta, row)
+      net:send(nil, N.STATE, w, step, 0, worker:state())
       net:send(nil, N.GRAD, w, step, loss, row.ptr, bytes)
       steps = steps + 1
     end

@@ -4,23 +4,35 @@
 -- deadline. Same methods as agt.session.workers (see there), and fill returns a second value:
 --   source:fill(theta, G, step, ctx) -> losses, faulty   (faulty: ascending rows with no valid
 --                                        row this step; the session aggregates without them)
---   source:faults() -> { [row] = { missing =, late =, wrong_size =, malformed =, stranger = } }
+--   source:faults() -> { [row] = { missing =, late =, wrong_size =, malformed =, stranger =,
+--                                  slow = } }
 --   source.rejected_unknown            frames rejected from connections that are no worker
 --
 -- The protocol (message types of src/net.h):
---   worker -> HELLO(worker i)            on a first socket (small size cap)
+--   worker -> HELLO(worker i)            on a first socket (small size cap); again whenever the
+--                                        PS has been silent a while (a PS restarted from its
+--                                        checkpoint answers with a new session)
 --   PS     -> CONFIG(JSON run)           the experiment and its arguments, the seed, n, the
 --                                        worker's id and shard, its poison (data attacks), d,
---                                        the session id
+--                                        the session id, and the worker's random streams as
+--                                        the PS last took them (the worker continues from them)
 --   worker -> READY(aux = d)             on a second socket capped at one row, session set:
 --                                        the PS binds row i+1 to that connection
---   PS     -> THETA(step, θ)  worker -> GRAD(step, loss, row)   each step; PS -> BYE at close
+--   PS     -> THETA(step, θ)  worker -> STATE(step, streams), GRAD(step, loss, row)   each
+--                                        step; PS -> BYE at close
+-- The workers are configured at the first step, after a resumed run has read their streams
+-- from its checkpoint: the PS's checkpoint holds each worker's streams as they were after its
+-- last row that the PS took (the "worker.<i>" entries of the local source, same format), so a
+-- PS killed and restarted from it gives the workers back the streams of that step.
 -- A row is faulty for a step when none arrived before the deadline (--step-timeout), or it
 -- came from a connection that is not that worker's, for another step, or with another size;
 -- faults are counted by worker and logged when a worker turns faulty and when it is back.
--- A worker that connects again (restarted) is configured again and takes part from the next
--- step. Nothing a worker sends can make the PS allocate beyond one row or wait beyond the
--- deadline.
+-- With --wait-for K the step takes the first K rows that arrive: the others are faulty for
+-- that step (counted as "slow", not logged) and dropped when they arrive (counted as "late").
+-- A row of an earlier step (late, or replayed) is dropped and counted; it never rebinds a
+-- worker to the connection it came from. A worker that connects again (restarted) is
+-- configured again and takes part from the next step. Nothing a worker sends can make the PS
+-- allocate beyond one row or wait beyond the deadline.
 local ffi = require("ffi")
 local N = require("agt.net")
 local CL = require("agt.cluster")
@@ -33,7 +45,13 @@ local M = {}
 local Remote = {}
 Remote.__index = Remote
 
-local FAULT_KINDS = { "missing", "late", "wrong_size", "malformed", "stranger" }
+local FAULT_KINDS = { "missing", "late", "wrong_size", "malformed", "stranger", "slow" }
+-- Kinds that are not logged as a worker turning faulty: a row of an earlier step (dropped) and
+-- a row not waited for (--wait-for), both expected of a slow worker.
+local QUIET = { late = true, slow = true }
+
+-- A worker's streams travel in CONFIG's JSON as hexadecimal text.
+local function to_hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
 
 -- A random 52-bit session id (exactly representable in a Lua number).
 local function new_session_id()
@@ -70,7 +88,13 @@ function M.new(exp, n, sopts, o, c, endpoint)
     n = n, d = d, cluster = c, o = o, losses = {}, warn = sopts.warn or function() end,
     step_timeout = o.step_timeout, peer_of = {}, row_of_peer = {}, ready = {},
     fault = {}, faulty_since = {}, faulty_kind = {}, rejected_unknown = 0,
+    wait_for = o.wait_for or n, streams = {}, pending_streams = {}, next_step = 0,
   }, Remote)
+  -- Each worker's random streams as the PS last took them (with its row): fresh ones until a
+  -- row arrives or a checkpoint is read. A worker object of the experiment makes them (no data
+  -- is loaded for that) and checks a checkpoint's.
+  for i = 1, n do self.streams[i] = exp:worker(i, { seed = o.seed }):state() end
+  self.probe = exp:worker(1, { seed = o.seed })
   for i = 1, n do
     self.fault[i] = {}
     for _, k in ipairs(FAULT_KINDS) do self.fault[i][k] = 0 end
@@ -89,7 +113,6 @@ function M.new(exp, n, sopts, o, c, endpoint)
     self.warn(string.format("--auth none: workers are not authenticated and traffic is not encrypted; "
       .. "anyone who reaches %s can take part in this run (use only on a trusted network)", endpoint))
   end
-  self:_connect(o.connect_timeout)
   return self
 end
 
@@ -102,6 +125,7 @@ function Remote:_configure(peer, w)
   cfg.worker = w
   cfg.poison = self.poison and self.poison(w + 1) or nil
   cfg.session = string.format("%x", self.session_id) -- as text: JSON numbers lose digits
+  cfg.streams, cfg.step = to_hex(self.streams[w + 1]), self.next_step
   local text = cjson.encode(cfg)
   self.net:send({ peer }, N.CONFIG, w, -1, 0, text)
 end
@@ -190,7 +214,7 @@ end
 function Remote:_fault(i, kind, step, why)
   self.fault[i][kind] = self.fault[i][kind] + 1
   -- Logged when a worker turns faulty, and when the kind of fault changes.
-  if kind ~= "late" and (not self.faulty_since[i] or self.faulty_kind[i] ~= kind) then
+  if not QUIET[kind] and (not self.faulty_since[i] or self.faulty_kind[i] ~= kind) then
     self.faulty_since[i] = self.faulty_since[i] or step
     self.faulty_kind[i] = kind
     local when = step >= 0 and string.format("at step %d", step) or "while connecting"
@@ -198,7 +222,52 @@ function Remote:_fault(i, kind, step, why)
   end
 end
 
+-- A worker's STATE (its streams after its row of `step`, sent just before that GRAD): kept
+-- until that row is taken. Only the current step's, of at most 64 KiB, under the sender's key.
+function Remote:_stream_state(msg, step)
+  local w = self:_who(msg, step)
+  if w and w < self.n and msg.step == step and msg.len <= 65536 then
+    self.pending_streams[w + 1] = { step = step, state = msg:text() }
+  end
+end
+
+-- Which row a GRAD may fill: its connection's, or the one it claims from a connection the PS
+-- does not know when it is a row of this step (the worker's socket reconnected, after a stall
+-- or a network cut: that connection speaks for the worker from now on; with --auth none,
+-- knowing the session id is the only credential). Nil when it is dropped (counted).
+function Remote:_row_of(msg, step)
+  local i = self.row_of_peer[msg.peer]
+  if not self:_who(msg, step) then return nil end -- another worker's index under this key: counted
+  if not i and msg.worker >= self.n then
+    self.rejected_unknown = self.rejected_unknown + 1
+    return nil
+  end
+  local claimed = msg.worker + 1
+  if i and claimed ~= i then
+    self:_fault(i, "stranger", step, string.format("a row claiming to be worker %d's", msg.worker))
+    return nil
+  end
+  if msg.step ~= step then
+    -- Of an earlier step: late, or a replayed frame; of a later one: made up. Never rebinds.
+    self:_fault(claimed, msg.step < step and "late" or "malformed", step,
+                string.format("a row of step %d during step %d (dropped)", msg.step, step))
+    return nil
+  end
+  if not i then
+    local old = self.peer_of[claimed]
+    if old then self.row_of_peer[old] = nil end
+    self.peer_of[claimed], self.row_of_peer[msg.peer], self.ready[claimed] = msg.peer, claimed, true
+    self.warn(string.format("worker %s is on a new connection", self:name(claimed)))
+  end
+  return claimed
+end
+
 function Remote:fill(theta, G, step, ctx)
+  if not self.connected then
+    self.next_step = step
+    self:_connect(self.o.connect_timeout)
+  end
+  self.next_step = step
   local n, d, bytes = self.n, self.d, self.d * 4
   local losses = self.losses
   local peers, rows = {}, {}
@@ -206,7 +275,9 @@ function Remote:fill(theta, G, step, ctx)
     losses[i] = 0 / 0
     if self.ready[i] then peers[#peers + 1], rows[#rows + 1] = self.peer_of[i], i end
   end
-  local got, pending = {}, 0
+  -- got[i]: true (row taken), false (waited for), "bad" (a wrong-size row), "full" (stalled),
+  -- "gone" (disconnected), nil (not connected).
+  local got, pending, have = {}, 0, 0
   local sent = self.net:send(peers, N.THETA, 0, step, 0, theta.ptr, bytes)
   for j, i in ipairs(rows) do
     if sent[j] == true then
@@ -220,13 +291,14 @@ function Remote:fill(theta, G, step, ctx)
   local timeout = self.step_timeout
   local t_end = clock.mono() + timeout
   local gp = G.ptr
-  while pending > 0 do
+  while pending > 0 and have < self.wait_for do
     local left = t_end - clock.mono()
     if left <= 0 then break end
     local msg, what, why, peer = self.net:recv(left * 1000)
     if msg then
-      local i = self.row_of_peer[msg.peer]
-      if msg.type ~= N.GRAD then
+      if msg.type == N.STATE then
+        self:_stream_state(msg, step)
+      elseif msg.type ~= N.GRAD then
         -- A worker that joins (or comes back on a new connection) mid-step gets this step's θ.
         local r = self:_control(msg, step)
         if r and got[r] ~= true and got[r] ~= "bad" then
@@ -235,42 +307,24 @@ function Remote:fill(theta, G, step, ctx)
             got[r] = false
           end
         end
-      elseif not self:_who(msg, step) then -- another worker's index under this key: counted
-      elseif not i and msg.worker < n then
-        -- A row of this session from a connection the PS does not know: the worker's socket
-        -- reconnected (after a stall or a network cut). It speaks for that worker from now on
-        -- (with --auth none, knowing the session id is the only credential).
-        i = msg.worker + 1
-        local old = self.peer_of[i]
-        if old then self.row_of_peer[old] = nil end
-        self.peer_of[i], self.row_of_peer[msg.peer], self.ready[i] = msg.peer, i, true
-        self.warn(string.format("worker %s is on a new connection", self:name(i)))
-        if msg.step ~= step then
-          self:_fault(i, "late", step, "a row of step " .. tostring(msg.step))
-        elseif msg.len ~= bytes then
-          got[i], pending = "bad", pending - (got[i] == false and 1 or 0)
-          self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, bytes))
-        elseif got[i] ~= true then
-          ffi.copy(gp + (i - 1) * d, msg.data, bytes)
-          losses[i] = msg.aux
-          pending = pending - (got[i] == false and 1 or 0)
-          got[i] = true
-        end
-      elseif not i then
-        self.rejected_unknown = self.rejected_unknown + 1
-      elseif msg.worker + 1 ~= i then
-        self:_fault(i, "stranger", step, string.format("a row claiming to be worker %d's", msg.worker))
-      elseif msg.step ~= step then
-        self:_fault(i, "late", step, "a row of step " .. tostring(msg.step))
-      elseif got[i] ~= false then
-        self:_fault(i, "malformed", step, "a second row in one step")
-      elseif msg.len ~= bytes then
-        got[i], pending = "bad", pending - 1
-        self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, bytes))
       else
-        ffi.copy(gp + (i - 1) * d, msg.data, bytes)
-        losses[i] = msg.aux
-        got[i], pending = true, pending - 1
+        local i = self:_row_of(msg, step)
+        if not i then -- dropped (counted)
+        elseif got[i] == true or got[i] == "bad" then
+          self:_fault(i, "malformed", step, "a second row in one step")
+        else
+          if got[i] == false then pending = pending - 1 end
+          if msg.len ~= bytes then
+            got[i] = "bad"
+            self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, bytes))
+          else
+            ffi.copy(gp + (i - 1) * d, msg.data, bytes)
+            losses[i], got[i], have = msg.aux, true, have + 1
+            local ps = self.pending_streams[i]
+            if ps and ps.step == step then self.streams[i] = ps.state end
+            self.pending_streams[i] = nil
+          end
+        end
       end
     elseif what == "rejected" then
       local i = peer and self.row_of_peer[peer]
@@ -281,6 +335,7 @@ function Remote:fill(theta, G, step, ctx)
       end
     end
   end
+  local enough = have >= self.wait_for -- --wait-for K: the rows still out are not waited for
   local faulty = {}
   for i = 1, n do
     if got[i] == true then
@@ -291,7 +346,9 @@ function Remote:fill(theta, G, step, ctx)
       end
     else
       faulty[#faulty + 1] = i
-      if got[i] == false then
+      if got[i] == false and enough then
+        self:_fault(i, "slow", step, "not waited for (--wait-for)")
+      elseif got[i] == false then
         self:_fault(i, "missing", step, string.format("no row within --step-timeout %g s", timeout))
       elseif got[i] == "full" then
         self:_fault(i, "missing", step, "it is not reading (its queue is full)")
@@ -308,14 +365,30 @@ end
 
 function Remote:faults() return self.fault end
 
--- The workers' own streams live in the worker processes: a checkpoint holds the run's session
--- id only, and a distributed run cannot yet be resumed from a checkpoint (see the docs).
-function Remote:state() return { ["remote.session"] = tostring(self.session_id) } end
+-- Each worker's streams as the PS last took them ("worker.<i>", the local source's entries and
+-- format: a checkpoint of a distributed run resumes locally too, and the other way round), and
+-- the session id. Cheap: the session takes it before every step.
+function Remote:state()
+  local map = { ["remote.session"] = tostring(self.session_id) }
+  for i = 1, self.n do map["worker." .. i] = self.streams[i] end
+  return map
+end
 
+-- Reads the workers' streams back. Before the first step (a resumed run) the workers are
+-- configured with them; later (a step interrupted by Ctrl-C) they are the PS's record again.
 function Remote:set_state(map)
-  if map["remote.session"] == tostring(self.session_id) then return end -- this run's own state
-  error("--checkpoint-dir: resuming a distributed run (--server) from a checkpoint is not supported "
-    .. "yet; give an empty --checkpoint-dir", 0)
+  local streams = {}
+  for i = 1, self.n do
+    local s = map["worker." .. i]
+    if type(s) ~= "string" then
+      error("--checkpoint-dir: the checkpoint has no state for worker " .. i .. " (made by an agt "
+        .. "that could not resume a distributed run?); give an empty --checkpoint-dir", 0)
+    end
+    self.probe:set_state(s) -- a worker's state as agt.experiments writes it, or an error
+    streams[i] = s
+  end
+  self.streams = streams
+  self.pending_streams = {}
 end
 
 function Remote:close()
