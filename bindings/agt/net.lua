@@ -80,9 +80,15 @@ function Net:close()
   end
 end
 
-function Net:set_session(id) C.agt_net_set_session(self.h, id) end
-function Net:rejected() return tonumber(C.agt_net_rejected(self.h)) end
-function Net:denied() return tonumber(C.agt_net_denied(self.h)) end
+-- The handle of an open socket (a closed one raises: its handle is gone).
+local function handle(self)
+  if not self.h then error("agt.net: the socket is closed", 3) end
+  return self.h
+end
+
+function Net:set_session(id) C.agt_net_set_session(handle(self), id) end
+function Net:rejected() return tonumber(C.agt_net_rejected(handle(self))) end
+function Net:denied() return tonumber(C.agt_net_denied(handle(self))) end
 
 function M.keypair()
   local pub, sec = ffi.new("char[41]"), ffi.new("char[41]")
@@ -102,7 +108,7 @@ function Net:send(peers, kind, worker, step, aux, data, len)
   else
     sent = ffi.new("int8_t[1]")
   end
-  local st = C.agt_net_send(self.h, arr, np, kind, worker or 0, step or -1, aux or 0, data, len, sent)
+  local st = C.agt_net_send(handle(self), arr, np, kind, worker or 0, step or -1, aux or 0, data, len, sent)
   if st ~= 0 then error(strip(F.errmsg()), 2) end
   local function word(x) if x == 1 then return true elseif x == -1 then return "full" end return false end
   if not peers then return word(sent[0]) end
@@ -117,7 +123,7 @@ function Msg:text() return ffi.string(self.data, self.len) end
 
 function Net:recv(timeout_ms)
   local m = self.m
-  local st = C.agt_net_recv(self.h, math.max(0, math.floor(timeout_ms)), m)
+  local st = C.agt_net_recv(handle(self), math.max(0, math.floor(timeout_ms)), m)
   if st == C.AGT_NET_TIMEOUT then return nil, "timeout" end
   if st == C.AGT_NET_REJECTED then return nil, "rejected", strip(F.errmsg()), tonumber(m.peer) end
   if st ~= 0 then error(strip(F.errmsg()), 2) end

@@ -39,6 +39,7 @@ local CL = require("agt.cluster")
 local clock = require("agt.clock")
 local cjson = require("cjson")
 local FL = require("agt.cli.run.flags")
+local K = require("agt.checkpoint")
 
 local M = {}
 
@@ -49,9 +50,6 @@ local FAULT_KINDS = { "missing", "late", "wrong_size", "malformed", "stranger", 
 -- Kinds that are not logged as a worker turning faulty: a row of an earlier step (dropped) and
 -- a row not waited for (--wait-for), both expected of a slow worker.
 local QUIET = { late = true, slow = true }
-
--- A worker's streams travel in CONFIG's JSON as hexadecimal text.
-local function to_hex(s) return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end)) end
 
 -- A random 52-bit session id (exactly representable in a Lua number).
 local function new_session_id()
@@ -125,7 +123,8 @@ function Remote:_configure(peer, w)
   cfg.worker = w
   cfg.poison = self.poison and self.poison(w + 1) or nil
   cfg.session = string.format("%x", self.session_id) -- as text: JSON numbers lose digits
-  cfg.streams, cfg.step = to_hex(self.streams[w + 1]), self.next_step
+  -- the worker's streams as hexadecimal text (JSON holds no bytes); the step it starts at
+  cfg.streams, cfg.step = K.hex(self.streams[w + 1]), self.next_step
   local text = cjson.encode(cfg)
   self.net:send({ peer }, N.CONFIG, w, -1, 0, text)
 end
@@ -199,8 +198,7 @@ function Remote:_connect(timeout)
   if k < self.n then
     local missing = {}
     for i = 1, self.n do if not self.ready[i] then missing[#missing + 1] = self:name(i) end end
-    if self.n - k > f then
-      self.net:close()
+    if self.n - k > f then -- (close() says BYE to those that came and closes the socket)
       error(string.format("--connect-timeout: %d of %d workers ready after %g s (missing: %s); "
         .. "at most f = %d may be missing (start them with 'agt worker --server CLUSTER --id JOB:I')",
         k, self.n, timeout, table.concat(missing, ", "), f), 0)
