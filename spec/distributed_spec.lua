@@ -407,6 +407,45 @@ end
     assert.truthy(text:find("slow", 1, true), text) -- the summary at close counts them
   end)
 
+  it("holds at most 2n+8 connections under a flood of raw TCP connections and half handshakes; steps go on", function()
+    local dir = H.tmpdir()
+    local port = free_port() + 6
+    local path = cluster(dir, port, 4)
+    local pids = start_workers(dir, path, 4)
+    -- 60 connections held open, every other one stopping inside ZeroMQ's greeting.
+    H.write(dir .. "/flood.sh", string.format([[
+for i in $(seq 60); do
+  exec {fd}<>/dev/tcp/127.0.0.1/%d || break
+  if (( i %% 2 )); then printf '\xff\0\0\0\0\0\0\0\1\x7f' >&$fd; fi
+done
+echo opened
+sleep 30
+]], port))
+    local flood
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1, server = path,
+                              auth = "none", step_timeout = 30, connect_timeout = 60 }))
+      ps:step() -- every worker is connected (two connections each)
+      local function sockets() return tonumber(H.sh("ls -l /proc/$PPID/fd 2>/dev/null | grep -c 'socket:'")) end
+      local base = sockets()
+      flood = spawn("exec bash " .. dir .. "/flood.sh", dir .. "/flood.log")
+      local t_end = os.time() + 30
+      while os.time() < t_end and not (H.read(dir .. "/flood.log") or ""):find("opened") do os.execute("sleep 0.1") end
+      os.execute("sleep 0.5")
+      -- 4 workers × 2 connections + 8: of 60 strangers at most 8 are held, the rest shut at once.
+      assert.is_true(ps.source.net:refused() >= 50, tostring(ps.source.net:refused()))
+      assert.is_true(sockets() <= base + 8 + 2, string.format("%d sockets, %d before", sockets(), base))
+      for _ = 1, 5 do assert.equal(0, ps:step().faulty) end
+      stop({ flood })
+      flood = nil
+      ps:close()
+    end)
+    if flood then stop({ flood }) end
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(err, 0) end
+  end)
+
   it("refuses bad distributed flags before any data is loaded", function()
     local function refused(extra, pattern)
       local ok, err = pcall(S.new, opts(extra))

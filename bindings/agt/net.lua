@@ -14,6 +14,8 @@
 --     msg: { type, worker, peer, session, step, aux, len, data (const void *, valid until the
 --            next recv) }; msg:text() copies the payload as a string
 --   s:set_session(id)  s:rejected()  s:close()
+--   s:denied()   handshakes refused (CURVE: an unknown key)
+--   s:refused()  connections shut down at accept, max_peers being open (the PS holds no more)
 -- A socket owns its handle (ffi.gc; close() releases it at once). Socket failures raise with the
 -- engine's message; Ctrl-C during a wait raises "interrupted".
 local F = require("agt.ffi")
@@ -89,6 +91,7 @@ end
 function Net:set_session(id) C.agt_net_set_session(handle(self), id) end
 function Net:rejected() return tonumber(C.agt_net_rejected(handle(self))) end
 function Net:denied() return tonumber(C.agt_net_denied(handle(self))) end
+function Net:refused() return tonumber(C.agt_net_refused(handle(self))) end
 
 function M.keypair()
   local pub, sec = ffi.new("char[41]"), ffi.new("char[41]")

@@ -97,8 +97,10 @@ function M.new(exp, n, sopts, o, c, endpoint)
     self.fault[i] = {}
     for _, k in ipairs(FAULT_KINDS) do self.fault[i][k] = 0 end
   end
-  -- The largest frame the PS accepts: one row (HELLO, READY and ERROR fit in 64 KiB).
-  self.net = N.server(endpoint, math.max(d * 4, 65536), 2 * n + 8, c.curve)
+  -- The largest frame the PS accepts: one row (HELLO, READY and ERROR fit in 64 KiB). The
+  -- connections it holds: two per worker (HELLO and steps), and a few for workers coming back.
+  self.max_conns = 2 * n + 8
+  self.net = N.server(endpoint, math.max(d * 4, 65536), self.max_conns, c.curve)
   self.session_id = new_session_id()
   self.net:set_session(self.session_id)
   local config = {
@@ -402,10 +404,11 @@ function Remote:close()
     end
     if #parts > 0 then lines[#lines + 1] = self:name(i) .. ": " .. table.concat(parts, ", ") end
   end
-  local rej = self.rejected_unknown + self.net:denied()
-  if #lines > 0 or rej > 0 then
-    self.warn(string.format("faults by worker: %s%s", #lines > 0 and table.concat(lines, "; ") or "none",
-                            rej > 0 and string.format("; %d frame(s) or handshake(s) from unknown connections rejected", rej) or ""))
+  local rej, refused = self.rejected_unknown + self.net:denied(), self.net:refused()
+  if #lines > 0 or rej > 0 or refused > 0 then
+    self.warn(string.format("faults by worker: %s%s%s", #lines > 0 and table.concat(lines, "; ") or "none",
+                            rej > 0 and string.format("; %d frame(s) or handshake(s) from unknown connections rejected", rej) or "",
+                            refused > 0 and string.format("; %d connection(s) refused (the PS holds at most %d)", refused, self.max_conns) or ""))
   end
   self.net:close()
   self.net = nil
