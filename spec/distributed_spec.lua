@@ -314,6 +314,14 @@ end
       -- The workers' streams in the checkpoint are the local workers' (same entries, same bytes).
       local st = loc:state()
       for i = 1, 4 do assert.equal(st["worker." .. i], map["worker." .. i]) end
+      -- So a local run resumed from the distributed run's checkpoint goes on as the local run.
+      local res = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1,
+                               checkpoint_dir = dir .. "/ck" }))
+      assert.equal(restored + 6, res.global_step)
+      for _ = 1, 2 do res:step(); loc:step() end
+      assert.equal(K.hex(K.sha256(ffi.string(loc.theta.ptr, loc.d * 4))),
+                   K.hex(K.sha256(ffi.string(res.theta.ptr, res.d * 4))))
+      res:close()
       loc:close()
     end)
     stop(pids)
