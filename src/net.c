@@ -213,8 +213,11 @@ static agt_status start_guard(agt_net *n) {
   if (zmq_socket_monitor(n->sock, addr, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED))
     return zfail("zmq_socket_monitor");
   if (!(n->mon = zmq_socket(n->ctx, ZMQ_PAIR))) return zfail("zmq_socket(monitor)");
+  /* No high-water mark on the events (ZeroMQ drops them at one): a lost DISCONNECTED would
+   * hold a slot for ever. They queue only as long as the guard thread lags. */
   int zero = 0;
   zmq_setsockopt(n->mon, ZMQ_LINGER, &zero, sizeof zero);
+  zmq_setsockopt(n->mon, ZMQ_RCVHWM, &zero, sizeof zero);
   if (zmq_connect(n->mon, addr)) return zfail("zmq_connect(monitor)");
   if (!(n->conn_fds = calloc((size_t)n->max_peers, sizeof *n->conn_fds)))
     return AGT_FAIL(AGT_ENOMEM, "out of memory for %d connections", n->max_peers);
@@ -308,7 +311,10 @@ static void zap_answer(agt_net *n) {
  * once (ZeroMQ then closes it as a peer that hung up, and says so: DISCONNECTED); its slot is
  * freed when ZeroMQ reports it closed, whoever closed it (a handshake not finished within
  * ZMQ_HANDSHAKE_IVL, a heartbeat timeout, the peer). An event is [u16 event, u32 value (the
- * descriptor)] then the endpoint. */
+ * descriptor)] then the endpoint. Events come in the order ZeroMQ's one I/O thread made them,
+ * so a descriptor number reused is seen closed before it is seen accepted again; the one race
+ * left (a refused connection closed and its number reused before its ACCEPTED is read) can only
+ * shut a connection that came while every slot was taken. */
 static void monitor_event(agt_net *n) {
   unsigned char ev[6];
   int r = zmq_recv(n->mon, ev, sizeof ev, ZMQ_DONTWAIT);
