@@ -32,7 +32,9 @@ A worker of a distributed run whose parameter server is 'agt run --server CLUSTE
   --keys DIR             with --auth curve: holds ps-0.pub and this worker's keypair
                          (<job>-<i>.pub, <job>-<i>.secret; see 'agt keygen')
   --connect-timeout S    seconds to wait for the PS's answer at start (default: 60)
-  --idle-timeout S       seconds without a word from the PS before giving up (default: 120)
+  --idle-timeout S       seconds without a word from the PS before giving up (default: 120);
+                         meanwhile it asks again every 2 s, so a PS restarted from its
+                         checkpoint within that time takes it back
 Exit status: 0 when the PS ends the run, 1 on a failure, 2 on bad flags.]]
 
 local FLAGS = { server = true, id = true, ["ps-job-name"] = true, ["wk-job-name"] = true,
@@ -184,6 +186,7 @@ local function run(o)
   -- It also says HELLO again: a CONFIG of another session is a PS restarted from its
   -- checkpoint, and the worker joins it with the streams it sends (its own are then ahead).
   local steps = 0
+  -- The next THETA or BYE; or { config = the run } when the PS is another session; or nil.
   local function next_theta()
     local t_end, t_ready = clock.mono() + o["idle-timeout"], clock.mono() + 2
     while clock.mono() < t_end do
@@ -193,7 +196,7 @@ local function run(o)
       while h do
         if h.type == N.CONFIG then
           local c2 = decode_config(h, w)
-          if c2 and c2.session_id ~= session then return h end
+          if c2 and c2.session_id ~= session then return { config = c2 } end
         end
         h = hello:recv(0)
       end
@@ -210,8 +213,8 @@ local function run(o)
       say(id, "nothing from the PS for --idle-timeout %g s: stopping", o["idle-timeout"])
       return finish(1)
     end
-    if msg.type == N.CONFIG then
-      cfg = decode_config(msg, w)
+    if msg.config then
+      cfg = msg.config
       say(id, "the PS is back with a new session (%s): continuing from its step %s", cfg.session, tostring(cfg.step))
       if not configure() then return finish(1) end
       msg = nil
