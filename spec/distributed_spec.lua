@@ -330,7 +330,7 @@ end
     if not ok then error(tostring(err) .. "\nthe first PS's output:\n" .. logs, 0) end
   end)
 
-  it("drops a replayed row of an earlier step (counted as late) and stays bit for bit the local run", function()
+  it("drops a replayed row of an earlier step (late) and forged streams (malformed): θ and streams stay the local run's", function()
     local dir = H.tmpdir()
     local port = free_port() + 4
     local path = cluster(dir, port, 4)
@@ -356,16 +356,22 @@ end
       raw = N.client(ep, ps.d * 4 + 64)
       raw:set_session(session)
       assert.equal(true, raw:send(nil, N.GRAD, 0, 1, loss, row))
+      -- (and streams for worker 0 at this step that are no worker's state: dropped, counted)
+      assert.equal(true, raw:send(nil, N.STATE, 0, 2, 0, "not a state"))
       os.execute("sleep 0.2")
       local t = ps:step()
       local F = ps.source:faults()
       assert.equal(0, t.faulty)
       assert.equal(1, F[1].late)
+      assert.equal(1, F[1].malformed)
       ps:step()
       local loc = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1 }))
       for _ = 1, 4 do loc:step() end
       assert.equal(K.hex(K.sha256(ffi.string(loc.theta.ptr, loc.d * 4))),
                    K.hex(K.sha256(ffi.string(ps.theta.ptr, ps.d * 4))))
+      -- The PS holds the workers' streams as the local run's workers have them.
+      local want, got = loc:state(), ps:state()
+      for i = 1, 4 do assert.equal(K.hex(want["worker." .. i]), K.hex(got["worker." .. i])) end
       loc:close()
       ps:close()
     end)

@@ -223,11 +223,17 @@ function Remote:_fault(i, kind, step, why)
 end
 
 -- A worker's STATE (its streams after its row of `step`, sent just before that GRAD): kept
--- until that row is taken. Only the current step's, of at most 64 KiB, under the sender's key.
+-- until that row is taken from the same connection. Only the current step's, of at most 64 KiB,
+-- under the sender's key, and a worker's state in form (so that no worker can make the PS's
+-- checkpoints unreadable: a malformed one is counted and dropped).
 function Remote:_stream_state(msg, step)
   local w = self:_who(msg, step)
-  if w and w < self.n and msg.step == step and msg.len <= 65536 then
-    self.pending_streams[w + 1] = { step = step, state = msg:text() }
+  if not w or w >= self.n or msg.step ~= step then return end
+  local text = msg.len <= 65536 and msg:text()
+  if text and pcall(self.probe.set_state, self.probe, text) then
+    self.pending_streams[w + 1] = { step = step, peer = msg.peer, state = text }
+  else
+    self:_fault(w + 1, "malformed", step, "streams that are not a worker's state (dropped)")
   end
 end
 
@@ -321,7 +327,7 @@ function Remote:fill(theta, G, step, ctx)
             ffi.copy(gp + (i - 1) * d, msg.data, bytes)
             losses[i], got[i], have = msg.aux, true, have + 1
             local ps = self.pending_streams[i]
-            if ps and ps.step == step then self.streams[i] = ps.state end
+            if ps and ps.step == step and ps.peer == msg.peer then self.streams[i] = ps.state end
             self.pending_streams[i] = nil
           end
         end
