@@ -269,11 +269,8 @@ function Remote:_row_of(msg, step)
 end
 
 function Remote:fill(theta, G, step, ctx)
-  if not self.connected then
-    self.next_step = step
-    self:_connect(self.o.connect_timeout)
-  end
-  self.next_step = step
+  self.next_step = step -- (what a worker configured now is told it starts at)
+  if not self.connected then self:_connect(self.o.connect_timeout) end
   local n, d, bytes = self.n, self.d, self.d * 4
   local losses = self.losses
   local peers, rows = {}, {}
