@@ -162,7 +162,7 @@ describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
       os.execute("sleep 0.2")
       t = ps:step()
       assert.is_true(faulty()[5] and faulty()[6])
-      assert.is_true(ps.source.rejected_unknown >= 1)
+      assert.is_true(ps.source.other_session >= 1) -- (the stranger's frame: session 0)
       stranger:close()
 
       -- A wrong-size row: a process that joins as worker 5 (row 6, whose process was killed) and

@@ -7,6 +7,7 @@
 --   source:faults() -> { [row] = { missing =, late =, wrong_size =, malformed =, stranger =,
 --                                  slow = } }
 --   source.rejected_unknown            frames rejected from connections that are no worker
+--   source.other_session               frames of another session (from before a PS restart)
 --
 -- The protocol (message types of src/net.h):
 --   worker -> HELLO(worker i)            on a first socket (small size cap); again whenever the
@@ -85,7 +86,7 @@ function M.new(exp, n, sopts, o, c, endpoint)
   local self = setmetatable({
     n = n, d = d, cluster = c, o = o, losses = {}, warn = sopts.warn or function() end,
     step_timeout = o.step_timeout, peer_of = {}, row_of_peer = {}, ready = {},
-    fault = {}, faulty_since = {}, faulty_kind = {}, rejected_unknown = 0,
+    fault = {}, faulty_since = {}, faulty_kind = {}, rejected_unknown = 0, other_session = 0,
     wait_for = o.wait_for or n, streams = {}, pending_streams = {}, next_step = 0,
   }, Remote)
   -- Each worker's random streams as the PS last took them (with its row): fresh ones until a
@@ -194,7 +195,7 @@ function Remote:_connect(timeout)
     if left <= 0 then break end
     local msg, what = self.net:recv(math.min(left, 0.5) * 1000)
     if msg then self:_control(msg)
-    elseif what == "rejected" then self.rejected_unknown = self.rejected_unknown + 1 end
+    elseif what == "rejected" then self:_rejected(why, peer, -1) end
   end
   local k = count_ready(self)
   if k < self.n then
@@ -209,6 +210,20 @@ function Remote:_connect(timeout)
                             k, self.n, timeout, table.concat(missing, ", ")))
   end
   self.connected = true
+end
+
+-- A frame that agt.net rejected: malformed from a worker's connection (its fault); of another
+-- session from elsewhere (workers still speaking to this PS's killed predecessor, or a
+-- stranger), counted apart; anything else from elsewhere: rejected_unknown.
+function Remote:_rejected(why, peer, step)
+  local i = peer and self.row_of_peer[peer]
+  if i then
+    self:_fault(i, "malformed", step, why)
+  elseif tostring(why):find("of another session", 1, true) then
+    self.other_session = self.other_session + 1
+  else
+    self.rejected_unknown = self.rejected_unknown + 1
+  end
 end
 
 function Remote:_fault(i, kind, step, why)
@@ -330,12 +345,7 @@ function Remote:fill(theta, G, step, ctx)
         end
       end
     elseif what == "rejected" then
-      local i = peer and self.row_of_peer[peer]
-      if i then
-        self:_fault(i, "malformed", step, why)
-      else
-        self.rejected_unknown = self.rejected_unknown + 1
-      end
+      self:_rejected(why, peer, step)
     end
   end
   local enough = have >= self.wait_for -- --wait-for K: the rows still out are not waited for
@@ -408,9 +418,11 @@ function Remote:close()
     if #parts > 0 then lines[#lines + 1] = self:name(i) .. ": " .. table.concat(parts, ", ") end
   end
   local rej, refused = self.rejected_unknown + self.net:denied(), self.net:refused()
-  if #lines > 0 or rej > 0 or refused > 0 then
-    self.warn(string.format("faults by worker: %s%s%s", #lines > 0 and table.concat(lines, "; ") or "none",
+  if #lines > 0 or rej > 0 or refused > 0 or self.other_session > 0 then
+    self.warn(string.format("faults by worker: %s%s%s%s", #lines > 0 and table.concat(lines, "; ") or "none",
                             rej > 0 and string.format("; %d frame(s) or handshake(s) from unknown connections rejected", rej) or "",
+                            self.other_session > 0 and string.format("; %d frame(s) of another session dropped "
+                              .. "(sent before a restart of the PS, or by a stranger)", self.other_session) or "",
                             refused > 0 and string.format("; %d connection(s) refused (the PS holds at most %d)", refused, self.max_conns) or ""))
   end
   self.net:close()
