@@ -417,7 +417,9 @@ function Remote:close()
     end
     if #parts > 0 then lines[#lines + 1] = self:name(i) .. ": " .. table.concat(parts, ", ") end
   end
-  local rej, refused = self.rejected_unknown + self.net:denied(), self.net:refused()
+  -- (a transport without CURVE or a connection bound has no such counts)
+  local rej = self.rejected_unknown + (self.net.denied and self.net:denied() or 0)
+  local refused = self.net.refused and self.net:refused() or 0
   if #lines > 0 or rej > 0 or refused > 0 or self.other_session > 0 then
     self.warn(string.format("faults by worker: %s%s%s%s", #lines > 0 and table.concat(lines, "; ") or "none",
                             rej > 0 and string.format("; %d frame(s) or handshake(s) from unknown connections rejected", rej) or "",
