@@ -39,6 +39,14 @@ local function start_workers(dir, path, n, idle)
   return pids
 end
 
+-- Waits (up to 20 s) until process pid has exited (a zombie has).
+local function gone(pid)
+  for _ = 1, 400 do
+    if os.execute(string.format("s=$(ps -o stat= -p %d) && [ \"${s#Z}\" = \"$s\" ]", pid)) ~= 0 then return end
+    os.execute("sleep 0.05")
+  end
+end
+
 local function stop(pids)
   for _, pid in pairs(pids) do os.execute(string.format("kill -9 %d 2>/dev/null", pid)) end
 end
@@ -294,6 +302,7 @@ end
       os.execute("sleep 0.5")
       os.execute("kill -9 " .. ps)
       os.execute("kill -CONT " .. pids[4])
+      gone(ps) -- (its lock on the checkpoint directory with it)
       -- Again: it resumes from the newest checkpoint and runs 6 more steps.
       local rc, pout, perr = H.run(ps_cmd(6))
       assert.equal(0, rc, perr)

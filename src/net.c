@@ -526,6 +526,47 @@ static void drain(agt_net *n) {
   }
 }
 
+agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int64_t max_payload,
+                          agt_net_msg *m) {
+  const unsigned char *h = frame;
+  if (size < AGT_NET_HEADER || !h)
+    return AGT_FAIL(AGT_NET_REJECTED, "a %zu-byte frame, shorter than the %d-byte header", size, AGT_NET_HEADER);
+  if (memcmp(h, MAGIC, 4) != 0) return AGT_FAIL(AGT_NET_REJECTED, "a frame without the AGTN magic (not an agt message)");
+  uint16_t version, type;
+  uint32_t worker, zero;
+  uint64_t msession, ulen;
+  int64_t step;
+  double aux;
+  memcpy(&version, h + 4, 2);
+  memcpy(&type, h + 6, 2);
+  memcpy(&worker, h + 8, 4);
+  memcpy(&zero, h + 12, 4);
+  memcpy(&msession, h + 16, 8);
+  memcpy(&step, h + 24, 8);
+  memcpy(&aux, h + 32, 8);
+  memcpy(&ulen, h + 40, 8);
+  if (version != AGT_NET_VERSION)
+    return AGT_FAIL(AGT_NET_REJECTED, "a frame of version %u (this agt speaks version %d)", version, AGT_NET_VERSION);
+  if (type < AGT_NET_HELLO || type > AGT_NET_STATE) return AGT_FAIL(AGT_NET_REJECTED, "a frame of unknown type %u", type);
+  if (zero != 0) return AGT_FAIL(AGT_NET_REJECTED, "a frame with its reserved field set");
+  if (ulen != size - AGT_NET_HEADER)
+    return AGT_FAIL(AGT_NET_REJECTED, "a frame announcing %llu payload bytes and carrying %zu",
+                    (unsigned long long)ulen, size - AGT_NET_HEADER);
+  if (max_payload < 0 || ulen > (uint64_t)max_payload)
+    return AGT_FAIL(AGT_NET_REJECTED, "a frame of %llu payload bytes, above the cap of %lld",
+                    (unsigned long long)ulen, (long long)max_payload);
+  if (session != 0 && type != AGT_NET_HELLO && msession != session)
+    return AGT_FAIL(AGT_NET_REJECTED, "a frame of another session (%016llx)", (unsigned long long)msession);
+  m->type = type;
+  m->worker = worker;
+  m->session = msession;
+  m->step = step;
+  m->aux = aux;
+  m->len = (int64_t)ulen;
+  m->data = h + AGT_NET_HEADER;
+  return AGT_OK;
+}
+
 agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
   if (!n || !m) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: NULL argument");
   if (timeout_ms < 0) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: timeout must be >= 0 ms, got %d", timeout_ms);
@@ -572,36 +613,11 @@ agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
     drain(n);
     return reject(n, "a message of several frames (agt sends one)");
   }
-  size_t size = zmq_msg_size(&n->cur);
-  const unsigned char *h = zmq_msg_data(&n->cur);
-  if (size < AGT_NET_HEADER) return reject(n, "a %zu-byte frame, shorter than the %d-byte header", size, AGT_NET_HEADER);
-  if (memcmp(h, MAGIC, 4) != 0) return reject(n, "a frame without the AGTN magic (not an agt message)");
-  uint16_t version, type;
-  uint32_t zero;
-  uint64_t ulen;
-  memcpy(&version, h + 4, 2);
-  memcpy(&type, h + 6, 2);
-  memcpy(&m->worker, h + 8, 4);
-  memcpy(&zero, h + 12, 4);
-  memcpy(&m->session, h + 16, 8);
-  memcpy(&m->step, h + 24, 8);
-  memcpy(&m->aux, h + 32, 8);
-  memcpy(&ulen, h + 40, 8);
-  if (version != AGT_NET_VERSION)
-    return reject(n, "a frame of version %u (this agt speaks version %d)", version, AGT_NET_VERSION);
-  if (type < AGT_NET_HELLO || type > AGT_NET_STATE) return reject(n, "a frame of unknown type %u", type);
-  if (zero != 0) return reject(n, "a frame with its reserved field set");
-  if (ulen != size - AGT_NET_HEADER)
-    return reject(n, "a frame announcing %llu payload bytes and carrying %zu",
-                  (unsigned long long)ulen, size - AGT_NET_HEADER);
-  if (ulen > (uint64_t)n->max_payload)
-    return reject(n, "a frame of %llu payload bytes, above the cap of %lld", (unsigned long long)ulen,
-                  (long long)n->max_payload);
-  if (n->session != 0 && type != AGT_NET_HELLO && m->session != n->session)
-    return reject(n, "a frame of another session (%016llx)", (unsigned long long)m->session);
-  m->type = type;
-  m->len = (int64_t)ulen;
-  m->auth = -1;
+  agt_status st = agt_net_decode(zmq_msg_data(&n->cur), zmq_msg_size(&n->cur), n->session, n->max_payload, m);
+  if (st != AGT_OK) {
+    n->rejected++;
+    return st;
+  }
   if (n->nkeys > 0) {
     /* The key's index, as the ZAP handler named it (a frame without one cannot pass CURVE). */
     const char *user = zmq_msg_gets(&n->cur, "User-Id");
@@ -611,6 +627,5 @@ agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
       return reject(n, "a frame without an admitted key");
     m->auth = (int32_t)a;
   }
-  m->data = h + AGT_NET_HEADER;
   return AGT_OK;
 }

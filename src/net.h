@@ -122,4 +122,13 @@ int64_t agt_net_rejected(const agt_net *n);
 const char *agt_net_zmq_version(void);
 /* ffi:end */
 
+/* The frame decoder of agt_net_recv: checks a received frame's header (magic, version, type,
+ * reserved field, the payload length against the frame's size and against max_payload, the
+ * session when one is set and the type is not HELLO) and fills m's type, worker, session, step,
+ * aux, len and data (pointing into frame); m's peer and auth are left as they are. AGT_OK, or
+ * AGT_NET_REJECTED with the reason in agt_last_error() (not counted: agt_net_recv counts).
+ * Reads only the size bytes given; allocates nothing. */
+agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int64_t max_payload,
+                          agt_net_msg *m);
+
 #endif

@@ -3,15 +3,19 @@
 --   agt worker --server CLUSTER --id workers:3 --auth none
 --
 -- Connects to the PS of the cluster and says who it is; the PS answers with the run (the
--- experiment and its arguments, the seed, n, this worker's shard and poison, the model size, the
--- session id, this worker's random streams). The worker loads its data locally, then each step
--- takes θ and sends back its streams and its gradient row and loss — what the local source
--- (agt.session.workers) computes for that row, bit for bit. It stops when the PS says the run
--- is over (exit 0), or when nothing has come from the PS for --idle-timeout seconds (exit 1).
--- If several θ are waiting (after a stall), only the newest is computed. While the PS is
--- silent it says HELLO again every few seconds: a PS restarted from its checkpoint answers with
--- a new session and the streams of that checkpoint, and the worker carries on in that run
--- (the data already loaded is kept). See agt.session.remote for the protocol.
+-- experiment and its arguments, the text of a user's experiment file, the seed, n, this worker's
+-- shard and poison, the model size, the session id, this worker's random streams, and the
+-- attack when this worker may attack over the wire). The worker loads its data locally, then
+-- each step takes θ and sends back its streams and its gradient row and loss — what the local
+-- source (agt.session.workers) computes for that row, bit for bit — or, when the PS marks it
+-- Byzantine for the step, its streams and the attack's row (agt.session.collusion: alone, or
+-- colluding with the other Byzantine workers). It stops when the PS says the run is over
+-- (exit 0), or when nothing has come from the PS for --idle-timeout seconds (exit 1). If
+-- several θ are waiting (after a stall), only the newest is computed. While the PS is silent
+-- it says HELLO again every few seconds: a PS restarted from its checkpoint answers with a new
+-- session and the streams of that checkpoint, and the worker carries on in that run (the data
+-- already loaded is kept; the attack and the UDP sender are made again for the new session).
+-- See agt.session.remote for the protocol.
 local ffi = require("ffi")
 local N = require("agt.net")
 local CL = require("agt.cluster")
@@ -19,6 +23,9 @@ local E = require("agt.experiments")
 local T = require("agt.tensor")
 local clock = require("agt.clock")
 local cjson = require("cjson.safe")
+local U = require("agt.util")
+local Collusion = require("agt.session.collusion")
+local Lossy = require("agt.session.lossy")
 
 local USAGE = [[
 Usage: agt worker --server CLUSTER --id JOB:INDEX [flags]
@@ -35,6 +42,8 @@ A worker of a distributed run whose parameter server is 'agt run --server CLUSTE
   --idle-timeout S       seconds without a word from the PS before giving up (default: 120);
                          meanwhile it asks again every 2 s, so a PS restarted from its
                          checkpoint within that time takes it back
+With the PS's --UDP K, workers 0..K-1 send their rows as UDP datagrams to the PS's host (the
+port, chunk size and key come in the PS's CONFIG; see docs/distributed.md).
 Exit status: 0 when the PS ends the run, 1 on a failure, 2 on bad flags.]]
 
 local FLAGS = { server = true, id = true, ["ps-job-name"] = true, ["wk-job-name"] = true,
@@ -120,7 +129,7 @@ local function run(o)
   -- 1. Who am I -> the run, on a socket capped at 16 MiB (the run's description is small) that
   -- stays open: HELLO again on it when the PS is silent (see the steps below).
   local hello = N.client(endpoint, 16 * 2 ^ 20, curve)
-  hello:send(nil, N.HELLO, w, -1, 0)
+  hello:send(nil, N.HELLO, w, -1, Collusion.PROTOCOL)
   local msg = wait_for(hello, o["connect-timeout"], { [N.CONFIG] = true, [N.BYE] = true })
   if not msg then
     hello:close()
@@ -132,19 +141,32 @@ local function run(o)
   if not cfg then hello:close(); say(id, "%s", why); return 1 end
 
   -- 2. The data and the model (kept across sessions of the same run), the worker's streams as
-  -- the PS has them, then READY on the step socket, capped at one θ, with the session set.
+  -- the PS has them, the attack (when this worker may attack over the wire) and the UDP sender
+  -- (--UDP: its rows go as datagrams, agt.session.lossy; its GRAD carries the loss), then READY
+  -- on the step socket, capped at one θ, with the session set. Again for each new session.
   local exp, exp_key
-  local net, worker, session, theta, row
+  local net, worker, session, theta, row, col, udp
+  local udp_dropped = 0 -- chunks left out by a test drop rate, over the sessions
+  local function close_session()
+    if net then net:close(); net = nil end
+    if col then col:close(); col = nil end
+    if udp then udp_dropped = udp_dropped + udp.dropped; udp:close(); udp = nil end
+  end
   local function configure()
-    if net then net:close() end
+    close_session()
     net = N.client(endpoint, math.max(cfg.d * 4, 65536), curve)
     net:set_session(cfg.session_id)
     session = cfg.session_id
     local ok, err = pcall(function()
-      local key = cjson.encode({ cfg.experiment, cfg.experiment_args, cfg.seed, cfg.n })
+      local key = cjson.encode({ cfg.experiment, cfg.experiment_source, cfg.experiment_args, cfg.seed, cfg.n })
       if key ~= exp_key then
         exp, exp_key = nil, nil
-        exp = E.load(cfg.experiment, cfg.experiment_args, { seed = cfg.seed, n = cfg.n })
+        local def = cfg.experiment
+        if type(cfg.experiment_source) == "string" then
+          -- a user's experiment file, sent by the PS: this host needs only agt (and the data)
+          def = U.load_lua_text(cfg.experiment_source, tostring(cfg.experiment), "experiment")
+        end
+        exp = E.load(def, cfg.experiment_args, { seed = cfg.seed, n = cfg.n })
         exp_key = key
       end
       if exp.d ~= cfg.d then
@@ -160,6 +182,17 @@ local function run(o)
         worker:set_state(st)
         worker:_setup() -- the sampler now: a state that does not fit the shard is refused here
       end
+      if type(cfg.attack) == "table" then
+        col = Collusion.new(cfg.attack, { w = w, d = cfg.d, cluster = c, curve = curve, session = session,
+                                          say = function(text) say(id, "%s", text) end })
+      end
+      if type(cfg.udp) == "table" then
+        local oku, s = pcall(Lossy.sender, cfg.udp, c.ps, w, cfg.d, session)
+        if not oku then error("cannot send rows over UDP: " .. tostring(s), 0) end
+        udp = s
+        say(id, "rows over UDP to port %d, %d chunk(s) of %d bytes%s", udp.port, udp.chunks, cfg.udp.chunk,
+            udp.drop > 0 and string.format(", test drop rate %g", udp.drop) or "")
+      end
     end)
     if not ok then
       local why = tostring(err)
@@ -169,12 +202,13 @@ local function run(o)
     end
     if not theta or theta:numel() ~= cfg.d then theta, row = T.new({ cfg.d }), T.new({ cfg.d }) end
     net:send(nil, N.READY, w, -1, cfg.d)
-    say(id, "ready: %s, d = %d, session %s, from step %s", tostring(cfg.experiment), cfg.d, cfg.session,
-        tostring(cfg.step))
+    say(id, "ready: %s, d = %d, session %s, from step %s%s", tostring(cfg.experiment), cfg.d, cfg.session,
+        tostring(cfg.step),
+        col and string.format("; may attack (%s%s)", col.attack.name, col.colludes and ", colluding" or "") or "")
     return true
   end
   local function finish(code)
-    if net then net:close() end
+    close_session()
     hello:close()
     return code
   end
@@ -202,7 +236,7 @@ local function run(o)
       end
       if clock.mono() >= t_ready then
         net:send(nil, N.READY, w, -1, cfg.d)
-        hello:send(nil, N.HELLO, w, -1, 0)
+        hello:send(nil, N.HELLO, w, -1, Collusion.PROTOCOL)
         t_ready = clock.mono() + 2
       end
     end
@@ -221,8 +255,9 @@ local function run(o)
     end
     -- Only the newest θ waiting is worth computing (after a stall, older ones are stale); a
     -- message's bytes live until the next recv, so each θ is copied out before looking further.
-    local step
+    local step, byzantine
     local bytes = cfg.d * 4
+    local t0 = clock.mono()
     while msg do
       if msg.type == N.BYE then break end
       if msg.type ~= N.THETA then -- nothing else is expected from the PS now
@@ -230,18 +265,32 @@ local function run(o)
         say(id, "a θ of %d bytes from the PS, expected %d: ignored", msg.len, bytes)
       else
         ffi.copy(theta.ptr, msg.data, bytes)
-        step = msg.step
+        step, byzantine = msg.step, msg.aux == 1
       end
       msg = net:recv(0)
     end
     if msg and msg.type == N.BYE then
       say(id, "the PS ended the run after %d steps", steps)
+      if udp then say(id, "UDP: %d chunk(s) left out by the test drop rate", udp_dropped + udp.dropped) end
       return finish(0)
     end
     if step then
       local loss = worker:gradient(theta, row)
+      -- The streams after the honest gradient, Byzantine or not: a PS restarted from its
+      -- checkpoint gives them back, and the stream goes on as in a run never stopped.
       net:send(nil, N.STATE, w, step, 0, worker:state())
-      net:send(nil, N.GRAD, w, step, loss, row.ptr, bytes)
+      if byzantine and not col then
+        say(id, "the PS marks this worker Byzantine at step %d but sent it no attack: sending its gradient", step)
+      elseif byzantine then
+        col:row(step, row, t0)
+      end
+      if udp then
+        udp.dropped = udp.dropped + udp:send(step, row.ptr, udp.drop, udp.drop_seed)
+        net:send(nil, N.GRAD, w, step, loss)
+      else
+        net:send(nil, N.GRAD, w, step, loss, row.ptr, bytes)
+      end
+      if col and not byzantine then col:serve(step, t0) end
       steps = steps + 1
     end
   end

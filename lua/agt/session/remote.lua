@@ -8,23 +8,35 @@
 --                                  slow = } }
 --   source.rejected_unknown            frames rejected from connections that are no worker
 --   source.other_session               frames of another session (from before a PS restart)
+--   source:counters() -> { {tag, value}, ... }   cumulative counts for the summaries (--UDP)
 --
 -- The protocol (message types of src/net.h):
---   worker -> HELLO(worker i)            on a first socket (small size cap); again whenever the
+--   worker -> HELLO(worker i, aux)       on a first socket (small size cap); aux: the version
+--                                        of the Byzantine workers' protocol it speaks
+--                                        (agt.session.collusion.PROTOCOL); again whenever the
 --                                        PS has been silent a while (a PS restarted from its
 --                                        checkpoint answers with a new session)
---   PS     -> CONFIG(JSON run)           the experiment and its arguments, the seed, n, the
---                                        worker's id and shard, its poison (data attacks), d,
---                                        the session id, and the worker's random streams as
---                                        the PS last took them (the worker continues from them)
+--   PS     -> CONFIG(JSON run)           the experiment and its arguments (and the text of a
+--                                        user's experiment file), the seed, n, the worker's id
+--                                        and shard, its poison (data attacks), d, the session
+--                                        id, the worker's random streams as the PS last took
+--                                        them (the worker continues from them) and the step;
+--                                        to the workers that may attack over the wire, the
+--                                        attack (see agt.session.collusion)
 --   worker -> READY(aux = d)             on a second socket capped at one row, session set:
 --                                        the PS binds row i+1 to that connection
---   PS     -> THETA(step, θ)  worker -> STATE(step, streams), GRAD(step, loss, row)   each
---                                        step; PS -> BYE at close
+--   PS     -> THETA(step, θ, aux)  worker -> STATE(step, streams), GRAD(step, loss, row)
+--                                        each step; aux = 1 tells a worker that it is
+--                                        Byzantine at that step (attacks over the wire), 0
+--                                        otherwise; a Byzantine worker's STATE is that of its
+--                                        honest gradient's streams, as an honest one's;
+--                                        PS -> BYE at close
 -- The workers are configured at the first step, after a resumed run has read their streams
 -- from its checkpoint: the PS's checkpoint holds each worker's streams as they were after its
 -- last row that the PS took (the "worker.<i>" entries of the local source, same format), so a
 -- PS killed and restarted from it gives the workers back the streams of that step.
+-- With --UDP k, workers 0..k-1 send their rows as datagrams (agt.session.lossy) and their GRAD
+-- carries the loss only (no payload); their rows start each step as NaN.
 -- A row is faulty for a step when none arrived before the deadline (--step-timeout), or it
 -- came from a connection that is not that worker's, for another step, or with another size;
 -- faults are counted by worker and logged when a worker turns faulty and when it is back.
@@ -41,6 +53,9 @@ local clock = require("agt.clock")
 local cjson = require("cjson")
 local FL = require("agt.cli.run.flags")
 local K = require("agt.checkpoint")
+local U = require("agt.util")
+local Collusion = require("agt.session.collusion")
+local Lossy = require("agt.session.lossy")
 
 local M = {}
 
@@ -71,13 +86,19 @@ function M.plan(o, n)
                         #c.workers, c.wk_job, n), 0)
   end
   if type(o.experiment) == "table" then
-    error("--server: a distributed run needs the experiment by name or path (the workers load it), not an object", 0)
+    error("--server: a distributed run needs the experiment by name or path (a name is loaded by each "
+      .. "worker, a file is sent to them), not an object", 0)
   end
   local endpoint = CL.endpoint(c.ps, true)
+  -- A user's experiment file travels in CONFIG (read now: a file too big is refused at once).
+  if o.experiment:find("/", 1, true) or o.experiment:match("%.lua$") then
+    c.experiment_source = FL.as_flag("experiment", U.read_source, o.experiment, U.MAX_SOURCE, "experiment")
+  end
   if o.auth == "curve" then
     c.curve = { secret = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "secret")), keys = {} }
     for i = 0, n - 1 do c.curve.keys[i + 1] = CL.read_key(CL.key_path(o.keys, c.wk_job, i, "pub")) end
   end
+  if o.UDP > 0 then Lossy.args(o) end
   return function(exp, nn, sopts) return M.new(exp, nn, sopts, o, c, endpoint) end
 end
 
@@ -87,7 +108,7 @@ function M.new(exp, n, sopts, o, c, endpoint)
     n = n, d = d, cluster = c, o = o, losses = {}, warn = sopts.warn or function() end,
     step_timeout = o.step_timeout, peer_of = {}, row_of_peer = {}, ready = {},
     fault = {}, faulty_since = {}, faulty_kind = {}, rejected_unknown = 0, other_session = 0,
-    wait_for = o.wait_for or n, streams = {}, pending_streams = {}, next_step = 0,
+    wait_for = o.wait_for or n, streams = {}, pending_streams = {}, next_step = 0, udp_config = {},
   }, Remote)
   -- Each worker's random streams as the PS last took them (with its row): fresh ones until a
   -- row arrives or a checkpoint is read. A worker object of the experiment makes them (no data
@@ -104,11 +125,28 @@ function M.new(exp, n, sopts, o, c, endpoint)
   self.net = N.server(endpoint, math.max(d * 4, 65536), self.max_conns, c.curve)
   self.session_id = new_session_id()
   self.net:set_session(self.session_id)
+  if o.UDP > 0 then
+    local ok, u = pcall(Lossy.new, o, d, c.ps, self.session_id)
+    if not ok then self.net:close(); error("--UDP: " .. tostring(u), 0) end
+    self.udp = u
+    local f = o.nb_decl_byz_workers
+    if o.aggregator == "average" then
+      self.warn("--UDP: the rule 'average' does not tolerate NaN: one lost chunk makes θ NaN there "
+        .. "(use average-nan, median, trimmed-mean, krum, ...; see docs/distributed.md)")
+    elseif o.UDP > f and o.aggregator ~= "average-nan" then
+      self.warn(string.format("--UDP %d > f = %d: in a step where more than f UDP rows lose chunks (at the same "
+        .. "offsets, for a coordinate-wise rule), the rule gets more NaN than it absorbs and NaN can reach θ "
+        .. "(see docs/distributed.md)", o.UDP, f))
+    end
+  end
   local config = {
     session = self.session_id, experiment = o.experiment, experiment_args = o.experiment_args,
     seed = o.seed, n = n, d = d, l1 = sopts.l1 or 0, l2 = sopts.l2 or 0,
+    experiment_source = c.experiment_source,
   }
   self.poison = sopts.poison
+  self.byzantine = sopts.byzantine
+  self.wire = sopts.byzantine and sopts.byzantine:wire()
   self.config = config
   if not c.curve then
     self.warn(string.format("--auth none: workers are not authenticated and traffic is not encrypted; "
@@ -120,16 +158,75 @@ end
 function Remote:name(i) return string.format("%s:%d", self.cluster.wk_job, i - 1) end
 
 -- Sends worker i (0-based w in the message) its CONFIG on the connection it said HELLO from.
-function Remote:_configure(peer, w)
+-- hello_aux: the HELLO's aux, the worker's version of the Byzantine protocol (0: an agt that
+-- cannot attack over the wire).
+function Remote:_configure(peer, w, hello_aux)
+  local attack = self:_attack_config(w)
+  if attack and hello_aux ~= Collusion.PROTOCOL then
+    self.warn(string.format("worker %s speaks version %s of the Byzantine workers' protocol, this PS %d: "
+      .. "not configured (it would send honest rows where it must attack; run the same agt on every host)",
+      self:name(w + 1), tostring(hello_aux), Collusion.PROTOCOL))
+    return
+  end
   local cfg = {}
   for k, v in pairs(self.config) do cfg[k] = v end
   cfg.worker = w
   cfg.poison = self.poison and self.poison(w + 1) or nil
+  -- (the UDP key made at the worker's first CONFIG of this session: a worker that says HELLO
+  -- again while the PS is slow keeps sending with it)
+  if self.udp and not self.udp_config[w + 1] then self.udp_config[w + 1] = self.udp:config(w) end
+  cfg.udp = self.udp_config[w + 1]
   cfg.session = string.format("%x", self.session_id) -- as text: JSON numbers lose digits
   -- the worker's streams as hexadecimal text (JSON holds no bytes); the step it starts at
   cfg.streams, cfg.step = K.hex(self.streams[w + 1]), self.next_step
+  cfg.attack = attack
   local text = cjson.encode(cfg)
   self.net:send({ peer }, N.CONFIG, w, -1, 0, text)
+end
+
+-- The attack of worker w (from 0) when it may attack over the wire (agt.session.collusion says
+-- what each field means), else nil.
+function Remote:_attack_config(w)
+  local wire = self.wire
+  if not wire then return nil end
+  local partners, mine = {}, false
+  for k, i in ipairs(wire.rows) do
+    partners[k] = i - 1
+    if i - 1 == w then mine = true end
+  end
+  if not mine then return nil end
+  local a = {}
+  for k, v in pairs(wire.config) do a[k] = v end
+  a.partners, a.coordinator, a.step_timeout = partners, partners[1], self.step_timeout
+  a.protocol = Collusion.PROTOCOL
+  if self.cluster.curve then
+    a.keys = {}
+    for k, i in ipairs(wire.rows) do a.keys[k] = self.cluster.curve.keys[i] end
+  end
+  return a
+end
+
+-- Sends θ of step to the peers (rows[j] is peers[j]'s row): aux 1 to the rows that attack over
+-- the wire at this step, 0 to the others. Returns what net:send returns, in the peers' order.
+function Remote:_send_theta(peers, rows, theta, step)
+  local bytes = self.d * 4
+  if not self.wire then return self.net:send(peers, N.THETA, 0, step, 0, theta.ptr, bytes) end
+  local byz = {}
+  for _, i in ipairs(self.byzantine:rows(step)) do byz[i] = true end
+  local groups = { [0] = { peers = {}, at = {} }, [1] = { peers = {}, at = {} } }
+  for j, i in ipairs(rows) do
+    local g = groups[byz[i] and 1 or 0]
+    g.peers[#g.peers + 1], g.at[#g.at + 1] = peers[j], j
+  end
+  local sent = {}
+  for aux = 0, 1 do
+    local g = groups[aux]
+    if #g.peers > 0 then
+      local s = self.net:send(g.peers, N.THETA, 0, step, aux, theta.ptr, bytes)
+      for k, j in ipairs(g.at) do sent[j] = s[k] end
+    end
+  end
+  return sent
 end
 
 -- With CURVE a worker's identity is its key: a message claiming another worker's index is
@@ -155,7 +252,7 @@ function Remote:_control(msg, step)
       self.warn(string.format("a HELLO from worker index %d, not in the cluster (0..%d): ignored", w, self.n - 1))
       return
     end
-    self:_configure(msg.peer, w)
+    self:_configure(msg.peer, w, msg.aux)
   elseif msg.type == N.READY then
     local i = w + 1
     if w >= self.n then
@@ -193,7 +290,7 @@ function Remote:_connect(timeout)
   while count_ready(self) < self.n do
     local left = t_end - clock.mono()
     if left <= 0 then break end
-    local msg, what = self.net:recv(math.min(left, 0.5) * 1000)
+    local msg, what, why, peer = self.net:recv(math.min(left, 0.5) * 1000)
     if msg then self:_control(msg)
     elseif what == "rejected" then self:_rejected(why, peer, -1) end
   end
@@ -296,7 +393,10 @@ function Remote:fill(theta, G, step, ctx)
   -- got[i]: true (row taken), false (waited for), "bad" (a wrong-size row), "full" (stalled),
   -- "gone" (disconnected), nil (not connected).
   local got, pending, have = {}, 0, 0
-  local sent = self.net:send(peers, N.THETA, 0, step, 0, theta.ptr, bytes)
+  local udp = self.udp
+  if udp then udp:open(step, G) end
+  local function row_bytes(i) return udp and i <= udp.k and 0 or bytes end -- a UDP row's GRAD: its loss
+  local sent = self:_send_theta(peers, rows, theta, step)
   for j, i in ipairs(rows) do
     if sent[j] == true then
       got[i], pending = false, pending + 1
@@ -320,7 +420,7 @@ function Remote:fill(theta, G, step, ctx)
         -- A worker that joins (or comes back on a new connection) mid-step gets this step's θ.
         local r = self:_control(msg, step)
         if r and got[r] ~= true and got[r] ~= "bad" then
-          if self.net:send({ self.peer_of[r] }, N.THETA, 0, step, 0, theta.ptr, bytes)[1] == true then
+          if self:_send_theta({ self.peer_of[r] }, { r }, theta, step)[1] == true then
             if got[r] ~= false then pending = pending + 1 end
             got[r] = false
           end
@@ -332,11 +432,11 @@ function Remote:fill(theta, G, step, ctx)
           self:_fault(i, "malformed", step, "a second row in one step")
         else
           if got[i] == false then pending = pending - 1 end
-          if msg.len ~= bytes then
+          if msg.len ~= row_bytes(i) then
             got[i] = "bad"
-            self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, bytes))
+            self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, row_bytes(i)))
           else
-            ffi.copy(gp + (i - 1) * d, msg.data, bytes)
+            ffi.copy(gp + (i - 1) * d, msg.data, msg.len)
             losses[i], got[i], have = msg.aux, true, have + 1
             local ps = self.pending_streams[i]
             if ps and ps.step == step and ps.peer == msg.peer then self.streams[i] = ps.state end
@@ -349,6 +449,7 @@ function Remote:fill(theta, G, step, ctx)
     end
   end
   local enough = have >= self.wait_for -- --wait-for K: the rows still out are not waited for
+  if udp then udp:finish(got, t_end) end -- after it, nothing more is written into G
   local faulty = {}
   for i = 1, n do
     if got[i] == true then
@@ -377,6 +478,11 @@ function Remote:fill(theta, G, step, ctx)
 end
 
 function Remote:faults() return self.fault end
+
+function Remote:counters()
+  if not self.udp then return {} end
+  return self.udp:counters(function(i) return self:name(i) end)
+end
 
 -- Each worker's streams as the PS last took them ("worker.<i>", the local source's entries and
 -- format: a checkpoint of a distributed run resumes locally too, and the other way round), and
@@ -426,6 +532,10 @@ function Remote:close()
                             self.other_session > 0 and string.format("; %d frame(s) of another session dropped "
                               .. "(sent before a restart of the PS, or by a stranger)", self.other_session) or "",
                             refused > 0 and string.format("; %d connection(s) refused (the PS holds at most %d)", refused, self.max_conns) or ""))
+  end
+  if self.udp then
+    self.warn(self.udp:report(function(i) return self:name(i) end))
+    self.udp:close()
   end
   self.net:close()
   self.net = nil
