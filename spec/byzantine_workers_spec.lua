@@ -48,6 +48,14 @@ local function stop(pids)
   for _, pid in pairs(pids) do os.execute(string.format("kill -9 %d 2>/dev/null", pid)) end
 end
 
+-- Waits (up to 20 s) until process pid has exited (a zombie has).
+local function gone(pid)
+  for _ = 1, 400 do
+    if os.execute(string.format("s=$(ps -o stat= -p %d) && [ \"${s#Z}\" = \"$s\" ]", pid)) ~= 0 then return end
+    os.execute("sleep 0.05")
+  end
+end
+
 local function logs(dir, n)
   local t = {}
   for i = 0, n - 1 do t[#t + 1] = string.format("--- w%d:\n%s", i, H.read(string.format("%s/w%d.log", dir, i)) or "") end
@@ -182,8 +190,11 @@ end)
 describe("the flags of attacks over the wire", function()
   local FL = require("agt.cli.run.flags")
   local c = [[{"ps": ["127.0.0.1:1"], "workers": ["a:1", "b:2"]}]]
+  -- (the PS waits for its workers at the first step)
   local function refused(extra, pattern)
-    local ok, err = pcall(S.new, opts(extra))
+    local s
+    local ok, err = pcall(function() s = S.new(opts(extra)); s:step() end)
+    if s then s:close() end
     assert.is_false(ok)
     assert.truthy(tostring(err):find(pattern), tostring(err))
   end
@@ -216,9 +227,13 @@ local m = h:recv(8000)
 io.stderr:write(m and ("got " .. N.TYPE_NAMES[m.type]) or "nothing", "\n")
 ]], port))
     local pid = spawn(string.format("exec '%s' '%s/old.lua'", AGT, dir), dir .. "/old.log")
-    local ok, err = pcall(S.new, opts({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 1,
-                                        nb_real_byz_workers = 1, attack = "lie", server = path, connect_timeout = 2,
-                                        stderr_to = dir .. "/ps.err" }))
+    local s
+    local ok, err = pcall(function()
+      s = S.new(opts({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 1, nb_real_byz_workers = 1,
+                       attack = "lie", server = path, connect_timeout = 2, stderr_to = dir .. "/ps.err" }))
+      s:step() -- (the PS waits for its workers at the first step)
+    end)
+    if s then s:close() end
     os.execute("sleep 0.5")
     stop({ pid })
     local text = (H.read(dir .. "/ps.err") or "") .. (H.read(dir .. "/old.log") or "")
@@ -324,6 +339,59 @@ describe("Byzantine worker processes (attacks over the wire)", function()
     for _ = 1, 3 do loc:step() end
     assert.equal(thetas[1], ffi.string(loc.theta.ptr, loc.d * 4))
     loc:close()
+  end)
+
+  it("a PS killed (kill -9) and restarted: the Byzantine workers send their streams too, θ is the local run's", function()
+    local dir = H.tmpdir()
+    local path = cluster(dir, free_port(7), 5)
+    local pids = start_workers(dir, path, 5)
+    local function ps_cmd(steps)
+      return string.format("'%s' run --server '%s' --auth none --experiment fashion-mnist "
+        .. "--experiment-args eval-size:500 --aggregator average --nb-workers 5 --nb-decl-byz-workers 2 "
+        .. "--nb-real-byz-workers 2 --attack reverse --attack-args of:own factor:3 --seed 5 --max-step %d "
+        .. "--step-timeout 60 --connect-timeout 60 --checkpoint-dir '%s/ck' --checkpoint-delta 4 "
+        .. "--checkpoint-period -1 --evaluation-period -1 --progress none", AGT, path, steps, dir)
+    end
+    local ok, err = pcall(function()
+      local ps = spawn("exec " .. ps_cmd(100000), dir .. "/ps1.log")
+      -- An honest worker stopped past the second checkpoint: the PS waits on a step whose θ the
+      -- Byzantine workers (workers:3 and 4) have taken, so their streams are past the
+      -- checkpoint's; the PS is killed there.
+      local t_end = os.time() + 90
+      while os.time() < t_end and not H.read(dir .. "/ck/model-8.ckpt") do os.execute("sleep 0.05") end
+      os.execute("kill -STOP " .. pids[1])
+      assert.truthy(H.read(dir .. "/ck/model-8.ckpt"), H.read(dir .. "/ps1.log"))
+      os.execute("sleep 0.5")
+      os.execute("kill -9 " .. ps)
+      os.execute("kill -CONT " .. pids[1])
+      gone(ps) -- (its lock on the checkpoint directory with it)
+      local rc, pout, perr = H.run(ps_cmd(6))
+      assert.equal(0, rc, perr)
+      local restored = tonumber(pout:match("Restored step (%d+)"))
+      assert.truthy(restored and restored >= 8, pout .. perr)
+      os.execute("sleep 0.3")
+      for i = 3, 4 do
+        local log = H.read(string.format("%s/w%d.log", dir, i)) or ""
+        assert.truthy(log:find("the PS is back with a new session", 1, true), log)
+        local _, k = log:gsub("may attack %(reverse%)", "")
+        assert.equal(2, k, log) -- the attack made again for the new session
+      end
+      local map = Checkpoint.restore(dir .. "/ck")
+      assert.equal(tostring(restored + 6), map.step)
+      local loc = S.new(opts({ aggregator = "average", nb_workers = 5, nb_decl_byz_workers = 2, nb_real_byz_workers = 2,
+                               attack = "reverse", attack_args = { "of:own", "factor:3" } }))
+      for _ = 1, restored + 6 do loc:step() end
+      -- The Byzantine workers' streams are the local run's: they sent them before their rows.
+      local st = loc:state()
+      for i = 1, 5 do assert.equal(st["worker." .. i], map["worker." .. i]) end
+      assert.equal(Checkpoint.hex(Checkpoint.sha256(ffi.string(loc.theta.ptr, loc.d * 4))),
+                   Checkpoint.hex(Checkpoint.sha256(map.theta)))
+      loc:close()
+    end)
+    local text = logs(dir, 5) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "")
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
   end)
 
   it("trains a user's experiment and attack present only at the PS; selection:random twice gives the same θ", function()

@@ -23,12 +23,18 @@ local RUN = "--experiment fashion-mnist --experiment-args eval-size:500 --aggreg
   .. "--nb-decl-byz-workers 1 --seed 5 --step-timeout 30 --checkpoint-period -1 --evaluation-period -1 --quiet"
 
 describe("agt run --MPI", function()
-  it("mpirun -np 5 gives the local run's θ bit for bit (4 workers, f = 1, no faulty row)", function()
+  it("mpirun -np 5 gives the local run's θ bit for bit (4 workers, f = 1, no faulty row), and again resumed from its checkpoint", function()
     need_mpi()
     local dir = H.tmpdir()
-    local rc, _, err = H.run(string.format("timeout 300 %s -np 5 %s run --MPI %s --max-step 8 --checkpoint-dir '%s/ck'",
-                                           MPIRUN, AGT, RUN, dir))
+    local function mpirun(steps)
+      return H.run(string.format("timeout 300 %s -np 5 %s run --MPI %s --max-step %d --checkpoint-dir '%s/ck'",
+                                 MPIRUN, AGT, RUN, steps, dir))
+    end
+    local rc, _, err = mpirun(8)
     local map = K.restore(dir .. "/ck")
+    -- A second job on the same checkpoint directory: 4 more steps, the workers' streams from it.
+    local rc2, _, err2 = mpirun(4)
+    local map2 = K.restore(dir .. "/ck")
     os.execute("rm -rf '" .. dir .. "'")
     assert.equal(0, rc, err)
     assert.falsy(err:find("faulty", 1, true), err)
@@ -39,6 +45,18 @@ describe("agt run --MPI", function()
     for _ = 1, 8 do loc:step() end
     assert.equal("8", map.step)
     assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), map.theta)
+    -- The PS's checkpoint holds each worker rank's streams (its STATE messages): the local workers'.
+    local st = loc:state()
+    for i = 1, 4 do assert.equal(st["worker." .. i], map["worker." .. i]) end
+    -- resumed: step 12 is the local run's 12th
+    assert.equal(0, rc2, err2)
+    assert.falsy(err2:find("faulty", 1, true), err2)
+    for i = 0, 3 do
+      assert.truthy(err2:find(string.format("%%[workers:%d%%] ready: fashion%%-mnist, d = %%d+, session %%x+, from step 8", i)), err2)
+    end
+    for _ = 1, 4 do loc:step() end
+    assert.equal("12", map2.step)
+    assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), map2.theta)
     loc:close()
   end)
 
@@ -52,7 +70,7 @@ describe("agt run --MPI", function()
     local map = K.restore(dir .. "/ck")
     os.execute("rm -rf '" .. dir .. "'")
     assert.equal(0, rc, err)
-    assert.truthy(err:find("%[workers:3%] ready: fashion%-mnist, d = 79510, session %x+; may attack %(reverse%)"), err)
+    assert.truthy(err:find("%[workers:3%] ready: fashion%-mnist, d = 79510, session %x+, from step 0; may attack %(reverse%)"), err)
     local loc = S.new({ experiment = "fashion-mnist", experiment_args = { "eval-size:500" }, seed = 5, quiet = true,
                         evaluation_file = "-", summary_dir = "-", checkpoint_period = -1, evaluation_period = -1,
                         aggregator = "average", nb_workers = 4, nb_decl_byz_workers = 1, nb_real_byz_workers = 1,
@@ -87,6 +105,11 @@ describe("agt run --MPI", function()
     rc, _, err = H.agt_run("run --MPI --server x --auth none " .. RUN)
     assert.equal(2, rc)
     assert.truthy(err:find("--MPI: and --server are two ways of running distributed: give one", 1, true), err)
+    -- --wait-for is the PS's (Remote:fill), taken with --MPI as with --server
+    local FL = require("agt.cli.run.flags")
+    local o = FL.check(FL.parse_args({ "--MPI", "--experiment", "fashion-mnist", "--aggregator", "median",
+                                       "--nb-workers", "4", "--nb-decl-byz-workers", "1", "--wait-for", "3" }))
+    assert.equal(3, o.wait_for)
     rc, _, err = H.run(string.format("timeout 120 %s -np 2 %s run --MPI --frobnicate", MPIRUN, AGT))
     assert.is_not.equal(0, rc)
     local _, count = err:gsub("unknown flag %-%-frobnicate", "")
@@ -100,7 +123,7 @@ describe("agt run --MPI", function()
     assert.equal(0, rc, out .. err)
     assert.falsy(out:find("FAIL", 1, true), out)
     local _, oks = out:gsub("ok: ", "")
-    assert.equal(19, oks, out)
+    assert.equal(21, oks, out)
   end)
 
   it("a rogue worker rank's wrong-size rows, garbage and rows for another worker are counted; the run completes", function()

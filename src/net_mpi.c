@@ -283,7 +283,7 @@ agt_status agt_mpi_send(agt_mpi *t, const int64_t *peers, int npeers, int type, 
                         int64_t step, double aux, const void *data, int64_t len, int8_t *sent) {
   if (!t) return AGT_FAIL(AGT_EINVAL, "agt_mpi_send: no transport");
   if (!live()) return AGT_FAIL(AGT_EINVAL, "agt_mpi_send: MPI is not running");
-  if (type < AGT_NET_HELLO || type > AGT_NET_ERROR)
+  if (type < AGT_NET_HELLO || type > AGT_NET_LAST_TYPE)
     return AGT_FAIL(AGT_EINVAL, "agt_mpi_send: unknown message type %d", type);
   if (len < 0 || (len > 0 && !data))
     return AGT_FAIL(AGT_EINVAL, "agt_mpi_send: bad payload (len %lld)", (long long)len);

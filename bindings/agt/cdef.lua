@@ -335,6 +335,7 @@ enum {
   AGT_NET_GRAD = 5,
   AGT_NET_BYE = 6,
   AGT_NET_ERROR = 7,
+  AGT_NET_STATE = 8,
   AGT_NET_SERVER = 1,
   AGT_NET_CLIENT = 2,
   AGT_NET_TIMEOUT = 1,
@@ -360,6 +361,7 @@ agt_status agt_net_curve_keypair(char *pub, char *sec);
 agt_status agt_net_curve_server(agt_net *n, const char *secret, const char *keys, int nkeys);
 agt_status agt_net_curve_client(agt_net *n, const char *server_public, const char *pub, const char *sec);
 int64_t agt_net_denied(const agt_net *n);
+int64_t agt_net_refused(const agt_net *n);
 void agt_net_set_session(agt_net *n, uint64_t session);
 agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
                         int64_t step, double aux, const void *data, int64_t len, int8_t *sent);

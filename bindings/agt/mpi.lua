@@ -7,7 +7,8 @@
 --   MPI.transport(max_payload) -> t          (one receiving at a time per process: all share one
 --                                            tag) t:send(peers, N.THETA, worker, step, aux, ptr, bytes)
 --       (peers: ranks; nil on a worker: to rank 0), t:recv(timeout_ms), t:set_session(id),
---       t:rejected(), t:denied() (0: MPI's launcher admits the ranks), t:close() — as agt.net's
+--       t:rejected(), t:close() — as agt.net's (no denied/refused: MPI's launcher admits the
+--       ranks, and there are no other connections); every message type of agt.net (STATE too)
 --   MPI.workers_error(n, size) -> nil | "--nb-workers: ..."   a run of n workers needs n+1 ranks
 --   MPI.run(fn) -> code      init, code = fn(rank, size), finalize; a Lua error in fn is printed
 --                            and gives 1. Nested calls just call fn (one init and finalize).

@@ -13,7 +13,9 @@
 --   s:recv(timeout_ms) -> msg | nil, "timeout" | nil, "rejected", why, peer
 --     msg: { type, worker, peer, session, step, aux, len, data (const void *, valid until the
 --            next recv) }; msg:text() copies the payload as a string
---   s:set_session(id)  s:rejected()  s:denied()  s:close()
+--   s:set_session(id)  s:rejected()  s:close()
+--   s:denied()   handshakes refused (CURVE: an unknown key)
+--   s:refused()  connections shut down at accept, max_peers being open (the PS holds no more)
 -- A socket owns its handle (ffi.gc; close() releases it at once). Socket failures raise with the
 -- engine's message; Ctrl-C during a wait raises "interrupted". The same methods over another C
 -- API of this shape (agt.mpi: MPI): N.class(api) and N.wrap below.
@@ -23,10 +25,12 @@ local ffi, C = F.ffi, F.C
 local M = {
   HELLO = C.AGT_NET_HELLO, CONFIG = C.AGT_NET_CONFIG, READY = C.AGT_NET_READY,
   THETA = C.AGT_NET_THETA, GRAD = C.AGT_NET_GRAD, BYE = C.AGT_NET_BYE, ERROR = C.AGT_NET_ERROR,
+  STATE = C.AGT_NET_STATE,
   HEADER = C.AGT_NET_HEADER,
 }
 M.TYPE_NAMES = { [M.HELLO] = "HELLO", [M.CONFIG] = "CONFIG", [M.READY] = "READY",
-                 [M.THETA] = "THETA", [M.GRAD] = "GRAD", [M.BYE] = "BYE", [M.ERROR] = "ERROR" }
+                 [M.THETA] = "THETA", [M.GRAD] = "GRAD", [M.BYE] = "BYE", [M.ERROR] = "ERROR",
+                 [M.STATE] = "STATE" }
 
 local handle_p = ffi.typeof("agt_net *[1]")
 local msg_t = ffi.typeof("agt_net_msg")
@@ -39,7 +43,8 @@ Msg.__index = Msg
 function Msg:text() return ffi.string(self.data, self.len) end
 
 -- The methods of a transport object over a C API of agt_net's shape: api = { send =, recv =,
--- set_session =, rejected =, close = [, denied =] }, functions taking the handle first.
+-- set_session =, rejected =, close = [, denied =, refused =] }, functions taking the handle
+-- first. denied and refused are methods only where the API has them (callers test for them).
 function M.class(api)
   local Net = {}
   Net.__index = Net
@@ -51,9 +56,16 @@ function M.class(api)
     end
   end
 
-  function Net:set_session(id) api.set_session(self.h, id) end
-  function Net:rejected() return tonumber(api.rejected(self.h)) end
-  function Net:denied() return api.denied and tonumber(api.denied(self.h)) or 0 end
+  -- The handle of an open socket (a closed one raises: its handle is gone).
+  local function handle(self)
+    if not self.h then error("agt.net: the socket is closed", 3) end
+    return self.h
+  end
+
+  function Net:set_session(id) api.set_session(handle(self), id) end
+  function Net:rejected() return tonumber(api.rejected(handle(self))) end
+  if api.denied then function Net:denied() return tonumber(api.denied(handle(self))) end end
+  if api.refused then function Net:refused() return tonumber(api.refused(handle(self))) end end
 
   -- peers: a Lua array of peer ids (PS), or nil (worker). data: a pointer or a string (or nil).
   function Net:send(peers, kind, worker, step, aux, data, len)
@@ -67,7 +79,7 @@ function M.class(api)
     else
       sent = ffi.new("int8_t[1]")
     end
-    local st = api.send(self.h, arr, np, kind, worker or 0, step or -1, aux or 0, data, len, sent)
+    local st = api.send(handle(self), arr, np, kind, worker or 0, step or -1, aux or 0, data, len, sent)
     if st ~= 0 then error(strip(F.errmsg()), 2) end
     local function word(x) if x == 1 then return true elseif x == -1 then return "full" end return false end
     if not peers then return word(sent[0]) end
@@ -78,7 +90,7 @@ function M.class(api)
 
   function Net:recv(timeout_ms)
     local m = self.m
-    local st = api.recv(self.h, math.max(0, math.floor(timeout_ms)), m)
+    local st = api.recv(handle(self), math.max(0, math.floor(timeout_ms)), m)
     if st == C.AGT_NET_TIMEOUT then return nil, "timeout" end
     if st == C.AGT_NET_REJECTED then return nil, "rejected", strip(F.errmsg()), tonumber(m.peer) end
     if st ~= 0 then error(strip(F.errmsg()), 2) end
@@ -94,7 +106,8 @@ end
 function M.wrap(Net, h, close) return setmetatable({ h = ffi.gc(h, close), m = msg_t() }, Net) end
 
 local Net = M.class({ send = C.agt_net_send, recv = C.agt_net_recv, set_session = C.agt_net_set_session,
-                      rejected = C.agt_net_rejected, denied = C.agt_net_denied, close = C.agt_net_close })
+                      rejected = C.agt_net_rejected, denied = C.agt_net_denied, refused = C.agt_net_refused,
+                      close = C.agt_net_close })
 
 local function open(role, max_payload, max_peers)
   local h = handle_p()

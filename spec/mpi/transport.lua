@@ -41,14 +41,19 @@ local function ps(t)
         "THETA sent to ranks 1 and 2; not to itself nor to a rank that does not exist",
         table.concat({ tostring(sent[1]), tostring(sent[2]), tostring(sent[3]), tostring(sent[4]) }, ","))
   -- 1 row from rank 1, then rank 2's 4 rejected messages and 1 row claiming worker 0
-  local rows, rej, t_end = {}, {}, clock.mono() + 20
-  while (#rows < 2 or #rej < 4) and clock.mono() < t_end do
+  local rows, rej, states, t_end = {}, {}, {}, clock.mono() + 20
+  while (#rows < 2 or #rej < 4 or #states < 1) and clock.mono() < t_end do
     local msg, w, why, peer = t:recv(1000)
-    if msg then
+    if msg and msg.type == N.STATE then
+      states[#states + 1] = { peer = msg.peer, step = msg.step, text = msg:text(), before = #rows }
+    elseif msg then
       rows[#rows + 1] = { peer = msg.peer, auth = msg.auth, worker = msg.worker, step = msg.step, aux = msg.aux,
                           len = msg.len, ok = msg.len == 4000 and ffi.cast("const float *", msg.data)[999] == 999 + msg.peer }
     elseif w == "rejected" then rej[#rej + 1] = { why = why, peer = peer } end
   end
+  local st = states[1] or {}
+  check(#states == 1 and st.peer == 1 and st.step == 1 and st.text == "streams of rank 1",
+        "rank 1's STATE: its streams at step 1 (message type 8, as over ZeroMQ)", st.text)
   table.sort(rows, function(a, b) return a.peer < b.peer end)
   local r1, r2 = rows[1] or {}, rows[2] or {}
   check(r1.peer == 1 and r1.auth == 0 and r1.worker == 0 and r1.step == 1 and r1.ok,
@@ -83,6 +88,7 @@ local function honest(t)
     local m, w = t:recv(1000)
     if m and m.type == N.THETA then theta = m.step elseif w == "rejected" then rej = rej + 1 end
   end
+  t:send(nil, N.STATE, 0, theta or -1, 0, "streams of rank 1") -- before its row, as agt worker does
   t:send(nil, N.GRAD, 0, theta or -1, rej, pattern(1000, 1), 4000)
   os.execute("sleep 3") -- not receiving: the PS's sends pile up
   local last
@@ -117,5 +123,9 @@ os.exit(MPI.run(function(rank, size)
   t:set_session(SESSION)
   if rank == 0 then ps(t) elseif rank == 1 then honest(t) else rogue(t) end
   t:close()
+  if rank == 0 then
+    local ok, err = pcall(t.recv, t, 0)
+    check(not ok and tostring(err):find("the socket is closed", 1, true), "a closed transport raises", err)
+  end
   return failed == 0 and 0 or 1
 end))

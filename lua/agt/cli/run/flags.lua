@@ -58,6 +58,7 @@ M.flags = {
   { "ps-job-name", "string", "ps", "Job name of the parameter server in the cluster" },
   { "wk-job-name", "string", "workers", "Job name of the workers in the cluster" },
   { "step-timeout", "number", 10, "Distributed run: seconds the PS waits for the rows of a step; a row missing then is faulty for that step (counts against f)" },
+  { "wait-for", "integer", nil, "Distributed run: aggregate as soon as the first K rows of a step are in (Garfield's n-f mode; K from n-f to n, default n): the others are faulty for that step, the rule runs on K rows with f-(n-K)" },
   { "connect-timeout", "number", 60, "Distributed run: seconds the PS waits at start for the workers to connect and load their data" },
   { "auth", "string", "curve", "Distributed run: how workers are authenticated: curve (CURVE keys from --keys; traffic encrypted) or none (a trusted network only)", choices = { "curve", "none" } },
   { "attack-at-ps", "boolean", false, "Distributed run: the PS applies the attack to the rows of the workers marked Byzantine, with every worker's honest gradient (the omniscient attacker, for worst-case experiments); by default the Byzantine worker processes attack over the wire, colluding through what they can know (docs/distributed.md)" },
@@ -222,6 +223,15 @@ function M.check(opts)
     end
     if o.local_steps > 1 then
       flagerr(M.by_name["local-steps"], "K=%d is not available with --%s yet (the worker processes take one gradient per step); use a local run", o.local_steps, o.MPI and "MPI" or "server")
+    end
+  end
+  if o.wait_for ~= nil then
+    if not o.server and not o.MPI then
+      flagerr(M.by_name["wait-for"], "only with --server or --MPI (a local run computes every row, none is waited for)")
+    end
+    if o.wait_for < n - f or o.wait_for > n then
+      flagerr(M.by_name["wait-for"], "K=%d must be from n-f to n (%d to %d with n=%d f=%d): the rows not waited for are faulty for the step, at most f of them",
+              o.wait_for, n - f, n, n, f)
     end
   end
   if o.UDP ~= 0 and not o.server then flagerr(M.by_name["UDP"], "needs --server (rows go over UDP only between processes)") end
