@@ -239,7 +239,7 @@ local function run(o)
   -- a new one that the PS does not know until it hears from it; it then sends the step's θ.
   -- It also says HELLO again: a CONFIG of another session is a PS restarted from its
   -- checkpoint, and the worker joins it with the streams it sends (its own are then ahead).
-  -- Over MPI neither is needed nor done beyond READY (no HELLO handle: see 1.).
+  -- Over MPI only READY is said again (no HELLO handle, see 1.: no PS comes back within a job).
   local steps = 0
   -- The next THETA or BYE; or { config = the run } when the PS is another session; or nil.
   local function next_theta()
