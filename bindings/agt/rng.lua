@@ -30,9 +30,9 @@ function R.new(seed, stream)
   return setmetatable({ s = s }, Rng)
 end
 
-function Rng:uniform(t, lo, hi) C.agt_rng_uniform(self.s, t.ptr, t.n, lo or 0, hi or 1); return t end
-function Rng:normal(t, mean, std) C.agt_rng_normal(self.s, t.ptr, t.n, mean or 0, std or 1); return t end
-function Rng:truncnormal(t, mean, std) C.agt_rng_truncnormal(self.s, t.ptr, t.n, mean or 0, std or 1); return t end
+function Rng:uniform(t, lo, hi) C.agt_rng_uniform(self.s, t.raw, t.n, lo or 0, hi or 1); return t end
+function Rng:normal(t, mean, std) C.agt_rng_normal(self.s, t.raw, t.n, mean or 0, std or 1); return t end
+function Rng:truncnormal(t, mean, std) C.agt_rng_truncnormal(self.s, t.raw, t.n, mean or 0, std or 1); return t end
 function Rng:double() return C.agt_rng_double(self.s) end
 function Rng:normal1() return C.agt_rng_normal1(self.s) end
 function Rng:gamma(shape) return C.agt_rng_gamma(self.s, shape) end
@@ -45,13 +45,13 @@ end
 
 function Rng:permutation(n)
   local t = require("agt.tensor").new({ n }, "i64")
-  C.agt_rng_permutation(self.s, t.ptr, n)
+  C.agt_rng_permutation(self.s, t.raw, n)
   return t
 end
 
 function Rng:shuffle(t)
   if t.dtype ~= "i64" then error("shuffle needs an i64 tensor, got " .. t.dtype, 2) end
-  C.agt_rng_shuffle_i64(self.s, t.ptr, t.n)
+  C.agt_rng_shuffle_i64(self.s, t.raw, t.n)
   return t
 end
 

@@ -3,7 +3,8 @@
 -- Each Lua tensor owns exactly one engine reference, attached with ffi.gc at construction;
 -- :free() detaches the finalizer and releases it at once. The data pointer is cached
 -- (contiguous views never move). Indexing is 1-based over the flattened elements; :row(i)
--- gives a view of row i. t.data is the untyped host pointer, t.ptr the typed one.
+-- gives a view of row i. t.data is the untyped host pointer, t.ptr the typed one (0-based and
+-- unchecked, unless AGT_DEBUG=1: see "Debug mode" below), t.raw the typed one never checked.
 --
 -- Devices: T.new(shape, dtype, "cuda") allocates on the GPU; t.device is "cpu" or "cuda:k";
 -- t:to("cuda") / t:to("cpu") are explicit copies (nothing moves implicitly), t:copy(src) copies
@@ -136,6 +137,16 @@ function T.wrap(ptr, shape, dtype, device)
   if not dt then error("unknown dtype '" .. tostring(dtype) .. "' (expected f32, i32, u8 or i64)", 2) end
   local be = B.get(device or "cpu", 2)
   local s, nd = shape_of(shape)
+  local room
+  ptr, room = T.unchecked(ptr, "T.wrap", 2)
+  if room then
+    local n = 1
+    for i = 0, nd - 1 do n = n * tonumber(s[i]) end
+    if n > room then
+      error(string.format("T.wrap: a shape of %d values over a pointer that reaches %d (AGT_DEBUG checks)",
+                          n, room), 2)
+    end
+  end
   local out = handle_out()
   check(C.agt_tensor_wrap(be.device, ffi.cast("void *", ptr), dt, nd, s, out), 2)
   return wrap(out[0])
@@ -158,16 +169,143 @@ function T.from_table(tbl, shape, dtype)
   end
   local t = T.new(shape, dtype)
   if t.n ~= #flat then error(string.format("table has %d values, shape wants %d", #flat, t.n), 2) end
-  local p = t.ptr
+  local p = t.raw
   for i = 1, #flat do p[i - 1] = flat[i] end
   return t
 end
 
+-- Debug mode (AGT_DEBUG=1 in the environment, read once at load): t.ptr and an attack's
+-- self:row(c, i) give a checked pointer instead of a raw one. It is a Lua table, not a cdata,
+-- so that nothing converts it to an address silently (an FFI struct would pass its own
+-- address to a void * or float * argument): p[k] reads and writes check that k is an integer
+-- inside the tensor (or the row), p + k / p - k move it (checked when used, as in C), p - q
+-- is an element count, == and < compare addresses. Code that hands a pointer to C uses the
+-- raw one: t.raw or t:pointer() (the engine does), or T.unchecked(p) of a checked one; the
+-- documented functions that take pointers (an attack's self:write, a rule's self:kernel,
+-- T.wrap) accept both. Unset, t.ptr is t.raw itself and none of this runs.
+local DEBUG = (os.getenv("AGT_DEBUG") or "") ~= "" and os.getenv("AGT_DEBUG") ~= "0"
+T.debug = DEBUG
+
+local Checked = {}
+
+-- A checked pointer at element `at` of a window of `len` elements starting at `base` (a raw
+-- typed pointer); in messages, what names the pointer ("t.ptr", "self:row(c, 3)") and of
+-- the window ("a tensor", "row 3 of c.G").
+local function checked(base, len, at, what, dtype, of)
+  return setmetatable({ base = base, len = len, at = at, what = what, dtype = dtype, of = of }, Checked)
+end
+
+local function is_checked(x) return getmetatable(x) == Checked end
+T.is_checked = is_checked
+
+-- The element index of p[k] in p's window, or an error at the caller's line naming k and the
+-- window's size (level 3: the line indexing p).
+local function checked_index(p, k)
+  local what = p.at == 0 and p.what or string.format("(%s %s %d)", p.what, p.at < 0 and "-" or "+",
+                                                     math.abs(p.at))
+  if type(k) == "cdata" then k = tonumber(k) end
+  if type(k) ~= "number" then
+    error(string.format("%s[%s]: a pointer is indexed by a number, got %s (AGT_DEBUG checks)",
+                        what, tostring(k), type(k)), 3)
+  end
+  if k ~= k or k ~= math.floor(k) or k == math.huge or k == -math.huge then
+    error(string.format("%s[%s]: the index is not an integer (AGT_DEBUG checks)", what, tostring(k)), 3)
+  end
+  local i = p.at + k
+  if i < 0 or i >= p.len then
+    error(string.format("%s[%d]: %sout of range of %s of %d %s values (valid indices%s %d..%d; "
+                        .. "AGT_DEBUG checks)", what, k, p.at == 0 and "index " or
+                        string.format("element %d, ", i), p.of, p.len, p.dtype,
+                        p.at == 0 and "" or " here", -p.at, p.len - p.at - 1), 3)
+  end
+  return i
+end
+
+function Checked.__index(p, k)
+  local v = p.base[checked_index(p, k)]
+  return v
+end
+
+function Checked.__newindex(p, k, v)
+  local i = checked_index(p, k)
+  if type(v) ~= "number" and type(v) ~= "cdata" and type(v) ~= "boolean" then
+    error(string.format("%s[%s] = %s: a value must be a number (AGT_DEBUG checks)", p.what,
+                        tostring(k), type(v)), 2)
+  end
+  p.base[i] = v
+end
+
+local function moved(p, k, sign)
+  if type(k) == "cdata" then k = tonumber(k) end
+  if type(k) ~= "number" or k ~= math.floor(k) then
+    error(string.format("%s %s %s: a pointer moves by an integer (AGT_DEBUG checks)", p.what,
+                        sign > 0 and "+" or "-", tostring(k)), 3)
+  end
+  return checked(p.base, p.len, p.at + sign * k, p.what, p.dtype, p.of)
+end
+
+function Checked.__add(a, b)
+  if is_checked(a) then return moved(a, b, 1) end
+  return moved(b, a, 1)
+end
+
+function Checked.__sub(a, b)
+  if is_checked(b) then
+    if not is_checked(a) or a.base ~= b.base then
+      error("p - q: both must point into one tensor (AGT_DEBUG checks)", 2)
+    end
+    return a.at - b.at
+  end
+  return moved(a, b, -1)
+end
+
+-- The raw address of a checked pointer (for ==, < and C).
+local function address(p) return p.base + p.at end
+
+function Checked.__eq(a, b) return address(a) == address(b) end
+function Checked.__lt(a, b) return address(a) < address(b) end
+function Checked.__le(a, b) return address(a) <= address(b) end
+function Checked.__tostring(p)
+  return string.format("checked pointer (AGT_DEBUG) %s + %d into %s of %d %s values", p.what,
+                       p.at, p.of, p.len, p.dtype)
+end
+
+-- The raw pointer of x (a checked pointer or already raw) and, for a checked one, how many
+-- elements it may reach from where it points (nil for a raw pointer: unknown). A checked
+-- pointer outside its window is an error naming what (level as for error()).
+function T.unchecked(x, what, level)
+  if not is_checked(x) then return x, nil end
+  if x.at < 0 or x.at > x.len then
+    error(string.format("%s: the pointer is %d elements %s %s of %d values (AGT_DEBUG checks)",
+                        what or "pointer", x.at < 0 and -x.at or x.at - x.len,
+                        x.at < 0 and "before" or "past the end of", x.of, x.len), (level or 1) + 1)
+  end
+  return address(x), x.len - x.at
+end
+
+-- A checked pointer over n elements at the raw pointer p (DEBUG), or p itself; what and of
+-- as above.
+function T.checked(p, n, what, of, dtype)
+  if not DEBUG then return p end
+  return checked(p, n, 0, what, dtype or "f32", of)
+end
+
+-- The typed host pointer of a getter named what (errors at the line reading t.<what>).
+local function host_pointer(self, what)
+  need_host(self, what, 4)
+  need_live(self, what, 4)
+  return ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)
+end
+
 local getters = {
+  -- the typed host pointer, never checked: what engine code passes to C
+  raw = function(self)
+    local p = host_pointer(self, "t.raw")
+    return p
+  end,
   ptr = function(self)
-    need_host(self, "t.ptr", 3)
-    need_live(self, "t.ptr", 3)
-    return ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)
+    local p = host_pointer(self, "t.ptr")
+    return p
   end,
   data = function(self)
     need_host(self, "t.data", 3)
@@ -183,6 +321,12 @@ local getters = {
     return s
   end,
 }
+if DEBUG then
+  getters.ptr = function(self)
+    local p = host_pointer(self, "t.ptr")
+    return checked(p, self.n, 0, "t.ptr", dtype_names[self.dt], "a tensor")
+  end
+end
 
 function Tensor.__index(self, k)
   if type(k) == "number" then
@@ -327,7 +471,7 @@ function Tensor:fill(v)
   if self.dtype == "f32" then kernel(self, "fill")(self.addr, self.n, v)
   else
     need_host(self, "fill of a " .. self.dtype .. " tensor")
-    local p = self.ptr
+    local p = self.raw
     for i = 0, self.n - 1 do p[i] = v end
   end
   return self
@@ -353,7 +497,7 @@ end
 function Tensor:totable()
   need_host(self, "totable")
   need_live(self, "totable")
-  local t, p = {}, self.ptr
+  local t, p = {}, self.raw
   for i = 0, self.n - 1 do t[i + 1] = tonumber(p[i]) end
   return t
 end
@@ -361,7 +505,7 @@ end
 function Tensor:sum()
   if self.dtype == "f32" then return kernel(self, "sum")(self.addr, self.n) end
   need_host(self, "sum of a " .. self.dtype .. " tensor")
-  local s, p = 0, self.ptr
+  local s, p = 0, self.raw
   for i = 0, self.n - 1 do s = s + tonumber(p[i]) end
   return s
 end
@@ -444,11 +588,11 @@ function Tensor:__tostring()
   end
   local parts = {}
   local shown = math.min(self.n, 8)
-  for i = 0, shown - 1 do parts[#parts + 1] = string.format("%.6g", tonumber(self.ptr[i])) end
+  for i = 0, shown - 1 do parts[#parts + 1] = string.format("%.6g", tonumber(self.raw[i])) end
   if self.n > shown then parts[#parts + 1] = "..." end
   local s = string.format("agt.tensor(%s, %s, cpu) [%s]", self.dtype, dims, table.concat(parts, ", "))
   if self.dtype == "f32" and self.n > 0 then
-    local bad = tonumber(C.agt_vec_count_nonfinite(self.ptr, self.n))
+    local bad = tonumber(C.agt_vec_count_nonfinite(self.raw, self.n))
     if bad == 0 then
       s = s .. string.format(" min=%.6g max=%.6g mean=%.6g", self:min(), self:max(), self:mean())
     else

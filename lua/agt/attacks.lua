@@ -314,14 +314,29 @@ function Attack:buffer(key, shape)
   return b
 end
 
--- float* to row i (1-based) of c.G; i outside 1..n is an error (the pointer would be outside G).
-function Attack:row(c, i)
+-- float* to row i (1-based) of c.G; i outside 1..n is an error at the line calling the helper
+-- (the pointer would be outside G).
+local function row_pointer(self, c, i)
   local n = c.G:size(1)
   if type(i) ~= "number" or i ~= math.floor(i) or i < 1 or i > n then
     error(string.format("attack %s: self:row(c, i): row %s out of range 1..%d", self.name,
-                        tostring(i), n), 2)
+                        tostring(i), n), 3)
   end
-  return c.G.ptr + (i - 1) * c.d
+  return c.G.raw + (i - 1) * c.d
+end
+
+-- The row for attack files: under AGT_DEBUG=1 a checked pointer over the row's d values (an
+-- index outside 0..d-1 is an error at its line), otherwise the raw float*.
+function Attack:row(c, i)
+  local p = row_pointer(self, c, i)
+  if not T.debug then return p end
+  return T.checked(p, c.d, "self:row(c, " .. i .. ")", "row " .. i .. " of c.G")
+end
+
+-- The raw float* to row i, never checked: for the engine's attacks, which pass it to C.
+function Attack:raw_row(c, i)
+  local p = row_pointer(self, c, i)
+  return p
 end
 
 -- The random stream of this step: the context's, or one derived from (seed, step).
@@ -337,8 +352,8 @@ function Attack:honest_matrix(c)
   local h = #c.honest
   if h == 0 then error("attack " .. self.name .. " needs at least one honest worker, got none", 3) end
   local H = self:buffer("honest", { h, c.d })
-  local dst = H.ptr
-  for k, i in ipairs(c.honest) do C.agt_vec_copy(dst + (k - 1) * c.d, self:row(c, i), c.d) end
+  local dst = H.raw
+  for k, i in ipairs(c.honest) do C.agt_vec_copy(dst + (k - 1) * c.d, self:raw_row(c, i), c.d) end
   c.cache.H = H
   return H
 end
@@ -348,7 +363,7 @@ function Attack:honest_mean(c)
   if c.cache.mean then return c.cache.mean end
   local H = self:honest_matrix(c)
   local m = self:buffer("mean", { c.d })
-  C.agt_rows_mean(H.ptr, #c.honest, c.d, m.ptr)
+  C.agt_rows_mean(H.raw, #c.honest, c.d, m.raw)
   c.cache.mean = m
   return m
 end
@@ -363,7 +378,7 @@ function Attack:honest_std(c, ddof)
     error(string.format("attack %s: std with ddof=%d needs more than %d honest workers", self.name, ddof, ddof), 3)
   end
   local s = self:buffer(key, { c.d })
-  C.agt_rows_std(H.ptr, #c.honest, c.d, self:honest_mean(c).ptr, ddof, s.ptr)
+  C.agt_rows_std(H.raw, #c.honest, c.d, self:honest_mean(c).raw, ddof, s.raw)
   c.cache[key] = s
   return s
 end
@@ -375,14 +390,23 @@ function Attack:honest_sqdist(c)
   local H = self:honest_matrix(c)
   local h = #c.honest
   local D = ffi.new("double[?]", h * h)
-  F.check(C.agt_gar_sqdist(H.ptr, h, c.d, D))
+  F.check(C.agt_gar_sqdist(H.raw, h, c.d, D))
   c.cache.D = D
   return D
 end
 
 -- Copies the d values at ptr (a float* or a tensor) into every Byzantine row of G (or of M).
--- A tensor must hold exactly d values; a raw pointer is trusted (self:row gives checked ones).
+-- A tensor must hold exactly d values; a raw pointer is trusted, a checked one (t.ptr and
+-- self:row under AGT_DEBUG=1) must reach d values.
 function Attack:write(c, v, M)
+  if T.is_checked(v) then
+    local room
+    v, room = T.unchecked(v, string.format("attack %s: self:write(c, v)", self.name), 2)
+    if room < c.d then
+      error(string.format("attack %s: self:write(c, v): v reaches %d values, d = %d are read "
+                          .. "(AGT_DEBUG checks)", self.name, room, c.d), 2)
+    end
+  end
   if T.is_tensor(v) then
     if v.n ~= c.d or v.dtype ~= "f32" then
       error(string.format("attack %s: self:write(c, v): v must be an f32 tensor of d = %d values, "
@@ -395,8 +419,8 @@ function Attack:write(c, v, M)
   if M ~= nil and (not T.is_tensor(M) or M.n ~= c.G.n) then
     error(string.format("attack %s: self:write(c, v, M): M must be a tensor shaped like c.G", self.name), 2)
   end
-  local src = T.is_tensor(v) and v.ptr or v
-  local base = (M or c.G).ptr
+  local src = T.is_tensor(v) and v.raw or v
+  local base = (M or c.G).raw
   for _, i in ipairs(c.byz) do
     local dst = base + (i - 1) * c.d
     if dst ~= src then C.agt_vec_copy(dst, src, c.d) end
@@ -407,7 +431,7 @@ end
 local AVERAGE = {
   name = "average",
   aggregate = function(_, G, out)
-    C.agt_rows_mean(G.ptr, G:size(1), G:size(2), out.ptr)
+    C.agt_rows_mean(G.raw, G:size(1), G:size(2), out.raw)
     return {}
   end,
 }
@@ -421,7 +445,7 @@ function Attack:rule_distance(c, fill)
   local n, d = c.n, c.d
   local S = self:buffer("scratch", { n, d })
   local out = self:buffer("scratch-out", { d })
-  C.agt_vec_copy(S.ptr, c.G.ptr, n * d)
+  C.agt_vec_copy(S.raw, c.G.raw, n * d)
   fill(S)
   local saved = rule.state and rule:state() or nil
   local actx = { step = c.step, rng = c.rng and c.rng:clone() or nil }
@@ -442,7 +466,7 @@ function Attack:rule_distance(c, fill)
     end
   end
   local mu = self:honest_mean(c)
-  local dist = math.sqrt(C.agt_vec_sqdist(out.ptr, mu.ptr, d))
+  local dist = math.sqrt(C.agt_vec_sqdist(out.raw, mu.raw, d))
   if dist ~= dist then dist = math.huge end     -- a NaN output is as far as it gets
   return dist, info or {}, out
 end

@@ -215,7 +215,7 @@ end
 -- Everything that a resumed run needs, as a map of strings.
 function Session:state()
   local map = {
-    theta = ffi.string(self.theta.ptr, self.d * 4),
+    theta = ffi.string(self.theta.raw, self.d * 4),
     step = tostring(self.global_step),
     d = tostring(self.d),
   }
@@ -280,7 +280,7 @@ function Session:set_state(map)
     error(string.format("--checkpoint-dir: the checkpoint holds %s parameters, the experiment has %d",
                         tostring(map.d), self.d), 0)
   end
-  ffi.copy(self.theta.ptr, map.theta, self.d * 4)
+  ffi.copy(self.theta.raw, map.theta, self.d * 4)
   for _, part in ipairs(self:_parts()) do part:set_state(map) end
   self.global_step = tonumber(map.step)
 end
@@ -394,7 +394,7 @@ function Session:_robustness(tel, honest, byz, is_byz, info)
   -- (what worker momentum is meant to shrink; ByzantineMomentum's study reports its root).
   if #honest >= 2 then
     local var = 0
-    for _, i in ipairs(honest) do var = var + F.C.agt_vec_sqdist(self.rows[i].ptr, hm.ptr, self.d) end
+    for _, i in ipairs(honest) do var = var + F.C.agt_vec_sqdist(self.rows[i].raw, hm.raw, self.d) end
     local mn = hm:norm()
     tel.variance_ratio = var / (#honest - 1) / (mn * mn)
   end

@@ -12,8 +12,8 @@ return {
   },
   apply = function(self, c)
     local v = self:buffer("v", { c.d })
-    C.agt_vec_copy(v.ptr, self:honest_mean(c).ptr, c.d)
-    C.agt_vec_scale(v.ptr, c.d, -self.args.epsilon)
+    C.agt_vec_copy(v.raw, self:honest_mean(c).raw, c.d)
+    C.agt_vec_scale(v.raw, c.d, -self.args.epsilon)
     self:write(c, v)
     return { epsilon = self.args.epsilon }
   end,

@@ -17,7 +17,7 @@ return {
   apply = function(self, c)
     local rng = self:rng(c)
     for _, i in ipairs(c.byz) do
-      C.agt_rng_normal(rng.s, self:row(c, i), c.d, self.args.mean, self.args.std)
+      C.agt_rng_normal(rng.s, self:raw_row(c, i), c.d, self.args.mean, self.args.std)
     end
   end,
 }

@@ -14,6 +14,6 @@ return {
     end
   end,
   apply = function(self, c)
-    for _, i in ipairs(c.byz) do C.agt_vec_fill(self:row(c, i), c.d, self.args.sign * math.huge) end
+    for _, i in ipairs(c.byz) do C.agt_vec_fill(self:raw_row(c, i), c.d, self.args.sign * math.huge) end
   end,
 }

@@ -22,8 +22,8 @@ return {
   end,
   apply = function(self, c)
     local v = self:buffer("v", { c.d })
-    C.agt_vec_copy(v.ptr, self:honest_mean(c).ptr, c.d)
-    C.agt_vec_axpy(v.ptr, self:honest_std(c, self.args.ddof).ptr, c.d, self.z)
+    C.agt_vec_copy(v.raw, self:honest_mean(c).raw, c.d)
+    C.agt_vec_axpy(v.raw, self:honest_std(c, self.args.ddof).raw, c.d, self.z)
     self:write(c, v)
     return { z = self.z }
   end,

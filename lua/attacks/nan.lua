@@ -7,6 +7,6 @@ return {
   paper = "ByzantineMomentum (El-Mhamdi et al., ICLR 2021) 'nan' attack",
   args = {},
   apply = function(self, c)
-    for _, i in ipairs(c.byz) do C.agt_vec_fill(self:row(c, i), c.d, 0 / 0) end
+    for _, i in ipairs(c.byz) do C.agt_vec_fill(self:raw_row(c, i), c.d, 0 / 0) end
   end,
 }

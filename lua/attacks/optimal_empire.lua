@@ -22,9 +22,9 @@ return {
   end,
   apply = function(self, c)
     local a = self.args
-    local mu = self:honest_mean(c).ptr
+    local mu = self:honest_mean(c).raw
     local v = self:buffer("v", { c.d })
-    local vp = v.ptr
+    local vp = v.raw
     local function make(eps)
       C.agt_vec_copy(vp, mu, c.d)
       C.agt_vec_scale(vp, c.d, -eps)

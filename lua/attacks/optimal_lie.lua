@@ -25,10 +25,10 @@ return {
   end,
   apply = function(self, c)
     local a = self.args
-    local mu = self:honest_mean(c).ptr
-    local sigma = self:honest_std(c, a.ddof).ptr
+    local mu = self:honest_mean(c).raw
+    local sigma = self:honest_std(c, a.ddof).raw
     local v = self:buffer("v", { c.d })
-    local vp = v.ptr
+    local vp = v.raw
     local function make(tau)
       C.agt_vec_copy(vp, mu, c.d)
       C.agt_vec_axpy(vp, sigma, c.d, tau)

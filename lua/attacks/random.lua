@@ -18,7 +18,7 @@ return {
   apply = function(self, c)
     local rng = self:rng(c)
     for _, i in ipairs(c.byz) do
-      C.agt_rng_uniform(rng.s, self:row(c, i), c.d, self.args.lo, self.args.hi)
+      C.agt_rng_uniform(rng.s, self:raw_row(c, i), c.d, self.args.lo, self.args.hi)
     end
   end,
 }

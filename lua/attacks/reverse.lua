@@ -15,12 +15,12 @@ return {
   apply = function(self, c)
     local a = -self.args.factor
     if self.args.of == "own" then
-      for _, i in ipairs(c.byz) do C.agt_vec_scale(self:row(c, i), c.d, a) end
+      for _, i in ipairs(c.byz) do C.agt_vec_scale(self:raw_row(c, i), c.d, a) end
       return { factor = self.args.factor }
     end
     local v = self:buffer("v", { c.d })
-    C.agt_vec_copy(v.ptr, self:honest_mean(c).ptr, c.d)
-    C.agt_vec_scale(v.ptr, c.d, a)
+    C.agt_vec_copy(v.raw, self:honest_mean(c).raw, c.d)
+    C.agt_vec_scale(v.raw, c.d, a)
     self:write(c, v)
     return { factor = self.args.factor }
   end,

@@ -7,6 +7,6 @@ return {
   paper = "a silent worker; the baseline of Xie et al., 'Fall of empires', UAI 2020 (epsilon = 0)",
   args = {},
   apply = function(self, c)
-    for _, i in ipairs(c.byz) do C.agt_vec_fill(self:row(c, i), c.d, 0) end
+    for _, i in ipairs(c.byz) do C.agt_vec_fill(self:raw_row(c, i), c.d, 0) end
   end,
 }

@@ -170,7 +170,7 @@ local function run(o)
       elseif msg.len ~= bytes then
         say(id, "a θ of %d bytes from the PS, expected %d: ignored", msg.len, bytes)
       else
-        ffi.copy(theta.ptr, msg.data, bytes)
+        ffi.copy(theta.raw, msg.data, bytes)
         step = msg.step
       end
       msg = net:recv(0)
@@ -182,7 +182,7 @@ local function run(o)
     end
     if step then
       local loss = worker:gradient(theta, row)
-      net:send(nil, N.GRAD, w, step, loss, row.ptr, bytes)
+      net:send(nil, N.GRAD, w, step, loss, row.raw, bytes)
       steps = steps + 1
     end
   end

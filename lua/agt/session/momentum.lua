@@ -63,7 +63,7 @@ end
 
 function Mo:state()
   if not self.m then return {} end
-  return { momentum = ffi.string(self.m.ptr, self.d * 4) }
+  return { momentum = ffi.string(self.m.raw, self.d * 4) }
 end
 
 function Mo:set_state(map)
@@ -73,7 +73,7 @@ function Mo:set_state(map)
     error(string.format("--momentum-at: the checkpoint has no server momentum of %d values "
       .. "(was it made with --momentum-at %s?)", self.d, self.at), 0)
   end
-  ffi.copy(self.m.ptr, s, self.d * 4)
+  ffi.copy(self.m.raw, s, self.d * 4)
 end
 
 return M

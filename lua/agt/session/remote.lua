@@ -207,7 +207,7 @@ function Remote:fill(theta, G, step, ctx)
     if self.ready[i] then peers[#peers + 1], rows[#rows + 1] = self.peer_of[i], i end
   end
   local got, pending = {}, 0
-  local sent = self.net:send(peers, N.THETA, 0, step, 0, theta.ptr, bytes)
+  local sent = self.net:send(peers, N.THETA, 0, step, 0, theta.raw, bytes)
   for j, i in ipairs(rows) do
     if sent[j] == true then
       got[i], pending = false, pending + 1
@@ -219,7 +219,7 @@ function Remote:fill(theta, G, step, ctx)
   end
   local timeout = self.step_timeout
   local t_end = clock.mono() + timeout
-  local gp = G.ptr
+  local gp = G.raw
   while pending > 0 do
     local left = t_end - clock.mono()
     if left <= 0 then break end
@@ -230,7 +230,7 @@ function Remote:fill(theta, G, step, ctx)
         -- A worker that joins (or comes back on a new connection) mid-step gets this step's θ.
         local r = self:_control(msg, step)
         if r and got[r] ~= true and got[r] ~= "bad" then
-          if self.net:send({ self.peer_of[r] }, N.THETA, 0, step, 0, theta.ptr, bytes)[1] == true then
+          if self.net:send({ self.peer_of[r] }, N.THETA, 0, step, 0, theta.raw, bytes)[1] == true then
             if got[r] ~= false then pending = pending + 1 end
             got[r] = false
           end

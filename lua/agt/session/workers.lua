@@ -100,7 +100,7 @@ function Workers:state()
   local map = {}
   for i, w in ipairs(self.workers) do
     map["worker." .. i] = w:state()
-    if self.m then map["worker." .. i .. ".momentum"] = ffi.string(self.m[i].ptr, self.d * 4) end
+    if self.m then map["worker." .. i .. ".momentum"] = ffi.string(self.m[i].raw, self.d * 4) end
   end
   return map
 end
@@ -116,7 +116,7 @@ function Workers:set_state(map)
         error(string.format("--momentum-at: the checkpoint has no momentum of %d values for worker "
           .. "%d (was it made with --momentum-at worker?)", self.d, i), 0)
       end
-      ffi.copy(self.m[i].ptr, m, self.d * 4)
+      ffi.copy(self.m[i].raw, m, self.d * 4)
     end
   end
 end
