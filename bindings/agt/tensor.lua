@@ -110,7 +110,11 @@ local function shape_of(shape, what)
   end
   for i, v in ipairs(shape) do
     if type(v) ~= "number" or v < 0 or v ~= math.floor(v) or v == math.huge then
-      error(string.format("dimension %d must be a non-negative integer, got %s", i, tostring(v)), 3)
+      error(string.format("dimension %d must be a non-negative integer, got %s%s", i,
+                          type(v) == "number" and "" or type(v) .. " ", tostring(v)), 3)
+    end
+    if v > 2 ^ 53 then   -- past exact integers (and int64_t): the engine would see another size
+      error(string.format("dimension %d is too large (%.17g)", i, v), 3)
     end
     s[i - 1] = v
   end
@@ -167,6 +171,11 @@ function T.from_table(tbl, shape, dtype)
     local v = tbl
     while type(v) == "table" do shape[#shape + 1] = #v; v = v[1] end
   end
+  for i, v in ipairs(flat) do
+    if type(v) ~= "number" and type(v) ~= "boolean" then
+      error(string.format("value %d of the table is a %s, not a number", i, type(v)), 2)
+    end
+  end
   local t = T.new(shape, dtype)
   if t.n ~= #flat then error(string.format("table has %d values, shape wants %d", #flat, t.n), 2) end
   local p = t.raw
@@ -190,7 +199,7 @@ local Checked = {}
 
 -- A checked pointer at element `at` of a window of `len` elements starting at `base` (a raw
 -- typed pointer); in messages, what names the pointer ("t.ptr", "self:row(c, 3)") and of
--- the window ("a tensor", "row 3 of c.G").
+-- the window ("a tensor", "c.G's row 3").
 local function checked(base, len, at, what, dtype, of)
   return setmetatable({ base = base, len = len, at = at, what = what, dtype = dtype, of = of }, Checked)
 end
@@ -353,9 +362,12 @@ end
 
 function Tensor.__len(self) return self.n end
 
+local function is_int(x) return type(x) == "number" and x == math.floor(x) end
+
 function Tensor:dim() return self.nd end
 function Tensor:size(i)
   if i == nil then return self.shape end
+  if not is_int(i) then error("size(i): i must be an integer, got " .. tostring(i), 2) end
   if i < 1 or i > self.nd then return nil end
   return self.dims[i - 1]
 end
@@ -407,8 +419,6 @@ function Tensor:row(i)
   return view(self, rest, (i - 1) * row_size(self), "row")
 end
 
-local function is_int(x) return type(x) == "number" and x == math.floor(x) end
-
 function Tensor:narrow(i, k)
   need_live(self, "narrow")
   local rows = self.shape[1] or 0
@@ -450,9 +460,23 @@ local function need_f32(self, what)
   if self.dtype ~= "f32" then error(what .. " needs an f32 tensor, got " .. self.dtype, 3) end
 end
 
-local function same_size(a, b, what)
-  if not T.is_tensor(b) then error(what .. " needs a tensor argument", 3) end
-  if a.n ~= b.n then error(string.format("%s: sizes differ (%d and %d)", what, a.n, b.n), 3) end
+-- b: a live tensor of a's size (level: of the method's caller, as for error(), default 3).
+local function same_size(a, b, what, level)
+  level = level or 3
+  if not T.is_tensor(b) then error(what .. " needs a tensor argument", level) end
+  need_live(b, what .. " (its argument)", level)
+  if a.n ~= b.n then error(string.format("%s: sizes differ (%d and %d)", what, a.n, b.n), level) end
+end
+
+-- The f32 tensor argument of an f32 op, of self's size (an i32/u8/i64 one would be read as
+-- floats, a u8 one past its end).
+local function f32_arg(a, b, what)
+  same_size(a, b, what, 4)
+  if b.dt ~= C.AGT_F32 then error(what .. " needs an f32 tensor argument, got " .. b.dtype, 3) end
+end
+
+local function need_number(v, what)
+  if type(v) ~= "number" then error(string.format("%s needs a number, got %s", what, type(v)), 3) end
 end
 
 -- The kernel of op for self's device, after checking that u (if given) is on the same one.
@@ -468,6 +492,9 @@ local function kernel(self, op, u)
 end
 
 function Tensor:fill(v)
+  if type(v) ~= "number" and type(v) ~= "boolean" and type(v) ~= "cdata" then
+    error("fill needs a number, got " .. type(v), 2)
+  end
   if self.dtype == "f32" then kernel(self, "fill")(self.addr, self.n, v)
   else
     need_host(self, "fill of a " .. self.dtype .. " tensor")
@@ -480,9 +507,11 @@ function Tensor:zero() return self:fill(0) end
 
 -- Copies src's values into self; the two may be on different devices (an explicit copy).
 function Tensor:copy(src)
-  same_size(self, src, "copy")
   need_live(self, "copy")
-  need_live(src, "copy (its argument)")
+  same_size(self, src, "copy")
+  if src.dt ~= self.dt then
+    error(string.format("copy: dtypes differ (%s from %s); convert explicitly", self.dtype, src.dtype), 2)
+  end
   check(C.agt_tensor_copy(self.handle, src.handle), 2)
   return self
 end
@@ -517,29 +546,29 @@ function Tensor:norm(p)
   return kernel(self, "norm2")(self.addr, self.n)
 end
 function Tensor:dot(u)
-  need_f32(self, "dot"); same_size(self, u, "dot")
+  need_f32(self, "dot"); f32_arg(self, u, "dot")
   return kernel(self, "dot", u)(self.addr, u.addr, self.n)
 end
 function Tensor:max() need_f32(self, "max"); return kernel(self, "max")(self.addr, self.n) end
 function Tensor:min() need_f32(self, "min"); return kernel(self, "min")(self.addr, self.n) end
-function Tensor:scale(a) need_f32(self, "scale"); kernel(self, "scale")(self.addr, self.n, a); return self end
+function Tensor:scale(a) need_f32(self, "scale"); need_number(a, "scale"); kernel(self, "scale")(self.addr, self.n, a); return self end
 function Tensor:axpy(a, x)
-  need_f32(self, "axpy"); same_size(self, x, "axpy")
+  need_f32(self, "axpy"); f32_arg(self, x, "axpy"); need_number(a, "axpy")
   kernel(self, "axpy", x)(self.addr, x.addr, self.n, a)
   return self
 end
 function Tensor:add(u)
-  need_f32(self, "add"); same_size(self, u, "add")
+  need_f32(self, "add"); f32_arg(self, u, "add")
   kernel(self, "add", u)(self.addr, self.addr, u.addr, self.n)
   return self
 end
 function Tensor:sub(u)
-  need_f32(self, "sub"); same_size(self, u, "sub")
+  need_f32(self, "sub"); f32_arg(self, u, "sub")
   kernel(self, "sub", u)(self.addr, self.addr, u.addr, self.n)
   return self
 end
 function Tensor:mul(u)
-  need_f32(self, "mul"); same_size(self, u, "mul")
+  need_f32(self, "mul"); f32_arg(self, u, "mul")
   kernel(self, "mul", u)(self.addr, self.addr, u.addr, self.n)
   return self
 end
@@ -575,7 +604,9 @@ end
 function Tensor.__unm(a) return a:clone():scale(-1) end
 
 function Tensor:allclose(u, rtol, atol)
-  need_f32(self, "allclose"); same_size(self, u, "allclose")
+  need_f32(self, "allclose"); f32_arg(self, u, "allclose")
+  if rtol ~= nil then need_number(rtol, "allclose's rtol") end
+  if atol ~= nil then need_number(atol, "allclose's atol") end
   return kernel(self, "allclose", u)(self.addr, u.addr, self.n, rtol or 1e-5, atol or 1e-8) == 1
 end
 
@@ -614,6 +645,9 @@ local function backend_of(what, first, ...)
 end
 
 function T.gemm(ta, tb, alpha, A, Bm, beta, Cm)
+  if type(alpha) ~= "number" or type(beta) ~= "number" then
+    error(string.format("gemm: alpha and beta must be numbers, got %s and %s", type(alpha), type(beta)), 2)
+  end
   for _, x in ipairs({ A, Bm, Cm }) do
     if not T.is_tensor(x) or x.dtype ~= "f32" or #x.shape ~= 2 then error("gemm needs 2-D f32 tensors", 2) end
   end

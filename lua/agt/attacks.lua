@@ -330,7 +330,7 @@ end
 function Attack:row(c, i)
   local p = row_pointer(self, c, i)
   if not T.debug then return p end
-  return T.checked(p, c.d, "self:row(c, " .. i .. ")", "row " .. i .. " of c.G")
+  return T.checked(p, c.d, "self:row(c, " .. i .. ")", "c.G's row " .. i)
 end
 
 -- The raw float* to row i, never checked: for the engine's attacks, which pass it to C.
