@@ -47,6 +47,7 @@ local kv = require("agt.kv")
 local P = require("agt.plugins")
 local B = require("agt.backend")
 local T = require("agt.tensor")
+local DEBUG = T.debug   -- AGT_DEBUG=1: self:kernel takes checked pointers (agt.tensor)
 local contract = require("agt.contract")
 local host = require("agt.host")
 local ffi = F.ffi
@@ -166,7 +167,7 @@ function Element:kernel(name, ...)
     error(string.format("%s: gar.%s has no kernel on %s", self.name, name, self.backend.name), 2)
   end
   local ok, s
-  if T.debug then ok, s = pcall(fn, unchecked_args(name, ...)) else ok, s = pcall(fn, ...) end
+  if DEBUG then ok, s = pcall(fn, unchecked_args(name, ...)) else ok, s = pcall(fn, ...) end
   if not ok then
     -- LuaJIT's own message ("wrong number of arguments for function call") names neither
     error(string.format("%s: kernel '%s' called with %d argument(s) it cannot take (%s); it is %s",

@@ -17,6 +17,7 @@
 local ffi = require("ffi")
 local F = require("agt.ffi")
 local T = require("agt.tensor")
+local DEBUG = T.debug   -- AGT_DEBUG=1: self:row gives checked pointers (agt.tensor)
 local R = require("agt.rng")
 local kv = require("agt.kv")
 local P = require("agt.plugins")
@@ -325,18 +326,20 @@ local function row_pointer(self, c, i)
   return c.G.raw + (i - 1) * c.d
 end
 
--- The row for attack files: under AGT_DEBUG=1 a checked pointer over the row's d values (an
--- index outside 0..d-1 is an error at its line), otherwise the raw float*.
-function Attack:row(c, i)
-  local p = row_pointer(self, c, i)
-  if not T.debug then return p end
-  return T.checked(p, c.d, "self:row(c, " .. i .. ")", "c.G's row " .. i)
-end
-
 -- The raw float* to row i, never checked: for the engine's attacks, which pass it to C.
 function Attack:raw_row(c, i)
   local p = row_pointer(self, c, i)
   return p
+end
+
+-- The row for attack files: under AGT_DEBUG=1 a checked pointer over the row's d values (an
+-- index outside 0..d-1 is an error at its line), otherwise raw_row itself.
+Attack.row = Attack.raw_row
+if DEBUG then
+  function Attack:row(c, i)
+    local p = row_pointer(self, c, i)
+    return T.checked(p, c.d, "self:row(c, " .. i .. ")", "c.G's row " .. i)
+  end
 end
 
 -- The random stream of this step: the context's, or one derived from (seed, step).
