@@ -262,6 +262,52 @@ return {
   end)
 end)
 
+describe("AGT_DEBUG=1 guard pages", function()
+  it("end every engine buffer, so a C function running past one faults there, said on stderr", function()
+    local rc, out, err = script([[
+local T, C = require('agt.tensor'), require('agt.ffi').C
+assert(C.agt_mem_guarded() == 1)
+local t = T.new({10})
+C.agt_vec_fill(t.raw, 10, 1)   -- the whole tensor: fine
+io.stdout:write(t:sum(), "\n"); io.stdout:flush()
+C.agt_vec_fill(t.raw, 11, 1)   -- one float past its end
+print("not reached")
+]], "1")
+    assert.are.equal(139, rc, out .. err)   -- SIGSEGV
+    assert.are.equal("10\n", out)
+    assert.truthy(err:find("agt: segmentation fault at address 0x%x+ %(AGT_DEBUG%): engine buffers end at an "
+                           .. "inaccessible page"), err)
+  end)
+
+  it("catch a rule whose kernel is given a size past out", function()
+    local path = file([[
+return {
+  name = "wrong-d",
+  requires = { text = "n >= 1", check = function(n, f) return n >= 1 end },
+  aggregate = function(self, G, out, ctx)
+    self:kernel("average", self:ptr(G), 1, self.d + 1, self:ptr(out))
+    return {}
+  end,
+}
+]])
+    local code = "local T, A = require('agt.tensor'), require('agt.aggregators')\n"
+      .. "local G, out = T.new({3, 1000}), T.new({1000})\n"
+      .. "A.new(" .. string.format("%q", path) .. ", 3, 1):aggregate(G, out)\nprint('not reached')\n"
+    local rc, out, err = script(code, "1")
+    assert.are.equal(139, rc, out .. err)
+    assert.truthy(err:find("(AGT_DEBUG): engine buffers end", 1, true), err)
+    rc, out, err = script(code, nil)             -- without AGT_DEBUG the write goes unseen
+    assert.are.equal(0, rc, err)
+    assert.are.equal("not reached\n", out)
+  end)
+
+  it("are off without AGT_DEBUG", function()
+    local rc, out, err = script("print(require('agt.ffi').C.agt_mem_guarded())\n", nil)
+    assert.are.equal(0, rc, err)
+    assert.are.equal("0\n", out)
+  end)
+end)
+
 describe("engine code and t.ptr", function()
   -- Engine code hands pointers to C, which a checked pointer cannot reach: it reads t.raw
   -- (and an attack's self:raw_row), so that AGT_DEBUG=1 checks only the user's code.
