@@ -352,6 +352,27 @@ describe("the Lua API under misuse (a Lua error, never a crash)", function()
     assert.has_error(function() R:uniform(x, "a") end, "uniform: its parameters must be numbers, got string and number")
   end)
 
+  it("checks agt.data's shard and gather arguments (14.9)", function()
+    local D, R = require("agt.data"), require("agt.rng")
+    local y = T.from_table({ 0, 1, 2, 1 }, "i32")
+    for _, c in ipairs({ 0 / 0, 1e300, "x", 1.5, 0 }) do
+      assert.has_error(function() D.shard(y, 2, { mode = "sorted", classes = c }) end,
+                       "shard: opts.classes must be an integer >= 1, got " .. tostring(c))
+    end
+    assert.has_error(function() D.shard(y, 2, { mode = "iid", min_size = -1, rng = R.new(1, 1) }) end,
+                     "shard: opts.min_size must be an integer >= 1, got -1")
+    local split = { x = T.new({ 4, 3 }), y = y }
+    local idx = T.from_table({ 0, 2 }, "i64")
+    assert.has_error(function() D.gather(split, idx, T.new({ 2, 3 }, "u8")) end, "gather: x_out must be an f32 tensor")
+    assert.has_error(function() D.gather(split, idx, T.new({ 2, 3 }), T.new({ 2 })) end, "gather: y_out must be an i32 tensor")
+    assert.has_error(function() D.gather(split, idx, T.new({ 9, 3 }), nil, 5) end, "gather: k = 5 indices of 2")
+    assert.has_error(function() D.gather(split, idx.raw, T.new({ 2, 3 })) end, "gather: a pointer of indices needs its count k")
+    assert.has_error(function() D.gather({ x = T.new({ 4, 3 }, "i32") }, idx, T.new({ 2, 3 })) end,
+                     "gather needs a split {x = f32 tensor, y = i32 tensor}")
+    local x, yo = D.gather(split, idx, T.new({ 2, 3 }), T.new({ 2 }, "i32"))
+    assert.are.same({ 0, 2 }, yo:totable())
+  end)
+
   it("bounds-checks the attack helpers self:row and self:write (14.8)", function()
     local AT = require("agt.attacks")
     local a = AT.new({ name = "probe", apply = function() end }, {}, { n = 5, f = 1 })

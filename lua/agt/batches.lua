@@ -49,6 +49,12 @@ function D.shard(y, n, opts)
   if mode == "dirichlet" and (type(alpha) ~= "number" or not (alpha > 0) or alpha == math.huge) then
     error("dirichlet shards need alpha > 0, got " .. tostring(alpha), 2)
   end
+  for _, key in ipairs({ "classes", "min_size" }) do
+    local v = opts[key]
+    if v ~= nil and (type(v) ~= "number" or v ~= math.floor(v) or v < 1 or v > 2 ^ 31 - 1) then
+      error(string.format("shard: opts.%s must be an integer >= 1, got %s", key, tostring(v)), 2)
+    end
+  end
   local r = rng_ptr(opts.rng, "shard")
   if mode ~= "sorted" and r == nil then error(mode .. " shards need opts.rng", 2) end
   local N = y.n
@@ -84,12 +90,28 @@ end
 -- Copies rows idx (i64 tensor of 0-based indices, or a cdata pointer with count k) of
 -- split.x / split.y into x_out / y_out (y_out may be nil).
 function D.gather(split, idx, x_out, y_out, k)
+  if type(split) ~= "table" or not T.is_tensor(split.x) or split.x.dtype ~= "f32"
+     or (y_out ~= nil and (not T.is_tensor(split.y) or split.y.dtype ~= "i32")) then
+    error("gather needs a split {x = f32 tensor, y = i32 tensor}", 2)
+  end
+  if not T.is_tensor(x_out) or x_out.dtype ~= "f32" then error("gather: x_out must be an f32 tensor", 2) end
+  if y_out ~= nil and (not T.is_tensor(y_out) or y_out.dtype ~= "i32") then
+    error("gather: y_out must be an i32 tensor", 2)
+  end
+  if k ~= nil and (type(k) ~= "number" or k < 0 or k ~= math.floor(k)) then
+    error("gather: k must be a count >= 0, got " .. tostring(k), 2)
+  end
   local ptr
   if T.is_tensor(idx) then
     if idx.dtype ~= "i64" then error("gather needs i64 indices, got " .. idx.dtype, 2) end
+    if k and k > idx.n then error(string.format("gather: k = %d indices of %d", k, idx.n), 2) end
     ptr, k = idx.raw, k or idx.n
   else
-    ptr = ffi.cast(i64p, idx)
+    if k == nil then error("gather: a pointer of indices needs its count k", 2) end
+    local room
+    ptr, room = T.unchecked(idx, "gather", 2)   -- a checked pointer (AGT_DEBUG) says how far it reaches
+    if room and room < k then error(string.format("gather: k = %d indices, the pointer reaches %d", k, room), 2) end
+    ptr = ffi.cast(i64p, ptr)
   end
   local rows, rl = split.x.shape[1], row_len(split.x)
   if x_out.n < k * rl then
