@@ -263,20 +263,38 @@ return {
 end)
 
 describe("AGT_DEBUG=1 guard pages", function()
+  -- Under AddressSanitizer (make asan-agt) agt_alloc leaves guard pages to ASan, whose report
+  -- replaces agt's message; agt_alloc poisons its rounding slack there, so one value past a
+  -- buffer is reported all the same. Either way a write past the end ends the process.
+  local guards
+  local function caught(rc, out, err)
+    if guards == nil then
+      local _, o = script("print(require('agt.ffi').C.agt_mem_guarded())\n", "1")
+      guards = o == "1\n"
+    end
+    if guards then
+      assert.are.equal(139, rc, out .. err)   -- SIGSEGV
+      assert.truthy(err:find("agt: segmentation fault at address 0x%x+ %(AGT_DEBUG%): engine buffers end at an "
+                             .. "inaccessible page"), err)
+    else
+      assert.are_not.equal(0, rc, out .. err)
+      -- past the slack: a heap-buffer-overflow; in it: a use-after-poison (agt_alloc's poison)
+      assert.truthy(err:find("AddressSanitizer: heap%-buffer%-overflow")
+                    or err:find("AddressSanitizer: use%-after%-poison"), err)
+    end
+  end
+
   it("end every engine buffer, so a C function running past one faults there, said on stderr", function()
     local rc, out, err = script([[
 local T, C = require('agt.tensor'), require('agt.ffi').C
-assert(C.agt_mem_guarded() == 1)
 local t = T.new({10})
 C.agt_vec_fill(t.raw, 10, 1)   -- the whole tensor: fine
 io.stdout:write(t:sum(), "\n"); io.stdout:flush()
 C.agt_vec_fill(t.raw, 11, 1)   -- one float past its end
 print("not reached")
 ]], "1")
-    assert.are.equal(139, rc, out .. err)   -- SIGSEGV
+    caught(rc, out, err)
     assert.are.equal("10\n", out)
-    assert.truthy(err:find("agt: segmentation fault at address 0x%x+ %(AGT_DEBUG%): engine buffers end at an "
-                           .. "inaccessible page"), err)
   end)
 
   it("catch a rule whose kernel is given a size past out", function()
@@ -294,11 +312,12 @@ return {
       .. "local G, out = T.new({3, 1000}), T.new({1000})\n"
       .. "A.new(" .. string.format("%q", path) .. ", 3, 1):aggregate(G, out)\nprint('not reached')\n"
     local rc, out, err = script(code, "1")
-    assert.are.equal(139, rc, out .. err)
-    assert.truthy(err:find("(AGT_DEBUG): engine buffers end", 1, true), err)
-    rc, out, err = script(code, nil)             -- without AGT_DEBUG the write goes unseen
-    assert.are.equal(0, rc, err)
-    assert.are.equal("not reached\n", out)
+    caught(rc, out, err)
+    if guards then                                 -- without AGT_DEBUG the write goes unseen
+      rc, out, err = script(code, nil)
+      assert.are.equal(0, rc, err)
+      assert.are.equal("not reached\n", out)
+    end
   end)
 
   it("are off without AGT_DEBUG", function()

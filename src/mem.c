@@ -22,13 +22,16 @@ static size_t gc_threshold = (size_t)256 << 20; /* collect after 256 MiB of new 
  * AGT_DEBUG the cost is one relaxed load per allocation. Not under AddressSanitizer, whose
  * redzones check more. */
 #if defined(__SANITIZE_ADDRESS__)
-#define AGT_GUARDS_POSSIBLE 0
+#define AGT_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
+#define AGT_ASAN 1
+#endif
+#endif
+#ifdef AGT_ASAN
+#include <sanitizer/asan_interface.h>
 #define AGT_GUARDS_POSSIBLE 0
-#endif
-#endif
-#ifndef AGT_GUARDS_POSSIBLE
+#else
 #define AGT_GUARDS_POSSIBLE 1
 #endif
 
@@ -83,6 +86,11 @@ void *agt_alloc(size_t bytes) {
     return NULL;
   }
   void *p = guarded() ? guard_alloc(bytes) : aligned_alloc(AGT_ALIGN, rounded);
+#ifdef AGT_ASAN
+  /* the rounding slack is not the caller's: AddressSanitizer reports an access to it (free
+   * and the next allocation of the chunk reset the shadow) */
+  if (p) ASAN_POISON_MEMORY_REGION((char *)p + bytes, rounded - bytes);
+#endif
   if (!p) {
     atomic_store(&gc_wanted, 1);
     AGT_FAIL(AGT_ENOMEM, "out of memory allocating %zu bytes (%zu bytes in use by agt)", bytes,
