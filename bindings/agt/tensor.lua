@@ -191,7 +191,7 @@ end
 -- is an element count, == and < compare addresses. Code that hands a pointer to C uses the
 -- raw one: t.raw or t:pointer() (the engine does), or T.unchecked(p) of a checked one; the
 -- documented functions that take pointers (an attack's self:write, a rule's self:kernel,
--- T.wrap) accept both. Unset, t.ptr is t.raw itself and none of this runs.
+-- T.wrap) accept both. Unset, t.ptr is the raw pointer, as t.raw, and none of this runs.
 local DEBUG = (os.getenv("AGT_DEBUG") or "") ~= "" and os.getenv("AGT_DEBUG") ~= "0"
 T.debug = DEBUG
 
@@ -209,21 +209,24 @@ T.is_checked = is_checked
 
 -- The element index of p[k] in p's window, or an error at the caller's line naming k and the
 -- window's size (level 3: the line indexing p).
+local function name(p)
+  if p.at == 0 then return p.what end
+  return string.format("(%s %s %d)", p.what, p.at < 0 and "-" or "+", math.abs(p.at))
+end
+
 local function checked_index(p, k)
-  local what = p.at == 0 and p.what or string.format("(%s %s %d)", p.what, p.at < 0 and "-" or "+",
-                                                     math.abs(p.at))
   if type(k) == "cdata" then k = tonumber(k) end
   if type(k) ~= "number" then
     error(string.format("%s[%s]: a pointer is indexed by a number, got %s (AGT_DEBUG checks)",
-                        what, tostring(k), type(k)), 3)
+                        name(p), tostring(k), type(k)), 3)
   end
   if k ~= k or k ~= math.floor(k) or k == math.huge or k == -math.huge then
-    error(string.format("%s[%s]: the index is not an integer (AGT_DEBUG checks)", what, tostring(k)), 3)
+    error(string.format("%s[%s]: the index is not an integer (AGT_DEBUG checks)", name(p), tostring(k)), 3)
   end
   local i = p.at + k
   if i < 0 or i >= p.len then
     error(string.format("%s[%d]: %sout of range of %s of %d %s values (valid indices%s %d..%d; "
-                        .. "AGT_DEBUG checks)", what, k, p.at == 0 and "index " or
+                        .. "AGT_DEBUG checks)", name(p), k, p.at == 0 and "index " or
                         string.format("element %d, ", i), p.of, p.len, p.dtype,
                         p.at == 0 and "" or " here", -p.at, p.len - p.at - 1), 3)
   end
@@ -238,7 +241,7 @@ end
 function Checked.__newindex(p, k, v)
   local i = checked_index(p, k)
   if type(v) ~= "number" and type(v) ~= "cdata" and type(v) ~= "boolean" then
-    error(string.format("%s[%s] = %s: a value must be a number (AGT_DEBUG checks)", p.what,
+    error(string.format("%s[%s] = %s: a value must be a number (AGT_DEBUG checks)", name(p),
                         tostring(k), type(v)), 2)
   end
   p.base[i] = v
@@ -247,7 +250,7 @@ end
 local function moved(p, k, sign)
   if type(k) == "cdata" then k = tonumber(k) end
   if type(k) ~= "number" or k ~= math.floor(k) then
-    error(string.format("%s %s %s: a pointer moves by an integer (AGT_DEBUG checks)", p.what,
+    error(string.format("%s %s %s: a pointer moves by an integer (AGT_DEBUG checks)", name(p),
                         sign > 0 and "+" or "-", tostring(k)), 3)
   end
   return checked(p.base, p.len, p.at + sign * k, p.what, p.dtype, p.of)
