@@ -6,8 +6,8 @@
 #   make asan-agt   the whole binary (./agt-asan) under ASAN+UBSan; the specs and torture with it
 #   make torture    kill -9/SIGTERM, damaged checkpoints, two runs at once, a full disk
 #                   (TORTURE_ROUNDS=20); make test runs a short form
-#   make fuzz       libFuzzer (clang) on the checkpoint and event-file readers and the plugin
-#                   validators, FUZZ_SECONDS=60 each
+#   make fuzz       libFuzzer (clang) on the checkpoint and event-file readers, the plugin
+#                   validators and the transport's frame decoder, FUZZ_SECONDS=60 each
 #   make bench      benchmarks, JSON lines on stdout
 #   make demo       train the default experiment with Byzantine workers and a robust rule
 #   make ffi        regenerate bindings/agt/cdef.lua from the public headers
@@ -167,11 +167,14 @@ torture: all
 # tools/fuzz/targets.lua runs FUZZ_SECONDS from a corpus seeded with valid files. A crash is
 # kept as build-fuzz/<target>-crash-*; replay: AGT_FUZZ_TARGET=<target> build-fuzz/fuzz-agt FILE.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := checkpoint tfevents plugin
-fuzz: agt build-fuzz/fuzz-agt
+# The target net is C (tools/fuzz/net.c: the transport's frame decoder), its own binary with
+# src/net.c instrumented, run with leak detection; the Lua ones without (the Lua state lives on).
+FUZZ_TARGETS := checkpoint tfevents plugin net
+fuzz: agt build-fuzz/fuzz-agt build-fuzz/fuzz-net
 	@./agt tools/fuzz/seeds.lua build-fuzz/corpus
 	@for t in $(FUZZ_TARGETS); do echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
-	  if AGT_ROOT=$(CURDIR) AGT_FUZZ_TARGET=$$t ASAN_OPTIONS=detect_leaks=0 build-fuzz/fuzz-agt \
+	  bin=build-fuzz/fuzz-agt; leaks=0; if test $$t = net; then bin=build-fuzz/fuzz-net; leaks=1; fi; \
+	  if AGT_ROOT=$(CURDIR) AGT_FUZZ_TARGET=$$t ASAN_OPTIONS=detect_leaks=$$leaks $$bin \
 	    -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=build-fuzz/$$t- \
 	    build-fuzz/corpus/$$t > build-fuzz/$$t.log 2>&1; then grep -E "DONE" build-fuzz/$$t.log; \
 	  else tail -n 30 build-fuzz/$$t.log; echo "fuzz $$t: FAILED (input kept in build-fuzz/)"; exit 1; fi; \
@@ -183,6 +186,12 @@ build-fuzz/fuzz-agt: tools/fuzz/fuzz.c $(BUILD)/libagt.a
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -Wall -Wextra $(filter -I%,$(CFLAGS)) \
 	  -Wl,-E -o $@ $< -Wl,--whole-archive $(BUILD)/libagt.a -Wl,--no-whole-archive \
 	  -lluajit-5.1 $(CUDA_LIBS) $(LIBS)
+
+build-fuzz/fuzz-net: tools/fuzz/net.c src/net.c src/net.h src/status.c src/status.h
+	@command -v clang >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 1; }
+	@mkdir -p build-fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Wall -Wextra -D_GNU_SOURCE -pthread -Isrc \
+	  -o $@ tools/fuzz/net.c src/net.c src/status.c -lzmq -lpthread
 
 bench: all
 	@./agt bench all

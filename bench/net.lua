@@ -6,12 +6,15 @@
 -- child processes on 127.0.0.1 that answer at once (no gradient computed). For each transport
 -- and k, `rounds` rounds after one warm-up; the median round gives GB/s received by the PS
 -- (k·d·4 bytes per round; as much is sent), and ratio = ZeroMQ / plain socket (issue target:
--- >= 0.8 without CURVE).
+-- >= 0.8 without CURVE). "udp": θ over ZeroMQ, the rows as agt.udp datagrams (--UDP, 16 KiB
+-- chunks) and the loss over ZeroMQ; its line adds the fraction of chunks lost (no retransmission:
+-- a sender faster than the PS's receive thread loses chunks).
 --   agt bench net [d] [senders, e.g. 1,4] [rounds]        (default 25000000 floats, 1,4, 5)
 -- Prints JSON lines: one per transport and k, then one ratio line per k.
 local ffi = require("ffi")
 local cjson = require("cjson")
 local N = require("agt.net")
+local U = require("agt.udp")
 local host = require("agt.host")
 local now = require("agt.clock").mono
 
@@ -83,6 +86,29 @@ local function child(mode, port, d, i, keydir)
     end
     while pcall(recv_all, fd, buf, bytes) do send_all(fd, buf, bytes) end
     C.close(fd)
+    return 0
+  end
+  if mode == "udp" then
+    local c = N.client("tcp://127.0.0.1:" .. port, 65536)
+    c:send(nil, N.HELLO, i, -1, 0)
+    local m
+    repeat m = c:recv(20000) until not m or m.type == N.CONFIG
+    if not m then return 1 end
+    local u = U.client("127.0.0.1", port, i, d, 16384, 1, m:text())
+    c:close()
+    c = N.client("tcp://127.0.0.1:" .. port, bytes)
+    c:send(nil, N.READY, i, -1, 0)
+    while true do
+      m = c:recv(20000)
+      if not m or m.type == N.BYE then break end
+      if m.type == N.THETA then
+        ffi.copy(buf, m.data, bytes)
+        u:send(m.step, buf)
+        c:send(nil, N.GRAD, i, m.step, 0)
+      end
+    end
+    u:close()
+    c:close()
     return 0
   end
   local curve
@@ -192,6 +218,50 @@ local function bench_zmq(d, k, rounds, with_curve)
   return median(times)
 end
 
+-- θ over ZeroMQ, rows over UDP: a round ends when every loss has arrived and the rows are
+-- whole, or 1 s after (then the missing chunks are lost).
+local function bench_udp(d, k, rounds)
+  local port = port_base
+  port_base = port_base + 1
+  local ps = N.server("tcp://127.0.0.1:" .. port, 65536, 2 * k + 8)
+  local r = U.server("127.0.0.1", port, k, d, 16384)
+  r:set_session(1)
+  for i = 0, k - 1 do spawn({ "udp", port, d, i }) end
+  local peers, seen = {}, 0
+  local t_end = now() + 30
+  while seen < k and now() < t_end do
+    local m = ps:recv(500)
+    if m and m.type == N.HELLO then ps:send({ m.peer }, N.CONFIG, m.worker, -1, 0, r:new_key(m.worker)) end
+    if m and m.type == N.READY then peers[m.worker + 1] = m.peer; seen = seen + 1 end
+  end
+  assert(seen == k, "senders did not connect")
+  local theta, G = ffi.new("float[?]", d), ffi.new("float[?]", d * k)
+  local times, want, lost = {}, {}, 0
+  for i = 1, k do want[i] = true end
+  for rd = 0, rounds do
+    local t0 = now()
+    r:open(rd, G)
+    ps:send(peers, N.THETA, 0, rd, 0, theta, d * 4)
+    local got = 0
+    while got < k do
+      local m = ps:recv(30000)
+      assert(m, "no row within 30 s")
+      if m.type == N.GRAD and m.step == rd then got = got + 1 end
+    end
+    local l = r:finish(want, 1)
+    if rd > 0 then
+      times[#times + 1] = now() - t0
+      for i = 1, k do lost = lost + l[i] end
+    end
+  end
+  ps:send(peers, N.BYE, 0, -1, 0)
+  os.execute("sleep 0.2")
+  local chunks = r.chunks
+  r:close()
+  ps:close()
+  return median(times), lost / (rounds * k * chunks)
+end
+
 return function(args)
   if args[1] == "--child" then
     return child(args[2], tonumber(args[3]), tonumber(args[4]), tonumber(args[5]), args[6])
@@ -202,16 +272,18 @@ return function(args)
   local rounds = tonumber(args[3]) or 5
   for _, k in ipairs(ks) do
     local res = {}
-    for _, tr in ipairs({ "tcp", "zmq", "zmq+curve" }) do
-      local t
+    for _, tr in ipairs({ "tcp", "zmq", "zmq+curve", "udp" }) do
+      local t, lost
       if tr == "tcp" then t = bench_tcp(d, k, rounds)
+      elseif tr == "udp" then t, lost = bench_udp(d, k, rounds)
       else t = bench_zmq(d, k, rounds, tr == "zmq+curve") end
       res[tr] = k * d * 4 / t / 1e9
       print(cjson.encode({ bench = "net", transport = tr, senders = k, d = d, rounds = rounds,
-                           round_s = t, recv_GBps = res[tr] }))
+                           round_s = t, recv_GBps = res[tr], lost_fraction = lost }))
     end
     print(cjson.encode({ bench = "net", senders = k, ratio_zmq_tcp = res.zmq / res.tcp,
-                         ratio_curve_tcp = res["zmq+curve"] / res.tcp, target = 0.8 }))
+                         ratio_curve_tcp = res["zmq+curve"] / res.tcp, ratio_udp_tcp = res.udp / res.tcp,
+                         target = 0.8 }))
   end
   return 0
 end

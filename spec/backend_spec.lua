@@ -55,8 +55,8 @@ local function first_diff(a, b, tol)
 end
 
 -- ---- the cases: one per device op ----------------------------------------------------------
--- A case runs op's kernel k on tensors of one backend (made by `new`, filled from host
--- tensors) and returns the host tensors and arrays to compare; tol: 0 = bit-identical.
+-- A case runs op's kernel k (of backend be) on tensors of that backend (made by `new`, filled
+-- from host tensors) and returns the host tensors and arrays to compare; tol: 0 = bit-identical.
 local N, Fb, D = 11, 2, 1031   -- D: not a multiple of any vector width
 
 local function vec_case(run)
@@ -65,6 +65,17 @@ local function vec_case(run)
     local y = new(input(2, 5, 1000, true))
     run(k, x, y, 5000)
     return { x:to("cpu") }
+  end }
+end
+
+local function red_case(call)
+  return { tol = 1e-12, run = function(k, new)
+    local res = {}
+    for _, c in ipairs({ { 3, 300, 1001, false }, { 4, 5, 1000, true }, { 5, 1, 3, false } }) do
+      local x, y = new(input(c[1], c[2], c[3], c[4])), new(input(c[1] + 10, c[2], c[3], c[4]))
+      res[#res + 1] = call(k, x, y)
+    end
+    return res
   end }
 end
 
@@ -177,6 +188,205 @@ local function labels(seed, B, K)   -- every class, in a scrambled order
   return y
 end
 
+-- Convolution geometries: {B, C, H, W, OC, KH, KW, sh, sw, padding, act}: SAME at stride 1 (the
+-- CPU's direct dx), SAME at stride 2 on odd sizes (col2im), a 1x1 stride-2 shortcut (VALID), a
+-- rectangular kernel, cnnet's 5x5, SAME at stride 2 on even sizes (padding only after: cuDNN
+-- cannot, so im2col runs it either way).
+local CONVS = {
+  { 3, 3, 9, 9, 5, 3, 3, 1, 1, "SAME", 0 }, { 2, 4, 11, 7, 6, 3, 3, 2, 2, "SAME", -1 },
+  { 3, 5, 8, 8, 7, 1, 1, 2, 2, "VALID", -1 }, { 2, 3, 7, 10, 4, 3, 2, 1, 2, "SAME", 1 },
+  { 2, 3, 12, 12, 8, 5, 5, 1, 1, "SAME", 2 }, { 2, 3, 8, 8, 4, 3, 3, 2, 2, "SAME", 0 },
+}
+
+local function geom(n, k, s, pad)
+  local o = ffi.new("size_t[2]")
+  assert(C.agt_nn_conv_geometry(n, k, s, pad == "SAME" and 1 or 0, o, o + 1) == 0)
+  return tonumber(o[0]), tonumber(o[1])
+end
+
+-- the conv kernels' arguments after the pointers, and the col scratch the CPU needs
+local function conv_args(c)
+  local Bn, Cn, H, W, OC, KH, KW, sh, sw = unpack(c, 1, 9)
+  local OH, pt = geom(H, KH, sh, c[10])
+  local OW, pl = geom(W, KW, sw, c[10])
+  local scratch = tonumber(C.agt_nn_conv2d_scratch(Bn, Cn, H, W, OC, KH, KW, sh, sw, OH, OW))
+  return { Bn, Cn, H, W, OC, KH, KW, sh, sw, pt, pl, OH, OW }, scratch
+end
+
+-- A conv case: x and dy carry a NaN, a +inf and a -inf (W stays finite: the CPU's stride-1 dx
+-- multiplies W by the zeros of dy's padding, where the device adds only the products that exist).
+-- dW is the sum over the zero-padded patches, as im2col's GEMM forms it: a non-finite dy whose
+-- patch reaches the padding makes those dW entries NaN (inf·0) on every path, cuDNN's included.
+local function conv_case(backward)
+  return { tol = 1e-4, run = function(k, new, be)
+    local fwd = be:op("nn.conv2d_forward")
+    local res = {}
+    for i, c in ipairs(CONVS) do
+      local a, scratch = conv_args(c)
+      local Bn, Cn, H, W, OC, KH, KW = unpack(a, 1, 7)
+      local OH, OW = a[12], a[13]
+      local fa = { unpack(a) }
+      fa[#fa + 1] = c[11]   -- forward's activation
+      local x = new(few(100 + i, Bn * Cn, H * W))
+      local Wt = new(host(110 + i, OC, Cn * KH * KW, false))
+      local b = new(host(120 + i, 1, OC, false))
+      local y = new(T.new({ Bn * OC, OH * OW }))
+      local col = new(T.new({ scratch }))
+      fwd(x:pointer(), Wt:pointer(), b:pointer(), y:pointer(), col:pointer(), unpack(fa))
+      if not backward then
+        res[#res + 1] = y:to("cpu")
+        local y2 = new(T.new({ Bn * OC, OH * OW }))   -- no bias, no activation
+        fa[#fa] = -1
+        fwd(x:pointer(), Wt:pointer(), nil, y2:pointer(), col:pointer(), unpack(fa))
+        res[#res + 1] = y2:to("cpu")
+      else
+        local dy = new(few(130 + i, Bn * OC, OH * OW))
+        local dx, dW, db = new(T.new({ Bn * Cn, H * W })), new(T.new({ OC, Cn * KH * KW })), new(T.new({ OC }))
+        k(x:pointer(), Wt:pointer(), dy:pointer(), dx:pointer(), dW:pointer(), db:pointer(), col:pointer(), unpack(a))
+        res[#res + 1], res[#res + 2], res[#res + 3] = dx:to("cpu"), dW:to("cpu"), db:to("cpu")
+        fwd(x:pointer(), Wt:pointer(), b:pointer(), y:pointer(), col:pointer(), unpack(fa))
+        local dW2 = new(T.new({ OC, Cn * KH * KW }))   -- the first layer's call: no dx, no db
+        k(x:pointer(), Wt:pointer(), dy:pointer(), nil, dW2:pointer(), nil, col:pointer(), unpack(a))
+        res[#res + 1] = dW2:to("cpu")
+      end
+    end
+    return res
+  end }
+end
+
+-- Pool geometries {P, H, W, KH, KW, sh, sw, padding}: cnnet's 3x3/2 SAME (nn.c's 3x3 tree and
+-- its eight-wide path on the CPU), fashion-cnn's 2x2/2, overlapping 3x3/1 VALID, a 2x3 window
+-- with padding, a global 4x4 average.
+local POOLS = {
+  { 6, 17, 19, 3, 3, 2, 2, "SAME" }, { 6, 9, 9, 2, 2, 2, 2, "SAME" }, { 5, 7, 8, 3, 3, 1, 1, "VALID" },
+  { 5, 7, 9, 2, 3, 2, 1, "SAME" }, { 6, 4, 4, 4, 4, 1, 1, "VALID" },
+}
+
+local function pool_args(c)
+  local OH, pt = geom(c[2], c[4], c[6], c[8])
+  local OW, pl = geom(c[3], c[5], c[7], c[8])
+  return { c[1], c[2], c[3], c[4], c[5], c[6], c[7], pt, pl, OH, OW }
+end
+
+-- P planes with a NaN plane and ±inf entries (input()), NaN at scattered pixels, and ties: the
+-- first planes rounded to halves
+local function pool_input(seed, P, HW)
+  local h = host(seed, P, HW, P >= 4)
+  local p = h.ptr
+  for i = 0, 2 * HW - 1 do p[i] = math.floor(p[i] * 2) / 2 end
+  for i = 3, P * HW - 1, 37 do p[i] = 0 / 0 end
+  return h
+end
+
+local function pool_case(kind, backward)
+  return { tol = 0, run = function(k, new, be)
+    local res = {}
+    for i, c in ipairs(POOLS) do
+      local a = pool_args(c)
+      local P, H, W, OH, OW = a[1], a[2], a[3], a[10], a[11]
+      local x = new(pool_input(140 + i, P, H * W))
+      local y = new(T.new({ P, OH * OW }))
+      local idx = new(T.new({ P, OH * OW }, "i32"))
+      if kind == "max" then
+        be:op("nn.maxpool_forward")(x:pointer(), y:pointer(), idx:pointer(), unpack(a))
+      else
+        be:op("nn.avgpool_forward")(x:pointer(), y:pointer(), unpack(a))
+      end
+      if not backward then
+        res[#res + 1] = y:to("cpu")
+        if kind == "max" then res[#res + 1] = idx:to("cpu") end
+      else
+        local dy = new(host(150 + i, P, OH * OW, false))
+        local dx = new(T.new({ P, H * W }))
+        if kind == "max" then
+          k(dy:pointer(), idx:pointer(), nil, dx:pointer(), unpack(a))
+          res[#res + 1] = dx:to("cpu")
+          k(dy:pointer(), idx:pointer(), y:pointer(), dx:pointer(), unpack(a))   -- ReLU folded in
+        else
+          k(dy:pointer(), dx:pointer(), unpack(a))
+        end
+        res[#res + 1] = dx:to("cpu")
+      end
+    end
+    return res
+  end }
+end
+
+-- dropout: masks of 2, 3, 1001 and 4998 values from one stream (words left in the state's
+-- buffer, whole blocks, a partial last block), then the stream's next words
+local function dropout_case()
+  return { tol = 0, run = function(k, new)
+    local res = {}
+    local r = R.new(9, "dropout")
+    for i, n in ipairs({ 2, 3, 1001, 4998 }) do
+      local x = new(host(160 + i, 1, n, false))
+      local y, mask = new(T.new({ n })), new(T.new({ n }))
+      k(x:pointer(), y:pointer(), mask:pointer(), n, i == 3 and 0 or 0.3, r.s)
+      res[#res + 1], res[#res + 2] = y:to("cpu"), mask:to("cpu")
+    end
+    local x = new(input(165, 5, 1000, true))   -- NaN and ±inf: dropped ones are NaN too
+    local y, mask = new(T.new({ 5000 })), new(T.new({ 5000 }))
+    k(x:pointer(), y:pointer(), mask:pointer(), 5000, 0.5, r.s)
+    res[#res + 1], res[#res + 2] = y:to("cpu"), mask:to("cpu")
+    for _ = 1, 6 do res[#res + 1] = r:u32() end
+    return res
+  end }
+end
+
+-- batch norm: {B, C, S}: images, dense features (S = 1), one example of one pixel per channel
+-- (N = 1: the running variance takes the biased one), channels of 16384 values (the device
+-- splits each into parts); every activation; channel 0 of x holds a
+-- NaN and channel 1 a +inf (theirs alone turn NaN), the others are finite. Sums in double in
+-- two orders: 1e-5.
+local BNS = { { 4, 5, 9 }, { 7, 6, 1 }, { 1, 3, 1 }, { 16, 2, 1024 } }
+
+local function bn_input(seed, Bn, Cn, S)
+  local h = host(seed, Bn, Cn * S, false)
+  if Bn * S > 1 then
+    h.ptr[0] = 0 / 0
+    h.ptr[S] = math.huge
+  end
+  return h
+end
+
+local function bn_case(backward)
+  return { tol = 1e-5, run = function(k, new, be)
+    local fwd = be:op("nn.batchnorm_forward")
+    local res = {}
+    for i, c in ipairs(BNS) do
+      local Bn, Cn, S = c[1], c[2], c[3]
+      local x = new(bn_input(180 + i, Bn, Cn, S))
+      local gamma, beta = new(host(183 + i, 1, Cn, false)), new(host(186 + i, 1, Cn, false))
+      local rm, rv = new(host(189 + i, 1, Cn, false)), new(host(192 + i, 1, Cn, true))
+      local mean, invstd = new(T.new({ Cn })), new(T.new({ Cn }))
+      for act = -1, 2 do
+        local y = new(T.new({ Bn * Cn * S }))
+        fwd(x:pointer(), gamma:pointer(), beta:pointer(), y:pointer(), mean:pointer(), invstd:pointer(),
+            rm:pointer(), rv:pointer(), Bn, Cn, S, 0.1, 1e-5, 1, act)
+        if not backward then
+          res[#res + 1], res[#res + 2], res[#res + 3] = y:to("cpu"), mean:to("cpu"), invstd:to("cpu")
+          fwd(x:pointer(), gamma:pointer(), beta:pointer(), y:pointer(), nil, nil, rm:pointer(), rv:pointer(),
+              Bn, Cn, S, 0.1, 1e-5, 0, act)   -- evaluation
+          res[#res + 1] = y:to("cpu")
+        end
+      end
+      if not backward then
+        res[#res + 1], res[#res + 2] = rm:to("cpu"), rv:to("cpu")
+      else
+        local dy = new(host(195 + i, Bn, Cn * S, false))
+        local dx, dg, db = new(T.new({ Bn * Cn * S })), new(T.new({ Cn })), new(T.new({ Cn }))
+        k(x:pointer(), gamma:pointer(), dy:pointer(), mean:pointer(), invstd:pointer(), dx:pointer(),
+          dg:pointer(), db:pointer(), Bn, Cn, S)
+        res[#res + 1], res[#res + 2], res[#res + 3] = dx:to("cpu"), dg:to("cpu"), db:to("cpu")
+        k(x:pointer(), gamma:pointer(), dy:pointer(), mean:pointer(), invstd:pointer(), nil,
+          dg:pointer(), db:pointer(), Bn, Cn, S)   -- the first layer's call: no dx
+        res[#res + 1] = dg:to("cpu")
+      end
+    end
+    return res
+  end }
+end
+
 local rows7 = ffi.new("int64_t[7]", { 3, 10, 0, 7, 9, 1, 5 })
 local perm = ffi.new("int64_t[11]", { 4, 2, 9, 0, 10, 1, 7, 3, 8, 5, 6 })
 
@@ -184,6 +394,51 @@ local CASES = {
   ["vec.fill"] = vec_case(function(k, x, _, n) k(x:pointer(), n, -2.5) end),
   ["vec.scale"] = vec_case(function(k, x, _, n) k(x:pointer(), n, -0.37) end),
   ["vec.axpy"] = vec_case(function(k, x, y, n) k(x:pointer(), y:pointer(), n, 0.73) end),
+  ["vec.add"] = vec_case(function(k, x, y, n) k(x:pointer(), x:pointer(), y:pointer(), n) end),
+  ["vec.sub"] = vec_case(function(k, x, y, n) k(x:pointer(), y:pointer(), x:pointer(), n) end),
+  ["vec.mul"] = vec_case(function(k, x, y, n) k(x:pointer(), x:pointer(), y:pointer(), n) end),
+  ["vec.copy"] = vec_case(function(k, x, y, n) k(x:pointer(), y:pointer(), n - 7) end),
+  -- reductions (a number): finite inputs over many CPU chunks and device blocks, 1e-12 relative
+  -- (double sums in two orders), and NaN / ±inf inputs (NaN on both)
+  ["vec.sum"] = red_case(function(k, x) return k(x:pointer(), #x) end),
+  ["vec.norm2"] = red_case(function(k, x) return k(x:pointer(), #x) end),
+  ["vec.dot"] = red_case(function(k, x, y) return k(x:pointer(), y:pointer(), #x) end),
+  ["vec.sqdist"] = red_case(function(k, x, y) return k(x:pointer(), y:pointer(), #x) end),
+  -- per-row norms and squared distances to a vector (host doubles), as the reductions
+  ["vec.rows_norm2"] = { tol = 1e-12, run = function(k, new)
+    local res, out = {}, ffi.new("double[?]", N)
+    for _, special in ipairs({ false, true }) do
+      k(new(input(12, N, 3 * D, special)):pointer(), N, 3 * D, out)
+      for i = 0, N - 1 do res[#res + 1] = out[i] end
+    end
+    return res
+  end },
+  ["vec.rows_sqdist"] = { tol = 1e-12, run = function(k, new)
+    local res, out = {}, ffi.new("double[?]", N)
+    local v = new(input(14, 1, 3 * D, false))
+    for _, special in ipairs({ false, true }) do
+      k(new(input(13, N, 3 * D, special)):pointer(), N, 3 * D, v:pointer(), out)
+      for i = 0, N - 1 do res[#res + 1] = out[i] end
+    end
+    return res
+  end },
+  ["vec.rows_mean"] = { tol = 0, run = function(k, new)
+    local G, out = new(input(8, N, D, true)), new(T.new({ D }))
+    k(G:pointer(), N, D, out:pointer())
+    local G1, out1 = new(input(9, 1, D, false)), new(T.new({ D }))
+    k(G1:pointer(), 1, D, out1:pointer())
+    return { out:to("cpu"), out1:to("cpu") }
+  end },
+  ["vec.rows_std"] = { tol = 0, run = function(k, new)
+    local G, res = new(input(10, N, D, true)), {}
+    local mean = new(input(11, 1, D, false))
+    for ddof = 0, 1 do
+      local out = new(T.new({ D }))
+      k(G:pointer(), N, D, mean:pointer(), ddof, out:pointer())
+      res[#res + 1] = out:to("cpu")
+    end
+    return res
+  end },
   ["vec.gemm"] = gemm_case(),
   ["nn.linear_forward"] = { tol = 1e-4, run = function(k, new)
     local x, W, b = new(few(30, LB, LIN)), new(few(31, LIN, LOUT)), new(few(32, 1, LOUT))
@@ -255,6 +510,29 @@ local CASES = {
       res[#res + 1], res[#res + 2] = ls[0], tonumber(cr[0])
     end
     return res
+  end },
+  ["nn.conv2d_forward"] = conv_case(false),
+  ["nn.conv2d_backward"] = conv_case(true),
+  ["nn.maxpool_forward"] = pool_case("max", false),
+  ["nn.maxpool_backward"] = pool_case("max", true),
+  ["nn.avgpool_forward"] = pool_case("avg", false),
+  ["nn.avgpool_backward"] = pool_case("avg", true),
+  ["nn.batchnorm_forward"] = bn_case(false),
+  ["nn.batchnorm_backward"] = bn_case(true),
+  ["nn.add_act"] = act_case(1e-6, function(k, new, act)
+    local a, b = new(host(175 + act, 5, 1000, true)), new(host(178 + act, 5, 1000, true))
+    local y = new(T.new({ 5, 1000 }))
+    k(a:pointer(), b:pointer(), y:pointer(), 5000, act)
+    k(a:pointer(), b:pointer(), b:pointer(), 5000, -1)   -- in place, no activation
+    return { y, b }
+  end),
+  ["nn.dropout_forward"] = dropout_case(),
+  ["nn.dropout_backward"] = { tol = 0, run = function(k, new)
+    local dy, mask = new(input(170, 5, 1000, true)), new(host(171, 5, 1000, false))
+    local dx = new(T.new({ 5000 }))
+    k(dy:pointer(), mask:pointer(), dx:pointer(), 5000)
+    k(dy:pointer(), mask:pointer(), dy:pointer(), 5000)   -- in place
+    return { dx:to("cpu"), dy:to("cpu") }
   end },
   ["optim.sgd"] = optim_case(0, {}, function(k, th, g, s, d) k(th:pointer(), g:pointer(), d, 0.1) end),
   ["optim.momentum"] = optim_case(2, {}, function(k, th, g, s, d)
@@ -372,8 +650,9 @@ describe("agt.backend", function()
   it("runs every case on the CPU, twice to the same bits (the cases themselves are sound)", function()
     local cpu = B.get("cpu")
     for _, op in ipairs(case_names) do
-      local a, ia = CASES[op].run(cpu:op(op), function(h) return h:clone() end)
-      local b, ib = CASES[op].run(cpu:op(op), function(h) return h:to("cpu") end)
+      local okr, a, ia = pcall(CASES[op].run, cpu:op(op), function(h) return h:clone() end, cpu)
+      assert(okr, op .. ": " .. tostring(a))
+      local b, ib = CASES[op].run(cpu:op(op), function(h) return h:to("cpu") end, cpu)
       compare(a, b, 0, op .. " on cpu", ia, ib, 0)
     end
   end)
@@ -382,9 +661,35 @@ describe("agt.backend", function()
     local case = CASES[op]
     on_devices(op .. " matches its CPU twin", function(be)
       local k = be:op(op)
-      local want, iw = case.run(B.get("cpu"):op(op), function(h) return h:clone() end)
-      local got, ig = case.run(k, function(h) return h:to(be.name) end)
+      local want, iw = case.run(B.get("cpu"):op(op), function(h) return h:clone() end, B.get("cpu"))
+      local got, ig = case.run(k, function(h) return h:to(be.name) end, be)
       compare(got, want, case.tol, op .. " on " .. be.name, ig, iw, case.it_slack)
+    end)
+  end
+
+  -- cuDNN where libcudnn.so.9 is found: the same convolutions through it and through im2col
+  for _, dir in ipairs({ "forward", "backward" }) do
+    on_devices("conv2d " .. dir .. " through cuDNN equals im2col + cuBLAS (1e-4)", function(be)
+      local line, cudnn = be.conv_path()
+      assert.is_nil(line:find("\n"), "one line")
+      if not cudnn then pending(line) return end
+      local op = "nn.conv2d_" .. dir
+      local case = CASES[op]
+      local function run() return case.run(be:op(op), function(h) return h:to(be.name) end, be) end
+      local i0, c0 = be.conv_calls()
+      local with = run()
+      local i1, c1 = be.conv_calls()
+      be.use_cudnn(false)
+      local ok, without = pcall(run)
+      assert.matches("im2col", (be.conv_path()))
+      be.use_cudnn(true)
+      assert(ok, without)
+      local i2, c2 = be.conv_calls()
+      -- cuDNN took the symmetric geometries (all but the last), and with it off im2col took them all
+      assert.is_true(c1 - c0 >= 3, string.format("passes through cuDNN: %d (im2col %d)", c1 - c0, i1 - i0))
+      assert.are.equal(c1, c2)
+      assert.is_true(i2 - i1 >= c1 - c0, "with cuDNN off, im2col runs every pass")
+      compare(with, without, case.tol, op .. ": cuDNN against im2col")
     end)
   end
 
@@ -421,7 +726,7 @@ describe("agt.backend", function()
     end
   end
 
-  it("refuses a model whose batch is on another device than theta, and a layer the device lacks", function()
+  it("refuses a model whose batch is on another device than theta", function()
     -- stand-ins that only say they are on cuda:0: both refusals come before any memory is touched
     local function standin(n)
       local g = ffi.new("agt_lua_tensor")
@@ -432,10 +737,69 @@ describe("agt.backend", function()
     local x = batch(1, 4)
     assert.has_error(function() m:forward(standin(m.d), x, 4) end,
                      'x is on cpu but theta on cuda: copy it with :to("cuda")')
-    local cnn = nn.sequential({ 1, 6, 6 }, { nn.conv2d(2, { kernel = 3 }), nn.flatten(), nn.linear(3) })
-    local ok, err = pcall(cnn.forward, cnn, standin(cnn.d), standin(4 * 36), 4)
-    assert.is_false(ok)
-    assert.matches('nn.conv2d_forward has no kernel on cuda %(nn there: [^)]*nn.linear_forward[^)]*%); copy the tensors with :to%("cpu"%)', err)
+  end)
+
+  it("has a device kernel for every layer of agt.nn", function()
+    for _, op in ipairs({ "linear", "conv2d", "maxpool", "avgpool", "dropout", "act" }) do
+      assert.is_true(B.get("cuda"):has("nn." .. op .. "_forward"), op)
+      assert.is_true(B.get("cuda"):has("nn." .. op .. "_backward"), op)
+    end
+  end)
+
+  -- cnnet (conv 5x5, ReLU folded into max-pool 3x3/2, dense layers) and a model with the other
+  -- layers (avg-pool, a strided VALID conv, sigmoid, dropout drawing from a stream): loss,
+  -- gradient, logits and evaluation with θ and the batch on the device against the CPU's
+  local function cifar_batch(seed, Bn)
+    return R.new(seed, "cifar"):uniform(T.new({ Bn, 3, 32, 32 }), 0, 1), labels(seed, Bn, 10)
+  end
+
+  local function models()
+    local cnnet = require("agt.plugins").load("experiments", "cnnet", "experiment").model(nn)
+    local other = nn.sequential({ 3, 32, 32 }, {
+      nn.conv2d(8, { kernel = 3, stride = 2, padding = "VALID" }), nn.sigmoid(),
+      nn.avgpool({ kernel = 3, stride = 2, padding = "SAME" }), nn.conv2d(6, { kernel = 3 }), nn.relu(),
+      nn.flatten(), nn.dropout(0.4), nn.linear(10),
+    })
+    local resnet = nn.sequential({ 3, 32, 32 }, {
+      nn.conv2d(8, { kernel = 3, padding = 1, bias = false }), nn.batchnorm(), nn.relu(),
+      nn.residual({ nn.conv2d(8, { kernel = 3, padding = 1, bias = false }), nn.batchnorm(), nn.relu(),
+                    nn.conv2d(8, { kernel = 3, padding = 1, bias = false }), nn.batchnorm() }),
+      nn.residual({ nn.conv2d(16, { kernel = 3, stride = 2, padding = 1, bias = false }), nn.batchnorm(), nn.relu(),
+                    nn.conv2d(16, { kernel = 3, padding = 1, bias = false }), nn.batchnorm() },
+                  { nn.conv2d(16, { kernel = 1, stride = 2, padding = "VALID", bias = false }), nn.batchnorm() }),
+      nn.avgpool({ kernel = 16 }), nn.flatten(), nn.linear(10),
+    })
+    return { cnnet = cnnet, other = other, resnet = resnet }
+  end
+
+  on_devices("cnnet's, a residual batch-norm model's and a model's loss, gradient and evaluation with theta and the batch on the device follow the CPU's (cuDNN and im2col)", function(be)
+    local _, has_cudnn = be.conv_path()
+    local ok, err = pcall(function()
+      for _, path in ipairs(has_cudnn and { "cudnn", "im2col" } or { "im2col" }) do
+        be.use_cudnn(path == "cudnn")
+        for name0, m in pairs(models()) do
+          local name = name0 .. " (" .. path .. ")"
+          local theta = m:init(T.new({ m.d }), R.new(11, "init"))
+          local x, y = cifar_batch(12, 16)
+          local g, gd = T.new({ m.d }), T.new({ m.d }, "f32", be.name)
+          local rc, rd = R.new(13, "drop"), R.new(13, "drop")
+          local loss = m:loss_grad(theta, x, y, 16, g, rc)
+          local loss_d = m:loss_grad(theta:to(be.name), x:to(be.name), y:to(be.name), 16, gd, rd)
+          assert.is_true(math.abs(loss_d - loss) <= 1e-5 * loss, string.format("%s loss: device %.9g cpu %.9g", name, loss_d, loss))
+          close(gd:to("cpu"), g, 1e-4, name .. " gradient")
+          assert.are.equal(rc:state(), rd:state(), name .. ": the dropout stream after the step")
+          -- batch norm: each device's running statistics recalibrated at θ on the batch first
+          if m:has_batchnorm() then m:recalibrate(theta, x, 16, 1) end
+          local sc, nc = m:eval_batch(theta, x, y, 16)
+          if m:has_batchnorm() then m:recalibrate(theta:to(be.name), x:to(be.name), 16, 1) end
+          local sd, nd = m:eval_batch(theta:to(be.name), x:to(be.name), y:to(be.name), 16)
+          assert.is_true(math.abs(sd - sc) <= 1e-5 * sc, string.format("%s evaluation loss: device %.9g cpu %.9g", name, sd, sc))
+          assert.are.equal(nc, nd, name .. " evaluation: correct predictions")
+        end
+      end
+    end)
+    be.use_cudnn(true)
+    assert(ok, err)
   end)
 
   on_devices("fashion-mnist's loss and gradient with theta and the batch on the device equal the CPU's", function(be)

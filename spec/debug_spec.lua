@@ -120,12 +120,20 @@ print(T.debug, type(t.ptr), tostring(require('ffi').typeof(t.ptr)))
     local rc, out, err = script(PRELUDE .. "print(type(t.raw), type(t.ptr))\n", "1")
     assert.are.equal(0, rc, err)
     assert.are.equal("cdata\ttable\n", out)
-    -- in this process (no AGT_DEBUG under the specs): the raw pointer, unchanged
-    assert.is_false(T.debug)
+    -- in this process: the raw pointer, unchanged, unless the specs run under AGT_DEBUG=1
     local t = T.new({ 3 })
-    assert.are.equal("cdata", type(t.ptr))
-    assert.are.equal(t.ptr, (T.unchecked(t.ptr)))
-    assert.are.equal(t.ptr, T.checked(t.ptr, 3, "p", "a tensor"))
+    local env = os.getenv("AGT_DEBUG") or ""
+    if env ~= "" and env ~= "0" then
+      assert.is_true(T.debug)
+      assert.is_true(T.is_checked(t.ptr))
+      assert.are.equal(t.raw, (T.unchecked(t.ptr)))
+      assert.is_true(T.is_checked(T.checked(t.raw, 3, "p", "a tensor")))
+    else
+      assert.is_false(T.debug)
+      assert.are.equal("cdata", type(t.ptr))
+      assert.are.equal(t.ptr, (T.unchecked(t.ptr)))
+      assert.are.equal(t.ptr, T.checked(t.ptr, 3, "p", "a tensor"))
+    end
   end)
 end)
 

@@ -39,6 +39,14 @@ local function start_workers(dir, path, n, idle)
   return pids
 end
 
+-- Waits (up to 20 s) until process pid has exited (a zombie has).
+local function gone(pid)
+  for _ = 1, 400 do
+    if os.execute(string.format("s=$(ps -o stat= -p %d) && [ \"${s#Z}\" = \"$s\" ]", pid)) ~= 0 then return end
+    os.execute("sleep 0.05")
+  end
+end
+
 local function stop(pids)
   for _, pid in pairs(pids) do os.execute(string.format("kill -9 %d 2>/dev/null", pid)) end
 end
@@ -162,7 +170,7 @@ describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
       os.execute("sleep 0.2")
       t = ps:step()
       assert.is_true(faulty()[5] and faulty()[6])
-      assert.is_true(ps.source.rejected_unknown >= 1)
+      assert.is_true(ps.source.other_session >= 1) -- (the stranger's frame: session 0)
       stranger:close()
 
       -- A wrong-size row: a process that joins as worker 5 (row 6, whose process was killed) and
@@ -271,6 +279,201 @@ end
     if not ok then error(tostring(err) .. "\n" .. table.concat(warnings, "\n"), 0) end
   end)
 
+  it("survives the PS killed (kill -9) and restarted from its checkpoint: the workers rejoin, θ is the local run's", function()
+    local dir = H.tmpdir()
+    local port = free_port() + 3
+    local path = cluster(dir, port, 4)
+    local pids = start_workers(dir, path, 4, 60)
+    local function ps_cmd(steps)
+      return string.format("'%s' run --server '%s' --auth none --experiment fashion-mnist "
+        .. "--experiment-args eval-size:500 --aggregator median --nb-workers 4 --nb-decl-byz-workers 1 "
+        .. "--seed 5 --max-step %d --step-timeout 60 --connect-timeout 60 --checkpoint-dir '%s/ck' "
+        .. "--checkpoint-delta 4 --checkpoint-period -1 --evaluation-period -1 --progress none",
+        AGT, path, steps, dir)
+    end
+    local ok, err = pcall(function()
+      local ps = spawn("exec " .. ps_cmd(100000), dir .. "/ps1.log")
+      -- Past its second checkpoint a worker is stopped: the PS then waits on a step whose θ the
+      -- other workers have taken (their streams are past the checkpoint's), and is killed there.
+      local t_end = os.time() + 90
+      while os.time() < t_end and not H.read(dir .. "/ck/model-8.ckpt") do os.execute("sleep 0.05") end
+      os.execute("kill -STOP " .. pids[4])
+      assert.truthy(H.read(dir .. "/ck/model-8.ckpt"), H.read(dir .. "/ps1.log"))
+      os.execute("sleep 0.5")
+      os.execute("kill -9 " .. ps)
+      os.execute("kill -CONT " .. pids[4])
+      gone(ps) -- (its lock on the checkpoint directory with it)
+      -- Again: it resumes from the newest checkpoint and runs 6 more steps.
+      local rc, pout, perr = H.run(ps_cmd(6))
+      assert.equal(0, rc, perr)
+      local restored = tonumber(pout:match("Restored step (%d+)"))
+      assert.truthy(restored and restored >= 8, pout .. perr)
+      os.execute("sleep 0.3")
+      for i = 0, 3 do
+        local log = H.read(string.format("%s/w%d.log", dir, i)) or ""
+        assert.truthy(log:find("the PS is back with a new session", 1, true), log)
+        assert.truthy(log:find("the PS ended the run", 1, true), log)
+      end
+      local map = K.restore(dir .. "/ck")
+      assert.equal(tostring(restored + 6), map.step)
+      local loc = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1 }))
+      for _ = 1, restored + 6 do loc:step() end
+      -- (θ's checksum: the bytes themselves make an unreadable failure message)
+      assert.equal(K.hex(K.sha256(ffi.string(loc.theta.ptr, loc.d * 4))), K.hex(K.sha256(map.theta)))
+      -- The workers' streams in the checkpoint are the local workers' (same entries, same bytes).
+      local st = loc:state()
+      for i = 1, 4 do assert.equal(st["worker." .. i], map["worker." .. i]) end
+      -- So a local run resumed from the distributed run's checkpoint goes on as the local run.
+      local res = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1,
+                               checkpoint_dir = dir .. "/ck" }))
+      assert.equal(restored + 6, res.global_step)
+      for _ = 1, 2 do res:step(); loc:step() end
+      assert.equal(K.hex(K.sha256(ffi.string(loc.theta.ptr, loc.d * 4))),
+                   K.hex(K.sha256(ffi.string(res.theta.ptr, res.d * 4))))
+      res:close()
+      loc:close()
+    end)
+    stop(pids)
+    local logs = H.read(dir .. "/ps1.log") or ""
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\nthe first PS's output:\n" .. logs, 0) end
+  end)
+
+  it("drops a replayed row of an earlier step (late) and forged streams (malformed): θ and streams stay the local run's", function()
+    local dir = H.tmpdir()
+    local port = free_port() + 4
+    local path = cluster(dir, port, 4)
+    local pids = start_workers(dir, path, 4)
+    local warnings = {}
+    local raw
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1, server = path,
+                              auth = "none", step_timeout = 30, connect_timeout = 60 }))
+      ps.source.warn = function(msg) warnings[#warnings + 1] = msg end
+      -- A raw client learns the session as anyone can with --auth none (HELLO as worker 0)...
+      local ep = string.format("tcp://127.0.0.1:%d", port)
+      local hello = N.client(ep, 2 ^ 24)
+      hello:send(nil, N.HELLO, 0, -1, 0)
+      ps:step()
+      local m = hello:recv(5000)
+      assert.truthy(m and m.type == N.CONFIG)
+      local session = tonumber(require("cjson").decode(m:text()).session, 16)
+      hello:close()
+      -- ... and replays worker 0's row of step 1 (its bytes and loss, taken from G) during step 2.
+      ps:step()
+      local row, loss = ffi.string(ps.G:row(1).ptr, ps.d * 4), ps.source.losses[1]
+      raw = N.client(ep, ps.d * 4 + 64)
+      raw:set_session(session)
+      assert.equal(true, raw:send(nil, N.GRAD, 0, 1, loss, row))
+      -- (and streams for worker 0 at this step that are no worker's state: dropped, counted)
+      assert.equal(true, raw:send(nil, N.STATE, 0, 2, 0, "not a state"))
+      os.execute("sleep 0.2")
+      local t = ps:step()
+      local F = ps.source:faults()
+      assert.equal(0, t.faulty)
+      assert.equal(1, F[1].late)
+      assert.equal(1, F[1].malformed)
+      ps:step()
+      local loc = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1 }))
+      for _ = 1, 4 do loc:step() end
+      assert.equal(K.hex(K.sha256(ffi.string(loc.theta.ptr, loc.d * 4))),
+                   K.hex(K.sha256(ffi.string(ps.theta.ptr, ps.d * 4))))
+      -- The PS holds the workers' streams as the local run's workers have them.
+      local want, got = loc:state(), ps:state()
+      for i = 1, 4 do assert.equal(K.hex(want["worker." .. i]), K.hex(got["worker." .. i])) end
+      loc:close()
+      ps:close()
+    end)
+    if raw then raw:close() end
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    local text = table.concat(warnings, "\n")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+    assert.falsy(text:find("new connection", 1, true), text) -- the replay took no worker's place
+  end)
+
+  it("--wait-for K aggregates on the first K rows: a stalled worker is not waited for", function()
+    local dir = H.tmpdir()
+    local port = free_port() + 5
+    local path = cluster(dir, port, 4)
+    local pids = start_workers(dir, path, 4, 60)
+    local warnings = {}
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1, server = path,
+                              auth = "none", step_timeout = 60, connect_timeout = 60, wait_for = 3 }))
+      ps.source.warn = function(msg) warnings[#warnings + 1] = msg end
+      local F = ps.source:faults()
+      -- Every step takes 3 rows exactly, the 4th is faulty for it (not waited for: "slow").
+      for _ = 1, 3 do assert.equal(1, ps:step().faulty) end
+      os.execute("kill -STOP " .. pids[2])
+      local t0 = os.time()
+      for _ = 1, 3 do -- (3: its queue of θ is not full yet, which would make it "missing")
+        local t = ps:step()
+        assert.equal(1, t.faulty)
+        assert.same({ 2 }, ps.source.last_faulty)
+      end
+      assert.is_true(os.time() - t0 < 30) -- not one --step-timeout (60 s) waited
+      os.execute("kill -CONT " .. pids[2])
+      for _ = 1, 3 do ps:step() end
+      local slow, missing = 0, 0
+      for i = 1, 4 do slow, missing = slow + F[i].slow, missing + F[i].missing end
+      assert.equal(9, slow)
+      assert.equal(0, missing)
+      assert.is_true(F[2].slow >= 3)
+      ps:close()
+    end)
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    local text = table.concat(warnings, "\n")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+    assert.falsy(text:find("faulty at", 1, true), text) -- rows not waited for are not logged as faults
+    assert.truthy(text:find("slow", 1, true), text) -- the summary at close counts them
+  end)
+
+  it("holds at most 2n+8 connections under a flood of raw TCP connections and half handshakes; steps go on", function()
+    local dir = H.tmpdir()
+    local port = free_port() + 6
+    local path = cluster(dir, port, 4)
+    local pids = start_workers(dir, path, 4)
+    -- 60 connections held open, every other one stopping inside ZeroMQ's greeting.
+    H.write(dir .. "/flood.sh", string.format([[
+for i in $(seq 60); do
+  exec {fd}<>/dev/tcp/127.0.0.1/%d || break
+  if (( i %% 2 )); then printf '\xff\0\0\0\0\0\0\0\1\x7f' >&$fd; fi
+done
+echo opened
+sleep 30
+]], port))
+    local flood
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1, server = path,
+                              auth = "none", step_timeout = 30, connect_timeout = 60 }))
+      ps:step() -- every worker is connected (two connections each)
+      local function sockets() return tonumber(H.sh("ls -l /proc/$PPID/fd 2>/dev/null | grep -c 'socket:'")) end
+      local base = sockets()
+      flood = spawn("exec bash " .. dir .. "/flood.sh", dir .. "/flood.log")
+      local t_end = os.time() + 30
+      while os.time() < t_end and not (H.read(dir .. "/flood.log") or ""):find("opened") do os.execute("sleep 0.1") end
+      -- 4 workers × 2 connections + 8: of 60 strangers at most 8 are held, the rest shut at once
+      -- (within 5 s, on a loaded machine; without the bound they would stay 10 s, the handshake
+      -- timeout).
+      t_end = os.time() + 5
+      while os.time() < t_end and not (ps.source.net:refused() >= 50 and sockets() <= base + 8) do
+        os.execute("sleep 0.1")
+      end
+      assert.is_true(ps.source.net:refused() >= 50, tostring(ps.source.net:refused()))
+      assert.is_true(sockets() <= base + 8, string.format("%d sockets, %d before", sockets(), base))
+      for _ = 1, 5 do assert.equal(0, ps:step().faulty) end
+      stop({ flood })
+      flood = nil
+      ps:close()
+    end)
+    if flood then stop({ flood }) end
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(err, 0) end
+  end)
+
   it("refuses bad distributed flags before any data is loaded", function()
     local function refused(extra, pattern)
       local ok, err = pcall(S.new, opts(extra))
@@ -286,5 +489,8 @@ end
     refused({ aggregator = "average", nb_workers = 2, server = "/nonexistent.json", auth = "none" }, "cannot read")
     refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", momentum_at = "worker" }, "^%-%-momentum%-at: worker is not available with %-%-server")
     refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", local_steps = 3 }, "^%-%-local%-steps: K=3 is not available with %-%-server")
+    refused({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 1, server = c, auth = "none", wait_for = 0 }, "^%-%-wait%-for: K=0 must be from n%-f to n %(1 to 2 with n=2 f=1%)")
+    refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", wait_for = 3 }, "^%-%-wait%-for: K=3 must be from n%-f to n")
+    refused({ aggregator = "average", nb_workers = 2, wait_for = 2 }, "^%-%-wait%-for: only with %-%-server")
   end)
 end)

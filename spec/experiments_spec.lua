@@ -22,7 +22,7 @@ local function whole(x) return math.abs(x - math.floor(x + 0.5)) < 1e-9 end
 describe("agt.experiments", function()
   it("lists the experiments and knows their sizes without loading data", function()
     local names = E.list()
-    for _, n in ipairs({ "cnnet", "fashion-cnn", "fashion-mnist", "mnist" }) do
+    for _, n in ipairs({ "cnnet", "fashion-cnn", "fashion-mnist", "mnist", "resnet18-cifar10" }) do
       local found = false
       for _, x in ipairs(names) do if x == n then found = true end end
       assert.is_true(found, n)
@@ -182,6 +182,43 @@ describe("agt.experiments", function()
     assert.is_true(g:norm() > 0)
     local m = exp:evaluate(theta)
     assert.is_true(whole(m[1][2] * 6))
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  it("runs resnet18-cifar10 on small CIFAR-10-format files; evaluation re-estimates batch norm at theta", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p '" .. dir .. "'")
+    local rng = R.new(5, 0)
+    local function write(name, n)
+      local f = assert(io.open(dir .. "/" .. name, "wb"))
+      for k = 1, n do
+        local rec = { string.char((k - 1) % 10) }
+        for _ = 1, 3072 do rec[#rec + 1] = string.char(rng:below(256)) end
+        f:write(table.concat(rec))
+      end
+      f:close()
+    end
+    for b = 1, 5 do write("data_batch_" .. b .. ".bin", 4) end
+    write("test_batch.bin", 4)
+    local words = { "data-dir:" .. dir, "download:false", "batch-size:2", "eval-batch-size:4", "bn-batches:2" }
+    local exp = E.load("resnet18-cifar10", words, { seed = 1, n = 2 })
+    assert.are.equal(11173962, exp.d)
+    local theta = exp:init_params(T.new({ exp.d }), R.new(1, 0))
+    local g = T.new({ exp.d })
+    local loss = exp:worker(1):gradient(theta, g)
+    assert.is_true(loss > 0 and loss < 20, tostring(loss))
+    assert.is_true(g:norm() > 0)
+    local m1 = exp:evaluate(theta)
+    assert.is_true(whole(m1[1][2] * 4))
+    -- the running statistics depend on theta alone: a worker's further batches (which move them)
+    -- do not change the next evaluation
+    exp:worker(2):gradient(theta, g)
+    local m2 = exp:evaluate(theta)
+    assert.are.equal(m1[2][2], m2[2][2])
+    -- a second experiment object, whose model never trained, evaluates the same
+    local other = E.load("resnet18-cifar10", words, { seed = 1, n = 2 })
+    assert.are.equal(m1[2][2], other:evaluate(theta)[2][2])
     os.execute("rm -rf '" .. dir .. "'")
   end)
 

@@ -8,6 +8,7 @@ local R = require("agt.rng")
 
 -- Reference geometry (TF): SAME: out = ceil(n/s), padding split with the odd one after.
 local function geo(n, k, s, padding)
+  if type(padding) == "number" then return math.floor((n + 2 * padding - k) / s) + 1, padding end
   if padding == "SAME" then
     local out = math.ceil(n / s)
     local total = math.max((out - 1) * s + k - n, 0)
@@ -16,10 +17,42 @@ local function geo(n, k, s, padding)
   return math.floor((n - k) / s) + 1, 0
 end
 
+local ACTF = {
+  relu = function(v) return math.max(v, 0) end, tanh = math.tanh,
+  sigmoid = function(v) return 1 / (1 + math.exp(-v)) end,
+}
+
 -- Forward of one layer on a flat Lua array a (B examples), in double.
 local function ref_layer(l, th, a, B)
   local k = l.kind
   if k == "flatten" then return a end
+  if k == "residual" then
+    local x, y = a, a
+    for _, sub in ipairs(l.body) do x = ref_layer(sub, th, x, B) end
+    for _, sub in ipairs(l.shortcut) do y = ref_layer(sub, th, y, B) end
+    local o, f = {}, ACTF[l.act_name]
+    for i = 1, #x do o[i] = f and f(x[i] + y[i]) or x[i] + y[i] end
+    return o
+  end
+  if k == "batchnorm" then   -- training mode: the batch's statistics
+    local Cn, S = l.c, l.s
+    local w, b = l.params[1].offset, l.params[2].offset
+    local o = {}
+    for c = 0, Cn - 1 do
+      local sum, sq = 0, 0
+      for i = 0, B - 1 do for j = 0, S - 1 do sum = sum + a[(i * Cn + c) * S + j + 1] end end
+      local m = sum / (B * S)
+      for i = 0, B - 1 do for j = 0, S - 1 do sq = sq + (a[(i * Cn + c) * S + j + 1] - m) ^ 2 end end
+      local is = 1 / math.sqrt(sq / (B * S) + l.eps)
+      for i = 0, B - 1 do
+        for j = 0, S - 1 do
+          local at = (i * Cn + c) * S + j + 1
+          o[at] = th[w + c + 1] * (a[at] - m) * is + th[b + c + 1]
+        end
+      end
+    end
+    return o
+  end
   if k == "relu" or k == "tanh" or k == "sigmoid" then
     local o = {}
     for i = 1, #a do
@@ -239,6 +272,51 @@ describe("agt.nn", function()
     local l2 = m:eval_batch(theta, x, y, 4)
     assert.are.equal(l1, l2)
     assert.has_error(function() m:loss_grad(theta, x, y, 4, T.new({ m.d })) end)
+  end)
+
+  it("batch norm (fused ReLU, dense and per channel) and residual blocks match finite differences", function()
+    local m = nn.sequential({ 2, 6, 6 }, {
+      nn.conv2d(3, { kernel = 3, padding = 1, bias = false }), nn.batchnorm(), nn.relu(),
+      nn.residual({ nn.conv2d(3, { kernel = 3, padding = 1, bias = false }), nn.batchnorm(), nn.relu(),
+                    nn.conv2d(3, { kernel = 3, padding = 1, bias = false }), nn.batchnorm() }),
+      nn.residual({ nn.conv2d(4, { kernel = 3, stride = 2, padding = 1 }), nn.batchnorm(), nn.tanh(),
+                    nn.conv2d(4, { kernel = 3, padding = 1 }), nn.batchnorm() },
+                  { nn.conv2d(4, { kernel = 1, stride = 2, padding = "VALID" }), nn.batchnorm() }),
+      nn.avgpool({ kernel = 3 }), nn.flatten(), nn.linear(5), nn.batchnorm(), nn.sigmoid(), nn.linear(3),
+    })
+    assert.are.same({ 4, 3, 3 }, m.layers[5].out_shape)   -- padding 1, stride 2: PyTorch's size
+    assert.is_true(gradcheck(m, 3, 15, 20) < 2e-3)
+  end)
+
+  it("batch norm keeps running statistics in training, uses them in evaluation, and recalibrates", function()
+    local m = nn.sequential({ 2, 3, 3 }, { nn.batchnorm({ momentum = 0.5 }), nn.flatten(), nn.linear(2) })
+    local theta = m:init(T.new({ m.d }), R.new(4, 0))
+    local x = R.new(4, 1):normal(T.new({ 5, 2, 3, 3 }), 3, 2)
+    local y = T.from_table({ 0, 1, 1, 0, 1 }, "i32")
+    local bn = m.layers[1]
+    -- the batch's statistics of channel 0, in double
+    local sum, sq, n = 0, 0, 5 * 9
+    local xt = x:totable()
+    for i = 0, 4 do for j = 0, 8 do sum = sum + xt[i * 18 + j + 1] end end
+    local mean = sum / n
+    for i = 0, 4 do for j = 0, 8 do sq = sq + (xt[i * 18 + j + 1] - mean) ^ 2 end end
+    m:loss_grad(theta, x, y, 5, T.new({ m.d }))
+    assert.is_true(math.abs(bn.run_mean[1] - 0.5 * mean) < 1e-5)
+    assert.is_true(math.abs(bn.run_var[1] - (0.5 + 0.5 * sq / (n - 1))) < 1e-4)
+    -- evaluation normalises with the running statistics, not the batch's: one example alone
+    -- gives the same logits as within the batch
+    local l5 = m:forward(theta, x, 5)
+    local first = l5[0]
+    local l1 = m:forward(theta, x:narrow(1, 1, 1), 1)
+    assert.are.equal(first, l1[0])
+    -- recalibration: batch k with momentum 1/k; after one batch, the statistics are the batch's
+    m:recalibrate(theta, x, 5, 1)
+    assert.is_true(math.abs(bn.run_mean[1] - mean) < 1e-5)
+    assert.is_true(math.abs(bn.run_var[1] - sq / (n - 1)) < 1e-4)
+    assert.is_true(m:has_batchnorm())
+    assert.has_error(function() nn.batchnorm({ momentum = 2 }) end)
+    assert.has_error(function() nn.residual({ nn.linear(2), nn.relu() }) end)
+    assert.has_error(function() nn.sequential({ 4 }, { nn.residual({ nn.linear(3) }) }) end)
   end)
 
   it("gradients are reproducible and every value of the gradient is written", function()

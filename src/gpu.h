@@ -64,6 +64,31 @@ agt_status agt_gpu_fill_normal(float *x_dev, size_t count, uint64_t seed, float 
 agt_status agt_gpu_vec_fill(float *x, size_t n, float v);
 agt_status agt_gpu_vec_scale(float *x, size_t n, float a);                  /* x *= a */
 agt_status agt_gpu_vec_axpy(float *y, const float *x, size_t n, float a);   /* y += a x */
+agt_status agt_gpu_vec_add(float *out, const float *a, const float *b, size_t n);
+agt_status agt_gpu_vec_sub(float *out, const float *a, const float *b, size_t n);
+agt_status agt_gpu_vec_mul(float *out, const float *a, const float *b, size_t n);
+/* Reductions of vec.h (sum, dot, norm2, sqdist): the value into *out, a HOST double (it waits
+ * for the device); the same double accumulation in another order than the CPU's. */
+agt_status agt_gpu_vec_sum(const float *x, size_t n, double *out);
+agt_status agt_gpu_vec_dot(const float *x, const float *y, size_t n, double *out);
+agt_status agt_gpu_vec_norm2(const float *x, size_t n, double *out);
+agt_status agt_gpu_vec_sqdist(const float *x, const float *y, size_t n, double *out);
+/* Twins of agt_rows_norm2 and agt_rows_sqdist: out (HOST, n doubles) gets each row's norm or
+ * squared distance to v (device), in one pass over G; to double rounding, as the reductions. */
+agt_status agt_gpu_rows_norm2(const float *G, size_t n, size_t d, double *out);
+agt_status agt_gpu_rows_sqdist(const float *G, size_t n, size_t d, const float *v, double *out);
+/* Twins of agt_rows_mean and agt_rows_std (device G, mean, out): the same bits. */
+agt_status agt_gpu_rows_mean(const float *G, size_t n, size_t d, float *out);
+agt_status agt_gpu_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof,
+                            float *out);
+/* Batches ahead of use: copies a host range (page-locked for the copy to be asynchronous) to
+ * the device on a copy stream, after the work already queued on the default stream, and
+ * returns at once. agt_gpu_copy_async_join makes the work queued next on the default stream
+ * wait for every copy queued so far (the host does not wait); agt_gpu_copy_async_wait waits on
+ * the host for them (the host ranges may then change). */
+agt_status agt_gpu_copy_h2d_async(void *dst_dev, const void *src_host, size_t bytes);
+agt_status agt_gpu_copy_async_join(void);
+agt_status agt_gpu_copy_async_wait(void);
 
 /* Rules: twins of gar.h with device pointers for G, out and v (host pointers for the small
  * index arrays rows, perm, selected). Same arguments, same definitions. */

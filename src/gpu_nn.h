@@ -18,6 +18,7 @@
 #define AGT_GPU_NN_H
 
 #include "status.h"
+#include "rng.h"
 
 /* ffi:begin */
 /* C = alpha·op(A)·op(B) + beta·C, row-major, as agt_gemm. */
@@ -33,6 +34,59 @@ agt_status agt_gpu_nn_linear_backward(const float *x, const float *W, const floa
 agt_status agt_gpu_nn_act_forward(int act, const float *x, float *y, size_t n);
 agt_status agt_gpu_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n);
 agt_status agt_gpu_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
+/* Convolution (NCHW, nn.h's layouts and padding): im2col into the device's own scratch arena
+ * and cuBLAS SGEMMs (float32, no TF32), or cuDNN where it was found (agt_gpu_nn_conv_path).
+ * col is not used (it may be NULL): backward unfolds x again. The bias gradient is the CPU's bit
+ * for bit (the same float partial sums, added in double in the same order). */
+agt_status agt_gpu_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
+                                     float *col, size_t B, size_t C, size_t H, size_t Wd,
+                                     size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                     size_t pt, size_t pl, size_t OH, size_t OW, int act);
+agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const float *dy,
+                                      float *dx, float *dW, float *db, float *col,
+                                      size_t B, size_t C, size_t H, size_t Wd,
+                                      size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                      size_t pt, size_t pl, size_t OH, size_t OW);
+/* Which path the convolutions take: 1 for cuDNN (libcudnn.so.9 found at run time, not switched
+ * off), 0 for im2col + cuBLAS; buf (may be NULL) receives one line saying which and why.
+ * agt_gpu_nn_use_cudnn(0) switches cuDNN off (1 back on); AGT_CUDNN=0 in the environment keeps
+ * it from being loaded. Convolutions cuDNN cannot pad as asked (TF's SAME with the odd pixel
+ * after) take the im2col path either way. */
+int agt_gpu_nn_conv_path(char *buf, size_t cap);
+void agt_gpu_nn_use_cudnn(int on);
+/* Convolution passes (forward, backward) run so far through each path. */
+void agt_gpu_nn_conv_calls(size_t *im2col, size_t *cudnn);
+/* Pooling: the CPU's windows, ties, NaN rule and summation order: bit-identical, idx too. */
+agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
+                                      size_t H, size_t Wd, size_t KH, size_t KW, size_t sh,
+                                      size_t sw, size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
+                                       float *dx, size_t P, size_t H, size_t Wd, size_t KH,
+                                       size_t KW, size_t sh, size_t sw, size_t pt, size_t pl,
+                                       size_t OH, size_t OW);
+agt_status agt_gpu_nn_avgpool_forward(const float *x, float *y, size_t P, size_t H, size_t Wd,
+                                      size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                      size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_avgpool_backward(const float *dy, float *dx, size_t P, size_t H, size_t Wd,
+                                       size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                       size_t pl, size_t OH, size_t OW);
+/* Dropout with the CPU's mask: word i of r's Philox stream decides value i, as in
+ * agt_nn_dropout_forward; r (a HOST pointer) is advanced past the n words it used, as the CPU
+ * twin advances it, so both devices draw the same masks from the same stream. */
+agt_status agt_gpu_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
+                                      agt_rng *r);
+agt_status agt_gpu_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n);
+agt_status agt_gpu_nn_add_act(const float *a, const float *b, float *y, size_t n, int act);
+/* Batch normalisation: the per-channel sums in double in the device's order (the statistics
+ * agree with the CPU's to double rounding), the element-wise passes the CPU's float operations. */
+agt_status agt_gpu_nn_batchnorm_forward(const float *x, const float *gamma, const float *beta,
+                                        float *y, float *save_mean, float *save_invstd,
+                                        float *run_mean, float *run_var, size_t B, size_t C,
+                                        size_t S, float momentum, float eps, int train, int act);
+agt_status agt_gpu_nn_batchnorm_backward(const float *x, const float *gamma, const float *dy,
+                                         const float *save_mean, const float *save_invstd,
+                                         float *dx, float *dgamma, float *dbeta, size_t B,
+                                         size_t C, size_t S);
 /* logits, y (int32 labels) and dlogits on the device, loss on the host. A label out of range
  * is AGT_EINVAL naming the first such example (dlogits is then unspecified). */
 agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,

@@ -5,6 +5,7 @@
  * was built without CUDA"; agt_gpu_available() and agt_gpu_device_count() return 0, and the
  * functions that cannot fail do nothing. */
 #include "gpu.h"
+#include <stdio.h>
 #include "gpu_nn.h"
 
 #ifndef AGT_HAVE_CUDA
@@ -35,6 +36,24 @@ agt_status agt_gpu_fill_normal(float *x_dev, size_t count, uint64_t seed, float 
 agt_status agt_gpu_vec_fill(float *x, size_t n, float v) { return NOCUDA(); }
 agt_status agt_gpu_vec_scale(float *x, size_t n, float a) { return NOCUDA(); }
 agt_status agt_gpu_vec_axpy(float *y, const float *x, size_t n, float a) { return NOCUDA(); }
+agt_status agt_gpu_vec_add(float *o, const float *a, const float *b, size_t n) { return NOCUDA(); }
+agt_status agt_gpu_vec_sub(float *o, const float *a, const float *b, size_t n) { return NOCUDA(); }
+agt_status agt_gpu_vec_mul(float *o, const float *a, const float *b, size_t n) { return NOCUDA(); }
+agt_status agt_gpu_vec_sum(const float *x, size_t n, double *out) { return NOCUDA(); }
+agt_status agt_gpu_vec_dot(const float *x, const float *y, size_t n, double *out) { return NOCUDA(); }
+agt_status agt_gpu_vec_norm2(const float *x, size_t n, double *out) { return NOCUDA(); }
+agt_status agt_gpu_vec_sqdist(const float *x, const float *y, size_t n, double *out) { return NOCUDA(); }
+agt_status agt_gpu_rows_norm2(const float *G, size_t n, size_t d, double *out) { return NOCUDA(); }
+agt_status agt_gpu_rows_sqdist(const float *G, size_t n, size_t d, const float *v, double *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_rows_mean(const float *G, size_t n, size_t d, float *out) { return NOCUDA(); }
+agt_status agt_gpu_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof, float *out) {
+  return NOCUDA();
+}
+agt_status agt_gpu_copy_h2d_async(void *dst, const void *src, size_t bytes) { return NOCUDA(); }
+agt_status agt_gpu_copy_async_join(void) { return NOCUDA(); }
+agt_status agt_gpu_copy_async_wait(void) { return NOCUDA(); }
 /* gpu_nn.h: GEMM, layers, loss, optimizers */
 agt_status agt_gpu_gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *A,
                         size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
@@ -61,6 +80,71 @@ agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t
 }
 agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
                                  double *loss_sum, size_t *correct) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
+                                     float *col, size_t B, size_t C, size_t H, size_t Wd,
+                                     size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                     size_t pt, size_t pl, size_t OH, size_t OW, int act) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const float *dy, float *dx,
+                                      float *dW, float *db, float *col, size_t B, size_t C,
+                                      size_t H, size_t Wd, size_t OC, size_t KH, size_t KW,
+                                      size_t sh, size_t sw, size_t pt, size_t pl, size_t OH,
+                                      size_t OW) {
+  return NOCUDA();
+}
+int agt_gpu_nn_conv_path(char *buf, size_t cap) {
+  if (buf && cap) snprintf(buf, cap, "conv2d: agt was built without CUDA");
+  return 0;
+}
+void agt_gpu_nn_use_cudnn(int on) {}
+void agt_gpu_nn_conv_calls(size_t *im2col, size_t *cudnn) {
+  if (im2col) *im2col = 0;
+  if (cudnn) *cudnn = 0;
+}
+agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P, size_t H,
+                                      size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
+                                      size_t pt, size_t pl, size_t OH, size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
+                                       float *dx, size_t P, size_t H, size_t Wd, size_t KH,
+                                       size_t KW, size_t sh, size_t sw, size_t pt, size_t pl,
+                                       size_t OH, size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_avgpool_forward(const float *x, float *y, size_t P, size_t H, size_t Wd,
+                                      size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                      size_t pl, size_t OH, size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_avgpool_backward(const float *dy, float *dx, size_t P, size_t H, size_t Wd,
+                                       size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                       size_t pl, size_t OH, size_t OW) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
+                                      agt_rng *r) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_add_act(const float *a, const float *b, float *y, size_t n, int act) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_batchnorm_forward(const float *x, const float *gamma, const float *beta,
+                                        float *y, float *save_mean, float *save_invstd,
+                                        float *run_mean, float *run_var, size_t B, size_t C,
+                                        size_t S, float momentum, float eps, int train, int act) {
+  return NOCUDA();
+}
+agt_status agt_gpu_nn_batchnorm_backward(const float *x, const float *gamma, const float *dy,
+                                         const float *save_mean, const float *save_invstd,
+                                         float *dx, float *dgamma, float *dbeta, size_t B,
+                                         size_t C, size_t S) {
   return NOCUDA();
 }
 agt_status agt_gpu_optim_sgd(float *theta, const float *g, size_t d, float lr) { return NOCUDA(); }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <zmq.h>
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the frame format is little-endian");
@@ -39,14 +40,21 @@ struct agt_net {
   zmq_msg_t cur;
   int has_cur;
   char endpoint[1024];
-  /* CURVE server: the admitted public keys (32 bytes each) and the ZAP handler thread */
+  /* CURVE server: the admitted public keys (32 bytes each) and the ZAP socket */
   unsigned char *keys;
   int nkeys;
   void *zap;
-  pthread_t zap_thread;
-  int zap_running;
-  volatile int zap_stop;
-  int64_t denied; /* written by the ZAP thread, read with __atomic */
+  /* PS: the guard thread, from agt_net_bind to close: it answers the ZAP socket (CURVE) and
+   * reads the socket's monitor, holding the accepted connections' descriptors (at most
+   * max_peers: more are shut down at once) */
+  void *mon;
+  int *conn_fds;
+  int nconn;
+  pthread_t guard_thread;
+  int guard_running;
+  volatile int guard_stop;
+  int64_t denied;  /* written by the guard thread, read with __atomic */
+  int64_t refused; /* idem */
   struct send_buf *sbuf; /* the buffer of the last message sent, reused once ZeroMQ lets go */
 };
 
@@ -171,11 +179,13 @@ fail:
 
 void agt_net_close(agt_net *n) {
   if (!n) return;
-  if (n->zap_running) {
-    __atomic_store_n(&n->zap_stop, 1, __ATOMIC_SEQ_CST);
-    pthread_join(n->zap_thread, NULL);
+  if (n->guard_running) {
+    __atomic_store_n(&n->guard_stop, 1, __ATOMIC_SEQ_CST);
+    pthread_join(n->guard_thread, NULL);
   }
   if (n->zap) zmq_close(n->zap);
+  if (n->mon) zmq_close(n->mon);
+  free(n->conn_fds);
   free(n->keys);
   if (n->has_cur) zmq_msg_close(&n->cur);
   if (n->sock) zmq_close(n->sock);
@@ -192,9 +202,35 @@ static agt_status check_endpoint(const char *endpoint, const char *fn) {
   return AGT_OK;
 }
 
+static void *guard_main(void *arg);
+
+/* The monitor of the PS's socket (accepted and closed connections) and the guard thread that
+ * reads it (and answers ZAP), once, before the first bind. */
+static agt_status start_guard(agt_net *n) {
+  if (n->guard_running) return AGT_OK;
+  char addr[64];
+  snprintf(addr, sizeof addr, "inproc://agt-monitor-%p", (void *)n);
+  if (zmq_socket_monitor(n->sock, addr, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED))
+    return zfail("zmq_socket_monitor");
+  if (!(n->mon = zmq_socket(n->ctx, ZMQ_PAIR))) return zfail("zmq_socket(monitor)");
+  /* No high-water mark on the events (ZeroMQ drops them at one): a lost DISCONNECTED would
+   * hold a slot for ever. They queue only as long as the guard thread lags. */
+  int zero = 0;
+  zmq_setsockopt(n->mon, ZMQ_LINGER, &zero, sizeof zero);
+  zmq_setsockopt(n->mon, ZMQ_RCVHWM, &zero, sizeof zero);
+  if (zmq_connect(n->mon, addr)) return zfail("zmq_connect(monitor)");
+  if (!(n->conn_fds = calloc((size_t)n->max_peers, sizeof *n->conn_fds)))
+    return AGT_FAIL(AGT_ENOMEM, "out of memory for %d connections", n->max_peers);
+  if (pthread_create(&n->guard_thread, NULL, guard_main, n))
+    return AGT_FAIL(AGT_ENOMEM, "cannot start the PS's guard thread");
+  n->guard_running = 1;
+  return AGT_OK;
+}
+
 agt_status agt_net_bind(agt_net *n, const char *endpoint) {
   AGT_TRY(check_endpoint(endpoint, "agt_net_bind"));
   if (n->role != AGT_NET_SERVER) return AGT_FAIL(AGT_EINVAL, "agt_net_bind: only the PS binds");
+  AGT_TRY(start_guard(n));
   if (zmq_bind(n->sock, endpoint))
     return AGT_FAIL(AGT_ENET, "cannot listen on %s: %s", endpoint, zmq_strerror(zmq_errno()));
   return AGT_OK;
@@ -227,6 +263,8 @@ agt_status agt_net_curve_keypair(char *pub, char *sec) {
 
 int64_t agt_net_denied(const agt_net *n) { return __atomic_load_n(&n->denied, __ATOMIC_SEQ_CST); }
 
+int64_t agt_net_refused(const agt_net *n) { return __atomic_load_n(&n->refused, __ATOMIC_SEQ_CST); }
+
 /* The ZAP handler (ZeroMQ's RFC 27): each request is [version, request id, domain, address,
  * routing id, mechanism, client key]; the reply [version, request id, status code, status
  * text, user id, metadata]. The user id of an admitted key is its index in decimal. */
@@ -240,36 +278,81 @@ static void zap_reply(void *sock, const char *id, size_t id_len, const char *cod
   zmq_send(sock, "", 0, 0);
 }
 
-static void *zap_main(void *arg) {
-  agt_net *n = arg;
-  while (!__atomic_load_n(&n->zap_stop, __ATOMIC_SEQ_CST)) {
-    zmq_pollitem_t item = { n->zap, 0, ZMQ_POLLIN, 0 };
-    if (zmq_poll(&item, 1, 100) <= 0) continue;
-    /* Up to 7 frames, each copied into a small buffer (a key is 32 bytes; the rest is short). */
-    char f[7][256];
-    size_t len[7] = { 0 };
-    int k = 0, more = 1;
-    while (more) {
-      int r = zmq_recv(n->zap, k < 7 ? f[k] : f[6], 255, 0);
-      if (r < 0) break;
-      if (k < 7) len[k] = (size_t)(r > 255 ? 255 : r);
-      k++;
-      size_t sz = sizeof more;
-      if (zmq_getsockopt(n->zap, ZMQ_RCVMORE, &more, &sz)) more = 0;
-    }
-    if (k < 2) continue;
-    int admitted = -1;
-    if (k == 7 && len[5] == 5 && memcmp(f[5], "CURVE", 5) == 0 && len[6] == 32)
-      for (int i = 0; i < n->nkeys; i++)
-        if (memcmp(n->keys + 32 * i, f[6], 32) == 0) { admitted = i; break; }
-    if (admitted >= 0) {
-      char user[16];
-      snprintf(user, sizeof user, "%d", admitted);
-      zap_reply(n->zap, f[1], len[1], "200", "OK", user);
+/* Answers one ZAP request waiting on n->zap. */
+static void zap_answer(agt_net *n) {
+  /* Up to 7 frames, each copied into a small buffer (a key is 32 bytes; the rest is short). */
+  char f[7][256];
+  size_t len[7] = { 0 };
+  int k = 0, more = 1;
+  while (more) {
+    int r = zmq_recv(n->zap, k < 7 ? f[k] : f[6], 255, ZMQ_DONTWAIT);
+    if (r < 0) break;
+    if (k < 7) len[k] = (size_t)(r > 255 ? 255 : r);
+    k++;
+    size_t sz = sizeof more;
+    if (zmq_getsockopt(n->zap, ZMQ_RCVMORE, &more, &sz)) more = 0;
+  }
+  if (k < 2) return;
+  int admitted = -1;
+  if (k == 7 && len[5] == 5 && memcmp(f[5], "CURVE", 5) == 0 && len[6] == 32)
+    for (int i = 0; i < n->nkeys; i++)
+      if (memcmp(n->keys + 32 * i, f[6], 32) == 0) { admitted = i; break; }
+  if (admitted >= 0) {
+    char user[16];
+    snprintf(user, sizeof user, "%d", admitted);
+    zap_reply(n->zap, f[1], len[1], "200", "OK", user);
+  } else {
+    __atomic_add_fetch(&n->denied, 1, __ATOMIC_SEQ_CST);
+    zap_reply(n->zap, f[1], len[1], "400", "unknown key", "");
+  }
+}
+
+/* Reads one monitor event: a connection accepted beyond max_peers open ones is shut down at
+ * once (ZeroMQ then closes it as a peer that hung up, and says so: DISCONNECTED); its slot is
+ * freed when ZeroMQ reports it closed, whoever closed it (a handshake not finished within
+ * ZMQ_HANDSHAKE_IVL, a heartbeat timeout, the peer). An event is [u16 event, u32 value (the
+ * descriptor)] then the endpoint. Events come in the order ZeroMQ's one I/O thread made them,
+ * so a descriptor number reused is seen closed before it is seen accepted again; the one race
+ * left (a refused connection closed and its number reused before its ACCEPTED is read) can only
+ * shut a connection that came while every slot was taken. */
+static void monitor_event(agt_net *n) {
+  unsigned char ev[6];
+  int r = zmq_recv(n->mon, ev, sizeof ev, ZMQ_DONTWAIT);
+  int more = 0;
+  size_t sz = sizeof more;
+  while (zmq_getsockopt(n->mon, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
+    char skip[8];
+    if (zmq_recv(n->mon, skip, sizeof skip, ZMQ_DONTWAIT) < 0) break;
+  }
+  if (r != (int)sizeof ev) return;
+  uint16_t event;
+  uint32_t value;
+  memcpy(&event, ev, 2);
+  memcpy(&value, ev + 2, 4);
+  int fd = (int)value, at = -1;
+  for (int i = 0; i < n->nconn; i++)
+    if (n->conn_fds[i] == fd) { at = i; break; }
+  if (event == ZMQ_EVENT_DISCONNECTED) {
+    if (at >= 0) n->conn_fds[at] = n->conn_fds[--n->nconn];
+  } else if (event == ZMQ_EVENT_ACCEPTED && at < 0) {
+    /* (a descriptor already held was closed without an event seen: it is the new one now) */
+    if (n->nconn < n->max_peers) {
+      n->conn_fds[n->nconn++] = fd;
     } else {
-      __atomic_add_fetch(&n->denied, 1, __ATOMIC_SEQ_CST);
-      zap_reply(n->zap, f[1], len[1], "400", "unknown key", "");
+      __atomic_add_fetch(&n->refused, 1, __ATOMIC_SEQ_CST);
+      shutdown(fd, SHUT_RDWR);
     }
+  }
+}
+
+static void *guard_main(void *arg) {
+  agt_net *n = arg;
+  while (!__atomic_load_n(&n->guard_stop, __ATOMIC_SEQ_CST)) {
+    zmq_pollitem_t items[2] = { { n->mon, 0, ZMQ_POLLIN, 0 }, { n->zap, 0, ZMQ_POLLIN, 0 } };
+    int r = zmq_poll(items, n->zap ? 2 : 1, 100);
+    if (r <= 0) continue;
+    if (items[0].revents & ZMQ_POLLIN) monitor_event(n);
+    if (n->zap && (items[1].revents & ZMQ_POLLIN)) zap_answer(n);
   }
   return NULL;
 }
@@ -277,6 +360,7 @@ static void *zap_main(void *arg) {
 agt_status agt_net_curve_server(agt_net *n, const char *secret, const char *keys, int nkeys) {
   if (!n || n->role != AGT_NET_SERVER) return AGT_FAIL(AGT_EINVAL, "agt_net_curve_server: not a PS socket");
   if (n->zap) return AGT_FAIL(AGT_EINVAL, "agt_net_curve_server: CURVE is already set");
+  if (n->guard_running) return AGT_FAIL(AGT_EINVAL, "agt_net_curve_server: call it before agt_net_bind");
   if (!z85_ok(secret)) return AGT_FAIL(AGT_EINVAL, "the PS's secret key must be 40 Z85 characters");
   if (nkeys < 1 || !keys || strlen(keys) != (size_t)nkeys * 40)
     return AGT_FAIL(AGT_EINVAL, "agt_net_curve_server: expects %d worker keys of 40 characters", nkeys);
@@ -301,11 +385,7 @@ agt_status agt_net_curve_server(agt_net *n, const char *secret, const char *keys
       zmq_setsockopt(n->sock, ZMQ_CURVE_SECRETKEY, sk, 32) ||
       zmq_setsockopt(n->sock, ZMQ_ZAP_DOMAIN, "agt", 3))
     return zfail("zmq_setsockopt(CURVE)");
-  AGT_TRY(set_curve_cap(n));
-  if (pthread_create(&n->zap_thread, NULL, zap_main, n))
-    return AGT_FAIL(AGT_ENOMEM, "cannot start the ZAP handler thread");
-  n->zap_running = 1;
-  return AGT_OK;
+  return set_curve_cap(n);
 }
 
 agt_status agt_net_curve_client(agt_net *n, const char *server_public, const char *pub, const char *sec) {
@@ -377,7 +457,7 @@ static void put_header(unsigned char *h, int type, uint32_t worker, uint64_t ses
 agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
                         int64_t step, double aux, const void *data, int64_t len, int8_t *sent) {
   if (!n) return AGT_FAIL(AGT_EINVAL, "agt_net_send: no socket");
-  if (type < AGT_NET_HELLO || type > AGT_NET_ERROR)
+  if (type < AGT_NET_HELLO || type > AGT_NET_STATE)
     return AGT_FAIL(AGT_EINVAL, "agt_net_send: unknown message type %d", type);
   if (len < 0 || (len > 0 && !data))
     return AGT_FAIL(AGT_EINVAL, "agt_net_send: bad payload (len %lld)", (long long)len);
@@ -446,6 +526,47 @@ static void drain(agt_net *n) {
   }
 }
 
+agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int64_t max_payload,
+                          agt_net_msg *m) {
+  const unsigned char *h = frame;
+  if (size < AGT_NET_HEADER || !h)
+    return AGT_FAIL(AGT_NET_REJECTED, "a %zu-byte frame, shorter than the %d-byte header", size, AGT_NET_HEADER);
+  if (memcmp(h, MAGIC, 4) != 0) return AGT_FAIL(AGT_NET_REJECTED, "a frame without the AGTN magic (not an agt message)");
+  uint16_t version, type;
+  uint32_t worker, zero;
+  uint64_t msession, ulen;
+  int64_t step;
+  double aux;
+  memcpy(&version, h + 4, 2);
+  memcpy(&type, h + 6, 2);
+  memcpy(&worker, h + 8, 4);
+  memcpy(&zero, h + 12, 4);
+  memcpy(&msession, h + 16, 8);
+  memcpy(&step, h + 24, 8);
+  memcpy(&aux, h + 32, 8);
+  memcpy(&ulen, h + 40, 8);
+  if (version != AGT_NET_VERSION)
+    return AGT_FAIL(AGT_NET_REJECTED, "a frame of version %u (this agt speaks version %d)", version, AGT_NET_VERSION);
+  if (type < AGT_NET_HELLO || type > AGT_NET_STATE) return AGT_FAIL(AGT_NET_REJECTED, "a frame of unknown type %u", type);
+  if (zero != 0) return AGT_FAIL(AGT_NET_REJECTED, "a frame with its reserved field set");
+  if (ulen != size - AGT_NET_HEADER)
+    return AGT_FAIL(AGT_NET_REJECTED, "a frame announcing %llu payload bytes and carrying %zu",
+                    (unsigned long long)ulen, size - AGT_NET_HEADER);
+  if (max_payload < 0 || ulen > (uint64_t)max_payload)
+    return AGT_FAIL(AGT_NET_REJECTED, "a frame of %llu payload bytes, above the cap of %lld",
+                    (unsigned long long)ulen, (long long)max_payload);
+  if (session != 0 && type != AGT_NET_HELLO && msession != session)
+    return AGT_FAIL(AGT_NET_REJECTED, "a frame of another session (%016llx)", (unsigned long long)msession);
+  m->type = type;
+  m->worker = worker;
+  m->session = msession;
+  m->step = step;
+  m->aux = aux;
+  m->len = (int64_t)ulen;
+  m->data = h + AGT_NET_HEADER;
+  return AGT_OK;
+}
+
 agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
   if (!n || !m) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: NULL argument");
   if (timeout_ms < 0) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: timeout must be >= 0 ms, got %d", timeout_ms);
@@ -492,36 +613,11 @@ agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
     drain(n);
     return reject(n, "a message of several frames (agt sends one)");
   }
-  size_t size = zmq_msg_size(&n->cur);
-  const unsigned char *h = zmq_msg_data(&n->cur);
-  if (size < AGT_NET_HEADER) return reject(n, "a %zu-byte frame, shorter than the %d-byte header", size, AGT_NET_HEADER);
-  if (memcmp(h, MAGIC, 4) != 0) return reject(n, "a frame without the AGTN magic (not an agt message)");
-  uint16_t version, type;
-  uint32_t zero;
-  uint64_t ulen;
-  memcpy(&version, h + 4, 2);
-  memcpy(&type, h + 6, 2);
-  memcpy(&m->worker, h + 8, 4);
-  memcpy(&zero, h + 12, 4);
-  memcpy(&m->session, h + 16, 8);
-  memcpy(&m->step, h + 24, 8);
-  memcpy(&m->aux, h + 32, 8);
-  memcpy(&ulen, h + 40, 8);
-  if (version != AGT_NET_VERSION)
-    return reject(n, "a frame of version %u (this agt speaks version %d)", version, AGT_NET_VERSION);
-  if (type < AGT_NET_HELLO || type > AGT_NET_ERROR) return reject(n, "a frame of unknown type %u", type);
-  if (zero != 0) return reject(n, "a frame with its reserved field set");
-  if (ulen != size - AGT_NET_HEADER)
-    return reject(n, "a frame announcing %llu payload bytes and carrying %zu",
-                  (unsigned long long)ulen, size - AGT_NET_HEADER);
-  if (ulen > (uint64_t)n->max_payload)
-    return reject(n, "a frame of %llu payload bytes, above the cap of %lld", (unsigned long long)ulen,
-                  (long long)n->max_payload);
-  if (n->session != 0 && type != AGT_NET_HELLO && m->session != n->session)
-    return reject(n, "a frame of another session (%016llx)", (unsigned long long)m->session);
-  m->type = type;
-  m->len = (int64_t)ulen;
-  m->auth = -1;
+  agt_status st = agt_net_decode(zmq_msg_data(&n->cur), zmq_msg_size(&n->cur), n->session, n->max_payload, m);
+  if (st != AGT_OK) {
+    n->rejected++;
+    return st;
+  }
   if (n->nkeys > 0) {
     /* The key's index, as the ZAP handler named it (a frame without one cannot pass CURVE). */
     const char *user = zmq_msg_gets(&n->cur, "User-Id");
@@ -531,6 +627,5 @@ agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
       return reject(n, "a frame without an admitted key");
     m->auth = (int32_t)a;
   }
-  m->data = h + AGT_NET_HEADER;
   return AGT_OK;
 }

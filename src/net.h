@@ -7,7 +7,7 @@
  *   off  size  field
  *     0     4  magic    "AGTN"
  *     4     2  version  AGT_NET_VERSION (a frame of another version is rejected)
- *     6     2  type     AGT_NET_HELLO .. AGT_NET_ERROR
+ *     6     2  type     AGT_NET_HELLO .. AGT_NET_STATE
  *     8     4  worker   the worker's index (as the sender states it; the PS checks it)
  *    12     4  zero     reserved, must be 0
  *    16     8  session  the run's session id (0 only in HELLO: a worker does not know it yet)
@@ -21,9 +21,15 @@
  * per-message overhead with CURVE): a bigger one makes ZeroMQ drop the connection before
  * allocating anything; a payload above max_payload that fits in the slack is rejected. Each
  * connection queues at most 4 frames each way (ZMQ_SNDHWM, ZMQ_RCVHWM), so what a connection
- * can make the other side hold is bounded; the number of connections is bounded by CURVE (only
- * admitted keys finish the handshake), not without it. Every wait is bounded (agt_net_recv's timeout), a send never blocks (a
- * peer that cannot take a message now does not get it), and closing never lingers.
+ * can make the other side hold is bounded. The PS holds at most max_peers connections at once,
+ * with or without CURVE: one accepted beyond that is shut down at once and counted
+ * (agt_net_refused), and its slot comes back when one closes; a connection that has not
+ * finished its handshake within 10 s (ZMQ_HANDSHAKE_IVL), or whose peer stops answering
+ * heartbeats for 5 s, is closed by ZeroMQ. So what strangers can make the PS hold is bounded
+ * (max_peers connections, each with at most one frame's buffer), and connections already open
+ * keep working while others are refused. Every wait is bounded (agt_net_recv's timeout), a send
+ * never blocks (a peer that cannot take a message now does not get it), and closing never
+ * lingers.
  *
  * A received frame that is not a well-formed message of this version, or that carries another
  * session id once one is set, is rejected: agt_net_recv returns AGT_NET_REJECTED with the
@@ -31,7 +37,7 @@
  * worker and the size of a GRAD row are the caller's to check: it knows what it expects.
  *
  * Peers (PS side): each connection is a peer with a 64-bit id that is never reused; at most
- * max_peers are remembered (the one heard from least recently is forgotten first, and a
+ * max_peers are open and remembered (the one heard from least recently is forgotten first, and a
  * message to a forgotten or disconnected peer is not sent). A worker side has one peer, 0.
  *
  * Ownership: agt_net_new returns a handle owned by the caller, released by agt_net_close.
@@ -54,6 +60,8 @@ enum {
   AGT_NET_GRAD = 5,    /* worker -> PS: its row at `step` (d floats), aux = its loss */
   AGT_NET_BYE = 6,     /* PS -> worker: the run is over */
   AGT_NET_ERROR = 7,   /* worker -> PS: why it cannot take part (text payload) */
+  AGT_NET_STATE = 8,   /* worker -> PS: its random streams after its row of `step` (sent just
+                          before that GRAD; the PS keeps it for its checkpoints) */
   /* roles */
   AGT_NET_SERVER = 1,
   AGT_NET_CLIENT = 2,
@@ -95,6 +103,8 @@ agt_status agt_net_curve_server(agt_net *n, const char *secret, const char *keys
 agt_status agt_net_curve_client(agt_net *n, const char *server_public, const char *pub, const char *sec);
 /* Handshakes refused so far (unknown key). */
 int64_t agt_net_denied(const agt_net *n);
+/* Connections shut down at accept so far, max_peers being open (PS). */
+int64_t agt_net_refused(const agt_net *n);
 /* Frames of another session id (other than HELLO) are rejected from now on; 0: none checked. */
 void agt_net_set_session(agt_net *n, uint64_t session);
 /* Sends one message to each of npeers peers (PS; a worker passes NULL, 1); sent[i] = 1 when
@@ -111,5 +121,14 @@ int64_t agt_net_rejected(const agt_net *n);
 /* The libzmq version as "4.3.4". */
 const char *agt_net_zmq_version(void);
 /* ffi:end */
+
+/* The frame decoder of agt_net_recv: checks a received frame's header (magic, version, type,
+ * reserved field, the payload length against the frame's size and against max_payload, the
+ * session when one is set and the type is not HELLO) and fills m's type, worker, session, step,
+ * aux, len and data (pointing into frame); m's peer and auth are left as they are. AGT_OK, or
+ * AGT_NET_REJECTED with the reason in agt_last_error() (not counted: agt_net_recv counts).
+ * Reads only the size bytes given; allocates nothing. */
+agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int64_t max_payload,
+                          agt_net_msg *m);
 
 #endif

@@ -430,7 +430,7 @@ static void col2im_task(void *vctx, size_t begin, size_t end, size_t chunk) {
   }
 }
 
-static agt_status conv_check(size_t B, size_t C, size_t H, size_t Wd, size_t OC, size_t KH,
+agt_status agt_nn_conv2d_check(size_t B, size_t C, size_t H, size_t Wd, size_t OC, size_t KH,
                              size_t KW, size_t sh, size_t sw, size_t pt, size_t pl, size_t OH,
                              size_t OW) {
   if (!B || !C || !H || !Wd || !OC || !KH || !KW || !sh || !sw || !OH || !OW)
@@ -476,7 +476,7 @@ agt_status agt_nn_conv2d_forward(const float *x, const float *W, const float *b,
                                  float *col, size_t B, size_t C, size_t H, size_t Wd,
                                  size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
                                  size_t pt, size_t pl, size_t OH, size_t OW, int act) {
-  AGT_TRY(conv_check(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW));
+  AGT_TRY(agt_nn_conv2d_check(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW));
   if (act < -1 || act > AGT_NN_SIGMOID) return AGT_FAIL(AGT_EINVAL, "conv2d: activation must be -1 (none), 0, 1 or 2, got %d", act);
   size_t K = C * KH * KW, P = OH * OW, r1, r2, r3;
   size_t Bc = conv_chunk(B, C, H, Wd, OC, KH, KW, sh, sw, OH, OW);
@@ -525,7 +525,7 @@ agt_status agt_nn_conv2d_backward(const float *x, const float *W, const float *d
                                   size_t B, size_t C, size_t H, size_t Wd,
                                   size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW) {
-  AGT_TRY(conv_check(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW));
+  AGT_TRY(agt_nn_conv2d_check(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW));
   size_t K = C * KH * KW, P = OH * OW, HW = H * Wd, r1, r2, r3;
   size_t Bc = conv_chunk(B, C, H, Wd, OC, KH, KW, sh, sw, OH, OW);
   if (dW && Bc < B && !x) return AGT_FAIL(AGT_EINVAL, "conv2d backward: dW needs x");
@@ -781,7 +781,7 @@ static void maxpool_bwd_task(void *vctx, size_t begin, size_t end, size_t chunk)
   }
 }
 
-static agt_status pool_check(size_t P, size_t H, size_t W, size_t KH, size_t KW, size_t sh,
+agt_status agt_nn_pool_check(size_t P, size_t H, size_t W, size_t KH, size_t KW, size_t sh,
                              size_t sw, size_t OH, size_t OW) {
   if (!P || !H || !W || !KH || !KW || !sh || !sw || !OH || !OW)
     return AGT_FAIL(AGT_EINVAL, "pool: zero in shape planes=%zu in=%zux%zu k=%zux%zu stride=%zux%zu out=%zux%zu",
@@ -793,14 +793,17 @@ static agt_status pool_check(size_t P, size_t H, size_t W, size_t KH, size_t KW,
 agt_status agt_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW) {
-  AGT_TRY(pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
+  AGT_TRY(agt_nn_pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
   pool_ctx t = { x, y, NULL, NULL, idx, NULL, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW };
   return agt_parallel_for(P, plane_grain(OH * OW * KH * KW), maxpool_fwd_task, &t);
 }
 
 agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
-                                   float *dx, size_t P, size_t H, size_t Wd, size_t OH, size_t OW) {
-  AGT_TRY(pool_check(P, H, Wd, 1, 1, 1, 1, OH, OW));
+                                   float *dx, size_t P, size_t H, size_t Wd, size_t KH, size_t KW,
+                                   size_t sh, size_t sw, size_t pt, size_t pl, size_t OH, size_t OW) {
+  (void)pt;
+  (void)pl;
+  AGT_TRY(agt_nn_pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
   pool_ctx t = { NULL, (float *)relu_y, dy, dx, NULL, idx, H, Wd, 1, 1, 1, 1, 0, 0, OH, OW };
   return agt_parallel_for(P, plane_grain(H * Wd), maxpool_bwd_task, &t);
 }
@@ -853,7 +856,7 @@ static void avgpool_bwd_task(void *vctx, size_t begin, size_t end, size_t chunk)
 agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW) {
-  AGT_TRY(pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
+  AGT_TRY(agt_nn_pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
   pool_ctx t = { x, y, NULL, NULL, NULL, NULL, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW };
   return agt_parallel_for(P, plane_grain(OH * OW * KH * KW), avgpool_fwd_task, &t);
 }
@@ -861,7 +864,7 @@ agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
 agt_status agt_nn_avgpool_backward(const float *dy, float *dx, size_t P,
                                    size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                    size_t pt, size_t pl, size_t OH, size_t OW) {
-  AGT_TRY(pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
+  AGT_TRY(agt_nn_pool_check(P, H, Wd, KH, KW, sh, sw, OH, OW));
   pool_ctx t = { NULL, NULL, dy, dx, NULL, NULL, H, Wd, KH, KW, sh, sw, pt, pl, OH, OW };
   return agt_parallel_for(P, plane_grain(OH * OW * KH * KW), avgpool_bwd_task, &t);
 }
@@ -976,9 +979,28 @@ agt_status agt_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t 
   return agt_parallel_for(B * C, grain ? grain : 1, bias_act_task, &t);
 }
 
+static void add_act_task(void *vctx, size_t begin, size_t end, size_t chunk) {
+  (void)chunk;
+  const act_ctx *t = vctx;
+  for (size_t i = begin; i < end; i++) t->y[i] = t->x[i] + t->dy[i];
+  if (t->act >= 0) act_fwd_range(t->act, t->y + begin, t->y + begin, end - begin);
+}
+
+agt_status agt_nn_add_act(const float *a, const float *b, float *y, size_t n, int act) {
+  if (act != -1) AGT_TRY(act_check(act));
+  act_ctx t = { act, a, y, b, NULL, NULL, 0, 0 };
+  if (n <= ELEM_GRAIN) { add_act_task(&t, 0, n, 0); return AGT_OK; }
+  return agt_parallel_for(n, ELEM_GRAIN, add_act_task, &t);
+}
+
+agt_status agt_nn_dropout_check(float p) {
+  if (!(p >= 0.0f && p < 1.0f)) return AGT_FAIL(AGT_EINVAL, "dropout rate must be in [0, 1), got %g", (double)p);
+  return AGT_OK;
+}
+
 agt_status agt_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
                                   agt_rng *r) {
-  if (!(p >= 0.0f && p < 1.0f)) return AGT_FAIL(AGT_EINVAL, "dropout rate must be in [0, 1), got %g", (double)p);
+  AGT_TRY(agt_nn_dropout_check(p));
   if (!r) return AGT_FAIL(AGT_EINVAL, "dropout needs a random stream");
   agt_rng_uniform(r, mask, n, 0.0f, 1.0f);
   float keep = 1.0f / (1.0f - p);
@@ -992,6 +1014,124 @@ agt_status agt_nn_dropout_forward(const float *x, float *y, float *mask, size_t 
 agt_status agt_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n) {
   for (size_t i = 0; i < n; i++) dx[i] = dy[i] * mask[i];
   return AGT_OK;
+}
+
+/* ---- batch normalisation ----------------------------------------------------------- */
+
+typedef struct {
+  const float *x, *gamma, *beta, *dy;
+  float *y, *mean, *invstd, *run_mean, *run_var, *dx, *dgamma, *dbeta;
+  size_t B, C, S;
+  float momentum, eps;
+  int train, act;
+} bn_ctx;
+
+agt_status agt_nn_batchnorm_check(size_t B, size_t C, size_t S, float momentum, float eps,
+                                  int train, int act) {
+  if (!B || !C || !S) return AGT_FAIL(AGT_EINVAL, "batch norm: zero in shape B=%zu C=%zu S=%zu", B, C, S);
+  if (!(momentum >= 0.0f && momentum <= 1.0f))
+    return AGT_FAIL(AGT_EINVAL, "batch norm: momentum must be in [0, 1], got %g", (double)momentum);
+  if (!(eps > 0.0f)) return AGT_FAIL(AGT_EINVAL, "batch norm: eps must be > 0, got %g", (double)eps);
+  if (act < -1 || act > AGT_NN_SIGMOID)
+    return AGT_FAIL(AGT_EINVAL, "batch norm: activation must be -1 (none), 0, 1 or 2, got %d", act);
+  (void)train;
+  return AGT_OK;
+}
+
+/* Items are channels: a channel's B planes of S values. */
+static void bn_fwd_task(void *vctx, size_t begin, size_t end, size_t chunk) {
+  (void)chunk;
+  const bn_ctx *t = vctx;
+  size_t B = t->B, C = t->C, S = t->S, N = B * S;
+  for (size_t c = begin; c < end; c++) {
+    float mean, invstd;
+    if (t->train) {
+      double s = 0.0;
+      for (size_t b = 0; b < B; b++) {
+        const float *p = t->x + (b * C + c) * S;
+        for (size_t j = 0; j < S; j++) s += p[j];
+      }
+      double m = s / (double)N, v = 0.0;
+      for (size_t b = 0; b < B; b++) {
+        const float *p = t->x + (b * C + c) * S;
+        for (size_t j = 0; j < S; j++) {
+          double e = p[j] - m;
+          v += e * e;
+        }
+      }
+      double var = v / (double)N;
+      mean = (float)m;
+      invstd = (float)(1.0 / sqrt(var + (double)t->eps));
+      t->mean[c] = mean;
+      t->invstd[c] = invstd;
+      if (t->momentum > 0.0f) {
+        double unb = N > 1 ? v / (double)(N - 1) : var, mo = t->momentum;
+        t->run_mean[c] = (float)((1.0 - mo) * t->run_mean[c] + mo * m);
+        t->run_var[c] = (float)((1.0 - mo) * t->run_var[c] + mo * unb);
+      }
+    } else {
+      mean = t->run_mean[c];
+      invstd = (float)(1.0 / sqrt((double)t->run_var[c] + (double)t->eps));
+    }
+    float g = t->gamma[c], be = t->beta[c];
+    for (size_t b = 0; b < B; b++) {
+      const float *p = t->x + (b * C + c) * S;
+      float *q = t->y + (b * C + c) * S;
+      for (size_t j = 0; j < S; j++) q[j] = g * ((p[j] - mean) * invstd) + be;
+      if (t->act >= 0) act_fwd_range(t->act, q, q, S);
+    }
+  }
+}
+
+agt_status agt_nn_batchnorm_forward(const float *x, const float *gamma, const float *beta,
+                                    float *y, float *save_mean, float *save_invstd,
+                                    float *run_mean, float *run_var, size_t B, size_t C, size_t S,
+                                    float momentum, float eps, int train, int act) {
+  AGT_TRY(agt_nn_batchnorm_check(B, C, S, momentum, eps, train, act));
+  if (train && (!save_mean || !save_invstd))
+    return AGT_FAIL(AGT_EINVAL, "batch norm: training needs save_mean and save_invstd");
+  bn_ctx t = { x, gamma, beta, NULL, y, save_mean, save_invstd, run_mean, run_var, NULL, NULL, NULL,
+               B, C, S, momentum, eps, train, act };
+  return agt_parallel_for(C, plane_grain(B * S), bn_fwd_task, &t);
+}
+
+static void bn_bwd_task(void *vctx, size_t begin, size_t end, size_t chunk) {
+  (void)chunk;
+  const bn_ctx *t = vctx;
+  size_t B = t->B, C = t->C, S = t->S, N = B * S;
+  for (size_t c = begin; c < end; c++) {
+    float mean = t->mean[c], invstd = t->invstd[c];
+    double sg = 0.0, sb = 0.0;
+    for (size_t b = 0; b < B; b++) {
+      const float *p = t->x + (b * C + c) * S, *d = t->dy + (b * C + c) * S;
+      for (size_t j = 0; j < S; j++) {
+        float xh = (p[j] - mean) * invstd;
+        sb += d[j];
+        sg += (double)d[j] * (double)xh;
+      }
+    }
+    t->dgamma[c] = (float)sg;
+    t->dbeta[c] = (float)sb;
+    if (!t->dx) continue;
+    float k = t->gamma[c] * invstd, mb = (float)(sb / (double)N), mg = (float)(sg / (double)N);
+    for (size_t b = 0; b < B; b++) {
+      const float *p = t->x + (b * C + c) * S, *d = t->dy + (b * C + c) * S;
+      float *q = t->dx + (b * C + c) * S;
+      for (size_t j = 0; j < S; j++) {
+        float xh = (p[j] - mean) * invstd;
+        q[j] = k * ((d[j] - mb) - xh * mg);
+      }
+    }
+  }
+}
+
+agt_status agt_nn_batchnorm_backward(const float *x, const float *gamma, const float *dy,
+                                     const float *save_mean, const float *save_invstd, float *dx,
+                                     float *dgamma, float *dbeta, size_t B, size_t C, size_t S) {
+  AGT_TRY(agt_nn_batchnorm_check(B, C, S, 0.0f, 1.0f, 1, -1));
+  bn_ctx t = { x, gamma, NULL, dy, NULL, (float *)save_mean, (float *)save_invstd, NULL, NULL, dx,
+               dgamma, dbeta, B, C, S, 0.0f, 0.0f, 1, -1 };
+  return agt_parallel_for(C, plane_grain(B * S), bn_bwd_task, &t);
 }
 
 /* ---- loss and accuracy ------------------------------------------------------------- */

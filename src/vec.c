@@ -232,6 +232,10 @@ void agt_rows_norm2(const float *G, size_t n, size_t d, double *out) {
   for (size_t i = 0; i < n; i++) out[i] = agt_vec_norm2(G + i * d, d);
 }
 
+void agt_rows_sqdist(const float *G, size_t n, size_t d, const float *v, double *out) {
+  for (size_t i = 0; i < n; i++) out[i] = agt_vec_sqdist(G + i * d, v, d);
+}
+
 agt_status agt_gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *A,
                     size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
   if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX ||

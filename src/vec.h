@@ -34,6 +34,8 @@ int agt_vec_allclose(const float *a, const float *b, size_t n, double rtol, doub
 void agt_rows_mean(const float *G, size_t n, size_t d, float *out);   /* out[d] = mean of rows */
 void agt_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof, float *out);
 void agt_rows_norm2(const float *G, size_t n, size_t d, double *out); /* out[n] */
+/* out[n] = squared L2 distance of each row to v (d values) */
+void agt_rows_sqdist(const float *G, size_t n, size_t d, const float *v, double *out);
 /* C = alpha op(A) op(B) + beta C, row-major, through BLAS. ta/tb: 0 or 1 (transpose). */
 agt_status agt_gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
                     const float *A, size_t lda, const float *B, size_t ldb,

@@ -17,6 +17,29 @@ done
 for m in cjson.so lfs.so system term; do
   [ -e "$LUA_LIB/$m" ] && cp -RL "$LUA_LIB/$m" $B/clib/
 done
+# A Fashion-MNIST subset (the GPU machine has no dataset package): the first 12000 training and
+# 2000 test examples, as the same four IDX files (about 5 MB), for the --use-gpu specs and
+# benchmarks: data-dir:gpu-bundle/data/fashion-mnist (they find it themselves).
+FM=/usr/share/datasets/fashion-mnist
+if [ -d "$FM" ]; then
+  mkdir -p $B/data/fashion-mnist
+  python3 - "$FM" $B/data/fashion-mnist <<'EOP'
+import gzip, os, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+for name, keep in (("train-images-idx3-ubyte", 12000), ("train-labels-idx1-ubyte", 12000),
+                   ("t10k-images-idx3-ubyte", 2000), ("t10k-labels-idx1-ubyte", 2000)):
+    raw = gzip.open(os.path.join(src, name + ".gz")).read()
+    dims = raw[3]
+    shape = list(struct.unpack(">" + "I" * dims, raw[4:4 + 4 * dims]))
+    per = 1
+    for v in shape[1:]: per *= v
+    shape[0] = keep
+    head = raw[:4] + struct.pack(">" + "I" * dims, *shape)
+    body = raw[4 + 4 * dims:4 + 4 * dims + keep * per]
+    with gzip.open(os.path.join(dst, name + ".gz"), "wb") as f:
+        f.write(head + body)
+EOP
+fi
 cat > $B/run.sh <<'EOS'
 #!/bin/sh
 # Runs the bundled agt with the bundled Lua modules; CUDA's libraries from the system.

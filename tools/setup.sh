@@ -3,7 +3,9 @@
 set -e
 PKGS="gcc make pkg-config luajit libluajit-5.1-dev libopenblas-dev zlib1g-dev libcurl4-openssl-dev
       lua-cjson libsodium-dev libzmq3-dev libedit-dev libcairo2 lua-busted dataset-fashion-mnist python3 tmux
-      python3-numpy python3-torch"
+      python3-numpy python3-torch
+      openssh-server
+      clang libclang-rt-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -77,6 +77,7 @@ int agt_vec_allclose(const float *a, const float *b, size_t n, double rtol, doub
 void agt_rows_mean(const float *G, size_t n, size_t d, float *out);
 void agt_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof, float *out);
 void agt_rows_norm2(const float *G, size_t n, size_t d, double *out);
+void agt_rows_sqdist(const float *G, size_t n, size_t d, const float *v, double *out);
 agt_status agt_gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
                     const float *A, size_t lda, const float *B, size_t ldb,
                     float beta, float *C, size_t ldc);
@@ -205,6 +206,21 @@ agt_status agt_gpu_fill_normal(float *x_dev, size_t count, uint64_t seed, float 
 agt_status agt_gpu_vec_fill(float *x, size_t n, float v);
 agt_status agt_gpu_vec_scale(float *x, size_t n, float a);
 agt_status agt_gpu_vec_axpy(float *y, const float *x, size_t n, float a);
+agt_status agt_gpu_vec_add(float *out, const float *a, const float *b, size_t n);
+agt_status agt_gpu_vec_sub(float *out, const float *a, const float *b, size_t n);
+agt_status agt_gpu_vec_mul(float *out, const float *a, const float *b, size_t n);
+agt_status agt_gpu_vec_sum(const float *x, size_t n, double *out);
+agt_status agt_gpu_vec_dot(const float *x, const float *y, size_t n, double *out);
+agt_status agt_gpu_vec_norm2(const float *x, size_t n, double *out);
+agt_status agt_gpu_vec_sqdist(const float *x, const float *y, size_t n, double *out);
+agt_status agt_gpu_rows_norm2(const float *G, size_t n, size_t d, double *out);
+agt_status agt_gpu_rows_sqdist(const float *G, size_t n, size_t d, const float *v, double *out);
+agt_status agt_gpu_rows_mean(const float *G, size_t n, size_t d, float *out);
+agt_status agt_gpu_rows_std(const float *G, size_t n, size_t d, const float *mean, int ddof,
+                            float *out);
+agt_status agt_gpu_copy_h2d_async(void *dst_dev, const void *src_host, size_t bytes);
+agt_status agt_gpu_copy_async_join(void);
+agt_status agt_gpu_copy_async_wait(void);
 agt_status agt_gpu_gar_average(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gpu_gar_average_nan(const float *G, size_t n, size_t d, float *out);
 agt_status agt_gpu_gar_median(const float *G, size_t n, size_t d, float *out);
@@ -253,6 +269,43 @@ agt_status agt_gpu_nn_linear_backward(const float *x, const float *W, const floa
 agt_status agt_gpu_nn_act_forward(int act, const float *x, float *y, size_t n);
 agt_status agt_gpu_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n);
 agt_status agt_gpu_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
+agt_status agt_gpu_nn_conv2d_forward(const float *x, const float *W, const float *b, float *y,
+                                     float *col, size_t B, size_t C, size_t H, size_t Wd,
+                                     size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                     size_t pt, size_t pl, size_t OH, size_t OW, int act);
+agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const float *dy,
+                                      float *dx, float *dW, float *db, float *col,
+                                      size_t B, size_t C, size_t H, size_t Wd,
+                                      size_t OC, size_t KH, size_t KW, size_t sh, size_t sw,
+                                      size_t pt, size_t pl, size_t OH, size_t OW);
+int agt_gpu_nn_conv_path(char *buf, size_t cap);
+void agt_gpu_nn_use_cudnn(int on);
+void agt_gpu_nn_conv_calls(size_t *im2col, size_t *cudnn);
+agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
+                                      size_t H, size_t Wd, size_t KH, size_t KW, size_t sh,
+                                      size_t sw, size_t pt, size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
+                                       float *dx, size_t P, size_t H, size_t Wd, size_t KH,
+                                       size_t KW, size_t sh, size_t sw, size_t pt, size_t pl,
+                                       size_t OH, size_t OW);
+agt_status agt_gpu_nn_avgpool_forward(const float *x, float *y, size_t P, size_t H, size_t Wd,
+                                      size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                      size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_avgpool_backward(const float *dy, float *dx, size_t P, size_t H, size_t Wd,
+                                       size_t KH, size_t KW, size_t sh, size_t sw, size_t pt,
+                                       size_t pl, size_t OH, size_t OW);
+agt_status agt_gpu_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
+                                      agt_rng *r);
+agt_status agt_gpu_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n);
+agt_status agt_gpu_nn_add_act(const float *a, const float *b, float *y, size_t n, int act);
+agt_status agt_gpu_nn_batchnorm_forward(const float *x, const float *gamma, const float *beta,
+                                        float *y, float *save_mean, float *save_invstd,
+                                        float *run_mean, float *run_var, size_t B, size_t C,
+                                        size_t S, float momentum, float eps, int train, int act);
+agt_status agt_gpu_nn_batchnorm_backward(const float *x, const float *gamma, const float *dy,
+                                         const float *save_mean, const float *save_invstd,
+                                         float *dx, float *dgamma, float *dbeta, size_t B,
+                                         size_t C, size_t S);
 agt_status agt_gpu_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
                                    double *loss, float *dlogits);
 agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
@@ -283,6 +336,7 @@ enum {
   AGT_NET_GRAD = 5,
   AGT_NET_BYE = 6,
   AGT_NET_ERROR = 7,
+  AGT_NET_STATE = 8,
   AGT_NET_SERVER = 1,
   AGT_NET_CLIENT = 2,
   AGT_NET_TIMEOUT = 1,
@@ -308,6 +362,7 @@ agt_status agt_net_curve_keypair(char *pub, char *sec);
 agt_status agt_net_curve_server(agt_net *n, const char *secret, const char *keys, int nkeys);
 agt_status agt_net_curve_client(agt_net *n, const char *server_public, const char *pub, const char *sec);
 int64_t agt_net_denied(const agt_net *n);
+int64_t agt_net_refused(const agt_net *n);
 void agt_net_set_session(agt_net *n, uint64_t session);
 agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
                         int64_t step, double aux, const void *data, int64_t len, int8_t *sent);
@@ -337,7 +392,8 @@ agt_status agt_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW);
 agt_status agt_nn_maxpool_backward(const float *dy, const int32_t *idx, const float *relu_y,
-                                   float *dx, size_t P, size_t H, size_t Wd, size_t OH, size_t OW);
+                                   float *dx, size_t P, size_t H, size_t Wd, size_t KH, size_t KW,
+                                   size_t sh, size_t sw, size_t pt, size_t pl, size_t OH, size_t OW);
 agt_status agt_nn_avgpool_forward(const float *x, float *y, size_t P,
                                   size_t H, size_t Wd, size_t KH, size_t KW, size_t sh, size_t sw,
                                   size_t pt, size_t pl, size_t OH, size_t OW);
@@ -348,9 +404,17 @@ enum { AGT_NN_RELU = 0, AGT_NN_TANH = 1, AGT_NN_SIGMOID = 2 };
 agt_status agt_nn_act_forward(int act, const float *x, float *y, size_t n);
 agt_status agt_nn_act_backward(int act, const float *y, const float *dy, float *dx, size_t n);
 agt_status agt_nn_bias_act(float *x, const float *b, size_t B, size_t C, size_t S, int act);
+agt_status agt_nn_add_act(const float *a, const float *b, float *y, size_t n, int act);
 agt_status agt_nn_dropout_forward(const float *x, float *y, float *mask, size_t n, float p,
                                   agt_rng *r);
 agt_status agt_nn_dropout_backward(const float *dy, const float *mask, float *dx, size_t n);
+agt_status agt_nn_batchnorm_forward(const float *x, const float *gamma, const float *beta,
+                                    float *y, float *save_mean, float *save_invstd,
+                                    float *run_mean, float *run_var, size_t B, size_t C, size_t S,
+                                    float momentum, float eps, int train, int act);
+agt_status agt_nn_batchnorm_backward(const float *x, const float *gamma, const float *dy,
+                                     const float *save_mean, const float *save_invstd, float *dx,
+                                     float *dgamma, float *dbeta, size_t B, size_t C, size_t S);
 agt_status agt_nn_softmax_xent(const float *logits, const int32_t *y, size_t B, size_t K,
                                double *loss, float *dlogits);
 agt_status agt_nn_eval_batch(const float *logits, const int32_t *y, size_t B, size_t K,
@@ -368,4 +432,38 @@ agt_status agt_optim_rmsprop(float *theta, float *ms, float *mg, float *mom, con
                              size_t d, float lr, float decay, float momentum, float eps);
 agt_status agt_optim_l1(const float *theta, float *g, size_t d, float lambda, double *penalty);
 agt_status agt_optim_l2(const float *theta, float *g, size_t d, float lambda, double *penalty);
+/* udp.h */
+typedef struct agt_udp agt_udp;
+enum {
+  AGT_UDP_VERSION = 1,
+  AGT_UDP_HEADER = 48,
+  AGT_UDP_TAG = 16,
+  AGT_UDP_KEY = 32,
+  AGT_UDP_MAX_CHUNK = 65440
+};
+typedef struct {
+  int64_t received;
+  int64_t lost;
+  int64_t rejected;
+  int64_t late;
+  int64_t duplicate;
+} agt_udp_stats;
+agt_status agt_udp_server(const char *host, int port, int nworkers, int64_t d, int chunk_bytes,
+                          int64_t rcvbuf, agt_udp **out);
+agt_status agt_udp_client(const char *host, int port, int worker, int64_t d, int chunk_bytes,
+                          uint64_t session, const uint8_t *key, agt_udp **out);
+void agt_udp_close(agt_udp *u);
+int agt_udp_port(const agt_udp *u);
+int64_t agt_udp_rcvbuf(const agt_udp *u);
+int64_t agt_udp_chunks(const agt_udp *u);
+void agt_udp_set_session(agt_udp *u, uint64_t session);
+agt_status agt_udp_new_key(agt_udp *u, int worker, uint8_t *key);
+agt_status agt_udp_open(agt_udp *u, int64_t step, float *rows);
+agt_status agt_udp_finish(agt_udp *u, const uint8_t *want, int timeout_ms, int64_t *lost, int *complete);
+agt_status agt_udp_stats_of(agt_udp *u, int worker, agt_udp_stats *out);
+int64_t agt_udp_kernel_drops(agt_udp *u);
+agt_status agt_udp_send(agt_udp *u, int64_t step, const float *row, double drop, uint64_t drop_seed,
+                        int64_t *dropped);
+agt_status agt_udp_set_rate(agt_udp *u, double bytes_per_s);
+int agt_udp_dropped(uint64_t drop_seed, int worker, int64_t step, int64_t chunk, double drop);
 ]]

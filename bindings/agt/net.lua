@@ -14,6 +14,8 @@
 --     msg: { type, worker, peer, session, step, aux, len, data (const void *, valid until the
 --            next recv) }; msg:text() copies the payload as a string
 --   s:set_session(id)  s:rejected()  s:close()
+--   s:denied()   handshakes refused (CURVE: an unknown key)
+--   s:refused()  connections shut down at accept, max_peers being open (the PS holds no more)
 -- A socket owns its handle (ffi.gc; close() releases it at once). Socket failures raise with the
 -- engine's message; Ctrl-C during a wait raises "interrupted".
 local F = require("agt.ffi")
@@ -22,10 +24,12 @@ local ffi, C = F.ffi, F.C
 local M = {
   HELLO = C.AGT_NET_HELLO, CONFIG = C.AGT_NET_CONFIG, READY = C.AGT_NET_READY,
   THETA = C.AGT_NET_THETA, GRAD = C.AGT_NET_GRAD, BYE = C.AGT_NET_BYE, ERROR = C.AGT_NET_ERROR,
+  STATE = C.AGT_NET_STATE,
   HEADER = C.AGT_NET_HEADER,
 }
 M.TYPE_NAMES = { [M.HELLO] = "HELLO", [M.CONFIG] = "CONFIG", [M.READY] = "READY",
-                 [M.THETA] = "THETA", [M.GRAD] = "GRAD", [M.BYE] = "BYE", [M.ERROR] = "ERROR" }
+                 [M.THETA] = "THETA", [M.GRAD] = "GRAD", [M.BYE] = "BYE", [M.ERROR] = "ERROR",
+                 [M.STATE] = "STATE" }
 
 local Net = {}
 Net.__index = Net
@@ -78,9 +82,16 @@ function Net:close()
   end
 end
 
-function Net:set_session(id) C.agt_net_set_session(self.h, id) end
-function Net:rejected() return tonumber(C.agt_net_rejected(self.h)) end
-function Net:denied() return tonumber(C.agt_net_denied(self.h)) end
+-- The handle of an open socket (a closed one raises: its handle is gone).
+local function handle(self)
+  if not self.h then error("agt.net: the socket is closed", 3) end
+  return self.h
+end
+
+function Net:set_session(id) C.agt_net_set_session(handle(self), id) end
+function Net:rejected() return tonumber(C.agt_net_rejected(handle(self))) end
+function Net:denied() return tonumber(C.agt_net_denied(handle(self))) end
+function Net:refused() return tonumber(C.agt_net_refused(handle(self))) end
 
 function M.keypair()
   local pub, sec = ffi.new("char[41]"), ffi.new("char[41]")
@@ -100,7 +111,7 @@ function Net:send(peers, kind, worker, step, aux, data, len)
   else
     sent = ffi.new("int8_t[1]")
   end
-  local st = C.agt_net_send(self.h, arr, np, kind, worker or 0, step or -1, aux or 0, data, len, sent)
+  local st = C.agt_net_send(handle(self), arr, np, kind, worker or 0, step or -1, aux or 0, data, len, sent)
   if st ~= 0 then error(strip(F.errmsg()), 2) end
   local function word(x) if x == 1 then return true elseif x == -1 then return "full" end return false end
   if not peers then return word(sent[0]) end
@@ -115,7 +126,7 @@ function Msg:text() return ffi.string(self.data, self.len) end
 
 function Net:recv(timeout_ms)
   local m = self.m
-  local st = C.agt_net_recv(self.h, math.max(0, math.floor(timeout_ms)), m)
+  local st = C.agt_net_recv(handle(self), math.max(0, math.floor(timeout_ms)), m)
   if st == C.AGT_NET_TIMEOUT then return nil, "timeout" end
   if st == C.AGT_NET_REJECTED then return nil, "rejected", strip(F.errmsg()), tonumber(m.peer) end
   if st ~= 0 then error(strip(F.errmsg()), 2) end

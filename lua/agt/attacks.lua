@@ -5,7 +5,20 @@
 -- table: name, kind ("gradient" or "data"), doc, paper, args (a list of
 -- {name=, default=, doc=} specs parsed from key:value words) and apply(self, c), which
 -- overwrites the Byzantine rows of the gradient matrix c.G. Optional: init(self) checks the
--- arguments once, state(self)/set_state(self, s) carry state across steps (checkpointed).
+-- arguments once, state(self)/set_state(self, s) carry state across steps (checkpointed);
+-- needs_honest (a boolean, or function(self) for an answer that depends on the arguments; true
+-- when left out) says whether apply reads honest rows: one that does not (it reads only the
+-- Byzantine rows' own gradients and random draws) runs in each Byzantine worker process alone,
+-- one that does makes the Byzantine processes of a distributed run collude (agt.session.collusion);
+-- devices = {"cpu", "cuda"} says that apply runs where c.G is (below).
+--
+-- Devices. c.G may be on the GPU (agt run --use-gpu). An attack that declares devices =
+-- {"cpu", "cuda"} then runs there: its apply uses only the helpers below (self:buffer,
+-- honest_mean, honest_std, honest_sqdist, write, row_view, draw_row, rule_distance) and tensor
+-- methods (v:copy, v:axpy, v:scale, v:fill, v:norm, v:dot, ...), which find their kernels in
+-- G's backend, so the same file gives the CPU's bits on either device. Any other attack, given
+-- a device G, runs on a host copy of G, and its Byzantine rows are copied back (a warning says
+-- so, once per attack): correct, but a copy of G each way per step.
 --
 -- Invariants:
 --  * apply writes only the rows listed in c.byz; honest rows are read, never written.
@@ -15,14 +28,12 @@
 --  * Attacks that evaluate the aggregation rule do it on a scratch copy of G and restore the
 --    rule's state afterwards, so the search leaves no trace in the run.
 local ffi = require("ffi")
-local F = require("agt.ffi")
 local T = require("agt.tensor")
 local DEBUG = T.debug   -- AGT_DEBUG=1: self:row gives checked pointers (agt.tensor)
 local R = require("agt.rng")
 local kv = require("agt.kv")
 local P = require("agt.plugins")
 local contract = require("agt.contract")
-local C = F.C
 
 local K = {}
 
@@ -232,7 +243,7 @@ function K.new(name_or_path, args, opts)
   local self = setmetatable({
     def = def, name = def.name, kind = def.kind, poison = def.poison, origin = origin,
     args = a, selection = a.selection, n = n, f = f, r = r, rule = opts.rule,
-    seed = opts.seed or 0, warnings = {}, _bufs = {},
+    seed = opts.seed or 0, warnings = {}, _bufs = {}, device = "cpu",
   }, Attack)
   self._warn = opts.warn or function(msg) io.stderr:write("warning: ", msg, "\n") end
   if r > f then
@@ -286,10 +297,57 @@ function Attack:apply(ctx)
   end
   local byz = ctx.byz or self:byzantine(ctx.step)
   if #byz == 0 then return {} end
+  local host_copy = G.device ~= "cpu" and not self:runs_on(G.device)
+  local Gw = G
+  if host_copy then
+    if not self._warned_host then
+      self._warned_host = true
+      self:warn(string.format("attack %s has no device path: G is copied to the host and its "
+        .. "Byzantine rows back at every step", self.name))
+    end
+    Gw = self._host_G
+    if not Gw or Gw.n ~= G.n then Gw = T.new(G.shape); self._host_G = Gw end
+    Gw:copy(G)
+  end
+  self.device = Gw.device
   local c = {
-    G = G, n = self.n, d = G:size(2), byz = byz, honest = ctx.honest or self:honest(byz),
+    G = Gw, n = self.n, d = G:size(2), byz = byz, honest = ctx.honest or self:honest(byz),
     step = ctx.step or 0, rule = ctx.rule or self.rule, rng = ctx.rng, cache = {},
   }
+  local info = self.def.apply(self, c) or {}
+  if host_copy then
+    for _, i in ipairs(byz) do G:row(i):copy(Gw:row(i)) end
+  end
+  return info
+end
+
+-- Whether apply runs on device ("cpu", "cuda", "cuda:0") itself (the file's devices list).
+function Attack:runs_on(device)
+  if device == "cpu" then return true end
+  local B = require("agt.backend")
+  for _, dv in ipairs(self.def.devices or {}) do
+    if B.get(dv) == B.get(device) then return true end
+  end
+  return false
+end
+
+-- Whether apply reads the honest rows (see needs_honest above).
+function Attack:needs_honest()
+  if self.kind == "data" then return false end
+  local v = self.def.needs_honest
+  if type(v) == "function" then return v(self) and true or false end
+  return v ~= false
+end
+
+-- The attack of one Byzantine worker that knows only its own gradient, for an attack that
+-- needs no honest row: overwrites row (an f32 tensor of d, holding that gradient) in place.
+-- rng: the worker's own attack stream.
+function Attack:apply_own(row, step, rng)
+  if self:needs_honest() then
+    error("attack " .. self.name .. " reads the honest rows: it cannot run on one worker's row alone", 2)
+  end
+  local G = row:reshape({ 1, row.n })
+  local c = { G = G, n = self.n, d = row.n, byz = { 1 }, honest = {}, step = step or 0, rng = rng, cache = {} }
   return self.def.apply(self, c) or {}
 end
 
@@ -306,40 +364,64 @@ end
 
 -- Helpers for apply(self, c) ---------------------------------------------------------------
 
--- A tensor kept across steps under `key`, reallocated when the shape changes (not zeroed).
+-- A tensor kept across steps under `key`, on the device of the G being attacked, reallocated
+-- when the shape or the device changes (not zeroed).
 function Attack:buffer(key, shape)
   local b = self._bufs[key]
-  local same = b ~= nil and #b.shape == #shape
+  local same = b ~= nil and #b.shape == #shape and b.device == self.device
   if same then for i = 1, #shape do if b.shape[i] ~= shape[i] then same = false end end end
-  if not same then b = T.new(shape); self._bufs[key] = b end
+  if not same then b = T.new(shape, "f32", self.device); self._bufs[key] = b end
   return b
 end
 
--- float* to row i (1-based) of c.G; i outside 1..n is an error at the line calling the helper
--- (the pointer would be outside G).
-local function row_pointer(self, c, i)
+-- The backend of c.G's device (its kernels: vec.copy, vec.rows_mean, ...).
+local function be_of(c) return require("agt.backend").of(c.G) end
+
+local function check_row(self, c, i, what)
   local n = c.G:size(1)
   if type(i) ~= "number" or i ~= math.floor(i) or i < 1 or i > n then
-    error(string.format("attack %s: self:row(c, i): row %s out of range 1..%d", self.name,
+    error(string.format("attack %s: self:%s(c, i): row %s out of range 1..%d", self.name, what,
                         tostring(i), n), 3)
   end
-  return c.G.raw + (i - 1) * c.d
 end
 
--- The raw float* to row i, never checked: for the engine's attacks, which pass it to C.
+-- The raw float* to row i (1-based) of c.G, on G's device (a device pointer for a GPU G: for
+-- the backend's kernels, not for the CPU's), never checked: for the engine's attacks, which
+-- pass it to C. i outside 1..n is an error.
 function Attack:raw_row(c, i)
-  local p = row_pointer(self, c, i)
+  check_row(self, c, i, "raw_row")
+  return c.G:pointer() + (i - 1) * c.d
+end
+
+-- The row for attack files: under AGT_DEBUG=1 (and a host G) a checked pointer over the row's
+-- d values (an index outside 0..d-1 is an error at its line), otherwise the raw pointer.
+function Attack:row(c, i)
+  check_row(self, c, i, "row")
+  local p = c.G:pointer() + (i - 1) * c.d
+  if DEBUG and c.G.device == "cpu" then
+    return T.checked(p, c.d, "self:row(c, " .. i .. ")", "c.G's row " .. i)
+  end
   return p
 end
 
--- The row for attack files: under AGT_DEBUG=1 a checked pointer over the row's d values (an
--- index outside 0..d-1 is an error at its line), otherwise raw_row itself.
-Attack.row = Attack.raw_row
-if DEBUG then
-  function Attack:row(c, i)
-    local p = row_pointer(self, c, i)
-    return T.checked(p, c.d, "self:row(c, " .. i .. ")", "c.G's row " .. i)
-  end
+-- Row i of c.G as a tensor view (on G's device; made once per step): for tensor methods.
+function Attack:row_view(c, i)
+  check_row(self, c, i, "row_view")
+  local views = c.cache.rows or {}
+  c.cache.rows = views
+  views[i] = views[i] or c.G:row(i)
+  return views[i]
+end
+
+-- Fills row i of c.G with fn(p), p a HOST float* of d values (random draws from the host's
+-- streams: the same values on every device); on a device the values are then copied there.
+function Attack:draw_row(c, i, fn)
+  check_row(self, c, i, "draw_row")
+  if c.G.device == "cpu" then return fn(c.G:pointer() + (i - 1) * c.d) end
+  local h = self._bufs["draw-host"]
+  if not h or h.n ~= c.d then h = T.new({ c.d }); self._bufs["draw-host"] = h end
+  fn(h:pointer())
+  self:row_view(c, i):copy(h)
 end
 
 -- The random stream of this step: the context's, or one derived from (seed, step).
@@ -355,8 +437,8 @@ function Attack:honest_matrix(c)
   local h = #c.honest
   if h == 0 then error("attack " .. self.name .. " needs at least one honest worker, got none", 3) end
   local H = self:buffer("honest", { h, c.d })
-  local dst = H.raw
-  for k, i in ipairs(c.honest) do C.agt_vec_copy(dst + (k - 1) * c.d, self:raw_row(c, i), c.d) end
+  local dst, copy = H:pointer(), be_of(c):op("vec.copy")
+  for k, i in ipairs(c.honest) do copy(dst + (k - 1) * c.d, self:raw_row(c, i), c.d) end
   c.cache.H = H
   return H
 end
@@ -366,7 +448,7 @@ function Attack:honest_mean(c)
   if c.cache.mean then return c.cache.mean end
   local H = self:honest_matrix(c)
   local m = self:buffer("mean", { c.d })
-  C.agt_rows_mean(H.raw, #c.honest, c.d, m.raw)
+  be_of(c):op("vec.rows_mean")(H:pointer(), #c.honest, c.d, m:pointer())
   c.cache.mean = m
   return m
 end
@@ -381,7 +463,7 @@ function Attack:honest_std(c, ddof)
     error(string.format("attack %s: std with ddof=%d needs more than %d honest workers", self.name, ddof, ddof), 3)
   end
   local s = self:buffer(key, { c.d })
-  C.agt_rows_std(H.raw, #c.honest, c.d, self:honest_mean(c).raw, ddof, s.raw)
+  be_of(c):op("vec.rows_std")(H:pointer(), #c.honest, c.d, self:honest_mean(c):pointer(), ddof, s:pointer())
   c.cache[key] = s
   return s
 end
@@ -393,14 +475,15 @@ function Attack:honest_sqdist(c)
   local H = self:honest_matrix(c)
   local h = #c.honest
   local D = ffi.new("double[?]", h * h)
-  F.check(C.agt_gar_sqdist(H.raw, h, c.d, D))
+  be_of(c):op("gar.sqdist")(H:pointer(), h, c.d, D)
   c.cache.D = D
   return D
 end
 
 -- Copies the d values at ptr (a float* or a tensor) into every Byzantine row of G (or of M).
 -- A tensor must hold exactly d values; a raw pointer is trusted, a checked one (t.ptr and
--- self:row under AGT_DEBUG=1) must reach d values.
+-- self:row under AGT_DEBUG=1) must reach d values. v, G and M are on one device (a raw
+-- pointer: G's).
 function Attack:write(c, v, M)
   if T.is_checked(v) then
     local room
@@ -422,11 +505,18 @@ function Attack:write(c, v, M)
   if M ~= nil and (not T.is_tensor(M) or M.n ~= c.G.n) then
     error(string.format("attack %s: self:write(c, v, M): M must be a tensor shaped like c.G", self.name), 2)
   end
-  local src = T.is_tensor(v) and v.raw or v
-  local base = (M or c.G).raw
+  for _, t in ipairs({ v, M or v }) do
+    if T.is_tensor(t) and t.dev ~= c.G.dev then
+      error(string.format("attack %s: self:write(c, v, M): a tensor on %s for G on %s", self.name,
+                          t.device, c.G.device), 2)
+    end
+  end
+  local src = T.is_tensor(v) and v:pointer() or v
+  local base = (M or c.G):pointer()
+  local copy = be_of(c):op("vec.copy")
   for _, i in ipairs(c.byz) do
     local dst = base + (i - 1) * c.d
-    if dst ~= src then C.agt_vec_copy(dst, src, c.d) end
+    if dst ~= src then copy(dst, src, c.d) end
   end
 end
 
@@ -434,7 +524,7 @@ end
 local AVERAGE = {
   name = "average",
   aggregate = function(_, G, out)
-    C.agt_rows_mean(G.raw, G:size(1), G:size(2), out.raw)
+    T.rows_mean(G, out)
     return {}
   end,
 }
@@ -448,7 +538,7 @@ function Attack:rule_distance(c, fill)
   local n, d = c.n, c.d
   local S = self:buffer("scratch", { n, d })
   local out = self:buffer("scratch-out", { d })
-  C.agt_vec_copy(S.raw, c.G.raw, n * d)
+  S:copy(c.G)
   fill(S)
   local saved = rule.state and rule:state() or nil
   local actx = { step = c.step, rng = c.rng and c.rng:clone() or nil }
@@ -469,7 +559,7 @@ function Attack:rule_distance(c, fill)
     end
   end
   local mu = self:honest_mean(c)
-  local dist = math.sqrt(C.agt_vec_sqdist(out.raw, mu.raw, d))
+  local dist = math.sqrt(be_of(c):op("vec.sqdist")(out:pointer(), mu:pointer(), d))
   if dist ~= dist then dist = math.huge end     -- a NaN output is as far as it gets
   return dist, info or {}, out
 end

@@ -9,6 +9,9 @@
 --   be:has(name), be:ops() -> sorted op names
 --   be.gar[name]        -> the raw rule kernel agt_gar_<name> / agt_gpu_gar_<name> (a status)
 --   be.write(dst, host_src, bytes), be.read(host_dst, src, bytes): host <-> backend memory
+--   be.write_async(dst, host_src, bytes)  a copy ahead of use (CUDA: on a copy stream, from
+--                       page-locked memory); be.join() makes later work wait for those copies,
+--                       be.wait() waits for them on the host
 --   be.upload           -> (CUDA) pipelined upload of a host G, optionally with a per-coordinate
 --                          rule computed chunk by chunk as the chunks arrive (src/gpu.h)
 --
@@ -16,9 +19,9 @@
 -- backend: t:pointer()). Ops named "family.name" come from the engine's declarations: the CPU
 -- backend has every agt_vec_*, agt_gar_*, agt_nn_*, agt_optim_* and agt_attack_* entry (vector
 -- ops, rule passes, layers and losses, optimizers, attack helpers) and vec.rows_mean, _std,
--- _norm2 and vec.gemm (vec.h's row reductions and GEMM); the CUDA backend has every
--- agt_gpu_gar_* entry, and the vector ops, GEMM, layers, loss and optimizers (src/gpu_nn.h)
--- registered below, one line each. Every non-CPU op has
+-- _norm2, _sqdist and vec.gemm (vec.h's row reductions and GEMM); the CUDA backend has every
+-- agt_gpu_gar_* entry, and the vector ops (element-wise, reductions, row mean and deviation),
+-- GEMM, layers, loss and optimizers (src/gpu_nn.h) registered below, one line each. Every non-CPU op has
 -- a CPU twin of the same name, and spec/backend_spec.lua holds each to it. An op that returns
 -- an agt_status raises the engine's message on failure; other ops return their value.
 --
@@ -102,9 +105,15 @@ cpu:register_family("attack", "agt_attack_")
 cpu:register("vec.rows_mean", C.agt_rows_mean)
 cpu:register("vec.rows_std", C.agt_rows_std)
 cpu:register("vec.rows_norm2", C.agt_rows_norm2)
+cpu:register("vec.rows_sqdist", C.agt_rows_sqdist)
 cpu:register("vec.gemm", C.agt_gemm, true)
 cpu.write = function(dst, src, bytes) ffi.copy(dst, src, bytes) end
 cpu.read = function(dst, src, bytes) ffi.copy(dst, src, bytes) end
+-- Copies ahead of use: queued (the host does not wait), joined (later work waits for them),
+-- waited for (the host sources may change). On the CPU, a plain copy.
+cpu.write_async = function(dst, src, bytes) ffi.copy(dst, src, bytes) end
+cpu.join = function() end
+cpu.wait = function() end
 
 -- ---- CUDA: built in always (src/gpu_stub.c answers without CUDA), available with a device --
 local cuda = new_backend("cuda", C.AGT_DEV_CUDA, function()
@@ -117,12 +126,49 @@ cuda:register_family("gar", "agt_gpu_gar_")
 cuda:register("vec.fill", C.agt_gpu_vec_fill, true)
 cuda:register("vec.scale", C.agt_gpu_vec_scale, true)
 cuda:register("vec.axpy", C.agt_gpu_vec_axpy, true)
+cuda:register("vec.add", C.agt_gpu_vec_add, true)
+cuda:register("vec.sub", C.agt_gpu_vec_sub, true)
+cuda:register("vec.mul", C.agt_gpu_vec_mul, true)
+cuda:register("vec.copy", function(dst, src, n)   -- vec.h's agt_vec_copy: dst ≠ src or nothing
+  if dst ~= src then F.check(C.agt_gpu_copy_d2d(dst, src, n * 4), 2) end
+end)
+-- The reductions return their value, as the CPU's do (the kernel writes a host double).
+local red_out = ffi.new("double[1]")
+for _, r in ipairs({ "sum", "norm2" }) do
+  local fn = C["agt_gpu_vec_" .. r]
+  cuda:register("vec." .. r, function(x, n)
+    F.check(fn(x, n, red_out), 2)
+    return red_out[0]
+  end)
+end
+for _, r in ipairs({ "dot", "sqdist" }) do
+  local fn = C["agt_gpu_vec_" .. r]
+  cuda:register("vec." .. r, function(x, y, n)
+    F.check(fn(x, y, n, red_out), 2)
+    return red_out[0]
+  end)
+end
+cuda:register("vec.rows_mean", C.agt_gpu_rows_mean, true)
+cuda:register("vec.rows_std", C.agt_gpu_rows_std, true)
+cuda:register("vec.rows_norm2", C.agt_gpu_rows_norm2, true)
+cuda:register("vec.rows_sqdist", C.agt_gpu_rows_sqdist, true)
 cuda:register("vec.gemm", C.agt_gpu_gemm, true)   -- cuBLAS (src/gpu_nn.h: the training kernels)
 cuda:register("nn.linear_forward", C.agt_gpu_nn_linear_forward, true)
 cuda:register("nn.linear_backward", C.agt_gpu_nn_linear_backward, true)
 cuda:register("nn.act_forward", C.agt_gpu_nn_act_forward, true)
 cuda:register("nn.act_backward", C.agt_gpu_nn_act_backward, true)
 cuda:register("nn.bias_act", C.agt_gpu_nn_bias_act, true)
+cuda:register("nn.conv2d_forward", C.agt_gpu_nn_conv2d_forward, true)
+cuda:register("nn.conv2d_backward", C.agt_gpu_nn_conv2d_backward, true)
+cuda:register("nn.maxpool_forward", C.agt_gpu_nn_maxpool_forward, true)
+cuda:register("nn.maxpool_backward", C.agt_gpu_nn_maxpool_backward, true)
+cuda:register("nn.avgpool_forward", C.agt_gpu_nn_avgpool_forward, true)
+cuda:register("nn.avgpool_backward", C.agt_gpu_nn_avgpool_backward, true)
+cuda:register("nn.dropout_forward", C.agt_gpu_nn_dropout_forward, true)
+cuda:register("nn.dropout_backward", C.agt_gpu_nn_dropout_backward, true)
+cuda:register("nn.add_act", C.agt_gpu_nn_add_act, true)
+cuda:register("nn.batchnorm_forward", C.agt_gpu_nn_batchnorm_forward, true)
+cuda:register("nn.batchnorm_backward", C.agt_gpu_nn_batchnorm_backward, true)
 cuda:register("nn.softmax_xent", C.agt_gpu_nn_softmax_xent, true)
 cuda:register("nn.eval_batch", C.agt_gpu_nn_eval_batch, true)
 cuda:register("optim.sgd", C.agt_gpu_optim_sgd, true)
@@ -133,8 +179,32 @@ cuda:register("optim.adadelta", C.agt_gpu_optim_adadelta, true)
 cuda:register("optim.rmsprop", C.agt_gpu_optim_rmsprop, true)
 cuda:register("optim.l1", C.agt_gpu_optim_l1, true)
 cuda:register("optim.l2", C.agt_gpu_optim_l2, true)
+-- The path the device's convolutions take, one line (cuDNN found at run time, or im2col +
+-- cuBLAS and why), and true for cuDNN; use_cudnn(false) switches cuDNN off, (true) back on.
+-- say_conv_path() writes the line to stderr once per process (the first convolution does).
+function cuda.conv_path()
+  local buf = ffi.new("char[512]")
+  local c = C.agt_gpu_nn_conv_path(buf, 512)
+  return ffi.string(buf), c == 1
+end
+function cuda.use_cudnn(on) C.agt_gpu_nn_use_cudnn(on and 1 or 0) end
+-- Convolution passes run so far: through im2col, through cuDNN.
+function cuda.conv_calls()
+  local a = ffi.new("size_t[2]")
+  C.agt_gpu_nn_conv_calls(a, a + 1)
+  return tonumber(a[0]), tonumber(a[1])
+end
+local said
+function cuda.say_conv_path()
+  if said then return end
+  said = true
+  io.stderr:write("agt: ", (cuda.conv_path()), "\n")
+end
 cuda.write = function(dst, src, bytes) F.check(C.agt_gpu_copy_h2d(dst, src, bytes), 2) end
 cuda.read = function(dst, src, bytes) F.check(C.agt_gpu_copy_d2h(dst, src, bytes), 2) end
+cuda.write_async = function(dst, src, bytes) F.check(C.agt_gpu_copy_h2d_async(dst, src, bytes), 2) end
+cuda.join = function() F.check(C.agt_gpu_copy_async_join(), 2) end
+cuda.wait = function() F.check(C.agt_gpu_copy_async_wait(), 2) end
 
 -- G_host (n x d, host pointer) into G_dev in column chunks on a copy stream; with `kernel` (a
 -- per-coordinate rule kernel with an AGT_GPU_RULE_<KERNEL> code: average, median, ...) and its

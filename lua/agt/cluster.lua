@@ -1,10 +1,15 @@
 -- agt.cluster — the cluster of a distributed run, as AggregaThor's runner.py takes it:
--- JSON {"<job>": ["host:port", ...], ...} given inline or as the path of a file holding it.
+-- JSON {"<job>": ["host:port", ...], ...} given inline or as the path of a file holding it, or
+-- "G5k" (Grid'5000, OAR): the nodes of the job, one per line of the file $OAR_FILE_NODES (OAR
+-- lists a node once per core: repeated lines count once), the first the PS and the others the
+-- workers, all on port 7000 ("G5k:PORT" for another).
 --
 --   local CL = require("agt.cluster")
 --   local c = CL.load(text_or_path, { ps = "ps", workers = "workers" })   (the job names)
 --   c.ps            "host:port" of the parameter server (the first of the PS job)
 --   c.workers       { "host:port", ... } (one per worker; its index is its id, from 0)
+--   CL.json(c)      the cluster as JSON text (inline: what a remote worker is given)
+--   CL.host(hostport) -> the host part ("[::1]:7000" -> "::1")
 --   CL.endpoint(hostport, bind) -> "tcp://host:port" ("tcp://*:port" to bind a host name)
 --   CL.parse_id(text, c, job) -> index from 0 ("workers:3" -> 3)
 -- Keys (CURVE, made by `agt keygen`): DIR/<job>-<i>.pub and DIR/<job>-<i>.secret, Z85 text;
@@ -26,10 +31,52 @@ local function check_hostport(s, where)
   return host, port
 end
 
+M.G5K_PORT = 7000
+
+-- The G5k cluster as a table of jobs, from $OAR_FILE_NODES.
+local function g5k(spec, ps_job, wk_job)
+  local port = M.G5K_PORT
+  local p = spec:match("^G5k:(.*)$")
+  if p then
+    port = tonumber(p)
+    if not port or port ~= math.floor(port) or port < 1 or port > 65535 then
+      fail("G5k:PORT expects a port in 1..65535, got '%s'", p)
+    end
+  end
+  local file = os.getenv("OAR_FILE_NODES")
+  if not file or file == "" then
+    fail("G5k: $OAR_FILE_NODES is not set (it is set inside an OAR job of Grid'5000; or give a JSON cluster)")
+  end
+  local fh, err = io.open(file, "r")
+  if not fh then fail("G5k: cannot read $OAR_FILE_NODES (%s): %s", file, tostring(err)) end
+  local nodes, seen = {}, {}
+  for line in fh:lines() do
+    local node = line:match("^%s*(.-)%s*$")
+    if node ~= "" and not seen[node] then
+      if node:find("[%s\"'\\]") then fail("G5k: '%s' in %s is not a host name", node, file) end
+      seen[node] = true
+      nodes[#nodes + 1] = node
+    end
+  end
+  fh:close()
+  if #nodes < 2 then
+    fail("G5k: %s lists %d distinct node(s); a run needs 2 or more (the first is the PS, the others the workers)",
+         file, #nodes)
+  end
+  local function hp(node) return (node:find(":") and "[" .. node .. "]" or node) .. ":" .. port end
+  local t = { [ps_job] = { hp(nodes[1]) }, [wk_job] = {} }
+  for i = 2, #nodes do t[wk_job][i - 1] = hp(nodes[i]) end
+  return t
+end
+
 function M.load(spec, jobs)
   jobs = jobs or {}
   local ps_job, wk_job = jobs.ps or "ps", jobs.workers or "workers"
-  if type(spec) ~= "string" or spec == "" then fail("expects JSON text or the path of a JSON file") end
+  if type(spec) ~= "string" or spec == "" then fail("expects JSON text, the path of a JSON file, or G5k") end
+  if spec == "G5k" or spec:match("^G5k:") then
+    local t = g5k(spec, ps_job, wk_job)
+    return { ps = t[ps_job][1], workers = t[wk_job], ps_job = ps_job, wk_job = wk_job }
+  end
   local text = spec
   if not spec:match("^%s*{") then
     local fh, err = io.open(spec, "r")
@@ -54,6 +101,15 @@ function M.load(spec, jobs)
   end
   local c = { ps = job(ps_job)[1], workers = job(wk_job), ps_job = ps_job, wk_job = wk_job }
   return c
+end
+
+function M.json(c)
+  return cjson.encode({ [c.ps_job] = { c.ps }, [c.wk_job] = c.workers })
+end
+
+function M.host(hostport)
+  local host = check_hostport(hostport, "host")
+  return host:match("^%[(.*)%]$") or host
 end
 
 -- A numeric IPv4/IPv6 address binds as is; a host name binds every interface.

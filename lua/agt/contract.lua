@@ -184,8 +184,10 @@ C.ATTACK = {
   name = "string", kind = function(v) return v == "gradient" or v == "data", "'gradient' or 'data'" end,
   doc = "string", paper = "string", args = "table", apply = "function", init = "function",
   state = "function", set_state = "function",
+  devices = function(v) return is_list_of(v, "string"), "a list of device names ({\"cpu\", \"cuda\"})" end,
   poison = function(v) return v == "label-flip" or v == "poison-data", "'label-flip' or 'poison-data'" end,
   shared = "table",
+  needs_honest = function(v) return type(v) == "boolean" or type(v) == "function", "a boolean or function(self) -> boolean" end,
 }
 
 -- An attack file's table (lua/agt/attacks.lua says what each field means).

@@ -33,7 +33,8 @@ local P = require("agt.plugins")
 local contract = require("agt.contract")
 local D = require("agt.data")
 local nn = require("agt.nn")
-local C, check = F.C, F.check
+local Bk = require("agt.backend")
+local C = F.C
 
 local E = {}
 
@@ -280,27 +281,72 @@ local function apply_poison(self)
   end
 end
 
--- Draws the worker's next minibatch and writes the gradient of its mean loss at theta into
--- grad (every value is written). Returns the loss, regularization penalties included.
-function Worker:gradient(theta, grad)
+-- Draws the worker's next minibatch into its host buffers (poisoned and preprocessed as the
+-- worker's are) and returns them: x (B, shape...) f32 and y (B) i32, valid until the next draw.
+function Worker:next_batch()
   if not self.sampler then self:_setup() end
   local exp = self.exp
   self.sampler:next(self.B, self.x, self.y)
   if self.poison then apply_poison(self) end
   if exp.def.preprocess then exp.def.preprocess(self.x, self.B, exp.args) end
-  local loss = exp.model:loss_grad(theta, self.x, self.y, self.B, grad, self.drop_rng)
+  return self.x, self.y
+end
+
+-- Writes the gradient of the mean loss of the batch (x, y) at theta into grad (every value
+-- is written); theta, grad, x and y are on one device, whose kernels run. Returns the loss,
+-- regularization penalties included.
+function Worker:batch_gradient(theta, grad, x, y)
+  if not self.sampler then self:_setup() end
+  local exp = self.exp
+  local loss = exp.model:loss_grad(theta, x, y, self.B, grad, self.drop_rng)
   if self.l1 > 0 or self.l2 > 0 then
-    local th, g = ffi.cast("float *", theta.data), ffi.cast("float *", grad.data)
+    local be = Bk.of(theta)
+    local th, g = ffi.cast("float *", theta:pointer()), ffi.cast("float *", grad:pointer())
     if self.l1 > 0 then
-      check(C.agt_optim_l1(th, g, exp.d, self.l1, self.pen))
+      be:op("optim.l1")(th, g, exp.d, self.l1, self.pen)
       loss = loss + self.pen[0]
     end
     if self.l2 > 0 then
-      check(C.agt_optim_l2(th, g, exp.d, self.l2, self.pen))
+      be:op("optim.l2")(th, g, exp.d, self.l2, self.pen)
       loss = loss + self.pen[0]
     end
   end
   return loss
+end
+
+-- Makes x and y (host tensors of the batch's shape and of its labels, f32 and i32: page-locked
+-- ones, say) the buffers the worker draws its batches into.
+function Worker:set_batch_buffers(x, y)
+  if not self.sampler then self:_setup() end
+  if not (T.is_tensor(x) and T.is_tensor(y) and x.dtype == "f32" and y.dtype == "i32"
+          and #x == #self.x and #y == #self.y and x.device == "cpu" and y.device == "cpu") then
+    error(string.format("set_batch_buffers: needs host tensors of %d f32 and %d i32 values", #self.x, #self.y), 2)
+  end
+  self.x, self.y = x, y
+  self.xp = ffi.cast("float *", x.data)
+  self.yp = ffi.cast("int32_t *", y.data)
+end
+
+-- The worker's batch buffers on theta's device (made once): x and y themselves on the CPU.
+function Worker:device_batch(theta)
+  if theta.dev == self.x.dev then return self.x, self.y end
+  local xd = self.xd
+  if not xd or xd.dev ~= theta.dev then
+    self.xd, self.yd = T.new(self.x.shape, "f32", theta.device), T.new({ self.B }, "i32", theta.device)
+  end
+  return self.xd, self.yd
+end
+
+-- Draws the worker's next minibatch and writes the gradient of its mean loss at theta into
+-- grad (every value is written). Returns the loss, regularization penalties included. With
+-- theta on a device, the batch is copied there (agt.session.workers copies it ahead of use).
+function Worker:gradient(theta, grad)
+  local x, y = self:next_batch()
+  if theta.dev ~= x.dev then
+    local xd, yd = self:device_batch(theta)
+    x, y = xd:copy(x), yd:copy(y)
+  end
+  return self:batch_gradient(theta, grad, x, y)
 end
 
 local function pack(parts)
@@ -343,16 +389,75 @@ end
 
 ---------------------------------------------------------------------------------------------
 
--- Top-1 accuracy and mean cross-entropy over the test set (or its first eval-size examples).
+-- The first N test examples on a device (copied once and kept): x, y tensors there.
+function Exp:_test_on(device, N)
+  local c = self._test_dev
+  if c and c.device == device and c.N == N then return c.x, c.y end
+  local ds = self:dataset()
+  local per = ds.test.x:numel() / ds.test.x:size(1)
+  local x = T.new({ N * per }, "f32", device)
+  local y = T.new({ N }, "i32", device)
+  x:copy(ds.test.x:reshape({ ds.test.x:numel() }):narrow(1, N * per))
+  y:copy(ds.test.y:narrow(1, N))
+  self._test_dev = { device = device, N = N, x = x, y = y }
+  return x, y
+end
+
+-- Batch norm's running statistics at θ, re-estimated before an evaluation: the mean of the
+-- statistics of bn-batches (default 20) training batches of batch-size examples, the same ones
+-- at every evaluation and in every process (slices of the training set at offsets drawn from
+-- the experiment seed). Evaluation so depends on θ alone: not on which workers' batches
+-- (Byzantine ones included) went through this process's model before, and a parameter server
+-- that computes no gradient evaluates like a local run. θ may be on a device: the batches are
+-- copied there.
+function Exp:recalibrate(theta)
+  local ds = self:dataset()
+  local x = ds.train.x
+  local N = x:size(1)
+  local B = math.min(self.args["batch-size"], N)
+  local per = x:numel() / N
+  local shape = { B }
+  for _, v in ipairs(self.shape) do shape[#shape + 1] = v end
+  local buf = self._bnbuf
+  if not buf or buf:numel() ~= B * per then buf = T.new(shape); self._bnbuf = buf end
+  local dev = T.is_tensor(theta) and theta.device ~= "cpu" and theta.device
+  local dbuf = dev and self._bnbuf_dev
+  if dev and (not dbuf or dbuf.device ~= dev or dbuf:numel() ~= B * per) then
+    dbuf = T.new(shape, "f32", dev)
+    self._bnbuf_dev = dbuf
+  end
+  local xp = ffi.cast("float *", x.data)
+  local rng = R.new(self.seed, R.stream_id("bn", 0))
+  for k = 1, self.args["bn-batches"] or 20 do
+    local start = rng:below(N - B + 1)
+    ffi.copy(buf.data, xp + start * per, B * per * 4)
+    if self.def.preprocess then self.def.preprocess(buf, B, self.args) end
+    if dev then dbuf:copy(buf) end
+    self.model:recalibrate(theta, dev and dbuf or buf, B, k)
+  end
+end
+
+-- Top-1 accuracy and mean cross-entropy over the test set (or its first eval-size examples);
+-- a model with batch norm has its running statistics re-estimated at θ first (recalibrate).
+-- With theta on a device the model runs there, on a copy of the test set kept on it (the
+-- per-example sums come back in example order, so the metrics match the CPU's to rounding).
 function Exp:evaluate(theta)
+  if self.model:has_batchnorm() then self:recalibrate(theta) end
   local ds = self:dataset()
   local x, y = ds.test.x, ds.test.y
   local N = y:numel()
   if self.args["eval-size"] > 0 and self.args["eval-size"] < N then N = self.args["eval-size"] end
   local per = x:numel() / x:size(1)
   local bs = self.args["eval-batch-size"]
-  local xp, yp = ffi.cast("float *", x.data), ffi.cast("int32_t *", y.data)
   local pre = self.def.preprocess
+  local on_host = theta.dev == x.dev
+  local xp, yp
+  if on_host then
+    xp, yp = ffi.cast("float *", x.data), ffi.cast("int32_t *", y.data)
+  else
+    local xd, yd = self:_test_on(theta.device, N)
+    xp, yp = xd:pointer(), yd:pointer()
+  end
   local buf
   if pre then
     local shape = { bs }
@@ -366,9 +471,20 @@ function Exp:evaluate(theta)
     local b = math.min(bs, N - start)
     local xb = xp + start * per
     if pre then
-      ffi.copy(buf.data, xb, b * per * 4)
+      if on_host then
+        ffi.copy(buf.data, xb, b * per * 4)
+      else
+        buf:narrow(1, b):copy(x:narrow(1 + start, b))
+      end
       pre(buf, b, self.args)
       xb = ffi.cast("float *", buf.data)
+      if not on_host then
+        local bd = self._evalbuf_dev
+        if not bd or bd:numel() ~= buf:numel() or bd.dev ~= theta.dev then
+          bd = T.new(buf.shape, "f32", theta.device); self._evalbuf_dev = bd
+        end
+        xb = bd:narrow(1, b):copy(buf:narrow(1, b)):pointer()
+      end
     end
     local l, c = self.model:eval_batch(theta, xb, yp + start, b)
     loss, correct = loss + l, correct + c

@@ -56,6 +56,9 @@ gpu.available() returns false and the reason.
                                 -- uploaded, its copy overlapping a per-coordinate rule
 Device tensors: T.new(shape, "f32", "cuda"), t:to("cuda"), t:to("cpu"), dst:copy(src),
 t:pointer() (the device pointer, for kernels), gpu.fill_normal(t, seed, mean, std).
+Training: `agt run --use-gpu ...` keeps θ, G, the workers' forward and backward passes, the
+attack, the rule, the optimizer and the evaluation on the device (batches copied ahead of use);
+checkpoints resume on either device; without a device it is an error (docs/gpu.md).
 ]]
 end
 

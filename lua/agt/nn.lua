@@ -76,6 +76,16 @@ function nn.init.truncated_normal(stddev, mean)
          string.format("truncated_normal(%g)", stddev)
 end
 
+-- He (Kaiming) normal: N(0, 2 / fan), fan = fan_in or, with mode "fan_out", fan_out (ResNet's).
+function nn.init.he_normal(mode)
+  if mode ~= nil and mode ~= "fan_in" and mode ~= "fan_out" then
+    error("he_normal's mode must be 'fan_in' or 'fan_out', got " .. tostring(mode), 2)
+  end
+  return function(view, rng, fan_in, fan_out)
+    rng:normal(view, 0, math.sqrt(2 / (mode == "fan_out" and fan_out or fan_in)))
+  end, "he_normal(" .. (mode or "fan_in") .. ")"
+end
+
 function nn.init.constant(v)
   if type(v) ~= "number" then error("constant initialiser needs a number, got " .. tostring(v), 2) end
   return function(view) view:fill(v) end, string.format("constant(%g)", v)
@@ -116,8 +126,12 @@ local function pair(v, what, kind)
   return v
 end
 
-local function padding_mode(p, kind)
-  p = (p or "VALID"):upper()
+local function padding_mode(p, kind, numeric)
+  if numeric and type(p) == "number" then
+    if p < 0 or p % 1 ~= 0 then error(kind .. ": padding must be 'SAME', 'VALID' or an integer >= 0, got " .. p, 3) end
+    return p
+  end
+  p = tostring(p or "VALID"):upper()
   if p ~= "SAME" and p ~= "VALID" then
     error(kind .. ": padding must be 'SAME' or 'VALID', got '" .. tostring(p) .. "'", 3)
   end
@@ -125,6 +139,13 @@ local function padding_mode(p, kind)
 end
 
 local function geometry(kind, n, k, s, pad)
+  if type(pad) == "number" then   -- p on both sides (PyTorch's padding = p)
+    if n + 2 * pad < k then
+      error(string.format("%s: kernel %d larger than the padded input %d + 2*%d", kind, k, n, pad), 4)
+    end
+    if pad >= k then error(string.format("%s: padding %d must be smaller than the kernel %d", kind, pad, k), 4) end
+    return math.floor((n + 2 * pad - k) / s) + 1, pad
+  end
   local o = size2_t()
   local st = C.agt_nn_conv_geometry(n, k, s, pad == "SAME" and 1 or 0, o, o + 1)
   if st ~= 0 then error(kind .. ": " .. F.errmsg(), 4) end
@@ -170,8 +191,9 @@ function nn.linear(out, opts)
   return l
 end
 
--- conv2d(out_channels, {kernel = 5 | {kh, kw}, stride = 1, padding = "SAME"|"VALID" (default
--- SAME), bias = true, weight_init, bias_init}) on (C, H, W) inputs; W is (OC, C, KH, KW).
+-- conv2d(out_channels, {kernel = 5 | {kh, kw}, stride = 1, padding = "SAME"|"VALID"|p (default
+-- SAME; a number p pads p on every side, PyTorch's padding), bias = true, weight_init,
+-- bias_init}) on (C, H, W) inputs; W is (OC, C, KH, KW).
 function nn.conv2d(oc, opts)
   if type(oc) ~= "number" or oc < 1 or oc % 1 ~= 0 then
     error("conv2d needs a positive number of output channels, got " .. tostring(oc), 2)
@@ -180,7 +202,7 @@ function nn.conv2d(oc, opts)
   local k = pair(opts.kernel or opts.kernel_size or 3, "kernel", "conv2d")
   local s = pair(opts.stride or 1, "stride", "conv2d")
   local l = layer("conv2d", { oc = oc, kh = k[1], kw = k[2], sh = s[1], sw = s[2],
-    padding = padding_mode(opts.padding or "SAME", "conv2d"), bias = opts.bias ~= false,
+    padding = padding_mode(opts.padding or "SAME", "conv2d", true), bias = opts.bias ~= false,
     winit = initialiser(opts.weight_init, (nn.init.glorot_uniform())),
     binit = initialiser(opts.bias_init, (nn.init.zeros())) })
   function l:build(in_shape)
@@ -203,24 +225,28 @@ function nn.conv2d(oc, opts)
     local P = self.oh * self.ow
     local conv = self.be:op("nn.conv2d_forward")   -- before the buffers: a device may lack it
     local y = grow(self, "y", B * self.oc * P)
-    local col = grow(self, "col", tonumber(C.agt_nn_conv2d_scratch(B, self.c, self.h, self.w, self.oc, self.kh,
-                                                                    self.kw, self.sh, self.sw, self.oh, self.ow)))
+    -- the CPU keeps the unfolded patches from forward to backward; the device unfolds into its
+    -- own scratch arena (src/gpu_nn.h) and needs no buffer here
+    local col = self.be.name == "cpu" and grow(self, "col", tonumber(C.agt_nn_conv2d_scratch(B, self.c,
+                  self.h, self.w, self.oc, self.kh, self.kw, self.sh, self.sw, self.oh, self.ow))) or nil
     conv(x, th + self.params[1].offset, self.bias and th + self.params[2].offset or nil,
          y, col, B, self.c, self.h, self.w, self.oc, self.kh, self.kw, self.sh,
          self.sw, self.pt, self.pl, self.oh, self.ow, self.act or -1)
-    return y
+    if self.be.say_conv_path then self.be.say_conv_path() end   -- cuDNN or im2col, once, after
+    return y                                                     -- the first one ran
   end
   function l:backward(th, g, x, y, dy, B, need_dx)
     local dx = need_dx and grow(self, "dx", B * self.c * self.h * self.w) or nil
     self.be:op("nn.conv2d_backward")(x, th + self.params[1].offset, dy, dx, g + self.params[1].offset,
-                                     self.bias and g + self.params[2].offset or nil, self._ptr_col,
+                                     self.bias and g + self.params[2].offset or nil,
+                                     self.be.name == "cpu" and self._ptr_col or nil,
                                      B, self.c, self.h, self.w, self.oc, self.kh, self.kw, self.sh,
                                      self.sw, self.pt, self.pl, self.oh, self.ow)
     return dx
   end
   function l:describe()
-    return string.format("conv2d %dx%d %d -> %d, stride %dx%d, %s", self.kh, self.kw, self.c, self.oc,
-                         self.sh, self.sw, self.padding)
+    return string.format("conv2d %dx%d %d -> %d, stride %dx%d, %s%s", self.kh, self.kw, self.c, self.oc,
+                         self.sh, self.sw, type(self.padding) == "number" and "padding " or "", self.padding)
   end
   return l
 end
@@ -259,7 +285,8 @@ function nn.maxpool(opts)
     if not need_dx then return nil end
     local dx = grow(self, "dx", B * self.c * self.h * self.w)
     self.be:op("nn.maxpool_backward")(dy, self._ptr_idx, self.relu_before and y or nil, dx, B * self.c,
-                                      self.h, self.w, self.oh, self.ow)
+                                      self.h, self.w, self.kh, self.kw, self.sh, self.sw, self.pt,
+                                      self.pl, self.oh, self.ow)
     return dx
   end
   return l
@@ -325,7 +352,7 @@ function nn.dropout(p)
     return in_shape
   end
   function l:forward(th, x, B, ctx)
-    if not ctx.train or self.p == 0 then self.active = false; return x end
+    if not ctx.train or ctx.recalibrate or self.p == 0 then self.active = false; return x end
     if not ctx.rng then error("dropout needs a random stream in training (pass rng)", 0) end
     self.active = true
     local n = B * self.n
@@ -342,6 +369,68 @@ function nn.dropout(p)
   return l
 end
 
+-- batchnorm({momentum = 0.1, eps = 1e-5}) on (C, H, W) (per channel) or (n) (per feature)
+-- inputs: y = weight·(x − mean)/√(var + eps) + bias, weight 1 and bias 0 at init (in θ,
+-- trained and aggregated like any parameter). In training the batch's own statistics
+-- normalise (each worker's batch: the statistics are per worker), and the layer's running
+-- statistics (mean 0 and variance 1 at first; not in θ) move by momentum toward them
+-- (PyTorch's rule, the variance unbiased); evaluation normalises with the running statistics.
+-- An activation right after it is fused into its pass. Model:recalibrate sets the running
+-- statistics from batches at a given θ (the evaluator's way: see docs/learning.md).
+function nn.batchnorm(opts)
+  opts = opts or {}
+  local mom, eps = opts.momentum or 0.1, opts.eps or 1e-5
+  if type(mom) ~= "number" or mom < 0 or mom > 1 then
+    error("batchnorm: momentum must be a number in [0, 1], got " .. tostring(mom), 2)
+  end
+  if type(eps) ~= "number" or not (eps > 0) then error("batchnorm: eps must be > 0, got " .. tostring(eps), 2) end
+  local l = layer("batchnorm", { momentum = mom, eps = eps })
+  function l:build(in_shape)
+    if #in_shape == 3 then
+      self.c, self.s = in_shape[1], in_shape[2] * in_shape[3]
+    elseif #in_shape == 1 then
+      self.c, self.s = in_shape[1], 1
+    else
+      error("batchnorm needs (C, H, W) or (n) inputs, got " .. shape_str(in_shape), 0)
+    end
+    local c = self.c
+    self.params = { { name = "weight", shape = { c }, init = (nn.init.constant(1)), fan_in = c, fan_out = c },
+                    { name = "bias", shape = { c }, init = (nn.init.zeros()), fan_in = c, fan_out = c } }
+    self.run_mean, self.run_var = nil, nil
+    return in_shape
+  end
+  -- The running statistics on the layer's device (made there at the first use; moved with the model).
+  function l:running()
+    if not self.run_mean then
+      self.run_mean, self.run_var = T.new({ self.c }):fill(0), T.new({ self.c }):fill(1)
+    end
+    if Bk.of(self.run_mean) ~= self.be then
+      self.run_mean, self.run_var = self.run_mean:to(self.be.name), self.run_var:to(self.be.name)
+    end
+    return ffi.cast(fptr_t, self.run_mean:pointer()), ffi.cast(fptr_t, self.run_var:pointer())
+  end
+  function l:forward(th, x, B, ctx)
+    local y = grow(self, "y", B * self.c * self.s)
+    local rm, rv = self:running()
+    local mean, invstd
+    if ctx.train then mean, invstd = grow(self, "mean", self.c), grow(self, "invstd", self.c) end
+    self.be:op("nn.batchnorm_forward")(x, th + self.params[1].offset, th + self.params[2].offset, y, mean,
+                                       invstd, rm, rv, B, self.c, self.s, ctx.bn_momentum or self.momentum,
+                                       self.eps, ctx.train and 1 or 0, self.act or -1)
+    self.trained = ctx.train
+    return y
+  end
+  function l:backward(th, g, x, y, dy, B, need_dx)
+    if not self.trained then error("batchnorm: backward needs a forward in training mode", 0) end
+    local dx = need_dx and grow(self, "dx", B * self.c * self.s) or nil
+    self.be:op("nn.batchnorm_backward")(x, th + self.params[1].offset, dy, self._ptr_mean, self._ptr_invstd,
+                                        dx, g + self.params[1].offset, g + self.params[2].offset, B, self.c, self.s)
+    return dx
+  end
+  function l:describe() return string.format("batchnorm %d (momentum %g, eps %g)", self.c, self.momentum, self.eps) end
+  return l
+end
+
 -- flatten(): (C, H, W) -> (C·H·W); the memory is already in that order, so it costs nothing.
 function nn.flatten()
   local l = layer("flatten", {})
@@ -351,6 +440,118 @@ function nn.flatten()
   end
   function l:forward(th, x) return x end
   function l:backward(th, g, x, y, dy, B, need_dx) return need_dx and dy or nil end
+  return l
+end
+
+-- How a layer works with the one before it in a chain: an activation after a linear, conv or
+-- batch-norm layer is fused into that layer's pass; max(relu(z)) routes its gradient only where
+-- the pooled max is > 0, so the max-pool's backward applies the ReLU mask and the ReLU's own
+-- backward pass is skipped.
+local FUSES = { linear = true, conv2d = true, batchnorm = true }
+
+local function link(prev, l)
+  if ACT[l.kind] and prev and FUSES[prev.kind] and not prev.act then
+    prev.act = ACT[l.kind]
+    l.fused = true
+  end
+  if l.kind == "maxpool" and prev and prev.kind == "relu" then
+    l.relu_before = true
+    prev.folded = true
+  end
+end
+
+-- residual(body, shortcut, {act = "relu"}): y = act(body(x) + shortcut(x)), body and shortcut
+-- lists of layers ({} or nil: the identity) whose outputs have the same shape; act "none" for
+-- no activation. ResNet's basic block is residual({conv, batchnorm, relu, conv, batchnorm},
+-- {} or {1x1 conv, batchnorm}). The parameters are the body's, then the shortcut's. The last
+-- layer of either may not be an activation or dropout (the sum takes the activation; their
+-- backward would write over the gradient both branches read).
+function nn.residual(body, shortcut, opts)
+  shortcut, opts = shortcut or {}, opts or {}
+  for what, list in pairs({ body = body, shortcut = shortcut }) do
+    if type(list) ~= "table" then error("residual: " .. what .. " must be a list of layers", 2) end
+    for i, sub in ipairs(list) do
+      if getmetatable(sub) ~= Layer then error(string.format("residual: %s layer %d is not an nn layer", what, i), 2) end
+    end
+    local last = list[#list]
+    if last and (ACT[last.kind] or last.kind == "dropout") then
+      error("residual: the last layer of the " .. what .. " may not be " .. last.kind
+            .. " (the residual applies the activation after the sum)", 2)
+    end
+  end
+  if #body == 0 then error("residual needs a body of at least one layer", 2) end
+  local act = opts.act or "relu"
+  if act ~= "none" and not ACT[act] then
+    error("residual: act must be relu, tanh, sigmoid or none, got " .. tostring(act), 2)
+  end
+  local l = layer("residual", { body = body, shortcut = shortcut, act = ACT[act], act_name = act })
+  function l:build(in_shape)
+    local params = {}
+    local function chain(list, name)
+      local shape = in_shape
+      for i, sub in ipairs(list) do
+        sub.in_shape = shape
+        local ok, out = pcall(sub.build, sub, shape)
+        if not ok then error(string.format("%s layer %d (%s): %s", name, i, sub.kind, out), 0) end
+        sub.out_shape = out
+        for _, p in ipairs(sub.params) do
+          p.name = name .. i .. "." .. p.name
+          params[#params + 1] = p
+        end
+        link(list[i - 1], sub)
+        shape = out
+      end
+      return shape
+    end
+    local a, b = chain(self.body, "body"), chain(self.shortcut, "shortcut")
+    if shape_str(a) ~= shape_str(b) then
+      error(string.format("residual: the body gives %s, the shortcut %s", shape_str(a), shape_str(b)), 0)
+    end
+    self.params = params
+    self.n_in, self.n_out = numel(in_shape), numel(a)
+    return a
+  end
+  local function run(self, list, key, th, x, B, ctx)
+    local acts = self[key] or {}
+    self[key] = acts
+    acts[0] = x
+    for i, sub in ipairs(list) do
+      sub.be = self.be
+      acts[i] = sub:forward(th, acts[i - 1], B, ctx)
+    end
+    return acts[#list]
+  end
+  function l:forward(th, x, B, ctx)
+    local a = run(self, self.body, "_acts_body", th, x, B, ctx)
+    local b = run(self, self.shortcut, "_acts_short", th, x, B, ctx)
+    local y = grow(self, "y", B * self.n_out)
+    self.be:op("nn.add_act")(a, b, y, B * self.n_out, self.act or -1)
+    return y
+  end
+  local function back(list, acts, th, g, dy, B, need_dx)
+    local d = dy
+    for i = #list, 1, -1 do d = list[i]:backward(th, g, acts[i - 1], acts[i], d, B, i > 1 or need_dx) end
+    return d
+  end
+  function l:backward(th, g, x, y, dy, B, need_dx)
+    if self.act then self.be:op("nn.act_backward")(self.act, y, dy, dy, B * self.n_out) end
+    local da = back(self.body, self._acts_body, th, g, dy, B, need_dx)
+    local db = back(self.shortcut, self._acts_short, th, g, dy, B, need_dx)
+    if not need_dx then return nil end
+    local dx = grow(self, "dx", B * self.n_in)
+    self.be:op("nn.add_act")(da, db, dx, B * self.n_in, -1)
+    return dx
+  end
+  function l:describe()
+    local function kinds(list)
+      local k = {}
+      for _, sub in ipairs(list) do k[#k + 1] = sub.kind == "conv2d" and ("conv" .. sub.kh .. "x" .. sub.kw .. "/" .. sub.sh)
+                                                 or sub.kind == "batchnorm" and "bn" or sub.kind end
+      return table.concat(k, " ")
+    end
+    return string.format("residual %s + %s, %s", kinds(self.body),
+                         #self.shortcut > 0 and kinds(self.shortcut) or "identity", self.act_name)
+  end
   return l
 end
 
@@ -381,17 +582,7 @@ function nn.sequential(input_shape, layers)
       p.n = numel(p.shape)
       m.d = m.d + p.n
     end
-    local prev = m.layers[i - 1]
-    if ACT[l.kind] and prev and (prev.kind == "linear" or prev.kind == "conv2d") and not prev.act then
-      prev.act = ACT[l.kind]
-      l.fused = true
-    end
-    -- max(relu(z)) routes its gradient only where the pooled max is > 0: the max-pool's
-    -- backward applies the ReLU mask, and the ReLU's own backward pass is skipped
-    if l.kind == "maxpool" and prev and prev.kind == "relu" then
-      l.relu_before = true
-      prev.folded = true
-    end
+    link(m.layers[i - 1], l)
     m.layers[i] = l
     shape = out
   end
@@ -476,7 +667,8 @@ function Model:forward(theta, x, B, opts)
   end
   local rng = opts and opts.rng
   if type(rng) == "table" then rng = rng.s end
-  local ctx = { train = opts and opts.train or false, rng = rng }
+  local ctx = { train = opts and opts.train or false, rng = rng, bn_momentum = opts and opts.bn_momentum,
+                recalibrate = opts and opts.recalibrate }
   local acts = self._acts or {}
   self._acts = acts
   acts[0] = xp
@@ -529,6 +721,32 @@ function Model:eval_batch(theta, x, y, B)
   return ls[0], tonumber(cr[0])
 end
 
+-- Every layer, those inside residual blocks included, in order.
+local function each_layer(layers, out)
+  out = out or {}
+  for _, l in ipairs(layers) do
+    out[#out + 1] = l
+    if l.kind == "residual" then
+      each_layer(l.body, out)
+      each_layer(l.shortcut, out)
+    end
+  end
+  return out
+end
+
+function Model:has_batchnorm()
+  for _, l in ipairs(each_layer(self.layers)) do if l.kind == "batchnorm" then return true end end
+  return false
+end
+
+-- Batch k (1, 2, ...) of a re-estimation of the batch-norm layers' running statistics at θ:
+-- after batches 1..k they are the mean of those batches' means and (unbiased) variances (a
+-- training-mode forward with momentum 1/k, dropout off). Returns nothing.
+function Model:recalibrate(theta, x, B, k)
+  if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then error("recalibrate: k must be an integer >= 1", 2) end
+  self:forward(theta, x, B, { train = true, bn_momentum = 1 / k, recalibrate = true })
+end
+
 function Model:summary()
   local lines = { string.format("input %s", shape_str(self.input_shape)) }
   for i, l in ipairs(self.layers) do
@@ -543,7 +761,7 @@ end
 
 -- Drops the activation and scratch buffers (they are re-made on the next call).
 function Model:release()
-  for _, l in ipairs(self.layers) do
+  for _, l in ipairs(each_layer(self.layers)) do
     for k in pairs(l) do
       if type(k) == "string" and k:match("^_") then l[k] = nil end
     end

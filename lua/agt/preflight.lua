@@ -2,8 +2,10 @@
 -- the machine is refused with the numbers instead of growing until the kernel kills it.
 --
 --   preflight.available() -> bytes, where    (MemAvailable, or less under a cgroup limit)
---   preflight.memory(items, flag)            raises "--flag: the run needs about X (a: .., b: ..)
---                                            but Y are available (where)" when the sum is over
+--   preflight.memory(items, flag [, hint, avail, where])  raises "--flag: the run needs about X
+--                                            (a: .., b: ..) but Y are available (where)" when the
+--                                            sum is over (avail, where: another memory's figure,
+--                                            a GPU's; by default this machine's, as below)
 -- items: a list of { what, bytes }. AGT_MEMORY_LIMIT (bytes) replaces what the machine says.
 local M = {}
 
@@ -45,10 +47,10 @@ M.human = human
 
 -- Raises naming the flag, the total, its largest parts and what is available, when items need
 -- more memory than there is.
-function M.memory(items, flag, hint)
+function M.memory(items, flag, hint, avail, where)
   local total = 0
   for _, it in ipairs(items) do total = total + it[2] end
-  local avail, where = M.available()
+  if not avail then avail, where = M.available() end
   if not avail or total <= avail then return total, avail end
   table.sort(items, function(a, b) return a[2] > b[2] end)
   local parts = {}

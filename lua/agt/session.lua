@@ -24,6 +24,13 @@
 --   out         what the run prints (agt.session.output)
 -- The session itself holds θ, G, the aggregate and the global step, and runs the loop.
 --
+-- With --use-gpu (s.device "cuda") θ, G (n × d), the aggregate and the optimizer's and the
+-- momentum's vectors live on the GPU: the local workers compute their rows there, the attack,
+-- the rule, the optimizer and the evaluation run there, and the host sees the losses, the
+-- metrics, the telemetry's numbers and the checkpoints (copied to the host: the same bytes as a
+-- CPU run's, so either resumes the other). A source of other processes' rows (--server, or a
+-- script's source) fills a host G, which the GPU rule uploads each step.
+--
 -- Invariants. One step = every worker's gradient at the same θ into its row of G (n × d), then
 -- the attack overwrites the Byzantine rows, the rule aggregates, the optimizer applies, and the
 -- global step grows by one. Every random stream (workers' samplers, attack, rule) is seeded from
@@ -34,7 +41,7 @@
 -- refused, naming the flag.
 local ffi = require("ffi")
 local T = require("agt.tensor")
-local F = require("agt.ffi")
+local B = require("agt.backend")
 local R = require("agt.rng")
 local E = require("agt.experiments")
 local K = require("agt.checkpoint")
@@ -116,32 +123,43 @@ function Session:_build()
   local d = self.exp.d
   self.d = d
   self.rule = Rule.new(o, n, f, warn, d)
-  self.gpu_fallback = self.rule.gpu_fallback
   self.byzantine = Byzantine.new(o, { n = n, f = f, r = r, rule = self.rule.rule, warn = warn })
   self.optimizer = Optimizer.new(o)
   -- --server: the workers are other processes (agt.session.remote).
   local remote = o.server and not self.parts.source and Remote.plan(o, n)
 
+  -- θ, G and the workers on the GPU with --use-gpu and local workers.
+  local dev = (o.use_gpu and not remote and not self.parts.source) and "cuda" or "cpu"
+  self.device = dev
   self:_preflight(d)
 
   -- 2. The parameters and the gradient source.
-  self.theta = T.new({ d })
-  self.exp:init_params(self.theta, R.new(o.seed, R.stream_id("init", 0)))
+  local theta = T.new({ d })
+  self.exp:init_params(theta, R.new(o.seed, R.stream_id("init", 0)))
+  self.theta = dev == "cpu" and theta or theta:to(dev)
   self.optimizer:bind(d)
-  self.momentum = Momentum.new(o, d)
+  self.momentum = Momentum.new(o, d, dev)
   local byz = self.byzantine
   self.source = (self.parts.source or remote or Workers.new)(self.exp, n, {
     seed = o.seed, l1 = o.l1_regularize > 0 and o.l1_regularize or 0,
     l2 = o.l2_regularize > 0 and o.l2_regularize or 0,
     poison = function(i) return byz:poison(i) end, warn = warn,
+    byzantine = byz, -- a remote source tells the workers that attack over the wire
     local_steps = o.local_steps, momentum = o.momentum_at == "worker" and o.momentum or nil,
+    device = dev,
   })
-  self.G = T.new({ n, d })
+  self.G = T.new({ n, d }, "f32", dev)
   self.rows = {}
   for i = 1, n do self.rows[i] = self.G:row(i) end
-  self.agg = T.new({ d })
-  self.honest_mean = T.new({ d })
+  self.agg = T.new({ d }, "f32", dev)
+  self.honest_mean = T.new({ d }, "f32", dev)
+  if dev ~= "cpu" then
+    self:_probe_device(dev)
+    self:say(string.format("--use-gpu: θ, G (%d × %d), the workers, the attack, the rule, the "
+      .. "optimizer and the evaluation on %s", n, d, require("agt.gpu").describe()))
+  end
   self.summaries = Summaries.new(o.summary_dir)
+  if self.source.counters then self.summaries.counters = function() return self.source:counters() end end
   self.evaluator = Evaluator.new({ exp = self.exp, file = o.evaluation_file, out = self.out,
                                    summaries = self.summaries, info = function() return self:_info() end })
   self.global_step = 0
@@ -214,8 +232,9 @@ end
 
 -- Everything that a resumed run needs, as a map of strings.
 function Session:state()
+  local th = self.theta.device == "cpu" and self.theta or self.theta:to("cpu")
   local map = {
-    theta = ffi.string(self.theta.raw, self.d * 4),
+    theta = ffi.string(th:pointer(), self.d * 4),
     step = tostring(self.global_step),
     d = tostring(self.d),
   }
@@ -280,7 +299,13 @@ function Session:set_state(map)
     error(string.format("--checkpoint-dir: the checkpoint holds %s parameters, the experiment has %d",
                         tostring(map.d), self.d), 0)
   end
-  ffi.copy(self.theta.raw, map.theta, self.d * 4)
+  if self.theta.device == "cpu" then
+    ffi.copy(self.theta:pointer(), map.theta, self.d * 4)
+  else
+    local th = T.new({ self.d })
+    ffi.copy(th:pointer(), map.theta, self.d * 4)
+    self.theta:copy(th)
+  end
   for _, part in ipairs(self:_parts()) do part:set_state(map) end
   self.global_step = tonumber(map.step)
 end
@@ -318,8 +343,8 @@ function Session:_lock()
   self.ckpt_lock = lock
 end
 
--- The memory the run will hold, from the flags and d, against what the machine has: refused
--- up front with the numbers (G alone is n × d floats).
+-- The memory the run will hold, from the flags and d, against what the machine has (the GPU
+-- with --use-gpu): refused up front with the numbers (G alone is n × d floats).
 function Session:_preflight(d)
   local n, exp = self.n, self.exp
   local items = { { "G (n × d floats)", 4 * n * d }, { "θ, optimizer and rule vectors", 4 * 8 * d } }
@@ -329,8 +354,34 @@ function Session:_preflight(d)
     for _, v in ipairs(exp.shape) do per = per * v end
     items[#items + 1] = { "the workers' batches", 4 * n * B * (per + 1) }
   end
+  local avail, where
+  if self.device ~= "cpu" then   -- G, θ, the vectors and the batches are the GPU's
+    local gpu = require("agt.gpu")
+    avail = gpu.mem_info()
+    where = "free memory of " .. tostring(gpu.describe())
+  end
   require("agt.preflight").memory(items, "nb-workers",
-    "use fewer workers (--nb-workers), a smaller batch-size, or a machine with more memory")
+    "use fewer workers (--nb-workers), a smaller batch-size, or a machine with more memory", avail, where)
+end
+
+-- A model's layers find their kernels on θ's device at their first call: one forward and
+-- backward pass on one zero example finds a layer the device lacks now, before any data is read.
+function Session:_probe_device(dev)
+  local model = self.exp.model
+  if type(model) ~= "table" or not model.loss_grad or not model.input_shape then return end
+  local shape = { 1 }
+  for _, v in ipairs(model.input_shape) do shape[#shape + 1] = v end
+  local x, y = T.new(shape, "f32", dev), T.new({ 1 }, "i32", dev)
+  x:zero()
+  y:copy(T.new({ 1 }, "i32"):fill(0))
+  local g = T.new({ self.d }, "f32", dev)
+  local ok, err = pcall(model.loss_grad, model, self.theta, x, y, 1, g, R.new(0, "probe"))
+  g:free(); x:free(); y:free()
+  if not ok then
+    local why = tostring(err):gsub("^[^:\n]*%.lua:%d+: ", ""):gsub("; copy the tensors with.*$", "")
+    error(string.format("--use-gpu: experiment %s cannot train on the GPU in this build: %s (run "
+      .. "without --use-gpu to train on the CPU)", tostring(self.exp.name), why), 0)
+  end
 end
 
 function Session:_restore()
@@ -374,37 +425,46 @@ end
 ---------------------------------------------------------------------------------------------------
 -- One step
 
-local function cosine(a, b)
-  local na, nb = a:norm(), b:norm()
+-- cos(a, b) from the two norms (each computed once per step: on the GPU each is a wait)
+local function cosine(a, b, na, nb)
   if na == 0 or nb == 0 then return 0 end
   return a:dot(b) / (na * nb)
 end
 
--- Robustness telemetry (read-only: it draws no random number and changes nothing).
+-- Robustness telemetry (read-only: it draws no random number and changes nothing). The rows'
+-- norms and distances come from one pass over G each (vec.rows_norm2, vec.rows_sqdist): on
+-- the GPU the host waits a few times per step, not twice per row.
 function Session:_robustness(tel, honest, byz, is_byz, info)
-  local hm = self.honest_mean
+  local hm, G, n, d = self.honest_mean, self.G, self.n, self.d
+  local be = B.of(G)
+  local norms = self._norms or ffi.new("double[?]", n)
+  self._norms = norms
+  be:op("vec.rows_norm2")(G:pointer(), n, d, norms)
   hm:zero()
   local hn = 0
   for _, i in ipairs(honest) do
     hm:axpy(1 / #honest, self.rows[i])
-    hn = hn + self.rows[i]:norm()
+    hn = hn + norms[i - 1]
   end
   tel.honest_norm = hn / #honest
+  local mn = hm:norm()
   -- The honest rows' variance over their mean's squared norm, Σ‖h_i − μ‖² / (h − 1) / ‖μ‖²
   -- (what worker momentum is meant to shrink; ByzantineMomentum's study reports its root).
   if #honest >= 2 then
+    local sq = self._sqd or ffi.new("double[?]", n)
+    self._sqd = sq
+    be:op("vec.rows_sqdist")(G:pointer(), n, d, hm:pointer(), sq)
     local var = 0
-    for _, i in ipairs(honest) do var = var + F.C.agt_vec_sqdist(self.rows[i].raw, hm.raw, self.d) end
-    local mn = hm:norm()
+    for _, i in ipairs(honest) do var = var + sq[i - 1] end
     tel.variance_ratio = var / (#honest - 1) / (mn * mn)
   end
   if #byz > 0 then
     local bn = 0
-    for _, i in ipairs(byz) do bn = bn + self.rows[i]:norm() end
+    for _, i in ipairs(byz) do bn = bn + norms[i - 1] end
     tel.byz_norm = bn / #byz
   end
-  tel.cosine = cosine(self.agg, hm)
   tel.agg_norm = self.agg:norm()
+  tel.cosine = cosine(self.agg, hm, tel.agg_norm, mn)
   if info.selected then
     tel.selected = #info.selected
     local through = 0
@@ -420,6 +480,7 @@ end
 --   t_gradients, t_attack, t_aggregate, t_apply, t_step }
 function Session:step()
   local k = self.global_step
+  self._applying = false
   local t0 = clock.mono()
   -- Gradients: every worker at the same θ, into its row. An attacker's row holds its own honest
   -- gradient on entry to the attack (data attackers compute on their poisoned shard). A remote
@@ -458,10 +519,12 @@ function Session:step()
   self:trace("Master: aggregated gradient computation", "end")
   local t3 = clock.mono()
   self:trace("Master: aggregated gradient application", "begin")
+  self._applying = true   -- θ changes from here: no Ctrl-C puts this step back (see _snapshot)
   local lr = self.optimizer:apply(self.theta, self.momentum:update(self.agg), k, local_lr and 1)
   self:trace("Master: aggregated gradient application", "end")
   local t4 = clock.mono()
   self.global_step = k + 1
+  self._applying, self._pre_step_state = false, nil   -- the step is whole: nothing to put back
 
   local tel = { step = k + 1, loss = loss, lr = lr, faulty = faulty and #faulty or 0, t_gradients = t1 - t0, t_attack = t2 - t1,
                 t_aggregate = t3 - t2, t_apply = t4 - t3, t_step = t4 - t0 }
@@ -528,13 +591,14 @@ function Session:_loop()
   while stopped == "done" do
     if last and self.global_step >= last then break end
     if host.interrupted() then stopped = "interrupted"; break end
-    -- The state before the step: a Ctrl-C in the middle of it puts it back, since a half-done
-    -- step has already advanced the samplers (and the session must stay exactly resumable).
-    self._pre_step_state = self:state()
+    -- What the step changes before it applies the aggregate: a Ctrl-C in the middle of it puts
+    -- it back, since a half-done step has already advanced the samplers (and the session must
+    -- stay exactly resumable).
+    self._pre_step_state = self:_snapshot()
     local ok, err = pcall(self._one, self)
     if not ok then
-      if host.interrupted() then
-        if self._pre_step_state then self:set_state(self._pre_step_state) end
+      if host.interrupted() and not self._applying then
+        if self._pre_step_state then self:_put_back(self._pre_step_state) end
         self._pre_step_state = nil
         stopped = "interrupted"
         break
@@ -551,6 +615,26 @@ function Session:_loop()
   self:_finish(true)
   return { steps = self.steps_run - run_start, stopped = stopped, step = self.global_step,
            throughput = self:throughput() }
+end
+
+-- The states of the parts a step changes before it applies the aggregate (the gradient
+-- source's streams and vectors, the attack's and the rule's states and streams). θ, the
+-- optimizer and the server's momentum change only when the aggregate is applied, after every
+-- phase that polls Ctrl-C (a rule's search, a remote wait), so they are not copied: on the GPU
+-- that would be a copy of θ to the host at every step. A part may keep its snapshot its own
+-- way (part:snapshot() / part:restore(s): the workers' momenta stay on the device).
+function Session:_snapshot()
+  local snap = {}
+  for k, part in ipairs({ self.rule, self.byzantine, self.source }) do
+    snap[k] = part.snapshot and part:snapshot() or part:state()
+  end
+  return snap
+end
+
+function Session:_put_back(snap)
+  for k, part in ipairs({ self.rule, self.byzantine, self.source }) do
+    if part.restore then part:restore(snap[k]) else part:set_state(snap[k]) end
+  end
 end
 
 -- One step of the loop and what follows it: progress, summaries, evaluation, checkpoint.

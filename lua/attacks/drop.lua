@@ -8,6 +8,7 @@ local C = F.C
 
 return {
   name = "drop",
+  needs_honest = false, -- reads no honest row: each Byzantine process attacks alone
   doc = "zero each coordinate of the attacker's own gradient with probability fraction",
   paper = "Garfield (Guerraoui et al., ICDCS 2021) 'drop' attack, done for real",
   args = {

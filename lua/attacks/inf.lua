@@ -1,10 +1,11 @@
 -- inf — Byzantine workers send a vector of +inf (or -inf with sign:-1).
-local C = require("agt.ffi").C
 
 return {
   name = "inf",
+  needs_honest = false, -- reads no honest row: each Byzantine process attacks alone
   doc = "every coordinate of every Byzantine row is sign*inf",
   paper = "ByzFL (LPD-EPFL) 'Inf' attack",
+  devices = { "cpu", "cuda" },
   args = {
     { name = "sign", default = 1, type = "integer", doc = "1 for +inf, -1 for -inf" },
   },
@@ -14,6 +15,6 @@ return {
     end
   end,
   apply = function(self, c)
-    for _, i in ipairs(c.byz) do C.agt_vec_fill(self:raw_row(c, i), c.d, self.args.sign * math.huge) end
+    for _, i in ipairs(c.byz) do self:row_view(c, i):fill(self.args.sign * math.huge) end
   end,
 }

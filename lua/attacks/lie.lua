@@ -2,13 +2,13 @@
 -- coordinate-wise mean and standard deviation of the honest gradients. z:auto derives z_max
 -- from n and the number m = r of attackers as in the paper: s = floor(n/2 + 1) - m,
 -- z = Phi^-1((n - s)/n). The paper subtracts or adds z*sigma; agt adds (z may be negative).
-local C = require("agt.ffi").C
 local K = require("agt.attacks")
 
 return {
   name = "lie",
   doc = "a little is enough: every Byzantine row is mu + z*sigma over the honest rows",
   paper = "Baruch, Baruch, Goldberg, 'A Little Is Enough', NeurIPS 2019",
+  devices = { "cpu", "cuda" },
   args = {
     { name = "z", default = "auto", type = "number", auto = true,
       doc = "the multiple of sigma; auto = z_max derived from n and r as in the paper" },
@@ -22,8 +22,7 @@ return {
   end,
   apply = function(self, c)
     local v = self:buffer("v", { c.d })
-    C.agt_vec_copy(v.raw, self:honest_mean(c).raw, c.d)
-    C.agt_vec_axpy(v.raw, self:honest_std(c, self.args.ddof).raw, c.d, self.z)
+    v:copy(self:honest_mean(c)):axpy(self.z, self:honest_std(c, self.args.ddof))
     self:write(c, v)
     return { z = self.z }
   end,

@@ -1,13 +1,13 @@
 -- optimal-empire — "Fall of empires" with epsilon searched at every step: the Byzantine rows
 -- are -epsilon*mu, with epsilon chosen by a line search (at most `evals` rule evaluations) to
 -- maximise ||rule(G) - mu|| against the run's actual rule (pre-aggregation included).
-local C = require("agt.ffi").C
 local K = require("agt.attacks")
 
 return {
   name = "optimal-empire",
   doc = "-epsilon*mu with epsilon searched to maximise ||rule(G) - mu|| against the run's rule",
   paper = "Xie et al., UAI 2020, with the scale search of El-Mhamdi et al., ICLR 2021 (ByzantineMomentum) and ByzFL",
+  devices = { "cpu", "cuda" },
   args = {
     { name = "evals", default = 16, type = "integer", doc = "rule evaluations per step (the search budget)" },
     { name = "start", default = 0, type = "number", doc = "initial epsilon" },
@@ -22,13 +22,9 @@ return {
   end,
   apply = function(self, c)
     local a = self.args
-    local mu = self:honest_mean(c).raw
+    local mu = self:honest_mean(c)
     local v = self:buffer("v", { c.d })
-    local vp = v.raw
-    local function make(eps)
-      C.agt_vec_copy(vp, mu, c.d)
-      C.agt_vec_scale(vp, c.d, -eps)
-    end
+    local function make(eps) v:copy(mu):scale(-eps) end
     local function objective(eps)
       make(eps)
       return (self:rule_distance(c, function(S) self:write(c, v, S) end))

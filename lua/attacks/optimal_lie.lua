@@ -3,13 +3,13 @@
 -- `evals` rule evaluations) to maximise ||rule(G) - mu||, the distance between what the run's
 -- actual rule (pre-aggregation pipeline included) outputs and the honest mean. Without a rule
 -- it searches against the plain average.
-local C = require("agt.ffi").C
 local K = require("agt.attacks")
 
 return {
   name = "optimal-lie",
   doc = "mu + tau*sigma with tau searched to maximise ||rule(G) - mu|| against the run's rule",
   paper = "Baruch et al., NeurIPS 2019, with the scale search of El-Mhamdi et al., ICLR 2021 (ByzantineMomentum) and ByzFL",
+  devices = { "cpu", "cuda" },
   args = {
     { name = "evals", default = 16, type = "integer", doc = "rule evaluations per step (the search budget)" },
     { name = "start", default = 0, type = "number", doc = "initial tau" },
@@ -25,14 +25,10 @@ return {
   end,
   apply = function(self, c)
     local a = self.args
-    local mu = self:honest_mean(c).raw
-    local sigma = self:honest_std(c, a.ddof).raw
+    local mu = self:honest_mean(c)
+    local sigma = self:honest_std(c, a.ddof)
     local v = self:buffer("v", { c.d })
-    local vp = v.raw
-    local function make(tau)
-      C.agt_vec_copy(vp, mu, c.d)
-      C.agt_vec_axpy(vp, sigma, c.d, tau)
-    end
+    local function make(tau) v:copy(mu):axpy(tau, sigma) end
     local function objective(tau)
       make(tau)
       return (self:rule_distance(c, function(S) self:write(c, v, S) end))

@@ -116,9 +116,28 @@ static void test_vec(void) {
   agt_pool_set_threads(3);
   CHECK(agt_vec_sum(x, n) == s1); /* bit-identical across thread counts */
   agt_pool_set_threads(0);
+  /* rows: 3 rows of 1001 of x, their norms and squared distances to y against plain sums; a
+   * NaN in row 1 and an inf in row 2 give NaN and inf */
+  {
+    size_t rn = 3, rd = 1001;
+    double nrm[3], sqd[3];
+    x[1001 + 17] = NAN;
+    x[2002 + 5] = INFINITY;
+    agt_rows_norm2(x, rn, rd, nrm);
+    agt_rows_sqdist(x, rn, rd, y, sqd);
+    double a0 = 0, b0 = 0;
+    for (size_t j = 0; j < rd; j++) {
+      a0 += (double)x[j] * x[j];
+      b0 += ((double)x[j] - y[j]) * ((double)x[j] - y[j]);
+    }
+    CHECK_NEAR(nrm[0], sqrt(a0), 1e-9);
+    CHECK_NEAR(sqd[0], b0, 1e-9);
+    CHECK(isnan(nrm[1]) && isnan(sqd[1]));
+    CHECK(isinf(nrm[2]) && isinf(sqd[2]));
+  }
   x[5] = NAN;
   CHECK(isnan(agt_vec_max(x, n)));
-  CHECK(agt_vec_count_nonfinite(x, n) == 1);
+  CHECK(agt_vec_count_nonfinite(x, n) == 3);
   agt_free(x, n * sizeof(float));
   agt_free(y, n * sizeof(float));
 }

@@ -1,7 +1,7 @@
 /* test_nn.c — layer kernels and optimizer updates against naive double-precision
  * references: direct convolution (forward and both gradients), pooling, linear,
- * softmax cross-entropy, dropout, one step of each optimizer, regularizers; plus
- * bit-identical results for 1 and 3 threads. */
+ * softmax cross-entropy, dropout, batch norm, the residual sum, one step of each optimizer,
+ * regularizers; plus bit-identical results for 1 and 3 threads. */
 #include "check.h"
 #include "mem.h"
 #include "nn.h"
@@ -175,7 +175,7 @@ static void test_pool(void) {
       CHECK(agt_nn_avgpool_backward(dy, dx, P, H, W, 3, 3, 2, 2, pt, pl, OH, OW) == AGT_OK);
     } else {
       CHECK(agt_nn_maxpool_forward(x, y, idx, P, H, W, 3, 3, 2, 2, pt, pl, OH, OW) == AGT_OK);
-      CHECK(agt_nn_maxpool_backward(dy, idx, NULL, dx, P, H, W, OH, OW) == AGT_OK);
+      CHECK(agt_nn_maxpool_backward(dy, idx, NULL, dx, P, H, W, 3, 3, 2, 2, pt, pl, OH, OW) == AGT_OK);
     }
     CHECK(maxdiff(y, ry, P * OH * OW) < 1e-6);
     CHECK(maxdiff(dx, rdx, P * H * W) < 1e-6);
@@ -426,6 +426,86 @@ static void test_threads(void) {
   free(x); free(Wt); free(b); free(dy); free(col);
 }
 
+/* Batch norm against double loops (training: the batch's statistics, the running ones moved;
+ * evaluation: the running ones; backward from the closed form), a NaN in channel 0 and +inf in
+ * channel 1 (their outputs NaN, the other channels untouched); the residual sum. */
+static void test_batchnorm(size_t B, size_t C, size_t S) {
+  size_t n = B * C * S, N = B * S;
+  float *x = rnd(n, 60), *g = rnd(C, 61), *be = rnd(C, 62), *dy = rnd(n, 63);
+  float *y = malloc(n * sizeof(float)), *dx = malloc(n * sizeof(float)), *ye = malloc(n * sizeof(float));
+  float *mean = malloc(C * sizeof(float)), *inv = malloc(C * sizeof(float));
+  float *rm = malloc(C * sizeof(float)), *rv = malloc(C * sizeof(float));
+  float *dg = malloc(C * sizeof(float)), *db = malloc(C * sizeof(float));
+  double *ref = malloc(n * sizeof(double)), *refe = malloc(n * sizeof(double)), *rdx = malloc(n * sizeof(double));
+  x[0] = NAN;
+  if (C > 1) x[S] = INFINITY;
+  for (size_t c = 0; c < C; c++) { rm[c] = 0.5f; rv[c] = 2.0f; }
+  CHECK(agt_nn_batchnorm_forward(x, g, be, y, mean, inv, rm, rv, B, C, S, 0.25f, 1e-3f, 1, -1) == AGT_OK);
+  CHECK(agt_nn_batchnorm_forward(x, g, be, ye, NULL, NULL, rm, rv, B, C, S, 0.25f, 1e-3f, 0, 0) == AGT_OK);
+  CHECK(agt_nn_batchnorm_backward(x, g, dy, mean, inv, dx, dg, db, B, C, S) == AGT_OK);
+  int ok_rm = 1, ok_dg = 1;
+  for (size_t c = 0; c < C; c++) {
+    double m = 0, v = 0, sg = 0, sb = 0;
+    for (size_t b = 0; b < B; b++) for (size_t j = 0; j < S; j++) m += x[(b * C + c) * S + j];
+    m /= (double)N;
+    for (size_t b = 0; b < B; b++) for (size_t j = 0; j < S; j++) v += pow(x[(b * C + c) * S + j] - m, 2);
+    double is = 1 / sqrt(v / (double)N + 1e-3);
+    double em = 0.75 * 0.5 + 0.25 * m, ev = 0.75 * 2.0 + 0.25 * v / (double)(N - 1), eis = 1 / sqrt((float)ev + 1e-3);
+    if (c >= 2) ok_rm &= fabs(rm[c] - em) < 1e-5 && fabs(rv[c] - ev) < 1e-4;
+    else ok_rm &= rm[c] != rm[c] || rm[c] == (float)em;   /* NaN (or inf for +inf's mean) */
+    for (size_t b = 0; b < B; b++)
+      for (size_t j = 0; j < S; j++) {
+        size_t at = (b * C + c) * S + j;
+        double xh = (x[at] - m) * is;
+        ref[at] = g[c] * xh + be[c];
+        double r = g[c] * ((double)x[at] - (float)em) * eis + be[c];
+        refe[at] = r > 0 ? r : 0;
+        sg += dy[at] * xh;
+        sb += dy[at];
+      }
+    if (c >= 2) ok_dg &= fabs(dg[c] - sg) < 1e-4 && fabs(db[c] - sb) < 1e-4;
+    for (size_t b = 0; b < B; b++)
+      for (size_t j = 0; j < S; j++) {
+        size_t at = (b * C + c) * S + j;
+        double xh = (x[at] - m) * is;
+        rdx[at] = g[c] * is * (dy[at] - sb / (double)N - xh * sg / (double)N);
+      }
+  }
+  CHECK(ok_rm);
+  CHECK(ok_dg);
+  /* channels 0 and 1 hold NaN and inf: every value of theirs NaN, on the device too */
+  int nan01 = 1;
+  for (size_t b = 0; b < B; b++)
+    for (size_t j = 0; j < S; j++) nan01 &= y[b * C * S + j] != y[b * C * S + j] && y[(b * C + 1) * S + j] != y[(b * C + 1) * S + j];
+  CHECK(nan01);
+  for (size_t b = 0; b < B; b++) {   /* compare channels 2.. */
+    size_t off = (b * C + 2) * S, m = (C - 2) * S;
+    CHECK(maxdiff(y + off, ref + off, m) < 1e-4);
+    CHECK(maxdiff(ye + off, refe + off, m) < 1e-4);
+    CHECK(maxdiff(dx + off, rdx + off, m) < 1e-4);
+  }
+  /* the residual sum, with and without ReLU, in place */
+  CHECK(agt_nn_add_act(x, dy, y, n, 0) == AGT_OK);
+  int ok = 1;
+  for (size_t i = 0; i < n; i++) {
+    float s = x[i] + dy[i], r = s > 0 ? s : 0;
+    ok &= y[i] == r || (y[i] != y[i] && s != s);
+  }
+  CHECK(ok);
+  memcpy(ye, dy, n * sizeof(float));
+  CHECK(agt_nn_add_act(x, dy, dy, n, -1) == AGT_OK);
+  ok = 1;
+  for (size_t i = 0; i < n; i++) {
+    float s = x[i] + ye[i];
+    ok &= dy[i] == s || (dy[i] != dy[i] && s != s);
+  }
+  CHECK(ok);
+  CHECK(agt_nn_batchnorm_forward(x, g, be, y, mean, inv, rm, rv, B, C, S, 1.5f, 1e-3f, 1, -1) != AGT_OK);
+  CHECK(agt_nn_batchnorm_forward(x, g, be, y, NULL, NULL, rm, rv, B, C, S, 0.1f, 1e-3f, 1, -1) != AGT_OK);
+  free(x); free(g); free(be); free(dy); free(y); free(dx); free(ye); free(mean); free(inv);
+  free(rm); free(rv); free(dg); free(db); free(ref); free(refe); free(rdx);
+}
+
 int main(void) {
   test_geometry();
   test_conv(2, 3, 7, 6, 4, 3, 1, 1);   /* SAME, stride 1 */
@@ -449,6 +529,8 @@ int main(void) {
   test_linear_xent();
   test_sparse_linear();
   test_act_dropout();
+  test_batchnorm(4, 5, 9);
+  test_batchnorm(9, 6, 1);
   test_optim();
   test_threads();
   return check_summary();

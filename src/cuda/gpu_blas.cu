@@ -67,3 +67,28 @@ extern "C" agt_status agt_gpu_gemm(int ta, int tb, size_t m, size_t n, size_t k,
   }
   return AGT_OK;
 }
+
+/* count products C_i = alpha·op(A_i)·op(B_i) + beta·C_i, row-major, X_i = X + i·strideX (a
+ * stride of 0 shares the matrix): the convolutions' per-sample products (gpu_nn_conv.cu). */
+agt_status agt_gpu_gemm_batched(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                                const float *A, size_t lda, size_t sA, const float *B, size_t ldb,
+                                size_t sB, float beta, float *C, size_t ldc, size_t sC,
+                                size_t count) {
+  if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX ||
+      ldc > INT32_MAX || count > INT32_MAX)
+    return AGT_FAIL(AGT_EINVAL, "batched gemm dimensions too large for BLAS: m=%zu n=%zu k=%zu "
+                    "count=%zu", m, n, k, count);
+  if (m == 0 || n == 0 || count == 0) return AGT_OK;
+  cublasHandle_t h = NULL;
+  AGT_TRY(blas_handle(&h));
+  cublasStatus_t s = cublasSgemmStridedBatched(
+      h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)n, (int)m, (int)k,
+      &alpha, B, (int)ldb, (long long)sB, A, (int)lda, (long long)sA, &beta, C, (int)ldc,
+      (long long)sC, (int)count);
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    cudaGetLastError();
+    return AGT_FAIL(AGT_EIO, "gemm on cuda: cublasSgemmStridedBatched(m=%zu n=%zu k=%zu count=%zu) "
+                    "failed: %s", m, n, k, count, cublasGetStatusString(s));
+  }
+  return AGT_OK;
+}

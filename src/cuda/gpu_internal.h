@@ -84,6 +84,11 @@ agt_status agt_gpu_row_sqnorms(const float *G, size_t n, size_t d, double *sq_ho
 /* out[i] = scale_host[i] * G[i]; out may be G. */
 agt_status agt_gpu_scale_rows(const float *G, size_t n, size_t d, const float *scale_host,
                               float *out);
+/* Strided batched SGEMM, row-major as agt_gpu_gemm (gpu_blas.cu). */
+agt_status agt_gpu_gemm_batched(int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                                const float *A, size_t lda, size_t sA, const float *B, size_t ldb,
+                                size_t sB, float beta, float *C, size_t ldc, size_t sC,
+                                size_t count);
 agt_status agt_gpu_coord_median(const float *G, size_t n, size_t d, float *out);
 /* A per-coordinate rule (AGT_GPU_RULE_*) on columns [0, len) of n rows of stride ld. */
 agt_status agt_gpu_coord_rule(int which, const float *G, size_t ld, size_t n, size_t len, size_t p,

@@ -6,24 +6,7 @@
  * Each element gets the CPU twin's float operations in the same order; __fmul_rn, __fadd_rn
  * and __fsub_rn keep nvcc from fusing them (the CPU build has no FMA). The dense layer's
  * products go through agt_gpu_gemm (cuBLAS). */
-#include "gpu_internal.h"
-
-extern "C" {
-#include "nn.h"
-#include "gpu_nn.h"
-}
-
-#define NN_BLOCK 256
-#define NN_MAX_BLOCKS 65536   /* grid-stride loops beyond this */
-
-static unsigned nn_blocks(size_t n) {
-  size_t b = (n + NN_BLOCK - 1) / NN_BLOCK;
-  return (unsigned)(b == 0 ? 1 : b > NN_MAX_BLOCKS ? NN_MAX_BLOCKS : b);
-}
-
-#define GRID_STRIDE(i, n)                                                         \
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);        \
-       i += (size_t)gridDim.x * blockDim.x)
+#include "gpu_nn_internal.h"
 
 __device__ __forceinline__ float act_fwd(int act, float x) {
   switch (act) {
@@ -56,6 +39,14 @@ __global__ void k_bias_act(float *x, const float *b, size_t C, size_t S, size_t 
     float v = x[i];
     if (b) v = __fadd_rn(v, b[(i / S) % C]);
     x[i] = act >= 0 ? act_fwd(act, v) : v;
+  }
+}
+
+/* y = act(a + b) */
+__global__ void k_add_act(const float *a, const float *b, float *y, size_t n, int act) {
+  GRID_STRIDE(i, n) {
+    float v = __fadd_rn(a[i], b[i]);
+    y[i] = act >= 0 ? act_fwd(act, v) : v;
   }
 }
 
@@ -256,4 +247,14 @@ extern "C" agt_status agt_gpu_nn_eval_batch(const float *logits, const int32_t *
   k_eval_rows<<<nn_blocks(B), NN_BLOCK>>>(logits, y, B, K, row_d, (int32_t *)(row_d + B));
   AGT_CU_LAUNCH("k_eval_rows");
   return rows_back(dev, host, y, B, K, loss_sum, correct);
+}
+
+extern "C" agt_status agt_gpu_nn_add_act(const float *a, const float *b, float *y, size_t n, int act) {
+  if (act != -1) AGT_TRY(act_check(act));
+  if (n == 0) return AGT_OK;
+  if (!a || !b || !y) return AGT_FAIL(AGT_EINVAL, "add on cuda: a, b and y must be device pointers");
+  AGT_TRY(agt_gpu_ensure());
+  k_add_act<<<nn_blocks(n), NN_BLOCK>>>(a, b, y, n, act);
+  AGT_CU_LAUNCH("k_add_act");
+  return AGT_OK;
 }

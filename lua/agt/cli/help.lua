@@ -39,6 +39,7 @@ local summaries = {
   sweep = "a grid of agt runs in parallel, resumable; results.csv and a heat map ('agt sweep --help')",
   check = "put a rule, attack or experiment file through its checks ('agt check --help')",
   worker = "a worker process of a distributed run ('agt worker --help', docs/distributed.md)",
+  deploy = "start a distributed run's PS and workers over SSH ('agt deploy --help')",
 }
 
 local HELP = [[

@@ -3,12 +3,19 @@
 --   agt worker --server CLUSTER --id workers:3 --auth none
 --
 -- Connects to the PS of the cluster and says who it is; the PS answers with the run (the
--- experiment and its arguments, the seed, n, this worker's shard and poison, the model size, the
--- session id). The worker loads its data locally, then each step takes θ and sends back its
--- gradient row and loss — what the local source (agt.session.workers) computes for that row, bit
--- for bit. It stops when the PS says the run is over (exit 0), or when nothing has come from
--- the PS for --idle-timeout seconds (exit 1). If several θ are waiting (after a stall), only
--- the newest is computed. See agt.session.remote for the protocol.
+-- experiment and its arguments, the text of a user's experiment file, the seed, n, this worker's
+-- shard and poison, the model size, the session id, this worker's random streams, and the
+-- attack when this worker may attack over the wire). The worker loads its data locally, then
+-- each step takes θ and sends back its streams and its gradient row and loss — what the local
+-- source (agt.session.workers) computes for that row, bit for bit — or, when the PS marks it
+-- Byzantine for the step, its streams and the attack's row (agt.session.collusion: alone, or
+-- colluding with the other Byzantine workers). It stops when the PS says the run is over
+-- (exit 0), or when nothing has come from the PS for --idle-timeout seconds (exit 1). If
+-- several θ are waiting (after a stall), only the newest is computed. While the PS is silent
+-- it says HELLO again every few seconds: a PS restarted from its checkpoint answers with a new
+-- session and the streams of that checkpoint, and the worker carries on in that run (the data
+-- already loaded is kept; the attack and the UDP sender are made again for the new session).
+-- See agt.session.remote for the protocol.
 local ffi = require("ffi")
 local N = require("agt.net")
 local CL = require("agt.cluster")
@@ -16,6 +23,9 @@ local E = require("agt.experiments")
 local T = require("agt.tensor")
 local clock = require("agt.clock")
 local cjson = require("cjson.safe")
+local U = require("agt.util")
+local Collusion = require("agt.session.collusion")
+local Lossy = require("agt.session.lossy")
 
 local USAGE = [[
 Usage: agt worker --server CLUSTER --id JOB:INDEX [flags]
@@ -29,7 +39,11 @@ A worker of a distributed run whose parameter server is 'agt run --server CLUSTE
   --keys DIR             with --auth curve: holds ps-0.pub and this worker's keypair
                          (<job>-<i>.pub, <job>-<i>.secret; see 'agt keygen')
   --connect-timeout S    seconds to wait for the PS's answer at start (default: 60)
-  --idle-timeout S       seconds without a word from the PS before giving up (default: 120)
+  --idle-timeout S       seconds without a word from the PS before giving up (default: 120);
+                         meanwhile it asks again every 2 s, so a PS restarted from its
+                         checkpoint within that time takes it back
+With the PS's --UDP K, workers 0..K-1 send their rows as UDP datagrams to the PS's host (the
+port, chunk size and key come in the PS's CONFIG; see docs/distributed.md).
 Exit status: 0 when the PS ends the run, 1 on a failure, 2 on bad flags.]]
 
 local FLAGS = { server = true, id = true, ["ps-job-name"] = true, ["wk-job-name"] = true,
@@ -82,6 +96,22 @@ local function wait_for(net, timeout, wanted)
   end
 end
 
+local function from_hex(h)
+  if type(h) ~= "string" or #h % 2 ~= 0 or h:find("[^%x]") then return nil end
+  return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
+end
+
+-- The run of a CONFIG message, or nil and why.
+local function decode_config(msg, w)
+  local cfg = cjson.decode(msg:text())
+  local session = type(cfg) == "table" and type(cfg.session) == "string" and tonumber(cfg.session, 16)
+  if not session or cfg.worker ~= w or type(cfg.d) ~= "number" then
+    return nil, "the PS sent a run description this agt does not understand"
+  end
+  cfg.session_id = session
+  return cfg
+end
+
 local function run(o)
   local c = CL.load(o.server, { ps = o["ps-job-name"], workers = o["wk-job-name"] })
   local w = CL.parse_id(o.id, c, c.wk_job)
@@ -96,9 +126,10 @@ local function run(o)
     say(id, "--auth none: not authenticated, not encrypted (a trusted network only)")
   end
 
-  -- 1. Who am I -> the run (on a socket capped at 16 MiB: the run's description is small).
+  -- 1. Who am I -> the run, on a socket capped at 16 MiB (the run's description is small) that
+  -- stays open: HELLO again on it when the PS is silent (see the steps below).
   local hello = N.client(endpoint, 16 * 2 ^ 20, curve)
-  hello:send(nil, N.HELLO, w, -1, 0)
+  hello:send(nil, N.HELLO, w, -1, Collusion.PROTOCOL)
   local msg = wait_for(hello, o["connect-timeout"], { [N.CONFIG] = true, [N.BYE] = true })
   if not msg then
     hello:close()
@@ -106,50 +137,106 @@ local function run(o)
     return 1
   end
   if msg.type == N.BYE then hello:close(); return 0 end
-  local cfg = cjson.decode(msg:text())
-  hello:close()
-  local session = type(cfg) == "table" and type(cfg.session) == "string" and tonumber(cfg.session, 16)
-  if not session or cfg.worker ~= w or type(cfg.d) ~= "number" then
-    say(id, "the PS sent a run description this agt does not understand")
-    return 1
-  end
+  local cfg, why = decode_config(msg, w)
+  if not cfg then hello:close(); say(id, "%s", why); return 1 end
 
-  -- 2. The data and the model, then READY on the step socket, capped at one θ.
-  local net = N.client(endpoint, math.max(cfg.d * 4, 65536), curve)
-  net:set_session(session)
-  local ok, worker = pcall(function()
-    local exp = E.load(cfg.experiment, cfg.experiment_args, { seed = cfg.seed, n = cfg.n })
-    if exp.d ~= cfg.d then
-      error(string.format("the experiment has %d parameters here, %d at the PS (another version of agt "
-        .. "or of the experiment?)", exp.d, cfg.d), 0)
-    end
-    exp:shards(cfg.n) -- the data and the shards now, not in the first step's time
-    return exp:worker(w + 1, { seed = cfg.seed, l1 = cfg.l1, l2 = cfg.l2,
-                               poison = cfg.poison ~= cjson.null and cfg.poison or nil })
-  end)
-  if not ok then
-    local why = tostring(worker)
-    say(id, "cannot take part: %s", why)
-    net:send(nil, N.ERROR, w, -1, 0, why)
-    net:close()
-    return 1
+  -- 2. The data and the model (kept across sessions of the same run), the worker's streams as
+  -- the PS has them, the attack (when this worker may attack over the wire) and the UDP sender
+  -- (--UDP: its rows go as datagrams, agt.session.lossy; its GRAD carries the loss), then READY
+  -- on the step socket, capped at one θ, with the session set. Again for each new session.
+  local exp, exp_key
+  local net, worker, session, theta, row, col, udp
+  local udp_dropped = 0 -- chunks left out by a test drop rate, over the sessions
+  local function close_session()
+    if net then net:close(); net = nil end
+    if col then col:close(); col = nil end
+    if udp then udp_dropped = udp_dropped + udp.dropped; udp:close(); udp = nil end
   end
-  local d, bytes = cfg.d, cfg.d * 4
-  local theta, row = T.new({ d }), T.new({ d })
-  net:send(nil, N.READY, w, -1, d)
-  say(id, "ready: %s, d = %d, session %s", tostring(cfg.experiment), d, cfg.session)
+  local function configure()
+    close_session()
+    net = N.client(endpoint, math.max(cfg.d * 4, 65536), curve)
+    net:set_session(cfg.session_id)
+    session = cfg.session_id
+    local ok, err = pcall(function()
+      local key = cjson.encode({ cfg.experiment, cfg.experiment_source, cfg.experiment_args, cfg.seed, cfg.n })
+      if key ~= exp_key then
+        exp, exp_key = nil, nil
+        local def = cfg.experiment
+        if type(cfg.experiment_source) == "string" then
+          -- a user's experiment file, sent by the PS: this host needs only agt (and the data)
+          def = U.load_lua_text(cfg.experiment_source, tostring(cfg.experiment), "experiment")
+        end
+        exp = E.load(def, cfg.experiment_args, { seed = cfg.seed, n = cfg.n })
+        exp_key = key
+      end
+      if exp.d ~= cfg.d then
+        error(string.format("the experiment has %d parameters here, %d at the PS (another version of agt "
+          .. "or of the experiment?)", exp.d, cfg.d), 0)
+      end
+      exp:shards(cfg.n) -- the data and the shards now, not in the first step's time
+      worker = exp:worker(w + 1, { seed = cfg.seed, l1 = cfg.l1, l2 = cfg.l2,
+                                   poison = cfg.poison ~= cjson.null and cfg.poison or nil })
+      if cfg.streams ~= nil and cfg.streams ~= cjson.null then
+        local st = from_hex(cfg.streams)
+        if not st then error("the PS sent streams that are not hexadecimal text", 0) end
+        worker:set_state(st)
+        worker:_setup() -- the sampler now: a state that does not fit the shard is refused here
+      end
+      if type(cfg.attack) == "table" then
+        col = Collusion.new(cfg.attack, { w = w, d = cfg.d, cluster = c, curve = curve, session = session,
+                                          say = function(text) say(id, "%s", text) end })
+      end
+      if type(cfg.udp) == "table" then
+        local oku, s = pcall(Lossy.sender, cfg.udp, c.ps, w, cfg.d, session)
+        if not oku then error("cannot send rows over UDP: " .. tostring(s), 0) end
+        udp = s
+        say(id, "rows over UDP to port %d, %d chunk(s) of %d bytes%s", udp.port, udp.chunks, cfg.udp.chunk,
+            udp.drop > 0 and string.format(", test drop rate %g", udp.drop) or "")
+      end
+    end)
+    if not ok then
+      local why = tostring(err)
+      say(id, "cannot take part: %s", why)
+      net:send(nil, N.ERROR, w, -1, 0, why)
+      return false
+    end
+    if not theta or theta:numel() ~= cfg.d then theta, row = T.new({ cfg.d }), T.new({ cfg.d }) end
+    net:send(nil, N.READY, w, -1, cfg.d)
+    say(id, "ready: %s, d = %d, session %s, from step %s%s", tostring(cfg.experiment), cfg.d, cfg.session,
+        tostring(cfg.step),
+        col and string.format("; may attack (%s%s)", col.attack.name, col.colludes and ", colluding" or "") or "")
+    return true
+  end
+  local function finish(code)
+    close_session()
+    hello:close()
+    return code
+  end
+  if not configure() then return finish(1) end
 
   -- 3. Steps until BYE. Silence from the PS for a while says READY again: if the PS dropped
   -- this connection (a stall past its heartbeat, a network cut), ZeroMQ has reconnected with
   -- a new one that the PS does not know until it hears from it; it then sends the step's θ.
+  -- It also says HELLO again: a CONFIG of another session is a PS restarted from its
+  -- checkpoint, and the worker joins it with the streams it sends (its own are then ahead).
   local steps = 0
+  -- The next THETA or BYE; or { config = the run } when the PS is another session; or nil.
   local function next_theta()
     local t_end, t_ready = clock.mono() + o["idle-timeout"], clock.mono() + 2
     while clock.mono() < t_end do
       local m = net:recv(500)
       if m and (m.type == N.THETA or m.type == N.BYE) then return m end
+      local h = hello:recv(0)
+      while h do
+        if h.type == N.CONFIG then
+          local c2 = decode_config(h, w)
+          if c2 and c2.session_id ~= session then return { config = c2 } end
+        end
+        h = hello:recv(0)
+      end
       if clock.mono() >= t_ready then
-        net:send(nil, N.READY, w, -1, d)
+        net:send(nil, N.READY, w, -1, cfg.d)
+        hello:send(nil, N.HELLO, w, -1, Collusion.PROTOCOL)
         t_ready = clock.mono() + 2
       end
     end
@@ -158,12 +245,19 @@ local function run(o)
     msg = next_theta()
     if not msg then
       say(id, "nothing from the PS for --idle-timeout %g s: stopping", o["idle-timeout"])
-      net:close()
-      return 1
+      return finish(1)
+    end
+    if msg.config then
+      cfg = msg.config
+      say(id, "the PS is back with a new session (%s): continuing from its step %s", cfg.session, tostring(cfg.step))
+      if not configure() then return finish(1) end
+      msg = nil
     end
     -- Only the newest θ waiting is worth computing (after a stall, older ones are stale); a
     -- message's bytes live until the next recv, so each θ is copied out before looking further.
-    local step
+    local step, byzantine
+    local bytes = cfg.d * 4
+    local t0 = clock.mono()
     while msg do
       if msg.type == N.BYE then break end
       if msg.type ~= N.THETA then -- nothing else is expected from the PS now
@@ -171,18 +265,32 @@ local function run(o)
         say(id, "a θ of %d bytes from the PS, expected %d: ignored", msg.len, bytes)
       else
         ffi.copy(theta.raw, msg.data, bytes)
-        step = msg.step
+        step, byzantine = msg.step, msg.aux == 1
       end
       msg = net:recv(0)
     end
     if msg and msg.type == N.BYE then
       say(id, "the PS ended the run after %d steps", steps)
-      net:close()
-      return 0
+      if udp then say(id, "UDP: %d chunk(s) left out by the test drop rate", udp_dropped + udp.dropped) end
+      return finish(0)
     end
     if step then
       local loss = worker:gradient(theta, row)
-      net:send(nil, N.GRAD, w, step, loss, row.raw, bytes)
+      -- The streams after the honest gradient, Byzantine or not: a PS restarted from its
+      -- checkpoint gives them back, and the stream goes on as in a run never stopped.
+      net:send(nil, N.STATE, w, step, 0, worker:state())
+      if byzantine and not col then
+        say(id, "the PS marks this worker Byzantine at step %d but sent it no attack: sending its gradient", step)
+      elseif byzantine then
+        col:row(step, row, t0)
+      end
+      if udp then
+        udp.dropped = udp.dropped + udp:send(step, row.raw, udp.drop, udp.drop_seed)
+        net:send(nil, N.GRAD, w, step, loss)
+      else
+        net:send(nil, N.GRAD, w, step, loss, row.raw, bytes)
+      end
+      if col and not byzantine then col:serve(step, t0) end
       steps = steps + 1
     end
   end

@@ -7,12 +7,19 @@
 --   byz:rows(step)             the attacking rows at step (ascending; {} when none)
 --   byz:apply(G, honest, rows, step, rule)   overwrites those rows of G (a gradient attack)
 --   byz:state() -> { attack =, ["rng.attack"] = }   byz:set_state(map)
+--   byz.at_ps                  whether this process applies a gradient attack (a local run, or
+--                              --server with --attack-at-ps); otherwise the Byzantine worker
+--                              processes attack over the wire and apply does nothing here
+--   byz:wire() -> nil | { rows =, config = }   (a distributed run, attacks at the workers) the
+--                              rows that may attack (fixed: the last r; selection:random: all)
+--                              and what their CONFIG says (agt.session.collusion reads it)
 -- A data attack poisons fixed workers from the start (their rows are honest gradients of
 -- poisoned data, nothing to overwrite); a gradient attack's rows hold their own honest gradient
 -- on entry to apply.
 local K = require("agt.attacks")
 local R = require("agt.rng")
 local FL = require("agt.cli.run.flags")
+local U = require("agt.util")
 
 local M = {}
 
@@ -20,7 +27,8 @@ local Byz = {}
 Byz.__index = Byz
 
 function M.new(o, c)
-  local self = setmetatable({ r = c.r, poisoned = {} }, Byz)
+  local self = setmetatable({ r = c.r, poisoned = {}, o = o, at_ps = not o.server or o.attack_at_ps or false },
+                           Byz)
   if o.attack ~= nil then
     if type(o.attack) == "table" then
       self.attack = o.attack
@@ -36,6 +44,7 @@ function M.new(o, c)
     table.sort(list)
     self.data_rows = list
   end
+  if o.server then self:wire() end -- a user's attack file is read (and its size checked) now
   return self
 end
 
@@ -54,8 +63,39 @@ function Byz:apply(G, honest, rows, step, rule)
   self.attack:apply({ G = G, honest = honest, byz = rows, step = step, rule = rule, rng = self.rng })
 end
 
--- Whether apply does anything at step (for the trace: a data attack has no phase of its own).
-function Byz:acts(rows) return #rows > 0 and not self.data_rows end
+-- Whether apply does anything at step (for the trace: a data attack has no phase of its own;
+-- attacks at the workers have none at the PS).
+function Byz:acts(rows) return #rows > 0 and not self.data_rows and self.at_ps end
+
+-- A spec of the aggregator that a worker process can build (names only: a user's rule file
+-- stays on the PS), or nil.
+local function portable_rule(o)
+  if type(o.aggregator) ~= "string" or o.aggregator:find("/", 1, true) or o.aggregator:find("%.lua") then return nil end
+  return { name = o.aggregator, args = o.aggregator_args }
+end
+
+function Byz:wire()
+  local a = self.attack
+  if self.at_ps or not a or a.kind == "data" or self.r == 0 then return nil end
+  if self._wire then return self._wire end
+  local o = self.o
+  local rows = {}
+  if a.selection == "random" then
+    for i = 1, a.n do rows[i] = i end
+  else
+    rows = a:byzantine(0)
+  end
+  local name = o.attack
+  local config = {
+    name = name, args = o.attack_args, n = a.n, f = a.f, r = a.r, seed = a.seed,
+    colludes = a:needs_honest(), rule = portable_rule(o),
+  }
+  if name:find("/", 1, true) or name:match("%.lua$") then
+    config.source = FL.as_flag("attack", U.read_source, name, U.MAX_SOURCE, "attack")
+  end
+  self._wire = { rows = rows, config = config }
+  return self._wire
+end
 
 function Byz:state()
   local map = { ["rng.attack"] = self.rng:state() }

@@ -14,7 +14,8 @@
 --   none     no momentum (the default: a run is the same bit for bit as without this module).
 --
 --   Momentum.accumulate(m, x, beta)    m ← β·m + x (f32 tensors of d; the one recurrence)
---   local mo = Momentum.new(o, d)      (o: checked options) the server side of a placement
+--   local mo = Momentum.new(o, d [, device])  (o: checked options) the server side of a
+--                                      placement; m on device ("cpu" by default, or θ's)
 --   mo:rows(rows)                      before the attack: server adds β·m to each row (views of G)
 --   mo:update(agg) -> v                after the rule: the vector the optimizer applies
 --   mo:state() -> { momentum = bytes } (server and update only)   mo:set_state(map)
@@ -37,10 +38,10 @@ end
 local Mo = {}
 Mo.__index = Mo
 
-function M.new(o, d)
+function M.new(o, d, device)
   local self = setmetatable({ at = o.momentum_at, beta = o.momentum, d = d }, Mo)
   if self.at == "server" or self.at == "update" then
-    self.m = T.new({ d })
+    self.m = T.new({ d }, "f32", device or "cpu")
     self.m:zero()
   end
   return self
@@ -63,7 +64,8 @@ end
 
 function Mo:state()
   if not self.m then return {} end
-  return { momentum = ffi.string(self.m.raw, self.d * 4) }
+  local m = self.m.device == "cpu" and self.m or self.m:to("cpu")
+  return { momentum = ffi.string(m:pointer(), self.d * 4) }
 end
 
 function Mo:set_state(map)
@@ -73,7 +75,10 @@ function Mo:set_state(map)
     error(string.format("--momentum-at: the checkpoint has no server momentum of %d values "
       .. "(was it made with --momentum-at %s?)", self.d, self.at), 0)
   end
-  ffi.copy(self.m.raw, s, self.d * 4)
+  local on_host = self.m.device == "cpu"
+  local host = on_host and self.m or T.new({ self.d })
+  ffi.copy(host:pointer(), s, self.d * 4)
+  if not on_host then self.m:copy(host) end
 end
 
 return M

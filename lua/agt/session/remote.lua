@@ -4,36 +4,68 @@
 -- deadline. Same methods as agt.session.workers (see there), and fill returns a second value:
 --   source:fill(theta, G, step, ctx) -> losses, faulty   (faulty: ascending rows with no valid
 --                                        row this step; the session aggregates without them)
---   source:faults() -> { [row] = { missing =, late =, wrong_size =, malformed =, stranger = } }
+--   source:faults() -> { [row] = { missing =, late =, wrong_size =, malformed =, stranger =,
+--                                  slow = } }
 --   source.rejected_unknown            frames rejected from connections that are no worker
+--   source.other_session               frames of another session (from before a PS restart)
+--   source:counters() -> { {tag, value}, ... }   cumulative counts for the summaries (--UDP)
 --
 -- The protocol (message types of src/net.h):
---   worker -> HELLO(worker i)            on a first socket (small size cap)
---   PS     -> CONFIG(JSON run)           the experiment and its arguments, the seed, n, the
---                                        worker's id and shard, its poison (data attacks), d,
---                                        the session id
+--   worker -> HELLO(worker i, aux)       on a first socket (small size cap); aux: the version
+--                                        of the Byzantine workers' protocol it speaks
+--                                        (agt.session.collusion.PROTOCOL); again whenever the
+--                                        PS has been silent a while (a PS restarted from its
+--                                        checkpoint answers with a new session)
+--   PS     -> CONFIG(JSON run)           the experiment and its arguments (and the text of a
+--                                        user's experiment file), the seed, n, the worker's id
+--                                        and shard, its poison (data attacks), d, the session
+--                                        id, the worker's random streams as the PS last took
+--                                        them (the worker continues from them) and the step;
+--                                        to the workers that may attack over the wire, the
+--                                        attack (see agt.session.collusion)
 --   worker -> READY(aux = d)             on a second socket capped at one row, session set:
 --                                        the PS binds row i+1 to that connection
---   PS     -> THETA(step, θ)  worker -> GRAD(step, loss, row)   each step; PS -> BYE at close
+--   PS     -> THETA(step, θ, aux)  worker -> STATE(step, streams), GRAD(step, loss, row)
+--                                        each step; aux = 1 tells a worker that it is
+--                                        Byzantine at that step (attacks over the wire), 0
+--                                        otherwise; a Byzantine worker's STATE is that of its
+--                                        honest gradient's streams, as an honest one's;
+--                                        PS -> BYE at close
+-- The workers are configured at the first step, after a resumed run has read their streams
+-- from its checkpoint: the PS's checkpoint holds each worker's streams as they were after its
+-- last row that the PS took (the "worker.<i>" entries of the local source, same format), so a
+-- PS killed and restarted from it gives the workers back the streams of that step.
+-- With --UDP k, workers 0..k-1 send their rows as datagrams (agt.session.lossy) and their GRAD
+-- carries the loss only (no payload); their rows start each step as NaN.
 -- A row is faulty for a step when none arrived before the deadline (--step-timeout), or it
 -- came from a connection that is not that worker's, for another step, or with another size;
 -- faults are counted by worker and logged when a worker turns faulty and when it is back.
--- A worker that connects again (restarted) is configured again and takes part from the next
--- step. Nothing a worker sends can make the PS allocate beyond one row or wait beyond the
--- deadline.
+-- With --wait-for K the step takes the first K rows that arrive: the others are faulty for
+-- that step (counted as "slow", not logged) and dropped when they arrive (counted as "late").
+-- A row of an earlier step (late, or replayed) is dropped and counted; it never rebinds a
+-- worker to the connection it came from. A worker that connects again (restarted) is
+-- configured again and takes part from the next step. Nothing a worker sends can make the PS
+-- allocate beyond one row or wait beyond the deadline.
 local ffi = require("ffi")
 local N = require("agt.net")
 local CL = require("agt.cluster")
 local clock = require("agt.clock")
 local cjson = require("cjson")
 local FL = require("agt.cli.run.flags")
+local K = require("agt.checkpoint")
+local U = require("agt.util")
+local Collusion = require("agt.session.collusion")
+local Lossy = require("agt.session.lossy")
 
 local M = {}
 
 local Remote = {}
 Remote.__index = Remote
 
-local FAULT_KINDS = { "missing", "late", "wrong_size", "malformed", "stranger" }
+local FAULT_KINDS = { "missing", "late", "wrong_size", "malformed", "stranger", "slow" }
+-- Kinds that are not logged as a worker turning faulty: a row of an earlier step (dropped) and
+-- a row not waited for (--wait-for), both expected of a slow worker.
+local QUIET = { late = true, slow = true }
 
 -- A random 52-bit session id (exactly representable in a Lua number).
 local function new_session_id()
@@ -54,13 +86,19 @@ function M.plan(o, n)
                         #c.workers, c.wk_job, n), 0)
   end
   if type(o.experiment) == "table" then
-    error("--server: a distributed run needs the experiment by name or path (the workers load it), not an object", 0)
+    error("--server: a distributed run needs the experiment by name or path (a name is loaded by each "
+      .. "worker, a file is sent to them), not an object", 0)
   end
   local endpoint = CL.endpoint(c.ps, true)
+  -- A user's experiment file travels in CONFIG (read now: a file too big is refused at once).
+  if o.experiment:find("/", 1, true) or o.experiment:match("%.lua$") then
+    c.experiment_source = FL.as_flag("experiment", U.read_source, o.experiment, U.MAX_SOURCE, "experiment")
+  end
   if o.auth == "curve" then
     c.curve = { secret = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "secret")), keys = {} }
     for i = 0, n - 1 do c.curve.keys[i + 1] = CL.read_key(CL.key_path(o.keys, c.wk_job, i, "pub")) end
   end
+  if o.UDP > 0 then Lossy.args(o) end
   return function(exp, nn, sopts) return M.new(exp, nn, sopts, o, c, endpoint) end
 end
 
@@ -69,41 +107,126 @@ function M.new(exp, n, sopts, o, c, endpoint)
   local self = setmetatable({
     n = n, d = d, cluster = c, o = o, losses = {}, warn = sopts.warn or function() end,
     step_timeout = o.step_timeout, peer_of = {}, row_of_peer = {}, ready = {},
-    fault = {}, faulty_since = {}, faulty_kind = {}, rejected_unknown = 0,
+    fault = {}, faulty_since = {}, faulty_kind = {}, rejected_unknown = 0, other_session = 0,
+    wait_for = o.wait_for or n, streams = {}, pending_streams = {}, next_step = 0, udp_config = {},
   }, Remote)
+  -- Each worker's random streams as the PS last took them (with its row): fresh ones until a
+  -- row arrives or a checkpoint is read. A worker object of the experiment makes them (no data
+  -- is loaded for that) and checks a checkpoint's.
+  for i = 1, n do self.streams[i] = exp:worker(i, { seed = o.seed }):state() end
+  self.probe = exp:worker(1, { seed = o.seed })
   for i = 1, n do
     self.fault[i] = {}
     for _, k in ipairs(FAULT_KINDS) do self.fault[i][k] = 0 end
   end
-  -- The largest frame the PS accepts: one row (HELLO, READY and ERROR fit in 64 KiB).
-  self.net = N.server(endpoint, math.max(d * 4, 65536), 2 * n + 8, c.curve)
+  -- The largest frame the PS accepts: one row (HELLO, READY and ERROR fit in 64 KiB). The
+  -- connections it holds: two per worker (HELLO and steps), and a few for workers coming back.
+  self.max_conns = 2 * n + 8
+  self.net = N.server(endpoint, math.max(d * 4, 65536), self.max_conns, c.curve)
   self.session_id = new_session_id()
   self.net:set_session(self.session_id)
+  if o.UDP > 0 then
+    local ok, u = pcall(Lossy.new, o, d, c.ps, self.session_id)
+    if not ok then self.net:close(); error("--UDP: " .. tostring(u), 0) end
+    self.udp = u
+    local f = o.nb_decl_byz_workers
+    if o.aggregator == "average" then
+      self.warn("--UDP: the rule 'average' does not tolerate NaN: one lost chunk makes θ NaN there "
+        .. "(use average-nan, median, trimmed-mean, krum, ...; see docs/distributed.md)")
+    elseif o.UDP > f and o.aggregator ~= "average-nan" then
+      self.warn(string.format("--UDP %d > f = %d: in a step where more than f UDP rows lose chunks (at the same "
+        .. "offsets, for a coordinate-wise rule), the rule gets more NaN than it absorbs and NaN can reach θ "
+        .. "(see docs/distributed.md)", o.UDP, f))
+    end
+  end
   local config = {
     session = self.session_id, experiment = o.experiment, experiment_args = o.experiment_args,
     seed = o.seed, n = n, d = d, l1 = sopts.l1 or 0, l2 = sopts.l2 or 0,
+    experiment_source = c.experiment_source,
   }
   self.poison = sopts.poison
+  self.byzantine = sopts.byzantine
+  self.wire = sopts.byzantine and sopts.byzantine:wire()
   self.config = config
   if not c.curve then
     self.warn(string.format("--auth none: workers are not authenticated and traffic is not encrypted; "
       .. "anyone who reaches %s can take part in this run (use only on a trusted network)", endpoint))
   end
-  self:_connect(o.connect_timeout)
   return self
 end
 
 function Remote:name(i) return string.format("%s:%d", self.cluster.wk_job, i - 1) end
 
 -- Sends worker i (0-based w in the message) its CONFIG on the connection it said HELLO from.
-function Remote:_configure(peer, w)
+-- hello_aux: the HELLO's aux, the worker's version of the Byzantine protocol (0: an agt that
+-- cannot attack over the wire).
+function Remote:_configure(peer, w, hello_aux)
+  local attack = self:_attack_config(w)
+  if attack and hello_aux ~= Collusion.PROTOCOL then
+    self.warn(string.format("worker %s speaks version %s of the Byzantine workers' protocol, this PS %d: "
+      .. "not configured (it would send honest rows where it must attack; run the same agt on every host)",
+      self:name(w + 1), tostring(hello_aux), Collusion.PROTOCOL))
+    return
+  end
   local cfg = {}
   for k, v in pairs(self.config) do cfg[k] = v end
   cfg.worker = w
   cfg.poison = self.poison and self.poison(w + 1) or nil
+  -- (the UDP key made at the worker's first CONFIG of this session: a worker that says HELLO
+  -- again while the PS is slow keeps sending with it)
+  if self.udp and not self.udp_config[w + 1] then self.udp_config[w + 1] = self.udp:config(w) end
+  cfg.udp = self.udp_config[w + 1]
   cfg.session = string.format("%x", self.session_id) -- as text: JSON numbers lose digits
+  -- the worker's streams as hexadecimal text (JSON holds no bytes); the step it starts at
+  cfg.streams, cfg.step = K.hex(self.streams[w + 1]), self.next_step
+  cfg.attack = attack
   local text = cjson.encode(cfg)
   self.net:send({ peer }, N.CONFIG, w, -1, 0, text)
+end
+
+-- The attack of worker w (from 0) when it may attack over the wire (agt.session.collusion says
+-- what each field means), else nil.
+function Remote:_attack_config(w)
+  local wire = self.wire
+  if not wire then return nil end
+  local partners, mine = {}, false
+  for k, i in ipairs(wire.rows) do
+    partners[k] = i - 1
+    if i - 1 == w then mine = true end
+  end
+  if not mine then return nil end
+  local a = {}
+  for k, v in pairs(wire.config) do a[k] = v end
+  a.partners, a.coordinator, a.step_timeout = partners, partners[1], self.step_timeout
+  a.protocol = Collusion.PROTOCOL
+  if self.cluster.curve then
+    a.keys = {}
+    for k, i in ipairs(wire.rows) do a.keys[k] = self.cluster.curve.keys[i] end
+  end
+  return a
+end
+
+-- Sends θ of step to the peers (rows[j] is peers[j]'s row): aux 1 to the rows that attack over
+-- the wire at this step, 0 to the others. Returns what net:send returns, in the peers' order.
+function Remote:_send_theta(peers, rows, theta, step)
+  local bytes = self.d * 4
+  if not self.wire then return self.net:send(peers, N.THETA, 0, step, 0, theta.raw, bytes) end
+  local byz = {}
+  for _, i in ipairs(self.byzantine:rows(step)) do byz[i] = true end
+  local groups = { [0] = { peers = {}, at = {} }, [1] = { peers = {}, at = {} } }
+  for j, i in ipairs(rows) do
+    local g = groups[byz[i] and 1 or 0]
+    g.peers[#g.peers + 1], g.at[#g.at + 1] = peers[j], j
+  end
+  local sent = {}
+  for aux = 0, 1 do
+    local g = groups[aux]
+    if #g.peers > 0 then
+      local s = self.net:send(g.peers, N.THETA, 0, step, aux, theta.raw, bytes)
+      for k, j in ipairs(g.at) do sent[j] = s[k] end
+    end
+  end
+  return sent
 end
 
 -- With CURVE a worker's identity is its key: a message claiming another worker's index is
@@ -129,7 +252,7 @@ function Remote:_control(msg, step)
       self.warn(string.format("a HELLO from worker index %d, not in the cluster (0..%d): ignored", w, self.n - 1))
       return
     end
-    self:_configure(msg.peer, w)
+    self:_configure(msg.peer, w, msg.aux)
   elseif msg.type == N.READY then
     local i = w + 1
     if w >= self.n then
@@ -167,16 +290,15 @@ function Remote:_connect(timeout)
   while count_ready(self) < self.n do
     local left = t_end - clock.mono()
     if left <= 0 then break end
-    local msg, what = self.net:recv(math.min(left, 0.5) * 1000)
+    local msg, what, why, peer = self.net:recv(math.min(left, 0.5) * 1000)
     if msg then self:_control(msg)
-    elseif what == "rejected" then self.rejected_unknown = self.rejected_unknown + 1 end
+    elseif what == "rejected" then self:_rejected(why, peer, -1) end
   end
   local k = count_ready(self)
   if k < self.n then
     local missing = {}
     for i = 1, self.n do if not self.ready[i] then missing[#missing + 1] = self:name(i) end end
-    if self.n - k > f then
-      self.net:close()
+    if self.n - k > f then -- (close() says BYE to those that came and closes the socket)
       error(string.format("--connect-timeout: %d of %d workers ready after %g s (missing: %s); "
         .. "at most f = %d may be missing (start them with 'agt worker --server CLUSTER --id JOB:I')",
         k, self.n, timeout, table.concat(missing, ", "), f), 0)
@@ -187,10 +309,24 @@ function Remote:_connect(timeout)
   self.connected = true
 end
 
+-- A frame that agt.net rejected: malformed from a worker's connection (its fault); of another
+-- session from elsewhere (workers still speaking to this PS's killed predecessor, or a
+-- stranger), counted apart; anything else from elsewhere: rejected_unknown.
+function Remote:_rejected(why, peer, step)
+  local i = peer and self.row_of_peer[peer]
+  if i then
+    self:_fault(i, "malformed", step, why)
+  elseif tostring(why):find("of another session", 1, true) then
+    self.other_session = self.other_session + 1
+  else
+    self.rejected_unknown = self.rejected_unknown + 1
+  end
+end
+
 function Remote:_fault(i, kind, step, why)
   self.fault[i][kind] = self.fault[i][kind] + 1
   -- Logged when a worker turns faulty, and when the kind of fault changes.
-  if kind ~= "late" and (not self.faulty_since[i] or self.faulty_kind[i] ~= kind) then
+  if not QUIET[kind] and (not self.faulty_since[i] or self.faulty_kind[i] ~= kind) then
     self.faulty_since[i] = self.faulty_since[i] or step
     self.faulty_kind[i] = kind
     local when = step >= 0 and string.format("at step %d", step) or "while connecting"
@@ -198,7 +334,55 @@ function Remote:_fault(i, kind, step, why)
   end
 end
 
+-- A worker's STATE (its streams after its row of `step`, sent just before that GRAD): kept
+-- until that row is taken from the same connection. Only the current step's, of at most 64 KiB,
+-- under the sender's key, and a worker's state in form (so that no worker can make the PS's
+-- checkpoints unreadable: a malformed one is counted and dropped).
+function Remote:_stream_state(msg, step)
+  local w = self:_who(msg, step)
+  if not w or w >= self.n or msg.step ~= step then return end
+  local text = msg.len <= 65536 and msg:text()
+  if text and pcall(self.probe.set_state, self.probe, text) then
+    self.pending_streams[w + 1] = { step = step, peer = msg.peer, state = text }
+  else
+    self:_fault(w + 1, "malformed", step, "streams that are not a worker's state (dropped)")
+  end
+end
+
+-- Which row a GRAD may fill: its connection's, or the one it claims from a connection the PS
+-- does not know when it is a row of this step (the worker's socket reconnected, after a stall
+-- or a network cut: that connection speaks for the worker from now on; with --auth none,
+-- knowing the session id is the only credential). Nil when it is dropped (counted).
+function Remote:_row_of(msg, step)
+  local i = self.row_of_peer[msg.peer]
+  if not self:_who(msg, step) then return nil end -- another worker's index under this key: counted
+  if not i and msg.worker >= self.n then
+    self.rejected_unknown = self.rejected_unknown + 1
+    return nil
+  end
+  local claimed = msg.worker + 1
+  if i and claimed ~= i then
+    self:_fault(i, "stranger", step, string.format("a row claiming to be worker %d's", msg.worker))
+    return nil
+  end
+  if msg.step ~= step then
+    -- Of an earlier step: late, or a replayed frame; of a later one: made up. Never rebinds.
+    self:_fault(claimed, msg.step < step and "late" or "malformed", step,
+                string.format("a row of step %d during step %d (dropped)", msg.step, step))
+    return nil
+  end
+  if not i then
+    local old = self.peer_of[claimed]
+    if old then self.row_of_peer[old] = nil end
+    self.peer_of[claimed], self.row_of_peer[msg.peer], self.ready[claimed] = msg.peer, claimed, true
+    self.warn(string.format("worker %s is on a new connection", self:name(claimed)))
+  end
+  return claimed
+end
+
 function Remote:fill(theta, G, step, ctx)
+  self.next_step = step -- (what a worker configured now is told it starts at)
+  if not self.connected then self:_connect(self.o.connect_timeout) end
   local n, d, bytes = self.n, self.d, self.d * 4
   local losses = self.losses
   local peers, rows = {}, {}
@@ -206,8 +390,13 @@ function Remote:fill(theta, G, step, ctx)
     losses[i] = 0 / 0
     if self.ready[i] then peers[#peers + 1], rows[#rows + 1] = self.peer_of[i], i end
   end
-  local got, pending = {}, 0
-  local sent = self.net:send(peers, N.THETA, 0, step, 0, theta.raw, bytes)
+  -- got[i]: true (row taken), false (waited for), "bad" (a wrong-size row), "full" (stalled),
+  -- "gone" (disconnected), nil (not connected).
+  local got, pending, have = {}, 0, 0
+  local udp = self.udp
+  if udp then udp:open(step, G) end
+  local function row_bytes(i) return udp and i <= udp.k and 0 or bytes end -- a UDP row's GRAD: its loss
+  local sent = self:_send_theta(peers, rows, theta, step)
   for j, i in ipairs(rows) do
     if sent[j] == true then
       got[i], pending = false, pending + 1
@@ -220,67 +409,47 @@ function Remote:fill(theta, G, step, ctx)
   local timeout = self.step_timeout
   local t_end = clock.mono() + timeout
   local gp = G.raw
-  while pending > 0 do
+  while pending > 0 and have < self.wait_for do
     local left = t_end - clock.mono()
     if left <= 0 then break end
     local msg, what, why, peer = self.net:recv(left * 1000)
     if msg then
-      local i = self.row_of_peer[msg.peer]
-      if msg.type ~= N.GRAD then
+      if msg.type == N.STATE then
+        self:_stream_state(msg, step)
+      elseif msg.type ~= N.GRAD then
         -- A worker that joins (or comes back on a new connection) mid-step gets this step's θ.
         local r = self:_control(msg, step)
         if r and got[r] ~= true and got[r] ~= "bad" then
-          if self.net:send({ self.peer_of[r] }, N.THETA, 0, step, 0, theta.raw, bytes)[1] == true then
+          if self:_send_theta({ self.peer_of[r] }, { r }, theta, step)[1] == true then
             if got[r] ~= false then pending = pending + 1 end
             got[r] = false
           end
         end
-      elseif not self:_who(msg, step) then -- another worker's index under this key: counted
-      elseif not i and msg.worker < n then
-        -- A row of this session from a connection the PS does not know: the worker's socket
-        -- reconnected (after a stall or a network cut). It speaks for that worker from now on
-        -- (with --auth none, knowing the session id is the only credential).
-        i = msg.worker + 1
-        local old = self.peer_of[i]
-        if old then self.row_of_peer[old] = nil end
-        self.peer_of[i], self.row_of_peer[msg.peer], self.ready[i] = msg.peer, i, true
-        self.warn(string.format("worker %s is on a new connection", self:name(i)))
-        if msg.step ~= step then
-          self:_fault(i, "late", step, "a row of step " .. tostring(msg.step))
-        elseif msg.len ~= bytes then
-          got[i], pending = "bad", pending - (got[i] == false and 1 or 0)
-          self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, bytes))
-        elseif got[i] ~= true then
-          ffi.copy(gp + (i - 1) * d, msg.data, bytes)
-          losses[i] = msg.aux
-          pending = pending - (got[i] == false and 1 or 0)
-          got[i] = true
-        end
-      elseif not i then
-        self.rejected_unknown = self.rejected_unknown + 1
-      elseif msg.worker + 1 ~= i then
-        self:_fault(i, "stranger", step, string.format("a row claiming to be worker %d's", msg.worker))
-      elseif msg.step ~= step then
-        self:_fault(i, "late", step, "a row of step " .. tostring(msg.step))
-      elseif got[i] ~= false then
-        self:_fault(i, "malformed", step, "a second row in one step")
-      elseif msg.len ~= bytes then
-        got[i], pending = "bad", pending - 1
-        self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, bytes))
       else
-        ffi.copy(gp + (i - 1) * d, msg.data, bytes)
-        losses[i] = msg.aux
-        got[i], pending = true, pending - 1
+        local i = self:_row_of(msg, step)
+        if not i then -- dropped (counted)
+        elseif got[i] == true or got[i] == "bad" then
+          self:_fault(i, "malformed", step, "a second row in one step")
+        else
+          if got[i] == false then pending = pending - 1 end
+          if msg.len ~= row_bytes(i) then
+            got[i] = "bad"
+            self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, row_bytes(i)))
+          else
+            ffi.copy(gp + (i - 1) * d, msg.data, msg.len)
+            losses[i], got[i], have = msg.aux, true, have + 1
+            local ps = self.pending_streams[i]
+            if ps and ps.step == step and ps.peer == msg.peer then self.streams[i] = ps.state end
+            self.pending_streams[i] = nil
+          end
+        end
       end
     elseif what == "rejected" then
-      local i = peer and self.row_of_peer[peer]
-      if i then
-        self:_fault(i, "malformed", step, why)
-      else
-        self.rejected_unknown = self.rejected_unknown + 1
-      end
+      self:_rejected(why, peer, step)
     end
   end
+  local enough = have >= self.wait_for -- --wait-for K: the rows still out are not waited for
+  if udp then udp:finish(got, t_end) end -- after it, nothing more is written into G
   local faulty = {}
   for i = 1, n do
     if got[i] == true then
@@ -291,7 +460,9 @@ function Remote:fill(theta, G, step, ctx)
       end
     else
       faulty[#faulty + 1] = i
-      if got[i] == false then
+      if got[i] == false and enough then
+        self:_fault(i, "slow", step, "not waited for (--wait-for)")
+      elseif got[i] == false then
         self:_fault(i, "missing", step, string.format("no row within --step-timeout %g s", timeout))
       elseif got[i] == "full" then
         self:_fault(i, "missing", step, "it is not reading (its queue is full)")
@@ -308,14 +479,35 @@ end
 
 function Remote:faults() return self.fault end
 
--- The workers' own streams live in the worker processes: a checkpoint holds the run's session
--- id only, and a distributed run cannot yet be resumed from a checkpoint (see the docs).
-function Remote:state() return { ["remote.session"] = tostring(self.session_id) } end
+function Remote:counters()
+  if not self.udp then return {} end
+  return self.udp:counters(function(i) return self:name(i) end)
+end
 
+-- Each worker's streams as the PS last took them ("worker.<i>", the local source's entries and
+-- format: a checkpoint of a distributed run resumes locally too, and the other way round), and
+-- the session id. Cheap: the session takes it before every step.
+function Remote:state()
+  local map = { ["remote.session"] = tostring(self.session_id) }
+  for i = 1, self.n do map["worker." .. i] = self.streams[i] end
+  return map
+end
+
+-- Reads the workers' streams back. Before the first step (a resumed run) the workers are
+-- configured with them; later (a step interrupted by Ctrl-C) they are the PS's record again.
 function Remote:set_state(map)
-  if map["remote.session"] == tostring(self.session_id) then return end -- this run's own state
-  error("--checkpoint-dir: resuming a distributed run (--server) from a checkpoint is not supported "
-    .. "yet; give an empty --checkpoint-dir", 0)
+  local streams = {}
+  for i = 1, self.n do
+    local s = map["worker." .. i]
+    if type(s) ~= "string" then
+      error("--checkpoint-dir: the checkpoint has no state for worker " .. i .. " (made by an agt "
+        .. "that could not resume a distributed run?); give an empty --checkpoint-dir", 0)
+    end
+    self.probe:set_state(s) -- a worker's state as agt.experiments writes it, or an error
+    streams[i] = s
+  end
+  self.streams = streams
+  self.pending_streams = {}
 end
 
 function Remote:close()
@@ -331,10 +523,19 @@ function Remote:close()
     end
     if #parts > 0 then lines[#lines + 1] = self:name(i) .. ": " .. table.concat(parts, ", ") end
   end
-  local rej = self.rejected_unknown + self.net:denied()
-  if #lines > 0 or rej > 0 then
-    self.warn(string.format("faults by worker: %s%s", #lines > 0 and table.concat(lines, "; ") or "none",
-                            rej > 0 and string.format("; %d frame(s) or handshake(s) from unknown connections rejected", rej) or ""))
+  -- (a transport without CURVE or a connection bound has no such counts)
+  local rej = self.rejected_unknown + (self.net.denied and self.net:denied() or 0)
+  local refused = self.net.refused and self.net:refused() or 0
+  if #lines > 0 or rej > 0 or refused > 0 or self.other_session > 0 then
+    self.warn(string.format("faults by worker: %s%s%s%s", #lines > 0 and table.concat(lines, "; ") or "none",
+                            rej > 0 and string.format("; %d frame(s) or handshake(s) from unknown connections rejected", rej) or "",
+                            self.other_session > 0 and string.format("; %d frame(s) of another session dropped "
+                              .. "(sent before a restart of the PS, or by a stranger)", self.other_session) or "",
+                            refused > 0 and string.format("; %d connection(s) refused (the PS holds at most %d)", refused, self.max_conns) or ""))
+  end
+  if self.udp then
+    self.warn(self.udp:report(function(i) return self:name(i) end))
+    self.udp:close()
   end
   self.net:close()
   self.net = nil

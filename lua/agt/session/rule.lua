@@ -1,10 +1,10 @@
 -- agt.session.rule — the aggregation rule of a run (agt.aggregators, or a script's own rule
--- object) and the random stream it draws from, on the CPU or, with --use-gpu, on the GPU.
+-- object) and the random stream it draws from, on the CPU or, with --use-gpu, on the GPU
+-- (without a device, --use-gpu is an error that says why).
 --
 --   local rule = Rule.new(o, n, f, warn, d)  (o: checked options; warn(msg) prints a warning;
 --                                            d: the model's size, self.d in the rule's init)
 --   rule.rule                   the rule object (what an attack searches against)
---   rule.gpu_fallback           why --use-gpu fell back to the CPU, or nil
 --   rule:aggregate(G, out, step [, faulty]) -> info   ({selected = rows kept, ...} as the rule
 --                               says). faulty: ascending rows that did not arrive this step (a
 --                               distributed run): m of them count against f, the rule runs on
@@ -22,18 +22,17 @@ local Rule = {}
 Rule.__index = Rule
 
 -- --use-gpu: the same rule built for the GPU (agt.aggregators with backend "cuda": same
--- results), fed the host gradient matrix, which it uploads each step; the CPU rule has already
--- checked n, f and the arguments. Without a CUDA build or a device, the run says so and keeps
--- the CPU rule.
-local function on_gpu(self, o, n, f, warn)
+-- results), fed G where it is (the device; a host G is uploaded each step); the CPU rule has
+-- already checked n, f and the arguments. Without a CUDA build or a device, an error.
+-- A rule given as an object gets G where it is.
+local function on_gpu(self, o, n, f, d)
   local ok, why = B.get("cuda"):available()
   if not ok then
     why = tostring(why):gsub("^[^:\n]*:%d+: ", "")   -- the reason, without the file:line
-    warn("--use-gpu: " .. why .. "; aggregating on the CPU")
-    self.gpu_fallback = why
-    return
+    error("--use-gpu: " .. why .. " (run without --use-gpu to train on the CPU)", 0)
   end
-  self.rule = FL.as_flag("aggregator", A.new, o.aggregator, n, f, o.aggregator_args, { backend = "cuda" })
+  if type(o.aggregator) == "table" then return end
+  self.rule = FL.as_flag("aggregator", A.new, o.aggregator, n, f, o.aggregator_args, { d = d, backend = "cuda" })
 end
 
 function M.new(o, n, f, warn, d)
@@ -42,24 +41,24 @@ function M.new(o, n, f, warn, d)
     self.rule = o.aggregator
   else
     self.rule = FL.as_flag("aggregator", A.new, o.aggregator, n, f, o.aggregator_args, { d = d })
-    if o.use_gpu then on_gpu(self, o, n, f, warn) end
   end
+  if o.use_gpu then on_gpu(self, o, n, f, d) end
   self.rng = R.new(o.seed, R.stream_id("rule", 0))
   return self
 end
 
 -- The rule for n−m rows and f−m Byzantine ones (on the same backend as the run's rule), and its
--- (n−m) × d matrix, made on first use.
-function Rule:_without(m, d)
+-- (n−m) × d matrix on G's device, made on first use.
+function Rule:_without(m, d, device)
   local sub = self.sub[m]
   if not sub then
     if type(self.o.aggregator) == "table" then
       error("a rule given as an object cannot aggregate without the rows of faulty workers", 0)
     end
-    local on_cuda = self.o.use_gpu and not self.gpu_fallback
+    local on_cuda = self.o.use_gpu
     sub = { rule = FL.as_flag("aggregator", A.new, self.o.aggregator, self.n - m, self.f - m,
                               self.o.aggregator_args, { d = d, backend = on_cuda and "cuda" or nil }),
-            G = T.new({ self.n - m, d }) }
+            G = T.new({ self.n - m, d }, "f32", device) }
     self.sub[m] = sub
   end
   return sub
@@ -83,7 +82,7 @@ function Rule:aggregate(G, out, step, faulty)
   if m == 0 then return self.rule:aggregate(G, out, ctx) or {} end
   self:check_faulty(step, faulty)
   local d = G:size(2)
-  local sub = self:_without(m, d)
+  local sub = self:_without(m, d, G.device)
   local is_faulty, kept = {}, {}
   for _, i in ipairs(faulty) do is_faulty[i] = true end
   for i = 1, self.n do

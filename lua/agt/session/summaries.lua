@@ -8,6 +8,8 @@
 --   sm:metrics(step, metrics)        writes an evaluation's {name, value} list as "eval-<name>"
 --   sm:close(step)                   ends the event file (SessionLog STOP)
 --   sm.last_step, sm.last_time       when the means were last written (monotonic seconds)
+--   sm.counters                      nil, or a function -> { {tag, value}, ... }: cumulative
+--                                    counts (a remote source's UDP chunks) written as they are
 -- The sums are not checkpointed: a resumed run starts new means, as TensorFlow's summaries do.
 local S = require("agt.summary")
 local clock = require("agt.clock")
@@ -53,6 +55,9 @@ function Summaries:write(step)
   for _, kv in ipairs(KEYS) do
     local v = self.sums[kv[1]]
     if v then sc[#sc + 1] = { kv[2], v / self.count } end
+  end
+  if self.counters then
+    for _, c in ipairs(self.counters()) do sc[#sc + 1] = c end
   end
   self.file:scalars(step, clock.wall(), sc)
   self.file:flush()

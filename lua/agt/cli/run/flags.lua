@@ -48,7 +48,7 @@ M.flags = {
   { "evaluation-file", "string", nil, "Evaluation file, lines '<wall s>\\t<step>\\t<name>:<value>...' (default: <checkpoint-dir>/eval; '-' = none)" },
   { "evaluation-delta", "integer", -1, "Evaluate every this many steps; negative = off (also evaluated at start and stop)" },
   { "evaluation-period", "number", 10, "Evaluate every this many seconds; negative = off" },
-  { "use-gpu", "boolean", false, "Run the aggregation rule on the GPU (the workers' gradients stay on the CPU; without a CUDA build or a device, a warning and the CPU rule)" },
+  { "use-gpu", "boolean", false, "Train on the GPU: θ, G, the workers' forward and backward passes, the attack, the rule, the optimizer and the evaluation stay on the device (with --server, the rule only); without a CUDA build or a device, an error" },
   { "reuse-gpu", "boolean", false, "Let several workers share one GPU (needs --use-gpu; in a local run they all share it)" },
   { "no-wait", "boolean", false, "Do not wait for Ctrl-C before exiting when done (a local run never waits: nothing else is served)" },
   { "trace", "boolean", false, "Print a line on stderr at the begin and end of each phase of each step" },
@@ -58,9 +58,13 @@ M.flags = {
   { "ps-job-name", "string", "ps", "Job name of the parameter server in the cluster" },
   { "wk-job-name", "string", "workers", "Job name of the workers in the cluster" },
   { "step-timeout", "number", 10, "Distributed run: seconds the PS waits for the rows of a step; a row missing then is faulty for that step (counts against f)" },
+  { "wait-for", "integer", nil, "Distributed run: aggregate as soon as the first K rows of a step are in (Garfield's n-f mode; K from n-f to n, default n): the others are faulty for that step, the rule runs on K rows with f-(n-K)" },
   { "connect-timeout", "number", 60, "Distributed run: seconds the PS waits at start for the workers to connect and load their data" },
   { "auth", "string", "curve", "Distributed run: how workers are authenticated: curve (CURVE keys from --keys; traffic encrypted) or none (a trusted network only)", choices = { "curve", "none" } },
+  { "attack-at-ps", "boolean", false, "Distributed run: the PS applies the attack to the rows of the workers marked Byzantine, with every worker's honest gradient (the omniscient attacker, for worst-case experiments); by default the Byzantine worker processes attack over the wire, colluding through what they can know (docs/distributed.md)" },
   { "keys", "string", nil, "Distributed run, --auth curve: the directory of 'agt keygen CLUSTER DIR' (the PS's keypair and every worker's public key)" },
+  { "UDP", "integer", 0, "Distributed run: the first K workers (workers:0 .. K-1) send their rows as UDP datagrams, chunked, each authenticated; a chunk lost, late or forged leaves NaN at its own offsets, for a NaN-tolerant rule (see docs/distributed.md); 0 = every row over TCP" },
+  { "udp-args", "words", {}, "Arguments of --UDP: chunk:BYTES payload per datagram (16384), port:P the PS's UDP port (0: its TCP port), timeout:S wait for a row's late chunks (0.05), rate:MBPS pace each sender (0: unpaced), drop:P tests: senders leave out chunks with probability P (seeded)" },
   { "seed", "integer", 1, "Seed of every random stream (initialisation, data order, attacks, rules)" },
   { "quiet", "boolean", false, "Print nothing on stdout and no --trace lines on stderr (the evaluation file, the summaries, --stdout-to and --stderr-to still get everything)" },
   { "progress", "string", "auto", "Progress display: auto (live line on a terminal, plain lines otherwise), line, plain, none",
@@ -210,10 +214,25 @@ function M.check(opts)
     if o.momentum_at == "worker" then
       flagerr(M.by_name["momentum-at"], "worker is not available with --server yet (the worker processes keep no momentum); use server or update, or a local run")
     end
+    if type(o.attack) == "table" and (o.attack.kind or "gradient") ~= "data" and not o.attack_at_ps then
+      flagerr(M.by_name["attack"], "an attack object cannot be sent to the worker processes; give it by name or path, or add --attack-at-ps (the PS applies it)")
+    end
     if o.local_steps > 1 then
       flagerr(M.by_name["local-steps"], "K=%d is not available with --server yet (the worker processes take one gradient per step); use a local run", o.local_steps)
     end
   end
+  if o.wait_for ~= nil then
+    if not o.server then
+      flagerr(M.by_name["wait-for"], "only with --server (a local run computes every row, none is waited for)")
+    end
+    if o.wait_for < n - f or o.wait_for > n then
+      flagerr(M.by_name["wait-for"], "K=%d must be from n-f to n (%d to %d with n=%d f=%d): the rows not waited for are faulty for the step, at most f of them",
+              o.wait_for, n - f, n, n, f)
+    end
+  end
+  if o.UDP ~= 0 and not o.server then flagerr(M.by_name["UDP"], "needs --server (rows go over UDP only between processes)") end
+  if o.UDP < 0 or o.UDP > n then flagerr(M.by_name["UDP"], "K must be in [0, n], got K=%d n=%d", o.UDP, n) end
+  if o.UDP == 0 and next(o.udp_args) ~= nil then flagerr(M.by_name["udp-args"], "given without --UDP K (no row goes over UDP)") end
   if o.checkpoint_dir == "-" then o.checkpoint_dir = nil end
   if o.evaluation_file == nil and o.checkpoint_dir then o.evaluation_file = o.checkpoint_dir .. "/eval" end
   if o.evaluation_file == "-" then o.evaluation_file = nil end
@@ -247,6 +266,7 @@ function M.no_effect(o, given)
   for _, k in ipairs({ "summary_delta", "summary_period" }) do
     if asked(k) and not o.summary_dir then say(k, "without a summary directory (--summary-dir, or --checkpoint-dir)") end
   end
+  if asked("attack_at_ps") and not o.server then say("attack_at_ps", "in a local run (the attack is always applied in this process)") end
   if asked("trace") and o.quiet and not o.stderr_to then
     say("trace", "with --quiet and no --stderr-to (the trace lines go nowhere)")
   end

@@ -1,0 +1,320 @@
+-- agt.session.collusion — the Byzantine side of an `agt worker` process: the attack that a
+-- worker marked Byzantine runs over the wire (the default of a distributed run; with
+-- --attack-at-ps the PS applies it instead, see agt.session.byzantine).
+--
+--   local col = Collusion.new(cfg, ctx)  cfg: CONFIG's `attack` table (below); ctx: { w = this
+--                                       worker's index from 0, d =, cluster = (agt.cluster),
+--                                       curve = its own keys or nil, session =, say = fn(text) }
+--   col:row(step, row, t0)              the worker is Byzantine at step (the PS said so): row
+--                                       holds its honest gradient; overwritten with what it sends
+--   col:serve(step, t0)                 the coordinator, honest at step: runs the attack for the
+--                                       step's Byzantine partners (after its own row has gone)
+--   col:close()
+--   Collusion.run_attack(attack, G, known, step, rule, rng)   what the coordinator computes
+--                                       (below), for a reference
+-- t0: when the step's θ arrived (the deadlines count from it).
+--
+-- cfg (from the PS): protocol (M.PROTOCOL), name, args, source (a user's attack file's text),
+-- n, f, r, seed, colludes, rule = {name, args} | nil, coordinator (index from 0), partners
+-- (indices from 0: the workers that may attack, ascending), keys (their CURVE public keys, in
+-- the same order), step_timeout.
+--
+-- An attack that reads no honest row (cfg.colludes false: signflip as reverse of:own, gaussian,
+-- nan, ...) runs in each Byzantine process alone, on its own row, with the worker's own stream
+-- (seed, "attack-worker", row). One that does (lie, empire, minmax, ...) runs on what the
+-- Byzantine processes of the step can know: their own honest gradients, shared among them.
+-- The coordinator (the lowest-index worker that may attack) binds its own cluster address;
+-- each other Byzantine worker of the step sends it its honest row (GRAD on that channel, bound
+-- to the run's session and the step; with CURVE only the partners' keys get in, and a row's
+-- sender is its key) and gets back its Byzantine row. The coordinator runs the attack on an
+-- n × d matrix: the Byzantine rows at their own indices hold their honest gradients, the
+-- honest set is those same gradients (ascending worker index) placed at the first honest
+-- indices, and the other honest indices repeat them (what a rule sees when the attack
+-- evaluates it; when the step's Byzantine workers outnumber the others, b > n − b, the honest
+-- set is the first n − b of their gradients); the attack's stream is the PS's (seed, "attack", 0), the rule the run's
+-- (by name; a user's rule file stays on the PS: then a plain average). The step's Byzantine
+-- set comes from the attack's selection (agt.attacks: fixed, or drawn from (seed, step)),
+-- which is the PS's by construction; the PS's word (THETA's aux) decides for the worker's own
+-- row, and a disagreement is said once. A partner missing at the coordinator's deadline
+-- (step_timeout / 2 after θ) is left out of the step; a Byzantine worker that hears nothing
+-- from its coordinator by 3/4 of step_timeout attacks with its own gradient as the honest set
+-- (said once).
+local ffi = require("ffi")
+local N = require("agt.net")
+local CL = require("agt.cluster")
+local K = require("agt.attacks")
+local R = require("agt.rng")
+local T = require("agt.tensor")
+local U = require("agt.util")
+local clock = require("agt.clock")
+
+local M = {}
+
+-- The version of this protocol (the CONFIG's attack table, THETA's aux, the coordinator's
+-- channel): a worker says it in its HELLO, the PS in the attack table; they must be equal.
+M.PROTOCOL = 1
+
+local Col = {}
+Col.__index = Col
+
+-- Checks the CONFIG's attack table; returns nil, why when it is not one this agt understands.
+local function valid(cfg, w, curve)
+  if type(cfg) ~= "table" or type(cfg.name) ~= "string" or type(cfg.partners) ~= "table"
+     or type(cfg.coordinator) ~= "number" or type(cfg.step_timeout) ~= "number" or cfg.step_timeout <= 0 then
+    return nil, "the PS sent an attack description this agt does not understand"
+  end
+  if cfg.protocol ~= M.PROTOCOL then
+    return nil, string.format("the PS speaks version %s of the Byzantine workers' protocol, this worker %d "
+      .. "(run the same agt on every host)", tostring(cfg.protocol), M.PROTOCOL)
+  end
+  local mine = false
+  for _, p in ipairs(cfg.partners) do if p == w then mine = true end end
+  if not mine then return nil, "the PS made this worker Byzantine but left it out of the partners" end
+  if curve and cfg.colludes and #cfg.partners > 1 then
+    local ok = type(cfg.keys) == "table" and #cfg.keys == #cfg.partners
+    for _, k in ipairs(ok and cfg.keys or {}) do ok = ok and type(k) == "string" end
+    if not ok then return nil, "the PS sent no CURVE keys for the Byzantine partners (another version of agt?)" end
+  end
+  return true
+end
+
+function M.new(cfg, ctx)
+  local ok, why = valid(cfg, ctx.w, ctx.curve)
+  if not ok then error(why, 0) end
+  local def = cfg.name
+  if type(cfg.source) == "string" then def = U.load_lua_text(cfg.source, cfg.name, "attack") end
+  local say = ctx.say
+  local args = cfg.args
+  if type(args) ~= "table" then args = {} end
+  local rule
+  if cfg.colludes and type(cfg.rule) == "table" and type(cfg.rule.name) == "string" then
+    local okr, r = pcall(require("agt.aggregators").new, cfg.rule.name, cfg.n, cfg.f,
+                         type(cfg.rule.args) == "table" and cfg.rule.args or {})
+    if okr then
+      rule = r
+    else
+      say("the run's rule cannot be built here (" .. tostring(r) .. "): an attack that evaluates it searches "
+        .. "against a plain average")
+    end
+  end
+  local attack = K.new(def, args, { n = cfg.n, f = cfg.f, r = cfg.r, seed = cfg.seed, rule = rule,
+                                    warn = function(msg) say("attack: " .. msg) end })
+  local self = setmetatable({
+    cfg = cfg, attack = attack, w = ctx.w, row_index = ctx.w + 1, d = ctx.d, bytes = ctx.d * 4,
+    n = cfg.n, c = ctx.cluster, curve = ctx.curve, session = ctx.session, say = say,
+    colludes = cfg.colludes and true or false, rule = rule, said = {},
+    coordinator = cfg.coordinator, partners = cfg.partners, keys = cfg.keys,
+    gather_s = cfg.step_timeout / 2, answer_s = cfg.step_timeout * 3 / 4,
+    stash = {},
+  }, Col)
+  if self.colludes then
+    self.rng = R.new(cfg.seed, R.stream_id("attack", 0)) -- the PS's attack stream (--attack-at-ps)
+    if self.w == self.coordinator and #self.partners > 1 then self:_bind() end
+  else
+    self.rng = R.new(cfg.seed, R.stream_id("attack-worker", self.row_index))
+  end
+  return self
+end
+
+-- Says msg once under key (a partner that is gone, a disagreement with the PS).
+function Col:_once(key, msg)
+  if self.said[key] then return end
+  self.said[key] = true
+  self.say(msg)
+end
+
+function Col:_name(w) return string.format("%s:%d", self.c.wk_job, w) end
+
+-- The coordinator's channel: its own cluster address; only the partners' keys get in (CURVE).
+function Col:_bind()
+  local curve
+  if self.curve then curve = { secret = self.curve.secret, keys = self.keys } end
+  local endpoint = CL.endpoint(self.c.workers[self.coordinator + 1], true)
+  self.server = N.server(endpoint, math.max(self.bytes, 65536), #self.partners + 8, curve)
+  self.server:set_session(self.session)
+  self.say(string.format("coordinating the Byzantine partners (%d) on %s", #self.partners - 1, endpoint))
+end
+
+-- A partner's channel to the coordinator (opened on first use).
+function Col:_client()
+  if self.client then return self.client end
+  local curve
+  if self.curve then
+    local key
+    for k, p in ipairs(self.partners) do if p == self.coordinator then key = self.keys[k] end end
+    curve = { server = key, public = self.curve.public, secret = self.curve.secret }
+  end
+  self.client = N.client(CL.endpoint(self.c.workers[self.coordinator + 1], false), math.max(self.bytes, 65536), curve)
+  self.client:set_session(self.session)
+  return self.client
+end
+
+-- The n × d matrix the attack runs on (allocated on first use).
+function Col:_matrix()
+  if not self.G then self.G = T.new({ self.n, self.d }) end
+  return self.G
+end
+
+-- Runs attack on G (n × d) for the known rows (ascending row indices whose honest gradients are
+-- in their rows of G): the honest set is those gradients, copied to the first honest indices,
+-- the other honest indices repeat them (see the header). Overwrites the known rows of G.
+function M.run_attack(attack, G, known, step, rule, rng)
+  local n, d = G:size(1), G:size(2)
+  local bytes = d * 4
+  local is_known = {}
+  for _, i in ipairs(known) do is_known[i] = true end
+  local free = {}
+  for i = 1, n do if not is_known[i] then free[#free + 1] = i end end
+  local honest = {}
+  for k, i in ipairs(free) do
+    local src = known[(k - 1) % #known + 1]
+    ffi.copy(G.raw + (i - 1) * d, G.raw + (src - 1) * d, bytes)
+    if k <= #known then honest[k] = i end
+  end
+  return attack:apply({ G = G, honest = honest, byz = known, step = step, rule = rule, rng = rng })
+end
+
+-- The same in this worker; false (said once) when the attack fails on what it knows (e.g. a
+-- sample std of one row): the rows are then left as they were given.
+function Col:_attack(step, known)
+  local ok, err = pcall(M.run_attack, self.attack, self.G, known, step, self.rule, self.rng)
+  if not ok then
+    self:_once("failed", string.format("attack %s failed at step %d on the rows of %d Byzantine worker(s): %s; "
+      .. "sending honest gradients when that happens (said once)", self.attack.name, step, #known, tostring(err)))
+  end
+  return ok
+end
+
+-- The Byzantine rows of step (ascending, the selection of the PS), and whether this worker is one.
+function Col:_set(step)
+  local set = self.attack:byzantine(step)
+  local me = false
+  for _, i in ipairs(set) do if i == self.row_index then me = true end end
+  return set, me
+end
+
+-- The coordinator's part of a step: gathers the partners' honest rows until all of the step's
+-- set are in or the deadline, runs the attack, answers each. own: this worker's row (a tensor
+-- holding its honest gradient) when it is Byzantine at step, else nil.
+function Col:_coordinate(step, t0, own)
+  local set = self:_set(step)
+  local G, d, bytes = self:_matrix(), self.d, self.bytes
+  local expected, pending = {}, 0
+  for _, i in ipairs(set) do
+    if i ~= self.row_index then expected[i] = false; pending = pending + 1 end
+  end
+  local peer_of = {}
+  -- rows stashed from an earlier gather (a partner one step ahead)
+  for i, s in pairs(self.stash) do
+    if s.step == step and expected[i] == false then
+      ffi.copy(G.raw + (i - 1) * d, s.t.raw, bytes)
+      expected[i], peer_of[i], pending = true, s.peer, pending - 1
+    end
+    if s.step <= step then self.stash[i] = nil end
+  end
+  local t_end = t0 + self.gather_s
+  while pending > 0 and self.server do
+    local left = t_end - clock.mono()
+    if left <= 0 then break end
+    local msg = self.server:recv(left * 1000)
+    if msg and msg.type == N.GRAD and msg.len == bytes then
+      local w = msg.worker
+      if msg.auth >= 0 then w = self.partners[msg.auth + 1] end -- with CURVE a sender is its key
+      local i = w and w + 1
+      if i and msg.step == step and expected[i] == false then
+        ffi.copy(G.raw + (i - 1) * d, msg.data, bytes)
+        expected[i], peer_of[i], pending = true, msg.peer, pending - 1
+      elseif i and msg.step > step and i ~= self.row_index and i <= self.n then
+        local s = self.stash[i] or { t = T.new({ d }) }
+        ffi.copy(s.t.raw, msg.data, bytes)
+        s.step, s.peer = msg.step, msg.peer
+        self.stash[i] = s
+      end
+    end
+  end
+  local known = {}
+  for _, i in ipairs(set) do
+    if i == self.row_index then
+      if own then known[#known + 1] = i; ffi.copy(G.raw + (i - 1) * d, own.raw, bytes) end
+    elseif expected[i] then
+      known[#known + 1] = i
+    else
+      self:_once("gone:" .. i, string.format("Byzantine partner %s sent no honest row by the deadline at step %d: "
+        .. "the attack goes on without it (said once)", self:_name(i - 1), step))
+    end
+  end
+  if #known == 0 or not self:_attack(step, known) then return end -- (partners then go alone)
+  for _, i in ipairs(known) do
+    if i == self.row_index then
+      ffi.copy(own.raw, G.raw + (i - 1) * d, bytes)
+    else
+      self.server:send({ peer_of[i] }, N.GRAD, i - 1, step, 0, G.raw + (i - 1) * d, bytes)
+    end
+  end
+end
+
+-- A Byzantine worker alone: its own gradient is the honest set.
+function Col:_alone(step, row)
+  local G = self:_matrix()
+  ffi.copy(G.raw + (self.row_index - 1) * self.d, row.raw, self.bytes)
+  if self:_attack(step, { self.row_index }) then
+    ffi.copy(row.raw, G.raw + (self.row_index - 1) * self.d, self.bytes)
+  end
+end
+
+-- A partner's part of a step: its honest row to the coordinator, its Byzantine row back.
+function Col:_partner(step, t0, row)
+  local net = self:_client()
+  local sent = net:send(nil, N.GRAD, self.w, step, 0, row.raw, self.bytes)
+  local t_end = t0 + self.answer_s
+  while sent == true do
+    local left = t_end - clock.mono()
+    if left <= 0 then break end
+    local msg = net:recv(left * 1000)
+    if msg and msg.type == N.GRAD and msg.step == step and msg.len == self.bytes then
+      ffi.copy(row.raw, msg.data, self.bytes)
+      return
+    end
+  end
+  self:_once("alone", string.format("no answer from the Byzantine coordinator %s at step %d: attacking with "
+    .. "this worker's own gradient as the honest set when that happens (said once)",
+    self:_name(self.coordinator), step))
+  self:_alone(step, row)
+end
+
+function Col:row(step, row, t0)
+  if not self.colludes then
+    local ok, err = pcall(self.attack.apply_own, self.attack, row, step, self.rng)
+    if not ok then
+      self:_once("failed", string.format("attack %s failed at step %d: %s (said once)", self.attack.name, step,
+                                         tostring(err)))
+    end
+    return
+  end
+  local set, me = self:_set(step)
+  if not me then
+    self:_once("disagree", string.format("the PS says this worker is Byzantine at step %d, the attack's "
+      .. "selection does not (another version of agt?): attacking alone when that happens", step))
+    self:_alone(step, row)
+  elseif #set == 1 then
+    self:_alone(step, row)
+  elseif self.w == self.coordinator then
+    self:_coordinate(step, t0, row)
+  else
+    self:_partner(step, t0, row)
+  end
+end
+
+function Col:serve(step, t0)
+  if self.colludes and self.w == self.coordinator and self.server then
+    local set = self:_set(step)
+    if #set > 0 then self:_coordinate(step, t0, nil) end
+  end
+end
+
+function Col:close()
+  if self.server then self.server:close(); self.server = nil end
+  if self.client then self.client:close(); self.client = nil end
+end
+
+return M

@@ -1,0 +1,466 @@
+-- Specs of Byzantine worker processes attacking over the wire (agt.session.collusion) on
+-- 127.0.0.1: each test starts its `agt worker` processes and stops them (by pid). The PS is a
+-- session in this process or an `agt run --server` child. Data: fashion-mnist (offline), or a
+-- user's experiment made up in the test.
+local H = require("helpers")
+local ffi = require("ffi")
+local S = require("agt.session")
+local T = require("agt.tensor")
+local K = require("agt.attacks")
+local Workers = require("agt.session.workers")
+local Checkpoint = require("agt.checkpoint")
+local R = require("agt.rng")
+local Collusion = require("agt.session.collusion")
+local host = require("agt.host")
+
+local AGT = host.root .. "/agt"
+
+local function free_port(k)
+  local seed = tonumber(H.sh("echo $$")) or 0
+  return 20000 + (seed * 7919 + os.time() * 13 + k * 101) % 30000
+end
+
+local function cluster(dir, port, n)
+  local w = {}
+  for i = 1, n do w[i] = string.format("\"127.0.0.1:%d\"", port + i) end
+  local path = dir .. "/cluster.json"
+  H.write(path, string.format("{\"ps\": [\"127.0.0.1:%d\"], \"workers\": [%s]}", port, table.concat(w, ", ")))
+  return path
+end
+
+local function spawn(cmd, log)
+  local out = H.sh(string.format("(%s > '%s' 2>&1 & echo $!)", cmd, log))
+  return assert(tonumber(out:match("%d+")), "no pid from: " .. cmd)
+end
+
+-- n workers started in cwd (default: this process's), each with flags.
+local function start_workers(dir, path, n, flags, cwd)
+  local pids = {}
+  for i = 0, n - 1 do
+    pids[i + 1] = spawn(string.format("%sexec '%s' worker --server '%s' --id workers:%d --idle-timeout 30 %s",
+                                      cwd and ("cd '" .. cwd .. "' && ") or "", AGT, path, i, flags or "--auth none"),
+                        string.format("%s/w%d.log", dir, i))
+  end
+  return pids
+end
+
+local function stop(pids)
+  for _, pid in pairs(pids) do os.execute(string.format("kill -9 %d 2>/dev/null", pid)) end
+end
+
+-- Waits (up to 20 s) until process pid has exited (a zombie has).
+local function gone(pid)
+  for _ = 1, 400 do
+    if os.execute(string.format("s=$(ps -o stat= -p %d) && [ \"${s#Z}\" = \"$s\" ]", pid)) ~= 0 then return end
+    os.execute("sleep 0.05")
+  end
+end
+
+local function logs(dir, n)
+  local t = {}
+  for i = 0, n - 1 do t[#t + 1] = string.format("--- w%d:\n%s", i, H.read(string.format("%s/w%d.log", dir, i)) or "") end
+  return table.concat(t, "\n")
+end
+
+local function row_bytes(G, i) return ffi.string(G:row(i).ptr, G:size(2) * 4) end
+
+local BASE = {
+  experiment = "fashion-mnist", experiment_args = { "eval-size:500" }, seed = 5, quiet = true,
+  evaluation_file = "-", summary_dir = "-", checkpoint_period = -1, evaluation_period = -1,
+  auth = "none", step_timeout = 30, connect_timeout = 60,
+}
+local function opts(extra)
+  local o = {}
+  for k, v in pairs(BASE) do o[k] = v end
+  for k, v in pairs(extra) do o[k] = v end
+  return o
+end
+
+describe("what Byzantine worker processes compute", function()
+  local n, d = 6, 37
+  local function random_G(seed)
+    local G = T.new({ n, d })
+    R.new(seed, 1):normal(G, 0, 1)
+    G.ptr[3] = 0 / 0      -- non-finite values in an attacker's gradient too
+    G.ptr[5 * d + 2] = 1 / 0
+    G.ptr[4 * d + 1] = -1 / 0
+    return G
+  end
+
+  it("an attack that reads no honest row gives, alone on its row, what it gives at the PS", function()
+    local alone = 0
+    for _, name in ipairs(K.list()) do
+      local args = name == "reverse" and { "of:own", "factor:2" } or {}
+      local a = K.new(name, args, { n = n, f = 2, r = 2, seed = 9, warn = function() end })
+      if a.kind == "gradient" and not a:needs_honest() then
+        alone = alone + 1
+        local G = random_G(4)
+        local own = G:row(6):clone()
+        a:apply({ G = G, honest = { 1, 2, 3, 4 }, byz = { 6 }, step = 3, rng = R.new(9, 77) })
+        a:apply_own(own, 3, R.new(9, 77))
+        assert.equal(row_bytes(G, 6), ffi.string(own.ptr, d * 4), name)
+      elseif a.kind == "gradient" then
+        local ok, err = pcall(a.apply_own, a, T.new({ d }), 0)
+        assert.is_false(ok)
+        assert.truthy(tostring(err):find("reads the honest rows", 1, true), name)
+      end
+    end
+    assert.is_true(alone >= 7) -- drop, gaussian, inf, nan, random, reverse of:own, zero
+    assert.is_true(K.new("reverse", {}, { n = n, f = 2 }):needs_honest())
+    -- a user's attack colludes unless it says otherwise; the field is checked
+    local mine = { name = "mine", apply = function() end }
+    assert.is_true(K.new(mine, {}, { n = n, f = 2 }):needs_honest())
+    local ok, err = pcall(K.new, { name = "bad", apply = function() end, needs_honest = "no" }, {}, { n = n, f = 2 })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("needs_honest", 1, true), tostring(err))
+  end)
+
+  it("every gradient attack runs on what 2 Byzantine workers know, and on what one knows alone", function()
+    for _, name in ipairs(K.list()) do
+      local a = K.new(name, {}, { n = n, f = 2, r = 2, seed = 9, rule = require("agt.aggregators").new("median", n, 2),
+                                  warn = function() end })
+      if a.kind == "gradient" then
+        for _, known in ipairs({ { 5, 6 }, { 6 } }) do
+          local G = random_G(5)
+          local g = {}
+          for _, i in ipairs(known) do g[i] = row_bytes(G, i) end
+          local ok, err = pcall(Collusion.run_attack, a, G, known, 2, a.rule, R.new(9, 1))
+          -- the honest set is the known rows: the first honest indices hold their copies
+          for k, i in ipairs(known) do assert.equal(g[i], row_bytes(G, k), name) end
+          assert.is_true(ok, name .. ": " .. tostring(err))
+        end
+      end
+    end
+  end)
+end)
+
+describe("the Byzantine workers' channel", function()
+  local N = require("agt.net")
+  local clock = require("agt.clock")
+
+  it("with CURVE admits only the partners' keys; the coordinator answers each partner its row", function()
+    local n, d, step, session = 4, 29, 4, 12345
+    local port = free_port(11)
+    local c = { wk_job = "workers", workers = { "127.0.0.1:1", "127.0.0.1:2", string.format("127.0.0.1:%d", port), "127.0.0.1:4" } }
+    local pub, sec = {}, {}
+    for w = 1, 2 do pub[w], sec[w] = N.keypair() end -- workers 2 (the coordinator) and 3
+    local spub, ssec = N.keypair()                    -- a stranger's
+    local cfg = { protocol = Collusion.PROTOCOL, name = "lie", args = {}, n = n, f = 2, r = 2, seed = 5,
+                  colludes = true, coordinator = 2, partners = { 2, 3 }, keys = { pub[1], pub[2] }, step_timeout = 4 }
+    local said = {}
+    local col = Collusion.new(cfg, { w = 2, d = d, cluster = c, curve = { public = pub[1], secret = sec[1] },
+                                     session = session, say = function(t) said[#said + 1] = t end })
+    local ep = string.format("tcp://127.0.0.1:%d", port)
+    local partner = N.client(ep, 65536, { server = pub[1], public = pub[2], secret = sec[2] })
+    local stranger = N.client(ep, 65536, { server = pub[1], public = spub, secret = ssec })
+    partner:set_session(session)
+    stranger:set_session(session)
+    local G = T.new({ n, d })
+    R.new(3, 3):normal(G, 0, 1)
+    local own, theirs = G:row(3):clone(), G:row(4)
+    stranger:send(nil, N.GRAD, 3, step, 0, string.rep("\0", d * 4)) -- claims worker 3's row
+    partner:send(nil, N.GRAD, 3, step, 0, theirs.ptr, d * 4)
+    col:row(step, own, clock.mono())
+    local reply
+    local t_end = clock.mono() + 5
+    while not reply and clock.mono() < t_end do
+      local m = partner:recv(200)
+      if m and m.type == N.GRAD and m.step == step then reply = ffi.string(m.data, m.len) end
+    end
+    for _ = 1, 20 do
+      if col.server:denied() >= 1 then break end
+      col.server:recv(100)
+    end
+    local denied = col.server:denied()
+    partner:close(); stranger:close(); col:close()
+    -- lie over the two Byzantine workers' own gradients (rows 3 and 4), from the mean and std
+    local a, b, v = G:row(3).ptr, G:row(4).ptr, ffi.cast("const float *", ffi.string(own.ptr, d * 4))
+    local z = K.lie_z(n, 2)
+    for j = 0, d - 1 do
+      local want = (a[j] + b[j]) / 2 + z * math.abs(a[j] - b[j]) / 2
+      assert.is_true(math.abs(v[j] - want) <= 1e-5 * (1 + math.abs(want)), string.format("%d: %g, want %g", j, v[j], want))
+    end
+    assert.equal(ffi.string(own.ptr, d * 4), reply)
+    assert.is_true(denied >= 1)
+    assert.truthy(said[1]:find("coordinating the Byzantine partners (1)", 1, true), said[1])
+    assert.equal(1, #said, table.concat(said, "\n"))
+  end)
+end)
+
+describe("the flags of attacks over the wire", function()
+  local FL = require("agt.cli.run.flags")
+  local c = [[{"ps": ["127.0.0.1:1"], "workers": ["a:1", "b:2"]}]]
+  -- (the PS waits for its workers at the first step)
+  local function refused(extra, pattern)
+    local s
+    local ok, err = pcall(function() s = S.new(opts(extra)); s:step() end)
+    if s then s:close() end
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find(pattern), tostring(err))
+  end
+
+  it("refuses what cannot travel to the workers, before any data is loaded", function()
+    local atk = { name = "mine", apply = function() end }
+    refused({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 1, nb_real_byz_workers = 1, server = c, attack = atk },
+            "^%-%-attack: an attack object cannot be sent to the worker processes")
+    local dir = H.tmpdir()
+    local big = dir .. "/big.lua"
+    H.write(big, "-- " .. string.rep("x", 2 ^ 20) .. "\nreturn { name = 'big', apply = function() end }\n")
+    refused({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 1, nb_real_byz_workers = 1, server = c, attack = big },
+            "^%-%-attack: attack '.*big.lua' has %d+ bytes, more than the 1048576")
+    os.execute("rm -rf '" .. dir .. "'")
+    -- With --attack-at-ps an object stays at the PS (refused here only for want of workers).
+    local free = string.format([[{"ps": ["127.0.0.1:%d"], "workers": ["a:1", "b:2"]}]], free_port(9))
+    refused({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 1, nb_real_byz_workers = 1, server = free, attack = atk,
+              attack_at_ps = true, connect_timeout = 0.2 }, "^%-%-connect%-timeout")
+  end)
+
+  it("configures no attacker whose agt speaks another version of the Byzantine protocol", function()
+    local dir = H.tmpdir()
+    local port = free_port(10)
+    local path = cluster(dir, port, 2)
+    H.write(dir .. "/old.lua", string.format([[
+local N = require("agt.net")
+local h = N.client("tcp://127.0.0.1:%d", 2^24)
+h:send(nil, N.HELLO, 1, -1, 0) -- an agt from before attacks over the wire
+local m = h:recv(8000)
+io.stderr:write(m and ("got " .. N.TYPE_NAMES[m.type]) or "nothing", "\n")
+]], port))
+    local pid = spawn(string.format("exec '%s' '%s/old.lua'", AGT, dir), dir .. "/old.log")
+    local s
+    local ok, err = pcall(function()
+      s = S.new(opts({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 1, nb_real_byz_workers = 1,
+                       attack = "lie", server = path, connect_timeout = 2, stderr_to = dir .. "/ps.err" }))
+      s:step() -- (the PS waits for its workers at the first step)
+    end)
+    if s then s:close() end
+    os.execute("sleep 0.5")
+    stop({ pid })
+    local text = (H.read(dir .. "/ps.err") or "") .. (H.read(dir .. "/old.log") or "")
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("^%-%-connect%-timeout: 0 of 2 workers ready"), tostring(err))
+    assert.truthy(text:find("worker workers:1 speaks version 0 of the Byzantine workers' protocol, this PS 1: not configured", 1, true), text)
+  end)
+
+  it("warns that --attack-at-ps does nothing in a local run", function()
+    local _, warnings = FL.check({ experiment = "x", aggregator = "average", nb_workers = 2, attack_at_ps = true })
+    assert.truthy(table.concat(warnings, "\n"):find("--attack-at-ps: has no effect in a local run", 1, true))
+  end)
+end)
+
+describe("Byzantine worker processes (attacks over the wire)", function()
+  it("collude over CURVE: 2 of 6 send lie from their own honest gradients; alone when the coordinator is gone", function()
+    local dir = H.tmpdir()
+    local port = free_port(1)
+    local path = cluster(dir, port, 6)
+    local keys = dir .. "/keys"
+    assert.equal(0, (H.run(string.format("'%s' keygen '%s' '%s'", AGT, path, keys))))
+    local pids = start_workers(dir, path, 6, "--keys '" .. keys .. "'")
+    local got, got2, theta0, theta1, exp = {}, nil, nil, nil, nil
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "median", nb_workers = 6, nb_decl_byz_workers = 2, auth = "curve",
+                              keys = keys, step_timeout = 12, nb_real_byz_workers = 2, attack = "lie", server = path }))
+      theta0 = ps.theta:clone()
+      exp = ps.exp
+      assert.equal(0, ps:step().faulty)
+      for i = 1, 6 do got[i] = row_bytes(ps.G, i) end
+      -- The coordinator (workers:4, row 5) killed: row 6 attacks alone, on its own gradient.
+      theta1 = ps.theta:clone()
+      os.execute("kill -9 " .. pids[5])
+      assert.equal(1, ps:step().faulty)
+      got2 = row_bytes(ps.G, 6)
+      ps:close()
+    end)
+    os.execute("sleep 0.3")
+    local text = logs(dir, 6)
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+    assert.truthy(text:find("coordinating the Byzantine partners (1)", 1, true), text)
+    assert.truthy(text:find("no answer from the Byzantine coordinator workers:4 at step 1", 1, true), text)
+
+    -- The honest gradients of the 6 workers at θ0 (and at θ1), computed here.
+    local n, d = 6, exp.d
+    local G, G1 = T.new({ n, d }), T.new({ n, d })
+    local local_workers = Workers.new(exp, n, { seed = 5 })
+    local_workers:fill(theta0, G, 0)
+    local_workers:fill(theta1, G1, 1)
+    for i = 1, 4 do assert.equal(row_bytes(G, i), got[i]) end -- honest rows as they were
+    -- What lie computes from what rows 5 and 6 know: their own two gradients.
+    local ref = T.new({ n, d })
+    for _, p in ipairs({ { 1, 5 }, { 2, 6 }, { 3, 5 }, { 4, 6 }, { 5, 5 }, { 6, 6 } }) do
+      ref:row(p[1]):copy(G:row(p[2]))
+    end
+    local lie = K.new("lie", {}, { n = n, f = 2, r = 2, seed = 5 })
+    lie:apply({ G = ref, honest = { 1, 2 }, byz = { 5, 6 }, step = 0 })
+    assert.equal(row_bytes(ref, 5), got[5])
+    assert.equal(row_bytes(ref, 6), got[6])
+    -- ... which is mu + z sigma over those two rows (a plain Lua reference, to float rounding) ...
+    local z = K.lie_z(n, 2)
+    local a, b, v = G:row(5).ptr, G:row(6).ptr, ffi.cast("const float *", got[5])
+    for j = 0, d - 1, 97 do
+      local mu = (a[j] + b[j]) / 2
+      local want = mu + z * math.abs(a[j] - b[j]) / 2
+      assert.is_true(math.abs(v[j] - want) <= 1e-5 * (1 + math.abs(want)), string.format("coordinate %d: %g, want %g", j, v[j], want))
+    end
+    -- ... and not what the omniscient attacker (--attack-at-ps) sends: the honest rows 1..4.
+    local omni = G:clone()
+    lie:apply({ G = omni, honest = { 1, 2, 3, 4 }, byz = { 5, 6 }, step = 0 })
+    assert.are_not.equal(row_bytes(omni, 5), got[5])
+    -- Alone, lie's honest set is row 6's own gradient: sigma = 0, the row is that gradient.
+    assert.equal(row_bytes(G1, 6), got2)
+  end)
+
+  it("signflip at the workers (reverse of:own) gives the θ of --attack-at-ps and of the local run", function()
+    local thetas = {}
+    for _, at_ps in ipairs({ false, true }) do
+      local dir = H.tmpdir()
+      local path = cluster(dir, free_port(at_ps and 3 or 2), 5)
+      local pids = start_workers(dir, path, 5)
+      local ok, err = pcall(function()
+        local ps = S.new(opts({ aggregator = "average", nb_workers = 5, nb_decl_byz_workers = 2,
+                                nb_real_byz_workers = 2, attack = "reverse", attack_args = { "of:own", "factor:3" },
+                                server = path, attack_at_ps = at_ps }))
+        for _ = 1, 3 do assert.equal(0, ps:step().faulty) end
+        thetas[#thetas + 1] = ffi.string(ps.theta.ptr, ps.d * 4)
+        ps:close()
+      end)
+      local text = logs(dir, 5)
+      stop(pids)
+      os.execute("rm -rf '" .. dir .. "'")
+      if not ok then error(tostring(err) .. "\n" .. text, 0) end
+      assert.equal(not at_ps, text:find("may attack (reverse)", 1, true) ~= nil, text)
+    end
+    assert.equal(thetas[1], thetas[2])
+    -- ... and of the local run with the same seed.
+    local loc = S.new(opts({ aggregator = "average", nb_workers = 5, nb_decl_byz_workers = 2, nb_real_byz_workers = 2,
+                             attack = "reverse", attack_args = { "of:own", "factor:3" } }))
+    for _ = 1, 3 do loc:step() end
+    assert.equal(thetas[1], ffi.string(loc.theta.ptr, loc.d * 4))
+    loc:close()
+  end)
+
+  it("a PS killed (kill -9) and restarted: the Byzantine workers send their streams too, θ is the local run's", function()
+    local dir = H.tmpdir()
+    local path = cluster(dir, free_port(7), 5)
+    local pids = start_workers(dir, path, 5)
+    local function ps_cmd(steps)
+      return string.format("'%s' run --server '%s' --auth none --experiment fashion-mnist "
+        .. "--experiment-args eval-size:500 --aggregator average --nb-workers 5 --nb-decl-byz-workers 2 "
+        .. "--nb-real-byz-workers 2 --attack reverse --attack-args of:own factor:3 --seed 5 --max-step %d "
+        .. "--step-timeout 60 --connect-timeout 60 --checkpoint-dir '%s/ck' --checkpoint-delta 4 "
+        .. "--checkpoint-period -1 --evaluation-period -1 --progress none", AGT, path, steps, dir)
+    end
+    local ok, err = pcall(function()
+      local ps = spawn("exec " .. ps_cmd(100000), dir .. "/ps1.log")
+      -- An honest worker stopped past the second checkpoint: the PS waits on a step whose θ the
+      -- Byzantine workers (workers:3 and 4) have taken, so their streams are past the
+      -- checkpoint's; the PS is killed there.
+      local t_end = os.time() + 90
+      while os.time() < t_end and not H.read(dir .. "/ck/model-8.ckpt") do os.execute("sleep 0.05") end
+      os.execute("kill -STOP " .. pids[1])
+      assert.truthy(H.read(dir .. "/ck/model-8.ckpt"), H.read(dir .. "/ps1.log"))
+      os.execute("sleep 0.5")
+      os.execute("kill -9 " .. ps)
+      os.execute("kill -CONT " .. pids[1])
+      gone(ps) -- (its lock on the checkpoint directory with it)
+      local rc, pout, perr = H.run(ps_cmd(6))
+      assert.equal(0, rc, perr)
+      local restored = tonumber(pout:match("Restored step (%d+)"))
+      assert.truthy(restored and restored >= 8, pout .. perr)
+      os.execute("sleep 0.3")
+      for i = 3, 4 do
+        local log = H.read(string.format("%s/w%d.log", dir, i)) or ""
+        assert.truthy(log:find("the PS is back with a new session", 1, true), log)
+        local _, k = log:gsub("may attack %(reverse%)", "")
+        assert.equal(2, k, log) -- the attack made again for the new session
+      end
+      local map = Checkpoint.restore(dir .. "/ck")
+      assert.equal(tostring(restored + 6), map.step)
+      local loc = S.new(opts({ aggregator = "average", nb_workers = 5, nb_decl_byz_workers = 2, nb_real_byz_workers = 2,
+                               attack = "reverse", attack_args = { "of:own", "factor:3" } }))
+      for _ = 1, restored + 6 do loc:step() end
+      -- The Byzantine workers' streams are the local run's: they sent them before their rows.
+      local st = loc:state()
+      for i = 1, 5 do assert.equal(st["worker." .. i], map["worker." .. i]) end
+      assert.equal(Checkpoint.hex(Checkpoint.sha256(ffi.string(loc.theta.ptr, loc.d * 4))),
+                   Checkpoint.hex(Checkpoint.sha256(map.theta)))
+      loc:close()
+    end)
+    local text = logs(dir, 5) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "")
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+  end)
+
+  it("trains a user's experiment and attack present only at the PS; selection:random twice gives the same θ", function()
+    local dir = H.tmpdir()
+    local psdir = dir .. "/ps"
+    os.execute("mkdir -p '" .. psdir .. "'")
+    -- A made-up experiment (its data drawn from a fixed stream) and a colluding attack: files
+    -- only in the PS's directory; the workers run elsewhere.
+    H.write(psdir .. "/blobs.lua", [[
+local T = require("agt.tensor")
+local R = require("agt.rng")
+local function blobs(k, seed)
+  local x, y = T.new({ k, 4 }), T.new({ k }, "i32")
+  R.new(seed, 1):normal(x, 0, 1)
+  for i = 0, k - 1 do
+    y.ptr[i] = i % 2
+    for j = 0, 3 do x.ptr[i * 4 + j] = x.ptr[i * 4 + j] + (i % 2 == 0 and 2 or -2) end
+  end
+  return { x = x, y = y }
+end
+return {
+  name = "blobs", doc = "two Gaussian blobs in 4 dimensions (a user's experiment)", shape = { 4 }, classes = 2,
+  defaults = { ["batch-size"] = 8, ["eval-size"] = 64 },
+  data = function() return { train = blobs(256, 7), test = blobs(64, 8) } end,
+  model = function(nn) return nn.sequential({ 4 }, { nn.linear(8), nn.relu(), nn.linear(2) }) end,
+}
+]])
+    H.write(psdir .. "/antimean.lua", [[
+local C = require("agt.ffi").C
+return {
+  name = "antimean", doc = "every Byzantine row is -2 times the honest mean (a user's attack)",
+  apply = function(self, c)
+    local v = self:buffer("v", { c.d })
+    C.agt_vec_copy(v.ptr, self:honest_mean(c).ptr, c.d)
+    C.agt_vec_scale(v.ptr, c.d, -2)
+    self:write(c, v)
+  end,
+}
+]])
+    local maps, texts = {}, {}
+    for run = 1, 2 do
+      local path = cluster(dir, free_port(3 + run), 5)
+      local pids = start_workers(dir, path, 5, "--auth none", dir)
+      local rc, out, err = H.run(string.format("cd '%s' && '%s' run --server '%s' --auth none --experiment blobs.lua "
+        .. "--aggregator median --nb-workers 5 --nb-decl-byz-workers 2 --nb-real-byz-workers 2 --attack antimean.lua "
+        .. "--attack-args selection:random --seed 3 --max-step 6 --step-timeout 30 --connect-timeout 60 "
+        .. "--checkpoint-dir ck%d --checkpoint-period -1 --evaluation-period -1 --quiet", psdir, AGT, path, run))
+      os.execute("sleep 0.3")
+      texts[run] = logs(dir, 5)
+      stop(pids)
+      assert.equal(0, rc, tostring(out) .. tostring(err) .. "\n" .. texts[run])
+      assert.falsy(err:find("faulty", 1, true), err)
+      maps[run] = Checkpoint.restore(string.format("%s/ck%d", psdir, run))
+    end
+    -- The same run without the attack, here: another θ (the attack did act).
+    local clean = S.new(opts({ experiment = psdir .. "/blobs.lua", experiment_args = {}, seed = 3,
+                               aggregator = "median", nb_workers = 5, nb_decl_byz_workers = 2, server = nil }))
+    for _ = 1, 6 do clean:step() end
+    local clean_theta = ffi.string(clean.theta.ptr, clean.d * 4)
+    clean:close()
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal("6", maps[1].step)
+    assert.equal(maps[1].theta, maps[2].theta)
+    assert.are_not.equal(clean_theta, maps[1].theta)
+    for run = 1, 2 do
+      assert.truthy(texts[run]:find("ready: blobs.lua", 1, true), texts[run])
+      assert.truthy(texts[run]:find("may attack (antimean, colluding)", 1, true), texts[run])
+      assert.truthy(texts[run]:find("coordinating the Byzantine partners (4)", 1, true), texts[run])
+      assert.falsy(texts[run]:find("said once", 1, true), texts[run])
+    end
+  end)
+end)

@@ -1,0 +1,302 @@
+/* gpu_nn_cudnn.cu — convolutions through cuDNN when libcudnn.so.9 is found at run time.
+ *
+ * The library is opened with dlopen on the first convolution (never linked: the binary runs
+ * where cuDNN is missing, and the build needs only its header, for the types). Without it, or
+ * with AGT_CUDNN=0 in the environment, or after agt_gpu_nn_use_cudnn(0), or when cuDNN cannot
+ * make a handle on the device, convolutions take the im2col path (gpu_nn_conv.cu);
+ * agt_gpu_nn_conv_path says which in one line.
+ *
+ * Float32 throughout: the convolution descriptors ask for CUDNN_FMA_MATH (no TF32 tensor-core
+ * kernels) and only algorithms cuDNN reports as FMA-math and deterministic (the same bits run
+ * to run, as the im2col path) that sum products (GEMM-like or direct: no FFT, no Winograd) are
+ * taken, the fastest by cuDNN's heuristics whose workspace fits CUDNN_WS_MAX. Per geometry the descriptors and the three algorithm choices are made
+ * once and cached. cuDNN pads symmetrically: a convolution whose padding is not (TF's SAME with
+ * the odd pixel after) takes the im2col path. Bias and activation stay agt's own pass. */
+#include "gpu_nn_internal.h"
+
+#include <cudnn.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CUDNN_WS_MAX ((size_t)256 << 20)
+#define CUDNN_CACHE 96
+
+#define CUDNN_FNS(X)                                                                            \
+  X(cudnnGetVersion) X(cudnnGetErrorString) X(cudnnCreate) X(cudnnSetStream)                    \
+  X(cudnnCreateTensorDescriptor) X(cudnnSetTensor4dDescriptor) X(cudnnCreateFilterDescriptor)   \
+  X(cudnnSetFilter4dDescriptor) X(cudnnCreateConvolutionDescriptor)                             \
+  X(cudnnSetConvolution2dDescriptor) X(cudnnSetConvolutionMathType)                             \
+  X(cudnnGetConvolutionForwardAlgorithm_v7) X(cudnnGetConvolutionBackwardDataAlgorithm_v7)      \
+  X(cudnnGetConvolutionBackwardFilterAlgorithm_v7) X(cudnnConvolutionForward)                   \
+  X(cudnnConvolutionBackwardData) X(cudnnConvolutionBackwardFilter)
+
+#define X(f) typedef decltype(&::f) f##_fn;
+CUDNN_FNS(X)
+#undef X
+
+static struct {
+#define X(f) f##_fn f;
+  CUDNN_FNS(X)
+#undef X
+} dn;
+
+static int g_state = -1;          /* -1: not tried, 0: not used, 1: loaded */
+static int g_enabled = 1;         /* agt_gpu_nn_use_cudnn */
+static char g_why[400];
+static cudnnHandle_t g_handle;
+static int g_handle_device = -1;
+
+struct conv_plan {
+  size_t key[11];
+  cudnnTensorDescriptor_t x, y;
+  cudnnFilterDescriptor_t w;
+  cudnnConvolutionDescriptor_t conv;
+  cudnnConvolutionFwdAlgo_t fwd;
+  cudnnConvolutionBwdDataAlgo_t bwd_data;
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+  size_t ws_fwd, ws_data, ws_filter;
+  int ok;   /* 0: no FMA deterministic algorithm for some pass: im2col for this geometry */
+};
+static conv_plan g_plans[CUDNN_CACHE];
+static int g_nplans = 0;
+
+static void load(void) {
+  if (g_state >= 0) return;
+  g_state = 0;
+  const char *env = getenv("AGT_CUDNN");
+  if (env && strcmp(env, "0") == 0) {
+    snprintf(g_why, sizeof g_why, "cuDNN off: AGT_CUDNN=0");
+    return;
+  }
+  void *h = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *e = dlerror();
+    snprintf(g_why, sizeof g_why, "libcudnn.so.9 not found: %s", e ? e : "dlopen failed");
+    return;
+  }
+#define X(f)                                                                       \
+  dn.f = (f##_fn)dlsym(h, #f);                                               \
+  if (!dn.f) {                                                                     \
+    snprintf(g_why, sizeof g_why, "libcudnn.so.9 lacks %s", #f);                   \
+    dlclose(h);                                                                    \
+    return;                                                                        \
+  }
+  CUDNN_FNS(X)
+#undef X
+  size_t v = dn.cudnnGetVersion();
+  if (v < 90000) {
+    snprintf(g_why, sizeof g_why, "libcudnn.so.9 reports version %zu (9.x needed)", v);
+    dlclose(h);
+    return;
+  }
+  snprintf(g_why, sizeof g_why, "cuDNN %zu.%zu.%zu (libcudnn.so.9)", v / 10000, (v / 100) % 100, v % 100);
+  g_state = 1;
+}
+
+static agt_status dn_fail(cudnnStatus_t s, const char *what) {
+  return AGT_FAIL(s == CUDNN_STATUS_ALLOC_FAILED ? AGT_ENOMEM : AGT_EIO, "cuDNN: %s failed: %s",
+                  what, dn.cudnnGetErrorString(s));
+}
+
+#define DN(call, what)                                 \
+  do {                                                 \
+    cudnnStatus_t dn_s_ = (call);                      \
+    if (dn_s_ != CUDNN_STATUS_SUCCESS) {               \
+      cudaGetLastError();                              \
+      return dn_fail(dn_s_, what);                     \
+    }                                                  \
+  } while (0)
+
+/* The handle of the current device; 0 when cuDNN cannot run here (it is then off for the
+ * process, the reason in g_why, and the im2col path runs). */
+static int handle(void) {
+  int dev = agt_gpu_device();
+  if (g_handle && g_handle_device == dev) return 1;
+  g_handle = NULL;           /* a handle of another device is left (the device switch is rare) */
+  g_nplans = 0;
+  cudnnStatus_t s = dn.cudnnCreate(&g_handle);
+  if (s == CUDNN_STATUS_SUCCESS) s = dn.cudnnSetStream(g_handle, 0);
+  if (s != CUDNN_STATUS_SUCCESS) {
+    cudaGetLastError();
+    g_handle = NULL;
+    g_state = 0;
+    snprintf(g_why, sizeof g_why, "libcudnn.so.9 found but cudnnCreate failed: %s",
+             dn.cudnnGetErrorString(s));
+    return 0;
+  }
+  g_handle_device = dev;
+  return 1;
+}
+
+/* No tensor-core math (TF32): the descriptor asks for FMA math, which cuDNN reports as FMA or
+ * as its default. */
+static int fma(cudnnMathType_t m) { return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH; }
+
+/* Sums of products only (GEMM-like and direct algorithms): each output is the sum of its own
+ * products, as with im2col and on the CPU. FFT and Winograd transforms mix the inputs of a tile
+ * (one inf or NaN pixel turns unrelated outputs NaN) and round differently. */
+static int summing(cudnnConvolutionFwdAlgo_t a) { return a <= CUDNN_CONVOLUTION_FWD_ALGO_DIRECT; }
+static int summing(cudnnConvolutionBwdDataAlgo_t a) { return a <= CUDNN_CONVOLUTION_BWD_DATA_ALGO_1; }
+static int summing(cudnnConvolutionBwdFilterAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ||
+         a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
+}
+
+static size_t g_calls[2];   /* convolution passes through im2col [0] and cuDNN [1] */
+
+/* The plan of a geometry: descriptors and algorithms (made on its first use). */
+static agt_status plan_for(const size_t key[11], conv_plan **out) {
+  for (int i = 0; i < g_nplans; i++)
+    if (memcmp(g_plans[i].key, key, sizeof g_plans[i].key) == 0) {
+      *out = &g_plans[i];
+      return AGT_OK;
+    }
+  conv_plan *p = &g_plans[g_nplans < CUDNN_CACHE ? g_nplans : CUDNN_CACHE - 1];
+  int fresh = g_nplans < CUDNN_CACHE;
+  size_t B = key[0], C = key[1], H = key[2], W = key[3], OC = key[4], KH = key[5], KW = key[6];
+  size_t sh = key[7], sw = key[8], pt = key[9], pl = key[10];
+  if (fresh) {
+    DN(dn.cudnnCreateTensorDescriptor(&p->x), "cudnnCreateTensorDescriptor");
+    DN(dn.cudnnCreateTensorDescriptor(&p->y), "cudnnCreateTensorDescriptor");
+    DN(dn.cudnnCreateFilterDescriptor(&p->w), "cudnnCreateFilterDescriptor");
+    DN(dn.cudnnCreateConvolutionDescriptor(&p->conv), "cudnnCreateConvolutionDescriptor");
+  }
+  memcpy(p->key, key, sizeof p->key);
+  p->ok = 0;
+  size_t OH = (H + 2 * pt - KH) / sh + 1, OW = (W + 2 * pl - KW) / sw + 1;
+  DN(dn.cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)B, (int)C, (int)H, (int)W),
+     "cudnnSetTensor4dDescriptor");
+  DN(dn.cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)B, (int)OC, (int)OH, (int)OW),
+     "cudnnSetTensor4dDescriptor");
+  DN(dn.cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)OC, (int)C, (int)KH, (int)KW),
+     "cudnnSetFilter4dDescriptor");
+  DN(dn.cudnnSetConvolution2dDescriptor(p->conv, (int)pt, (int)pl, (int)sh, (int)sw, 1, 1,
+                                        CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+     "cudnnSetConvolution2dDescriptor");
+  DN(dn.cudnnSetConvolutionMathType(p->conv, CUDNN_FMA_MATH), "cudnnSetConvolutionMathType");
+  int n = 0, found = 0;
+  {
+    cudnnConvolutionFwdAlgoPerf_t perf[16];
+    DN(dn.cudnnGetConvolutionForwardAlgorithm_v7(g_handle, p->x, p->w, p->conv, p->y, 16, &n, perf),
+       "cudnnGetConvolutionForwardAlgorithm_v7");
+    for (int i = 0; i < n && !found; i++)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) && summing(perf[i].algo) &&
+          perf[i].determinism == CUDNN_DETERMINISTIC && perf[i].memory <= CUDNN_WS_MAX) {
+        p->fwd = perf[i].algo;
+        p->ws_fwd = perf[i].memory;
+        found = 1;
+      }
+  }
+  if (found) {
+    found = 0;
+    cudnnConvolutionBwdDataAlgoPerf_t perf[16];
+    DN(dn.cudnnGetConvolutionBackwardDataAlgorithm_v7(g_handle, p->w, p->y, p->conv, p->x, 16, &n, perf),
+       "cudnnGetConvolutionBackwardDataAlgorithm_v7");
+    for (int i = 0; i < n && !found; i++)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) && summing(perf[i].algo) &&
+          perf[i].determinism == CUDNN_DETERMINISTIC && perf[i].memory <= CUDNN_WS_MAX) {
+        p->bwd_data = perf[i].algo;
+        p->ws_data = perf[i].memory;
+        found = 1;
+      }
+  }
+  if (found) {
+    found = 0;
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[16];
+    DN(dn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(g_handle, p->x, p->y, p->conv, p->w, 16, &n, perf),
+       "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
+    for (int i = 0; i < n && !found; i++)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) && summing(perf[i].algo) &&
+          perf[i].determinism == CUDNN_DETERMINISTIC && perf[i].memory <= CUDNN_WS_MAX) {
+        p->bwd_filter = perf[i].algo;
+        p->ws_filter = perf[i].memory;
+        found = 1;
+      }
+  }
+  p->ok = found;
+  if (fresh) g_nplans++;
+  *out = p;
+  return AGT_OK;
+}
+
+/* The cuDNN plan for this convolution, or NULL (*plan) when the im2col path runs it. */
+agt_status agt_cudnn_plan(size_t B, size_t C, size_t H, size_t W, size_t OC, size_t KH, size_t KW,
+                          size_t sh, size_t sw, size_t pt, size_t pl, size_t OH, size_t OW,
+                          void **plan) {
+  *plan = NULL;
+  g_calls[0]++;   /* moved to [1] below when cuDNN takes it */
+  load();
+  if (g_state != 1 || !g_enabled) return AGT_OK;
+  /* cuDNN pads pt rows above and below, pl columns left and right */
+  if (H + 2 * pt < KH || W + 2 * pl < KW || (H + 2 * pt - KH) / sh + 1 != OH ||
+      (W + 2 * pl - KW) / sw + 1 != OW)
+    return AGT_OK;
+  if (B > INT32_MAX || C > INT32_MAX || H > INT32_MAX || W > INT32_MAX || OC > INT32_MAX)
+    return AGT_OK;
+  AGT_TRY(agt_gpu_ensure());
+  if (!handle()) return AGT_OK;
+  size_t key[11] = { B, C, H, W, OC, KH, KW, sh, sw, pt, pl };
+  conv_plan *p;
+  AGT_TRY(plan_for(key, &p));
+  if (p->ok) {
+    *plan = p;
+    g_calls[0]--;
+    g_calls[1]++;
+  }
+  return AGT_OK;
+}
+
+extern "C" void agt_gpu_nn_conv_calls(size_t *im2col, size_t *cudnn) {
+  if (im2col) *im2col = g_calls[0];
+  if (cudnn) *cudnn = g_calls[1];
+}
+
+agt_status agt_cudnn_forward(void *plan, const float *x, const float *W, float *y) {
+  conv_plan *p = (conv_plan *)plan;
+  void *ws = NULL;
+  if (p->ws_fwd) AGT_TRY(agt_gpu_scratch(p->ws_fwd, &ws));
+  float one = 1.0f, zero = 0.0f;
+  DN(dn.cudnnConvolutionForward(g_handle, &one, p->x, x, p->w, W, p->conv, p->fwd, ws, p->ws_fwd,
+                                &zero, p->y, y),
+     "cudnnConvolutionForward");
+  return AGT_OK;
+}
+
+agt_status agt_cudnn_backward_data(void *plan, const float *W, const float *dy, float *dx) {
+  conv_plan *p = (conv_plan *)plan;
+  void *ws = NULL;
+  if (p->ws_data) AGT_TRY(agt_gpu_scratch(p->ws_data, &ws));
+  float one = 1.0f, zero = 0.0f;
+  DN(dn.cudnnConvolutionBackwardData(g_handle, &one, p->w, W, p->y, dy, p->conv, p->bwd_data, ws,
+                                     p->ws_data, &zero, p->x, dx),
+     "cudnnConvolutionBackwardData");
+  return AGT_OK;
+}
+
+agt_status agt_cudnn_backward_filter(void *plan, const float *x, const float *dy, float *dW) {
+  conv_plan *p = (conv_plan *)plan;
+  void *ws = NULL;
+  if (p->ws_filter) AGT_TRY(agt_gpu_scratch(p->ws_filter, &ws));
+  float one = 1.0f, zero = 0.0f;
+  DN(dn.cudnnConvolutionBackwardFilter(g_handle, &one, p->x, x, p->y, dy, p->conv, p->bwd_filter,
+                                       ws, p->ws_filter, &zero, p->w, dW),
+     "cudnnConvolutionBackwardFilter");
+  return AGT_OK;
+}
+
+extern "C" void agt_gpu_nn_use_cudnn(int on) { g_enabled = on != 0; }
+
+extern "C" int agt_gpu_nn_conv_path(char *buf, size_t cap) {
+  load();
+  int cudnn = g_state == 1 && g_enabled;
+  if (buf && cap) {
+    if (cudnn)
+      snprintf(buf, cap, "conv2d on cuda: %s, float32 (FMA, deterministic algorithms)", g_why);
+    else
+      snprintf(buf, cap, "conv2d on cuda: im2col + cuBLAS SGEMM (%s)",
+               g_state == 1 ? "cuDNN switched off" : g_why);
+  }
+  return cudnn;
+}
