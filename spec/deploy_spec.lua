@@ -101,7 +101,15 @@ describe("agt deploy over SSH (a real sshd on 127.0.0.1..3)", function()
       sshd = nil
     end
     assert(sshd, "sshd did not start (see its lines above)")
-    base = port + 100
+    -- The PS's and workers' ports: 4 in a row that nothing listens on now (another spec's or
+    -- session's process may hold a port near sshd's).
+    local function free(p)
+      return not H.sh(string.format("ss -Hltn 'sport = :%d' 2>/dev/null", p)):match("%S")
+    end
+    for k = 0, 40 do
+      base = 42000 + (port - 42000 + 100 + k * 97) % 8000
+      if free(base) and free(base + 1) and free(base + 2) and free(base + 3) then break end
+    end
     cluster = dir .. "/cluster.json"
     H.write(cluster, string.format('{"ps": ["127.0.0.1:%d"], "workers": ["127.0.0.1:%d", "127.0.0.2:%d", "127.0.0.3:%d"]}',
                                    base, base + 1, base + 2, base + 3))
