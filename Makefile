@@ -33,7 +33,7 @@ HOST_LIBS := -lluajit-5.1 -ledit
 PYTHON   ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 PYSITE   ?= $(PREFIX)/lib/python$(shell $(PYTHON) -c "import sys; print('%d.%d' % sys.version_info[:2])")/dist-packages
 
-ENGINE_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
+ENGINE_SRCS := $(filter-out src/main.c src/net_mpi.c,$(wildcard src/*.c))
 ENGINE_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(ENGINE_SRCS))
 CTEST_SRCS  := $(wildcard spec/c/test_*.c)
 CTESTS      := $(patsubst spec/c/%.c,$(BUILD)/%,$(CTEST_SRCS))
@@ -76,12 +76,29 @@ CUDA_LIBS  :=
 FEATURES   := CPU-only
 endif
 
+# --- MPI: the --MPI transport (src/net_mpi.c) in its own libagt_mpi.so, built where OpenMPI's
+# compiler wrapper is found (Debian: openmpi-bin, libopenmpi-dev); agt loads it only for --MPI,
+# so agt itself neither links nor needs MPI. Elsewhere the build says so and --MPI explains.
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+ifneq ($(MPICC),)
+MPI_CFLAGS := $(shell $(MPICC) --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell $(MPICC) --showme:link 2>/dev/null)
+endif
+ifneq ($(MPI_LIBS),)
+MPI_SO   := libagt_mpi.so
+FEATURES := $(FEATURES), MPI
+else
+MPI_SO   :=
+MPI_WHY  := no MPI transport: OpenMPI's mpicc not found (apt-get install openmpi-bin libopenmpi-dev for --MPI)
+endif
+
 .PHONY: all setup test ctest spec asan asan-agt torture fuzz bench demo ffi check-ffi install clean gpu-bundle features
-all: features agt libagt.so
+all: features agt libagt.so $(MPI_SO)
 
 features:
 	@echo "agt: building with $(FEATURES) (nvcc: $(if $(NVCC),$(NVCC),not found)$(if $(filter 1,$(HAVE_CUDA)),; CUDA runtime: $(CUDA_LIBDIR))), OpenBLAS, LuaJIT"
 	$(if $(CUDA_WHY),@echo "agt: $(CUDA_WHY)")
+	$(if $(MPI_WHY),@echo "agt: $(MPI_WHY)")
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -100,6 +117,13 @@ LINK_AGT = $(CC) $(CFLAGS) -Wl,-E -o $@ $(BUILD)/obj/main.o -Wl,--whole-archive 
 	  -Wl,--no-whole-archive $(HOST_LIBS) $(CUDA_LIBS) $(LIBS)
 agt: $(BUILD)/obj/main.o $(BUILD)/libagt.a
 	$(LINK_AGT)
+
+# Its engine symbols (agt_fail_at, agt_net_decode, ...) come from the agt that loads it.
+$(BUILD)/obj/net_mpi.o: src/net_mpi.c src/net_mpi.h src/net.h src/status.h | $(BUILD)/obj
+	$(CC) $(CFLAGS) $(MPI_CFLAGS) -c $< -o $@
+
+libagt_mpi.so: $(BUILD)/obj/net_mpi.o
+	$(CC) $(CFLAGS) -shared -o $@ $< $(MPI_LIBS)
 
 # The same binary under AddressSanitizer and UBSan (built by `make asan-agt`, beside ./agt so
 # that it finds lua/ and bindings/ as ./agt does).
@@ -228,6 +252,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/agt $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 agt $(DESTDIR)$(PREFIX)/bin/agt
 	cp -R lua bindings bench examples docs $(DESTDIR)$(PREFIX)/share/agt/
+	$(if $(MPI_SO),install -m 755 $(MPI_SO) $(DESTDIR)$(PREFIX)/share/agt/$(MPI_SO))
 	install -m 644 docs/agt.1 $(DESTDIR)$(PREFIX)/share/man/man1/agt.1
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PYSITE)
 	install -m 755 libagt.so $(DESTDIR)$(PREFIX)/lib/libagt.so
@@ -255,4 +280,4 @@ gpu-bundle:
 	@echo "gpu-bundle/ ready: copy it to the GPU machine and run gpu-bundle/run.sh there"
 
 clean:
-	rm -rf $(BUILD) build-asan build-asan-agt build-fuzz build-gpu gpu-bundle agt agt-asan libagt.so
+	rm -rf $(BUILD) build-asan build-asan-agt build-fuzz build-gpu gpu-bundle agt agt-asan libagt.so libagt_mpi.so

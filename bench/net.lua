@@ -1,5 +1,6 @@
 -- bench/net.lua — the PS's exchange with its workers over the network, agt's ZeroMQ transport
--- (without and with CURVE) against a plain blocking TCP socket pair, in one command.
+-- (without and with CURVE) and its MPI transport against a plain blocking TCP socket pair, in
+-- one command.
 --
 -- One round = what a distributed step moves: the PS sends θ (d floats) to each of k worker
 -- processes and receives one row (d floats) from each into its own matrix. The workers are
@@ -8,7 +9,10 @@
 -- (k·d·4 bytes per round; as much is sent), and ratio = ZeroMQ / plain socket (issue target:
 -- >= 0.8 without CURVE). "udp": θ over ZeroMQ, the rows as agt.udp datagrams (--UDP, 16 KiB
 -- chunks) and the loss over ZeroMQ; its line adds the fraction of chunks lost (no retransmission:
--- a sender faster than the PS's receive thread loses chunks).
+-- a sender faster than the PS's receive thread loses chunks). MPI (agt.mpi, where agt was built
+-- with OpenMPI and mpirun is found) runs as `mpirun -np k+1 agt bench net --mpi-child ...`:
+-- "mpi" with OpenMPI's defaults (shared memory between the ranks of one host), "mpi-tcp" over
+-- loopback TCP as the others (--mca btl self,tcp); the round is timed by rank 0 as for ZeroMQ.
 --   agt bench net [d] [senders, e.g. 1,4] [rounds]        (default 25000000 floats, 1,4, 5)
 -- Prints JSON lines: one per transport and k, then one ratio line per k.
 local ffi = require("ffi")
@@ -130,6 +134,73 @@ local function child(mode, port, d, i, keydir)
   return 0
 end
 
+-- MPI, in the ranks mpirun started: rank 0 times the rounds and prints {"round_s": median}.
+local function mpi_child(d, rounds)
+  local MPI = require("agt.mpi")
+  return MPI.run(function(rank, size)
+    local bytes, k = d * 4, size - 1
+    local t = MPI.transport(bytes)
+    local buf = ffi.new("float[?]", d)
+    if rank > 0 then
+      t:send(nil, N.HELLO, rank - 1, -1, 0)
+      while true do
+        local m = t:recv(60000)
+        if not m or m.type == N.BYE then break end
+        if m.type == N.THETA then
+          ffi.copy(buf, m.data, bytes)
+          while t:send(nil, N.GRAD, rank - 1, m.step, 0, buf, bytes) == "full" do t:recv(1) end
+        end
+      end
+      t:close()
+      return 0
+    end
+    local peers, seen, t_end = {}, 0, now() + 60
+    while seen < k and now() < t_end do
+      local m = t:recv(500)
+      if m and m.type == N.HELLO then peers[m.worker + 1] = m.peer; seen = seen + 1 end
+    end
+    assert(seen == k, "senders did not say HELLO")
+    local G, times = ffi.new("float[?]", d * k), {}
+    for r = 0, rounds do
+      local t0 = now()
+      t:send(peers, N.THETA, 0, r, 0, buf, bytes)
+      local got = 0
+      while got < k do
+        local m = t:recv(120000)
+        assert(m, "no row within 120 s")
+        if m.type == N.GRAD and m.step == r then
+          ffi.copy(G + m.worker * d, m.data, bytes)
+          got = got + 1
+        end
+      end
+      if r > 0 then times[#times + 1] = now() - t0 end
+    end
+    t:send(peers, N.BYE, 0, -1, 0)
+    table.sort(times)
+    print(cjson.encode({ round_s = times[math.floor((#times + 1) / 2)] }))
+    t:close()
+    return 0
+  end)
+end
+
+-- Why MPI cannot be measured here, or nil.
+local function mpi_missing()
+  local ok, why = require("agt.mpi").available()
+  if not ok then return why end
+  if os.execute("command -v mpirun >/dev/null 2>&1") ~= 0 then return "mpirun not found" end
+end
+
+local function bench_mpi(d, k, rounds, tcp)
+  local cmd = string.format("mpirun --allow-run-as-root --oversubscribe -np %d %s '%s' bench net --mpi-child %d %d 2>&1",
+                            k + 1, tcp and "--mca btl self,tcp" or "", AGT, d, rounds)
+  local p = io.popen(cmd)
+  local out = p:read("*a")
+  p:close()
+  local line = out:match('{"round_s":[^}]*}')
+  if not line then error("mpirun failed: " .. out:sub(1, 2000)) end
+  return cjson.decode(line).round_s
+end
+
 local function median(t)
   table.sort(t)
   return t[math.floor((#t + 1) / 2)]
@@ -202,8 +273,8 @@ local function bench_zmq(d, k, rounds, with_curve)
     ps:send(peers, N.THETA, 0, r, 0, theta, bytes)
     local got = 0
     while got < k do
-      local m = ps:recv(30000)
-      assert(m, "no row within 30 s")
+      local m = ps:recv(120000)
+      assert(m, "no row within 120 s")
       if m.type == N.GRAD and m.step == r then
         ffi.copy(G + m.worker * d, m.data, bytes)
         got = got + 1
@@ -266,24 +337,32 @@ return function(args)
   if args[1] == "--child" then
     return child(args[2], tonumber(args[3]), tonumber(args[4]), tonumber(args[5]), args[6])
   end
+  if args[1] == "--mpi-child" then return mpi_child(tonumber(args[2]), tonumber(args[3])) end
   local d = tonumber(args[1]) or 25000000
   local ks = {}
   for x in (args[2] or "1,4"):gmatch("%d+") do ks[#ks + 1] = tonumber(x) end
   local rounds = tonumber(args[3]) or 5
+  local no_mpi = mpi_missing()
+  if no_mpi then print(cjson.encode({ bench = "net", transport = "mpi", skipped = no_mpi })) end
   for _, k in ipairs(ks) do
     local res = {}
-    for _, tr in ipairs({ "tcp", "zmq", "zmq+curve", "udp" }) do
+    for _, tr in ipairs({ "tcp", "zmq", "zmq+curve", "udp", "mpi", "mpi-tcp" }) do
       local t, lost
       if tr == "tcp" then t = bench_tcp(d, k, rounds)
       elseif tr == "udp" then t, lost = bench_udp(d, k, rounds)
+      elseif tr == "mpi" or tr == "mpi-tcp" then t = not no_mpi and bench_mpi(d, k, rounds, tr == "mpi-tcp")
       else t = bench_zmq(d, k, rounds, tr == "zmq+curve") end
-      res[tr] = k * d * 4 / t / 1e9
-      print(cjson.encode({ bench = "net", transport = tr, senders = k, d = d, rounds = rounds,
-                           round_s = t, recv_GBps = res[tr], lost_fraction = lost }))
+      if t then
+        res[tr] = k * d * 4 / t / 1e9
+        print(cjson.encode({ bench = "net", transport = tr, senders = k, d = d, rounds = rounds,
+                             round_s = t, recv_GBps = res[tr], lost_fraction = lost }))
+      end
     end
-    print(cjson.encode({ bench = "net", senders = k, ratio_zmq_tcp = res.zmq / res.tcp,
-                         ratio_curve_tcp = res["zmq+curve"] / res.tcp, ratio_udp_tcp = res.udp / res.tcp,
-                         target = 0.8 }))
+    local ratios = { bench = "net", senders = k, ratio_zmq_tcp = res.zmq / res.tcp,
+                     ratio_curve_tcp = res["zmq+curve"] / res.tcp, ratio_udp_tcp = res.udp / res.tcp,
+                     target = 0.8 }
+    if res.mpi then ratios.ratio_mpi_tcp, ratios.ratio_mpitcp_tcp = res.mpi / res.tcp, res["mpi-tcp"] / res.tcp end
+    print(cjson.encode(ratios))
   end
   return 0
 end

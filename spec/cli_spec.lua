@@ -18,6 +18,7 @@ describe("agt command", function()
     assert.truthy(out:match("^agt %d+%.%d+%.%d+"))
     assert.truthy(out:match("CUDA: %a+"))
     assert.truthy(out:match("BLAS: OpenBLAS"))
+    assert.truthy(out:match("\nMPI: %a+"))
   end)
 
   it("prints usage with -h", function()

@@ -19,6 +19,12 @@ describe("make install", function()
       assert.truthy(H.read(dest .. p), p .. " is not installed")
     end
     local agt = H.shell_quote(dest .. "/usr/bin/agt")
+    -- the MPI transport, where this build has it, beside the Lua tree where --MPI looks for it
+    if H.read(host.root .. "/libagt_mpi.so") then
+      assert.truthy(H.read(dest .. "/usr/share/agt/libagt_mpi.so"), "libagt_mpi.so is not installed")
+      rc, out = H.run("cd / && " .. agt .. " -v")
+      assert.matches("\nMPI: yes", out)
+    end
     rc, out = H.run("cd / && " .. agt .. " bench --help")
     assert.are.equal(0, rc)
     -- the installed agt lists every benchmark of the tree (bench/*.lua), found from /

@@ -484,6 +484,11 @@ static int pmain(lua_State *L) {
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { usage(); s->status = 0; return 0; }
     if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
       printf("agt %s — %s, %s\n", agt_version(), LUAJIT_VERSION, agt_build_features());
+      /* MPI is a library of its own beside agt, loaded for --MPI only (bindings/agt/mpi.lua) */
+      char mpi[sizeof root + 32];
+      snprintf(mpi, sizeof mpi, "%s/libagt_mpi.so", root);
+      printf("MPI: %s\n", access(mpi, R_OK) == 0 ? "yes (libagt_mpi.so; agt run --MPI under mpirun)"
+                                                   : "no (--MPI needs agt built where OpenMPI is installed)");
       char dev[256];
       if (agt_gpu_available() && agt_gpu_describe(dev, sizeof dev) == AGT_OK)
         printf("GPU: %s\n", dev);

@@ -438,8 +438,9 @@ static int64_t peer_of_id(agt_net *n, const void *id, size_t len) {
 
 /* --- frames ------------------------------------------------------------------------------ */
 
-static void put_header(unsigned char *h, int type, uint32_t worker, uint64_t session, int64_t step,
-                       double aux, int64_t len) {
+void agt_net_header(void *out, int type, uint32_t worker, uint64_t session, int64_t step, double aux,
+                    int64_t len) {
+  unsigned char *h = out;
   uint16_t version = AGT_NET_VERSION, t = (uint16_t)type;
   uint32_t zero = 0;
   uint64_t ulen = (uint64_t)len;
@@ -457,7 +458,7 @@ static void put_header(unsigned char *h, int type, uint32_t worker, uint64_t ses
 agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
                         int64_t step, double aux, const void *data, int64_t len, int8_t *sent) {
   if (!n) return AGT_FAIL(AGT_EINVAL, "agt_net_send: no socket");
-  if (type < AGT_NET_HELLO || type > AGT_NET_STATE)
+  if (type < AGT_NET_HELLO || type > AGT_NET_LAST_TYPE)
     return AGT_FAIL(AGT_EINVAL, "agt_net_send: unknown message type %d", type);
   if (len < 0 || (len > 0 && !data))
     return AGT_FAIL(AGT_EINVAL, "agt_net_send: bad payload (len %lld)", (long long)len);
@@ -472,7 +473,7 @@ agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, 
     return zfail("zmq_msg_init_data");
   }
   unsigned char *b = sb->data;
-  put_header(b, type, worker, n->session, step, aux, len);
+  agt_net_header(b, type, worker, n->session, step, aux, len);
   if (len > 0) memcpy(b + AGT_NET_HEADER, data, (size_t)len);
   agt_status st = AGT_OK;
   for (int i = 0; i < npeers; i++) {
@@ -547,7 +548,7 @@ agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int6
   memcpy(&ulen, h + 40, 8);
   if (version != AGT_NET_VERSION)
     return AGT_FAIL(AGT_NET_REJECTED, "a frame of version %u (this agt speaks version %d)", version, AGT_NET_VERSION);
-  if (type < AGT_NET_HELLO || type > AGT_NET_STATE) return AGT_FAIL(AGT_NET_REJECTED, "a frame of unknown type %u", type);
+  if (type < AGT_NET_HELLO || type > AGT_NET_LAST_TYPE) return AGT_FAIL(AGT_NET_REJECTED, "a frame of unknown type %u", type);
   if (zero != 0) return AGT_FAIL(AGT_NET_REJECTED, "a frame with its reserved field set");
   if (ulen != size - AGT_NET_HEADER)
     return AGT_FAIL(AGT_NET_REJECTED, "a frame announcing %llu payload bytes and carrying %zu",

@@ -130,5 +130,12 @@ const char *agt_net_zmq_version(void);
  * Reads only the size bytes given; allocates nothing. */
 agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int64_t max_payload,
                           agt_net_msg *m);
+/* The highest message type: what agt_net_send, agt_net_decode and the other transports accept
+ * (AGT_NET_HELLO .. AGT_NET_LAST_TYPE). */
+#define AGT_NET_LAST_TYPE AGT_NET_STATE
+/* Its writer: the 48-byte header of a message into h (len: payload bytes), for agt_net_send and
+ * the other transports that carry the same messages (src/net_mpi.c). */
+void agt_net_header(void *h, int type, uint32_t worker, uint64_t session, int64_t step, double aux,
+                    int64_t len);
 
 #endif

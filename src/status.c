@@ -61,5 +61,5 @@ const char *agt_build_features(void) {
 #else
          "no"
 #endif
-         ", BLAS: OpenBLAS, MPI: no, threads: pthreads";
+         ", BLAS: OpenBLAS, threads: pthreads";
 }

@@ -5,7 +5,8 @@ PKGS="gcc make pkg-config luajit libluajit-5.1-dev libopenblas-dev zlib1g-dev li
       lua-cjson libsodium-dev libzmq3-dev libedit-dev libcairo2 lua-busted dataset-fashion-mnist python3 tmux
       python3-numpy python3-torch
       openssh-server
-      clang libclang-rt-dev"
+      clang libclang-rt-dev
+      openmpi-bin libopenmpi-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

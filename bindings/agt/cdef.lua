@@ -369,6 +369,19 @@ agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, 
 agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m);
 int64_t agt_net_rejected(const agt_net *n);
 const char *agt_net_zmq_version(void);
+/* net_mpi.h */
+typedef struct agt_mpi agt_mpi;
+agt_status agt_mpi_init(int *rank, int *size);
+agt_status agt_mpi_finalize(void);
+void agt_mpi_abort(int code);
+const char *agt_mpi_version(void);
+agt_status agt_mpi_new(int64_t max_payload, agt_mpi **out);
+void agt_mpi_close(agt_mpi *t);
+void agt_mpi_set_session(agt_mpi *t, uint64_t session);
+agt_status agt_mpi_send(agt_mpi *t, const int64_t *peers, int npeers, int type, uint32_t worker,
+                        int64_t step, double aux, const void *data, int64_t len, int8_t *sent);
+agt_status agt_mpi_recv(agt_mpi *t, int timeout_ms, agt_net_msg *m);
+int64_t agt_mpi_rejected(const agt_mpi *t);
 /* nn.h */
 agt_status agt_nn_conv_geometry(size_t in, size_t k, size_t stride, int same,
                                 size_t *out, size_t *pad_before);

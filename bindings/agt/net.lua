@@ -17,7 +17,8 @@
 --   s:denied()   handshakes refused (CURVE: an unknown key)
 --   s:refused()  connections shut down at accept, max_peers being open (the PS holds no more)
 -- A socket owns its handle (ffi.gc; close() releases it at once). Socket failures raise with the
--- engine's message; Ctrl-C during a wait raises "interrupted".
+-- engine's message; Ctrl-C during a wait raises "interrupted". The same methods over another C
+-- API of this shape (agt.mpi: MPI): N.class(api) and N.wrap below.
 local F = require("agt.ffi")
 local ffi, C = F.ffi, F.C
 
@@ -31,18 +32,89 @@ M.TYPE_NAMES = { [M.HELLO] = "HELLO", [M.CONFIG] = "CONFIG", [M.READY] = "READY"
                  [M.THETA] = "THETA", [M.GRAD] = "GRAD", [M.BYE] = "BYE", [M.ERROR] = "ERROR",
                  [M.STATE] = "STATE" }
 
-local Net = {}
-Net.__index = Net
-
 local handle_p = ffi.typeof("agt_net *[1]")
 local msg_t = ffi.typeof("agt_net_msg")
 
 local function strip(msg) return (msg:gsub("^[%w_]+%.c:%d+: ", "")) end
+M.strip = strip
+
+local Msg = {}
+Msg.__index = Msg
+function Msg:text() return ffi.string(self.data, self.len) end
+
+-- The methods of a transport object over a C API of agt_net's shape: api = { send =, recv =,
+-- set_session =, rejected =, close = [, denied =, refused =] }, functions taking the handle
+-- first. denied and refused are methods only where the API has them (callers test for them).
+function M.class(api)
+  local Net = {}
+  Net.__index = Net
+
+  function Net:close()
+    if self.h then
+      api.close(ffi.gc(self.h, nil))
+      self.h = nil
+    end
+  end
+
+  -- The handle of an open socket (a closed one raises: its handle is gone).
+  local function handle(self)
+    if not self.h then error("agt.net: the socket is closed", 3) end
+    return self.h
+  end
+
+  function Net:set_session(id) api.set_session(handle(self), id) end
+  function Net:rejected() return tonumber(api.rejected(handle(self))) end
+  if api.denied then function Net:denied() return tonumber(api.denied(handle(self))) end end
+  if api.refused then function Net:refused() return tonumber(api.refused(handle(self))) end end
+
+  -- peers: a Lua array of peer ids (PS), or nil (worker). data: a pointer or a string (or nil).
+  function Net:send(peers, kind, worker, step, aux, data, len)
+    if type(data) == "string" then len = len or #data end
+    len = len or 0
+    local np, arr, sent = 1, nil, nil
+    if peers then
+      np = #peers
+      arr = ffi.new("int64_t[?]", math.max(np, 1), peers)
+      sent = ffi.new("int8_t[?]", math.max(np, 1))
+    else
+      sent = ffi.new("int8_t[1]")
+    end
+    local st = api.send(handle(self), arr, np, kind, worker or 0, step or -1, aux or 0, data, len, sent)
+    if st ~= 0 then error(strip(F.errmsg()), 2) end
+    local function word(x) if x == 1 then return true elseif x == -1 then return "full" end return false end
+    if not peers then return word(sent[0]) end
+    local out = {}
+    for i = 1, np do out[i] = word(sent[i - 1]) end
+    return out
+  end
+
+  function Net:recv(timeout_ms)
+    local m = self.m
+    local st = api.recv(handle(self), math.max(0, math.floor(timeout_ms)), m)
+    if st == C.AGT_NET_TIMEOUT then return nil, "timeout" end
+    if st == C.AGT_NET_REJECTED then return nil, "rejected", strip(F.errmsg()), tonumber(m.peer) end
+    if st ~= 0 then error(strip(F.errmsg()), 2) end
+    return setmetatable({ type = m.type, worker = tonumber(m.worker), peer = tonumber(m.peer), auth = m.auth,
+                          session = tonumber(m.session), step = tonumber(m.step), aux = m.aux,
+                          len = tonumber(m.len), data = m.data }, Msg)
+  end
+
+  return Net
+end
+
+-- An object of class Net owning handle h (released by close, or by the collector).
+function M.wrap(Net, h, close) return setmetatable({ h = ffi.gc(h, close), m = msg_t() }, Net) end
+
+local Net = M.class({ send = C.agt_net_send, recv = C.agt_net_recv, set_session = C.agt_net_set_session,
+                      rejected = C.agt_net_rejected, denied = C.agt_net_denied, refused = C.agt_net_refused,
+                      close = C.agt_net_close })
 
 local function open(role, max_payload, max_peers)
   local h = handle_p()
   if C.agt_net_new(role, max_payload, max_peers or 0, h) ~= 0 then error(strip(F.errmsg()), 3) end
-  return setmetatable({ h = ffi.gc(h[0], C.agt_net_close), m = msg_t(), role = role }, Net)
+  local n = M.wrap(Net, h[0], C.agt_net_close)
+  n.role = role
+  return n
 end
 
 function M.server(endpoint, max_payload, max_peers, curve)
@@ -75,64 +147,10 @@ function M.client(endpoint, max_payload, curve)
   return n
 end
 
-function Net:close()
-  if self.h then
-    C.agt_net_close(ffi.gc(self.h, nil))
-    self.h = nil
-  end
-end
-
--- The handle of an open socket (a closed one raises: its handle is gone).
-local function handle(self)
-  if not self.h then error("agt.net: the socket is closed", 3) end
-  return self.h
-end
-
-function Net:set_session(id) C.agt_net_set_session(handle(self), id) end
-function Net:rejected() return tonumber(C.agt_net_rejected(handle(self))) end
-function Net:denied() return tonumber(C.agt_net_denied(handle(self))) end
-function Net:refused() return tonumber(C.agt_net_refused(handle(self))) end
-
 function M.keypair()
   local pub, sec = ffi.new("char[41]"), ffi.new("char[41]")
   F.check(C.agt_net_curve_keypair(pub, sec))
   return ffi.string(pub), ffi.string(sec)
-end
-
--- peers: a Lua array of peer ids (PS), or nil (worker). data: a pointer or a string (or nil).
-function Net:send(peers, kind, worker, step, aux, data, len)
-  if type(data) == "string" then len = len or #data end
-  len = len or 0
-  local np, arr, sent = 1, nil, nil
-  if peers then
-    np = #peers
-    arr = ffi.new("int64_t[?]", math.max(np, 1), peers)
-    sent = ffi.new("int8_t[?]", math.max(np, 1))
-  else
-    sent = ffi.new("int8_t[1]")
-  end
-  local st = C.agt_net_send(handle(self), arr, np, kind, worker or 0, step or -1, aux or 0, data, len, sent)
-  if st ~= 0 then error(strip(F.errmsg()), 2) end
-  local function word(x) if x == 1 then return true elseif x == -1 then return "full" end return false end
-  if not peers then return word(sent[0]) end
-  local out = {}
-  for i = 1, np do out[i] = word(sent[i - 1]) end
-  return out
-end
-
-local Msg = {}
-Msg.__index = Msg
-function Msg:text() return ffi.string(self.data, self.len) end
-
-function Net:recv(timeout_ms)
-  local m = self.m
-  local st = C.agt_net_recv(handle(self), math.max(0, math.floor(timeout_ms)), m)
-  if st == C.AGT_NET_TIMEOUT then return nil, "timeout" end
-  if st == C.AGT_NET_REJECTED then return nil, "rejected", strip(F.errmsg()), tonumber(m.peer) end
-  if st ~= 0 then error(strip(F.errmsg()), 2) end
-  return setmetatable({ type = m.type, worker = tonumber(m.worker), peer = tonumber(m.peer), auth = m.auth,
-                        session = tonumber(m.session), step = tonumber(m.step), aux = m.aux,
-                        len = tonumber(m.len), data = m.data }, Msg)
 end
 
 function M.zmq_version() return ffi.string(C.agt_net_zmq_version()) end

@@ -125,8 +125,8 @@ function Session:_build()
   self.rule = Rule.new(o, n, f, warn, d)
   self.byzantine = Byzantine.new(o, { n = n, f = f, r = r, rule = self.rule.rule, warn = warn })
   self.optimizer = Optimizer.new(o)
-  -- --server: the workers are other processes (agt.session.remote).
-  local remote = o.server and not self.parts.source and Remote.plan(o, n)
+  -- --server, --MPI: the workers are other processes (agt.session.remote).
+  local remote = (o.server or o.MPI) and not self.parts.source and Remote.plan(o, n)
 
   -- θ, G and the workers on the GPU with --use-gpu and local workers.
   local dev = (o.use_gpu and not remote and not self.parts.source) and "cuda" or "cpu"

@@ -29,7 +29,7 @@ static int reference_accepts(const unsigned char *f, size_t size, uint64_t sessi
   if (f[0] != 'A' || f[1] != 'G' || f[2] != 'T' || f[3] != 'N') return 0;
   if (le(f + 4, 2) != AGT_NET_VERSION) return 0;
   uint64_t type = le(f + 6, 2);
-  if (type < AGT_NET_HELLO || type > AGT_NET_STATE) return 0;
+  if (type < AGT_NET_HELLO || type > AGT_NET_LAST_TYPE) return 0;
   if (le(f + 12, 4) != 0) return 0;
   uint64_t len = le(f + 40, 8);
   if (len != size - 48 || len > (uint64_t)cap) return 0;

@@ -11,18 +11,11 @@
 local FL = require("agt.cli.run.flags")
 local S = require("agt.session")
 
-return function(args)
-  local ok, opts, what = pcall(FL.parse_args, args or {})
-  if ok and what == "help" then
-    io.stdout:write(FL.help(), "\n")
-    return 0
-  end
-  if not ok then
-    io.stderr:write("agt run: ", tostring(opts), "\n")
-    return 2
-  end
-  local s
-  ok, s = pcall(S.new, opts)
+local MPIRUN = require("agt.cli.run.mpi")
+
+-- The run of parsed options opts (checked by S.new) -> exit code.
+local function run(opts)
+  local ok, s = pcall(S.new, opts)
   if not ok then
     io.stderr:write("agt run: ", tostring(s), "\n")
     return 2
@@ -37,4 +30,20 @@ return function(args)
   end
   if rep.stopped == "interrupted" then return 130 end
   return 0
+end
+
+return function(args)
+  args = args or {}
+  -- --MPI: this process is one rank of the run (agt.cli.run.mpi)
+  if MPIRUN.wanted(args) then return MPIRUN.main(args, run) end
+  local ok, opts, what = pcall(FL.parse_args, args)
+  if ok and what == "help" then
+    io.stdout:write(FL.help(), "\n")
+    return 0
+  end
+  if not ok then
+    io.stderr:write("agt run: ", tostring(opts), "\n")
+    return 2
+  end
+  return run(opts)
 end

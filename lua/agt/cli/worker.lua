@@ -15,6 +15,8 @@
 -- it says HELLO again every few seconds: a PS restarted from its checkpoint answers with a new
 -- session and the streams of that checkpoint, and the worker carries on in that run (the data
 -- already loaded is kept; the attack and the UDP sender are made again for the new session).
+-- With --MPI it is a rank of 'agt run --MPI' (rank r is worker r-1): the same steps over MPI,
+-- STATE before each GRAD too, but no HELLO again (the ranks live and die with the job).
 -- See agt.session.remote for the protocol.
 local ffi = require("ffi")
 local N = require("agt.net")
@@ -42,12 +44,16 @@ A worker of a distributed run whose parameter server is 'agt run --server CLUSTE
   --idle-timeout S       seconds without a word from the PS before giving up (default: 120);
                          meanwhile it asks again every 2 s, so a PS restarted from its
                          checkpoint within that time takes it back
+  --MPI                  a rank of an MPI run instead (no --server, --id, --auth, --keys: the
+                         rank r is worker r-1 of rank 0's 'agt run --MPI'): mpirun -np 1 agt run
+                         --MPI ... : -np N agt worker --MPI  (what 'mpirun -np N+1 agt run --MPI' does).
+                         No rejoin: the ranks live and die with the job
 With the PS's --UDP K, workers 0..K-1 send their rows as UDP datagrams to the PS's host (the
 port, chunk size and key come in the PS's CONFIG; see docs/distributed.md).
 Exit status: 0 when the PS ends the run, 1 on a failure, 2 on bad flags.]]
 
 local FLAGS = { server = true, id = true, ["ps-job-name"] = true, ["wk-job-name"] = true,
-                auth = true, keys = true, ["connect-timeout"] = true, ["idle-timeout"] = true }
+                auth = true, keys = true, ["connect-timeout"] = true, ["idle-timeout"] = true, MPI = true }
 
 local function parse(args)
   local o = { ["ps-job-name"] = "ps", ["wk-job-name"] = "workers", auth = "curve",
@@ -59,6 +65,7 @@ local function parse(args)
     local name, val = a:match("^%-%-([^=]+)=(.*)$")
     if not name then name = a:match("^%-%-(.+)$") end
     if not name or not FLAGS[name] then error(string.format("unknown argument '%s' (see agt worker --help)", a), 0) end
+    if name == "MPI" then val = val or "true" end
     if not val then
       i = i + 1
       val = args[i]
@@ -67,15 +74,17 @@ local function parse(args)
     o[name] = val
     i = i + 1
   end
-  if not o.server then error("--server: is required (the cluster)", 0) end
-  if not o.id then error("--id: is required (e.g. --id workers:0)", 0) end
+  o.MPI = o.MPI == "true" or nil
+  if o.MPI and (o.server or o.id) then error("--MPI: the rank is the worker's id; give no --server or --id", 0) end
+  if not o.server and not o.MPI then error("--server: is required (the cluster)", 0) end
+  if not o.id and not o.MPI then error("--id: is required (e.g. --id workers:0)", 0) end
   for _, k in ipairs({ "connect-timeout", "idle-timeout" }) do
     local x = tonumber(o[k])
     if not x or x <= 0 then error(string.format("--%s: expects seconds > 0, got '%s'", k, o[k]), 0) end
     o[k] = x
   end
   if o.auth ~= "none" and o.auth ~= "curve" then error("--auth: expects curve or none, got '" .. o.auth .. "'", 0) end
-  if o.auth == "curve" and not o.keys then
+  if o.auth == "curve" and not o.keys and not o.MPI then
     error("--keys: is required with --auth curve (the default); or give --auth none on a trusted network", 0)
   end
   return o
@@ -113,22 +122,31 @@ local function decode_config(msg, w)
 end
 
 local function run(o)
-  local c = CL.load(o.server, { ps = o["ps-job-name"], workers = o["wk-job-name"] })
-  local w = CL.parse_id(o.id, c, c.wk_job)
-  local id = o.id
-  local endpoint = CL.endpoint(c.ps, false)
-  local curve
-  if o.auth == "curve" then
-    curve = { server = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "pub")),
-              public = CL.read_key(CL.key_path(o.keys, c.wk_job, w, "pub")),
-              secret = CL.read_key(CL.key_path(o.keys, c.wk_job, w, "secret")) }
+  local w, id, endpoint, curve, c
+  local function open(cap) return N.client(endpoint, cap, curve) end
+  if o.MPI then -- rank r is worker r-1, the PS rank 0 (agt.mpi)
+    local MPI = require("agt.mpi")
+    w, endpoint, open = MPI.init() - 1, "MPI rank 0", MPI.transport
+    id = string.format("%s:%d", o["wk-job-name"], w)
   else
-    say(id, "--auth none: not authenticated, not encrypted (a trusted network only)")
+    c = CL.load(o.server, { ps = o["ps-job-name"], workers = o["wk-job-name"] })
+    w = CL.parse_id(o.id, c, c.wk_job)
+    id = o.id
+    endpoint = CL.endpoint(c.ps, false)
+    if o.auth == "curve" then
+      curve = { server = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "pub")),
+                public = CL.read_key(CL.key_path(o.keys, c.wk_job, w, "pub")),
+                secret = CL.read_key(CL.key_path(o.keys, c.wk_job, w, "secret")) }
+    else
+      say(id, "--auth none: not authenticated, not encrypted (a trusted network only)")
+    end
   end
 
   -- 1. Who am I -> the run, on a socket capped at 16 MiB (the run's description is small) that
-  -- stays open: HELLO again on it when the PS is silent (see the steps below).
-  local hello = N.client(endpoint, 16 * 2 ^ 20, curve)
+  -- stays open: HELLO again on it when the PS is silent (see the steps below). Not over MPI:
+  -- a PS rank that dies ends the job (no restarted PS to rejoin), and a process receives on one
+  -- MPI handle at a time (agt.mpi), so the HELLO handle is closed once the run is known.
+  local hello = open(16 * 2 ^ 20)
   hello:send(nil, N.HELLO, w, -1, Collusion.PROTOCOL)
   local msg = wait_for(hello, o["connect-timeout"], { [N.CONFIG] = true, [N.BYE] = true })
   if not msg then
@@ -139,6 +157,7 @@ local function run(o)
   if msg.type == N.BYE then hello:close(); return 0 end
   local cfg, why = decode_config(msg, w)
   if not cfg then hello:close(); say(id, "%s", why); return 1 end
+  if o.MPI then hello:close(); hello = nil end
 
   -- 2. The data and the model (kept across sessions of the same run), the worker's streams as
   -- the PS has them, the attack (when this worker may attack over the wire) and the UDP sender
@@ -154,7 +173,7 @@ local function run(o)
   end
   local function configure()
     close_session()
-    net = N.client(endpoint, math.max(cfg.d * 4, 65536), curve)
+    net = open(math.max(cfg.d * 4, 65536))
     net:set_session(cfg.session_id)
     session = cfg.session_id
     local ok, err = pcall(function()
@@ -183,7 +202,8 @@ local function run(o)
         worker:_setup() -- the sampler now: a state that does not fit the shard is refused here
       end
       if type(cfg.attack) == "table" then
-        col = Collusion.new(cfg.attack, { w = w, d = cfg.d, cluster = c, curve = curve, session = session,
+        col = Collusion.new(cfg.attack, { w = w, d = cfg.d, curve = curve, session = session,
+                                          cluster = c or { wk_job = o["wk-job-name"], workers = {} }, -- --MPI
                                           say = function(text) say(id, "%s", text) end })
       end
       if type(cfg.udp) == "table" then
@@ -209,7 +229,7 @@ local function run(o)
   end
   local function finish(code)
     close_session()
-    hello:close()
+    if hello then hello:close() end
     return code
   end
   if not configure() then return finish(1) end
@@ -219,6 +239,7 @@ local function run(o)
   -- a new one that the PS does not know until it hears from it; it then sends the step's θ.
   -- It also says HELLO again: a CONFIG of another session is a PS restarted from its
   -- checkpoint, and the worker joins it with the streams it sends (its own are then ahead).
+  -- Over MPI only READY is said again (no HELLO handle, see 1.: no PS comes back within a job).
   local steps = 0
   -- The next THETA or BYE; or { config = the run } when the PS is another session; or nil.
   local function next_theta()
@@ -226,7 +247,7 @@ local function run(o)
     while clock.mono() < t_end do
       local m = net:recv(500)
       if m and (m.type == N.THETA or m.type == N.BYE) then return m end
-      local h = hello:recv(0)
+      local h = hello and hello:recv(0)
       while h do
         if h.type == N.CONFIG then
           local c2 = decode_config(h, w)
@@ -236,7 +257,7 @@ local function run(o)
       end
       if clock.mono() >= t_ready then
         net:send(nil, N.READY, w, -1, cfg.d)
-        hello:send(nil, N.HELLO, w, -1, Collusion.PROTOCOL)
+        if hello then hello:send(nil, N.HELLO, w, -1, Collusion.PROTOCOL) end
         t_ready = clock.mono() + 2
       end
     end
@@ -306,10 +327,26 @@ return function(args)
     io.stderr:write("agt worker: ", tostring(o), "\n")
     return 2
   end
-  local okr, code = pcall(run, o)
-  if not okr then
-    io.stderr:write("agt worker: ", tostring(code), "\n")
-    return 1
+  local function guarded()
+    local okr, code = pcall(run, o)
+    if not okr then
+      io.stderr:write("agt worker: ", tostring(code), "\n")
+      return 1
+    end
+    return code
   end
-  return code
+  if not o.MPI then return guarded() end
+  local MPI = require("agt.mpi")
+  local avail, why = MPI.available()
+  if not avail then
+    io.stderr:write("agt worker: --MPI: ", why, "\n")
+    return 2
+  end
+  return MPI.run(function(rank)
+    if rank == 0 then
+      io.stderr:write("agt worker: --MPI: rank 0 is the parameter server ('agt run --MPI ...'), not a worker\n")
+      return 2
+    end
+    return guarded()
+  end)
 end

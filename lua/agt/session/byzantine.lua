@@ -27,7 +27,7 @@ local Byz = {}
 Byz.__index = Byz
 
 function M.new(o, c)
-  local self = setmetatable({ r = c.r, poisoned = {}, o = o, at_ps = not o.server or o.attack_at_ps or false },
+  local self = setmetatable({ r = c.r, poisoned = {}, o = o, at_ps = not (o.server or o.MPI) or o.attack_at_ps or false },
                            Byz)
   if o.attack ~= nil then
     if type(o.attack) == "table" then
@@ -44,7 +44,12 @@ function M.new(o, c)
     table.sort(list)
     self.data_rows = list
   end
-  if o.server then self:wire() end -- a user's attack file is read (and its size checked) now
+  local wire = (o.server or o.MPI) and self:wire() -- a user's attack file is read (and its size checked) now
+  if o.MPI and wire and wire.config.colludes and #wire.rows > 1 then
+    error(string.format("--attack: %s reads honest gradients, which the Byzantine workers share among "
+      .. "themselves; the worker ranks of --MPI cannot yet: add --attack-at-ps (the PS applies it), or run "
+      .. "with --server", tostring(self.attack.name)), 0)
+  end
   return self
 end
 

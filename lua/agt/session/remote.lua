@@ -80,21 +80,32 @@ end
 -- Checks the distributed flags of checked options o and returns the source's constructor (with
 -- the signature of agt.session.workers.new); raises "--flag: why". Cheap: nothing is opened.
 function M.plan(o, n)
-  local c = FL.as_flag("server", CL.load, o.server, { ps = o.ps_job_name, workers = o.wk_job_name })
-  if #c.workers ~= n then
-    error(string.format("--nb-workers: the cluster has %d '%s' tasks, the run %d workers (give as many)",
-                        #c.workers, c.wk_job, n), 0)
+  local c, endpoint
+  if o.MPI then
+    -- under mpirun: the workers are ranks 1..n, MPI's launcher says who is who (a message's rank
+    -- is its worker: msg.auth), the transport is agt.mpi
+    local MPI = require("agt.mpi")
+    local _, size = MPI.init()
+    local err = MPI.workers_error(n, size)
+    if err then error(err, 0) end
+    c, endpoint = { ps_job = o.ps_job_name, wk_job = o.wk_job_name, mpi = MPI }, "MPI rank 0"
+  else
+    c = FL.as_flag("server", CL.load, o.server, { ps = o.ps_job_name, workers = o.wk_job_name })
+    if #c.workers ~= n then
+      error(string.format("--nb-workers: the cluster has %d '%s' tasks, the run %d workers (give as many)",
+                          #c.workers, c.wk_job, n), 0)
+    end
   end
   if type(o.experiment) == "table" then
-    error("--server: a distributed run needs the experiment by name or path (a name is loaded by each "
-      .. "worker, a file is sent to them), not an object", 0)
+    error(string.format("--%s: a distributed run needs the experiment by name or path (a name is loaded by each "
+      .. "worker, a file is sent to them), not an object", o.MPI and "MPI" or "server"), 0)
   end
-  local endpoint = CL.endpoint(c.ps, true)
+  endpoint = endpoint or CL.endpoint(c.ps, true)
   -- A user's experiment file travels in CONFIG (read now: a file too big is refused at once).
   if o.experiment:find("/", 1, true) or o.experiment:match("%.lua$") then
     c.experiment_source = FL.as_flag("experiment", U.read_source, o.experiment, U.MAX_SOURCE, "experiment")
   end
-  if o.auth == "curve" then
+  if o.auth == "curve" and not o.MPI then
     c.curve = { secret = CL.read_key(CL.key_path(o.keys, c.ps_job, 0, "secret")), keys = {} }
     for i = 0, n - 1 do c.curve.keys[i + 1] = CL.read_key(CL.key_path(o.keys, c.wk_job, i, "pub")) end
   end
@@ -120,9 +131,14 @@ function M.new(exp, n, sopts, o, c, endpoint)
     for _, k in ipairs(FAULT_KINDS) do self.fault[i][k] = 0 end
   end
   -- The largest frame the PS accepts: one row (HELLO, READY and ERROR fit in 64 KiB). The
-  -- connections it holds: two per worker (HELLO and steps), and a few for workers coming back.
+  -- connections it holds (ZeroMQ): two per worker (HELLO and steps), and a few for workers
+  -- coming back. Over MPI the ranks are the connections (mpirun started them).
   self.max_conns = 2 * n + 8
-  self.net = N.server(endpoint, math.max(d * 4, 65536), self.max_conns, c.curve)
+  if c.mpi then
+    self.net = c.mpi.transport(math.max(d * 4, 65536))
+  else
+    self.net = N.server(endpoint, math.max(d * 4, 65536), self.max_conns, c.curve)
+  end
   self.session_id = new_session_id()
   self.net:set_session(self.session_id)
   if o.UDP > 0 then
@@ -148,7 +164,7 @@ function M.new(exp, n, sopts, o, c, endpoint)
   self.byzantine = sopts.byzantine
   self.wire = sopts.byzantine and sopts.byzantine:wire()
   self.config = config
-  if not c.curve then
+  if not c.curve and not c.mpi then
     self.warn(string.format("--auth none: workers are not authenticated and traffic is not encrypted; "
       .. "anyone who reaches %s can take part in this run (use only on a trusted network)", endpoint))
   end
@@ -300,8 +316,8 @@ function Remote:_connect(timeout)
     for i = 1, self.n do if not self.ready[i] then missing[#missing + 1] = self:name(i) end end
     if self.n - k > f then -- (close() says BYE to those that came and closes the socket)
       error(string.format("--connect-timeout: %d of %d workers ready after %g s (missing: %s); "
-        .. "at most f = %d may be missing (start them with 'agt worker --server CLUSTER --id JOB:I')",
-        k, self.n, timeout, table.concat(missing, ", "), f), 0)
+        .. "at most f = %d may be missing (%s)", k, self.n, timeout, table.concat(missing, ", "), f,
+        self.cluster.mpi and "see their ranks' output" or "start them with 'agt worker --server CLUSTER --id JOB:I'"), 0)
     end
     self.warn(string.format("%d of %d workers ready after %g s; starting without %s (faulty until they join)",
                             k, self.n, timeout, table.concat(missing, ", ")))

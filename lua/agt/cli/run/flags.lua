@@ -65,6 +65,7 @@ M.flags = {
   { "keys", "string", nil, "Distributed run, --auth curve: the directory of 'agt keygen CLUSTER DIR' (the PS's keypair and every worker's public key)" },
   { "UDP", "integer", 0, "Distributed run: the first K workers (workers:0 .. K-1) send their rows as UDP datagrams, chunked, each authenticated; a chunk lost, late or forged leaves NaN at its own offsets, for a NaN-tolerant rule (see docs/distributed.md); 0 = every row over TCP" },
   { "udp-args", "words", {}, "Arguments of --UDP: chunk:BYTES payload per datagram (16384), port:P the PS's UDP port (0: its TCP port), timeout:S wait for a row's late chunks (0.05), rate:MBPS pace each sender (0: unpaced), drop:P tests: senders leave out chunks with probability P (seeded)" },
+  { "MPI", "boolean", false, "Distributed run under mpirun: 'mpirun -np N+1 agt run --MPI ...' runs rank 0 as the parameter server and ranks 1..N as its N workers (needs agt built with OpenMPI; see docs/distributed.md)", alias = "mpi" },
   { "seed", "integer", 1, "Seed of every random stream (initialisation, data order, attacks, rules)" },
   { "quiet", "boolean", false, "Print nothing on stdout and no --trace lines on stderr (the evaluation file, the summaries, --stdout-to and --stderr-to still get everything)" },
   { "progress", "string", "auto", "Progress display: auto (live line on a terminal, plain lines otherwise), line, plain, none",
@@ -72,7 +73,7 @@ M.flags = {
 }
 
 -- Distributed flags: a later version; refused with a clear message.
-M.distributed_flags = { "client", "ev-job-name", "MPI", "mpi" }
+M.distributed_flags = { "client", "ev-job-name" }
 
 M.by_name = {}
 for _, fl in ipairs(M.flags) do
@@ -204,26 +205,29 @@ function M.check(opts)
   if o.attack == nil and next(o.attack_args) ~= nil then
     flagerr(M.by_name["attack-args"], "given without --attack: no attack would read them")
   end
-  if o.server then
-    if o.auth == "curve" and not o.keys then
+  if o.server and o.MPI then
+    flagerr(M.by_name["MPI"], "and --server are two ways of running distributed: give one (--MPI under mpirun, --server with 'agt worker' processes)")
+  end
+  if o.server or o.MPI then
+    if o.server and o.auth == "curve" and not o.keys then
       flagerr(M.by_name["keys"], "is required with --auth curve (the default): make them with 'agt keygen CLUSTER DIR', or give --auth none on a trusted network")
     end
     if o.step_timeout <= 0 then flagerr(M.by_name["step-timeout"], "must be > 0 seconds, got %s", o.step_timeout) end
     if o.connect_timeout <= 0 then flagerr(M.by_name["connect-timeout"], "must be > 0 seconds, got %s", o.connect_timeout) end
     -- worker-side state the 'agt worker' processes do not keep yet: refused, not silently dropped
     if o.momentum_at == "worker" then
-      flagerr(M.by_name["momentum-at"], "worker is not available with --server yet (the worker processes keep no momentum); use server or update, or a local run")
+      flagerr(M.by_name["momentum-at"], "worker is not available with --%s yet (the worker processes keep no momentum); use server or update, or a local run", o.MPI and "MPI" or "server")
     end
     if type(o.attack) == "table" and (o.attack.kind or "gradient") ~= "data" and not o.attack_at_ps then
       flagerr(M.by_name["attack"], "an attack object cannot be sent to the worker processes; give it by name or path, or add --attack-at-ps (the PS applies it)")
     end
     if o.local_steps > 1 then
-      flagerr(M.by_name["local-steps"], "K=%d is not available with --server yet (the worker processes take one gradient per step); use a local run", o.local_steps)
+      flagerr(M.by_name["local-steps"], "K=%d is not available with --%s yet (the worker processes take one gradient per step); use a local run", o.local_steps, o.MPI and "MPI" or "server")
     end
   end
   if o.wait_for ~= nil then
-    if not o.server then
-      flagerr(M.by_name["wait-for"], "only with --server (a local run computes every row, none is waited for)")
+    if not o.server and not o.MPI then
+      flagerr(M.by_name["wait-for"], "only with --server or --MPI (a local run computes every row, none is waited for)")
     end
     if o.wait_for < n - f or o.wait_for > n then
       flagerr(M.by_name["wait-for"], "K=%d must be from n-f to n (%d to %d with n=%d f=%d): the rows not waited for are faulty for the step, at most f of them",
@@ -266,7 +270,9 @@ function M.no_effect(o, given)
   for _, k in ipairs({ "summary_delta", "summary_period" }) do
     if asked(k) and not o.summary_dir then say(k, "without a summary directory (--summary-dir, or --checkpoint-dir)") end
   end
-  if asked("attack_at_ps") and not o.server then say("attack_at_ps", "in a local run (the attack is always applied in this process)") end
+  if asked("attack_at_ps") and not o.server and not o.MPI then
+    say("attack_at_ps", "in a local run (the attack is always applied in this process)")
+  end
   if asked("trace") and o.quiet and not o.stderr_to then
     say("trace", "with --quiet and no --stderr-to (the trace lines go nowhere)")
   end
@@ -315,8 +321,9 @@ function M.help()
   out[#out + 1] = "  --help"
   out[#out + 1] = "      Print this help and exit"
   out[#out + 1] = ""
-  out[#out + 1] = "Not yet supported: --client, --ev-job-name, --MPI. Without --server the run is local (the"
-  out[#out + 1] = "default); with it, this process is the parameter server and 'agt worker' processes the workers."
+  out[#out + 1] = "Not yet supported: --client, --ev-job-name. Without --server or --MPI the run is local (the"
+  out[#out + 1] = "default); with --server, this process is the parameter server and 'agt worker' processes the"
+  out[#out + 1] = "workers; with --MPI (under mpirun), rank 0 is the parameter server and the other ranks the workers."
   out[#out + 1] = ""
   out[#out + 1] = "More: agt help experiments | aggregators | attacks; the evaluation file, checkpoints"
   out[#out + 1] = "and summaries are described in docs/runner.md. Exit status: 0 done, 1 failed during"

@@ -1,0 +1,149 @@
+-- Specs of --MPI: `mpirun -np N+1 agt run --MPI ...` (rank 0 the PS, ranks 1..N the workers)
+-- on this machine, OpenMPI from Debian (make setup installs it). As root mpirun needs
+-- --allow-run-as-root; --oversubscribe lets it start more ranks than there are cores; shared
+-- memory without the cross-process single copy (CMA), which some containers forbid.
+local H = require("helpers")
+local ffi = require("ffi")
+local S = require("agt.session")
+local K = require("agt.checkpoint")
+local MPI = require("agt.mpi")
+local host = require("agt.host")
+
+local MPIRUN = "mpirun --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none"
+local AGT = H.shell_quote(H.agt)
+local have_mpirun = H.sh("command -v mpirun") ~= ""
+
+local function need_mpi()
+  assert(have_mpirun, "mpirun not found: 'make setup' installs OpenMPI (openmpi-bin, libopenmpi-dev)")
+  local ok, why = MPI.available()
+  assert(ok, why)
+end
+
+local RUN = "--experiment fashion-mnist --experiment-args eval-size:500 --aggregator median --nb-workers 4 "
+  .. "--nb-decl-byz-workers 1 --seed 5 --step-timeout 30 --checkpoint-period -1 --evaluation-period -1 --quiet"
+
+describe("agt run --MPI", function()
+  it("mpirun -np 5 gives the local run's θ bit for bit (4 workers, f = 1, no faulty row), and again resumed from its checkpoint", function()
+    need_mpi()
+    local dir = H.tmpdir()
+    local function mpirun(steps)
+      return H.run(string.format("timeout 300 %s -np 5 %s run --MPI %s --max-step %d --checkpoint-dir '%s/ck'",
+                                 MPIRUN, AGT, RUN, steps, dir))
+    end
+    local rc, _, err = mpirun(8)
+    local map = K.restore(dir .. "/ck")
+    -- A second job on the same checkpoint directory: 4 more steps, the workers' streams from it.
+    local rc2, _, err2 = mpirun(4)
+    local map2 = K.restore(dir .. "/ck")
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(0, rc, err)
+    assert.falsy(err:find("faulty", 1, true), err)
+    for i = 0, 3 do assert.truthy(err:find(string.format("[workers:%d] the PS ended the run after 8 steps", i), 1, true), err) end
+    local loc = S.new({ experiment = "fashion-mnist", experiment_args = { "eval-size:500" }, seed = 5, quiet = true,
+                        evaluation_file = "-", summary_dir = "-", checkpoint_period = -1, evaluation_period = -1,
+                        aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1 })
+    for _ = 1, 8 do loc:step() end
+    assert.equal("8", map.step)
+    assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), map.theta)
+    -- The PS's checkpoint holds each worker rank's streams (its STATE messages): the local workers'.
+    local st = loc:state()
+    for i = 1, 4 do assert.equal(st["worker." .. i], map["worker." .. i]) end
+    -- resumed: step 12 is the local run's 12th
+    assert.equal(0, rc2, err2)
+    assert.falsy(err2:find("faulty", 1, true), err2)
+    for i = 0, 3 do
+      assert.truthy(err2:find(string.format("%%[workers:%d%%] ready: fashion%%-mnist, d = %%d+, session %%x+, from step 8", i)), err2)
+    end
+    for _ = 1, 4 do loc:step() end
+    assert.equal("12", map2.step)
+    assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), map2.theta)
+    loc:close()
+  end)
+
+  it("a Byzantine worker rank attacks over MPI (reverse of:own) with the local run's θ; colluding ranks are refused", function()
+    need_mpi()
+    local dir = H.tmpdir()
+    local attack = "--aggregator average --nb-workers 4 --nb-decl-byz-workers 1 --nb-real-byz-workers 1 "
+      .. "--attack reverse --attack-args of:own factor:3 --seed 5 --checkpoint-period -1 --evaluation-period -1 --quiet"
+    local rc, _, err = H.run(string.format("timeout 300 %s -np 5 %s run --MPI --experiment fashion-mnist "
+      .. "--experiment-args eval-size:500 %s --max-step 3 --checkpoint-dir '%s/ck'", MPIRUN, AGT, attack, dir))
+    local map = K.restore(dir .. "/ck")
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(0, rc, err)
+    assert.truthy(err:find("%[workers:3%] ready: fashion%-mnist, d = 79510, session %x+, from step 0; may attack %(reverse%)"), err)
+    local loc = S.new({ experiment = "fashion-mnist", experiment_args = { "eval-size:500" }, seed = 5, quiet = true,
+                        evaluation_file = "-", summary_dir = "-", checkpoint_period = -1, evaluation_period = -1,
+                        aggregator = "average", nb_workers = 4, nb_decl_byz_workers = 1, nb_real_byz_workers = 1,
+                        attack = "reverse", attack_args = { "of:own", "factor:3" } })
+    for _ = 1, 3 do loc:step() end
+    assert.equal("3", map.step)
+    assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), map.theta)
+    loc:close()
+    -- lie from 2 ranks would need them to share their gradients: refused before any step
+    rc, _, err = H.run(string.format("timeout 300 %s -np 6 %s run --MPI --experiment fashion-mnist --aggregator median "
+      .. "--nb-workers 5 --nb-decl-byz-workers 2 --nb-real-byz-workers 2 --attack lie --max-step 2 --quiet", MPIRUN, AGT))
+    assert.is_not.equal(0, rc)
+    assert.truthy(err:find("--attack: lie reads honest gradients, which the Byzantine workers share among themselves; "
+      .. "the worker ranks of --MPI cannot yet: add --attack-at-ps", 1, true), err)
+  end)
+
+  it("refuses a -np that is not --nb-workers + 1 on every rank at once, saying which -np to give", function()
+    need_mpi()
+    local rc, _, err = H.run(string.format("timeout 120 %s -np 3 %s run --MPI %s --max-step 2", MPIRUN, AGT, RUN))
+    assert.is_not.equal(0, rc)
+    local msg = "agt run: --nb-workers: mpirun started 3 processes, the parameter server (rank 0) and 2 workers, "
+      .. "but the run has --nb-workers 4: give mpirun -np 5 (or --nb-workers 2)"
+    local _, count = err:gsub(msg:gsub("%p", "%%%0"), "")
+    assert.equal(1, count, err) -- said once (by rank 0), not by every rank
+  end)
+
+  it("refuses --MPI outside mpirun, with --server, and bad flags (once, on rank 0)", function()
+    need_mpi()
+    local rc, _, err = H.agt_run("run --MPI " .. RUN)
+    assert.equal(2, rc)
+    assert.truthy(err:find("--MPI: this process was not started by mpirun: run 'mpirun -np 5 agt run --MPI ...'", 1, true), err)
+    rc, _, err = H.agt_run("run --MPI --server x --auth none " .. RUN)
+    assert.equal(2, rc)
+    assert.truthy(err:find("--MPI: and --server are two ways of running distributed: give one", 1, true), err)
+    -- --wait-for is the PS's (Remote:fill), taken with --MPI as with --server
+    local FL = require("agt.cli.run.flags")
+    local o = FL.check(FL.parse_args({ "--MPI", "--experiment", "fashion-mnist", "--aggregator", "median",
+                                       "--nb-workers", "4", "--nb-decl-byz-workers", "1", "--wait-for", "3" }))
+    assert.equal(3, o.wait_for)
+    rc, _, err = H.run(string.format("timeout 120 %s -np 2 %s run --MPI --frobnicate", MPIRUN, AGT))
+    assert.is_not.equal(0, rc)
+    local _, count = err:gsub("unknown flag %-%-frobnicate", "")
+    assert.equal(1, count, err)
+  end)
+
+  it("the transport: deadlines, size, tag and source checked before receiving, full peers (spec/mpi/transport.lua)", function()
+    need_mpi()
+    local rc, out, err = H.run(string.format("timeout 120 %s -np 3 %s %s", MPIRUN, AGT,
+                                           H.shell_quote(host.root .. "/spec/mpi/transport.lua")))
+    assert.equal(0, rc, out .. err)
+    assert.falsy(out:find("FAIL", 1, true), out)
+    local _, oks = out:gsub("ok: ", "")
+    assert.equal(21, oks, out)
+  end)
+
+  it("a rogue worker rank's wrong-size rows, garbage and rows for another worker are counted; the run completes", function()
+    need_mpi()
+    local rc, _, err = H.run(string.format("timeout 300 %s -np 4 %s run --MPI %s --max-step 6 : -np 1 %s %s",
+                                           MPIRUN, AGT, RUN, AGT, H.shell_quote(host.root .. "/spec/mpi/rogue.lua")))
+    assert.equal(0, rc, err)
+    assert.truthy(err:find("faults by worker: workers:3: wrong-size 2, malformed 2, stranger 2", 1, true), err)
+    for i = 0, 2 do assert.truthy(err:find(string.format("[workers:%d] the PS ended the run after 6 steps", i), 1, true), err) end
+  end)
+
+  it("a rank that stalls past --step-timeout is faulty (missing, then late rows) and back after; the run completes", function()
+    need_mpi()
+    local rc, _, err = H.run(string.format("timeout 300 %s -np 4 %s run --MPI %s --max-step 8 --step-timeout 2 : -np 1 %s %s stall",
+                                           MPIRUN, AGT, RUN:gsub("%-%-step%-timeout 30 ", ""), AGT,
+                                           H.shell_quote(host.root .. "/spec/mpi/rogue.lua")))
+    assert.equal(0, rc, err)
+    assert.truthy(err:find("worker workers:3 faulty at step 2: no row within --step-timeout 2 s", 1, true), err)
+    assert.truthy(err:find("worker workers:3 back at step %d+ %(faulty since step 2%)"), err)
+    assert.truthy(err:find("faults by worker: workers:3: missing %d+, late %d+"), err)
+    for i = 0, 2 do assert.truthy(err:find(string.format("[workers:%d] the PS ended the run after 8 steps", i), 1, true), err) end
+  end)
+end)
