@@ -142,7 +142,7 @@ return function(args)
   end
   local path = os.tmpname()
   local fh = assert(io.open(path, "wb"))
-  fh:write(ffi.string(G.ptr, bytes))
+  fh:write(ffi.string(G.raw, bytes))
   fh:close()
   local torch_rules = {}
   for _, r in ipairs(order) do torch_rules[#torch_rules + 1] = r end

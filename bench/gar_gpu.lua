@@ -101,7 +101,7 @@ return function(args)
     local Gd = dev({ n, d })
     assert(G:pin())
     local t = time_ms(function()
-      check(C.agt_gpu_upload_rule(G.ptr, n, d, Gd:pointer(), C.AGT_GPU_RULE_NONE, 0, nil))
+      check(C.agt_gpu_upload_rule(G.raw, n, d, Gd:pointer(), C.AGT_GPU_RULE_NONE, 0, nil))
     end, opt.reps, 1)
     emit({ bench = "gar_gpu", device = device, host = true, rule = "copy-only", n = n, f = f, d = d,
            ms = t, h2d_GBps = n * d * 4 / t / 1e6 })

@@ -58,7 +58,7 @@ return function(args)
     for _, v in ipairs(m.input_shape) do shape[#shape + 1] = v end
     local x = R.new(2, "x"):uniform(T.new(shape), 0, 1):to("cuda")
     local yh = T.new({ bs }, "i32")
-    for i = 0, bs - 1 do yh.ptr[i] = i % m.classes end
+    for i = 0, bs - 1 do yh.raw[i] = i % m.classes end
     local y = yh:to("cuda")
     local g = T.new({ m.d }, "f32", "cuda")
     for _, path in ipairs(has_cudnn and { "cudnn", "im2col" } or { "im2col" }) do

@@ -32,7 +32,9 @@ return {
     -- The checked API: G:row(i) is row i (1-based) and row[k] its k-th value; an index outside
     -- the tensor is a Lua error naming the line, never a write into other memory. (G.ptr and
     -- out.ptr are raw 0-based pointers, faster and unchecked: reach for them once the loop is
-    -- right, or call an engine kernel as said above.)
+    -- right, or call an engine kernel as said above. Run with AGT_DEBUG=1 in the environment
+    -- and they are checked too: out.ptr[self.d] = 0 is then an error at its line naming the
+    -- index and out's size, instead of a silent write past out.)
     local rows = {}
     for i = 1, n do rows[i] = G:row(i) end
     local col = {}

@@ -307,6 +307,72 @@ describe("the Lua API under misuse (a Lua error, never a crash)", function()
     assert.has_error(function() t:reshape({ 8, nil, 1 }) end)
   end)
 
+  it("checks shapes with 0 dimensions and sizes past exact integers (14.9)", function()
+    local e = T.new({ 0, 5 })
+    assert.are.equal(0, e:numel())
+    assert.are.equal(0, e:sum())
+    assert.has_error(function() e:row(1) end, "row 1 out of range 1..0")
+    assert.has_error(function() return e[1] end)
+    assert.are.equal(0, e:narrow(1, 0):numel())
+    assert.are.same({ 5, 0 }, e:reshape({ 5, 0 }).shape)
+    assert.has_error(function() T.new({ 1e300 }) end, "dimension 1 is too large (1.0000000000000001e+300)")
+    assert.has_error(function() T.new({ "3" }) end, "dimension 1 must be a non-negative integer, got string 3")
+    assert.has_error(function() T.new({ 2 }):reshape({ -1, -2 }) end)
+    local t = T.new({ 2, 3 })
+    assert.has_error(function() t:size(0 / 0) end, "size(i): i must be an integer, got nan")
+    assert.has_error(function() t:size("x") end, "size(i): i must be an integer, got x")
+    assert.are.equal(3, t:size(2))
+  end)
+
+  it("refuses tensor arguments of another dtype and non-number parameters (14.9)", function()
+    local x = T.new({ 6 }):fill(1)
+    for _, dt in ipairs({ "u8", "i32", "i64" }) do
+      local u = T.new({ 6 }, dt)
+      for _, op in ipairs({ "dot", "add", "sub", "mul", "allclose" }) do
+        assert.has_error(function() x[op](x, u) end, op .. " needs an f32 tensor argument, got " .. dt)
+      end
+      assert.has_error(function() x:axpy(1, u) end, "axpy needs an f32 tensor argument, got " .. dt)
+      assert.has_error(function() x:copy(u) end, "copy: dtypes differ (f32 from " .. dt .. "); convert explicitly")
+      assert.has_error(function() require("agt.rng").new(1, 1):normal(u) end,
+                       "normal needs an f32 tensor, got " .. dt .. " tensor")
+    end
+    assert.are.same({ 1, 1, 1, 1, 1, 1 }, x:totable())
+    local f = T.new({ 6 })
+    f:free()
+    assert.has_error(function() x:dot(f) end, "dot (its argument): the tensor was freed (t:free()); use a live tensor")
+    assert.has_error(function() x:fill("x") end, "fill needs a number, got string")
+    assert.has_error(function() x:scale(nil) end, "scale needs a number, got nil")
+    assert.has_error(function() x:axpy("a", x) end, "axpy needs a number, got string")
+    assert.has_error(function() T.from_table({ 1, "a" }) end, "value 2 of the table is a string, not a number")
+    assert.has_error(function() T.gemm(false, false, nil, T.new({ 2, 2 }), T.new({ 2, 2 }), 0, T.new({ 2, 2 })) end,
+                     "gemm: alpha and beta must be numbers, got nil and number")
+    local R = require("agt.rng").new(1, 1)
+    assert.has_error(function() R:below(0 / 0) end, "below(n) needs an integer n >= 1, got nan")
+    assert.has_error(function() R:permutation(-1) end, "permutation(n) needs an integer n >= 0, got -1")
+    assert.has_error(function() R:uniform(x, "a") end, "uniform: its parameters must be numbers, got string and number")
+  end)
+
+  it("checks agt.data's shard and gather arguments (14.9)", function()
+    local D, R = require("agt.data"), require("agt.rng")
+    local y = T.from_table({ 0, 1, 2, 1 }, "i32")
+    for _, c in ipairs({ 0 / 0, 1e300, "x", 1.5, 0 }) do
+      assert.has_error(function() D.shard(y, 2, { mode = "sorted", classes = c }) end,
+                       "shard: opts.classes must be an integer >= 1, got " .. tostring(c))
+    end
+    assert.has_error(function() D.shard(y, 2, { mode = "iid", min_size = -1, rng = R.new(1, 1) }) end,
+                     "shard: opts.min_size must be an integer >= 1, got -1")
+    local split = { x = T.new({ 4, 3 }), y = y }
+    local idx = T.from_table({ 0, 2 }, "i64")
+    assert.has_error(function() D.gather(split, idx, T.new({ 2, 3 }, "u8")) end, "gather: x_out must be an f32 tensor")
+    assert.has_error(function() D.gather(split, idx, T.new({ 2, 3 }), T.new({ 2 })) end, "gather: y_out must be an i32 tensor")
+    assert.has_error(function() D.gather(split, idx, T.new({ 9, 3 }), nil, 5) end, "gather: k = 5 indices of 2")
+    assert.has_error(function() D.gather(split, idx.raw, T.new({ 2, 3 })) end, "gather: a pointer of indices needs its count k")
+    assert.has_error(function() D.gather({ x = T.new({ 4, 3 }, "i32") }, idx, T.new({ 2, 3 })) end,
+                     "gather needs a split {x = f32 tensor, y = i32 tensor}")
+    local x, yo = D.gather(split, idx, T.new({ 2, 3 }), T.new({ 2 }, "i32"))
+    assert.are.same({ 0, 2 }, yo:totable())
+  end)
+
   it("bounds-checks the attack helpers self:row and self:write (14.8)", function()
     local AT = require("agt.attacks")
     local a = AT.new({ name = "probe", apply = function() end }, {}, { n = 5, f = 1 })

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include <sys/stat.h>
 
 #include "gpu.h"
+#include "mem.h"
 #include "status.h"
 
 #define PROMPT1 "agt> "
@@ -49,6 +51,39 @@ static void laction(int sig) {
   agt_interrupt_set(1);
   if (sigint_raises && globalL)
     lua_sethook(globalL, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+/* Under AGT_DEBUG engine buffers end at a guard page (mem.c): a segmentation fault is then
+ * most likely C code running past a buffer. Says so (with async-signal-safe writes only),
+ * then the default action ends the process as before (SA_RESETHAND, the access repeats). */
+static void say(const char *s) {
+  ssize_t r = write(2, s, strlen(s));
+  (void)r;
+}
+
+static void guard_fault(int sig, siginfo_t *si, void *ctx) {
+  (void)sig;
+  (void)ctx;
+  char hex[2 + 16 + 1] = "0x";
+  uintptr_t a = (uintptr_t)si->si_addr;
+  for (int i = 0; i < 16; i++) hex[2 + i] = "0123456789abcdef"[(a >> (60 - 4 * i)) & 15];
+  hex[18] = 0;
+  say("agt: segmentation fault at address ");
+  say(hex);
+  say(" (AGT_DEBUG): engine buffers end at an inaccessible page, so this is most likely a C "
+      "function reading or writing past a buffer: check the sizes passed with a pointer (the n "
+      "and d given to self:kernel or an agt_* function beside t:pointer() or t.raw)\n");
+}
+
+static void install_guard_fault(void) {
+  if (!agt_mem_guarded()) return;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = guard_fault;
+  sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, NULL);
+  sigaction(SIGBUS, &sa, NULL);
 }
 
 static void print_error(const char *msg) {
@@ -513,6 +548,7 @@ static int pmain(lua_State *L) {
 int main(int argc, char **argv) {
   if (argv[0] && argv[0][0]) progname = "agt";
   find_root(argv[0]);
+  install_guard_fault();
   lua_State *L = luaL_newstate();
   if (!L) {
     fprintf(stderr, "%s: cannot create the Lua state: not enough memory\n", progname);

@@ -29,6 +29,7 @@ size_t agt_mem_peak(void);
 int agt_mem_gc_hint(void);
 void agt_mem_gc_done(void);
 void agt_mem_set_gc_threshold(size_t bytes);
+int agt_mem_guarded(void);
 /* pool.h */
 int agt_pool_threads(void);
 agt_status agt_pool_set_threads(int n);

@@ -30,28 +30,65 @@ function R.new(seed, stream)
   return setmetatable({ s = s }, Rng)
 end
 
-function Rng:uniform(t, lo, hi) C.agt_rng_uniform(self.s, t.ptr, t.n, lo or 0, hi or 1); return t end
-function Rng:normal(t, mean, std) C.agt_rng_normal(self.s, t.ptr, t.n, mean or 0, std or 1); return t end
-function Rng:truncnormal(t, mean, std) C.agt_rng_truncnormal(self.s, t.ptr, t.n, mean or 0, std or 1); return t end
+-- The f32 tensor a fill writes (n floats: an i32/u8/i64 tensor would get float bits, a u8
+-- one past its end), and its two numeric parameters.
+local function f32_fill(t, a, b, what)
+  local T = require("agt.tensor")
+  if not T.is_tensor(t) or t.dtype ~= "f32" then
+    error(string.format("%s needs an f32 tensor, got %s", what, T.is_tensor(t) and t.dtype .. " tensor" or type(t)), 3)
+  end
+  if type(a) ~= "number" or type(b) ~= "number" then
+    error(string.format("%s: its parameters must be numbers, got %s and %s", what, type(a), type(b)), 3)
+  end
+end
+
+function Rng:uniform(t, lo, hi)
+  lo, hi = lo or 0, hi or 1
+  f32_fill(t, lo, hi, "uniform")
+  C.agt_rng_uniform(self.s, t.raw, t.n, lo, hi)
+  return t
+end
+function Rng:normal(t, mean, std)
+  mean, std = mean or 0, std or 1
+  f32_fill(t, mean, std, "normal")
+  C.agt_rng_normal(self.s, t.raw, t.n, mean, std)
+  return t
+end
+function Rng:truncnormal(t, mean, std)
+  mean, std = mean or 0, std or 1
+  f32_fill(t, mean, std, "truncnormal")
+  C.agt_rng_truncnormal(self.s, t.raw, t.n, mean, std)
+  return t
+end
 function Rng:double() return C.agt_rng_double(self.s) end
 function Rng:normal1() return C.agt_rng_normal1(self.s) end
-function Rng:gamma(shape) return C.agt_rng_gamma(self.s, shape) end
+function Rng:gamma(shape)
+  if type(shape) ~= "number" then error("gamma(shape) needs a number, got " .. type(shape), 2) end
+  return C.agt_rng_gamma(self.s, shape)
+end
 function Rng:u32() return tonumber(C.agt_rng_u32(self.s)) end
 
 function Rng:below(n)
-  if n < 1 then error("below(n) needs n >= 1, got " .. tostring(n), 2) end
+  if type(n) ~= "number" or n ~= math.floor(n) or n < 1 or n > 2 ^ 53 then
+    error("below(n) needs an integer n >= 1, got " .. tostring(n), 2)
+  end
   return tonumber(C.agt_rng_below(self.s, n))
 end
 
 function Rng:permutation(n)
+  if type(n) ~= "number" or n ~= math.floor(n) or n < 0 or n > 2 ^ 53 then
+    error("permutation(n) needs an integer n >= 0, got " .. tostring(n), 2)
+  end
   local t = require("agt.tensor").new({ n }, "i64")
-  C.agt_rng_permutation(self.s, t.ptr, n)
+  C.agt_rng_permutation(self.s, t.raw, n)
   return t
 end
 
 function Rng:shuffle(t)
-  if t.dtype ~= "i64" then error("shuffle needs an i64 tensor, got " .. t.dtype, 2) end
-  C.agt_rng_shuffle_i64(self.s, t.ptr, t.n)
+  if not require("agt.tensor").is_tensor(t) or t.dtype ~= "i64" then
+    error("shuffle needs an i64 tensor, got " .. (type(t) == "cdata" and t.dtype or type(t)), 2)
+  end
+  C.agt_rng_shuffle_i64(self.s, t.raw, t.n)
   return t
 end
 

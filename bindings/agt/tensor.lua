@@ -3,7 +3,8 @@
 -- Each Lua tensor owns exactly one engine reference, attached with ffi.gc at construction;
 -- :free() detaches the finalizer and releases it at once. The data pointer is cached
 -- (contiguous views never move). Indexing is 1-based over the flattened elements; :row(i)
--- gives a view of row i. t.data is the untyped host pointer, t.ptr the typed one.
+-- gives a view of row i. t.data is the untyped host pointer, t.ptr the typed one (0-based and
+-- unchecked, unless AGT_DEBUG=1: see "Debug mode" below), t.raw the typed one never checked.
 --
 -- Devices: T.new(shape, dtype, "cuda") allocates on the GPU; t.device is "cpu" or "cuda:k";
 -- t:to("cuda") / t:to("cpu") are explicit copies (nothing moves implicitly), t:copy(src) copies
@@ -109,7 +110,11 @@ local function shape_of(shape, what)
   end
   for i, v in ipairs(shape) do
     if type(v) ~= "number" or v < 0 or v ~= math.floor(v) or v == math.huge then
-      error(string.format("dimension %d must be a non-negative integer, got %s", i, tostring(v)), 3)
+      error(string.format("dimension %d must be a non-negative integer, got %s%s", i,
+                          type(v) == "number" and "" or type(v) .. " ", tostring(v)), 3)
+    end
+    if v > 2 ^ 53 then   -- past exact integers (and int64_t): the engine would see another size
+      error(string.format("dimension %d is too large (%.17g)", i, v), 3)
     end
     s[i - 1] = v
   end
@@ -136,6 +141,16 @@ function T.wrap(ptr, shape, dtype, device)
   if not dt then error("unknown dtype '" .. tostring(dtype) .. "' (expected f32, i32, u8 or i64)", 2) end
   local be = B.get(device or "cpu", 2)
   local s, nd = shape_of(shape)
+  local room
+  ptr, room = T.unchecked(ptr, "T.wrap", 2)
+  if room then
+    local n = 1
+    for i = 0, nd - 1 do n = n * tonumber(s[i]) end
+    if n > room then
+      error(string.format("T.wrap: a shape of %d values over a pointer that reaches %d (AGT_DEBUG checks)",
+                          n, room), 2)
+    end
+  end
   local out = handle_out()
   check(C.agt_tensor_wrap(be.device, ffi.cast("void *", ptr), dt, nd, s, out), 2)
   return wrap(out[0])
@@ -156,18 +171,153 @@ function T.from_table(tbl, shape, dtype)
     local v = tbl
     while type(v) == "table" do shape[#shape + 1] = #v; v = v[1] end
   end
+  for i, v in ipairs(flat) do
+    if type(v) ~= "number" and type(v) ~= "boolean" then
+      error(string.format("value %d of the table is a %s, not a number", i, type(v)), 2)
+    end
+  end
   local t = T.new(shape, dtype)
   if t.n ~= #flat then error(string.format("table has %d values, shape wants %d", #flat, t.n), 2) end
-  local p = t.ptr
+  local p = t.raw
   for i = 1, #flat do p[i - 1] = flat[i] end
   return t
 end
 
+-- Debug mode (AGT_DEBUG=1 in the environment, read once at load): t.ptr and an attack's
+-- self:row(c, i) give a checked pointer instead of a raw one. It is a Lua table, not a cdata,
+-- so that nothing converts it to an address silently (an FFI struct would pass its own
+-- address to a void * or float * argument): p[k] reads and writes check that k is an integer
+-- inside the tensor (or the row), p + k / p - k move it (checked when used, as in C), p - q
+-- is an element count, == and < compare addresses. Code that hands a pointer to C uses the
+-- raw one: t.raw or t:pointer() (the engine does), or T.unchecked(p) of a checked one; the
+-- documented functions that take pointers (an attack's self:write, a rule's self:kernel,
+-- T.wrap) accept both. Unset, t.ptr is the raw pointer, as t.raw, and none of this runs.
+local DEBUG = (os.getenv("AGT_DEBUG") or "") ~= "" and os.getenv("AGT_DEBUG") ~= "0"
+T.debug = DEBUG
+
+local Checked = {}
+
+-- A checked pointer at element `at` of a window of `len` elements starting at `base` (a raw
+-- typed pointer); in messages, what names the pointer ("t.ptr", "self:row(c, 3)") and of
+-- the window ("a tensor", "c.G's row 3").
+local function checked(base, len, at, what, dtype, of)
+  return setmetatable({ base = base, len = len, at = at, what = what, dtype = dtype, of = of }, Checked)
+end
+
+local function is_checked(x) return getmetatable(x) == Checked end
+T.is_checked = is_checked
+
+-- The element index of p[k] in p's window, or an error at the caller's line naming k and the
+-- window's size (level 3: the line indexing p).
+local function name(p)
+  if p.at == 0 then return p.what end
+  return string.format("(%s %s %d)", p.what, p.at < 0 and "-" or "+", math.abs(p.at))
+end
+
+local function checked_index(p, k)
+  if type(k) == "cdata" then k = tonumber(k) end
+  if type(k) ~= "number" then
+    error(string.format("%s[%s]: a pointer is indexed by a number, got %s (AGT_DEBUG checks)",
+                        name(p), tostring(k), type(k)), 3)
+  end
+  if k ~= k or k ~= math.floor(k) or k == math.huge or k == -math.huge then
+    error(string.format("%s[%s]: the index is not an integer (AGT_DEBUG checks)", name(p), tostring(k)), 3)
+  end
+  local i = p.at + k
+  if i < 0 or i >= p.len then
+    error(string.format("%s[%d]: %sout of range of %s of %d %s values (valid indices%s %d..%d; "
+                        .. "AGT_DEBUG checks)", name(p), k, p.at == 0 and "index " or
+                        string.format("element %d, ", i), p.of, p.len, p.dtype,
+                        p.at == 0 and "" or " here", -p.at, p.len - p.at - 1), 3)
+  end
+  return i
+end
+
+function Checked.__index(p, k)
+  local v = p.base[checked_index(p, k)]
+  return v
+end
+
+function Checked.__newindex(p, k, v)
+  local i = checked_index(p, k)
+  if type(v) ~= "number" and type(v) ~= "cdata" and type(v) ~= "boolean" then
+    error(string.format("%s[%s] = %s: a value must be a number (AGT_DEBUG checks)", name(p),
+                        tostring(k), type(v)), 2)
+  end
+  p.base[i] = v
+end
+
+local function moved(p, k, sign)
+  if type(k) == "cdata" then k = tonumber(k) end
+  if type(k) ~= "number" or k ~= math.floor(k) then
+    error(string.format("%s %s %s: a pointer moves by an integer (AGT_DEBUG checks)", name(p),
+                        sign > 0 and "+" or "-", tostring(k)), 3)
+  end
+  return checked(p.base, p.len, p.at + sign * k, p.what, p.dtype, p.of)
+end
+
+function Checked.__add(a, b)
+  if is_checked(a) then return moved(a, b, 1) end
+  return moved(b, a, 1)
+end
+
+function Checked.__sub(a, b)
+  if is_checked(b) then
+    if not is_checked(a) or a.base ~= b.base then
+      error("p - q: both must point into one tensor (AGT_DEBUG checks)", 2)
+    end
+    return a.at - b.at
+  end
+  return moved(a, b, -1)
+end
+
+-- The raw address of a checked pointer (for ==, < and C).
+local function address(p) return p.base + p.at end
+
+function Checked.__eq(a, b) return address(a) == address(b) end
+function Checked.__lt(a, b) return address(a) < address(b) end
+function Checked.__le(a, b) return address(a) <= address(b) end
+function Checked.__tostring(p)
+  return string.format("checked pointer (AGT_DEBUG) %s + %d into %s of %d %s values", p.what,
+                       p.at, p.of, p.len, p.dtype)
+end
+
+-- The raw pointer of x (a checked pointer or already raw) and, for a checked one, how many
+-- elements it may reach from where it points (nil for a raw pointer: unknown). A checked
+-- pointer outside its window is an error naming what (level as for error()).
+function T.unchecked(x, what, level)
+  if not is_checked(x) then return x, nil end
+  if x.at < 0 or x.at > x.len then
+    error(string.format("%s: the pointer is %d elements %s %s of %d values (AGT_DEBUG checks)",
+                        what or "pointer", x.at < 0 and -x.at or x.at - x.len,
+                        x.at < 0 and "before" or "past the end of", x.of, x.len), (level or 1) + 1)
+  end
+  return address(x), x.len - x.at
+end
+
+-- A checked pointer over n elements at the raw pointer p (DEBUG), or p itself; what and of
+-- as above.
+function T.checked(p, n, what, of, dtype)
+  if not DEBUG then return p end
+  return checked(p, n, 0, what, dtype or "f32", of)
+end
+
+-- The typed host pointer of a getter named what (errors at the line reading t.<what>).
+local function host_pointer(self, what)
+  need_host(self, what, 4)
+  need_live(self, what, 4)
+  return ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)
+end
+
 local getters = {
+  -- the typed host pointer, never checked: what engine code passes to C
+  raw = function(self)
+    local p = host_pointer(self, "t.raw")
+    return p
+  end,
   ptr = function(self)
-    need_host(self, "t.ptr", 3)
-    need_live(self, "t.ptr", 3)
-    return ffi.cast(ptr_types[dtype_names[self.dt]], self.addr)
+    local p = host_pointer(self, "t.ptr")
+    return p
   end,
   data = function(self)
     need_host(self, "t.data", 3)
@@ -183,6 +333,12 @@ local getters = {
     return s
   end,
 }
+if DEBUG then
+  getters.ptr = function(self)
+    local p = host_pointer(self, "t.ptr")
+    return checked(p, self.n, 0, "t.ptr", dtype_names[self.dt], "a tensor")
+  end
+end
 
 function Tensor.__index(self, k)
   if type(k) == "number" then
@@ -209,9 +365,12 @@ end
 
 function Tensor.__len(self) return self.n end
 
+local function is_int(x) return type(x) == "number" and x == math.floor(x) end
+
 function Tensor:dim() return self.nd end
 function Tensor:size(i)
   if i == nil then return self.shape end
+  if not is_int(i) then error("size(i): i must be an integer, got " .. tostring(i), 2) end
   if i < 1 or i > self.nd then return nil end
   return self.dims[i - 1]
 end
@@ -263,8 +422,6 @@ function Tensor:row(i)
   return view(self, rest, (i - 1) * row_size(self), "row")
 end
 
-local function is_int(x) return type(x) == "number" and x == math.floor(x) end
-
 function Tensor:narrow(i, k)
   need_live(self, "narrow")
   local rows = self.shape[1] or 0
@@ -306,9 +463,23 @@ local function need_f32(self, what)
   if self.dtype ~= "f32" then error(what .. " needs an f32 tensor, got " .. self.dtype, 3) end
 end
 
-local function same_size(a, b, what)
-  if not T.is_tensor(b) then error(what .. " needs a tensor argument", 3) end
-  if a.n ~= b.n then error(string.format("%s: sizes differ (%d and %d)", what, a.n, b.n), 3) end
+-- b: a live tensor of a's size (level: of the method's caller, as for error(), default 3).
+local function same_size(a, b, what, level)
+  level = level or 3
+  if not T.is_tensor(b) then error(what .. " needs a tensor argument", level) end
+  need_live(b, what .. " (its argument)", level)
+  if a.n ~= b.n then error(string.format("%s: sizes differ (%d and %d)", what, a.n, b.n), level) end
+end
+
+-- The f32 tensor argument of an f32 op, of self's size (an i32/u8/i64 one would be read as
+-- floats, a u8 one past its end).
+local function f32_arg(a, b, what)
+  same_size(a, b, what, 4)
+  if b.dt ~= C.AGT_F32 then error(what .. " needs an f32 tensor argument, got " .. b.dtype, 3) end
+end
+
+local function need_number(v, what)
+  if type(v) ~= "number" then error(string.format("%s needs a number, got %s", what, type(v)), 3) end
 end
 
 -- The kernel of op for self's device, after checking that u (if given) is on the same one.
@@ -324,10 +495,13 @@ local function kernel(self, op, u)
 end
 
 function Tensor:fill(v)
+  if type(v) ~= "number" and type(v) ~= "boolean" and type(v) ~= "cdata" then
+    error("fill needs a number, got " .. type(v), 2)
+  end
   if self.dtype == "f32" then kernel(self, "fill")(self.addr, self.n, v)
   else
     need_host(self, "fill of a " .. self.dtype .. " tensor")
-    local p = self.ptr
+    local p = self.raw
     for i = 0, self.n - 1 do p[i] = v end
   end
   return self
@@ -336,9 +510,11 @@ function Tensor:zero() return self:fill(0) end
 
 -- Copies src's values into self; the two may be on different devices (an explicit copy).
 function Tensor:copy(src)
-  same_size(self, src, "copy")
   need_live(self, "copy")
-  need_live(src, "copy (its argument)")
+  same_size(self, src, "copy")
+  if src.dt ~= self.dt then
+    error(string.format("copy: dtypes differ (%s from %s); convert explicitly", self.dtype, src.dtype), 2)
+  end
   check(C.agt_tensor_copy(self.handle, src.handle), 2)
   return self
 end
@@ -353,7 +529,7 @@ end
 function Tensor:totable()
   need_host(self, "totable")
   need_live(self, "totable")
-  local t, p = {}, self.ptr
+  local t, p = {}, self.raw
   for i = 0, self.n - 1 do t[i + 1] = tonumber(p[i]) end
   return t
 end
@@ -361,7 +537,7 @@ end
 function Tensor:sum()
   if self.dtype == "f32" then return kernel(self, "sum")(self.addr, self.n) end
   need_host(self, "sum of a " .. self.dtype .. " tensor")
-  local s, p = 0, self.ptr
+  local s, p = 0, self.raw
   for i = 0, self.n - 1 do s = s + tonumber(p[i]) end
   return s
 end
@@ -373,29 +549,29 @@ function Tensor:norm(p)
   return kernel(self, "norm2")(self.addr, self.n)
 end
 function Tensor:dot(u)
-  need_f32(self, "dot"); same_size(self, u, "dot")
+  need_f32(self, "dot"); f32_arg(self, u, "dot")
   return kernel(self, "dot", u)(self.addr, u.addr, self.n)
 end
 function Tensor:max() need_f32(self, "max"); return kernel(self, "max")(self.addr, self.n) end
 function Tensor:min() need_f32(self, "min"); return kernel(self, "min")(self.addr, self.n) end
-function Tensor:scale(a) need_f32(self, "scale"); kernel(self, "scale")(self.addr, self.n, a); return self end
+function Tensor:scale(a) need_f32(self, "scale"); need_number(a, "scale"); kernel(self, "scale")(self.addr, self.n, a); return self end
 function Tensor:axpy(a, x)
-  need_f32(self, "axpy"); same_size(self, x, "axpy")
+  need_f32(self, "axpy"); f32_arg(self, x, "axpy"); need_number(a, "axpy")
   kernel(self, "axpy", x)(self.addr, x.addr, self.n, a)
   return self
 end
 function Tensor:add(u)
-  need_f32(self, "add"); same_size(self, u, "add")
+  need_f32(self, "add"); f32_arg(self, u, "add")
   kernel(self, "add", u)(self.addr, self.addr, u.addr, self.n)
   return self
 end
 function Tensor:sub(u)
-  need_f32(self, "sub"); same_size(self, u, "sub")
+  need_f32(self, "sub"); f32_arg(self, u, "sub")
   kernel(self, "sub", u)(self.addr, self.addr, u.addr, self.n)
   return self
 end
 function Tensor:mul(u)
-  need_f32(self, "mul"); same_size(self, u, "mul")
+  need_f32(self, "mul"); f32_arg(self, u, "mul")
   kernel(self, "mul", u)(self.addr, self.addr, u.addr, self.n)
   return self
 end
@@ -431,7 +607,9 @@ end
 function Tensor.__unm(a) return a:clone():scale(-1) end
 
 function Tensor:allclose(u, rtol, atol)
-  need_f32(self, "allclose"); same_size(self, u, "allclose")
+  need_f32(self, "allclose"); f32_arg(self, u, "allclose")
+  if rtol ~= nil then need_number(rtol, "allclose's rtol") end
+  if atol ~= nil then need_number(atol, "allclose's atol") end
   return kernel(self, "allclose", u)(self.addr, u.addr, self.n, rtol or 1e-5, atol or 1e-8) == 1
 end
 
@@ -444,11 +622,11 @@ function Tensor:__tostring()
   end
   local parts = {}
   local shown = math.min(self.n, 8)
-  for i = 0, shown - 1 do parts[#parts + 1] = string.format("%.6g", tonumber(self.ptr[i])) end
+  for i = 0, shown - 1 do parts[#parts + 1] = string.format("%.6g", tonumber(self.raw[i])) end
   if self.n > shown then parts[#parts + 1] = "..." end
   local s = string.format("agt.tensor(%s, %s, cpu) [%s]", self.dtype, dims, table.concat(parts, ", "))
   if self.dtype == "f32" and self.n > 0 then
-    local bad = tonumber(C.agt_vec_count_nonfinite(self.ptr, self.n))
+    local bad = tonumber(C.agt_vec_count_nonfinite(self.raw, self.n))
     if bad == 0 then
       s = s .. string.format(" min=%.6g max=%.6g mean=%.6g", self:min(), self:max(), self:mean())
     else
@@ -470,6 +648,9 @@ local function backend_of(what, first, ...)
 end
 
 function T.gemm(ta, tb, alpha, A, Bm, beta, Cm)
+  if type(alpha) ~= "number" or type(beta) ~= "number" then
+    error(string.format("gemm: alpha and beta must be numbers, got %s and %s", type(alpha), type(beta)), 2)
+  end
   for _, x in ipairs({ A, Bm, Cm }) do
     if not T.is_tensor(x) or x.dtype ~= "f32" or #x.shape ~= 2 then error("gemm needs 2-D f32 tensors", 2) end
   end

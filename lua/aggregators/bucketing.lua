@@ -20,7 +20,7 @@ Extra memory: the ceil(n/s)×d output matrix.]],
   aggregate = function(self, G, out, ctx)
     local r = (ctx and ctx.rng) or self.rng
     local perm = r:permutation(self.n)
-    self:kernel("bucketing", self:ptr(G), self.n, self.d, self.args.s, perm.ptr, self:ptr(out))
+    self:kernel("bucketing", self:ptr(G), self.n, self.d, self.args.s, perm.raw, self:ptr(out))
     perm:free()
   end,
   state = function(self) return self.rng:state() end,

@@ -47,6 +47,7 @@ local kv = require("agt.kv")
 local P = require("agt.plugins")
 local B = require("agt.backend")
 local T = require("agt.tensor")
+local DEBUG = T.debug   -- AGT_DEBUG=1: self:kernel takes checked pointers (agt.tensor)
 local contract = require("agt.contract")
 local host = require("agt.host")
 local ffi = F.ffi
@@ -151,12 +152,22 @@ local function declaration(name)
   local decl = text:match("[%w_]+ agt_gar_" .. name .. "%b()")
   return decl and decl:gsub("%s+", " ") or ("agt_gar_" .. name .. "(...)")
 end
+-- Under AGT_DEBUG=1 the arguments may be checked pointers (G.ptr): the raw ones, after checking
+-- each still points inside its tensor (how far the kernel reads is the kernel's business).
+local function unchecked_args(name, ...)
+  local args = { ... }
+  for i = 1, select("#", ...) do
+    args[i] = T.unchecked(args[i], string.format("kernel '%s', argument %d", name, i), 3)
+  end
+  return unpack(args, 1, select("#", ...))
+end
 function Element:kernel(name, ...)
   local fn = self.backend.gar[name]
   if not fn then
     error(string.format("%s: gar.%s has no kernel on %s", self.name, name, self.backend.name), 2)
   end
-  local ok, s = pcall(fn, ...)
+  local ok, s
+  if DEBUG then ok, s = pcall(fn, unchecked_args(name, ...)) else ok, s = pcall(fn, ...) end
   if not ok then
     -- LuaJIT's own message ("wrong number of arguments for function call") names neither
     error(string.format("%s: kernel '%s' called with %d argument(s) it cannot take (%s); it is %s",

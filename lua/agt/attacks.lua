@@ -29,6 +29,7 @@
 --    rule's state afterwards, so the search leaves no trace in the run.
 local ffi = require("ffi")
 local T = require("agt.tensor")
+local DEBUG = T.debug   -- AGT_DEBUG=1: self:row gives checked pointers (agt.tensor)
 local R = require("agt.rng")
 local kv = require("agt.kv")
 local P = require("agt.plugins")
@@ -384,11 +385,23 @@ local function check_row(self, c, i, what)
   end
 end
 
--- float* to row i (1-based) of c.G, on G's device (a device pointer for a GPU G: for the
--- backend's kernels, not for the CPU's); i outside 1..n is an error.
+-- The raw float* to row i (1-based) of c.G, on G's device (a device pointer for a GPU G: for
+-- the backend's kernels, not for the CPU's), never checked: for the engine's attacks, which
+-- pass it to C. i outside 1..n is an error.
+function Attack:raw_row(c, i)
+  check_row(self, c, i, "raw_row")
+  return c.G:pointer() + (i - 1) * c.d
+end
+
+-- The row for attack files: under AGT_DEBUG=1 (and a host G) a checked pointer over the row's
+-- d values (an index outside 0..d-1 is an error at its line), otherwise the raw pointer.
 function Attack:row(c, i)
   check_row(self, c, i, "row")
-  return c.G:pointer() + (i - 1) * c.d
+  local p = c.G:pointer() + (i - 1) * c.d
+  if DEBUG and c.G.device == "cpu" then
+    return T.checked(p, c.d, "self:row(c, " .. i .. ")", "c.G's row " .. i)
+  end
+  return p
 end
 
 -- Row i of c.G as a tensor view (on G's device; made once per step): for tensor methods.
@@ -425,7 +438,7 @@ function Attack:honest_matrix(c)
   if h == 0 then error("attack " .. self.name .. " needs at least one honest worker, got none", 3) end
   local H = self:buffer("honest", { h, c.d })
   local dst, copy = H:pointer(), be_of(c):op("vec.copy")
-  for k, i in ipairs(c.honest) do copy(dst + (k - 1) * c.d, self:row(c, i), c.d) end
+  for k, i in ipairs(c.honest) do copy(dst + (k - 1) * c.d, self:raw_row(c, i), c.d) end
   c.cache.H = H
   return H
 end
@@ -468,9 +481,18 @@ function Attack:honest_sqdist(c)
 end
 
 -- Copies the d values at ptr (a float* or a tensor) into every Byzantine row of G (or of M).
--- A tensor must hold exactly d values; a raw pointer is trusted (self:row gives checked ones).
--- v, G and M are on one device (a raw pointer: G's).
+-- A tensor must hold exactly d values; a raw pointer is trusted, a checked one (t.ptr and
+-- self:row under AGT_DEBUG=1) must reach d values. v, G and M are on one device (a raw
+-- pointer: G's).
 function Attack:write(c, v, M)
+  if T.is_checked(v) then
+    local room
+    v, room = T.unchecked(v, string.format("attack %s: self:write(c, v)", self.name), 2)
+    if room < c.d then
+      error(string.format("attack %s: self:write(c, v): v reaches %d values, d = %d are read "
+                          .. "(AGT_DEBUG checks)", self.name, room, c.d), 2)
+    end
+  end
   if T.is_tensor(v) then
     if v.n ~= c.d or v.dtype ~= "f32" then
       error(string.format("attack %s: self:write(c, v): v must be an f32 tensor of d = %d values, "

@@ -49,6 +49,12 @@ function D.shard(y, n, opts)
   if mode == "dirichlet" and (type(alpha) ~= "number" or not (alpha > 0) or alpha == math.huge) then
     error("dirichlet shards need alpha > 0, got " .. tostring(alpha), 2)
   end
+  for _, key in ipairs({ "classes", "min_size" }) do
+    local v = opts[key]
+    if v ~= nil and (type(v) ~= "number" or v ~= math.floor(v) or v < 1 or v > 2 ^ 31 - 1) then
+      error(string.format("shard: opts.%s must be an integer >= 1, got %s", key, tostring(v)), 2)
+    end
+  end
   local r = rng_ptr(opts.rng, "shard")
   if mode ~= "sorted" and r == nil then error(mode .. " shards need opts.rng", 2) end
   local N = y.n
@@ -56,18 +62,18 @@ function D.shard(y, n, opts)
   local classes = opts.classes
   if not classes then
     classes = 0
-    local p = y.ptr
+    local p = y.raw
     for i = 0, N - 1 do if p[i] + 1 > classes then classes = p[i] + 1 end end
   end
   local order = T.new({ N }, "i64")
   local offsets = ffi.new("int64_t[?]", n + 1)
-  F.check(C.agt_data_shard(y.ptr, N, classes, n, code, alpha, opts.min_size or 1, r,
-                           order.ptr, offsets), 2)
+  F.check(C.agt_data_shard(y.raw, N, classes, n, code, alpha, opts.min_size or 1, r,
+                           order.raw, offsets), 2)
   local shards = {}
   for j = 0, n - 1 do
     local a, k = tonumber(offsets[j]), tonumber(offsets[j + 1] - offsets[j])
     local s = T.new({ k }, "i64")
-    if k > 0 then ffi.copy(s.ptr, order.ptr + a, k * 8) end
+    if k > 0 then ffi.copy(s.raw, order.raw + a, k * 8) end
     shards[j + 1] = s
   end
   order:free()
@@ -84,22 +90,38 @@ end
 -- Copies rows idx (i64 tensor of 0-based indices, or a cdata pointer with count k) of
 -- split.x / split.y into x_out / y_out (y_out may be nil).
 function D.gather(split, idx, x_out, y_out, k)
+  if type(split) ~= "table" or not T.is_tensor(split.x) or split.x.dtype ~= "f32"
+     or (y_out ~= nil and (not T.is_tensor(split.y) or split.y.dtype ~= "i32")) then
+    error("gather needs a split {x = f32 tensor, y = i32 tensor}", 2)
+  end
+  if not T.is_tensor(x_out) or x_out.dtype ~= "f32" then error("gather: x_out must be an f32 tensor", 2) end
+  if y_out ~= nil and (not T.is_tensor(y_out) or y_out.dtype ~= "i32") then
+    error("gather: y_out must be an i32 tensor", 2)
+  end
+  if k ~= nil and (type(k) ~= "number" or k < 0 or k ~= math.floor(k)) then
+    error("gather: k must be a count >= 0, got " .. tostring(k), 2)
+  end
   local ptr
   if T.is_tensor(idx) then
     if idx.dtype ~= "i64" then error("gather needs i64 indices, got " .. idx.dtype, 2) end
-    ptr, k = idx.ptr, k or idx.n
+    if k and k > idx.n then error(string.format("gather: k = %d indices of %d", k, idx.n), 2) end
+    ptr, k = idx.raw, k or idx.n
   else
-    ptr = ffi.cast(i64p, idx)
+    if k == nil then error("gather: a pointer of indices needs its count k", 2) end
+    local room
+    ptr, room = T.unchecked(idx, "gather", 2)   -- a checked pointer (AGT_DEBUG) says how far it reaches
+    if room and room < k then error(string.format("gather: k = %d indices, the pointer reaches %d", k, room), 2) end
+    ptr = ffi.cast(i64p, ptr)
   end
   local rows, rl = split.x.shape[1], row_len(split.x)
   if x_out.n < k * rl then
     error(string.format("gather: x_out holds %d values, %d rows of %d need %d", x_out.n, k, rl,
                         k * rl), 2)
   end
-  F.check(C.agt_data_gather_f32(split.x.ptr, rows, rl, ptr, k, x_out.ptr), 2)
+  F.check(C.agt_data_gather_f32(split.x.raw, rows, rl, ptr, k, x_out.raw), 2)
   if y_out then
     if y_out.n < k then error(string.format("gather: y_out holds %d labels, need %d", y_out.n, k), 2) end
-    F.check(C.agt_data_gather_i32(split.y.ptr, rows, ptr, k, y_out.ptr), 2)
+    F.check(C.agt_data_gather_i32(split.y.raw, rows, ptr, k, y_out.raw), 2)
   end
   return x_out, y_out
 end
@@ -110,7 +132,7 @@ local Sampler = {}
 Sampler.__index = Sampler
 
 local function checksum(idx)
-  local h, p = 0, idx.ptr
+  local h, p = 0, idx.raw
   for i = 0, idx.n - 1 do h = (h * 31 + tonumber(p[i]) + 1) % 2147483647 end
   return h
 end
@@ -134,11 +156,11 @@ function D.preprocess(x, kind, opts)
   opts = opts or {}
   local n, c, h, w = image_dims(x, "preprocess")
   if kind == "standardize" then
-    F.check(C.agt_data_standardize(x.ptr, n, c * h * w), 2)
+    F.check(C.agt_data_standardize(x.raw, n, c * h * w), 2)
   elseif kind == "cifarnet" then
     local r = opts.train and rng_ptr(opts.rng, "preprocess") or nil
     if opts.train and r == nil then error("cifarnet training preprocessing needs opts.rng", 2) end
-    F.check(C.agt_data_cifarnet(x.ptr, n, c, h, w, opts.train and 1 or 0, r), 2)
+    F.check(C.agt_data_cifarnet(x.raw, n, c, h, w, opts.train and 1 or 0, r), 2)
   else
     error("preprocess kind must be 'standardize' or 'cifarnet', got '" .. tostring(kind) .. "'", 2)
   end
@@ -165,14 +187,14 @@ function D.sampler(split, indices, rng, opts)
   local idx
   if indices == nil then
     idx = T.new({ rows }, "i64")
-    for i = 0, rows - 1 do idx.ptr[i] = i end
+    for i = 0, rows - 1 do idx.raw[i] = i end
   else
     if not T.is_tensor(indices) or indices.dtype ~= "i64" then
       error("sampler indices must be an i64 tensor of row indices", 2)
     end
     idx = indices:clone()
     for i = 0, idx.n - 1 do
-      local v = idx.ptr[i]
+      local v = idx.raw[i]
       if v < 0 or v >= rows then
         error(string.format("sampler: index %d is outside the split's rows 0..%d", tonumber(v),
                             rows - 1), 2)
@@ -202,8 +224,8 @@ function Sampler:size() return self.m end
 -- epoch's order on restore), then the shard is shuffled.
 function Sampler:_new_epoch()
   ffi.copy(self.epoch_rng, self.r, RNG_BYTES)
-  ffi.copy(self.perm.ptr, self.idx.ptr, self.m * 8)
-  C.agt_rng_shuffle_i64(self.r, self.perm.ptr, self.m)
+  ffi.copy(self.perm.raw, self.idx.raw, self.m * 8)
+  C.agt_rng_shuffle_i64(self.r, self.perm.raw, self.m)
   self.pos = 0
   self.epoch = self.epoch + 1
 end
@@ -227,17 +249,17 @@ function Sampler:next(bs, x_out, y_out)
   while filled < bs do
     if self.pos >= self.m then self:_new_epoch() end
     local k = math.min(bs - filled, self.m - self.pos)
-    local ip = self.perm.ptr + self.pos
-    F.check(C.agt_data_gather_f32(x.ptr, self.rows, self.rl, ip, k, x_out.ptr + filled * self.rl), 2)
+    local ip = self.perm.raw + self.pos
+    F.check(C.agt_data_gather_f32(x.raw, self.rows, self.rl, ip, k, x_out.raw + filled * self.rl), 2)
     if y_out ~= nil then
-      F.check(C.agt_data_gather_i32(y.ptr, self.rows, ip, k, y_out.ptr + filled), 2)
+      F.check(C.agt_data_gather_i32(y.raw, self.rows, ip, k, y_out.raw + filled), 2)
     end
     self.pos = self.pos + k
     filled = filled + k
   end
   if self.augment then
     local s = x.shape
-    F.check(C.agt_data_cifarnet(x_out.ptr, bs, s[2], s[3], s[4], 1, self.r), 2)
+    F.check(C.agt_data_cifarnet(x_out.raw, bs, s[2], s[3], s[4], 1, self.r), 2)
   end
   return x_out, y_out
 end
@@ -266,8 +288,8 @@ function Sampler:set_state(s)
   ffi.copy(self.epoch_rng, s:sub(rest, rest + RNG_BYTES - 1), RNG_BYTES)
   if epoch > 0 then
     ffi.copy(self.r, self.epoch_rng, RNG_BYTES)
-    ffi.copy(self.perm.ptr, self.idx.ptr, m * 8)
-    C.agt_rng_shuffle_i64(self.r, self.perm.ptr, m)
+    ffi.copy(self.perm.raw, self.idx.raw, m * 8)
+    C.agt_rng_shuffle_i64(self.r, self.perm.raw, m)
   end
   ffi.copy(self.r, s:sub(rest + RNG_BYTES), RNG_BYTES)
   self.epoch, self.pos = epoch, epoch > 0 and pos or m

@@ -49,7 +49,7 @@ local function finite(x) return x == x and x ~= math.huge and x ~= -math.huge en
 local function rel_diff(a, b)
   local worst, scale = 0, 1
   for k = 0, #a - 1 do
-    local x, y = a.ptr[k], b.ptr[k]
+    local x, y = a.raw[k], b.raw[k]
     if x ~= x or y ~= y then return 0 / 0 end
     if x ~= y then worst = math.max(worst, math.abs(x - y)) end
     scale = math.max(scale, math.abs(x))
@@ -101,10 +101,10 @@ local function rule_checks(path, def, opts, add)
       return
     end
     local bad
-    for k = 0, d - 1 do if not finite(out.ptr[k]) then bad = k; break end end
+    for k = 0, d - 1 do if not finite(out.raw[k]) then bad = k; break end end
     local iok, ierr = pcall(contract.rule_info, info, n, where)
     add("finite output and valid info" .. at, bad == nil and iok,
-      bad and string.format("out[%d] = %s on finite input", bad + 1, tostring(out.ptr[bad])) or (not iok and ierr) or "")
+      bad and string.format("out[%d] = %s on finite input", bad + 1, tostring(out.raw[bad])) or (not iok and ierr) or "")
     local again = aggregate(path, n, f, G)
     add("deterministic" .. at, rel_diff(out, again) == 0, rel_diff(out, again) == 0 and "" or "two calls on the same input differ")
     if (def.kind or "rule") == "rule" then
@@ -121,13 +121,13 @@ local function rule_checks(path, def, opts, add)
                             { "one NaN coordinate per row", "one" } }) do
       local B = G:clone()
       for i = n - f + 1, n do
-        if case[2] == "one" then B:row(i).ptr[i % d] = 0 / 0 else B:row(i):fill(case[2]) end
+        if case[2] == "one" then B:row(i).raw[i % d] = 0 / 0 else B:row(i):fill(case[2]) end
       end
       local bok, bout = pcall(aggregate, path, n, f, B)
       local nonfin
-      if bok then for k = 0, d - 1 do if not finite(bout.ptr[k]) then nonfin = k; break end end end
+      if bok then for k = 0, d - 1 do if not finite(bout.raw[k]) then nonfin = k; break end end end
       add(string.format("finite with %d %s%s", f, case[1], at), bok and nonfin == nil,
-        not bok and tostring(bout) or nonfin and string.format("out[%d] = %s", nonfin + 1, tostring(bout.ptr[nonfin])) or "")
+        not bok and tostring(bout) or nonfin and string.format("out[%d] = %s", nonfin + 1, tostring(bout.raw[nonfin])) or "")
     end
     if opts.reference then
       local rok, rout = pcall(aggregate, opts.reference, n, f, G)
@@ -145,7 +145,7 @@ end
 local function rows_equal(a, b, i)
   local x, y = a:row(i), b:row(i)
   for k = 0, #x - 1 do
-    if x.ptr[k] ~= y.ptr[k] and not (x.ptr[k] ~= x.ptr[k] and y.ptr[k] ~= y.ptr[k]) then return false end
+    if x.raw[k] ~= y.raw[k] and not (x.raw[k] ~= x.raw[k] and y.raw[k] ~= y.raw[k]) then return false end
   end
   return true
 end
@@ -216,9 +216,9 @@ local function experiment_checks(path, def, opts, add)
   local g = T.new({ exp.d })
   local gok, loss = pcall(function() return exp:worker(1, { seed = 1 }):gradient(theta, g) end)
   local bad
-  if gok then for k = 0, exp.d - 1 do if not finite(g.ptr[k]) then bad = k; break end end end
+  if gok then for k = 0, exp.d - 1 do if not finite(g.raw[k]) then bad = k; break end end end
   add("one worker's gradient is finite", gok and finite(loss) and bad == nil,
-    not gok and tostring(loss) or (bad and string.format("gradient[%d] = %s", bad + 1, tostring(g.ptr[bad])))
+    not gok and tostring(loss) or (bad and string.format("gradient[%d] = %s", bad + 1, tostring(g.raw[bad])))
       or string.format("loss %.4f", loss))
 end
 

@@ -118,7 +118,7 @@ end
 
 -- Checks that every label lies in 0..classes-1.
 local function check_labels(y, classes, what)
-  local p = y.ptr
+  local p = y.raw
   for i = 0, y.n - 1 do
     if p[i] < 0 or p[i] >= classes then
       return nil, string.format("%s: label %d at index %d is outside 0..%d", what, p[i], i,
@@ -278,7 +278,7 @@ local function load_cifar_split(paths)
   local y = T.new({ N }, "i32")
   local at = 0
   for i, p in ipairs(paths) do
-    if C.agt_data_cifar_read(p, x.ptr + at * 3072, y.ptr + at, counts[i], 1 / 255) ~= 0 then
+    if C.agt_data_cifar_read(p, x.raw + at * 3072, y.raw + at, counts[i], 1 / 255) ~= 0 then
       x:free(); y:free()
       return nil, errmsg()
     end

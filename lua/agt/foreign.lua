@@ -203,13 +203,13 @@ function M.attack(q)
          .. "it is not a function of the honest rows")
   end
   local G = T.new({ n, d })
-  ffi.copy(G.ptr, H, 4 * h * d)
+  ffi.copy(G.raw, H, 4 * h * d)
   local byz, honest = {}, {}
   for i = 1, h do honest[i] = i end
   for i = h + 1, n do byz[#byz + 1] = i end
   local info = guarded("runtime", atk.apply, atk,
     { G = G, byz = byz, honest = honest, step = q.step or 0 })
-  ffi.copy(out, G.ptr + h * d, 4 * f * d)
+  ffi.copy(out, G.raw + h * d, 4 * f * d)
   G:free()
   if rule then rule:free() end
   local plain = {}

@@ -16,7 +16,7 @@ function R.tensor(t)
   if t.device and t.device ~= "cpu" then return head end
   local rows = #shape >= 2 and shape[1] or 1
   local cols = rows > 0 and math.floor(t.n / math.max(rows, 1)) or 0
-  local p = t.ptr
+  local p = t.raw
   local lines = { head }
   local function row_text(i)
     local parts = {}

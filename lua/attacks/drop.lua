@@ -26,8 +26,8 @@ return {
     local count = ffi.new("size_t[1]")
     local dropped = 0
     for _, i in ipairs(c.byz) do
-      C.agt_rng_uniform(rng.s, u.ptr, c.d, 0, 1)
-      F.check(C.agt_attack_drop(self:row(c, i), u.ptr, c.d, self.args.fraction, count))
+      C.agt_rng_uniform(rng.s, u.raw, c.d, 0, 1)
+      F.check(C.agt_attack_drop(self:raw_row(c, i), u.raw, c.d, self.args.fraction, count))
       dropped = dropped + tonumber(count[0])
     end
     return { dropped = dropped }

@@ -14,7 +14,7 @@ local C = F.C
 
 local function sign_mu(self, c)
   local s = self:buffer("sign", { c.d })
-  local sp, mu = s.ptr, self:honest_mean(c).ptr
+  local sp, mu = s.raw, self:honest_mean(c).raw
   for j = 0, c.d - 1 do
     local m = mu[j]
     sp[j] = m > 0 and 1 or (m < 0 and -1 or 0)
@@ -24,13 +24,13 @@ end
 
 local function trim(self, c)
   local d = c.d
-  local lo = self:buffer("min", { d }).ptr
-  local hi = self:buffer("max", { d }).ptr
-  F.check(C.agt_attack_minmax(self:honest_matrix(c).ptr, #c.honest, d, lo, hi))
-  local mu = self:honest_mean(c).ptr
+  local lo = self:buffer("min", { d }).raw
+  local hi = self:buffer("max", { d }).raw
+  F.check(C.agt_attack_minmax(self:honest_matrix(c).raw, #c.honest, d, lo, hi))
+  local mu = self:honest_mean(c).raw
   local rng = self:rng(c)
   for _, i in ipairs(c.byz) do
-    local row = self:row(c, i)
+    local row = self:raw_row(c, i)
     C.agt_rng_uniform(rng.s, row, d, 0, 1)
     F.check(C.agt_attack_fang_trim(row, mu, lo, hi, d, self.args.b))
   end
@@ -44,12 +44,12 @@ local function selects_byzantine(info, out, v, d, byz)
     for _, i in ipairs(info.selected) do if is_byz[i] then return true end end
     return false
   end
-  return C.agt_vec_allclose(out.ptr, v.ptr, d, 1e-6, 0) == 1
+  return C.agt_vec_allclose(out.raw, v.raw, d, 1e-6, 0) == 1
 end
 
 local function krum(self, c)
   local d = c.d
-  local H = self:honest_matrix(c).ptr
+  local H = self:honest_matrix(c).raw
   local h, n, r = #c.honest, c.n, #c.byz
   -- lambda's upper bound from the paper, in gradient units.
   local k = math.max(0, math.min(h - 1, n - r - 2))
@@ -73,8 +73,8 @@ local function krum(self, c)
   local s = sign_mu(self, c)
   local v = self:buffer("v", { d })
   local function make(l)
-    C.agt_vec_copy(v.ptr, s.ptr, d)
-    C.agt_vec_scale(v.ptr, d, -l)
+    C.agt_vec_copy(v.raw, s.raw, d)
+    C.agt_vec_scale(v.raw, d, -l)
   end
   local used, found = 0, false
   while lambda >= self.args["lambda-min"] and used < self.args.evals do

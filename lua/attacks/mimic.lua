@@ -16,7 +16,7 @@ local HEADER = "agt-mimic/1"
 local function argmax_dot(self, c, z)
   local best, best_k = -math.huge, 1
   for k, i in ipairs(c.honest) do
-    local v = C.agt_vec_dot(self:row(c, i), z, c.d)
+    local v = C.agt_vec_dot(self:raw_row(c, i), z, c.d)
     if v > best then best, best_k = v, k end
   end
   return best_k
@@ -53,18 +53,18 @@ return {
         self.z = self:buffer("z", { d })
         self.acc = self:buffer("acc", { d })
         local g = R.new(self.seed, R.stream_id("mimic-direction", 0))
-        C.agt_rng_normal(g.s, self.z.ptr, d, 0, 1)
-        C.agt_vec_scale(self.z.ptr, d, 1 / C.agt_vec_norm2(self.z.ptr, d))
-        C.agt_vec_fill(self.acc.ptr, d, 0)
+        C.agt_rng_normal(g.s, self.z.raw, d, 0, 1)
+        C.agt_vec_scale(self.z.raw, d, 1 / C.agt_vec_norm2(self.z.raw, d))
+        C.agt_vec_fill(self.acc.raw, d, 0)
       end
       -- acc += sum_i <h_i - mu, z> (h_i - mu)
-      local mu = self:honest_mean(c).ptr
-      local zp, ap = self.z.ptr, self.acc.ptr
+      local mu = self:honest_mean(c).raw
+      local zp, ap = self.z.raw, self.acc.raw
       local dz = C.agt_vec_dot(mu, zp, d)
-      local tmp = self:buffer("centred", { d }).ptr
+      local tmp = self:buffer("centred", { d }).raw
       for _, i in ipairs(c.honest) do
-        C.agt_vec_sub(tmp, self:row(c, i), mu, d)
-        local w = C.agt_vec_dot(self:row(c, i), zp, d) - dz
+        C.agt_vec_sub(tmp, self:raw_row(c, i), mu, d)
+        local w = C.agt_vec_dot(self:raw_row(c, i), zp, d) - dz
         C.agt_vec_axpy(ap, tmp, d, w)
       end
       local norm = C.agt_vec_norm2(ap, d)
@@ -76,15 +76,15 @@ return {
       k = argmax_dot(self, c, zp)
       if self.t >= self.args.warmup then self.target = k end
     end
-    self:write(c, self:row(c, c.honest[k]))
+    self:write(c, self:raw_row(c, c.honest[k]))
     return { target = c.honest[k] }
   end,
   state = function(self)
     if self.args.variant ~= "principal" then return nil end
     local parts = { string.format("%s %d %d %d\n", HEADER, self.t, self.target or 0, self.z and self.z:numel() or 0) }
     if self.z then
-      parts[2] = ffi.string(self.z.ptr, 4 * self.z:numel())
-      parts[3] = ffi.string(self.acc.ptr, 4 * self.acc:numel())
+      parts[2] = ffi.string(self.z.raw, 4 * self.z:numel())
+      parts[3] = ffi.string(self.acc.raw, 4 * self.acc:numel())
     end
     return table.concat(parts)
   end,
@@ -98,8 +98,8 @@ return {
     if d > 0 then
       self.z = self:buffer("z", { d })
       self.acc = self:buffer("acc", { d })
-      ffi.copy(self.z.ptr, s:sub(rest, rest + 4 * d - 1), 4 * d)
-      ffi.copy(self.acc.ptr, s:sub(rest + 4 * d), 4 * d)
+      ffi.copy(self.z.raw, s:sub(rest, rest + 4 * d - 1), 4 * d)
+      ffi.copy(self.acc.raw, s:sub(rest + 4 * d), 4 * d)
     else
       self.z, self.acc = nil, nil
     end

@@ -14,11 +14,11 @@ local M = {}
 function M.perturbation(self, c)
   local d = c.d
   local p = self:buffer("p", { d })
-  local pp = p.ptr
-  local mu = self:honest_mean(c).ptr
+  local pp = p.raw
+  local mu = self:honest_mean(c).raw
   local kind = self.args.perturbation
   if kind == "std" then
-    C.agt_vec_copy(pp, self:honest_std(c, 0).ptr, d)
+    C.agt_vec_copy(pp, self:honest_std(c, 0).raw, d)
     C.agt_vec_scale(pp, d, -1)
   elseif kind == "unit" then
     local nm = C.agt_vec_norm2(mu, d)
@@ -36,15 +36,15 @@ end
 -- a_i, b_i for the honest rows, c = ||p||^2, and the honest pairwise squared distances.
 function M.terms(self, c, p)
   local d = c.d
-  local mu = self:honest_mean(c).ptr
-  local H = self:honest_matrix(c).ptr
+  local mu = self:honest_mean(c).raw
+  local H = self:honest_matrix(c).raw
   local h = #c.honest
-  local tmp = self:buffer("diff", { d }).ptr
+  local tmp = self:buffer("diff", { d }).raw
   local a, b = {}, {}
   for i = 1, h do
     C.agt_vec_sub(tmp, mu, H + (i - 1) * d, d)
     a[i] = C.agt_vec_dot(tmp, tmp, d)
-    b[i] = C.agt_vec_dot(p.ptr, tmp, d)
+    b[i] = C.agt_vec_dot(p.raw, tmp, d)
   end
   local Dp = self:honest_sqdist(c)
   local D = {}
@@ -52,7 +52,7 @@ function M.terms(self, c, p)
     D[i] = {}
     for j = 1, h do D[i][j] = Dp[(i - 1) * h + (j - 1)] end
   end
-  return a, b, C.agt_vec_dot(p.ptr, p.ptr, d), D
+  return a, b, C.agt_vec_dot(p.raw, p.raw, d), D
 end
 
 -- Largest gamma >= 0 with A + 2 gamma B + gamma^2 Cc <= bound (A <= bound holds here).
@@ -66,8 +66,8 @@ end
 
 function M.finish(self, c, p, gamma)
   local v = self:buffer("v", { c.d })
-  C.agt_vec_copy(v.ptr, self:honest_mean(c).ptr, c.d)
-  C.agt_vec_axpy(v.ptr, p.ptr, c.d, gamma)
+  C.agt_vec_copy(v.raw, self:honest_mean(c).raw, c.d)
+  C.agt_vec_axpy(v.raw, p.raw, c.d, gamma)
   self:write(c, v)
 end
 

@@ -285,7 +285,7 @@ local function run(o)
       elseif msg.len ~= bytes then
         say(id, "a θ of %d bytes from the PS, expected %d: ignored", msg.len, bytes)
       else
-        ffi.copy(theta.ptr, msg.data, bytes)
+        ffi.copy(theta.raw, msg.data, bytes)
         step, byzantine = msg.step, msg.aux == 1
       end
       msg = net:recv(0)
@@ -306,10 +306,10 @@ local function run(o)
         col:row(step, row, t0)
       end
       if udp then
-        udp.dropped = udp.dropped + udp:send(step, row.ptr, udp.drop, udp.drop_seed)
+        udp.dropped = udp.dropped + udp:send(step, row.raw, udp.drop, udp.drop_seed)
         net:send(nil, N.GRAD, w, step, loss)
       else
-        net:send(nil, N.GRAD, w, step, loss, row.ptr, bytes)
+        net:send(nil, N.GRAD, w, step, loss, row.raw, bytes)
       end
       if col and not byzantine then col:serve(step, t0) end
       steps = steps + 1

@@ -168,7 +168,7 @@ function M.run_attack(attack, G, known, step, rule, rng)
   local honest = {}
   for k, i in ipairs(free) do
     local src = known[(k - 1) % #known + 1]
-    ffi.copy(G.ptr + (i - 1) * d, G.ptr + (src - 1) * d, bytes)
+    ffi.copy(G.raw + (i - 1) * d, G.raw + (src - 1) * d, bytes)
     if k <= #known then honest[k] = i end
   end
   return attack:apply({ G = G, honest = honest, byz = known, step = step, rule = rule, rng = rng })
@@ -207,7 +207,7 @@ function Col:_coordinate(step, t0, own)
   -- rows stashed from an earlier gather (a partner one step ahead)
   for i, s in pairs(self.stash) do
     if s.step == step and expected[i] == false then
-      ffi.copy(G.ptr + (i - 1) * d, s.t.ptr, bytes)
+      ffi.copy(G.raw + (i - 1) * d, s.t.raw, bytes)
       expected[i], peer_of[i], pending = true, s.peer, pending - 1
     end
     if s.step <= step then self.stash[i] = nil end
@@ -222,11 +222,11 @@ function Col:_coordinate(step, t0, own)
       if msg.auth >= 0 then w = self.partners[msg.auth + 1] end -- with CURVE a sender is its key
       local i = w and w + 1
       if i and msg.step == step and expected[i] == false then
-        ffi.copy(G.ptr + (i - 1) * d, msg.data, bytes)
+        ffi.copy(G.raw + (i - 1) * d, msg.data, bytes)
         expected[i], peer_of[i], pending = true, msg.peer, pending - 1
       elseif i and msg.step > step and i ~= self.row_index and i <= self.n then
         local s = self.stash[i] or { t = T.new({ d }) }
-        ffi.copy(s.t.ptr, msg.data, bytes)
+        ffi.copy(s.t.raw, msg.data, bytes)
         s.step, s.peer = msg.step, msg.peer
         self.stash[i] = s
       end
@@ -235,7 +235,7 @@ function Col:_coordinate(step, t0, own)
   local known = {}
   for _, i in ipairs(set) do
     if i == self.row_index then
-      if own then known[#known + 1] = i; ffi.copy(G.ptr + (i - 1) * d, own.ptr, bytes) end
+      if own then known[#known + 1] = i; ffi.copy(G.raw + (i - 1) * d, own.raw, bytes) end
     elseif expected[i] then
       known[#known + 1] = i
     else
@@ -246,9 +246,9 @@ function Col:_coordinate(step, t0, own)
   if #known == 0 or not self:_attack(step, known) then return end -- (partners then go alone)
   for _, i in ipairs(known) do
     if i == self.row_index then
-      ffi.copy(own.ptr, G.ptr + (i - 1) * d, bytes)
+      ffi.copy(own.raw, G.raw + (i - 1) * d, bytes)
     else
-      self.server:send({ peer_of[i] }, N.GRAD, i - 1, step, 0, G.ptr + (i - 1) * d, bytes)
+      self.server:send({ peer_of[i] }, N.GRAD, i - 1, step, 0, G.raw + (i - 1) * d, bytes)
     end
   end
 end
@@ -256,23 +256,23 @@ end
 -- A Byzantine worker alone: its own gradient is the honest set.
 function Col:_alone(step, row)
   local G = self:_matrix()
-  ffi.copy(G.ptr + (self.row_index - 1) * self.d, row.ptr, self.bytes)
+  ffi.copy(G.raw + (self.row_index - 1) * self.d, row.raw, self.bytes)
   if self:_attack(step, { self.row_index }) then
-    ffi.copy(row.ptr, G.ptr + (self.row_index - 1) * self.d, self.bytes)
+    ffi.copy(row.raw, G.raw + (self.row_index - 1) * self.d, self.bytes)
   end
 end
 
 -- A partner's part of a step: its honest row to the coordinator, its Byzantine row back.
 function Col:_partner(step, t0, row)
   local net = self:_client()
-  local sent = net:send(nil, N.GRAD, self.w, step, 0, row.ptr, self.bytes)
+  local sent = net:send(nil, N.GRAD, self.w, step, 0, row.raw, self.bytes)
   local t_end = t0 + self.answer_s
   while sent == true do
     local left = t_end - clock.mono()
     if left <= 0 then break end
     local msg = net:recv(left * 1000)
     if msg and msg.type == N.GRAD and msg.step == step and msg.len == self.bytes then
-      ffi.copy(row.ptr, msg.data, self.bytes)
+      ffi.copy(row.raw, msg.data, self.bytes)
       return
     end
   end

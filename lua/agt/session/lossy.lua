@@ -73,7 +73,7 @@ function Lossy:open(step, G)
   if G.n < self.k * self.d then
     error(string.format("agt.session.lossy: G has %d elements, the %d UDP rows need %d", G.n, self.k, self.k * self.d), 2)
   end
-  self.r:open(step, G.ptr)
+  self.r:open(step, G.raw)
 end
 
 function Lossy:finish(got, t_end)

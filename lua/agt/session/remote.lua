@@ -226,7 +226,7 @@ end
 -- the wire at this step, 0 to the others. Returns what net:send returns, in the peers' order.
 function Remote:_send_theta(peers, rows, theta, step)
   local bytes = self.d * 4
-  if not self.wire then return self.net:send(peers, N.THETA, 0, step, 0, theta.ptr, bytes) end
+  if not self.wire then return self.net:send(peers, N.THETA, 0, step, 0, theta.raw, bytes) end
   local byz = {}
   for _, i in ipairs(self.byzantine:rows(step)) do byz[i] = true end
   local groups = { [0] = { peers = {}, at = {} }, [1] = { peers = {}, at = {} } }
@@ -238,7 +238,7 @@ function Remote:_send_theta(peers, rows, theta, step)
   for aux = 0, 1 do
     local g = groups[aux]
     if #g.peers > 0 then
-      local s = self.net:send(g.peers, N.THETA, 0, step, aux, theta.ptr, bytes)
+      local s = self.net:send(g.peers, N.THETA, 0, step, aux, theta.raw, bytes)
       for k, j in ipairs(g.at) do sent[j] = s[k] end
     end
   end
@@ -424,7 +424,7 @@ function Remote:fill(theta, G, step, ctx)
   end
   local timeout = self.step_timeout
   local t_end = clock.mono() + timeout
-  local gp = G.ptr
+  local gp = G.raw
   -- Rows below n - f fail the step: then the deadline is also spent waiting for workers whose
   -- connection is gone or that are not connected, to come back. (After a long pause of the PS,
   -- say a slow evaluation, ZeroMQ may have dropped every connection: the workers are back on
