@@ -275,7 +275,7 @@ gpu-bundle:
 	$(CC) -shared -o gpu-bundle/libagt.so build-gpu/obj/embed.o -Wl,--whole-archive build-gpu/libagt.a \
 	  -Wl,--no-whole-archive -lluajit-5.1 -lopenblas -lzmq -lsodium -Wl,-rpath,'$$ORIGIN' \
 	  -L$(CUDA_LIBDIR) -lcudart_static -lcublas -lz -lcurl -lgfortran -lstdc++ -lpthread -lm -ldl -lrt
-	ldd gpu-bundle/libagt.so | awk '/libluajit|libopenblas|libsodium|libzmq/ { print $$3 }' | xargs -I{} cp -L {} gpu-bundle/
+	ldd gpu-bundle/libagt.so | awk '/libluajit|libopenblas|libsodium|libzmq|libpgm|libnorm/ { print $$3 }' | xargs -I{} cp -L {} gpu-bundle/
 	@sh tools/gpu-bundle.sh
 	@echo "gpu-bundle/ ready: copy it to the GPU machine and run gpu-bundle/run.sh there"
 
