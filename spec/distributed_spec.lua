@@ -126,6 +126,38 @@ describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
     loc:close()
   end)
 
+  it("--momentum-at worker: the worker processes keep their momenta, θ is the local run's bit for bit", function()
+    local dir = H.tmpdir()
+    local port = free_port() + 9
+    local path = cluster(dir, port, 4)
+    local pids = start_workers(dir, path, 4)
+    local cmd = string.format("run --server '%s' --auth none --experiment fashion-mnist "
+      .. "--experiment-args eval-size:500 --aggregator median --nb-workers 4 --nb-decl-byz-workers 1 "
+      .. "--momentum-at worker --momentum 0.9 --seed 5 --max-step 6 --step-timeout 30 --connect-timeout 60 "
+      .. "--checkpoint-dir '%s/ck' --checkpoint-period -1 --evaluation-period -1 --quiet", path, dir)
+    local rc, _, err = H.agt_run(cmd)
+    local map = K.restore(dir .. "/ck")
+    -- resuming it is refused, naming why (the PS's checkpoints do not hold the workers' momenta)
+    local rc2, _, err2 = H.agt_run(cmd:gsub("%-%-max%-step 6", "--max-step 8"))
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(0, rc, err)
+    assert.falsy(err:find("faulty", 1, true), err)
+    assert.are_not.equal(0, rc2)
+    assert.truthy(err2:find("resuming a distributed run with --momentum-at worker is not supported", 1, true), err2)
+    local loc = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1,
+                             momentum_at = "worker", momentum = 0.9 }))
+    for _ = 1, 6 do loc:step() end
+    assert.equal("6", map.step)
+    assert.equal(ffi.string(loc.theta.raw, loc.d * 4), map.theta)
+    -- and it is not the run without momentum
+    local plain = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1 }))
+    for _ = 1, 6 do plain:step() end
+    assert.are_not.equal(ffi.string(plain.theta.raw, plain.d * 4), map.theta)
+    loc:close()
+    plain:close()
+  end)
+
   it("goes on through a killed worker, a stalled one, hostile frames and a wrong-size row, counting each", function()
     local dir = H.tmpdir()
     local port = free_port() + 1
@@ -510,7 +542,6 @@ sleep 30
     refused({ aggregator = "average", nb_workers = 2, server = "{\"ps\": []}", auth = "none" }, "job 'ps' has no tasks")
     refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", step_timeout = 0 }, "^%-%-step%-timeout")
     refused({ aggregator = "average", nb_workers = 2, server = "/nonexistent.json", auth = "none" }, "cannot read")
-    refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", momentum_at = "worker" }, "^%-%-momentum%-at: worker is not available with %-%-server")
     refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", local_steps = 3 }, "^%-%-local%-steps: K=3 is not available with %-%-server")
     refused({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 1, server = c, auth = "none", wait_for = 0 }, "^%-%-wait%-for: K=0 must be from n%-f to n %(1 to 2 with n=2 f=1%)")
     refused({ aggregator = "average", nb_workers = 2, server = c, auth = "none", wait_for = 3 }, "^%-%-wait%-for: K=3 must be from n%-f to n")

@@ -27,6 +27,7 @@ local clock = require("agt.clock")
 local cjson = require("cjson.safe")
 local U = require("agt.util")
 local Collusion = require("agt.session.collusion")
+local Momentum = require("agt.session.momentum")
 local Lossy = require("agt.session.lossy")
 
 local USAGE = [[
@@ -164,7 +165,7 @@ local function run(o)
   -- (--UDP: its rows go as datagrams, agt.session.lossy; its GRAD carries the loss), then READY
   -- on the step socket, capped at one θ, with the session set. Again for each new session.
   local exp, exp_key
-  local net, worker, session, theta, row, col, udp
+  local net, worker, session, theta, row, col, udp, momentum
   local udp_dropped = 0 -- chunks left out by a test drop rate, over the sessions
   local function close_session()
     if net then net:close(); net = nil end
@@ -221,6 +222,11 @@ local function run(o)
       return false
     end
     if not theta or theta:numel() ~= cfg.d then theta, row = T.new({ cfg.d }), T.new({ cfg.d }) end
+    -- --momentum-at worker: m_i <- beta m_i + g_i, sent instead of g_i (a Byzantine worker's
+    -- attack reads its momentum, as in a local run). From zero in each session: a PS restarted
+    -- from a checkpoint refuses a run with worker momentum (its checkpoints do not hold m_i).
+    momentum = nil
+    if type(cfg.momentum) == "number" then momentum = T.new({ cfg.d }); momentum:zero() end
     net:send(nil, N.READY, w, -1, cfg.d)
     say(id, "ready: %s, d = %d, session %s, from step %s%s", tostring(cfg.experiment), cfg.d, cfg.session,
         tostring(cfg.step),
@@ -297,6 +303,7 @@ local function run(o)
     end
     if step then
       local loss = worker:gradient(theta, row)
+      if momentum then row:copy(Momentum.accumulate(momentum, row, cfg.momentum)) end
       -- The streams after the honest gradient, Byzantine or not: a PS restarted from its
       -- checkpoint gives them back, and the stream goes on as in a run never stopped.
       net:send(nil, N.STATE, w, step, 0, worker:state())

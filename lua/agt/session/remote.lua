@@ -159,6 +159,8 @@ function M.new(exp, n, sopts, o, c, endpoint)
     session = self.session_id, experiment = o.experiment, experiment_args = o.experiment_args,
     seed = o.seed, n = n, d = d, l1 = sopts.l1 or 0, l2 = sopts.l2 or 0,
     experiment_source = c.experiment_source,
+    -- --momentum-at worker: each worker keeps m_i <- beta m_i + g_i and sends m_i
+    momentum = o.momentum_at == "worker" and o.momentum or nil,
   }
   self.poison = sopts.poison
   self.byzantine = sopts.byzantine
@@ -397,6 +399,7 @@ function Remote:_row_of(msg, step)
 end
 
 function Remote:fill(theta, G, step, ctx)
+  self.stepped = true
   self.next_step = step -- (what a worker configured now is told it starts at)
   if not self.connected then self:_connect(self.o.connect_timeout) end
   local n, d, bytes = self.n, self.d, self.d * 4
@@ -517,6 +520,11 @@ end
 -- Reads the workers' streams back. Before the first step (a resumed run) the workers are
 -- configured with them; later (a step interrupted by Ctrl-C) they are the PS's record again.
 function Remote:set_state(map)
+  if self.config.momentum and not self.stepped then
+    error("--checkpoint-dir: resuming a distributed run with --momentum-at worker is not supported yet "
+      .. "(the workers keep their momenta; the PS's checkpoints do not hold them); give an empty "
+      .. "--checkpoint-dir, or take momentum at the server or the update", 0)
+  end
   local streams = {}
   for i = 1, self.n do
     local s = map["worker." .. i]

@@ -215,9 +215,6 @@ function M.check(opts)
     if o.step_timeout <= 0 then flagerr(M.by_name["step-timeout"], "must be > 0 seconds, got %s", o.step_timeout) end
     if o.connect_timeout <= 0 then flagerr(M.by_name["connect-timeout"], "must be > 0 seconds, got %s", o.connect_timeout) end
     -- worker-side state the 'agt worker' processes do not keep yet: refused, not silently dropped
-    if o.momentum_at == "worker" then
-      flagerr(M.by_name["momentum-at"], "worker is not available with --%s yet (the worker processes keep no momentum); use server or update, or a local run", o.MPI and "MPI" or "server")
-    end
     if type(o.attack) == "table" and (o.attack.kind or "gradient") ~= "data" and not o.attack_at_ps then
       flagerr(M.by_name["attack"], "an attack object cannot be sent to the worker processes; give it by name or path, or add --attack-at-ps (the PS applies it)")
     end
