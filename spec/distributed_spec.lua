@@ -126,7 +126,7 @@ describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
     loc:close()
   end)
 
-  it("--momentum-at worker: the worker processes keep their momenta, θ is the local run's bit for bit", function()
+  it("--momentum-at worker: the worker processes keep their momenta, θ is the local run's bit for bit, also resumed", function()
     local dir = H.tmpdir()
     local port = free_port() + 9
     local path = cluster(dir, port, 4)
@@ -136,24 +136,34 @@ describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
       .. "--momentum-at worker --momentum 0.9 --seed 5 --max-step 6 --step-timeout 30 --connect-timeout 60 "
       .. "--checkpoint-dir '%s/ck' --checkpoint-period -1 --evaluation-period -1 --quiet", path, dir)
     local rc, _, err = H.agt_run(cmd)
-    local map = K.restore(dir .. "/ck")
-    -- resuming it is refused, naming why (the PS's checkpoints do not hold the workers' momenta)
-    local rc2, _, err2 = H.agt_run(cmd:gsub("%-%-max%-step 6", "--max-step 8"))
+    local map6 = K.restore(dir .. "/ck")
+    -- resumed by a new PS (and new workers: the first ones ended with the run) for 2 more steps:
+    -- the PS sends each worker its momentum from the checkpoint
+    stop(pids)
+    pids = start_workers(dir, path, 4)
+    local rc2, _, err2 = H.agt_run(cmd:gsub("%-%-max%-step 6", "--max-step 2"))
+    local map8 = K.restore(dir .. "/ck")
     stop(pids)
     os.execute("rm -rf '" .. dir .. "'")
     assert.equal(0, rc, err)
     assert.falsy(err:find("faulty", 1, true), err)
-    assert.are_not.equal(0, rc2)
-    assert.truthy(err2:find("resuming a distributed run with --momentum-at worker is not supported", 1, true), err2)
+    assert.equal(0, rc2, err2)
+    assert.falsy(err2:find("faulty", 1, true), err2)
     local loc = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1,
                              momentum_at = "worker", momentum = 0.9 }))
     for _ = 1, 6 do loc:step() end
-    assert.equal("6", map.step)
-    assert.equal(ffi.string(loc.theta.raw, loc.d * 4), map.theta)
+    assert.equal("6", map6.step)
+    assert.equal(ffi.string(loc.theta.raw, loc.d * 4), map6.theta)
+    -- the PS's checkpoint holds the workers' momenta, as a local run's does
+    local st = loc.source:state()
+    for i = 1, 4 do assert.equal(st["worker." .. i .. ".momentum"], map6["worker." .. i .. ".momentum"]) end
+    for _ = 1, 2 do loc:step() end
+    assert.equal("8", map8.step)
+    assert.equal(ffi.string(loc.theta.raw, loc.d * 4), map8.theta)
     -- and it is not the run without momentum
     local plain = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1 }))
     for _ = 1, 6 do plain:step() end
-    assert.are_not.equal(ffi.string(plain.theta.raw, plain.d * 4), map.theta)
+    assert.are_not.equal(ffi.string(plain.theta.raw, plain.d * 4), map6.theta)
     loc:close()
     plain:close()
   end)

@@ -214,6 +214,18 @@ local function run(o)
         say(id, "rows over UDP to port %d, %d chunk(s) of %d bytes%s", udp.port, udp.chunks, cfg.udp.chunk,
             udp.drop > 0 and string.format(", test drop rate %g", udp.drop) or "")
       end
+      -- --momentum-at worker: m_i <- beta m_i + g_i, sent instead of g_i (a Byzantine worker's
+      -- attack reads its momentum, as in a local run). From the PS's record when it sends one (a
+      -- resumed run, a PS restarted from its checkpoint, a worker that rejoins), else from zero.
+      momentum = nil
+      if type(cfg.momentum) == "number" then
+        momentum = T.new({ cfg.d })
+        local m = type(cfg.momentum_state) == "string" and from_hex(cfg.momentum_state)
+        if m and #m == cfg.d * 4 then ffi.copy(momentum.raw, m, #m)
+        elseif cfg.momentum_state ~= nil and cfg.momentum_state ~= cjson.null then
+          error("the PS sent a momentum that is not " .. cfg.d .. " values in hexadecimal text", 0)
+        else momentum:zero() end
+      end
     end)
     if not ok then
       local why = tostring(err)
@@ -222,11 +234,6 @@ local function run(o)
       return false
     end
     if not theta or theta:numel() ~= cfg.d then theta, row = T.new({ cfg.d }), T.new({ cfg.d }) end
-    -- --momentum-at worker: m_i <- beta m_i + g_i, sent instead of g_i (a Byzantine worker's
-    -- attack reads its momentum, as in a local run). From zero in each session: a PS restarted
-    -- from a checkpoint refuses a run with worker momentum (its checkpoints do not hold m_i).
-    momentum = nil
-    if type(cfg.momentum) == "number" then momentum = T.new({ cfg.d }); momentum:zero() end
     net:send(nil, N.READY, w, -1, cfg.d)
     say(id, "ready: %s, d = %d, session %s, from step %s%s", tostring(cfg.experiment), cfg.d, cfg.session,
         tostring(cfg.step),

@@ -54,6 +54,7 @@ local cjson = require("cjson")
 local FL = require("agt.cli.run.flags")
 local K = require("agt.checkpoint")
 local U = require("agt.util")
+local T = require("agt.tensor")
 local Collusion = require("agt.session.collusion")
 local Lossy = require("agt.session.lossy")
 
@@ -61,6 +62,10 @@ local M = {}
 
 local Remote = {}
 Remote.__index = Remote
+
+-- A worker's momentum goes to it in CONFIG as hexadecimal text, under the 16 MiB of its HELLO
+-- socket: models up to this many parameters.
+local MAX_MOMENTUM_HEX = 1500000
 
 local FAULT_KINDS = { "missing", "late", "wrong_size", "malformed", "stranger", "slow" }
 -- Kinds that are not logged as a worker turning faulty: a row of an earlier step (dropped) and
@@ -162,6 +167,10 @@ function M.new(exp, n, sopts, o, c, endpoint)
     -- --momentum-at worker: each worker keeps m_i <- beta m_i + g_i and sends m_i
     momentum = o.momentum_at == "worker" and o.momentum or nil,
   }
+  if config.momentum then -- the workers' momenta as the PS knows them (all zero at the start)
+    self.mom, self.mom_known = {}, {}
+    for i = 1, n do self.mom[i] = T.new({ d }); self.mom[i]:zero(); self.mom_known[i] = true end
+  end
   self.poison = sopts.poison
   self.byzantine = sopts.byzantine
   self.wire = sopts.byzantine and sopts.byzantine:wire()
@@ -197,6 +206,11 @@ function Remote:_configure(peer, w, hello_aux)
   cfg.session = string.format("%x", self.session_id) -- as text: JSON numbers lose digits
   -- the worker's streams as hexadecimal text (JSON holds no bytes); the step it starts at
   cfg.streams, cfg.step = K.hex(self.streams[w + 1]), self.next_step
+  -- --momentum-at worker: the worker's momentum as the PS knows it (a resumed run, a worker that
+  -- rejoins); absent when unknown, and the worker starts from zero
+  if self.mom and self.mom_known[w + 1] and self.d <= MAX_MOMENTUM_HEX then
+    cfg.momentum_state = K.hex(ffi.string(self.mom[w + 1].raw, self.d * 4))
+  end
   cfg.attack = attack
   local text = cjson.encode(cfg)
   self.net:send({ peer }, N.CONFIG, w, -1, 0, text)
@@ -465,6 +479,7 @@ function Remote:fill(theta, G, step, ctx)
             local ps = self.pending_streams[i]
             if ps and ps.step == step and ps.peer == msg.peer then self.streams[i] = ps.state end
             self.pending_streams[i] = nil
+            if self.mom then self:_take_momentum(i, msg, step) end
           end
         end
       end
@@ -473,6 +488,9 @@ function Remote:fill(theta, G, step, ctx)
     end
   end
   local enough = have >= self.wait_for -- --wait-for K: the rows still out are not waited for
+  if self.mom then
+    for i = 1, n do if got[i] ~= true then self.mom_known[i] = false end end
+  end
   if udp then udp:finish(got, t_end) end -- after it, nothing more is written into G
   local faulty = {}
   for i = 1, n do
@@ -511,19 +529,49 @@ end
 -- Each worker's streams as the PS last took them ("worker.<i>", the local source's entries and
 -- format: a checkpoint of a distributed run resumes locally too, and the other way round), and
 -- the session id. Cheap: the session takes it before every step.
+-- --momentum-at worker: an honest worker's row is its momentum m_i, so the PS keeps a copy of
+-- the last one it took; a row attacked at the worker (Byzantine over the wire at that step) or
+-- sent as datagrams (--UDP: chunks may be lost) is not m_i, and then m_i is unknown to the PS
+-- (its checkpoints then cannot be resumed; a worker that rejoins starts from the PS's copy).
+function Remote:_take_momentum(i, msg, step)
+  local known = not (self.udp and i <= self.udp.k)
+  if known and self.wire then
+    for _, b in ipairs(self.byzantine:rows(step)) do if b == i then known = false end end
+  end
+  if known then ffi.copy(self.mom[i].raw, msg.data, self.d * 4) end
+  self.mom_known[i] = known
+end
+
 function Remote:state()
   local map = { ["remote.session"] = tostring(self.session_id) }
-  for i = 1, self.n do map["worker." .. i] = self.streams[i] end
+  for i = 1, self.n do
+    map["worker." .. i] = self.streams[i]
+    if self.mom and self.mom_known[i] then map["worker." .. i .. ".momentum"] = ffi.string(self.mom[i].raw, self.d * 4) end
+  end
   return map
 end
 
 -- Reads the workers' streams back. Before the first step (a resumed run) the workers are
 -- configured with them; later (a step interrupted by Ctrl-C) they are the PS's record again.
 function Remote:set_state(map)
-  if self.config.momentum and not self.stepped then
-    error("--checkpoint-dir: resuming a distributed run with --momentum-at worker is not supported yet "
-      .. "(the workers keep their momenta; the PS's checkpoints do not hold them); give an empty "
-      .. "--checkpoint-dir, or take momentum at the server or the update", 0)
+  if self.mom and not self.stepped then
+    if self.d > MAX_MOMENTUM_HEX then
+      error(string.format("--checkpoint-dir: resuming a distributed run with --momentum-at worker needs "
+        .. "d <= %d (the momenta travel in the workers' CONFIG as text); this model has %d", MAX_MOMENTUM_HEX, self.d), 0)
+    end
+    for i = 1, self.n do
+      local m = map["worker." .. i .. ".momentum"]
+      if type(m) ~= "string" or #m ~= self.d * 4 then
+        error(string.format("--checkpoint-dir: the checkpoint does not hold worker %d's momentum (--momentum-at "
+          .. "worker: the PS knows a worker's momentum from its honest rows only, not after a row attacked at "
+          .. "the worker, sent over UDP, or missing at the checkpoint's step); give an empty --checkpoint-dir",
+          i), 0)
+      end
+    end
+    for i = 1, self.n do
+      ffi.copy(self.mom[i].raw, map["worker." .. i .. ".momentum"], self.d * 4)
+      self.mom_known[i] = true
+    end
   end
   local streams = {}
   for i = 1, self.n do
