@@ -11,7 +11,8 @@
 -- logs and grid.csv; default runs/momentum-grid), --beta B (worker momentum, default 0.9),
 -- --lr R (SGD rate, default 0.05), --attacks a,b,... --rules r,s,... --data iid,dirichlet
 -- --momenta none,worker (subsets of the grid), --threads T (engine and BLAS threads of each
--- run, default 1: N jobs use N·T cores), --report (no runs: print the tables, and with
+-- run, default 1: N jobs use N·T cores), --seed S (every run's seed, default 1; a grid per
+-- seed goes in its own --dir), --report (no runs: print the tables, and with
 -- --svg DIR write DIR/momentum-<data>.svg heat maps). A cell of the CSV is
 --   data,momentum,rule,attack,steps,status,accuracy,seconds
 -- status: ok | diverged | failed (then the log in <dir>/cells/ says why).
@@ -36,7 +37,7 @@ local function split(s)
   return out
 end
 
-local o = { jobs = 2, steps = 1500, threads = 1, dir = "runs/momentum-grid", beta = 0.9, lr = 0.05,
+local o = { jobs = 2, steps = 1500, threads = 1, dir = "runs/momentum-grid", beta = 0.9, lr = 0.05, seed = 1,
             data = "iid,dirichlet", momenta = "none,worker" }
 do
   local a, i = arg or {}, 1
@@ -56,7 +57,7 @@ do
       i = i + 2
     end
   end
-  for _, k in ipairs({ "jobs", "steps", "beta", "lr", "threads" }) do
+  for _, k in ipairs({ "jobs", "steps", "beta", "lr", "threads", "seed" }) do
     o[k] = tonumber(o[k]) or error("momentum_grid: --" .. k .. " expects a number, got " .. tostring(o[k]), 0)
   end
 end
@@ -128,7 +129,7 @@ local function command(c)
     "--aggregator", q(c.rule), "--nb-workers", "11", "--nb-decl-byz-workers", "2",
     "--max-step", o.steps, "--learning-rate-args", "initial-rate:" .. o.lr,
     "--evaluation-file", q(base .. ".eval"), "--evaluation-delta", "-1", "--evaluation-period", "-1",
-    "--checkpoint-dir", "-", "--summary-dir", "-", "--quiet", "--progress", "none", "--seed", "1" }
+    "--checkpoint-dir", "-", "--summary-dir", "-", "--quiet", "--progress", "none", "--seed", o.seed }
   local exp_args = DATA[c.data]
   if #exp_args > 0 then
     w[#w + 1] = "--experiment-args"
