@@ -10,25 +10,7 @@ local K = require("agt.checkpoint")
 
 local AGT = host.root .. "/agt"
 
-local function free_port()
-  -- A port no other spec run is likely to hold: from the pid and the clock.
-  local seed = tonumber(H.sh("echo $$")) or 0
-  return 20000 + (seed * 7919 + os.time()) % 30000
-end
-
-local function cluster(dir, port, n)
-  local w = {}
-  for i = 1, n do w[i] = string.format("\"127.0.0.1:%d\"", port + i) end
-  local path = dir .. "/cluster.json"
-  H.write(path, string.format("{\"ps\": [\"127.0.0.1:%d\"], \"workers\": [%s]}", port, table.concat(w, ", ")))
-  return path
-end
-
--- Starts a process in the background; returns its pid.
-local function spawn(cmd, log)
-  local out = H.sh(string.format("(%s > '%s' 2>&1 & echo $!)", cmd, log))
-  return assert(tonumber(out:match("%d+")), "no pid from: " .. cmd)
-end
+local free_port, cluster, spawn, gone, stop = H.free_port, H.cluster, H.spawn, H.gone, H.stop
 
 local function start_workers(dir, path, n, idle)
   local pids = {}
@@ -37,18 +19,6 @@ local function start_workers(dir, path, n, idle)
                                       AGT, path, i, idle or 20), string.format("%s/w%d.log", dir, i))
   end
   return pids
-end
-
--- Waits (up to 20 s) until process pid has exited (a zombie has).
-local function gone(pid)
-  for _ = 1, 400 do
-    if os.execute(string.format("s=$(ps -o stat= -p %d) && [ \"${s#Z}\" = \"$s\" ]", pid)) ~= 0 then return end
-    os.execute("sleep 0.05")
-  end
-end
-
-local function stop(pids)
-  for _, pid in pairs(pids) do os.execute(string.format("kill -9 %d 2>/dev/null", pid)) end
 end
 
 local BASE = {

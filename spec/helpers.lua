@@ -109,4 +109,40 @@ function H.pdf_text(s)
   return table.concat(out)
 end
 
+-- Distributed runs on 127.0.0.1 (the specs of agt run --server, agt worker, --UDP): ---------------
+
+-- A port base no other spec run is likely to hold, from the pid and the clock; k spreads the
+-- cases of one file apart.
+function H.free_port(k)
+  local seed = tonumber(H.sh("echo $$")) or 0
+  return 20000 + (seed * 7919 + os.time() * 13 + (k or 0) * 101) % 30000
+end
+
+-- A cluster file in dir: the PS on port, n workers on port+1..port+n. Returns its path.
+function H.cluster(dir, port, n)
+  local w = {}
+  for i = 1, n do w[i] = string.format("\"127.0.0.1:%d\"", port + i) end
+  local path = dir .. "/cluster.json"
+  H.write(path, string.format("{\"ps\": [\"127.0.0.1:%d\"], \"workers\": [%s]}", port, table.concat(w, ", ")))
+  return path
+end
+
+-- Starts a shell command in the background, its output into log; returns its pid.
+function H.spawn(cmd, log)
+  local out = H.sh(string.format("(%s > '%s' 2>&1 & echo $!)", cmd, log))
+  return assert(tonumber(out:match("%d+")), "no pid from: " .. cmd)
+end
+
+function H.stop(pids)
+  for _, pid in pairs(pids) do os.execute(string.format("kill -9 %d 2>/dev/null", pid)) end
+end
+
+-- Waits (up to 20 s) until process pid has exited (a zombie has).
+function H.gone(pid)
+  for _ = 1, 400 do
+    if os.execute(string.format("s=$(ps -o stat= -p %d) && [ \"${s#Z}\" = \"$s\" ]", pid)) ~= 0 then return end
+    os.execute("sleep 0.05")
+  end
+end
+
 return H

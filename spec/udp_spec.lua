@@ -13,23 +13,7 @@ local host = require("agt.host")
 
 local AGT = host.root .. "/agt"
 
-local function free_port()
-  local seed = tonumber(H.sh("echo $$")) or 0
-  return 20000 + (seed * 7919 + os.time() * 13) % 30000
-end
-
-local function cluster(dir, port, n)
-  local w = {}
-  for i = 1, n do w[i] = string.format("\"127.0.0.1:%d\"", port + i) end
-  local path = dir .. "/cluster.json"
-  H.write(path, string.format("{\"ps\": [\"127.0.0.1:%d\"], \"workers\": [%s]}", port, table.concat(w, ", ")))
-  return path
-end
-
-local function spawn(cmd, log)
-  local out = H.sh(string.format("(%s > '%s' 2>&1 & echo $!)", cmd, log))
-  return assert(tonumber(out:match("%d+")), "no pid from: " .. cmd)
-end
+local free_port, cluster, spawn, stop = H.free_port, H.cluster, H.spawn, H.stop
 
 local function start_workers(dir, path, n, prefix)
   local pids = {}
@@ -38,10 +22,6 @@ local function start_workers(dir, path, n, prefix)
                                       prefix or "", AGT, path, i), string.format("%s/w%d.log", dir, i))
   end
   return pids
-end
-
-local function stop(pids)
-  for _, pid in pairs(pids) do os.execute(string.format("kill -9 %d 2>/dev/null", pid)) end
 end
 
 local function isnan(x) return x ~= x end
