@@ -145,4 +145,16 @@ function H.gone(pid)
   end
 end
 
+-- The step of the newest model-N.ckpt in dir, or -1 (with --checkpoint-keep a file lives only
+-- a few steps: a poll for one name can miss it).
+function H.newest_checkpoint(dir)
+  local names = require("agt.fs").list(dir)
+  local best = -1
+  for _, f in ipairs(names or {}) do
+    local k = tonumber(f:match("^model%-(%d+)%.ckpt$"))
+    if k and k > best then best = k end
+  end
+  return best
+end
+
 return H
