@@ -53,6 +53,8 @@ static void laction(int sig) {
     lua_sethook(globalL, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
+static void term_after_run(int sig) { signal(sig, SIG_DFL); }
+
 /* Under AGT_DEBUG engine buffers end at a guard page (mem.c): a segmentation fault is then
  * most likely C code running past a buffer. Says so (with async-signal-safe writes only),
  * then the default action ends the process as before (SA_RESETHAND, the access repeats). */
@@ -556,6 +558,10 @@ int main(int argc, char **argv) {
   }
   struct smain s = {argc, argv, 0};
   int status = lua_cpcall(L, pmain, &s);
+  /* The work is done: a SIGTERM now (a scheduler stopping a run that just ended) must not turn
+   * the run's exit status into a death by signal while the state is closed (finalizers free
+   * tensors, close sockets and the device). The first one is absorbed; a second ends at once. */
+  signal(SIGTERM, term_after_run);
   report(L, status);
   lua_close(L);
   return status ? 1 : s.status; /* a script's or subcommand's own exit code */
