@@ -442,6 +442,29 @@ end
     assert.truthy(text:find("slow", 1, true), text) -- the summary at close counts them
   end)
 
+  it("survives a PS that does not read for 20 s (a long evaluation): its dropped workers are taken back", function()
+    -- The workers say READY every 2 s while the PS is silent: their queues fill, ZeroMQ stops
+    -- reading those connections and their heartbeats time out, so the PS drops them all. The
+    -- next step must wait for them to come back on new connections, not fail at once.
+    local dir = H.tmpdir()
+    local port = free_port() + 7
+    local path = cluster(dir, port, 2)
+    local pids = start_workers(dir, path, 2, 90)
+    local warnings = {}
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 0, server = path,
+                              auth = "none", step_timeout = 60, connect_timeout = 60 }))
+      ps.source.warn = function(msg) warnings[#warnings + 1] = msg end
+      for _ = 1, 3 do assert.equal(0, ps:step().faulty) end
+      os.execute("sleep 20")
+      for _ = 1, 3 do assert.equal(0, ps:step().faulty) end
+      ps:close()
+    end)
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. table.concat(warnings, "\n"), 0) end
+  end)
+
   it("holds at most 2n+8 connections under a flood of raw TCP connections and half handshakes; steps go on", function()
     local dir = H.tmpdir()
     local port = free_port() + 6

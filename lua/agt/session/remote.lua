@@ -442,7 +442,12 @@ function Remote:fill(theta, G, step, ctx)
   local timeout = self.step_timeout
   local t_end = clock.mono() + timeout
   local gp = G.raw
-  while (pending > 0 and have < self.wait_for) do
+  -- Rows below n - f fail the step: then the deadline is also spent waiting for workers whose
+  -- connection is gone or that are not connected, to come back. (After a long pause of the PS,
+  -- say a slow evaluation, ZeroMQ may have dropped every connection: the workers are back on
+  -- new ones within seconds, and this step takes them instead of failing at once.)
+  local need = n - self.o.nb_decl_byz_workers
+  while (pending > 0 and have < self.wait_for) or have + pending < need do
     local left = t_end - clock.mono()
     if left <= 0 then break end
     local msg, what, why, peer = self.net:recv(left * 1000)
