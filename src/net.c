@@ -165,6 +165,13 @@ agt_status agt_net_new(int role, int64_t max_payload, int max_peers, agt_net **o
     st = zfail("zmq_setsockopt");
     goto fail;
   }
+  /* A worker's send waits for room in its queue (bounded): a row must not be dropped because
+   * the PS was busy elsewhere when it was ready. */
+  int wait_ms = AGT_NET_SEND_WAIT_MS;
+  if (role == AGT_NET_CLIENT && zmq_setsockopt(n->sock, ZMQ_SNDTIMEO, &wait_ms, sizeof wait_ms)) {
+    st = zfail("zmq_setsockopt(ZMQ_SNDTIMEO)");
+    goto fail;
+  }
   /* A message to a peer that is not connected fails at once instead of vanishing. */
   if (role == AGT_NET_SERVER && zmq_setsockopt(n->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one)) {
     st = zfail("zmq_setsockopt(ZMQ_ROUTER_MANDATORY)");
@@ -490,11 +497,13 @@ agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, 
         continue;
       }
     }
-    if (zmq_msg_send(&copy, n->sock, ZMQ_DONTWAIT) < 0) {
+    if (zmq_msg_send(&copy, n->sock, n->role == AGT_NET_SERVER ? ZMQ_DONTWAIT : 0) < 0) {
       int e = zmq_errno();
       zmq_msg_close(&copy);
       if (e == EAGAIN) { if (sent) sent[i] = -1; continue; }
       if (e == EHOSTUNREACH) continue;
+      if (e == EINTR && agt_interrupted()) { st = AGT_FAIL(AGT_EINTR, "interrupted"); break; }
+      if (e == EINTR) { if (sent) sent[i] = -1; continue; } /* another signal: said as not taken */
       st = zfail("zmq_msg_send");
       break;
     }
