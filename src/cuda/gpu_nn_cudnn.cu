@@ -11,8 +11,9 @@
  * to run, as the im2col path) that sum products (GEMM-like or direct: no FFT, no Winograd) are
  * taken, the fastest by cuDNN's heuristics whose workspace fits CUDNN_WS_MAX. Opt-in
  * (agt_gpu_nn_set_math, --gpu-math): 1 = TF32 tensor-core math with the same algorithm rules;
- * 2 = float32 FMA math with any algorithm (Winograd, FFT, non-deterministic: PyTorch's choice). Per geometry the descriptors and the three algorithm choices are made
- * once and cached. cuDNN pads symmetrically: a convolution whose padding is not (TF's SAME with
+ * 2 = float32 FMA math with any algorithm (Winograd, FFT, non-deterministic: PyTorch's choice).
+ * Per geometry and mode the descriptors and the three algorithm choices are made once and
+ * cached. cuDNN pads symmetrically: a convolution whose padding is not (TF's SAME with
  * the odd pixel after) takes the im2col path. Bias and activation stay agt's own pass. */
 #include "gpu_nn_internal.h"
 
@@ -154,7 +155,7 @@ static int summing(cudnnConvolutionBwdFilterAlgo_t a) {
 
 /* The first acceptable algorithm of cuDNN's heuristic ranking: it runs, fits the workspace,
  * has the asked math and, except with fp32-fast, sums products and is deterministic. (Ranking by
- * cuDNN's own timing, cudnnFind*, picked the same speed on ResNet-18 and cnnet: not used.) */
+ * cuDNN's own timing, cudnnFind*, gave the same ResNet-18 pass time: not used.) */
 template <typename Perf, typename Algo>
 static int pick(const Perf *perf, int n, Algo *algo, size_t *ws) {
   for (int i = 0; i < n; i++)
@@ -199,7 +200,7 @@ static agt_status plan_for(const size_t key[12], conv_plan **out) {
   DN(dn.cudnnSetConvolution2dDescriptor(p->conv, (int)pt, (int)pl, (int)sh, (int)sw, 1, 1,
                                         CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
      "cudnnSetConvolution2dDescriptor");
-  DN(dn.cudnnSetConvolutionMathType(p->conv, key[11] ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH),
+  DN(dn.cudnnSetConvolutionMathType(p->conv, key[11] == 1 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH),
      "cudnnSetConvolutionMathType");
   int n = 0, found = 0;
   {
