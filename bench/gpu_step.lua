@@ -1,7 +1,7 @@
 -- bench/gpu_step.lua — steps/s of one synchronous training step on the GPU, agt against PyTorch
 -- on the same card, in one command:
 --   agt bench gpu_step [steps=200] [rounds=3] [cases=fashion-mnist,cnnet,resnet18-cifar10]
---                      [rules=average,krum]
+--                      [rules=average,krum] [math=fp32,fp32-fast,tf32]
 --
 -- One step (agt.session's s:step() with --use-gpu): n = 8 workers each compute the gradient of
 -- their own minibatch at θ into their row of G (n × d, on the device), the rule aggregates G
@@ -12,6 +12,10 @@
 -- Debian data set or gpu-bundle's subset), cnnet (batch 32) and resnet18-cifar10 (batch 128) on
 -- random CIFAR-format images (the step's cost does not depend on the pixels); a case whose
 -- model has a layer with no CUDA kernel in this build is skipped with the reason.
+-- math: fp32 (the default) runs agt's float32 (--gpu-math fp32) against PyTorch with TF32 off in
+-- cuDNN and matmuls; fp32-fast runs agt --gpu-math fp32-fast (any cuDNN algorithm, as PyTorch
+-- picks) against the same PyTorch; tf32 runs agt --gpu-math tf32 against PyTorch's defaults
+-- (TF32 in cuDNN's convolutions). Each math mode is its own pair of lines, like for like.
 --
 -- Each engine runs in its own process, `rounds` times alternating; steps_per_s is the median
 -- of the rounds' rates (steps over their wall time, after warm-up steps), `rounds_steps_per_s`
@@ -79,7 +83,7 @@ local function median(xs)
 end
 
 -- One agt measurement in this process: { steps_per_s, peak_mb, params } or nil, why.
-local function agt_case(name, rule, steps, data_dir)
+local function agt_case(name, rule, steps, data_dir, gmath)
   local S = require("agt.session")
   local words = { "batch-size:" .. CASES[name].bs, "data-dir:" .. data_dir, "eval-size:10" }
   if CASES[name].data == "cifar" then words[#words + 1] = "download:false" end
@@ -87,6 +91,7 @@ local function agt_case(name, rule, steps, data_dir)
     experiment = name, experiment_args = words, aggregator = rule, nb_workers = N_WORKERS,
     nb_decl_byz_workers = F_BYZ, nb_real_byz_workers = 0, optimizer = "sgd",
     learning_rate_args = { "initial-rate:0.001" }, seed = 1, quiet = true, use_gpu = true,
+    gpu_math = gmath or "fp32",
     stdout_to = "/dev/null" })
   if not ok then return nil, tostring(s) end
   for _ = 1, math.max(3, math.floor(steps / 10)) do s:step() end
@@ -141,23 +146,23 @@ local function python()
 end
 
 local function main(args)
-  if args[1] == "child" then   -- child NAME RULE STEPS DATA_DIR: one agt measurement
-    local okc, rec, err = pcall(agt_case, args[2], args[3], tonumber(args[4]), args[5])
+  if args[1] == "child" then   -- child NAME RULE STEPS DATA_DIR MATH: one agt measurement
+    local okc, rec, err = pcall(agt_case, args[2], args[3], tonumber(args[4]), args[5], args[6])
     if not okc then rec, err = nil, rec end
     if not rec then rec = { error = tostring(err) } end
     print(cjson.encode(rec))
     return 0
   end
   local opt = { steps = 200, rounds = 3, cases = { "fashion-mnist", "cnnet", "resnet18-cifar10" },
-                rules = { "average", "krum" } }
+                rules = { "average", "krum" }, math = { "fp32" } }
   for _, a in ipairs(args) do
     local k, v = a:match("^(%w+)=(.*)$")
     if k == "steps" or k == "rounds" then opt[k] = tonumber(v)
-    elseif k == "cases" or k == "rules" then
+    elseif k == "cases" or k == "rules" or k == "math" then
       opt[k] = {}
       for w in v:gmatch("[^,]+") do opt[k][#opt[k] + 1] = w end
     else
-      io.stderr:write("gpu_step: unknown argument '", a, "' (steps=, rounds=, cases=, rules=)\n")
+      io.stderr:write("gpu_step: unknown argument '", a, "' (steps=, rounds=, cases=, rules=, math=)\n")
       return 1
     end
   end
@@ -186,56 +191,63 @@ local function main(args)
     else
       data_dir = c.data()
     end
-    local rates = {}
-    for _, rule in ipairs(opt.rules) do
-      local ra_rates, rt_rates, arec, trec, skipped = {}, {}, nil, nil, nil
-      for _ = 1, opt.rounds do
-        local ra, err = json_of(string.format("cd /tmp && '%s' '%s/bench/gpu_step.lua' child %s %s %d '%s'",
-                                              agt_exe(), host.root, name, rule, opt.steps, data_dir))
-        if not ra then io.stderr:write("gpu_step: the agt run failed: ", tostring(err), "\n"); code = 1; break end
-        if ra.error then skipped = ra.error; break end
-        ra_rates[#ra_rates + 1], arec = ra.steps_per_s, ra
-        if has_torch then
-          local rt, terr = json_of(string.format("%s '%s/bench/gpu_step_torch.py' %s %s %d %d %d %d '%s'",
-            PY, host.root, name, rule, N_WORKERS, F_BYZ, c.bs, opt.steps, data_dir))
-          if not rt then io.stderr:write("gpu_step: the PyTorch run failed: ", tostring(terr), "\n"); code = 1
-          else rt_rates[#rt_rates + 1], trec = rt.steps_per_s, rt end
+    for _, gm in ipairs(opt.math) do
+      if gm ~= "fp32" and gm ~= "tf32" and gm ~= "fp32-fast" then
+        io.stderr:write("gpu_step: math must be fp32, tf32 or fp32-fast, got '", gm, "'\n")
+        return 1
+      end
+      local rates = {}
+      for _, rule in ipairs(opt.rules) do
+        local ra_rates, rt_rates, arec, trec, skipped = {}, {}, nil, nil, nil
+        for _ = 1, opt.rounds do
+          local ra, err = json_of(string.format("cd /tmp && '%s' '%s/bench/gpu_step.lua' child %s %s %d '%s' %s",
+                                                agt_exe(), host.root, name, rule, opt.steps, data_dir, gm))
+          if not ra then io.stderr:write("gpu_step: the agt run failed: ", tostring(err), "\n"); code = 1; break end
+          if ra.error then skipped = ra.error; break end
+          ra_rates[#ra_rates + 1], arec = ra.steps_per_s, ra
+          if has_torch then
+            local rt, terr = json_of(string.format("%s '%s/bench/gpu_step_torch.py' %s %s %d %d %d %d '%s' %s",
+              PY, host.root, name, rule, N_WORKERS, F_BYZ, c.bs, opt.steps, data_dir,
+            gm == "tf32" and "tf32" or "fp32"))
+            if not rt then io.stderr:write("gpu_step: the PyTorch run failed: ", tostring(terr), "\n"); code = 1
+            else rt_rates[#rt_rates + 1], trec = rt.steps_per_s, rt end
+          end
         end
+        local med_a, med_t = median(ra_rates), median(rt_rates)
+        local base = { bench = "gpu_step", device = card, experiment = name, rule = rule,
+                       workers = N_WORKERS, batch = c.bs, math = gm }
+        local function rec(extra)
+          local r = {}
+          for k, v in pairs(base) do r[k] = v end
+          for k, v in pairs(extra) do r[k] = v end
+          return r
+        end
+        if skipped then
+          emit(rec({ engine = "agt", skipped = skipped }))
+        end
+        if arec then
+          emit(rec({ engine = "agt", params = arec.params, steps_per_s = med_a, rounds_steps_per_s = ra_rates,
+                     peak_mb = arec.peak_mb }))
+        end
+        if trec then
+          emit(rec({ engine = "torch", torch = trec.torch, cudnn = trec.cudnn, params = trec.params,
+                     steps_per_s = med_t, rounds_steps_per_s = rt_rates, peak_mb = trec.peak_mb, torch_max_allocated_mb = trec.max_allocated_mb }))
+        end
+        if arec and trec then
+          local target = (name == "cnnet" and 1.5) or (name == "resnet18-cifar10" and 0.9) or nil
+          emit(rec({ ratio = med_a / med_t, target = target, met = target and med_a / med_t >= target or nil }))
+        end
+        rates[rule] = { agt = arec and med_a, torch = trec and med_t }
       end
-      local med_a, med_t = median(ra_rates), median(rt_rates)
-      local base = { bench = "gpu_step", device = card, experiment = name, rule = rule,
-                     workers = N_WORKERS, batch = c.bs }
-      local function rec(extra)
-        local r = {}
-        for k, v in pairs(base) do r[k] = v end
-        for k, v in pairs(extra) do r[k] = v end
-        return r
+      if rates.average and rates.krum and rates.average.agt and rates.krum.agt then
+        local r = { bench = "gpu_step", device = card, experiment = name, math = gm,
+                    agt_krum_step_time_over_average = rates.average.agt / rates.krum.agt, target = 1.05 }
+        r.met = r.agt_krum_step_time_over_average <= 1.05
+        if rates.average.torch and rates.krum.torch then
+          r.torch_krum_step_time_over_average = rates.average.torch / rates.krum.torch
+        end
+        emit(r)
       end
-      if skipped then
-        emit(rec({ engine = "agt", skipped = skipped }))
-      end
-      if arec then
-        emit(rec({ engine = "agt", params = arec.params, steps_per_s = med_a, rounds_steps_per_s = ra_rates,
-                   peak_mb = arec.peak_mb }))
-      end
-      if trec then
-        emit(rec({ engine = "torch", torch = trec.torch, cudnn = trec.cudnn, params = trec.params,
-                   steps_per_s = med_t, rounds_steps_per_s = rt_rates, peak_mb = trec.peak_mb, torch_max_allocated_mb = trec.max_allocated_mb }))
-      end
-      if arec and trec then
-        local target = (name == "cnnet" and 1.5) or (name == "resnet18-cifar10" and 0.9) or nil
-        emit(rec({ ratio = med_a / med_t, target = target, met = target and med_a / med_t >= target or nil }))
-      end
-      rates[rule] = { agt = arec and med_a, torch = trec and med_t }
-    end
-    if rates.average and rates.krum and rates.average.agt and rates.krum.agt then
-      local r = { bench = "gpu_step", device = card, experiment = name,
-                  agt_krum_step_time_over_average = rates.average.agt / rates.krum.agt, target = 1.05 }
-      r.met = r.agt_krum_step_time_over_average <= 1.05
-      if rates.average.torch and rates.krum.torch then
-        r.torch_krum_step_time_over_average = rates.average.torch / rates.krum.torch
-      end
-      emit(r)
     end
   end
   if cifar then os.execute("rm -rf '" .. cifar .. "'") end

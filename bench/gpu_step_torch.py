@@ -13,7 +13,9 @@ global average pool) on random 3x32x32 images (the cost does not depend on the p
 Prints one JSON line: steps_per_s over `steps` timed steps after warm-up, peak_mb = the largest
 (total - free) of cudaMemGetInfo after a step (CUDA context included, as agt's figure), and
 max_allocated_mb = torch.cuda.max_memory_allocated.
-Usage: gpu_step_torch.py EXPERIMENT RULE WORKERS F BATCH STEPS [DATA_DIR]
+MATH: fp32 (TF32 off everywhere, as agt's default) or tf32 (PyTorch's defaults: TF32 in cuDNN's
+convolutions, not in matmuls; agt's --gpu-math tf32 uses it in both).
+Usage: gpu_step_torch.py EXPERIMENT RULE WORKERS F BATCH STEPS [DATA_DIR [MATH]]
 """
 import gzip
 import json
@@ -75,6 +77,11 @@ def main():
     name, rule = sys.argv[1], sys.argv[2]
     n, f, bs, steps = (int(v) for v in sys.argv[3:7])
     data_dir = sys.argv[7] if len(sys.argv) > 7 else "/usr/share/datasets/fashion-mnist"
+    math = sys.argv[8] if len(sys.argv) > 8 else "fp32"
+    if math not in ("fp32", "tf32"):
+        sys.exit("MATH must be fp32 or tf32, got " + math)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = math == "tf32"
     dev = torch.device("cuda")
     torch.manual_seed(1)
     if name == "fashion-mnist":
@@ -129,7 +136,7 @@ def main():
         fr, to = torch.cuda.mem_get_info()
         peak = max(peak, to - fr)
     print(json.dumps({"engine": "torch", "torch": torch.__version__,
-                      "cudnn": torch.backends.cudnn.version(), "experiment": name, "rule": rule,
+                      "cudnn": torch.backends.cudnn.version(), "experiment": name, "rule": rule, "math": math,
                       "workers": n, "batch": bs, "params": d, "steps": steps, "steps_per_s": rate,
                       "peak_mb": peak / 2 ** 20,
                       "max_allocated_mb": torch.cuda.max_memory_allocated() / 2 ** 20}))

@@ -64,8 +64,9 @@ class ResNet18(tnn.Module):
 
 def main():
     reps = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    math = sys.argv[2] if len(sys.argv) > 2 else "fp32"
     torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = math == "tf32"   # PyTorch's default is True
     dev = torch.device("cuda")
     for name, model, bs in (("cnnet", CNNet(), 32), ("resnet18-cifar10", ResNet18(), 128)):
         model = model.to(dev).train()
@@ -90,7 +91,7 @@ def main():
         ts.sort()
         t = ts[len(ts) // 2]
         print(json.dumps({"bench": "nn_gpu_torch", "device": torch.cuda.get_device_name(),
-                          "model": name, "batch": bs, "ms": t, "passes_per_s": 1000 / t,
+                          "model": name, "batch": bs, "math": math, "ms": t, "passes_per_s": 1000 / t,
                           "torch": torch.__version__, "cudnn": torch.backends.cudnn.version()}),
               flush=True)
 

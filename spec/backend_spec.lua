@@ -802,6 +802,37 @@ describe("agt.backend", function()
     assert(ok, err)
   end)
 
+  -- --gpu-math's opt-in modes: finite inputs, tolerances of their arithmetic (TF32 rounds the
+  -- products' inputs to 10-bit mantissas; fp32-fast's Winograd and FFT round differently)
+  on_devices("--gpu-math tf32 and fp32-fast: the models' loss and gradient follow the CPU's to their tolerances, the path line names the mode, fp32 comes back", function(be)
+    local _, has_cudnn = be.conv_path()
+    local ok, err = pcall(function()
+      for _, mode in ipairs({ { "tf32", 1e-2 }, { "fp32-fast", 1e-2 } }) do
+        for _, path in ipairs(has_cudnn and { "cudnn", "im2col" } or { "im2col" }) do
+          be.use_cudnn(path == "cudnn")
+          be.set_math(mode[1])
+          assert.are.equal(mode[1], be.math())
+          if path == "cudnn" then assert.matches(mode[1], (be.conv_path()), 1, true) end
+          for name0, m in pairs(models()) do
+            local name = name0 .. " (" .. path .. ", " .. mode[1] .. ")"
+            local theta = m:init(T.new({ m.d }), R.new(11, "init"))
+            local x, y = cifar_batch(12, 16)
+            local g, gd = T.new({ m.d }), T.new({ m.d }, "f32", be.name)
+            local loss = m:loss_grad(theta, x, y, 16, g, R.new(13, "drop"))
+            local loss_d = m:loss_grad(theta:to(be.name), x:to(be.name), y:to(be.name), 16, gd, R.new(13, "drop"))
+            assert.is_true(math.abs(loss_d - loss) <= mode[2] * loss, string.format("%s loss: device %.9g cpu %.9g", name, loss_d, loss))
+            close(gd:to("cpu"), g, mode[2], name .. " gradient")
+          end
+        end
+      end
+    end)
+    be.set_math("fp32")
+    be.use_cudnn(true)
+    assert(ok, err)
+    assert.are.equal("fp32", be.math())
+    assert.has_error(function() be.set_math("bf16") end, "gpu math must be fp32, tf32 or fp32-fast, got bf16")
+  end)
+
   on_devices("fashion-mnist's loss and gradient with theta and the batch on the device equal the CPU's", function(be)
     local m = fashion_mnist()
     local theta = m:init(T.new({ m.d }), R.new(5, "init"))

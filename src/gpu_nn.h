@@ -54,6 +54,14 @@ agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const floa
  * after) take the im2col path either way. */
 int agt_gpu_nn_conv_path(char *buf, size_t cap);
 void agt_gpu_nn_use_cudnn(int on);
+/* The arithmetic of the device's convolutions and GEMMs: 0 float32 (the default; FMA only,
+ * deterministic summing algorithms: the CPU's results to float rounding, the same bits run to
+ * run); opt-in (--gpu-math): 1 TF32 tensor cores (products of inputs rounded to 10-bit
+ * mantissas, sums in float32; the same algorithm rules), 2 float32 with any cuDNN algorithm
+ * (Winograd, FFT, non-deterministic ones: not bit-repeatable, inf/NaN may spread in a tile).
+ * Other values mean 0. */
+void agt_gpu_nn_set_math(int mode);
+int agt_gpu_nn_math(void);
 /* Convolution passes (forward, backward) run so far through each path. */
 void agt_gpu_nn_conv_calls(size_t *im2col, size_t *cudnn);
 /* Pooling: the CPU's windows, ties, NaN rule and summation order: bit-identical, idx too. */

@@ -100,6 +100,8 @@ int agt_gpu_nn_conv_path(char *buf, size_t cap) {
   return 0;
 }
 void agt_gpu_nn_use_cudnn(int on) {}
+void agt_gpu_nn_set_math(int mode) {}
+int agt_gpu_nn_math(void) { return 0; }
 void agt_gpu_nn_conv_calls(size_t *im2col, size_t *cudnn) {
   if (im2col) *im2col = 0;
   if (cudnn) *cudnn = 0;

@@ -280,6 +280,8 @@ agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W, const floa
                                       size_t pt, size_t pl, size_t OH, size_t OW);
 int agt_gpu_nn_conv_path(char *buf, size_t cap);
 void agt_gpu_nn_use_cudnn(int on);
+void agt_gpu_nn_set_math(int mode);
+int agt_gpu_nn_math(void);
 void agt_gpu_nn_conv_calls(size_t *im2col, size_t *cudnn);
 agt_status agt_gpu_nn_maxpool_forward(const float *x, float *y, int32_t *idx, size_t P,
                                       size_t H, size_t Wd, size_t KH, size_t KW, size_t sh,

@@ -188,6 +188,18 @@ function cuda.conv_path()
   return ffi.string(buf), c == 1
 end
 function cuda.use_cudnn(on) C.agt_gpu_nn_use_cudnn(on and 1 or 0) end
+-- The arithmetic of the device's convolutions and GEMMs (--gpu-math): "fp32" (the default:
+-- float32, deterministic summing algorithms), "tf32" (TF32 tensor cores, opt-in) or "fp32-fast"
+-- (float32, any cuDNN algorithm: Winograd, FFT, non-deterministic); cuda.math() says which is set.
+local MATHS = { fp32 = 0, tf32 = 1, ["fp32-fast"] = 2 }
+function cuda.set_math(m)
+  if not MATHS[m] then error("gpu math must be fp32, tf32 or fp32-fast, got " .. tostring(m), 2) end
+  C.agt_gpu_nn_set_math(MATHS[m])
+end
+function cuda.math()
+  local k = C.agt_gpu_nn_math()
+  for m, v in pairs(MATHS) do if v == k then return m end end
+end
 -- Convolution passes run so far: through im2col, through cuDNN.
 function cuda.conv_calls()
   local a = ffi.new("size_t[2]")

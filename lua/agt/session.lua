@@ -154,9 +154,11 @@ function Session:_build()
   self.agg = T.new({ d }, "f32", dev)
   self.honest_mean = T.new({ d }, "f32", dev)
   if dev ~= "cpu" then
+    require("agt.backend").get(dev).set_math(o.gpu_math)   -- process-wide: set by every session
     self:_probe_device(dev)
     self:say(string.format("--use-gpu: θ, G (%d × %d), the workers, the attack, the rule, the "
-      .. "optimizer and the evaluation on %s", n, d, require("agt.gpu").describe()))
+      .. "optimizer and the evaluation on %s%s", n, d, require("agt.gpu").describe(),
+      o.gpu_math ~= "fp32" and " (--gpu-math " .. o.gpu_math .. ")" or ""))
   end
   self.summaries = Summaries.new(o.summary_dir)
   if self.source.counters then self.summaries.counters = function() return self.source:counters() end end

@@ -4,7 +4,8 @@
  *
  * cuBLAS is column-major: a row-major m x n matrix C is the column-major n x m matrix Cᵀ, and
  * Cᵀ = op(B)ᵀ·op(A)ᵀ, so the call swaps the operands and the sizes, keeping each transpose flag.
- * Plain float32 arithmetic (CUBLAS_DEFAULT_MATH: no TF32 on Hopper), host scalars, the default
+ * Plain float32 arithmetic (CUBLAS_DEFAULT_MATH: no TF32 on Hopper) unless TF32 was asked for
+ * (agt_gpu_nn_set_math(1), --gpu-math tf32: CUBLAS_TF32_TENSOR_OP_MATH), host scalars, the default
  * stream. The handle belongs to the process: created on the first call, made again after the
  * engine switched devices (agt_gpu_set_device), and left for the process's exit to release. */
 #include "gpu_internal.h"
@@ -17,6 +18,7 @@ extern "C" {
 
 static cublasHandle_t g_blas;
 static int g_blas_device = -1;
+static int g_blas_math = 0;   /* the math mode the handle has: 0 float32, 1 TF32 */
 
 static agt_status blas_fail(cublasStatus_t s, const char *what) {
   return AGT_FAIL(s == CUBLAS_STATUS_ALLOC_FAILED ? AGT_ENOMEM : AGT_EIO, "cuBLAS: %s failed: %s",
@@ -40,6 +42,13 @@ static agt_status blas_handle(cublasHandle_t *out) {
     s = cublasSetStream(g_blas, 0);
     if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(g_blas, CUBLAS_DEFAULT_MATH);
     if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(s, "cublasSetStream/MathMode");
+    g_blas_math = 0;
+  }
+  int math = agt_gpu_nn_math() == 1;
+  if (math != g_blas_math) {
+    cublasStatus_t s = cublasSetMathMode(g_blas, math ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+    if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(s, "cublasSetMathMode");
+    g_blas_math = math;
   }
   *out = g_blas;
   return AGT_OK;

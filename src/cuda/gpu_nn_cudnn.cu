@@ -6,11 +6,14 @@
  * make a handle on the device, convolutions take the im2col path (gpu_nn_conv.cu);
  * agt_gpu_nn_conv_path says which in one line.
  *
- * Float32 throughout: the convolution descriptors ask for CUDNN_FMA_MATH (no TF32 tensor-core
+ * Float32 by default: the convolution descriptors ask for CUDNN_FMA_MATH (no TF32 tensor-core
  * kernels) and only algorithms cuDNN reports as FMA-math and deterministic (the same bits run
  * to run, as the im2col path) that sum products (GEMM-like or direct: no FFT, no Winograd) are
- * taken, the fastest by cuDNN's heuristics whose workspace fits CUDNN_WS_MAX. Per geometry the descriptors and the three algorithm choices are made
- * once and cached. cuDNN pads symmetrically: a convolution whose padding is not (TF's SAME with
+ * taken, the fastest by cuDNN's heuristics whose workspace fits CUDNN_WS_MAX. Opt-in
+ * (agt_gpu_nn_set_math, --gpu-math): 1 = TF32 tensor-core math with the same algorithm rules;
+ * 2 = float32 FMA math with any algorithm (Winograd, FFT, non-deterministic: PyTorch's choice).
+ * Per geometry and mode the descriptors and the three algorithm choices are made once and
+ * cached. cuDNN pads symmetrically: a convolution whose padding is not (TF's SAME with
  * the odd pixel after) takes the im2col path. Bias and activation stay agt's own pass. */
 #include "gpu_nn_internal.h"
 
@@ -49,7 +52,7 @@ static cudnnHandle_t g_handle;
 static int g_handle_device = -1;
 
 struct conv_plan {
-  size_t key[11];
+  size_t key[12];   /* the geometry and the math mode */
   cudnnTensorDescriptor_t x, y;
   cudnnFilterDescriptor_t w;
   cudnnConvolutionDescriptor_t conv;
@@ -130,9 +133,15 @@ static int handle(void) {
   return 1;
 }
 
-/* No tensor-core math (TF32): the descriptor asks for FMA math, which cuDNN reports as FMA or
- * as its default. */
-static int fma(cudnnMathType_t m) { return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH; }
+/* The arithmetic asked for (agt_gpu_nn_set_math): 0 float32 (FMA, deterministic summing
+ * algorithms), 1 TF32 tensor cores (the same algorithms), 2 float32 with any algorithm. */
+static int g_math = 0;
+
+/* float32: no tensor-core math (TF32): the descriptor asks for FMA math, which cuDNN reports as
+ * FMA or as its default. TF32 (opt-in): tensor-core math too. */
+static int math_ok(cudnnMathType_t m) {
+  return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH || (g_math == 1 && m == CUDNN_TENSOR_OP_MATH);
+}
 
 /* Sums of products only (GEMM-like and direct algorithms): each output is the sum of its own
  * products, as with im2col and on the CPU. FFT and Winograd transforms mix the inputs of a tile
@@ -144,10 +153,26 @@ static int summing(cudnnConvolutionBwdFilterAlgo_t a) {
          a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
 }
 
+/* The first acceptable algorithm of cuDNN's heuristic ranking: it runs, fits the workspace,
+ * has the asked math and, except with fp32-fast, sums products and is deterministic. (Ranking by
+ * cuDNN's own timing, cudnnFind*, gave the same ResNet-18 pass time: not used.) */
+template <typename Perf, typename Algo>
+static int pick(const Perf *perf, int n, Algo *algo, size_t *ws) {
+  for (int i = 0; i < n; i++)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= CUDNN_WS_MAX &&
+        math_ok(perf[i].mathType) &&
+        (g_math == 2 || (summing(perf[i].algo) && perf[i].determinism == CUDNN_DETERMINISTIC))) {
+      *algo = perf[i].algo;
+      *ws = perf[i].memory;
+      return 1;
+    }
+  return 0;
+}
+
 static size_t g_calls[2];   /* convolution passes through im2col [0] and cuDNN [1] */
 
 /* The plan of a geometry: descriptors and algorithms (made on its first use). */
-static agt_status plan_for(const size_t key[11], conv_plan **out) {
+static agt_status plan_for(const size_t key[12], conv_plan **out) {
   for (int i = 0; i < g_nplans; i++)
     if (memcmp(g_plans[i].key, key, sizeof g_plans[i].key) == 0) {
       *out = &g_plans[i];
@@ -175,45 +200,26 @@ static agt_status plan_for(const size_t key[11], conv_plan **out) {
   DN(dn.cudnnSetConvolution2dDescriptor(p->conv, (int)pt, (int)pl, (int)sh, (int)sw, 1, 1,
                                         CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
      "cudnnSetConvolution2dDescriptor");
-  DN(dn.cudnnSetConvolutionMathType(p->conv, CUDNN_FMA_MATH), "cudnnSetConvolutionMathType");
+  DN(dn.cudnnSetConvolutionMathType(p->conv, key[11] == 1 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH),
+     "cudnnSetConvolutionMathType");
   int n = 0, found = 0;
   {
     cudnnConvolutionFwdAlgoPerf_t perf[16];
     DN(dn.cudnnGetConvolutionForwardAlgorithm_v7(g_handle, p->x, p->w, p->conv, p->y, 16, &n, perf),
        "cudnnGetConvolutionForwardAlgorithm_v7");
-    for (int i = 0; i < n && !found; i++)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) && summing(perf[i].algo) &&
-          perf[i].determinism == CUDNN_DETERMINISTIC && perf[i].memory <= CUDNN_WS_MAX) {
-        p->fwd = perf[i].algo;
-        p->ws_fwd = perf[i].memory;
-        found = 1;
-      }
+    found = pick(perf, n, &p->fwd, &p->ws_fwd);
   }
   if (found) {
-    found = 0;
     cudnnConvolutionBwdDataAlgoPerf_t perf[16];
     DN(dn.cudnnGetConvolutionBackwardDataAlgorithm_v7(g_handle, p->w, p->y, p->conv, p->x, 16, &n, perf),
        "cudnnGetConvolutionBackwardDataAlgorithm_v7");
-    for (int i = 0; i < n && !found; i++)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) && summing(perf[i].algo) &&
-          perf[i].determinism == CUDNN_DETERMINISTIC && perf[i].memory <= CUDNN_WS_MAX) {
-        p->bwd_data = perf[i].algo;
-        p->ws_data = perf[i].memory;
-        found = 1;
-      }
+    found = pick(perf, n, &p->bwd_data, &p->ws_data);
   }
   if (found) {
-    found = 0;
     cudnnConvolutionBwdFilterAlgoPerf_t perf[16];
     DN(dn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(g_handle, p->x, p->y, p->conv, p->w, 16, &n, perf),
        "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
-    for (int i = 0; i < n && !found; i++)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && fma(perf[i].mathType) && summing(perf[i].algo) &&
-          perf[i].determinism == CUDNN_DETERMINISTIC && perf[i].memory <= CUDNN_WS_MAX) {
-        p->bwd_filter = perf[i].algo;
-        p->ws_filter = perf[i].memory;
-        found = 1;
-      }
+    found = pick(perf, n, &p->bwd_filter, &p->ws_filter);
   }
   p->ok = found;
   if (fresh) g_nplans++;
@@ -237,7 +243,7 @@ agt_status agt_cudnn_plan(size_t B, size_t C, size_t H, size_t W, size_t OC, siz
     return AGT_OK;
   AGT_TRY(agt_gpu_ensure());
   if (!handle()) return AGT_OK;
-  size_t key[11] = { B, C, H, W, OC, KH, KW, sh, sw, pt, pl };
+  size_t key[12] = { B, C, H, W, OC, KH, KW, sh, sw, pt, pl, (size_t)g_math };
   conv_plan *p;
   AGT_TRY(plan_for(key, &p));
   if (p->ok) {
@@ -288,12 +294,19 @@ agt_status agt_cudnn_backward_filter(void *plan, const float *x, const float *dy
 
 extern "C" void agt_gpu_nn_use_cudnn(int on) { g_enabled = on != 0; }
 
+/* The math of the convolutions and GEMMs (gpu_blas.cu reads it through agt_gpu_nn_math). */
+extern "C" void agt_gpu_nn_set_math(int mode) { g_math = mode == 1 || mode == 2 ? mode : 0; }
+extern "C" int agt_gpu_nn_math(void) { return g_math; }
+
 extern "C" int agt_gpu_nn_conv_path(char *buf, size_t cap) {
   load();
   int cudnn = g_state == 1 && g_enabled;
   if (buf && cap) {
     if (cudnn)
-      snprintf(buf, cap, "conv2d on cuda: %s, float32 (FMA, deterministic algorithms)", g_why);
+      snprintf(buf, cap, "conv2d on cuda: %s, %s", g_why,
+               g_math == 1 ? "TF32 tensor cores, deterministic algorithms (--gpu-math tf32)"
+               : g_math == 2 ? "float32 (FMA), any algorithm (--gpu-math fp32-fast)"
+                             : "float32 (FMA), deterministic algorithms");
     else
       snprintf(buf, cap, "conv2d on cuda: im2col + cuBLAS SGEMM (%s)",
                g_state == 1 ? "cuDNN switched off" : g_why);

@@ -49,6 +49,8 @@ M.flags = {
   { "evaluation-delta", "integer", -1, "Evaluate every this many steps; negative = off (also evaluated at start and stop)" },
   { "evaluation-period", "number", 10, "Evaluate every this many seconds; negative = off" },
   { "use-gpu", "boolean", false, "Train on the GPU: θ, G, the workers' forward and backward passes, the attack, the rule, the optimizer and the evaluation stay on the device (with --server, the rule only); without a CUDA build or a device, an error" },
+  { "gpu-math", "string", "fp32", "Arithmetic of the GPU's convolutions and matrix products (needs --use-gpu): fp32 (float32, deterministic summing algorithms: the CPU's results to rounding, the same bits run to run), tf32 (TF32 tensor cores: faster, the products' inputs rounded to 10-bit mantissas; PyTorch's default for convolutions) or fp32-fast (float32 with any cuDNN algorithm, Winograd and non-deterministic ones too: PyTorch's float32 choice; not bit-repeatable)",
+    choices = { "fp32", "tf32", "fp32-fast" } },
   { "reuse-gpu", "boolean", false, "Let several workers share one GPU (needs --use-gpu; in a local run they all share it)" },
   { "no-wait", "boolean", false, "Do not wait for Ctrl-C before exiting when done (a local run never waits: nothing else is served)" },
   { "trace", "boolean", false, "Print a line on stderr at the begin and end of each phase of each step" },
@@ -197,6 +199,7 @@ function M.check(opts)
   if o.checkpoint_keep < 1 then flagerr(M.by_name["checkpoint-keep"], "must be >= 1, got %d", o.checkpoint_keep) end
   if o.seed < 0 or o.seed >= 2 ^ 53 then flagerr(M.by_name["seed"], "must be in [0, 2^53), got %s", o.seed) end
   if o.reuse_gpu and not o.use_gpu then flagerr(M.by_name["reuse-gpu"], "needs --use-gpu") end
+  if o.gpu_math ~= "fp32" and not o.use_gpu then flagerr(M.by_name["gpu-math"], "needs --use-gpu") end
   if o.attack ~= nil and r == 0 then
     flagerr(M.by_name["attack"], "'%s' with --nb-real-byz-workers 0 attacks with no worker (the run "
       .. "would be attack-free); give --nb-real-byz-workers R >= 1, or leave out --attack",
