@@ -95,6 +95,12 @@ local function say(id, fmt, ...)
   io.stderr:write(string.format("[%s] " .. fmt .. "\n", id, ...))
 end
 
+-- AGT_TRACE_NET=1: each message of the steps on stderr, with the monotonic clock (the PS's
+-- agt.session.remote prints its side the same way): where a step's row went missing.
+local TRACE = (os.getenv("AGT_TRACE_NET") or "") ~= "" and function(id, fmt, ...)
+  say(id, "%.3f " .. fmt, clock.mono(), ...)
+end or nil
+
 -- Waits up to timeout seconds for a message of one of the wanted types; nil on timeout.
 local function wait_for(net, timeout, wanted)
   local t_end = clock.mono() + timeout
@@ -259,6 +265,7 @@ local function run(o)
     local t_end, t_ready = clock.mono() + o["idle-timeout"], clock.mono() + 2
     while clock.mono() < t_end do
       local m = net:recv(500)
+      if TRACE and m then TRACE(id, "recv %s step %d", N.TYPE_NAMES[m.type] or m.type, m.step) end
       if m and (m.type == N.THETA or m.type == N.BYE) then return m end
       local h = hello and hello:recv(0)
       while h do
@@ -269,6 +276,7 @@ local function run(o)
         h = hello:recv(0)
       end
       if clock.mono() >= t_ready then
+        if TRACE then TRACE(id, "no θ for 2 s: READY again") end
         net:send(nil, N.READY, w, -1, cfg.d)
         if hello then hello:send(nil, N.HELLO, w, -1, Collusion.PROTOCOL) end
         t_ready = clock.mono() + 2
@@ -302,6 +310,7 @@ local function run(o)
         step, byzantine = msg.step, msg.aux == 1
       end
       msg = net:recv(0)
+      if TRACE and msg then TRACE(id, "recv %s step %d (waiting)", N.TYPE_NAMES[msg.type] or msg.type, msg.step) end
     end
     if msg and msg.type == N.BYE then
       say(id, "the PS ended the run after %d steps", steps)
@@ -326,6 +335,7 @@ local function run(o)
         say(id, "step %d: the PS took no message for %g s (its queue full): this row is lost", step,
             N.SEND_WAIT_S)
       end
+      if TRACE then TRACE(id, "sent STATE and GRAD of step %d", step) end
       if col and not byzantine then col:serve(step, t0) end
       steps = steps + 1
     end

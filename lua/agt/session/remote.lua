@@ -60,6 +60,12 @@ local Lossy = require("agt.session.lossy")
 
 local M = {}
 
+-- AGT_TRACE_NET=1: each message of a step on stderr, with the monotonic clock (agt.cli.worker
+-- prints the workers' side the same way): where a step's row went missing.
+local TRACE = (os.getenv("AGT_TRACE_NET") or "") ~= "" and function(fmt, ...)
+  io.stderr:write(string.format("[ps %.3f] " .. fmt .. "\n", clock.mono(), ...))
+end or nil
+
 local Remote = {}
 Remote.__index = Remote
 
@@ -431,6 +437,7 @@ function Remote:fill(theta, G, step, ctx)
   local function row_bytes(i) return udp and i <= udp.k and 0 or bytes end -- a UDP row's GRAD: its loss
   local sent = self:_send_theta(peers, rows, theta, step)
   for j, i in ipairs(rows) do
+    if TRACE then TRACE("step %d: THETA to row %d (peer %d): %s", step, i, peers[j], tostring(sent[j])) end
     if sent[j] == true then
       got[i], pending = false, pending + 1
     elseif sent[j] == "full" then
@@ -451,6 +458,12 @@ function Remote:fill(theta, G, step, ctx)
     local left = t_end - clock.mono()
     if left <= 0 then break end
     local msg, what, why, peer = self.net:recv(left * 1000)
+    if TRACE then
+      if msg then TRACE("step %d: %s of worker %d, step %d, peer %d (row %s), %d bytes", step,
+                        N.TYPE_NAMES[msg.type] or msg.type, msg.worker, msg.step, msg.peer,
+                        tostring(self.row_of_peer[msg.peer]), msg.len)
+      else TRACE("step %d: recv %s %s", step, tostring(what), tostring(why)) end
+    end
     if msg then
       if msg.type == N.STATE then
         self:_stream_state(msg, step)
@@ -488,6 +501,11 @@ function Remote:fill(theta, G, step, ctx)
     end
   end
   local enough = have >= self.wait_for -- --wait-for K: the rows still out are not waited for
+  if TRACE then
+    local t = {}
+    for i = 1, n do t[i] = tostring(got[i]) end
+    TRACE("step %d: done, have %d pending %d, got %s", step, have, pending, table.concat(t, " "))
+  end
   if self.mom then
     for i = 1, n do if got[i] ~= true then self.mom_known[i] = false end end
   end
