@@ -172,6 +172,7 @@ local function run(o)
   -- on the step socket, capped at one θ, with the session set. Again for each new session.
   local exp, exp_key
   local net, worker, session, theta, row, col, udp, momentum
+  local answered -- the step, streams and loss of the last row sent in this session (in row)
   local udp_dropped = 0 -- chunks left out by a test drop rate, over the sessions
   local function close_session()
     if net then net:close(); net = nil end
@@ -180,6 +181,7 @@ local function run(o)
   end
   local function configure()
     close_session()
+    answered = nil
     net = open(math.max(cfg.d * 4, 65536))
     net:set_session(cfg.session_id)
     session = cfg.session_id
@@ -317,12 +319,28 @@ local function run(o)
       if udp then say(id, "UDP: %d chunk(s) left out by the test drop rate", udp_dropped + udp.dropped) end
       return finish(0)
     end
-    if step then
+    local again = step and answered and answered.step == step
+    if again then
+      -- θ of the step this worker answered last, sent again (the PS took a READY of ours for
+      -- a lost θ or row): the same STATE and row again (row still holds it), not a second
+      -- gradient, so the streams, the momentum and an attack move once per step as in a
+      -- local run.
+      net:send(nil, N.STATE, w, step, 0, answered.state)
+      if udp then
+        udp.dropped = udp.dropped + udp:send(step, row.raw, udp.drop, udp.drop_seed)
+        net:send(nil, N.GRAD, w, step, answered.loss)
+      else
+        net:send(nil, N.GRAD, w, step, answered.loss, row.raw, bytes)
+      end
+      if TRACE then TRACE(id, "sent STATE and GRAD of step %d again", step) end
+    elseif step then
       local loss = worker:gradient(theta, row)
       if momentum then row:copy(Momentum.accumulate(momentum, row, cfg.momentum)) end
       -- The streams after the honest gradient, Byzantine or not: a PS restarted from its
       -- checkpoint gives them back, and the stream goes on as in a run never stopped.
-      net:send(nil, N.STATE, w, step, 0, worker:state())
+      local state = worker:state()
+      answered = { step = step, state = state, loss = loss }
+      net:send(nil, N.STATE, w, step, 0, state)
       if byzantine and not col then
         say(id, "the PS marks this worker Byzantine at step %d but sent it no attack: sending its gradient", step)
       elseif byzantine then

@@ -435,7 +435,9 @@ function Remote:fill(theta, G, step, ctx)
   -- got[i]: true (row taken), false (waited for), "bad" (a wrong-size row), "full" (stalled),
   -- "gone" (disconnected), nil (not connected).
   local got, pending, have = {}, 0, 0
-  local resent = {} -- rows sent θ again on their READY (once per step)
+  -- rows sent θ again on their READY (once per step), and when θ went to each: a READY read
+  -- within 2 s of it may be one sent before θ came (the PS read nothing for a while)
+  local resent, sent_at = {}, {}
   local udp = self.udp
   if udp then udp:open(step, G) end
   local function row_bytes(i) return udp and i <= udp.k and 0 or bytes end -- a UDP row's GRAD: its loss
@@ -443,7 +445,7 @@ function Remote:fill(theta, G, step, ctx)
   for j, i in ipairs(rows) do
     if TRACE then TRACE("step %d: THETA to row %d (peer %d): %s", step, i, peers[j], tostring(sent[j])) end
     if sent[j] == true then
-      got[i], pending = false, pending + 1
+      got[i], pending, sent_at[i] = false, pending + 1, clock.mono()
     elseif sent[j] == "full" then
       got[i] = "full" -- stalled: faulty this step, still connected
     else
@@ -473,12 +475,13 @@ function Remote:fill(theta, G, step, ctx)
         self:_stream_state(msg, step)
       elseif msg.type ~= N.GRAD then
         -- A worker that joins (or comes back on a new connection) mid-step gets this step's θ.
-        -- So does one whose row is awaited and that says READY on its connection: it says so
-        -- only after 2 s without a θ, so it has none for this step, or its row was lost (a
-        -- send that found its queue full, see agt.cli.worker); without this the step waited
-        -- its whole --step-timeout for a worker that was waiting too. Once per step.
+        -- So does one whose row is awaited and that says READY on its connection 2 s or more
+        -- after its θ went: it says so only after 2 s without a θ, so it has none for this
+        -- step, or its row was lost (a send that found its queue full, see agt.cli.worker);
+        -- without this the step waited its whole --step-timeout for a worker that was waiting
+        -- too. Once per step; a worker that did answer sends the same row again.
         local r, here = self:_control(msg, step)
-        if not r and here and got[here] == false and not resent[here] then
+        if not r and here and got[here] == false and not resent[here] and clock.mono() - sent_at[here] >= 2 then
           resent[here] = true
           if TRACE then TRACE("step %d: READY from row %d, awaited: θ again", step, here) end
           local sent1 = self:_send_theta({ self.peer_of[here] }, { here }, theta, step)[1]
@@ -490,7 +493,7 @@ function Remote:fill(theta, G, step, ctx)
         elseif r and got[r] ~= true and got[r] ~= "bad" then
           if self:_send_theta({ self.peer_of[r] }, { r }, theta, step)[1] == true then
             if got[r] ~= false then pending = pending + 1 end
-            got[r] = false
+            got[r], sent_at[r] = false, clock.mono()
           end
         end
       else
