@@ -11,10 +11,11 @@
 -- Byzantine for the step, its streams and the attack's row (agt.session.collusion: alone, or
 -- colluding with the other Byzantine workers). It stops when the PS says the run is over
 -- (exit 0), or when nothing has come from the PS for --idle-timeout seconds (exit 1). If
--- several θ are waiting (after a stall), only the newest is computed. While the PS is silent
--- it says HELLO again every few seconds: a PS restarted from its checkpoint answers with a new
--- session and the streams of that checkpoint, and the worker carries on in that run (the data
--- already loaded is kept; the attack and the UDP sender are made again for the new session).
+-- several θ are waiting (after a stall), only the newest is computed; a θ of the step it
+-- answered last (the PS sent it again) gets that row and its streams again. While the PS is
+-- silent it says HELLO again every few seconds: a PS restarted from its checkpoint answers with
+-- a new session and the streams of that checkpoint, and the worker carries on in that run (the
+-- data already loaded is kept; the attack and the UDP sender are made again for the session).
 -- With --MPI it is a rank of 'agt run --MPI' (rank r is worker r-1): the same steps over MPI,
 -- STATE before each GRAD too, but no HELLO again (the ranks live and die with the job).
 -- See agt.session.remote for the protocol.
