@@ -7,6 +7,7 @@ local S = require("agt.session")
 local N = require("agt.net")
 local host = require("agt.host")
 local K = require("agt.checkpoint")
+local clock = require("agt.clock")
 
 local AGT = host.root .. "/agt"
 
@@ -444,6 +445,63 @@ end
     if not ok then error(tostring(err) .. "\n" .. text .. "\n" .. table.concat(logs, "\n"), 0) end
     assert.falsy(text:find("faulty at", 1, true), text) -- rows not waited for are not logged as faults
     assert.truthy(text:find("slow", 1, true), text) -- the summary at close counts them
+  end)
+
+  it("sends θ again to a worker whose row it awaits and that says READY: a θ or row lost on a live connection costs 2 s, not the step", function()
+    -- Worker 1 is a raw client that drops the first θ of each step as if it never came, and
+    -- says READY again after 2 s without one, as agt worker does: the PS must send that step's
+    -- θ again (once), and not wait its --step-timeout for a worker that is waiting too.
+    local dir = H.tmpdir()
+    local port = free_port() + 8
+    local path = cluster(dir, port, 2)
+    local pids = { spawn(string.format("exec '%s' worker --server '%s' --id workers:0 --auth none --idle-timeout 60",
+                                       AGT, path), dir .. "/w0.log") }
+    H.write(dir .. "/raw.lua", string.format([[
+      local N, clock = require("agt.net"), require("agt.clock")
+      local ep = "tcp://127.0.0.1:%d"
+      local hello = N.client(ep, 2 ^ 24)
+      hello:send(nil, N.HELLO, 1, -1, 1)
+      local m = hello:recv(60000)
+      local cfg = require("cjson").decode(m:text())
+      local net = N.client(ep, cfg.d * 4 + 64)
+      net:set_session(tonumber(cfg.session, 16))
+      net:send(nil, N.READY, 1, -1, cfg.d)
+      local row = string.rep("\0", cfg.d * 4)
+      local dropped, t_ready = {}, clock.mono() + 2
+      while true do
+        m = net:recv(200)
+        if m and m.type == N.BYE then break end
+        if m and m.type == N.THETA then
+          if not dropped[m.step] then dropped[m.step] = true -- "lost"
+          else net:send(nil, N.GRAD, 1, m.step, 0, row) end
+          t_ready = clock.mono() + 2
+        elseif clock.mono() >= t_ready then
+          net:send(nil, N.READY, 1, -1, cfg.d)
+          t_ready = clock.mono() + 2
+        end
+      end
+    ]], port))
+    pids[2] = spawn(string.format("exec '%s' '%s/raw.lua'", AGT, dir), dir .. "/w1.log")
+    local warnings = {}
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "average", nb_workers = 2, nb_decl_byz_workers = 0, server = path,
+                              auth = "none", step_timeout = 30, connect_timeout = 60 }))
+      ps.source.warn = function(msg) warnings[#warnings + 1] = msg end
+      for _ = 1, 2 do
+        local t0 = clock.mono()
+        assert.equal(0, ps:step().faulty)
+        local dt = clock.mono() - t0
+        assert.is_true(dt >= 1.5 and dt < 15, string.format("a step took %.1f s", dt)) -- 2 s of silence, not 30
+      end
+      local F = ps.source:faults()
+      assert.equal(0, F[2].missing + F[2].malformed)
+      ps:close()
+    end)
+    stop(pids)
+    local logs = (H.read(dir .. "/w0.log") or "") .. "\n" .. (H.read(dir .. "/w1.log") or "")
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. table.concat(warnings, "\n") .. "\n" .. logs, 0) end
+    assert.falsy(table.concat(warnings, "\n"):find("faulty at", 1, true), table.concat(warnings, "\n"))
   end)
 
   it("survives a PS that does not read for 20 s (a long evaluation): its dropped workers are taken back", function()

@@ -224,12 +224,24 @@ static int dolibrary(lua_State *L, const char *name) {
 }
 
 /* Runs lua/agt/cli/NAME.lua through the Lua dispatcher; returns the process exit code. */
+/* A subcommand that fails because Ctrl-C or SIGTERM came while it was loading or before it
+ * polls the flag itself: a stop (130) with one line, not a failure (1) with a traceback. */
+static int failed(lua_State *L, int status) {
+  if (agt_interrupted()) {
+    lua_pop(L, 1);
+    print_error("interrupted");
+    return 130;
+  }
+  report(L, status);
+  return 1;
+}
+
 static int run_subcommand(lua_State *L, char **argv, int argc, int first) {
   create_arg(L, argv, argc, first);
   lua_getglobal(L, "require");
   lua_pushstring(L, "agt.cli");
   int s = docall(L, 1, 1);
-  if (s) { report(L, s); return 1; }
+  if (s) return failed(L, s);
   lua_getfield(L, -1, "main");
   lua_remove(L, -2);
   lua_createtable(L, argc - first, 0);
@@ -238,7 +250,7 @@ static int run_subcommand(lua_State *L, char **argv, int argc, int first) {
     lua_rawseti(L, -2, i - first + 1);
   }
   s = docall(L, 1, 1);
-  if (s) { report(L, s); return 1; }
+  if (s) return failed(L, s);
   int code = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
   lua_pop(L, 1);
   return code;

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -64,9 +65,13 @@ static void run_chunks(void) {
   in_job = 0;
 }
 
+/* arg: the generation when the thread was made (under job_mu, before the job it is made for
+ * bumps it). Starting from 0 instead, a thread made after agt_pool_set_threads took the last
+ * job's generation for a new one: it ran that finished job's (no) chunks and counted itself
+ * done in `active`, possibly after the new job had set it, so agt_parallel_for could return
+ * while the thread still ran a chunk of the new job. */
 static void *worker_main(void *arg) {
-  (void)arg;
-  unsigned long seen = 0;
+  unsigned long seen = (unsigned long)(uintptr_t)arg;
   pthread_mutex_lock(&mu);
   for (;;) {
     while (!stopping && generation == seen) pthread_cond_wait(&cv_work, &mu);
@@ -93,7 +98,7 @@ static void stop_workers(void) {
 
 static agt_status start_workers(int threads) {
   for (int i = 0; i < threads - 1; i++) {
-    if (pthread_create(&workers[i], NULL, worker_main, NULL) != 0) {
+    if (pthread_create(&workers[i], NULL, worker_main, (void *)(uintptr_t)generation) != 0) {
       nworkers = i;
       return AGT_FAIL(AGT_ENOMEM, "cannot start thread %d of the pool", i + 1);
     }

@@ -1,6 +1,7 @@
 /* test_core.c — the engine core without Lua: status messages, memory accounting, the pool's
  * chunking and determinism, Philox against its known answer, vector kernels, tensors. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -71,6 +72,31 @@ static void test_pool(void) {
   cover_ctx c1 = {seen1};
   CHECK(agt_parallel_for(10, 1, cover, &c1) == AGT_EINTR);
   agt_interrupt_set(0);
+  CHECK(agt_pool_set_threads(0) == AGT_OK);
+}
+
+/* A chunk that takes a while, then says it is done. */
+static void slow_chunk(void *ctx, size_t b, size_t e, size_t c) {
+  (void)b;
+  (void)e;
+  (void)c;
+  usleep(300);
+  atomic_fetch_add((atomic_int *)ctx, 1);
+}
+
+/* Threads started again after agt_pool_set_threads take part in the next job, and
+ * agt_parallel_for returns only once every chunk is done (a new thread once counted itself done
+ * with a job it had not seen, so the call could return while it still ran a chunk). */
+static void test_pool_restart(void) {
+  int early = 0;
+  for (int k = 0; k < 300; k++) {
+    CHECK(agt_pool_set_threads(2 + k % 3) == AGT_OK);
+    atomic_int done = 0;
+    CHECK(agt_parallel_for(24, 1, slow_chunk, &done) == AGT_OK);
+    early += atomic_load(&done) != 24;
+    usleep(2000); /* (a chunk still running would count itself here) */
+  }
+  CHECK(early == 0);
   CHECK(agt_pool_set_threads(0) == AGT_OK);
 }
 
@@ -246,6 +272,7 @@ int main(void) {
   test_status();
   test_mem();
   test_pool();
+  test_pool_restart();
   test_rng();
   test_vec();
   test_gemm();

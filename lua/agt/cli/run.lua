@@ -10,13 +10,25 @@
 -- 130 after the last evaluation and checkpoint.
 local FL = require("agt.cli.run.flags")
 local S = require("agt.session")
+local host = require("agt.host")
 
 local MPIRUN = require("agt.cli.run.mpi")
+
+-- A Ctrl-C or SIGTERM before the training loop (while the flags are checked and the parts
+-- built) raises "interrupted!" wherever the setup is: that is no bad flag (status 2) nor a
+-- failure (1), but a stop before any step (130), said as such.
+local function interrupted_setup()
+  if not host.interrupted() then return nil end
+  io.stderr:write("agt run: interrupted while setting up the run (no step was taken)\n")
+  return 130
+end
 
 -- The run of parsed options opts (checked by S.new) -> exit code.
 local function run(opts)
   local ok, s = pcall(S.new, opts)
   if not ok then
+    local code = interrupted_setup()
+    if code then return code end
     io.stderr:write("agt run: ", tostring(s), "\n")
     return 2
   end
@@ -42,6 +54,8 @@ return function(args)
     return 0
   end
   if not ok then
+    local code = interrupted_setup()
+    if code then return code end
     io.stderr:write("agt run: ", tostring(opts), "\n")
     return 2
   end

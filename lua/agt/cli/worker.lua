@@ -11,10 +11,11 @@
 -- Byzantine for the step, its streams and the attack's row (agt.session.collusion: alone, or
 -- colluding with the other Byzantine workers). It stops when the PS says the run is over
 -- (exit 0), or when nothing has come from the PS for --idle-timeout seconds (exit 1). If
--- several θ are waiting (after a stall), only the newest is computed. While the PS is silent
--- it says HELLO again every few seconds: a PS restarted from its checkpoint answers with a new
--- session and the streams of that checkpoint, and the worker carries on in that run (the data
--- already loaded is kept; the attack and the UDP sender are made again for the new session).
+-- several θ are waiting (after a stall), only the newest is computed; a θ of the step it
+-- answered last (the PS sent it again) gets that row and its streams again. While the PS is
+-- silent it says HELLO again every few seconds: a PS restarted from its checkpoint answers with
+-- a new session and the streams of that checkpoint, and the worker carries on in that run (the
+-- data already loaded is kept; the attack and the UDP sender are made again for the session).
 -- With --MPI it is a rank of 'agt run --MPI' (rank r is worker r-1): the same steps over MPI,
 -- STATE before each GRAD too, but no HELLO again (the ranks live and die with the job).
 -- See agt.session.remote for the protocol.
@@ -95,6 +96,12 @@ local function say(id, fmt, ...)
   io.stderr:write(string.format("[%s] " .. fmt .. "\n", id, ...))
 end
 
+-- AGT_TRACE_NET=1: each message of the steps on stderr, with the monotonic clock (the PS's
+-- agt.session.remote prints its side the same way): where a step's row went missing.
+local TRACE = (os.getenv("AGT_TRACE_NET") or "") ~= "" and function(id, fmt, ...)
+  say(id, "%.3f " .. fmt, clock.mono(), ...)
+end or nil
+
 -- Waits up to timeout seconds for a message of one of the wanted types; nil on timeout.
 local function wait_for(net, timeout, wanted)
   local t_end = clock.mono() + timeout
@@ -166,6 +173,7 @@ local function run(o)
   -- on the step socket, capped at one θ, with the session set. Again for each new session.
   local exp, exp_key
   local net, worker, session, theta, row, col, udp, momentum
+  local answered -- the step, streams and loss of the last row sent in this session (in row)
   local udp_dropped = 0 -- chunks left out by a test drop rate, over the sessions
   local function close_session()
     if net then net:close(); net = nil end
@@ -174,6 +182,7 @@ local function run(o)
   end
   local function configure()
     close_session()
+    answered = nil
     net = open(math.max(cfg.d * 4, 65536))
     net:set_session(cfg.session_id)
     session = cfg.session_id
@@ -259,6 +268,7 @@ local function run(o)
     local t_end, t_ready = clock.mono() + o["idle-timeout"], clock.mono() + 2
     while clock.mono() < t_end do
       local m = net:recv(500)
+      if TRACE and m then TRACE(id, "recv %s step %d", N.TYPE_NAMES[m.type] or m.type, m.step) end
       if m and (m.type == N.THETA or m.type == N.BYE) then return m end
       local h = hello and hello:recv(0)
       while h do
@@ -269,6 +279,7 @@ local function run(o)
         h = hello:recv(0)
       end
       if clock.mono() >= t_ready then
+        if TRACE then TRACE(id, "no θ for 2 s: READY again") end
         net:send(nil, N.READY, w, -1, cfg.d)
         if hello then hello:send(nil, N.HELLO, w, -1, Collusion.PROTOCOL) end
         t_ready = clock.mono() + 2
@@ -302,18 +313,35 @@ local function run(o)
         step, byzantine = msg.step, msg.aux == 1
       end
       msg = net:recv(0)
+      if TRACE and msg then TRACE(id, "recv %s step %d (waiting)", N.TYPE_NAMES[msg.type] or msg.type, msg.step) end
     end
     if msg and msg.type == N.BYE then
       say(id, "the PS ended the run after %d steps", steps)
       if udp then say(id, "UDP: %d chunk(s) left out by the test drop rate", udp_dropped + udp.dropped) end
       return finish(0)
     end
-    if step then
+    local again = step and answered and answered.step == step
+    if again then
+      -- θ of the step this worker answered last, sent again (the PS took a READY of ours for
+      -- a lost θ or row): the same STATE and row again (row still holds it), not a second
+      -- gradient, so the streams, the momentum and an attack move once per step as in a
+      -- local run.
+      net:send(nil, N.STATE, w, step, 0, answered.state)
+      if udp then
+        udp.dropped = udp.dropped + udp:send(step, row.raw, udp.drop, udp.drop_seed)
+        net:send(nil, N.GRAD, w, step, answered.loss)
+      else
+        net:send(nil, N.GRAD, w, step, answered.loss, row.raw, bytes)
+      end
+      if TRACE then TRACE(id, "sent STATE and GRAD of step %d again", step) end
+    elseif step then
       local loss = worker:gradient(theta, row)
       if momentum then row:copy(Momentum.accumulate(momentum, row, cfg.momentum)) end
       -- The streams after the honest gradient, Byzantine or not: a PS restarted from its
       -- checkpoint gives them back, and the stream goes on as in a run never stopped.
-      net:send(nil, N.STATE, w, step, 0, worker:state())
+      local state = worker:state()
+      answered = { step = step, state = state, loss = loss }
+      net:send(nil, N.STATE, w, step, 0, state)
       if byzantine and not col then
         say(id, "the PS marks this worker Byzantine at step %d but sent it no attack: sending its gradient", step)
       elseif byzantine then
@@ -326,6 +354,7 @@ local function run(o)
         say(id, "step %d: the PS took no message for %g s (its queue full): this row is lost", step,
             N.SEND_WAIT_S)
       end
+      if TRACE then TRACE(id, "sent STATE and GRAD of step %d", step) end
       if col and not byzantine then col:serve(step, t0) end
       steps = steps + 1
     end

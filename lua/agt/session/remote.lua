@@ -44,8 +44,9 @@
 -- that step (counted as "slow", not logged) and dropped when they arrive (counted as "late").
 -- A row of an earlier step (late, or replayed) is dropped and counted; it never rebinds a
 -- worker to the connection it came from. A worker that connects again (restarted) is
--- configured again and takes part from the next step. Nothing a worker sends can make the PS
--- allocate beyond one row or wait beyond the deadline.
+-- configured again and takes part from the next step. A worker whose row the step awaits and
+-- that says READY again (it does after 2 s without a θ) gets the step's θ again, once. Nothing
+-- a worker sends can make the PS allocate beyond one row or wait beyond the deadline.
 local ffi = require("ffi")
 local N = require("agt.net")
 local CL = require("agt.cluster")
@@ -59,6 +60,12 @@ local Collusion = require("agt.session.collusion")
 local Lossy = require("agt.session.lossy")
 
 local M = {}
+
+-- AGT_TRACE_NET=1: each message of a step on stderr, with the monotonic clock (agt.cli.worker
+-- prints the workers' side the same way): where a step's row went missing.
+local TRACE = (os.getenv("AGT_TRACE_NET") or "") ~= "" and function(fmt, ...)
+  io.stderr:write(string.format("[ps %.3f] " .. fmt .. "\n", clock.mono(), ...))
+end or nil
 
 local Remote = {}
 Remote.__index = Remote
@@ -274,7 +281,9 @@ function Remote:_who(msg, step)
   return msg.auth
 end
 
--- Handles a message that is not a row of the current step; returns the row it concerns, if any.
+-- Handles a message that is not a row of the current step; returns the row it concerns, if any
+-- (a worker that joins or comes back on a new connection), or nil and the row of a worker that
+-- says READY again on the connection it is bound to ("still here": it has had no θ for a while).
 function Remote:_control(msg, step)
   local w = self:_who(msg, step)
   if not w then return end
@@ -297,7 +306,7 @@ function Remote:_control(msg, step)
       return
     end
     local old = self.peer_of[i]
-    if old == msg.peer and self.ready[i] then return nil end -- "still here" (see agt.cli.worker)
+    if old == msg.peer and self.ready[i] then return nil, i end -- "still here" (see agt.cli.worker)
     if old then self.row_of_peer[old] = nil end
     self.peer_of[i], self.row_of_peer[msg.peer] = msg.peer, i
     if self.connected then self.warn(string.format("worker %s joined on a new connection", self:name(i))) end
@@ -426,13 +435,17 @@ function Remote:fill(theta, G, step, ctx)
   -- got[i]: true (row taken), false (waited for), "bad" (a wrong-size row), "full" (stalled),
   -- "gone" (disconnected), nil (not connected).
   local got, pending, have = {}, 0, 0
+  -- rows sent θ again on their READY (once per step), and when θ went to each: a READY read
+  -- within 2 s of it may be one sent before θ came (the PS read nothing for a while)
+  local resent, sent_at = {}, {}
   local udp = self.udp
   if udp then udp:open(step, G) end
   local function row_bytes(i) return udp and i <= udp.k and 0 or bytes end -- a UDP row's GRAD: its loss
   local sent = self:_send_theta(peers, rows, theta, step)
   for j, i in ipairs(rows) do
+    if TRACE then TRACE("step %d: THETA to row %d (peer %d): %s", step, i, peers[j], tostring(sent[j])) end
     if sent[j] == true then
-      got[i], pending = false, pending + 1
+      got[i], pending, sent_at[i] = false, pending + 1, clock.mono()
     elseif sent[j] == "full" then
       got[i] = "full" -- stalled: faulty this step, still connected
     else
@@ -451,21 +464,45 @@ function Remote:fill(theta, G, step, ctx)
     local left = t_end - clock.mono()
     if left <= 0 then break end
     local msg, what, why, peer = self.net:recv(left * 1000)
+    if TRACE then
+      if msg then TRACE("step %d: %s of worker %d, step %d, peer %d (row %s), %d bytes", step,
+                        N.TYPE_NAMES[msg.type] or msg.type, msg.worker, msg.step, msg.peer,
+                        tostring(self.row_of_peer[msg.peer]), msg.len)
+      else TRACE("step %d: recv %s %s", step, tostring(what), tostring(why)) end
+    end
     if msg then
       if msg.type == N.STATE then
         self:_stream_state(msg, step)
       elseif msg.type ~= N.GRAD then
         -- A worker that joins (or comes back on a new connection) mid-step gets this step's θ.
-        local r = self:_control(msg, step)
-        if r and got[r] ~= true and got[r] ~= "bad" then
+        -- So does one whose row is awaited and that says READY on its connection 2 s or more
+        -- after its θ went: it says so only after 2 s without a θ, so it has none for this
+        -- step, or its row was lost (a send that found its queue full, see agt.cli.worker);
+        -- without this the step waited its whole --step-timeout for a worker that was waiting
+        -- too. Once per step; a worker that did answer sends the same row again.
+        local r, here = self:_control(msg, step)
+        if not r and here and got[here] == false and not resent[here] and clock.mono() - sent_at[here] >= 2 then
+          resent[here] = true
+          if TRACE then TRACE("step %d: READY from row %d, awaited: θ again", step, here) end
+          local sent1 = self:_send_theta({ self.peer_of[here] }, { here }, theta, step)[1]
+          if sent1 == "full" then
+            got[here], pending = "full", pending - 1
+          elseif sent1 ~= true then
+            self.ready[here], got[here], pending = false, "gone", pending - 1
+          end
+        elseif r and got[r] ~= true and got[r] ~= "bad" then
           if self:_send_theta({ self.peer_of[r] }, { r }, theta, step)[1] == true then
             if got[r] ~= false then pending = pending + 1 end
-            got[r] = false
+            got[r], sent_at[r] = false, clock.mono()
           end
         end
       else
         local i = self:_row_of(msg, step)
         if not i then -- dropped (counted)
+        elseif got[i] == true and resent[i] then
+          -- (θ sent again on its READY while the first was only slow: the row of the first
+          -- copy is taken, the second is a duplicate of it, dropped as late)
+          self:_fault(i, "late", step, "a second row after θ was sent again (dropped)")
         elseif got[i] == true or got[i] == "bad" then
           self:_fault(i, "malformed", step, "a second row in one step")
         else
@@ -488,6 +525,11 @@ function Remote:fill(theta, G, step, ctx)
     end
   end
   local enough = have >= self.wait_for -- --wait-for K: the rows still out are not waited for
+  if TRACE then
+    local t = {}
+    for i = 1, n do t[i] = tostring(got[i]) end
+    TRACE("step %d: done, have %d pending %d, got %s", step, have, pending, table.concat(t, " "))
+  end
   if self.mom then
     for i = 1, n do if got[i] ~= true then self.mom_known[i] = false end end
   end
