@@ -6,6 +6,7 @@
 #include "net.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -130,7 +131,26 @@ static agt_status set_curve_cap(agt_net *n) {
   return AGT_OK;
 }
 
+/* ZeroMQ receives each chunk into a fresh allocation of its I/O thread, and reads a message's
+ * chunks ahead of the caller: a 100 MB row is 100 MB of them alive at once. With glibc's
+ * defaults that memory goes back to the system when the caller frees them (heap tops trimmed,
+ * a free heap of a thread's arena unmapped), and the next row faults it all in again: 25,000
+ * page faults per row, as many as one fresh buffer of its size. So, once per process, chunks
+ * come from the heap (M_MMAP_THRESHOLD above a chunk: fixed, glibc would raise it there after
+ * the first one anyway) and freed heap memory is kept for the next ones (M_TRIM_THRESHOLD,
+ * M_TOP_PAD): a process that has moved rows keeps the memory they took, as a caching allocator
+ * would. (Other C libraries: nothing to set.) */
+static void keep_heap(void) {
+#ifdef M_TOP_PAD
+  mallopt(M_MMAP_THRESHOLD, 4 * AGT_NET_CHUNK);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 128 << 20);
+#endif
+}
+
 agt_status agt_net_new(int role, int64_t max_payload, int max_peers, agt_net **out) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, keep_heap);
   if (!out) return AGT_FAIL(AGT_EINVAL, "agt_net_new: out is NULL");
   *out = NULL;
   if (role != AGT_NET_SERVER && role != AGT_NET_CLIENT)
