@@ -398,9 +398,11 @@ end
     end)
     if raw then raw:close() end
     stop(pids)
+    local logs = {}
+    for i = 0, 3 do logs[#logs + 1] = string.format("[w%d] %s", i, H.read(string.format("%s/w%d.log", dir, i)) or "") end
     os.execute("rm -rf '" .. dir .. "'")
     local text = table.concat(warnings, "\n")
-    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+    if not ok then error(tostring(err) .. "\n" .. text .. "\n" .. table.concat(logs, "\n"), 0) end
     assert.falsy(text:find("new connection", 1, true), text) -- the replay took no worker's place
   end)
 
@@ -435,9 +437,11 @@ end
       ps:close()
     end)
     stop(pids)
+    local logs = {}
+    for i = 0, 3 do logs[#logs + 1] = string.format("[w%d] %s", i, H.read(string.format("%s/w%d.log", dir, i)) or "") end
     os.execute("rm -rf '" .. dir .. "'")
     local text = table.concat(warnings, "\n")
-    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+    if not ok then error(tostring(err) .. "\n" .. text .. "\n" .. table.concat(logs, "\n"), 0) end
     assert.falsy(text:find("faulty at", 1, true), text) -- rows not waited for are not logged as faults
     assert.truthy(text:find("slow", 1, true), text) -- the summary at close counts them
   end)

@@ -113,9 +113,30 @@ end
 
 -- A port base no other spec run is likely to hold, from the pid and the clock; k spreads the
 -- cases of one file apart.
+-- A base port P for a test's cluster: P .. P+31 (the PS, its workers, and the offsets the specs
+-- add) are used by no TCP or UDP socket of this machine in any state, listening, connected or in
+-- TIME_WAIT (from /proc/net/{tcp,udp}{,6}). Drawn pseudo-randomly, so that runs at the same time
+-- (two checkouts' test suites) are unlikely to draw the same block, and checked, so that one
+-- does not take ports a leftover process or another run still holds.
+local function ports_in_use()
+  local used = {}
+  for _, f in ipairs({ "tcp", "tcp6", "udp", "udp6" }) do
+    local text = H.read("/proc/net/" .. f) or ""
+    for hex in text:gmatch("\n%s*%d+: %x+:(%x+) ") do used[tonumber(hex, 16)] = true end
+  end
+  return used
+end
+
 function H.free_port(k)
   local seed = tonumber(H.sh("echo $$")) or 0
-  return 20000 + (seed * 7919 + os.time() * 13 + (k or 0) * 101) % 30000
+  local used = ports_in_use()
+  for try = 0, 199 do
+    local p = 20000 + (seed * 7919 + os.time() * 13 + ((k or 0) + try) * 101) % 30000
+    local clear = true
+    for q = p, p + 31 do if used[q] then clear = false; break end end
+    if clear then return p end
+  end
+  error("no block of 32 free ports found between 20000 and 50031")
 end
 
 -- A cluster file in dir: the PS on port, n workers on port+1..port+n. Returns its path.

@@ -196,6 +196,13 @@ agt_status agt_net_new(int role, int64_t max_payload, int max_peers, agt_net **o
     st = zfail("zmq_setsockopt");
     goto fail;
   }
+  /* A worker's send waits for room in its queue (bounded): a row must not be dropped because
+   * the PS was busy elsewhere when it was ready. */
+  int wait_ms = AGT_NET_SEND_WAIT_MS;
+  if (role == AGT_NET_CLIENT && zmq_setsockopt(n->sock, ZMQ_SNDTIMEO, &wait_ms, sizeof wait_ms)) {
+    st = zfail("zmq_setsockopt(ZMQ_SNDTIMEO)");
+    goto fail;
+  }
   /* A message to a peer that is not connected fails at once instead of vanishing. */
   if (role == AGT_NET_SERVER && zmq_setsockopt(n->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one)) {
     st = zfail("zmq_setsockopt(ZMQ_ROUTER_MANDATORY)");
@@ -489,8 +496,10 @@ void agt_net_header(void *out, int type, uint32_t worker, uint64_t session, int6
   memcpy(h + 40, &ulen, 8);
 }
 
-/* Sends one ZeroMQ message to peer i (PS: its routing id first); 1 taken, 0 gone, -1 its queue
- * full, -2 the socket broken (zmq_errno says why). msg is consumed. */
+/* Sends one ZeroMQ message to peer i (PS: its routing id first; a worker waits for room up to
+ * AGT_NET_SEND_WAIT_MS, ZMQ_SNDTIMEO); 1 taken, 0 gone, -1 its queue full (or a signal other
+ * than Ctrl-C came: said as not taken), -2 the socket broken (zmq_errno says why), -3 Ctrl-C.
+ * msg is consumed. */
 static int send_one(agt_net *n, const int64_t *peers, int i, zmq_msg_t *msg) {
   if (n->role == AGT_NET_SERVER) {
     peer_slot *s = slot_of_peer(n, peers[i]);
@@ -500,10 +509,11 @@ static int send_one(agt_net *n, const int64_t *peers, int i, zmq_msg_t *msg) {
       return s && zmq_errno() == EAGAIN ? -1 : 0;
     }
   }
-  if (zmq_msg_send(msg, n->sock, ZMQ_DONTWAIT) < 0) {
+  if (zmq_msg_send(msg, n->sock, n->role == AGT_NET_SERVER ? ZMQ_DONTWAIT : 0) < 0) {
     int e = zmq_errno();
     zmq_msg_close(msg);
     errno = e;
+    if (e == EINTR) return agt_interrupted() ? -3 : -1;
     return e == EAGAIN ? -1 : e == EHOSTUNREACH ? 0 : -2;
   }
   return 1;
@@ -545,6 +555,10 @@ agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, 
         break;
       }
       int r = send_one(n, peers, i, &msg);
+      if (r == -3) {
+        st = AGT_FAIL(AGT_EINTR, "interrupted");
+        break;
+      }
       if (r == -2) {
         st = zfail("zmq_msg_send");
         break;

@@ -119,8 +119,12 @@ int64_t agt_net_refused(const agt_net *n);
 void agt_net_set_session(agt_net *n, uint64_t session);
 /* Sends one message to each of npeers peers (PS; a worker passes NULL, 1); sent[i] = 1 when
  * peer i took it, 0 when it is gone (disconnected or forgotten), -1 when its queue is full
- * (it is not reading: stalled) (sent may be NULL). The payload is
- * copied once whatever npeers. Fails only on bad arguments or a broken socket. */
+ * (it is not reading: stalled) (sent may be NULL). The PS never waits; a worker waits up to
+ * AGT_NET_SEND_WAIT_MS for room in its queue (the PS reads its rows between its other work)
+ * before it says -1 (for each chunk of a large message; a peer that missed a chunk gets none of
+ * the rest, and its receiver drops the message). The payload is copied once whatever npeers. Fails only on bad arguments
+ * or a broken socket. */
+enum { AGT_NET_SEND_WAIT_MS = 10000 };
 agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
                         int64_t step, double aux, const void *data, int64_t len, int8_t *sent);
 /* Waits up to timeout_ms (>= 0) for one frame: AGT_OK with the message in m, AGT_NET_TIMEOUT,

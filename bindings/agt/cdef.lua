@@ -364,6 +364,7 @@ agt_status agt_net_curve_client(agt_net *n, const char *server_public, const cha
 int64_t agt_net_denied(const agt_net *n);
 int64_t agt_net_refused(const agt_net *n);
 void agt_net_set_session(agt_net *n, uint64_t session);
+enum { AGT_NET_SEND_WAIT_MS = 10000 };
 agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
                         int64_t step, double aux, const void *data, int64_t len, int8_t *sent);
 agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m);

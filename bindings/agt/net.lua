@@ -27,6 +27,7 @@ local M = {
   THETA = C.AGT_NET_THETA, GRAD = C.AGT_NET_GRAD, BYE = C.AGT_NET_BYE, ERROR = C.AGT_NET_ERROR,
   STATE = C.AGT_NET_STATE,
   HEADER = C.AGT_NET_HEADER,
+  SEND_WAIT_S = C.AGT_NET_SEND_WAIT_MS / 1000, -- how long a worker's send waits for room
 }
 M.TYPE_NAMES = { [M.HELLO] = "HELLO", [M.CONFIG] = "CONFIG", [M.READY] = "READY",
                  [M.THETA] = "THETA", [M.GRAD] = "GRAD", [M.BYE] = "BYE", [M.ERROR] = "ERROR",

@@ -322,8 +322,9 @@ local function run(o)
       if udp then
         udp.dropped = udp.dropped + udp:send(step, row.raw, udp.drop, udp.drop_seed)
         net:send(nil, N.GRAD, w, step, loss)
-      else
-        net:send(nil, N.GRAD, w, step, loss, row.raw, bytes)
+      elseif net:send(nil, N.GRAD, w, step, loss, row.raw, bytes) ~= true then
+        say(id, "step %d: the PS took no message for %g s (its queue full): this row is lost", step,
+            N.SEND_WAIT_S)
       end
       if col and not byzantine then col:serve(step, t0) end
       steps = steps + 1
