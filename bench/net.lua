@@ -13,7 +13,8 @@
 -- with OpenMPI and mpirun is found) runs as `mpirun -np k+1 agt bench net --mpi-child ...`:
 -- "mpi" with OpenMPI's defaults (shared memory between the ranks of one host), "mpi-tcp" over
 -- loopback TCP as the others (--mca btl self,tcp); the round is timed by rank 0 as for ZeroMQ.
---   agt bench net [d] [senders, e.g. 1,4] [rounds]        (default 25000000 floats, 1,4, 5)
+--   agt bench net [d] [senders, e.g. 1,4] [rounds] [transports, e.g. tcp,zmq]
+--     (default 25000000 floats, 1,4, 5, all of tcp,zmq,zmq+curve,udp,mpi,mpi-tcp)
 -- Prints JSON lines: one per transport and k, then one ratio line per k.
 local ffi = require("ffi")
 local cjson = require("cjson")
@@ -342,13 +343,16 @@ return function(args)
   local ks = {}
   for x in (args[2] or "1,4"):gmatch("%d+") do ks[#ks + 1] = tonumber(x) end
   local rounds = tonumber(args[3]) or 5
+  local want = {}
+  for x in (args[4] or "tcp,zmq,zmq+curve,udp,mpi,mpi-tcp"):gmatch("[^,]+") do want[x] = true end
   local no_mpi = mpi_missing()
-  if no_mpi then print(cjson.encode({ bench = "net", transport = "mpi", skipped = no_mpi })) end
+  if no_mpi and (want.mpi or want["mpi-tcp"]) then print(cjson.encode({ bench = "net", transport = "mpi", skipped = no_mpi })) end
   for _, k in ipairs(ks) do
     local res = {}
     for _, tr in ipairs({ "tcp", "zmq", "zmq+curve", "udp", "mpi", "mpi-tcp" }) do
       local t, lost
-      if tr == "tcp" then t = bench_tcp(d, k, rounds)
+      if not want[tr] then t = nil
+      elseif tr == "tcp" then t = bench_tcp(d, k, rounds)
       elseif tr == "udp" then t, lost = bench_udp(d, k, rounds)
       elseif tr == "mpi" or tr == "mpi-tcp" then t = not no_mpi and bench_mpi(d, k, rounds, tr == "mpi-tcp")
       else t = bench_zmq(d, k, rounds, tr == "zmq+curve") end
@@ -358,10 +362,10 @@ return function(args)
                              round_s = t, recv_GBps = res[tr], lost_fraction = lost }))
       end
     end
-    local ratios = { bench = "net", senders = k, ratio_zmq_tcp = res.zmq / res.tcp,
-                     ratio_curve_tcp = res["zmq+curve"] / res.tcp, ratio_udp_tcp = res.udp / res.tcp,
-                     target = 0.8 }
-    if res.mpi then ratios.ratio_mpi_tcp, ratios.ratio_mpitcp_tcp = res.mpi / res.tcp, res["mpi-tcp"] / res.tcp end
+    local function ratio(tr) return res[tr] and res.tcp and res[tr] / res.tcp end
+    local ratios = { bench = "net", senders = k, ratio_zmq_tcp = ratio("zmq"),
+                     ratio_curve_tcp = ratio("zmq+curve"), ratio_udp_tcp = ratio("udp"), target = 0.8 }
+    ratios.ratio_mpi_tcp, ratios.ratio_mpitcp_tcp = ratio("mpi"), ratio("mpi-tcp")
     print(cjson.encode(ratios))
   end
   return 0

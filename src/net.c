@@ -6,12 +6,14 @@
 #include "net.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <zmq.h>
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the frame format is little-endian");
@@ -20,11 +22,21 @@ static const unsigned char MAGIC[4] = { 'A', 'G', 'T', 'N' };
 
 #define ID_MAX 256 /* a ZeroMQ routing id is at most 255 bytes */
 
+/* The message a peer is sending in chunks, put together in a buffer kept for its next ones (so
+ * a row lands in memory already mapped: no page faults after the first). */
+typedef struct {
+  unsigned char *buf;
+  size_t cap;
+  uint32_t next;                       /* the chunk expected next; 0: none under way */
+  unsigned char head[AGT_NET_HEADER];  /* the first chunk's header, its chunk index zeroed */
+} assembly;
+
 typedef struct {
   unsigned char id[ID_MAX];
   size_t id_len;
   int64_t peer;     /* 0: free slot */
   uint64_t heard;   /* n->clock when last heard from, for forgetting the stalest */
+  assembly as;
 } peer_slot;
 
 struct agt_net {
@@ -39,6 +51,7 @@ struct agt_net {
   uint64_t clock;
   zmq_msg_t cur;
   int has_cur;
+  assembly solo; /* a worker's (its one peer, the PS) */
   char endpoint[1024];
   /* CURVE server: the admitted public keys (32 bytes each) and the ZAP socket */
   unsigned char *keys;
@@ -58,42 +71,37 @@ struct agt_net {
   struct send_buf *sbuf; /* the buffer of the last message sent, reused once ZeroMQ lets go */
 };
 
-/* A message's bytes handed to ZeroMQ without a copy (zmq_msg_init_data): ZeroMQ calls
- * release_buf from its I/O thread when the last queued copy is sent or dropped. The buffer is
- * reused for the next message when it is free by then (no fresh allocation, hence no page
- * faults, for a row of 100 MB); otherwise it is orphaned and a new one made. state: BUSY while
- * ZeroMQ holds it, ORPHAN once the socket no longer wants it; whichever of the two sides sees
- * the other's bit already cleared/set frees it, so exactly one does. */
-enum { BUF_BUSY = 1, BUF_ORPHAN = 2 };
+/* A message's bytes handed to ZeroMQ without a copy (zmq_msg_init_data), one ZeroMQ message per
+ * chunk of it (see agt_net_send): ZeroMQ calls release_buf from its I/O thread when a queued
+ * chunk is sent or dropped. refs counts the chunks ZeroMQ still holds plus one for the socket
+ * while it keeps the buffer for reuse; whoever drops the last reference frees it. The buffer is
+ * reused for the next message when ZeroMQ has let go of it by then (no fresh allocation, hence no
+ * page faults, for a row of 100 MB); otherwise it is orphaned and a new one made. */
 struct send_buf {
-  int state;
+  int refs;
   size_t cap;
   unsigned char data[];
 };
 
+static void unref_buf(struct send_buf *b) {
+  if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) free(b);
+}
+
 static void release_buf(void *data, void *hint) {
-  struct send_buf *b = hint;
   (void)data;
-  if (__atomic_fetch_and(&b->state, ~BUF_BUSY, __ATOMIC_ACQ_REL) & BUF_ORPHAN) free(b);
+  unref_buf(hint);
 }
 
-static void orphan_buf(struct send_buf *b) {
-  if (b && !(__atomic_fetch_or(&b->state, BUF_ORPHAN, __ATOMIC_ACQ_REL) & BUF_BUSY)) free(b);
-}
-
-/* A free buffer of at least size bytes, marked busy; NULL when out of memory. */
+/* A buffer of at least size bytes that ZeroMQ no longer holds; NULL when out of memory. */
 static struct send_buf *take_buf(agt_net *n, size_t size) {
   struct send_buf *b = n->sbuf;
-  if (!b || b->cap < size || (__atomic_load_n(&b->state, __ATOMIC_ACQUIRE) & BUF_BUSY)) {
-    orphan_buf(b);
-    n->sbuf = NULL;
-    if (!(b = malloc(sizeof *b + size))) return NULL;
-    b->cap = size;
-    b->state = 0;
-    n->sbuf = b;
-  }
-  __atomic_store_n(&b->state, BUF_BUSY, __ATOMIC_RELEASE);
-  return b;
+  if (b && b->cap >= size && __atomic_load_n(&b->refs, __ATOMIC_ACQUIRE) == 1) return b;
+  unref_buf(b);
+  n->sbuf = NULL;
+  if (!(b = malloc(sizeof *b + size))) return NULL;
+  b->cap = size;
+  b->refs = 1;
+  return n->sbuf = b;
 }
 
 static agt_status zfail(const char *what) {
@@ -108,12 +116,13 @@ const char *agt_net_zmq_version(void) {
   return v;
 }
 
-/* The largest frame ZeroMQ may take: the header and the payload, at least 1 KiB (the CURVE
+/* The largest frame ZeroMQ may take: the header and a chunk of the payload, at least 1 KiB (the CURVE
  * handshake's commands are under the same limit), and with CURVE its per-message overhead
  * (command name, nonce, MAC: 33 bytes) since the limit applies to the encrypted frame. */
 enum { CURVE_OVERHEAD = 64 };
 static int64_t max_frame(int64_t max_payload, int curve) {
-  return AGT_NET_HEADER + (max_payload > 1024 ? max_payload : 1024) + (curve ? CURVE_OVERHEAD : 0);
+  int64_t piece = max_payload < AGT_NET_CHUNK ? max_payload : AGT_NET_CHUNK;
+  return AGT_NET_HEADER + (piece > 1024 ? piece : 1024) + (curve ? CURVE_OVERHEAD : 0);
 }
 
 static agt_status set_curve_cap(agt_net *n) {
@@ -122,7 +131,26 @@ static agt_status set_curve_cap(agt_net *n) {
   return AGT_OK;
 }
 
+/* ZeroMQ receives each chunk into a fresh allocation of its I/O thread, and reads a message's
+ * chunks ahead of the caller: a 100 MB row is 100 MB of them alive at once. With glibc's
+ * defaults that memory goes back to the system when the caller frees them (heap tops trimmed,
+ * a free heap of a thread's arena unmapped), and the next row faults it all in again: 25,000
+ * page faults per row, as many as one fresh buffer of its size. So, once per process, chunks
+ * come from the heap (M_MMAP_THRESHOLD above a chunk: fixed, glibc would raise it there after
+ * the first one anyway) and freed heap memory is kept for the next ones (M_TRIM_THRESHOLD,
+ * M_TOP_PAD): a process that has moved rows keeps the memory they took, as a caching allocator
+ * would. (Other C libraries: nothing to set.) */
+static void keep_heap(void) {
+#ifdef M_TOP_PAD
+  mallopt(M_MMAP_THRESHOLD, 4 * AGT_NET_CHUNK);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 128 << 20);
+#endif
+}
+
 agt_status agt_net_new(int role, int64_t max_payload, int max_peers, agt_net **out) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, keep_heap);
   if (!out) return AGT_FAIL(AGT_EINVAL, "agt_net_new: out is NULL");
   *out = NULL;
   if (role != AGT_NET_SERVER && role != AGT_NET_CLIENT)
@@ -152,9 +180,12 @@ agt_status agt_net_new(int role, int64_t max_payload, int max_peers, agt_net **o
   /* At least 1 KiB: ZeroMQ's CURVE handshake commands (up to a few hundred bytes) are under
    * the same limit. */
   int64_t maxmsg = max_frame(max_payload, 0);
-  /* Queues: a worker has at most a step's messages in flight each way, so a few per
-   * connection suffice; they bound what a connection can make the PS hold (hwm frames). */
-  int zero = 0, one = 1, handshake_ms = 10000, hb_ivl = 1000, hb_timeout = 5000, hwm = 4;
+  /* Queues: a worker has at most a step's messages in flight each way, so four of the largest
+   * per connection suffice (a message being chunks, that is four times its chunks); they bound
+   * what a connection can make the PS hold (hwm frames of at most a chunk each). */
+  int64_t chunks = (max_payload + AGT_NET_CHUNK - 1) / AGT_NET_CHUNK;
+  int zero = 0, one = 1, handshake_ms = 10000, hb_ivl = 1000, hb_timeout = 5000;
+  int hwm = chunks > INT32_MAX / 8 ? INT32_MAX / 2 : 4 * (int)(chunks > 1 ? chunks : 1);
   if (zmq_setsockopt(n->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
       zmq_setsockopt(n->sock, ZMQ_LINGER, &zero, sizeof zero) ||
       zmq_setsockopt(n->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
@@ -197,7 +228,9 @@ void agt_net_close(agt_net *n) {
   if (n->has_cur) zmq_msg_close(&n->cur);
   if (n->sock) zmq_close(n->sock);
   if (n->ctx) zmq_ctx_term(n->ctx);
-  orphan_buf(n->sbuf);
+  unref_buf(n->sbuf);
+  for (int i = 0; i < n->max_peers; i++) free(n->peers[i].as.buf);
+  free(n->solo.buf);
   free(n->peers);
   free(n);
 }
@@ -419,8 +452,8 @@ static peer_slot *slot_of_peer(agt_net *n, int64_t peer) {
   return NULL;
 }
 
-/* The peer id of a routing id, remembering it (forgetting the stalest peer when full). */
-static int64_t peer_of_id(agt_net *n, const void *id, size_t len) {
+/* The slot of a routing id, remembering it (forgetting the stalest peer when full). */
+static peer_slot *slot_of_id(agt_net *n, const void *id, size_t len) {
   peer_slot *free_slot = NULL, *stalest = NULL;
   n->clock++;
   for (int i = 0; i < n->max_peers; i++) {
@@ -431,7 +464,7 @@ static int64_t peer_of_id(agt_net *n, const void *id, size_t len) {
     }
     if (s->id_len == len && memcmp(s->id, id, len) == 0) {
       s->heard = n->clock;
-      return s->peer;
+      return s;
     }
     if (!stalest || s->heard < stalest->heard) stalest = s;
   }
@@ -440,7 +473,8 @@ static int64_t peer_of_id(agt_net *n, const void *id, size_t len) {
   s->id_len = len;
   s->peer = n->next_peer++;
   s->heard = n->clock;
-  return s->peer;
+  s->as.next = 0; /* (a forgotten peer's message under way is dropped; the buffer stays) */
+  return s;
 }
 
 /* --- frames ------------------------------------------------------------------------------ */
@@ -462,54 +496,78 @@ void agt_net_header(void *out, int type, uint32_t worker, uint64_t session, int6
   memcpy(h + 40, &ulen, 8);
 }
 
+/* Sends one ZeroMQ message to peer i (PS: its routing id first; a worker waits for room up to
+ * AGT_NET_SEND_WAIT_MS, ZMQ_SNDTIMEO); 1 taken, 0 gone, -1 its queue full (or a signal other
+ * than Ctrl-C came: said as not taken), -2 the socket broken (zmq_errno says why), -3 Ctrl-C.
+ * msg is consumed. */
+static int send_one(agt_net *n, const int64_t *peers, int i, zmq_msg_t *msg) {
+  if (n->role == AGT_NET_SERVER) {
+    peer_slot *s = slot_of_peer(n, peers[i]);
+    if (!s || zmq_send(n->sock, s->id, s->id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+      /* forgotten or gone (EHOSTUNREACH): 0; its queue full (EAGAIN): -1 */
+      zmq_msg_close(msg);
+      return s && zmq_errno() == EAGAIN ? -1 : 0;
+    }
+  }
+  if (zmq_msg_send(msg, n->sock, n->role == AGT_NET_SERVER ? ZMQ_DONTWAIT : 0) < 0) {
+    int e = zmq_errno();
+    zmq_msg_close(msg);
+    errno = e;
+    if (e == EINTR) return agt_interrupted() ? -3 : -1;
+    return e == EAGAIN ? -1 : e == EHOSTUNREACH ? 0 : -2;
+  }
+  return 1;
+}
+
 agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
                         int64_t step, double aux, const void *data, int64_t len, int8_t *sent) {
   if (!n) return AGT_FAIL(AGT_EINVAL, "agt_net_send: no socket");
   if (type < AGT_NET_HELLO || type > AGT_NET_LAST_TYPE)
     return AGT_FAIL(AGT_EINVAL, "agt_net_send: unknown message type %d", type);
-  if (len < 0 || (len > 0 && !data))
+  if (len < 0 || (len > 0 && !data) || len > INT64_MAX / 2)
     return AGT_FAIL(AGT_EINVAL, "agt_net_send: bad payload (len %lld)", (long long)len);
   if (n->role == AGT_NET_SERVER ? (npeers < 0 || (npeers > 0 && !peers)) : npeers != 1)
     return AGT_FAIL(AGT_EINVAL, "agt_net_send: bad peer list (%d peers)", npeers);
-  zmq_msg_t body;
-  size_t size = (size_t)(AGT_NET_HEADER + len);
-  struct send_buf *sb = take_buf(n, size);
+  /* The message as its chunks, each a header (its chunk index at offset 12) and its piece of
+   * the payload, laid end to end in one buffer that ZeroMQ sends from without a copy. */
+  int64_t nchunks = len > AGT_NET_CHUNK ? (len + AGT_NET_CHUNK - 1) / AGT_NET_CHUNK : 1;
+  struct send_buf *sb = take_buf(n, (size_t)(nchunks * AGT_NET_HEADER + len));
   if (!sb) return AGT_FAIL(AGT_ENOMEM, "agt_net_send: no memory for a %lld-byte message", (long long)len);
-  if (zmq_msg_init_data(&body, sb->data, size, release_buf, sb)) {
-    release_buf(sb->data, sb);
-    return zfail("zmq_msg_init_data");
-  }
-  unsigned char *b = sb->data;
-  agt_net_header(b, type, worker, n->session, step, aux, len);
-  if (len > 0) memcpy(b + AGT_NET_HEADER, data, (size_t)len);
+  int8_t one_status, *ok = sent ? sent : npeers <= 1 ? &one_status : malloc((size_t)npeers);
+  if (!ok) return AGT_FAIL(AGT_ENOMEM, "agt_net_send: no memory for %d peers", npeers);
+  for (int i = 0; i < npeers; i++) ok[i] = 1;
   agt_status st = AGT_OK;
-  for (int i = 0; i < npeers; i++) {
-    if (sent) sent[i] = 0;
-    zmq_msg_t copy;
-    zmq_msg_init(&copy);
-    zmq_msg_copy(&copy, &body); /* reference-counted: the payload is not copied again */
-    if (n->role == AGT_NET_SERVER) {
-      peer_slot *s = slot_of_peer(n, peers[i]);
-      if (!s || zmq_send(n->sock, s->id, s->id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-        /* forgotten or gone (EHOSTUNREACH): 0; its queue full (EAGAIN): -1 */
-        if (s && sent && zmq_errno() == EAGAIN) sent[i] = -1;
-        zmq_msg_close(&copy);
-        continue;
+  unsigned char *b = sb->data;
+  for (int64_t c = 0; c < nchunks && st == AGT_OK; c++) {
+    int64_t off = c * AGT_NET_CHUNK, piece = len - off < AGT_NET_CHUNK ? len - off : AGT_NET_CHUNK;
+    uint32_t idx = (uint32_t)c;
+    agt_net_header(b, type, worker, n->session, step, aux, len);
+    memcpy(b + 12, &idx, 4);
+    if (piece > 0) memcpy(b + AGT_NET_HEADER, (const unsigned char *)data + off, (size_t)piece);
+    size_t size = (size_t)(AGT_NET_HEADER + piece);
+    for (int i = 0; i < npeers; i++) {
+      if (ok[i] != 1) continue; /* (a peer that missed a chunk gets none of the rest) */
+      zmq_msg_t msg;
+      __atomic_add_fetch(&sb->refs, 1, __ATOMIC_ACQ_REL);
+      if (zmq_msg_init_data(&msg, b, size, release_buf, sb)) {
+        unref_buf(sb);
+        st = zfail("zmq_msg_init_data");
+        break;
       }
+      int r = send_one(n, peers, i, &msg);
+      if (r == -3) {
+        st = AGT_FAIL(AGT_EINTR, "interrupted");
+        break;
+      }
+      if (r == -2) {
+        st = zfail("zmq_msg_send");
+        break;
+      }
+      ok[i] = (int8_t)r;
     }
-    if (zmq_msg_send(&copy, n->sock, n->role == AGT_NET_SERVER ? ZMQ_DONTWAIT : 0) < 0) {
-      int e = zmq_errno();
-      zmq_msg_close(&copy);
-      if (e == EAGAIN) { if (sent) sent[i] = -1; continue; }
-      if (e == EHOSTUNREACH) continue;
-      if (e == EINTR && agt_interrupted()) { st = AGT_FAIL(AGT_EINTR, "interrupted"); break; }
-      if (e == EINTR) { if (sent) sent[i] = -1; continue; } /* another signal: said as not taken */
-      st = zfail("zmq_msg_send");
-      break;
-    }
-    if (sent) sent[i] = 1;
+    b += size;
   }
-  zmq_msg_close(&body);
+  if (ok != sent && ok != &one_status) free(ok);
   return st;
 }
 
@@ -536,21 +594,21 @@ static void drain(agt_net *n) {
   }
 }
 
-agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int64_t max_payload,
-                          agt_net_msg *m) {
+agt_status agt_net_decode_chunk(const void *frame, size_t size, uint64_t session, int64_t max_payload,
+                                agt_net_msg *m, uint32_t *chunk) {
   const unsigned char *h = frame;
   if (size < AGT_NET_HEADER || !h)
     return AGT_FAIL(AGT_NET_REJECTED, "a %zu-byte frame, shorter than the %d-byte header", size, AGT_NET_HEADER);
   if (memcmp(h, MAGIC, 4) != 0) return AGT_FAIL(AGT_NET_REJECTED, "a frame without the AGTN magic (not an agt message)");
   uint16_t version, type;
-  uint32_t worker, zero;
+  uint32_t worker, idx;
   uint64_t msession, ulen;
   int64_t step;
   double aux;
   memcpy(&version, h + 4, 2);
   memcpy(&type, h + 6, 2);
   memcpy(&worker, h + 8, 4);
-  memcpy(&zero, h + 12, 4);
+  memcpy(&idx, h + 12, 4);
   memcpy(&msession, h + 16, 8);
   memcpy(&step, h + 24, 8);
   memcpy(&aux, h + 32, 8);
@@ -558,13 +616,21 @@ agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int6
   if (version != AGT_NET_VERSION)
     return AGT_FAIL(AGT_NET_REJECTED, "a frame of version %u (this agt speaks version %d)", version, AGT_NET_VERSION);
   if (type < AGT_NET_HELLO || type > AGT_NET_LAST_TYPE) return AGT_FAIL(AGT_NET_REJECTED, "a frame of unknown type %u", type);
-  if (zero != 0) return AGT_FAIL(AGT_NET_REJECTED, "a frame with its reserved field set");
-  if (ulen != size - AGT_NET_HEADER)
-    return AGT_FAIL(AGT_NET_REJECTED, "a frame announcing %llu payload bytes and carrying %zu",
-                    (unsigned long long)ulen, size - AGT_NET_HEADER);
   if (max_payload < 0 || ulen > (uint64_t)max_payload)
     return AGT_FAIL(AGT_NET_REJECTED, "a frame of %llu payload bytes, above the cap of %lld",
                     (unsigned long long)ulen, (long long)max_payload);
+  /* chunk idx carries the payload's bytes [idx * CHUNK, min(len, (idx + 1) * CHUNK)) */
+  uint64_t off = (uint64_t)idx * AGT_NET_CHUNK;
+  if (idx > 0 && (!chunk || off >= ulen))
+    return AGT_FAIL(AGT_NET_REJECTED, "a frame with chunk index %u, beyond its %llu payload bytes%s", idx,
+                    (unsigned long long)ulen, chunk ? "" : " (whole messages expected)");
+  uint64_t piece = ulen - off < AGT_NET_CHUNK ? ulen - off : AGT_NET_CHUNK;
+  if (!chunk && piece != ulen)
+    return AGT_FAIL(AGT_NET_REJECTED, "a chunk of a %llu-byte message where whole messages are expected",
+                    (unsigned long long)ulen);
+  if (piece != size - AGT_NET_HEADER)
+    return AGT_FAIL(AGT_NET_REJECTED, "a frame announcing %llu payload bytes (chunk %u) and carrying %zu",
+                    (unsigned long long)ulen, idx, size - AGT_NET_HEADER);
   if (session != 0 && type != AGT_NET_HELLO && msession != session)
     return AGT_FAIL(AGT_NET_REJECTED, "a frame of another session (%016llx)", (unsigned long long)msession);
   m->type = type;
@@ -574,12 +640,65 @@ agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int6
   m->aux = aux;
   m->len = (int64_t)ulen;
   m->data = h + AGT_NET_HEADER;
+  if (chunk) *chunk = idx;
   return AGT_OK;
 }
 
-agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
-  if (!n || !m) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: NULL argument");
-  if (timeout_ms < 0) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: timeout must be >= 0 ms, got %d", timeout_ms);
+agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int64_t max_payload,
+                          agt_net_msg *m) {
+  return agt_net_decode_chunk(frame, size, session, max_payload, m, NULL);
+}
+
+/* Takes the chunk just decoded (frame h, m filled from it) into a's message: AGT_OK with m the
+ * whole message once its last chunk is in (m->data then points into a's buffer), AGT_NET_TIMEOUT
+ * while chunks are missing, AGT_NET_REJECTED for a chunk that does not continue the message
+ * under way (that message is dropped). A message begun and not finished (its sender's queue was
+ * full) is dropped when its peer's next message begins. */
+static agt_status assemble(agt_net *n, assembly *a, const unsigned char *h, uint32_t idx, agt_net_msg *m) {
+  uint64_t len = (uint64_t)m->len, off = (uint64_t)idx * AGT_NET_CHUNK;
+  uint64_t piece = len - off < AGT_NET_CHUNK ? len - off : AGT_NET_CHUNK;
+  if (idx == 0 && piece == len) { /* a whole message in one frame: no copy */
+    a->next = 0;
+    return AGT_OK;
+  }
+  unsigned char head[AGT_NET_HEADER];
+  memcpy(head, h, AGT_NET_HEADER);
+  memset(head + 12, 0, 4);
+  if (idx == 0) {
+    if (a->cap < len) { /* len is within max_payload (decoded) */
+      free(a->buf);
+      a->cap = 0;
+      a->next = 0;
+      if (!(a->buf = malloc(len))) return reject(n, "no memory for a %llu-byte message", (unsigned long long)len);
+      a->cap = len;
+    }
+    memcpy(a->head, head, AGT_NET_HEADER);
+  } else if (a->next != idx || memcmp(a->head, head, AGT_NET_HEADER) != 0) {
+    uint32_t want = a->next;
+    a->next = 0;
+    return reject(n, "chunk %u of a message where %s", idx,
+                  want ? "the next chunk of another was under way" : "its first chunk was not seen");
+  }
+  memcpy(a->buf + off, h + AGT_NET_HEADER, piece);
+  if (off + piece < len) {
+    a->next = idx + 1;
+    return AGT_NET_TIMEOUT;
+  }
+  a->next = 0;
+  m->data = a->buf;
+  return AGT_OK;
+}
+
+/* Monotonic milliseconds, for agt_net_recv's deadline. */
+static int64_t now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Receives one frame and decodes it (AGT_OK: m filled, *a the assembly of its sender, *idx its
+ * chunk index), or says why not as agt_net_recv does. */
+static agt_status recv_frame(agt_net *n, int timeout_ms, agt_net_msg *m, assembly **a, uint32_t *idx) {
   memset(m, 0, sizeof *m);
   m->auth = -1;
   if (n->has_cur) {
@@ -596,6 +715,7 @@ agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
     return zfail("zmq_poll");
   }
   if (r == 0) return AGT_NET_TIMEOUT;
+  *a = &n->solo;
   if (n->role == AGT_NET_SERVER) {
     zmq_msg_t id;
     zmq_msg_init(&id);
@@ -610,8 +730,10 @@ agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
       drain(n);
       return reject(n, "a frame without a routing id");
     }
-    m->peer = peer_of_id(n, zmq_msg_data(&id), len);
+    peer_slot *s = slot_of_id(n, zmq_msg_data(&id), len);
     zmq_msg_close(&id);
+    m->peer = s->peer;
+    *a = &s->as;
   }
   zmq_msg_init(&n->cur);
   n->has_cur = 1;
@@ -623,7 +745,8 @@ agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
     drain(n);
     return reject(n, "a message of several frames (agt sends one)");
   }
-  agt_status st = agt_net_decode(zmq_msg_data(&n->cur), zmq_msg_size(&n->cur), n->session, n->max_payload, m);
+  agt_status st = agt_net_decode_chunk(zmq_msg_data(&n->cur), zmq_msg_size(&n->cur), n->session,
+                                       n->max_payload, m, idx);
   if (st != AGT_OK) {
     n->rejected++;
     return st;
@@ -632,10 +755,29 @@ agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
     /* The key's index, as the ZAP handler named it (a frame without one cannot pass CURVE). */
     const char *user = zmq_msg_gets(&n->cur, "User-Id");
     char *end = NULL;
-    long a = user ? strtol(user, &end, 10) : -1;
-    if (!user || end == user || *end || a < 0 || a >= n->nkeys)
+    long k = user ? strtol(user, &end, 10) : -1;
+    if (!user || end == user || *end || k < 0 || k >= n->nkeys)
       return reject(n, "a frame without an admitted key");
-    m->auth = (int32_t)a;
+    m->auth = (int32_t)k;
   }
   return AGT_OK;
+}
+
+agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
+  if (!n || !m) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: NULL argument");
+  if (timeout_ms < 0) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: timeout must be >= 0 ms, got %d", timeout_ms);
+  int64_t deadline = now_ms() + timeout_ms;
+  for (;;) {
+    int64_t left = deadline - now_ms();
+    assembly *a = NULL;
+    uint32_t idx = 0;
+    agt_status st = recv_frame(n, left > 0 ? (int)left : 0, m, &a, &idx);
+    if (st != AGT_OK) return st;
+    st = assemble(n, a, zmq_msg_data(&n->cur), idx, m);
+    if (st != AGT_NET_TIMEOUT) return st;
+    /* a chunk taken, its message not complete yet: wait for the rest until the deadline */
+    memset(m, 0, sizeof *m);
+    m->auth = -1;
+    if (left <= 0) return AGT_NET_TIMEOUT;
+  }
 }

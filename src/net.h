@@ -1,27 +1,35 @@
 /* net.h — the message transport between the parameter server (PS) and its workers, over
  * ZeroMQ on TCP.
  *
- * The PS binds one ROUTER socket; each worker connects one DEALER socket to it. A message is
- * one ZeroMQ frame: a fixed 48-byte header, then `len` payload bytes:
+ * The PS binds one ROUTER socket; each worker connects one DEALER socket to it. A message of up
+ * to AGT_NET_CHUNK (1 MiB) payload bytes is one ZeroMQ frame: a fixed 48-byte header, then
+ * `len` payload bytes. A larger one is sent as ceil(len / AGT_NET_CHUNK) ZeroMQ messages of one
+ * frame each, its chunks, in order: chunk i is the same header with `chunk` = i, then the
+ * payload's bytes [i * AGT_NET_CHUNK, min(len, (i + 1) * AGT_NET_CHUNK)). The receiver puts them
+ * together in a buffer it keeps per peer (mapped once, reused by the peer's next messages: a row
+ * of 100 MB does not cost 25,000 page faults per step, as a fresh ZeroMQ message of that size
+ * did) and returns the message once its last chunk is in.
  *
  *   off  size  field
  *     0     4  magic    "AGTN"
  *     4     2  version  AGT_NET_VERSION (a frame of another version is rejected)
  *     6     2  type     AGT_NET_HELLO .. AGT_NET_STATE
  *     8     4  worker   the worker's index (as the sender states it; the PS checks it)
- *    12     4  zero     reserved, must be 0
+ *    12     4  chunk    this frame's chunk index (0 for a message of one frame)
  *    16     8  session  the run's session id (0 only in HELLO: a worker does not know it yet)
  *    24     8  step     the step the message belongs to (-1 outside steps)
  *    32     8  aux      a double: the loss of a GRAD row, the model size d of a READY
- *    40     8  len      payload bytes; must equal the frame's size minus 48
+ *    40     8  len      the message's payload bytes; the frame carries its chunk's part of them
  *   all little-endian (the only byte order agt is built for; checked at compile time).
  *
  * Bounds: the largest frame a socket accepts is fixed before it binds or connects
- * (ZMQ_MAXMSGSIZE = 48 + max_payload, at least 1 KiB for the CURVE handshake, plus CURVE's
- * per-message overhead with CURVE): a bigger one makes ZeroMQ drop the connection before
- * allocating anything; a payload above max_payload that fits in the slack is rejected. Each
- * connection queues at most 4 frames each way (ZMQ_SNDHWM, ZMQ_RCVHWM), so what a connection
- * can make the other side hold is bounded. The PS holds at most max_peers connections at once,
+ * (ZMQ_MAXMSGSIZE = 48 + min(max_payload, AGT_NET_CHUNK), at least 1 KiB for the CURVE
+ * handshake, plus CURVE's per-message overhead with CURVE): a bigger one makes ZeroMQ drop the
+ * connection before allocating anything; a len above max_payload is rejected on its first chunk,
+ * before the receiver allocates its buffer (at most max_payload bytes per peer). Each connection
+ * queues at most 4 messages' chunks each way (ZMQ_SNDHWM, ZMQ_RCVHWM = 4 ceil(max_payload /
+ * AGT_NET_CHUNK) frames of at most a chunk), so what a connection can make the other side hold
+ * is bounded. The PS holds at most max_peers connections at once,
  * with or without CURVE: one accepted beyond that is shut down at once and counted
  * (agt_net_refused), and its slot comes back when one closes; a connection that has not
  * finished its handshake within 10 s (ZMQ_HANDSHAKE_IVL), or whose peer stops answering
@@ -32,7 +40,8 @@
  * lingers.
  *
  * A received frame that is not a well-formed message of this version, or that carries another
- * session id once one is set, is rejected: agt_net_recv returns AGT_NET_REJECTED with the
+ * session id once one is set, or a chunk that does not continue its peer's message under way
+ * (same header, next index; the message is then dropped), is rejected: agt_net_recv returns AGT_NET_REJECTED with the
  * reason in agt_last_error() and the sending peer in m->peer, and counts it. The step, the
  * worker and the size of a GRAD row are the caller's to check: it knows what it expects.
  *
@@ -41,7 +50,8 @@
  * message to a forgotten or disconnected peer is not sent). A worker side has one peer, 0.
  *
  * Ownership: agt_net_new returns a handle owned by the caller, released by agt_net_close.
- * m->data points into the last received frame, valid until the next agt_net_recv or close. */
+ * m->data points into the last received frame or the sender's message buffer, valid until the
+ * next agt_net_recv or close. */
 #ifndef AGT_NET_H
 #define AGT_NET_H
 
@@ -50,7 +60,7 @@
 /* ffi:begin */
 typedef struct agt_net agt_net;
 enum {
-  AGT_NET_VERSION = 1,
+  AGT_NET_VERSION = 2,  /* 2: messages above AGT_NET_CHUNK bytes travel in chunks */
   AGT_NET_HEADER = 48,
   /* message types */
   AGT_NET_HELLO = 1,   /* worker -> PS: "I am worker `worker`" (session 0) */
@@ -111,7 +121,8 @@ void agt_net_set_session(agt_net *n, uint64_t session);
  * peer i took it, 0 when it is gone (disconnected or forgotten), -1 when its queue is full
  * (it is not reading: stalled) (sent may be NULL). The PS never waits; a worker waits up to
  * AGT_NET_SEND_WAIT_MS for room in its queue (the PS reads its rows between its other work)
- * before it says -1. The payload is copied once whatever npeers. Fails only on bad arguments
+ * before it says -1 (for each chunk of a large message; a peer that missed a chunk gets none of
+ * the rest, and its receiver drops the message). The payload is copied once whatever npeers. Fails only on bad arguments
  * or a broken socket. */
 enum { AGT_NET_SEND_WAIT_MS = 10000 };
 agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
@@ -125,19 +136,26 @@ int64_t agt_net_rejected(const agt_net *n);
 const char *agt_net_zmq_version(void);
 /* ffi:end */
 
+/* The payload bytes of one chunk (see the frame format above). */
+#define AGT_NET_CHUNK (1 << 20)
 /* The frame decoder of agt_net_recv: checks a received frame's header (magic, version, type,
- * reserved field, the payload length against the frame's size and against max_payload, the
- * session when one is set and the type is not HELLO) and fills m's type, worker, session, step,
- * aux, len and data (pointing into frame); m's peer and auth are left as they are. AGT_OK, or
+ * the payload length against max_payload, the chunk index against the length, the frame's size
+ * against its chunk's, the session when one is set and the type is not HELLO) and fills m's
+ * type, worker, session, step, aux, len (the whole message's) and data (the chunk's bytes, in
+ * frame) and *chunk (the index); m's peer and auth are left as they are. AGT_OK, or
  * AGT_NET_REJECTED with the reason in agt_last_error() (not counted: agt_net_recv counts).
  * Reads only the size bytes given; allocates nothing. */
+agt_status agt_net_decode_chunk(const void *frame, size_t size, uint64_t session, int64_t max_payload,
+                                agt_net_msg *m, uint32_t *chunk);
+/* The same for a transport that carries whole messages only (src/net_mpi.c): a chunk of a
+ * larger message is rejected. */
 agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int64_t max_payload,
                           agt_net_msg *m);
 /* The highest message type: what agt_net_send, agt_net_decode and the other transports accept
  * (AGT_NET_HELLO .. AGT_NET_LAST_TYPE). */
 #define AGT_NET_LAST_TYPE AGT_NET_STATE
-/* Its writer: the 48-byte header of a message into h (len: payload bytes), for agt_net_send and
- * the other transports that carry the same messages (src/net_mpi.c). */
+/* Its writer: the 48-byte header of a message into h (len: payload bytes; chunk 0), for
+ * agt_net_send and the other transports that carry the same messages (src/net_mpi.c). */
 void agt_net_header(void *h, int type, uint32_t worker, uint64_t session, int64_t step, double aux,
                     int64_t len);
 

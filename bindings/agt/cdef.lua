@@ -329,7 +329,7 @@ agt_status agt_gpu_optim_l2(const float *theta, float *g, size_t d, float lambda
 /* net.h */
 typedef struct agt_net agt_net;
 enum {
-  AGT_NET_VERSION = 1,
+  AGT_NET_VERSION = 2,
   AGT_NET_HEADER = 48,
   AGT_NET_HELLO = 1,
   AGT_NET_CONFIG = 2,

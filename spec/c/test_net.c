@@ -173,7 +173,7 @@ static void decode(void) {
   memset(&m, 0, sizeof m);
   m.peer = 9;
   m.auth = 2;
-  header(f, 1, AGT_NET_GRAD, 0, S, 8);
+  header(f, AGT_NET_VERSION, AGT_NET_GRAD, 0, S, 8);
   memcpy(f + AGT_NET_HEADER, "abcdefgh", 8);
   CHECK(agt_net_decode(f, sizeof f, S, 8, &m) == AGT_OK);
   CHECK(m.type == AGT_NET_GRAD && m.worker == 3 && m.step == 7 && m.session == S && m.len == 8);
@@ -185,7 +185,7 @@ static void decode(void) {
   CHECK(agt_net_decode(f, sizeof f - 1, S, 8, &m) == AGT_NET_REJECTED);  /* length mismatch */
   CHECK(agt_net_decode(f, AGT_NET_HEADER - 1, S, 8, &m) == AGT_NET_REJECTED);
   CHECK(agt_net_decode(NULL, 0, S, 8, &m) == AGT_NET_REJECTED);
-  header(f, 1, AGT_NET_HELLO, 0, 0, 8);
+  header(f, AGT_NET_VERSION, AGT_NET_HELLO, 0, 0, 8);
   CHECK(agt_net_decode(f, sizeof f, S, 8, &m) == AGT_OK && m.type == AGT_NET_HELLO);
 }
 
@@ -213,20 +213,128 @@ static void header_roundtrip(void) {
   for (size_t size = 0; size < AGT_NET_HEADER; size++)
     CHECK(agt_net_decode(f, size, 0, 8, &m) == AGT_NET_REJECTED);              /* shorter than a header */
   unsigned char bad[AGT_NET_HEADER];
-  header(bad, 2, AGT_NET_GRAD, 0, 0, 0);
-  CHECK(agt_net_decode(bad, sizeof bad, 0, 8, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "version 2"));
+  header(bad, AGT_NET_VERSION + 1, AGT_NET_GRAD, 0, 0, 0);
+  CHECK(agt_net_decode(bad, sizeof bad, 0, 8, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "version 3"));
   header(bad, AGT_NET_VERSION, 99, 0, 0, 0);
   CHECK(agt_net_decode(bad, sizeof bad, 0, 8, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "unknown type"));
   header(bad, AGT_NET_VERSION, AGT_NET_GRAD, 1, 0, 0);
-  CHECK(agt_net_decode(bad, sizeof bad, 0, 8, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "reserved"));
+  CHECK(agt_net_decode(bad, sizeof bad, 0, 8, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "chunk index 1"));
   memcpy(bad, "XGTN", 4);
   CHECK(agt_net_decode(bad, sizeof bad, 0, 8, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "magic"));
+}
+
+/* Messages above AGT_NET_CHUNK bytes travel in chunks: a 3.25-chunk THETA to two workers and
+ * their GRAD rows sent at once (their chunks interleave at the PS) arrive whole, twice (the
+ * buffers are reused); a raw peer's chunk without its first one, one out of order, one of a
+ * wrong size, are rejected and counted; a message left unfinished is dropped when its peer's
+ * next message begins, and a wait for its missing chunks ends at the timeout. */
+static void chunks(void) {
+  enum { D = 3 * (AGT_NET_CHUNK / 4) + AGT_NET_CHUNK / 16 };
+  const int64_t bytes = (int64_t)D * 4;
+  agt_net *ps = NULL, *w[2] = { NULL, NULL };
+  agt_net_msg m;
+  CHECK(agt_net_new(AGT_NET_SERVER, bytes, 4, &ps) == AGT_OK);
+  CHECK(agt_net_bind(ps, "tcp://127.0.0.1:*") == AGT_OK);
+  char ep[256];
+  snprintf(ep, sizeof ep, "%s", agt_net_endpoint(ps));
+  int64_t peer[2] = { 0, 0 };
+  for (int k = 0; k < 2; k++) {
+    CHECK(agt_net_new(AGT_NET_CLIENT, bytes, 0, &w[k]) == AGT_OK);
+    CHECK(agt_net_connect(w[k], ep) == AGT_OK);
+    CHECK(agt_net_send(w[k], NULL, 1, AGT_NET_HELLO, (uint32_t)k, -1, 0, NULL, 0, NULL) == AGT_OK);
+  }
+  for (int k = 0; k < 2; k++) {
+    CHECK(next(ps, &m) == AGT_OK && m.type == AGT_NET_HELLO && m.worker < 2);
+    if (m.worker < 2) peer[m.worker] = m.peer;
+  }
+  float *theta = malloc((size_t)bytes), *row[2] = { malloc((size_t)bytes), malloc((size_t)bytes) };
+  CHECK(theta && row[0] && row[1]);
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < D; i++) theta[i] = (float)(i % 1000) * 0.25f + (float)round;
+    int8_t sent[2] = { 0, 0 };
+    CHECK(agt_net_send(ps, peer, 2, AGT_NET_THETA, 0, round, 0, theta, bytes, sent) == AGT_OK);
+    CHECK(sent[0] == 1 && sent[1] == 1);
+    for (int k = 0; k < 2; k++) {
+      CHECK(next(w[k], &m) == AGT_OK && m.type == AGT_NET_THETA && m.step == round);
+      CHECK(m.len == bytes && memcmp(m.data, theta, (size_t)bytes) == 0);
+      for (int i = 0; i < D; i++) row[k][i] = theta[i] * (float)(k + 2);
+    }
+    for (int k = 0; k < 2; k++)
+      CHECK(agt_net_send(w[k], NULL, 1, AGT_NET_GRAD, (uint32_t)k, round, 0.5 * k, row[k], bytes, NULL) == AGT_OK);
+    int seen[2] = { 0, 0 };
+    for (int k = 0; k < 2; k++) {
+      CHECK(next(ps, &m) == AGT_OK && m.type == AGT_NET_GRAD && m.step == round && m.worker < 2);
+      if (m.worker >= 2) continue;
+      seen[m.worker]++;
+      CHECK(m.peer == peer[m.worker] && m.aux == 0.5 * m.worker);
+      CHECK(m.len == bytes && memcmp(m.data, row[m.worker], (size_t)bytes) == 0);
+    }
+    CHECK(seen[0] == 1 && seen[1] == 1);
+  }
+  CHECK(agt_net_rejected(ps) == 0);
+
+  /* A raw peer's chunks (frames of 48 + AGT_NET_CHUNK bytes). */
+  void *ctx = zmq_ctx_new(), *raw = zmq_socket(ctx, ZMQ_DEALER);
+  int zero = 0;
+  zmq_setsockopt(raw, ZMQ_LINGER, &zero, sizeof zero);
+  CHECK(zmq_connect(raw, ep) == 0);
+  static unsigned char f[AGT_NET_HEADER + AGT_NET_CHUNK];
+  memset(f, 0, sizeof f);
+  header(f, AGT_NET_VERSION, AGT_NET_HELLO, 1, 0, (uint64_t)bytes);  /* chunk 1 first */
+  CHECK(zmq_send(raw, f, sizeof f, 0) == (int)sizeof f);
+  CHECK(next(ps, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "first chunk was not seen"));
+  header(f, AGT_NET_VERSION, AGT_NET_HELLO, 0, 0, (uint64_t)bytes);
+  zmq_send(raw, f, sizeof f, 0);
+  header(f, AGT_NET_VERSION, AGT_NET_HELLO, 2, 0, (uint64_t)bytes);  /* chunk 2 after 0 */
+  zmq_send(raw, f, sizeof f, 0);
+  CHECK(next(ps, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "chunk 2"));
+  header(f, AGT_NET_VERSION, AGT_NET_HELLO, 0, 0, (uint64_t)bytes);  /* a chunk cut short */
+  zmq_send(raw, f, sizeof f - 1, 0);
+  CHECK(next(ps, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "carrying"));
+  CHECK(agt_net_rejected(ps) == 3);
+  /* a message begun, then a wait for the rest that ends at the timeout */
+  header(f, AGT_NET_VERSION, AGT_NET_HELLO, 0, 0, (uint64_t)bytes);
+  zmq_send(raw, f, sizeof f, 0);
+  double t0 = now_s();
+  CHECK(agt_net_recv(ps, 300, &m) == AGT_NET_TIMEOUT && m.len == 0 && m.data == NULL);
+  double dt = now_s() - t0;
+  CHECK(dt >= 0.25 && dt < 1.5);
+  /* ... then a whole small message from that peer: the unfinished one is dropped */
+  header(f, AGT_NET_VERSION, AGT_NET_HELLO, 0, 0, 16);
+  zmq_send(raw, f, AGT_NET_HEADER + 16, 0);
+  CHECK(next(ps, &m) == AGT_OK && m.type == AGT_NET_HELLO && m.len == 16);
+  header(f, AGT_NET_VERSION, AGT_NET_HELLO, 1, 0, (uint64_t)bytes);
+  zmq_send(raw, f, sizeof f, 0);
+  CHECK(next(ps, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "first chunk was not seen"));
+
+  /* the decoders: a chunk's fields; the whole-message decoder refuses it */
+  uint32_t idx = 99;
+  header(f, AGT_NET_VERSION, AGT_NET_GRAD, 3, 0, (uint64_t)bytes);     /* the last chunk */
+  size_t last = (size_t)(bytes - 3 * AGT_NET_CHUNK);
+  CHECK(agt_net_decode_chunk(f, AGT_NET_HEADER + last, 0, bytes, &m, &idx) == AGT_OK);
+  CHECK(idx == 3 && m.len == bytes && m.data == f + AGT_NET_HEADER && m.step == 7);
+  CHECK(agt_net_decode_chunk(f, AGT_NET_HEADER + last + 1, 0, bytes, &m, &idx) == AGT_NET_REJECTED);
+  CHECK(agt_net_decode(f, AGT_NET_HEADER + last, 0, bytes, &m) == AGT_NET_REJECTED);
+  header(f, AGT_NET_VERSION, AGT_NET_GRAD, 4, 0, (uint64_t)bytes);     /* beyond the end */
+  CHECK(agt_net_decode_chunk(f, AGT_NET_HEADER + last, 0, bytes, &m, &idx) == AGT_NET_REJECTED);
+  header(f, AGT_NET_VERSION, AGT_NET_GRAD, 0, 0, (uint64_t)bytes);
+  CHECK(agt_net_decode(f, sizeof f, 0, bytes, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "whole messages"));
+  CHECK(agt_net_decode_chunk(f, sizeof f, 0, bytes - 1, &m, &idx) == AGT_NET_REJECTED);  /* above the cap */
+
+  zmq_close(raw);
+  zmq_ctx_term(ctx);
+  free(theta);
+  free(row[0]);
+  free(row[1]);
+  for (int k = 0; k < 2; k++) agt_net_close(w[k]);
+  agt_net_close(ps);
 }
 
 int main(void) {
   enum { D = 1000 };
   decode();
   header_roundtrip();
+  chunks();
   agt_net *ps = NULL, *w1 = NULL, *w2 = NULL;
   CHECK(agt_net_new(AGT_NET_SERVER, D * 4, 4, &ps) == AGT_OK);
   CHECK(agt_net_bind(ps, "tcp://127.0.0.1:*") == AGT_OK);
@@ -281,14 +389,14 @@ int main(void) {
   memset(f, 0, sizeof f);
   const uint64_t S = 0xabcdef12345ull;
   struct { const char *what; size_t size; uint16_t version, type; uint32_t reserved; uint64_t session, len; } bad[] = {
-    { "short", 10, 1, AGT_NET_GRAD, 0, S, 0 },
-    { "magic", AGT_NET_HEADER, 1, AGT_NET_GRAD, 0, S, 0 },
-    { "version", AGT_NET_HEADER, 2, AGT_NET_GRAD, 0, S, 0 },
-    { "type", AGT_NET_HEADER, 1, 99, 0, S, 0 },
-    { "reserved", AGT_NET_HEADER, 1, AGT_NET_GRAD, 1, S, 0 },
-    { "length", AGT_NET_HEADER + 16, 1, AGT_NET_GRAD, 0, S, 15 },
-    { "huge length", AGT_NET_HEADER + 16, 1, AGT_NET_GRAD, 0, S, UINT64_MAX },
-    { "session", AGT_NET_HEADER + 16, 1, AGT_NET_GRAD, 0, S + 1, 16 },
+    { "short", 10, AGT_NET_VERSION, AGT_NET_GRAD, 0, S, 0 },
+    { "magic", AGT_NET_HEADER, AGT_NET_VERSION, AGT_NET_GRAD, 0, S, 0 },
+    { "version", AGT_NET_HEADER, AGT_NET_VERSION - 1, AGT_NET_GRAD, 0, S, 0 },
+    { "type", AGT_NET_HEADER, AGT_NET_VERSION, 99, 0, S, 0 },
+    { "chunk beyond the payload", AGT_NET_HEADER, AGT_NET_VERSION, AGT_NET_GRAD, 1, S, 0 },
+    { "length", AGT_NET_HEADER + 16, AGT_NET_VERSION, AGT_NET_GRAD, 0, S, 15 },
+    { "huge length", AGT_NET_HEADER + 16, AGT_NET_VERSION, AGT_NET_GRAD, 0, S, UINT64_MAX },
+    { "session", AGT_NET_HEADER + 16, AGT_NET_VERSION, AGT_NET_GRAD, 0, S + 1, 16 },
   };
   int nbad = (int)(sizeof bad / sizeof bad[0]);
   for (int k = 0; k < nbad; k++) {
@@ -301,20 +409,20 @@ int main(void) {
     CHECK(strlen(agt_last_error()) > 0 && m.peer > 0);
   }
   /* Several frames in one message. */
-  header(f, 1, AGT_NET_GRAD, 0, S, 0);
+  header(f, AGT_NET_VERSION, AGT_NET_GRAD, 0, S, 0);
   zmq_send(raw, f, AGT_NET_HEADER, ZMQ_SNDMORE);
   zmq_send(raw, f, AGT_NET_HEADER, 0);
   CHECK(next(ps, &m) == AGT_NET_REJECTED);
   CHECK(agt_net_rejected(ps) == nbad + 1);
   /* A good frame from the same peer still passes; a HELLO needs no session. */
-  header(f, 1, AGT_NET_HELLO, 0, 0, 16);
+  header(f, AGT_NET_VERSION, AGT_NET_HELLO, 0, 0, 16);
   CHECK(zmq_send(raw, f, AGT_NET_HEADER + 16, 0) == AGT_NET_HEADER + 16);
   CHECK(next(ps, &m) == AGT_OK);
   CHECK(m.type == AGT_NET_HELLO && m.len == 16);
 
   /* Above the cap (48 + 4D bytes): ZeroMQ drops the connection, nothing arrives. */
   static unsigned char big[AGT_NET_HEADER + D * 4 + 1];
-  header(big, 1, AGT_NET_GRAD, 0, S, D * 4 + 1);
+  header(big, AGT_NET_VERSION, AGT_NET_GRAD, 0, S, D * 4 + 1);
   zmq_send(raw, big, sizeof big, 0);
   CHECK(agt_net_recv(ps, 300, &m) == AGT_NET_TIMEOUT);
   /* ... and the other workers are not disturbed. */

@@ -18,19 +18,20 @@ local ev = TF.frame(TF.encode_event({ wall_time = 1, file_version = "brain.Event
 put("tfevents", "run", ev)
 put("plugin", "a", "\7\3\0\4\1\6\2\1\3\4name\5")
 put("plugin", "b", string.rep("\6\7\2", 20))
--- net: a state byte (bit 0: a session is set; bits 1-2: the payload cap, 0/16/1024/any), then a
--- frame as src/net.h lays it out (little-endian), well-formed.
+-- net: a state byte (bit 0: a session is set; bits 1-2: the payload cap, 0/16/1024/any; bit 3:
+-- chunks taken), then a frame as src/net.h lays it out (little-endian), well-formed.
 local function le(v, n)
   local t = {}
   for k = 1, n do t[k] = string.char(v % 256); v = math.floor(v / 256) end
   return table.concat(t)
 end
 local SESSION = "\x88\x77\x66\x55\x44\x33\x22\x11"
-local function frame(state, typ, session, payload)
-  return string.char(state) .. "AGTN" .. le(1, 2) .. le(typ, 2) .. le(3, 4) .. le(0, 4) .. session
-    .. le(7, 8) .. le(0, 8) .. le(#payload, 8) .. payload
+local function frame(state, typ, session, payload, chunk, len)
+  return string.char(state) .. "AGTN" .. le(2, 2) .. le(typ, 2) .. le(3, 4) .. le(chunk or 0, 4) .. session
+    .. le(7, 8) .. le(0, 8) .. le(len or #payload, 8) .. payload
 end
 put("net", "hello", frame(1, 1, string.rep("\0", 8), ""))
 put("net", "grad", frame(5, 5, SESSION, string.rep("\0\0\128\63", 4)))
 put("net", "config", frame(4, 2, string.rep("\0", 8), '{"worker": 3, "d": 10}'))
+put("net", "chunk", frame(15, 5, SESSION, string.rep("\1", 16), 2, 2 * 1048576 + 16))
 put("net", "short", frame(6, 4, SESSION, ""):sub(1, 30))
