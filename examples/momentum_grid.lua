@@ -11,7 +11,8 @@
 -- logs and grid.csv; default runs/momentum-grid), --beta B (worker momentum, default 0.9),
 -- --lr R (SGD rate, default 0.05), --attacks a,b,... --rules r,s,... --data iid,dirichlet
 -- --momenta none,worker (subsets of the grid), --threads T (engine and BLAS threads of each
--- run, default 1: N jobs use N·T cores), --seed S (every run's seed, default 1; a grid per
+-- run, default 1: N jobs use N·T cores), --decl-byz F (the f the rules are told, default 2:
+-- the real attackers stay 2; F > 2 makes the rules trim or discard more), --seed S (every run's seed, default 1; a grid per
 -- seed goes in its own --dir), --eval-last N and --eval-delta D (a cell's accuracy is the mean
 -- of its last N evaluations, taken every D steps and at the end: steps T, T−D, …, T−(N−1)·D
 -- when D divides T; default N = 1, the final evaluation alone, D = 50), --report (no runs:
@@ -44,7 +45,8 @@ local function split(s)
 end
 
 local o = { jobs = 2, steps = 1500, threads = 1, dir = "runs/momentum-grid", beta = 0.9, lr = 0.05, seed = 1,
-            data = "iid,dirichlet", momenta = "none,worker", ["eval-last"] = 1, ["eval-delta"] = 50 }
+            data = "iid,dirichlet", momenta = "none,worker", ["eval-last"] = 1, ["eval-delta"] = 50,
+            ["decl-byz"] = 2 }
 do
   local a, i = arg or {}, 1
   while i <= #a do
@@ -63,13 +65,16 @@ do
       i = i + 2
     end
   end
-  for _, k in ipairs({ "jobs", "steps", "beta", "lr", "threads", "seed", "eval-last", "eval-delta" }) do
+  for _, k in ipairs({ "jobs", "steps", "beta", "lr", "threads", "seed", "eval-last", "eval-delta", "decl-byz" }) do
     o[k] = tonumber(o[k]) or error("momentum_grid: --" .. k .. " expects a number, got " .. tostring(o[k]), 0)
   end
   for _, k in ipairs({ "eval-last", "eval-delta" }) do
     if o[k] < 1 or o[k] % 1 ~= 0 then
       error("momentum_grid: --" .. k .. " expects a whole number >= 1, got " .. o[k], 0)
     end
+  end
+  if o["decl-byz"] < 0 or o["decl-byz"] % 1 ~= 0 then
+    error("momentum_grid: --decl-byz expects a whole number >= 0, got " .. o["decl-byz"], 0)
   end
 end
 local attacks, rules = ATTACKS, RULES
@@ -142,7 +147,7 @@ local function command(c)
   local base = o.dir .. "/cells/" .. c.id
   local w = { "AGT_NUM_THREADS=" .. o.threads, "OPENBLAS_NUM_THREADS=" .. o.threads,
     q(host.root .. "/" .. host.exe), "run", "--experiment", "fashion-mnist",
-    "--aggregator", q(c.rule), "--nb-workers", "11", "--nb-decl-byz-workers", "2",
+    "--aggregator", q(c.rule), "--nb-workers", "11", "--nb-decl-byz-workers", o["decl-byz"],
     "--max-step", o.steps, "--learning-rate-args", "initial-rate:" .. o.lr,
     "--evaluation-file", q(base .. ".eval"),
     "--evaluation-delta", o["eval-last"] > 1 and o["eval-delta"] or -1, "--evaluation-period", "-1",
