@@ -12,8 +12,9 @@
 -- --lr R (SGD rate, default 0.05), --attacks a,b,... --rules r,s,... --data iid,dirichlet
 -- --momenta none,worker (subsets of the grid), --threads T (engine and BLAS threads of each
 -- run, default 1: N jobs use N·T cores), --decl-byz F (the f the rules are told, default 2:
--- the real attackers stay 2; F > 2 makes the rules trim or discard more), --seed S (every run's seed, default 1; a grid per
--- seed goes in its own --dir), --eval-last N and --eval-delta D (a cell's accuracy is the mean
+-- the real attackers stay 2; F > 2 makes the rules trim or discard more), --seed S (every
+-- run's seed, default 1; neither the seed nor F is in the CSV, so a grid per seed or per F
+-- goes in its own --dir), --eval-last N and --eval-delta D (a cell's accuracy is the mean
 -- of its last N evaluations, taken every D steps and at the end: steps T, T−D, …, T−(N−1)·D
 -- when D divides T; default N = 1, the final evaluation alone, D = 50), --report (no runs:
 -- print the tables, and with --svg DIR write DIR/momentum-<data>.svg heat maps; with
@@ -196,7 +197,7 @@ local function finished(c)
     acc, final = nil, nil
   end
   os.remove(base .. ".rc")
-  return status, acc, final, n
+  return status, acc, final
 end
 
 local function run_grid()
@@ -225,7 +226,7 @@ local function run_grid()
     os.execute("sleep 0.2")
     for k = #running, 1, -1 do
       local c = running[k]
-      local status, acc, final, nev = finished(c)
+      local status, acc, final = finished(c)
       if status then
         table.remove(running, k)
         ndone = ndone + 1
