@@ -11,11 +11,19 @@
 -- logs and grid.csv; default runs/momentum-grid), --beta B (worker momentum, default 0.9),
 -- --lr R (SGD rate, default 0.05), --attacks a,b,... --rules r,s,... --data iid,dirichlet
 -- --momenta none,worker (subsets of the grid), --threads T (engine and BLAS threads of each
--- run, default 1: N jobs use N·T cores), --seed S (every run's seed, default 1; a grid per
--- seed goes in its own --dir), --report (no runs: print the tables, and with
--- --svg DIR write DIR/momentum-<data>.svg heat maps). A cell of the CSV is
---   data,momentum,rule,attack,steps,status,accuracy,seconds
--- status: ok | diverged | failed (then the log in <dir>/cells/ says why).
+-- run, default 1: N jobs use N·T cores), --decl-byz F (the f the rules are told, default 2:
+-- the real attackers stay 2; F > 2 makes the rules trim or discard more), --seed S (every
+-- run's seed, default 1; neither the seed nor F is in the CSV, so a grid per seed or per F
+-- goes in its own --dir), --eval-last N and --eval-delta D (a cell's accuracy is the mean
+-- of its last N evaluations, taken every D steps and at the end: steps T, T−D, …, T−(N−1)·D
+-- when D divides T; default N = 1, the final evaluation alone, D = 50), --report (no runs:
+-- print the tables, and with --svg DIR write DIR/momentum-<data>.svg heat maps; with
+-- --dir a,b,... the tables give each cell's mean ± standard deviation over those grids, one
+-- per seed). A cell of the CSV is
+--   data,momentum,rule,attack,steps,status,accuracy,seconds,final,evals
+-- status: ok | diverged | failed (then the log in <dir>/cells/ says why); accuracy: the mean
+-- of the last `evals` evaluations; final: the last one alone (CSVs written before these two
+-- columns existed have 8 columns: accuracy is the final evaluation).
 local fs = require("agt.fs")
 local host = require("agt.host")
 local clock = require("agt.clock")
@@ -38,7 +46,8 @@ local function split(s)
 end
 
 local o = { jobs = 2, steps = 1500, threads = 1, dir = "runs/momentum-grid", beta = 0.9, lr = 0.05, seed = 1,
-            data = "iid,dirichlet", momenta = "none,worker" }
+            data = "iid,dirichlet", momenta = "none,worker", ["eval-last"] = 1, ["eval-delta"] = 50,
+            ["decl-byz"] = 2 }
 do
   local a, i = arg or {}, 1
   while i <= #a do
@@ -57,8 +66,16 @@ do
       i = i + 2
     end
   end
-  for _, k in ipairs({ "jobs", "steps", "beta", "lr", "threads", "seed" }) do
+  for _, k in ipairs({ "jobs", "steps", "beta", "lr", "threads", "seed", "eval-last", "eval-delta", "decl-byz" }) do
     o[k] = tonumber(o[k]) or error("momentum_grid: --" .. k .. " expects a number, got " .. tostring(o[k]), 0)
+  end
+  for _, k in ipairs({ "eval-last", "eval-delta" }) do
+    if o[k] < 1 or o[k] % 1 ~= 0 then
+      error("momentum_grid: --" .. k .. " expects a whole number >= 1, got " .. o[k], 0)
+    end
+  end
+  if o["decl-byz"] < 0 or o["decl-byz"] % 1 ~= 0 then
+    error("momentum_grid: --decl-byz expects a whole number >= 0, got " .. o["decl-byz"], 0)
   end
 end
 local attacks, rules = ATTACKS, RULES
@@ -91,15 +108,19 @@ for _, data in ipairs(split(o.data)) do
   end
 end
 
+local dirs = split(o.dir)
+if #dirs > 1 and not o.report then
+  error("momentum_grid: several --dir (" .. o.dir .. ") only go with --report; a grid runs into one", 0)
+end
 local csv = o.dir .. "/grid.csv"
-local HEADER = "data,momentum,rule,attack,steps,status,accuracy,seconds"
+local HEADER = "data,momentum,rule,attack,steps,status,accuracy,seconds,final,evals"
 
-local function read_csv()
+local function read_csv(path)
   local rows = {}
-  local fh = io.open(csv, "r")
+  local fh = io.open(path or csv, "r")
   if not fh then return rows end
   for line in fh:lines() do
-    if line ~= HEADER and line ~= "" then
+    if not line:match("^data,") and line ~= "" then   -- a header, this one or the 8-column one
       local f, pos, nxt = {}, 1, nil
       repeat   -- fields split at commas; a quoted field ("nnm,krum") keeps its commas
         local field
@@ -109,7 +130,8 @@ local function read_csv()
         pos = nxt + 1
       until nxt > #line
       local r = { data = f[1], mom = f[2], rule = f[3], attack = f[4], steps = tonumber(f[5]),
-                  status = f[6], acc = tonumber(f[7]), seconds = tonumber(f[8]) }
+                  status = f[6], acc = tonumber(f[7]), seconds = tonumber(f[8]),
+                  final = tonumber(f[9]), evals = tonumber(f[10]) or 1 }
       rows[table.concat({ r.data, r.mom, r.rule, r.attack }, "|")] = r
     end
   end
@@ -126,9 +148,10 @@ local function command(c)
   local base = o.dir .. "/cells/" .. c.id
   local w = { "AGT_NUM_THREADS=" .. o.threads, "OPENBLAS_NUM_THREADS=" .. o.threads,
     q(host.root .. "/" .. host.exe), "run", "--experiment", "fashion-mnist",
-    "--aggregator", q(c.rule), "--nb-workers", "11", "--nb-decl-byz-workers", "2",
+    "--aggregator", q(c.rule), "--nb-workers", "11", "--nb-decl-byz-workers", o["decl-byz"],
     "--max-step", o.steps, "--learning-rate-args", "initial-rate:" .. o.lr,
-    "--evaluation-file", q(base .. ".eval"), "--evaluation-delta", "-1", "--evaluation-period", "-1",
+    "--evaluation-file", q(base .. ".eval"),
+    "--evaluation-delta", o["eval-last"] > 1 and o["eval-delta"] or -1, "--evaluation-period", "-1",
     "--checkpoint-dir", "-", "--summary-dir", "-", "--quiet", "--progress", "none", "--seed", o.seed }
   local exp_args = DATA[c.data]
   if #exp_args > 0 then
@@ -153,11 +176,17 @@ local function finished(c)
   if not fh then return nil end
   local rc = tonumber(fh:read("*l"))
   fh:close()
-  local acc
+  local accs = {}   -- the evaluations in order (at start, every --eval-delta steps, at the end)
   local ev = io.open(base .. ".eval", "r")
   if ev then
-    for line in ev:lines() do acc = tonumber(line:match("top1[^:]*:([-%d.e]+)")) or acc end
+    for line in ev:lines() do accs[#accs + 1] = tonumber(line:match("top1[^:]*:([-%d.e]+)")) end
     ev:close()
+  end
+  local acc, final, n = nil, accs[#accs], math.min(o["eval-last"], #accs)
+  if n > 0 then
+    acc = 0
+    for k = #accs - n + 1, #accs do acc = acc + accs[k] end
+    acc = acc / n
   end
   local status = "ok"
   if rc ~= 0 then
@@ -165,10 +194,10 @@ local function finished(c)
     local text = lg and lg:read("*a") or ""
     if lg then lg:close() end
     status = text:find("diverged", 1, true) and "diverged" or "failed"
-    acc = nil
+    acc, final = nil, nil
   end
   os.remove(base .. ".rc")
-  return status, acc
+  return status, acc, final
 end
 
 local function run_grid()
@@ -177,7 +206,7 @@ local function run_grid()
   local todo = {}
   for _, c in ipairs(cells) do
     local r = done[c.key]
-    if not (r and r.steps == o.steps) then todo[#todo + 1] = c end
+    if not (r and r.steps == o.steps and r.evals == o["eval-last"]) then todo[#todo + 1] = c end
   end
   local exists = io.open(csv, "r")
   local out = io.open(csv, "a")
@@ -197,13 +226,14 @@ local function run_grid()
     os.execute("sleep 0.2")
     for k = #running, 1, -1 do
       local c = running[k]
-      local status, acc = finished(c)
+      local status, acc, final = finished(c)
       if status then
         table.remove(running, k)
         ndone = ndone + 1
         local secs = clock.mono() - c.t0
-        out:write(string.format('%s,%s,"%s",%s,%d,%s,%s,%.1f\n', c.data, c.mom, c.rule,
-          attack_label(c.attack), o.steps, status, acc and string.format("%.4f", acc) or "", secs))
+        out:write(string.format('%s,%s,"%s",%s,%d,%s,%s,%.1f,%s,%d\n', c.data, c.mom, c.rule,
+          attack_label(c.attack), o.steps, status, acc and string.format("%.4f", acc) or "", secs,
+          final and string.format("%.4f", final) or "", o["eval-last"]))
         out:flush()
         local el = clock.mono() - t_start
         io.write(string.format("[%d/%d] %-9s %-6s %-17s %-18s %s (%.0f s; eta %.0f s)\n", ndone,
@@ -222,7 +252,38 @@ end
 local function cell_text(r)
   if not r then return "–" end
   if r.status ~= "ok" or not r.acc then return r.status == "diverged" and "div." or "fail" end
+  if r.sd then return string.format("%.1f ± %.1f", 100 * r.acc, 100 * r.sd) end
   return string.format("%.1f", 100 * r.acc)
+end
+
+-- Several grids (--report --dir a,b,...: one per seed): each cell's mean and sample standard
+-- deviation over the grids. A cell missing from one grid is missing; one that diverged or
+-- failed in any grid counts as diverged or failed.
+local function merge(grids)
+  local rows = {}
+  for key, r0 in pairs(grids[1]) do
+    local accs, status = {}, "ok"
+    for _, g in ipairs(grids) do
+      local r = g[key]
+      if not r then status = nil; break end
+      if r.status ~= "ok" or not r.acc then
+        if status == "ok" or r.status == "diverged" then status = r.status == "diverged" and "diverged" or "failed" end
+      else accs[#accs + 1] = r.acc end
+    end
+    if status then
+      local m = { data = r0.data, mom = r0.mom, rule = r0.rule, attack = r0.attack, steps = r0.steps,
+                  status = status }
+      if status == "ok" then
+        local sum, ss = 0, 0
+        for _, a in ipairs(accs) do sum = sum + a end
+        m.acc = sum / #accs
+        for _, a in ipairs(accs) do ss = ss + (a - m.acc) ^ 2 end
+        m.sd = #accs > 1 and math.sqrt(ss / (#accs - 1)) or 0
+      end
+      rows[key] = m
+    end
+  end
+  return rows
 end
 
 -- Accuracy points lost to the attack against the attack-free run of the same rule (ref nil)
@@ -235,7 +296,7 @@ local function drop(rows, data, mom, rule, atk, ref)
   return 100 * (base.acc - r.acc)
 end
 
-local function report(rows)
+local function report(rows, per_grid)
   local lines = {}
   local function w(s) lines[#lines + 1] = s end
   local names = { iid = "IID shards", dirichlet = "Dirichlet α = 1 shards" }
@@ -274,29 +335,40 @@ local function report(rows)
       w(string.format("Attack-free plain average: %s.", cell_text(avg)))
       w("")
       local v = { data = data, mom = mom }
+      local function worst_of(rs, rule, ref)   -- nil: a result is missing
+        local worst = -math.huge
+        for _, a in ipairs(attacks) do
+          local al = attack_label(a)
+          if al ~= "none" and worst then
+            local dr = drop(rs, data, mom, rule, al, ref or nil)
+            worst = dr and math.max(worst, dr)
+          end
+        end
+        return worst
+      end
+      local function fmt(x) return not x and "?" or x == math.huge and "div./fail" or string.format("%.1f", x) end
       for _, ref in ipairs({ false, "average" }) do
         local all = {}
-        for _, rule in ipairs(rules) do
-          local worst = -math.huge
-          for _, a in ipairs(attacks) do
-            local al = attack_label(a)
-            if al ~= "none" and worst then
-              local dr = drop(rows, data, mom, rule, al, ref or nil)
-              worst = dr and math.max(worst, dr)   -- nil: a result is missing
-            end
-          end
-          all[#all + 1] = { rule = rule, worst = worst }
-        end
+        for _, rule in ipairs(rules) do all[#all + 1] = { rule = rule, worst = worst_of(rows, rule, ref) } end
         table.sort(all, function(x, y) return (x.worst or math.huge) < (y.worst or math.huge) end)
         local met, txt = {}, {}
         for _, x in ipairs(all) do
           if x.worst and x.worst <= 3 then met[#met + 1] = x.rule end
-          txt[#txt + 1] = string.format("%s %s", x.rule, not x.worst and "?"
-            or x.worst == math.huge and "div./fail" or string.format("%.1f", x.worst))
+          txt[#txt + 1] = string.format("%s %s", x.rule, fmt(x.worst))
         end
         w(string.format("Largest loss to an attack, per rule, in points below %s: %s.",
           ref and "the attack-free plain average" or "the same rule without attack", table.concat(txt, ", ")))
         w("")
+        if per_grid then   -- the same, in each grid (seed) alone
+          local t = {}
+          for _, rule in ipairs(rules) do
+            local g = {}
+            for _, rs in ipairs(per_grid) do g[#g + 1] = fmt(worst_of(rs, rule, ref)) end
+            t[#t + 1] = rule .. " " .. table.concat(g, " / ")
+          end
+          w(string.format("In each grid alone (%s): %s.", table.concat(dirs, ", "), table.concat(t, "; ")))
+          w("")
+        end
         v[ref and "avg" or "own"] = met
       end
       verdicts[#verdicts + 1] = v
@@ -362,8 +434,13 @@ local function svg(rows, data, path)
 end
 
 if not o.report then run_grid() end
-local rows = read_csv()
-print(report(rows))
+local rows, per_grid = read_csv(), nil
+if #dirs > 1 then
+  per_grid = {}
+  for _, d in ipairs(dirs) do per_grid[#per_grid + 1] = read_csv(d .. "/grid.csv") end
+  rows = merge(per_grid)
+end
+print(report(rows, per_grid))
 if o.svg then
   fs.mkdir_p(o.svg)
   for _, data in ipairs(split(o.data)) do

@@ -444,7 +444,7 @@ describe("examples/momentum_grid.lua", function()
     assert.truthy(out:find("10 cells, 0 done, 10 to run", 1, true), out)
     local lines = {}
     for l in H.read(gdir .. "/grid.csv"):gmatch("[^\n]+") do lines[#lines + 1] = l end
-    assert.are.equal("data,momentum,rule,attack,steps,status,accuracy,seconds", lines[1])
+    assert.are.equal("data,momentum,rule,attack,steps,status,accuracy,seconds,final,evals", lines[1])
     assert.are.equal(11, #lines)
     local seen = {}
     for k = 2, #lines do
@@ -464,5 +464,58 @@ describe("examples/momentum_grid.lua", function()
     assert.truthy(out:find("10 cells, 10 done, 0 to run", 1, true), out)
     assert.truthy(out:find("| nan | ", 1, true))
     assert.truthy(H.read(gdir .. "/momentum-iid.svg"):find("^<svg"))
+  end)
+
+  it("--eval-last N gives the mean of the last N evaluations; --report over several grids, mean ± sd", function()
+    local root = H.shell_quote(require("agt.host").root)
+    local function grid(d, seed, extra)
+      return H.run("cd " .. root .. " && " .. H.shell_quote(H.agt) .. " examples/momentum_grid.lua --steps 4"
+        .. " --jobs 2 --rules median --attacks none --data iid --momenta none --seed " .. seed
+        .. " --dir " .. H.shell_quote(d) .. " " .. (extra or ""))
+    end
+    local d1, d2 = dir("ev1"), dir("ev2")
+    for k, d in ipairs({ d1, d2 }) do
+      local rc, _, err = grid(d, k, "--eval-last 3 --eval-delta 1")
+      assert.are.equal(0, rc, err)
+    end
+    local accs = {}
+    for k, d in ipairs({ d1, d2 }) do
+      local ev = {}   -- the cell's own evaluation file: steps 0..4, one line each
+      for l in H.read(d .. "/cells/iid_none_median_none.eval"):gmatch("[^\n]+") do
+        ev[#ev + 1] = tonumber(l:match("top1[^:]*:([%d.]+)"))
+      end
+      assert.are.equal(5, #ev)
+      local line = H.read(d .. "/grid.csv"):match('iid,none,"median",none,[^\n]+')
+      local acc, final, n = line:match(",ok,([%d.]+),[%d.]+,([%d.]+),(%d+)$")
+      assert.are.equal("3", n)
+      assert.is_true(math.abs(tonumber(acc) - (ev[3] + ev[4] + ev[5]) / 3) < 1e-4, line)
+      assert.is_true(math.abs(tonumber(final) - ev[5]) < 1e-4, line)
+      accs[k] = tonumber(acc)
+    end
+    -- another --eval-last is another measure: the cells run again
+    local rc, out = grid(d1, 1, "--eval-last 1")
+    assert.are.equal(0, rc)
+    assert.truthy(out:find("2 cells, 0 done, 2 to run", 1, true), out)
+    grid(d1, 1, "--eval-last 3 --eval-delta 1")
+    rc, out = grid(d1 .. "," .. d2, 1, "--report")
+    assert.are.equal(0, rc, out)
+    local m, sd = (accs[1] + accs[2]) / 2, math.abs(accs[1] - accs[2]) / math.sqrt(2)
+    assert.truthy(out:find(string.format("| none | %.1f ± %.1f |", 100 * m, 100 * sd), 1, true), out)
+    assert.truthy(out:find("In each grid alone (", 1, true), out)
+    rc, _, err = grid(d1 .. "," .. d2, 1, "")
+    assert.are.equal(1, rc)
+    assert.truthy(err:find("only go with --report", 1, true), err)
+    rc, _, err = grid(d1, 1, "--eval-last 0")
+    assert.truthy(rc ~= 0 and err:find("--eval-last expects a whole number", 1, true), err)
+    -- --decl-byz is the f the rules are told: 6 of 11 is too many for the median, so its cell
+    -- fails (the refused run's log says why) while the average's runs
+    local d3 = dir("ev3")
+    rc, out = grid(d3, 1, "--decl-byz 6")
+    assert.are.equal(0, rc, out)
+    local csv = H.read(d3 .. "/grid.csv")
+    assert.truthy(csv:find('iid,none,"median",none,4,failed,', 1, true), csv)
+    assert.truthy(csv:find('iid,none,"average",none,4,ok,', 1, true), csv)
+    rc, _, err = grid(d3, 1, "--decl-byz -1")
+    assert.truthy(rc ~= 0 and err:find("--decl-byz expects a whole number >= 0", 1, true), err)
   end)
 end)
