@@ -196,13 +196,6 @@ agt_status agt_net_new(int role, int64_t max_payload, int max_peers, agt_net **o
     st = zfail("zmq_setsockopt");
     goto fail;
   }
-  /* A worker's send waits for room in its queue (bounded): a row must not be dropped because
-   * the PS was busy elsewhere when it was ready. */
-  int wait_ms = AGT_NET_SEND_WAIT_MS;
-  if (role == AGT_NET_CLIENT && zmq_setsockopt(n->sock, ZMQ_SNDTIMEO, &wait_ms, sizeof wait_ms)) {
-    st = zfail("zmq_setsockopt(ZMQ_SNDTIMEO)");
-    goto fail;
-  }
   /* A message to a peer that is not connected fails at once instead of vanishing. */
   if (role == AGT_NET_SERVER && zmq_setsockopt(n->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one)) {
     st = zfail("zmq_setsockopt(ZMQ_ROUTER_MANDATORY)");
@@ -496,11 +489,18 @@ void agt_net_header(void *out, int type, uint32_t worker, uint64_t session, int6
   memcpy(h + 40, &ulen, 8);
 }
 
-/* Sends one ZeroMQ message to peer i (PS: its routing id first; a worker waits for room up to
- * AGT_NET_SEND_WAIT_MS, ZMQ_SNDTIMEO); 1 taken, 0 gone, -1 its queue full (or a signal other
- * than Ctrl-C came: said as not taken), -2 the socket broken (zmq_errno says why), -3 Ctrl-C.
- * msg is consumed. */
-static int send_one(agt_net *n, const int64_t *peers, int i, zmq_msg_t *msg) {
+/* Monotonic milliseconds, for the deadlines of agt_net_recv and of a worker's send. */
+static int64_t now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Sends one ZeroMQ message to peer i (PS: its routing id first, never waiting; a worker waits
+ * for room in its queue until deadline, in monotonic ms: one deadline for all the chunks of a
+ * message); 1 taken, 0 gone, -1 its queue full, -2 the socket broken (zmq_errno says why), -3
+ * Ctrl-C. msg is consumed. */
+static int send_one(agt_net *n, const int64_t *peers, int i, zmq_msg_t *msg, int64_t deadline) {
   if (n->role == AGT_NET_SERVER) {
     peer_slot *s = slot_of_peer(n, peers[i]);
     if (!s || zmq_send(n->sock, s->id, s->id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
@@ -509,14 +509,21 @@ static int send_one(agt_net *n, const int64_t *peers, int i, zmq_msg_t *msg) {
       return s && zmq_errno() == EAGAIN ? -1 : 0;
     }
   }
-  if (zmq_msg_send(msg, n->sock, n->role == AGT_NET_SERVER ? ZMQ_DONTWAIT : 0) < 0) {
+  for (;;) {
+    if (zmq_msg_send(msg, n->sock, ZMQ_DONTWAIT) >= 0) return 1;
     int e = zmq_errno();
+    int64_t left = deadline - now_ms();
+    if (e == EAGAIN && n->role == AGT_NET_CLIENT && left > 0) {
+      zmq_pollitem_t item = { n->sock, 0, ZMQ_POLLOUT, 0 };
+      if (zmq_poll(&item, 1, (long)left) >= 0 || zmq_errno() != EINTR) continue;
+      e = EINTR;
+    }
+    if (e == EINTR && !agt_interrupted()) continue; /* another signal: wait on (bounded) */
     zmq_msg_close(msg);
     errno = e;
-    if (e == EINTR) return agt_interrupted() ? -3 : -1;
+    if (e == EINTR) return -3;
     return e == EAGAIN ? -1 : e == EHOSTUNREACH ? 0 : -2;
   }
-  return 1;
 }
 
 agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
@@ -537,6 +544,7 @@ agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, 
   if (!ok) return AGT_FAIL(AGT_ENOMEM, "agt_net_send: no memory for %d peers", npeers);
   for (int i = 0; i < npeers; i++) ok[i] = 1;
   agt_status st = AGT_OK;
+  int64_t deadline = now_ms() + AGT_NET_SEND_WAIT_MS;
   unsigned char *b = sb->data;
   for (int64_t c = 0; c < nchunks && st == AGT_OK; c++) {
     int64_t off = c * AGT_NET_CHUNK, piece = len - off < AGT_NET_CHUNK ? len - off : AGT_NET_CHUNK;
@@ -554,7 +562,7 @@ agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, 
         st = zfail("zmq_msg_init_data");
         break;
       }
-      int r = send_one(n, peers, i, &msg);
+      int r = send_one(n, peers, i, &msg, deadline);
       if (r == -3) {
         st = AGT_FAIL(AGT_EINTR, "interrupted");
         break;
@@ -687,13 +695,6 @@ static agt_status assemble(agt_net *n, assembly *a, const unsigned char *h, uint
   a->next = 0;
   m->data = a->buf;
   return AGT_OK;
-}
-
-/* Monotonic milliseconds, for agt_net_recv's deadline. */
-static int64_t now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 /* Receives one frame and decodes it (AGT_OK: m filled, *a the assembly of its sender, *idx its
