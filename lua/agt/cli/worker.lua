@@ -320,6 +320,17 @@ local function run(o)
       if udp then say(id, "UDP: %d chunk(s) left out by the test drop rate", udp_dropped + udp.dropped) end
       return finish(0)
     end
+    -- The row (in row) and its loss to the PS: as datagrams with --UDP (the GRAD then carries
+    -- the loss only), else in the GRAD.
+    local function send_row(loss)
+      if udp then
+        udp.dropped = udp.dropped + udp:send(step, row.raw, udp.drop, udp.drop_seed)
+        net:send(nil, N.GRAD, w, step, loss)
+      elseif net:send(nil, N.GRAD, w, step, loss, row.raw, bytes) ~= true then
+        say(id, "step %d: the PS took no message for %g s (its queue full): this row is lost", step,
+            N.SEND_WAIT_S)
+      end
+    end
     local again = step and answered and answered.step == step
     if again then
       -- θ of the step this worker answered last, sent again (the PS took a READY of ours for
@@ -327,12 +338,7 @@ local function run(o)
       -- gradient, so the streams, the momentum and an attack move once per step as in a
       -- local run.
       net:send(nil, N.STATE, w, step, 0, answered.state)
-      if udp then
-        udp.dropped = udp.dropped + udp:send(step, row.raw, udp.drop, udp.drop_seed)
-        net:send(nil, N.GRAD, w, step, answered.loss)
-      else
-        net:send(nil, N.GRAD, w, step, answered.loss, row.raw, bytes)
-      end
+      send_row(answered.loss)
       if TRACE then TRACE(id, "sent STATE and GRAD of step %d again", step) end
     elseif step then
       local loss = worker:gradient(theta, row)
@@ -347,13 +353,7 @@ local function run(o)
       elseif byzantine then
         col:row(step, row, t0)
       end
-      if udp then
-        udp.dropped = udp.dropped + udp:send(step, row.raw, udp.drop, udp.drop_seed)
-        net:send(nil, N.GRAD, w, step, loss)
-      elseif net:send(nil, N.GRAD, w, step, loss, row.raw, bytes) ~= true then
-        say(id, "step %d: the PS took no message for %g s (its queue full): this row is lost", step,
-            N.SEND_WAIT_S)
-      end
+      send_row(loss)
       if TRACE then TRACE(id, "sent STATE and GRAD of step %d", step) end
       if col and not byzantine then col:serve(step, t0) end
       steps = steps + 1
