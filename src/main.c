@@ -223,7 +223,6 @@ static int dolibrary(lua_State *L, const char *name) {
   return 0;
 }
 
-/* Runs lua/agt/cli/NAME.lua through the Lua dispatcher; returns the process exit code. */
 /* A subcommand that fails because Ctrl-C or SIGTERM came while it was loading or before it
  * polls the flag itself: a stop (130) with one line, not a failure (1) with a traceback. */
 static int failed(lua_State *L, int status) {
@@ -236,6 +235,7 @@ static int failed(lua_State *L, int status) {
   return 1;
 }
 
+/* Runs lua/agt/cli/NAME.lua through the Lua dispatcher; returns the process exit code. */
 static int run_subcommand(lua_State *L, char **argv, int argc, int first) {
   create_arg(L, argv, argc, first);
   lua_getglobal(L, "require");
