@@ -85,7 +85,7 @@ return function(args)
   end
   local device = gpu.describe()
   local cuda = B.get("cuda")
-  local line, has_cudnn = cuda.conv_path()
+  local _, has_cudnn = cuda.conv_path()
   local ms = ffi.new("double[1]")
   for _, name in ipairs(models) do
     local m = P.load("experiments", name, "experiment").model(nn)
@@ -98,27 +98,26 @@ return function(args)
     for i = 0, bs - 1 do yh.raw[i] = i % m.classes end
     local y = yh:to("cuda")
     local g = T.new({ m.d }, "f32", "cuda")
-    for _, mode in ipairs(has_cudnn and { "cudnn", "im2col" } or { "im2col" }) do
-    for _, gm in ipairs(maths) do
-      local path = mode
-      cuda.use_cudnn(path == "cudnn")
-      cuda.set_math(gm)
-      for _ = 1, 3 do m:loss_grad(theta, x, y, bs, g) end
-      check(C.agt_gpu_synchronize())
-      local ts = {}
-      for _ = 1, reps do
-        check(C.agt_gpu_timer_start())
-        m:loss_grad(theta, x, y, bs, g)
-        check(C.agt_gpu_timer_stop(ms))
-        ts[#ts + 1] = ms[0]
+    for _, path in ipairs(has_cudnn and { "cudnn", "im2col" } or { "im2col" }) do
+      for _, gm in ipairs(maths) do
+        cuda.use_cudnn(path == "cudnn")
+        cuda.set_math(gm)
+        for _ = 1, 3 do m:loss_grad(theta, x, y, bs, g) end
+        check(C.agt_gpu_synchronize())
+        local ts = {}
+        for _ = 1, reps do
+          check(C.agt_gpu_timer_start())
+          m:loss_grad(theta, x, y, bs, g)
+          check(C.agt_gpu_timer_stop(ms))
+          ts[#ts + 1] = ms[0]
+        end
+        local t = median(ts)
+        emit({ bench = "nn_gpu", device = device, model = name, batch = bs, path = path, math = gm,
+               ms = t, passes_per_s = 1000 / t, reps = reps,
+               conv_path = path == "cudnn" and (cuda.conv_path()) or nil })
+        if profile then emit(profile_pass(cuda, function() m:loss_grad(theta, x, y, bs, g) end,
+                                          { model = name, path = path, math = gm })) end
       end
-      local t = median(ts)
-      emit({ bench = "nn_gpu", device = device, model = name, batch = bs, path = path, math = gm,
-             ms = t, passes_per_s = 1000 / t, reps = reps,
-             conv_path = path == "cudnn" and (cuda.conv_path()) or nil })
-      if profile then emit(profile_pass(cuda, function() m:loss_grad(theta, x, y, bs, g) end,
-                                        { model = name, path = path, math = gm })) end
-    end
     end
     cuda.use_cudnn(true)
     cuda.set_math("fp32")
