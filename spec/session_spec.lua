@@ -221,6 +221,29 @@ describe("agt.session", function()
     assert.are.equal(42, s2.global_step)
   end)
 
+  it("lets a Ctrl-C that comes while the update is applied finish it: the step counts and the run stops cleanly", function()
+    -- fashion-mnist: d = 79,510 is above the update's grain, so its kernel polls for Ctrl-C
+    local function opts(last)
+      return { experiment = "fashion-mnist", experiment_args = { "eval-size:100" }, aggregator = "average",
+               nb_workers = 2, nb_decl_byz_workers = 0, seed = 3, max_step = last, quiet = true,
+               evaluation_file = "-", summary_dir = "-", evaluation_period = -1,
+               stdout_to = dir("stdout.txt") }
+    end
+    local a = run(opts(6))
+    local s = S.new(opts(20))
+    local apply = s.optimizer.apply
+    s.optimizer.apply = function(self, ...)
+      if s.global_step == 5 then F.C.agt_interrupt_set(1) end  -- as if Ctrl-C came right now
+      return apply(self, ...)
+    end
+    local rep = s:run()
+    s:close()
+    assert.are.equal("interrupted", rep.stopped)
+    assert.are.equal(6, s.global_step)
+    assert.are.equal(0, F.C.agt_interrupted())
+    assert.are.equal(theta_bytes(a), theta_bytes(s))
+  end)
+
   it("stops cleanly on an interrupt in the middle of a step, and resumes exactly", function()
     local a = run(toy.opts({ max_step = 120 }))
     local b1, r1 = run(toy.opts({ checkpoint_dir = dir("intr"), max_step = 120, interrupt_at = 70 }))

@@ -12,6 +12,7 @@
 
 static _Thread_local char last_error[1024];
 static volatile sig_atomic_t interrupt_flag;
+static volatile sig_atomic_t interrupt_hold; /* agt_interrupt_hold */
 
 const char *agt_last_error(void) { return last_error[0] ? last_error : "no error"; }
 
@@ -49,8 +50,10 @@ void agt_assert_failed(const char *expr, const char *file, int line) {
   abort();
 }
 
-int agt_interrupted(void) { return interrupt_flag != 0; }
+int agt_interrupted(void) { return interrupt_flag != 0 && !interrupt_hold; }
+int agt_interrupt_pending(void) { return interrupt_flag != 0; }
 void agt_interrupt_set(int on) { interrupt_flag = on ? 1 : 0; }
+void agt_interrupt_hold(int on) { interrupt_hold = on ? 1 : 0; }
 
 const char *agt_version(void) { return AGT_VERSION; }
 

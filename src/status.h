@@ -31,6 +31,11 @@ const char *agt_status_name(agt_status s);
 void agt_clear_error(void);
 int agt_interrupted(void);
 void agt_interrupt_set(int on);
+/* While held (on = 1), agt_interrupted() says 0, so no kernel stops part-way through work that
+ * must be whole (a step's update of θ and the optimizer's state); a Ctrl-C meanwhile is kept
+ * and seen once released. agt_interrupt_pending() reads it whether held or not. */
+void agt_interrupt_hold(int on);
+int agt_interrupt_pending(void);
 const char *agt_version(void);
 const char *agt_build_features(void);
 /* ffi:end */

@@ -18,6 +18,8 @@ const char *agt_status_name(agt_status s);
 void agt_clear_error(void);
 int agt_interrupted(void);
 void agt_interrupt_set(int on);
+void agt_interrupt_hold(int on);
+int agt_interrupt_pending(void);
 const char *agt_version(void);
 const char *agt_build_features(void);
 /* mem.h */

@@ -522,7 +522,14 @@ function Session:step()
   local t3 = clock.mono()
   self:trace("Master: aggregated gradient application", "begin")
   self._applying = true   -- θ changes from here: no Ctrl-C puts this step back (see _snapshot)
-  local lr = self.optimizer:apply(self.theta, self.momentum:update(self.agg), k, local_lr and 1)
+  -- ... nor stops it half done: the kernels do not see a Ctrl-C until θ, the optimizer's and
+  -- the server momentum's states are all updated (the loop sees it after the step).
+  host.hold_interrupts(true)
+  local oka, lr = pcall(function()
+    return self.optimizer:apply(self.theta, self.momentum:update(self.agg), k, local_lr and 1)
+  end)
+  host.hold_interrupts(false)
+  if not oka then error(lr, 0) end
   self:trace("Master: aggregated gradient application", "end")
   local t4 = clock.mono()
   self.global_step = k + 1
