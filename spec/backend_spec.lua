@@ -802,6 +802,31 @@ describe("agt.backend", function()
     assert(ok, err)
   end)
 
+  -- --gpu-math fp32 is bit-repeatable: the same pass twice gives the same loss and gradient bits
+  -- on either path (cuDNN's forward, dx as a forward convolution, dW by im2col + SGEMM; im2col)
+  on_devices("the models' loss and gradient on the device are the same bits run twice (cuDNN and im2col, fp32)", function(be)
+    local _, has_cudnn = be.conv_path()
+    local ok, err = pcall(function()
+      for _, path in ipairs(has_cudnn and { "cudnn", "im2col" } or { "im2col" }) do
+        be.use_cudnn(path == "cudnn")
+        for name0, m in pairs(models()) do
+          local name = name0 .. " (" .. path .. ")"
+          local theta = m:init(T.new({ m.d }), R.new(21, "init")):to(be.name)
+          local x, y = cifar_batch(22, 16)
+          x, y = x:to(be.name), y:to(be.name)
+          local g1, g2 = T.new({ m.d }, "f32", be.name), T.new({ m.d }, "f32", be.name)
+          local l1 = m:loss_grad(theta, x, y, 16, g1, R.new(23, "drop"))
+          local l2 = m:loss_grad(theta, x, y, 16, g2, R.new(23, "drop"))
+          assert.are.equal(l1, l2, name .. " loss")
+          local diff = first_diff(g1:to("cpu"), g2:to("cpu"))
+          assert.is_nil(diff, name .. " gradient: " .. tostring(diff))
+        end
+      end
+    end)
+    be.use_cudnn(true)
+    assert(ok, err)
+  end)
+
   -- --gpu-math's opt-in modes: finite inputs, tolerances of their arithmetic (TF32 rounds the
   -- products' inputs to 10-bit mantissas; fp32-fast's Winograd and FFT round differently)
   on_devices("--gpu-math tf32 and fp32-fast: the models' loss and gradient follow the CPU's to their tolerances, the path line names the mode, fp32 comes back", function(be)
