@@ -222,7 +222,8 @@ static agt_status conv_transpose(const float *from, float *to, size_t OC, size_t
 
 /* The forward product per sample (one strided batched SGEMM straight into NCHW) from this many
  * output pixels up; below, one SGEMM over the chunk (OC x Bc·P) and a transpose into NCHW (a
- * batch of small products leaves most of the card idle). */
+ * batch of small products leaves most of the card idle; gpu_nn_cudnn.cu's CUDNN_FP32_MIN_P
+ * sends such convolutions here in float32). */
 #define CONV_BATCHED_MIN_P 256
 
 extern "C" agt_status agt_gpu_nn_conv2d_forward(const float *x, const float *W, const float *b,
