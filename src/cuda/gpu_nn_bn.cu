@@ -33,12 +33,12 @@ __device__ double block_sum(double v, double *sh) {
   return s;
 }
 
-/* Blocks per channel: enough blocks to fill the card twice over when the channels are few
- * (ResNet's first stages: 64 channels of 131,072 values at batch 128), at least BN_MIN_PART
- * values each, at most BN_MAX_PARTS. A function of (C, N) only: the results do not depend on
- * the card. */
-#define BN_TARGET_BLOCKS 264
-#define BN_MIN_PART 4096
+/* Blocks per channel: enough blocks for eight on each SM of a 132-SM card when the channels
+ * are few (ResNet's first stages: 64 channels of 131,072 values at batch 128; these passes
+ * are memory-bound and need many loads in flight), at least BN_MIN_PART values each, at most
+ * BN_MAX_PARTS. A function of (C, N) only: the results do not depend on the card. */
+#define BN_TARGET_BLOCKS 1056
+#define BN_MIN_PART 2048
 #define BN_MAX_PARTS 64
 
 static unsigned bn_parts(size_t C, size_t N) {
