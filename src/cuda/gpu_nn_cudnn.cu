@@ -240,7 +240,7 @@ static agt_status plan_for(const size_t key[12], conv_plan **out) {
   if (found && key[11] == 0) {   /* float32: see the top of the file */
     p->dw_route = AGT_CUDNN_ROUTE_GEMM;
     p->dx_route = AGT_CUDNN_ROUTE_GEMM;
-    if (sh == 1 && sw == 1 && pt < KH && pl < KW && OC * C * KH * KW < UINT32_MAX) {
+    if (sh == 1 && sw == 1 && pt < KH && pl < KW && OC * C * KH * KW <= INT32_MAX) {
       DN(dn.cudnnSetFilter4dDescriptor(p->wt, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)C, (int)OC,
                                        (int)KH, (int)KW),
          "cudnnSetFilter4dDescriptor");
