@@ -191,11 +191,13 @@ end
 -- Convolution geometries: {B, C, H, W, OC, KH, KW, sh, sw, padding, act}: SAME at stride 1 (the
 -- CPU's direct dx), SAME at stride 2 on odd sizes (col2im), a 1x1 stride-2 shortcut (VALID), a
 -- rectangular kernel, cnnet's 5x5, SAME at stride 2 on even sizes (padding only after: cuDNN
--- cannot, so im2col runs it either way).
+-- cannot, so im2col runs it either way), and two of 256 output pixels a sample (cuDNN takes
+-- float32 convolutions from there: dx as a forward convolution at stride 1, by GEMM at 2).
 local CONVS = {
   { 3, 3, 9, 9, 5, 3, 3, 1, 1, "SAME", 0 }, { 2, 4, 11, 7, 6, 3, 3, 2, 2, "SAME", -1 },
   { 3, 5, 8, 8, 7, 1, 1, 2, 2, "VALID", -1 }, { 2, 3, 7, 10, 4, 3, 2, 1, 2, "SAME", 1 },
   { 2, 3, 12, 12, 8, 5, 5, 1, 1, "SAME", 2 }, { 2, 3, 8, 8, 4, 3, 3, 2, 2, "SAME", 0 },
+  { 2, 3, 16, 16, 4, 3, 3, 1, 1, "SAME", 0 }, { 2, 3, 33, 33, 4, 3, 3, 2, 2, "VALID", -1 },
 }
 
 local function geom(n, k, s, pad)
@@ -685,7 +687,8 @@ describe("agt.backend", function()
       be.use_cudnn(true)
       assert(ok, without)
       local i2, c2 = be.conv_calls()
-      -- cuDNN took the symmetric geometries (all but the last), and with it off im2col took them all
+      -- cuDNN took the symmetric geometries (in float32 those of 256 output pixels or more: the
+      -- last two), and with it off im2col took them all
       assert.is_true(c1 - c0 >= 3, string.format("passes through cuDNN: %d (im2col %d)", c1 - c0, i1 - i0))
       assert.are.equal(c1, c2)
       assert.is_true(i2 - i1 >= c1 - c0, "with cuDNN off, im2col runs every pass")
@@ -795,6 +798,31 @@ describe("agt.backend", function()
           local sd, nd = m:eval_batch(theta:to(be.name), x:to(be.name), y:to(be.name), 16)
           assert.is_true(math.abs(sd - sc) <= 1e-5 * sc, string.format("%s evaluation loss: device %.9g cpu %.9g", name, sd, sc))
           assert.are.equal(nc, nd, name .. " evaluation: correct predictions")
+        end
+      end
+    end)
+    be.use_cudnn(true)
+    assert(ok, err)
+  end)
+
+  -- --gpu-math fp32 is bit-repeatable: the same pass twice gives the same loss and gradient bits
+  -- on either path (cuDNN's forward, dx as a forward convolution, dW by im2col + SGEMM; im2col)
+  on_devices("the models' loss and gradient on the device are the same bits run twice (cuDNN and im2col, fp32)", function(be)
+    local _, has_cudnn = be.conv_path()
+    local ok, err = pcall(function()
+      for _, path in ipairs(has_cudnn and { "cudnn", "im2col" } or { "im2col" }) do
+        be.use_cudnn(path == "cudnn")
+        for name0, m in pairs(models()) do
+          local name = name0 .. " (" .. path .. ")"
+          local theta = m:init(T.new({ m.d }), R.new(21, "init")):to(be.name)
+          local x, y = cifar_batch(22, 16)
+          x, y = x:to(be.name), y:to(be.name)
+          local g1, g2 = T.new({ m.d }, "f32", be.name), T.new({ m.d }, "f32", be.name)
+          local l1 = m:loss_grad(theta, x, y, 16, g1, R.new(23, "drop"))
+          local l2 = m:loss_grad(theta, x, y, 16, g2, R.new(23, "drop"))
+          assert.are.equal(l1, l2, name .. " loss")
+          local diff = first_diff(g1:to("cpu"), g2:to("cpu"))
+          assert.is_nil(diff, name .. " gradient: " .. tostring(diff))
         end
       end
     end)

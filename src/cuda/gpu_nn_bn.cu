@@ -33,12 +33,12 @@ __device__ double block_sum(double v, double *sh) {
   return s;
 }
 
-/* Blocks per channel: enough blocks to fill the card twice over when the channels are few
- * (ResNet's first stages: 64 channels of 131,072 values at batch 128), at least BN_MIN_PART
- * values each, at most BN_MAX_PARTS. A function of (C, N) only: the results do not depend on
- * the card. */
-#define BN_TARGET_BLOCKS 264
-#define BN_MIN_PART 4096
+/* Blocks per channel: enough blocks for eight on each SM of a 132-SM card when the channels
+ * are few (ResNet's first stages: 64 channels of 131,072 values at batch 128; these passes
+ * are memory-bound and need many loads in flight), at least BN_MIN_PART values each, at most
+ * BN_MAX_PARTS. A function of (C, N) only: the results do not depend on the card. */
+#define BN_TARGET_BLOCKS 1056
+#define BN_MIN_PART 2048
 #define BN_MAX_PARTS 64
 
 static unsigned bn_parts(size_t C, size_t N) {
@@ -49,20 +49,35 @@ static unsigned bn_parts(size_t C, size_t N) {
 }
 
 /* The values [lo, hi) of channel c: element i is x[((i / S)·C + c)·S + i % S]. */
-__device__ __forceinline__ float bn_at(const float *x, size_t i, size_t C, size_t S, size_t c) {
+template <typename I>
+__device__ __forceinline__ float bn_at(const float *x, I i, I C, I S, I c) {
   return x[((i / S) * C + c) * S + i % S];
 }
 
+/* The kernels index in I: unsigned where B·C·S fits in 31 bits (32-bit division is several
+ * times cheaper than 64-bit on the device; the arithmetic and its order are the same), else
+ * size_t. */
+#define GRID_STRIDE_I(I, i, n)                                                                \
+  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (I)gridDim.x * blockDim.x)
+#define BN_LAUNCH(n, kernel, grid, block, ...)                                                 \
+  do {                                                                                         \
+    if ((n) <= INT32_MAX) kernel<unsigned><<<grid, block>>>(__VA_ARGS__);                      \
+    else kernel<size_t><<<grid, block>>>(__VA_ARGS__);                                         \
+    AGT_CU_LAUNCH(#kernel);                                                                    \
+  } while (0)
+
 /* Block (g, c): part g of channel c's values, its count, mean and sum of squared deviations
  * from that mean (two passes over the part, in double) into part[(c·G + g)·3 ..]. */
-__global__ void k_bn_part(const float *x, double *part, size_t B, size_t C, size_t S) {
+template <typename I>
+__global__ void k_bn_part(const float *x, double *part, size_t B, size_t C_, size_t S_) {
   __shared__ double sh[BN_THREADS / 32];
-  size_t g = blockIdx.x, G = gridDim.x, c = blockIdx.y, N = B * S;
-  size_t lo = N * g / G, hi = N * (g + 1) / G;
+  size_t g = blockIdx.x, G = gridDim.x, N = B * S_;
+  I c = (I)blockIdx.y, C = (I)C_, S = (I)S_;
+  I lo = (I)(N * g / G), hi = (I)(N * (g + 1) / G);
   double s = 0.0;
-  for (size_t i = lo + threadIdx.x; i < hi; i += blockDim.x) s += bn_at(x, i, C, S, c);
+  for (I i = lo + threadIdx.x; i < hi; i += blockDim.x) s += bn_at(x, i, C, S, c);
   double n = (double)(hi - lo), m = hi > lo ? block_sum(s, sh) / n : 0.0, v = 0.0;
-  for (size_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+  for (I i = lo + threadIdx.x; i < hi; i += blockDim.x) {
     double e = bn_at(x, i, C, S, c) - m;
     v += e * e;
   }
@@ -111,26 +126,29 @@ __global__ void k_bn_eval_stats(const float *run_mean, const float *run_var, flo
   }
 }
 
+template <typename I>
 __global__ void k_bn_apply(const float *x, const float *gamma, const float *beta,
-                           const float *mean, const float *invstd, float *y, size_t C, size_t S,
-                           size_t n, int act) {
-  GRID_STRIDE(i, n) {
-    size_t c = (i / S) % C;
+                           const float *mean, const float *invstd, float *y, I C, I S, I n,
+                           int act) {
+  GRID_STRIDE_I(I, i, n) {
+    I c = (i / S) % C;
     float v = __fadd_rn(__fmul_rn(gamma[c], __fmul_rn(__fsub_rn(x[i], mean[c]), invstd[c])), beta[c]);
     y[i] = act >= 0 ? bn_act(act, v) : v;
   }
 }
 
 /* Block (g, c): part g of channel c's Σ dy·x̂ and Σ dy (double) into part[(c·G + g)·2 ..]. */
+template <typename I>
 __global__ void k_bn_grad_part(const float *x, const float *dy, const float *mean,
-                               const float *invstd, double *part, size_t B, size_t C, size_t S) {
+                               const float *invstd, double *part, size_t B, size_t C_, size_t S_) {
   __shared__ double sh[BN_THREADS / 32];
-  size_t g = blockIdx.x, G = gridDim.x, c = blockIdx.y, N = B * S;
-  size_t lo = N * g / G, hi = N * (g + 1) / G;
+  size_t g = blockIdx.x, G = gridDim.x, N = B * S_;
+  I c = (I)blockIdx.y, C = (I)C_, S = (I)S_;
+  I lo = (I)(N * g / G), hi = (I)(N * (g + 1) / G);
   float mu = mean[c], is = invstd[c];
   double sg = 0.0, sb = 0.0;
-  for (size_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-    size_t at = ((i / S) * C + c) * S + i % S;
+  for (I i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+    I at = ((i / S) * C + c) * S + i % S;
     float xh = __fmul_rn(__fsub_rn(x[at], mu), is), d = dy[at];
     sb += d;
     sg += (double)d * (double)xh;
@@ -162,10 +180,11 @@ __global__ void k_bn_grad_final(const double *part, unsigned G, const float *gam
   }
 }
 
+template <typename I>
 __global__ void k_bn_dx(const float *x, const float *dy, const float *mean, const float *invstd,
-                        const float *k3, float *dx, size_t C, size_t S, size_t n) {
-  GRID_STRIDE(i, n) {
-    size_t c = (i / S) % C;
+                        const float *k3, float *dx, I C, I S, I n) {
+  GRID_STRIDE_I(I, i, n) {
+    I c = (i / S) % C;
     float xh = __fmul_rn(__fsub_rn(x[i], mean[c]), invstd[c]);
     dx[i] = __fmul_rn(k3[c], __fsub_rn(__fsub_rn(dy[i], k3[C + c]), __fmul_rn(xh, k3[2 * C + c])));
   }
@@ -189,8 +208,7 @@ extern "C" agt_status agt_gpu_nn_batchnorm_forward(const float *x, const float *
     unsigned G = bn_parts(C, B * S);
     double *part;
     AGT_TRY(agt_gpu_scratch(C * G * 3 * sizeof(double), (void **)&part));
-    k_bn_part<<<dim3(G, (unsigned)C), BN_THREADS>>>(x, part, B, C, S);
-    AGT_CU_LAUNCH("k_bn_part");
+    BN_LAUNCH(B * C * S, k_bn_part, dim3(G, (unsigned)C), BN_THREADS, x, part, B, C, S);
     k_bn_final<<<nn_blocks(C), NN_BLOCK>>>(part, G, save_mean, save_invstd, run_mean, run_var, C,
                                            momentum, eps);
     AGT_CU_LAUNCH("k_bn_final");
@@ -203,8 +221,7 @@ extern "C" agt_status agt_gpu_nn_batchnorm_forward(const float *x, const float *
     invstd = ev + C;
   }
   size_t n = B * C * S;
-  k_bn_apply<<<nn_blocks(n), NN_BLOCK>>>(x, gamma, beta, mean, invstd, y, C, S, n, act);
-  AGT_CU_LAUNCH("k_bn_apply");
+  BN_LAUNCH(n, k_bn_apply, nn_blocks(n), NN_BLOCK, x, gamma, beta, mean, invstd, y, C, S, n, act);
   return AGT_OK;
 }
 
@@ -223,14 +240,13 @@ extern "C" agt_status agt_gpu_nn_batchnorm_backward(const float *x, const float 
   double *part;
   AGT_TRY(agt_gpu_scratch(C * G * 2 * sizeof(double) + 3 * C * sizeof(float), (void **)&part));
   float *k3 = (float *)(part + C * G * 2);
-  k_bn_grad_part<<<dim3(G, (unsigned)C), BN_THREADS>>>(x, dy, save_mean, save_invstd, part, B, C, S);
-  AGT_CU_LAUNCH("k_bn_grad_part");
+  BN_LAUNCH(B * C * S, k_bn_grad_part, dim3(G, (unsigned)C), BN_THREADS, x, dy, save_mean,
+            save_invstd, part, B, C, S);
   k_bn_grad_final<<<nn_blocks(C), NN_BLOCK>>>(part, G, gamma, save_invstd, dgamma, dbeta, k3, C, B * S);
   AGT_CU_LAUNCH("k_bn_grad_final");
   if (dx) {
     size_t n = B * C * S;
-    k_bn_dx<<<nn_blocks(n), NN_BLOCK>>>(x, dy, save_mean, save_invstd, k3, dx, C, S, n);
-    AGT_CU_LAUNCH("k_bn_dx");
+    BN_LAUNCH(n, k_bn_dx, nn_blocks(n), NN_BLOCK, x, dy, save_mean, save_invstd, k3, dx, C, S, n);
   }
   return AGT_OK;
 }

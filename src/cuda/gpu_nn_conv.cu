@@ -5,20 +5,24 @@
  * The im2col path (always there): a chunk of Bc samples is unfolded into col (K x Bc·P, K =
  * C·KH·KW, P = OH·OW, sample b in columns b·P ..: the CPU's layout), then
  *   forward   y_b (OC x P) = W (OC x K) · col_b          one strided batched SGEMM, written
- *                                                        straight into NCHW, then bias + act
+ *                                                        straight into NCHW (from P >=
+ *                                                        CONV_BATCHED_MIN_P; below, one SGEMM
+ *                                                        over the chunk and a transpose)
+ *             then bias + act
  *   dW        dW (OC x K) = dyᵀ (OC x Bc·P) · colᵀ         dy laid out as (OC x Bc·P) first;
  *                                                        chunks after the first add (beta 1)
- *   dx        dcol_b (K x P) = Wᵀ (K x OC) · dy_b         strided batched, then col2im: each
- *                                                        input pixel gathers its patches'
- *                                                        entries (no atomics), kh, kw order
+ *   dx        dcol (K x Bc·P) = Wᵀ (K x OC) · dyᵀ          one SGEMM, then col2im: each input
+ *                                                        pixel gathers its patches' entries
+ *                                                        (no atomics), kh, kw order
  *   db        per (sample, channel) the CPU's float partial sum (eight lanes, then the tail),
  *             then per channel their double sum in sample order: the CPU's bits.
  * cuBLAS runs float32 (no TF32), so y, dW and dx agree with the CPU's GEMMs to float rounding.
  * col and the product live in the device's scratch arena, at most CONV_SCRATCH_FLOATS (the batch
  * goes in chunks beyond it); the caller's col argument is not used: backward unfolds x again,
  * which costs one pass over x and saves a per-layer buffer. cuDNN, when found
- * (gpu_nn_cudnn.cu), replaces the products and the unfolding (the bias gradient, bias and
- * activation stay these kernels); it skips the padding's products, so after its dW
+ * (gpu_nn_cudnn.cu), replaces the forward product and, as its plan says (agt_cudnn_routes), dx
+ * and dW (in float32 mode dW and strided dx stay the GEMMs here; the bias gradient, bias and
+ * activation stay these kernels always); its own dW skips the padding's products, so after it
  * k_conv_pad_nan puts back the NaNs that im2col's zeros give a non-finite dy (inf·0). W is
  * taken finite: with a non-finite W, the CPU's stride-1 dx and y at the borders would also
  * differ (W·0 there), which no pass here restores. */
@@ -31,41 +35,55 @@ struct conv_geom {
   size_t C, H, W, OC, KH, KW, sh, sw, pt, pl, OH, OW;
 };
 
+/* The element-wise kernels below index in I: unsigned where every index of the call fits in 31
+ * bits (32-bit division is several times cheaper than 64-bit on the device), else size_t. */
+#define GRID_STRIDE_I(I, i, n)                                                                \
+  for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (I)gridDim.x * blockDim.x)
+
+static inline bool fits31(size_t a, size_t b, size_t c) {
+  return a <= INT32_MAX && b <= INT32_MAX && c <= INT32_MAX;
+}
+
 /* col (K x ldc), columns b·P + p of the chunk's bc samples, from x (bc, C, H, W). */
-__global__ void k_im2col(const float *x, float *col, conv_geom g, size_t bc, size_t ldc) {
-  size_t P = g.OH * g.OW, KK = g.KH * g.KW, n = g.C * KK * bc * P;
-  GRID_STRIDE(i, n) {
-    size_t row = i / ldc, j = i % ldc;
-    size_t b = j / P, p = j % P, oh = p / g.OW, ow = p % g.OW;
-    size_t c = row / KK, r = row % KK, kh = r / g.KW, kw = r % g.KW;
-    long ih = (long)(oh * g.sh + kh) - (long)g.pt, iw = (long)(ow * g.sw + kw) - (long)g.pl;
+template <typename I>
+__global__ void k_im2col(const float *x, float *col, conv_geom g, I ldc, I n) {
+  I C = (I)g.C, H = (I)g.H, W = (I)g.W, KW = (I)g.KW, KK = (I)(g.KH * g.KW), OW = (I)g.OW;
+  I sh = (I)g.sh, sw = (I)g.sw, pt = (I)g.pt, pl = (I)g.pl, P = (I)(g.OH * g.OW);
+  GRID_STRIDE_I(I, i, n) {
+    I row = i / ldc, j = i % ldc;
+    I b = j / P, p = j % P, oh = p / OW, ow = p % OW;
+    I c = row / KK, r = row % KK, kh = r / KW, kw = r % KW;
+    I ih = oh * sh + kh, iw = ow * sw + kw;   /* in the padded input */
     float v = 0.0f;
-    if (ih >= 0 && ih < (long)g.H && iw >= 0 && iw < (long)g.W)
-      v = x[((b * g.C + c) * g.H + (size_t)ih) * g.W + (size_t)iw];
+    if (ih >= pt && ih - pt < H && iw >= pl && iw - pl < W)
+      v = x[((b * C + c) * H + (ih - pt)) * W + (iw - pl)];
     col[i] = v;
   }
 }
 
 /* dx (bc, C, H, W) = the sum of every patch entry of dcol (K x ldc) that reads the pixel, in
  * (kh, kw) order. */
-__global__ void k_col2im(const float *dcol, float *dx, conv_geom g, size_t bc, size_t ldc) {
-  size_t P = g.OH * g.OW, n = bc * g.C * g.H * g.W;
-  GRID_STRIDE(i, n) {
-    size_t iw = i % g.W, t = i / g.W, ih = t % g.H;
-    t /= g.H;
-    size_t c = t % g.C, b = t / g.C;
+template <typename I>
+__global__ void k_col2im(const float *dcol, float *dx, conv_geom g, I ldc, I n) {
+  I C = (I)g.C, H = (I)g.H, W = (I)g.W, KH = (I)g.KH, KW = (I)g.KW, OH = (I)g.OH, OW = (I)g.OW;
+  I sh = (I)g.sh, sw = (I)g.sw, P = OH * OW;
+  GRID_STRIDE_I(I, i, n) {
+    I iw = i % W, t = i / W, ih = t % H;
+    t /= H;
+    I c = t % C, b = t / C;
+    I ihp = ih + (I)g.pt, iwp = iw + (I)g.pl;   /* in the padded input: oh·sh + kh */
     float s = 0.0f;
-    for (size_t kh = 0; kh < g.KH; kh++) {
-      long nh = (long)(ih + g.pt) - (long)kh;   /* oh·sh */
-      if (nh < 0 || nh % (long)g.sh) continue;
-      size_t oh = (size_t)nh / g.sh;
-      if (oh >= g.OH) continue;
-      for (size_t kw = 0; kw < g.KW; kw++) {
-        long nw = (long)(iw + g.pl) - (long)kw;
-        if (nw < 0 || nw % (long)g.sw) continue;
-        size_t ow = (size_t)nw / g.sw;
-        if (ow >= g.OW) continue;
-        s = __fadd_rn(s, dcol[((c * g.KH + kh) * g.KW + kw) * ldc + b * P + oh * g.OW + ow]);
+    for (I kh = 0; kh < KH && kh <= ihp; kh++) {
+      I nh = ihp - kh;
+      if (nh % sh) continue;
+      I oh = nh / sh;
+      if (oh >= OH) continue;
+      for (I kw = 0; kw < KW && kw <= iwp; kw++) {
+        I nw = iwp - kw;
+        if (nw % sw) continue;
+        I ow = nw / sw;
+        if (ow >= OW) continue;
+        s = __fadd_rn(s, dcol[((c * KH + kh) * KW + kw) * ldc + b * P + oh * OW + ow]);
       }
     }
     dx[i] = s;
@@ -73,11 +91,22 @@ __global__ void k_col2im(const float *dcol, float *dx, conv_geom g, size_t bc, s
 }
 
 /* dyT (OC x bc·P) from dy (bc, OC, P). */
-__global__ void k_conv_dy_t(const float *dy, float *dyT, size_t OC, size_t P, size_t bc) {
-  size_t n = bc * OC * P, BP = bc * P;
-  GRID_STRIDE(i, n) {
-    size_t p = i % P, t = i / P, o = t % OC, b = t / OC;
+template <typename I>
+__global__ void k_conv_dy_t(const float *dy, float *dyT, I OC, I P, I bc) {
+  I n = bc * OC * P, BP = bc * P;
+  GRID_STRIDE_I(I, i, n) {
+    I p = i % P, t = i / P, o = t % OC, b = t / OC;
     dyT[o * BP + b * P + p] = dy[i];
+  }
+}
+
+/* y (bc, OC, P) from yT (OC x bc·P): k_conv_dy_t's inverse. */
+template <typename I>
+__global__ void k_conv_y_nchw(const float *yT, float *y, I OC, I P, I bc) {
+  I n = bc * OC * P, BP = bc * P;
+  GRID_STRIDE_I(I, i, n) {
+    I p = i % P, t = i / P, o = t % OC, b = t / OC;
+    y[i] = yT[o * BP + b * P + p];
   }
 }
 
@@ -158,11 +187,44 @@ static size_t conv_chunk(size_t B, size_t K, size_t OC, size_t P) {
 }
 
 static agt_status im2col(const float *x, float *col, const conv_geom &g, size_t bc) {
-  size_t n = g.C * g.KH * g.KW * bc * g.OH * g.OW;
-  k_im2col<<<nn_blocks(n), NN_BLOCK>>>(x, col, g, bc, bc * g.OH * g.OW);
+  size_t ldc = bc * g.OH * g.OW, n = g.C * g.KH * g.KW * ldc;
+  if (fits31(n, bc * g.C * g.H * g.W, 0))
+    k_im2col<unsigned><<<nn_blocks(n), NN_BLOCK>>>(x, col, g, (unsigned)ldc, (unsigned)n);
+  else
+    k_im2col<size_t><<<nn_blocks(n), NN_BLOCK>>>(x, col, g, ldc, n);
   AGT_CU_LAUNCH("k_im2col");
   return AGT_OK;
 }
+
+static agt_status col2im(const float *dcol, float *dx, const conv_geom &g, size_t bc) {
+  size_t ldc = bc * g.OH * g.OW, n = bc * g.C * g.H * g.W;
+  if (fits31(n, g.C * g.KH * g.KW * ldc, 0))
+    k_col2im<unsigned><<<nn_blocks(n), NN_BLOCK>>>(dcol, dx, g, (unsigned)ldc, (unsigned)n);
+  else
+    k_col2im<size_t><<<nn_blocks(n), NN_BLOCK>>>(dcol, dx, g, ldc, n);
+  AGT_CU_LAUNCH("k_col2im");
+  return AGT_OK;
+}
+
+/* to = (OC x bc·P) from (bc, OC, P) (t = 1), or back (t = 0). */
+static agt_status conv_transpose(const float *from, float *to, size_t OC, size_t P, size_t bc, int t) {
+  size_t n = bc * OC * P;
+  if (fits31(n, 0, 0)) {
+    if (t) k_conv_dy_t<unsigned><<<nn_blocks(n), NN_BLOCK>>>(from, to, (unsigned)OC, (unsigned)P, (unsigned)bc);
+    else k_conv_y_nchw<unsigned><<<nn_blocks(n), NN_BLOCK>>>(from, to, (unsigned)OC, (unsigned)P, (unsigned)bc);
+  } else {
+    if (t) k_conv_dy_t<size_t><<<nn_blocks(n), NN_BLOCK>>>(from, to, OC, P, bc);
+    else k_conv_y_nchw<size_t><<<nn_blocks(n), NN_BLOCK>>>(from, to, OC, P, bc);
+  }
+  AGT_CU_LAUNCH("k_conv_dy_t / k_conv_y_nchw");
+  return AGT_OK;
+}
+
+/* The forward product per sample (one strided batched SGEMM straight into NCHW) from this many
+ * output pixels up; below, one SGEMM over the chunk (OC x Bc·P) and a transpose into NCHW (a
+ * batch of small products leaves most of the card idle; gpu_nn_cudnn.cu's CUDNN_FP32_MIN_P
+ * sends such convolutions here in float32). */
+#define CONV_BATCHED_MIN_P 256
 
 extern "C" agt_status agt_gpu_nn_conv2d_forward(const float *x, const float *W, const float *b,
                                                 float *y, float *col, size_t B, size_t C, size_t H,
@@ -184,15 +246,46 @@ extern "C" agt_status agt_gpu_nn_conv2d_forward(const float *x, const float *W, 
     return AGT_OK;
   }
   conv_geom g = { C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW };
+  int batched = P >= CONV_BATCHED_MIN_P;
   float *scr;
-  AGT_TRY(agt_gpu_scratch(K * Bc * P * sizeof(float), (void **)&scr));
+  AGT_TRY(agt_gpu_scratch((K + (batched ? 0 : OC)) * Bc * P * sizeof(float), (void **)&scr));
+  float *yT = scr + K * Bc * P;
   for (size_t b0 = 0; b0 < B; b0 += Bc) {
     size_t bc = B - b0 < Bc ? B - b0 : Bc, BP = bc * P;
     AGT_TRY(im2col(x + b0 * C * H * Wd, scr, g, bc));
-    AGT_TRY(agt_gpu_gemm_batched(0, 0, OC, P, K, 1.0f, W, K, 0, scr, BP, P, 0.0f,
-                                 y + b0 * OC * P, P, OC * P, bc));
+    if (batched) {
+      AGT_TRY(agt_gpu_gemm_batched(0, 0, OC, P, K, 1.0f, W, K, 0, scr, BP, P, 0.0f,
+                                   y + b0 * OC * P, P, OC * P, bc));
+    } else {
+      AGT_TRY(agt_gpu_gemm(0, 0, OC, BP, K, 1.0f, W, K, scr, BP, 0.0f, yT, BP));
+      AGT_TRY(conv_transpose(yT, y + b0 * OC * P, OC, P, bc, 0));
+    }
   }
   if (b || act >= 0) AGT_TRY(agt_gpu_nn_bias_act(y, b, B, OC, P, act));
+  return AGT_OK;
+}
+
+/* The im2col path's backward (either of dx, dW may be NULL), per chunk: dyT (OC x Bc·P), then
+ *   dW (+)= dyT · colᵀ        im2col of x first; chunks after the first add (beta 1)
+ *   dcol  = Wᵀ · dyT          one SGEMM over the chunk (K x Bc·P), then col2im into dx. */
+static agt_status gemm_backward(const float *x, const float *W, const float *dy, float *dx,
+                                float *dW, const conv_geom &g, size_t B) {
+  size_t K = g.C * g.KH * g.KW, P = g.OH * g.OW, HW = g.H * g.W, Bc = conv_chunk(B, K, g.OC, P);
+  float *scr;
+  AGT_TRY(agt_gpu_scratch((K + g.OC) * Bc * P * sizeof(float), (void **)&scr));
+  float *cbuf = scr, *dyT = scr + K * Bc * P;
+  for (size_t b0 = 0; b0 < B; b0 += Bc) {
+    size_t bc = B - b0 < Bc ? B - b0 : Bc, BP = bc * P;
+    AGT_TRY(conv_transpose(dy + b0 * g.OC * P, dyT, g.OC, P, bc, 1));
+    if (dW) {
+      AGT_TRY(im2col(x + b0 * g.C * HW, cbuf, g, bc));
+      AGT_TRY(agt_gpu_gemm(0, 1, g.OC, K, BP, 1.0f, dyT, BP, cbuf, BP, b0 ? 1.0f : 0.0f, dW, K));
+    }
+    if (dx) {
+      AGT_TRY(agt_gpu_gemm(1, 0, K, BP, g.OC, 1.0f, W, K, dyT, BP, 0.0f, cbuf, BP));
+      AGT_TRY(col2im(cbuf, dx + b0 * g.C * HW, g, bc));
+    }
+  }
   return AGT_OK;
 }
 
@@ -208,9 +301,9 @@ extern "C" agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W,
     return AGT_FAIL(AGT_EINVAL, "conv2d backward on cuda: W, dy (and x for dW) must be device pointers");
   AGT_TRY(agt_gpu_ensure());
   conv_geom g = { C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW };
-  size_t K = C * KH * KW, P = OH * OW, HW = H * Wd, Bc = conv_chunk(B, K, OC, P);
-  float *scr;
+  size_t P = OH * OW;
   if (db) {   /* (the arena is reused below: the stream runs these first) */
+    float *scr;
     AGT_TRY(agt_gpu_scratch(B * OC * sizeof(float), (void **)&scr));
     k_conv_bias_part<<<nn_blocks(B * OC), NN_BLOCK>>>(dy, scr, B, OC, P);
     AGT_CU_LAUNCH("k_conv_bias_part");
@@ -220,38 +313,21 @@ extern "C" agt_status agt_gpu_nn_conv2d_backward(const float *x, const float *W,
   if (!dW && !dx) return AGT_OK;
   void *plan;
   AGT_TRY(agt_cudnn_plan(B, C, H, Wd, OC, KH, KW, sh, sw, pt, pl, OH, OW, &plan));
-  if (plan) {
-    if (dW) {
-      AGT_TRY(agt_cudnn_backward_filter(plan, x, dy, dW));
-      size_t r0, r1, c0, c1;
-      pad_band(H, KH, sh, pt, OH, &r0, &r1);
-      pad_band(Wd, KW, sw, pl, OW, &c0, &c1);
-      if (r0 > 0 || r1 < OH || c0 > 0 || c1 < OW) {
-        k_conv_pad_nan<<<nn_blocks(B * OC * OH), NN_BLOCK>>>(dy, dW, g, B, r0, r1, c0, c1);
-        AGT_CU_LAUNCH("k_conv_pad_nan");
-      }
-    }
-    if (dx) AGT_TRY(agt_cudnn_backward_data(plan, W, dy, dx));
-    return AGT_OK;
-  }
-  AGT_TRY(agt_gpu_scratch((K + OC) * Bc * P * sizeof(float), (void **)&scr));
-  float *cbuf = scr, *dyT = scr + K * Bc * P;
-  for (size_t b0 = 0; b0 < B; b0 += Bc) {
-    size_t bc = B - b0 < Bc ? B - b0 : Bc, BP = bc * P;
-    const float *dyc = dy + b0 * OC * P;
-    if (dW) {
-      AGT_TRY(im2col(x + b0 * C * HW, cbuf, g, bc));
-      k_conv_dy_t<<<nn_blocks(BP * OC), NN_BLOCK>>>(dyc, dyT, OC, P, bc);
-      AGT_CU_LAUNCH("k_conv_dy_t");
-      AGT_TRY(agt_gpu_gemm(0, 1, OC, K, BP, 1.0f, dyT, BP, cbuf, BP, b0 ? 1.0f : 0.0f, dW, K));
-    }
-    if (dx) {
-      AGT_TRY(agt_gpu_gemm_batched(1, 0, K, P, OC, 1.0f, W, K, 0, dyc, P, OC * P, 0.0f,
-                                   cbuf, BP, P, bc));
-      size_t n = bc * C * HW;
-      k_col2im<<<nn_blocks(n), NN_BLOCK>>>(cbuf, dx + b0 * C * HW, g, bc, BP);
-      AGT_CU_LAUNCH("k_col2im");
+  int dx_route = AGT_CUDNN_ROUTE_GEMM, dw_route = AGT_CUDNN_ROUTE_GEMM;
+  if (plan) agt_cudnn_routes(plan, &dx_route, &dw_route);
+  if (dW && dw_route == AGT_CUDNN_ROUTE_CUDNN) {
+    AGT_TRY(agt_cudnn_backward_filter(plan, x, dy, dW));
+    size_t r0, r1, c0, c1;
+    pad_band(H, KH, sh, pt, OH, &r0, &r1);
+    pad_band(Wd, KW, sw, pl, OW, &c0, &c1);
+    if (r0 > 0 || r1 < OH || c0 > 0 || c1 < OW) {
+      k_conv_pad_nan<<<nn_blocks(B * OC * OH), NN_BLOCK>>>(dy, dW, g, B, r0, r1, c0, c1);
+      AGT_CU_LAUNCH("k_conv_pad_nan");
     }
   }
+  if (dx && dx_route != AGT_CUDNN_ROUTE_GEMM) AGT_TRY(agt_cudnn_backward_data(plan, W, dy, dx));
+  float *gdx = dx_route == AGT_CUDNN_ROUTE_GEMM ? dx : NULL;
+  float *gdW = dw_route == AGT_CUDNN_ROUTE_GEMM ? dW : NULL;
+  if (gdx || gdW) AGT_TRY(gemm_backward(x, W, dy, gdx, gdW, g, B));
   return AGT_OK;
 }

@@ -9,10 +9,25 @@
  * Float32 by default: the convolution descriptors ask for CUDNN_FMA_MATH (no TF32 tensor-core
  * kernels) and only algorithms cuDNN reports as FMA-math and deterministic (the same bits run
  * to run, as the im2col path) that sum products (GEMM-like or direct: no FFT, no Winograd) are
- * taken, the fastest by cuDNN's heuristics whose workspace fits CUDNN_WS_MAX. Opt-in
- * (agt_gpu_nn_set_math, --gpu-math): 1 = TF32 tensor-core math with the same algorithm rules;
- * 2 = float32 FMA math with any algorithm (Winograd, FFT, non-deterministic: PyTorch's choice).
- * Per geometry and mode the descriptors and the three algorithm choices are made once and
+ * taken, the fastest by cuDNN's heuristics whose workspace fits CUDNN_WS_MAX. The backward
+ * passes do not use cuDNN's backward algorithms in this mode: its deterministic summing ones
+ * (BWD_DATA_ALGO_1, BWD_FILTER_ALGO_1) are slow (cudnnFind* on the H200, ResNet-18's 64-channel
+ * 32x32 layer at batch 128: dx 0.62 ms against 0.33 as a forward convolution, dW 0.83 against
+ * 0.31 for cuBLAS's SGEMM alone), so
+ *   dx  at stride 1 is a forward convolution (through cuDNN's forward algorithms) of dy with
+ *       the filter rotated by 180 degrees and its channels swapped, padded KH−1−pt, KW−1−pl:
+ *       the same sums of W·dy (plus W·0 for the padding, W being finite); at other strides,
+ *       or where no forward algorithm fits, the im2col path's GEMM and col2im;
+ *   dW  is the im2col path's: im2col and one SGEMM (cuBLAS is deterministic), the CPU's sums
+ *       over the zero-padded patches (no NaN to put back).
+ * And a convolution with fewer than CUDNN_FP32_MIN_P output pixels a sample (ResNet's 8x8 and
+ * 4x4 layers) runs wholly on the im2col path in float32: one SGEMM over the batch there took
+ * 6.1 ms of a ResNet-18 pass (batch 128, H200) where the routes above took 7.3 (per layer and
+ * pass 0.45 to 1.06 of their time).
+ * Opt-in (agt_gpu_nn_set_math, --gpu-math): 1 = TF32 tensor-core math, 2 = float32 FMA math with
+ * any algorithm (Winograd, FFT, non-deterministic: PyTorch's choice); both take cuDNN's own
+ * backward algorithms (with mode 1 the same algorithm rules as float32).
+ * Per geometry and mode the descriptors and the algorithm choices are made once and
  * cached. cuDNN pads symmetrically: a convolution whose padding is not (TF's SAME with
  * the odd pixel after) takes the im2col path. Bias and activation stay agt's own pass. */
 #include "gpu_nn_internal.h"
@@ -24,6 +39,9 @@
 #include <string.h>
 
 #define CUDNN_WS_MAX ((size_t)256 << 20)
+/* Float32: convolutions with fewer output pixels a sample take the im2col path, whose one SGEMM
+ * over the batch beat cuDNN's summing algorithms there (see the top of the file). */
+#define CUDNN_FP32_MIN_P 256
 #define CUDNN_CACHE 96
 
 #define CUDNN_FNS(X)                                                                            \
@@ -60,6 +78,13 @@ struct conv_plan {
   cudnnConvolutionBwdDataAlgo_t bwd_data;
   cudnnConvolutionBwdFilterAlgo_t bwd_filter;
   size_t ws_fwd, ws_data, ws_filter;
+  int dx_route, dw_route;   /* AGT_CUDNN_ROUTE_*: how backward forms dx and dW */
+  /* dx as a forward convolution (AGT_CUDNN_ROUTE_FWD): dy (desc y) with the filter wt (C, OC,
+   * KH, KW), conv_t padding KH−1−pt, KW−1−pl, stride 1, into dx (desc x) */
+  cudnnFilterDescriptor_t wt;
+  cudnnConvolutionDescriptor_t conv_t;
+  cudnnConvolutionFwdAlgo_t dgrad;
+  size_t ws_dgrad;
   int ok;   /* 0: no FMA deterministic algorithm for some pass: im2col for this geometry */
 };
 static conv_plan g_plans[CUDNN_CACHE];
@@ -187,6 +212,8 @@ static agt_status plan_for(const size_t key[12], conv_plan **out) {
     DN(dn.cudnnCreateTensorDescriptor(&p->y), "cudnnCreateTensorDescriptor");
     DN(dn.cudnnCreateFilterDescriptor(&p->w), "cudnnCreateFilterDescriptor");
     DN(dn.cudnnCreateConvolutionDescriptor(&p->conv), "cudnnCreateConvolutionDescriptor");
+    DN(dn.cudnnCreateFilterDescriptor(&p->wt), "cudnnCreateFilterDescriptor");
+    DN(dn.cudnnCreateConvolutionDescriptor(&p->conv_t), "cudnnCreateConvolutionDescriptor");
   }
   memcpy(p->key, key, sizeof p->key);
   p->ok = 0;
@@ -209,17 +236,37 @@ static agt_status plan_for(const size_t key[12], conv_plan **out) {
        "cudnnGetConvolutionForwardAlgorithm_v7");
     found = pick(perf, n, &p->fwd, &p->ws_fwd);
   }
-  if (found) {
-    cudnnConvolutionBwdDataAlgoPerf_t perf[16];
-    DN(dn.cudnnGetConvolutionBackwardDataAlgorithm_v7(g_handle, p->w, p->y, p->conv, p->x, 16, &n, perf),
-       "cudnnGetConvolutionBackwardDataAlgorithm_v7");
-    found = pick(perf, n, &p->bwd_data, &p->ws_data);
-  }
-  if (found) {
-    cudnnConvolutionBwdFilterAlgoPerf_t perf[16];
-    DN(dn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(g_handle, p->x, p->y, p->conv, p->w, 16, &n, perf),
-       "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
-    found = pick(perf, n, &p->bwd_filter, &p->ws_filter);
+  p->dx_route = p->dw_route = AGT_CUDNN_ROUTE_CUDNN;
+  if (found && key[11] == 0) {   /* float32: see the top of the file */
+    p->dw_route = AGT_CUDNN_ROUTE_GEMM;
+    p->dx_route = AGT_CUDNN_ROUTE_GEMM;
+    if (sh == 1 && sw == 1 && pt < KH && pl < KW && OC * C * KH * KW <= INT32_MAX) {
+      DN(dn.cudnnSetFilter4dDescriptor(p->wt, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)C, (int)OC,
+                                       (int)KH, (int)KW),
+         "cudnnSetFilter4dDescriptor");
+      DN(dn.cudnnSetConvolution2dDescriptor(p->conv_t, (int)(KH - 1 - pt), (int)(KW - 1 - pl), 1, 1,
+                                            1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+         "cudnnSetConvolution2dDescriptor");
+      DN(dn.cudnnSetConvolutionMathType(p->conv_t, CUDNN_FMA_MATH), "cudnnSetConvolutionMathType");
+      cudnnConvolutionFwdAlgoPerf_t perf[16];
+      DN(dn.cudnnGetConvolutionForwardAlgorithm_v7(g_handle, p->y, p->wt, p->conv_t, p->x, 16, &n,
+                                                   perf),
+         "cudnnGetConvolutionForwardAlgorithm_v7");
+      if (pick(perf, n, &p->dgrad, &p->ws_dgrad)) p->dx_route = AGT_CUDNN_ROUTE_FWD;
+    }
+  } else {
+    if (found) {
+      cudnnConvolutionBwdDataAlgoPerf_t perf[16];
+      DN(dn.cudnnGetConvolutionBackwardDataAlgorithm_v7(g_handle, p->w, p->y, p->conv, p->x, 16, &n, perf),
+         "cudnnGetConvolutionBackwardDataAlgorithm_v7");
+      found = pick(perf, n, &p->bwd_data, &p->ws_data);
+    }
+    if (found) {
+      cudnnConvolutionBwdFilterAlgoPerf_t perf[16];
+      DN(dn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(g_handle, p->x, p->y, p->conv, p->w, 16, &n, perf),
+         "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
+      found = pick(perf, n, &p->bwd_filter, &p->ws_filter);
+    }
   }
   p->ok = found;
   if (fresh) g_nplans++;
@@ -241,6 +288,7 @@ agt_status agt_cudnn_plan(size_t B, size_t C, size_t H, size_t W, size_t OC, siz
     return AGT_OK;
   if (B > INT32_MAX || C > INT32_MAX || H > INT32_MAX || W > INT32_MAX || OC > INT32_MAX)
     return AGT_OK;
+  if (g_math == 0 && OH * OW < CUDNN_FP32_MIN_P) return AGT_OK;
   AGT_TRY(agt_gpu_ensure());
   if (!handle()) return AGT_OK;
   size_t key[12] = { B, C, H, W, OC, KH, KW, sh, sw, pt, pl, (size_t)g_math };
@@ -270,11 +318,41 @@ agt_status agt_cudnn_forward(void *plan, const float *x, const float *W, float *
   return AGT_OK;
 }
 
+/* Wt[c][o][KH−1−kh][KW−1−kw] = W[o][c][kh][kw]: the filter of dx as a forward convolution. */
+__global__ void k_conv_w_rot(const float *W, float *Wt, unsigned OC, unsigned C, unsigned KH,
+                             unsigned KW) {
+  unsigned KK = KH * KW, n = OC * C * KK;
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    unsigned r = i % KK, t = i / KK, c = t % C, o = t / C;
+    Wt[(c * OC + o) * KK + (KK - 1 - r)] = W[i];
+  }
+}
+
+void agt_cudnn_routes(const void *plan, int *dx_route, int *dw_route) {
+  const conv_plan *p = (const conv_plan *)plan;
+  *dx_route = p->dx_route;
+  *dw_route = p->dw_route;
+}
+
 agt_status agt_cudnn_backward_data(void *plan, const float *W, const float *dy, float *dx) {
   conv_plan *p = (conv_plan *)plan;
+  float one = 1.0f, zero = 0.0f;
+  if (p->dx_route == AGT_CUDNN_ROUTE_FWD) {
+    size_t OC = p->key[4], C = p->key[1], KH = p->key[5], KW = p->key[6], nw = OC * C * KH * KW;
+    size_t wbytes = (nw * sizeof(float) + 255) / 256 * 256;
+    char *scr;
+    AGT_TRY(agt_gpu_scratch(wbytes + p->ws_dgrad, (void **)&scr));
+    float *Wt = (float *)scr;
+    k_conv_w_rot<<<nn_blocks(nw), NN_BLOCK>>>(W, Wt, (unsigned)OC, (unsigned)C, (unsigned)KH,
+                                             (unsigned)KW);
+    AGT_CU_LAUNCH("k_conv_w_rot");
+    DN(dn.cudnnConvolutionForward(g_handle, &one, p->y, dy, p->wt, Wt, p->conv_t, p->dgrad,
+                                  p->ws_dgrad ? scr + wbytes : NULL, p->ws_dgrad, &zero, p->x, dx),
+       "cudnnConvolutionForward (dx)");
+    return AGT_OK;
+  }
   void *ws = NULL;
   if (p->ws_data) AGT_TRY(agt_gpu_scratch(p->ws_data, &ws));
-  float one = 1.0f, zero = 0.0f;
   DN(dn.cudnnConvolutionBackwardData(g_handle, &one, p->w, W, p->y, dy, p->conv, p->bwd_data, ws,
                                      p->ws_data, &zero, p->x, dx),
      "cudnnConvolutionBackwardData");

@@ -30,6 +30,10 @@ agt_status agt_cudnn_plan(size_t B, size_t C, size_t H, size_t W, size_t OC, siz
                           size_t sh, size_t sw, size_t pt, size_t pl, size_t OH, size_t OW,
                           void **plan);
 agt_status agt_cudnn_forward(void *plan, const float *x, const float *W, float *y);
+/* How backward forms dx and dW with this plan: cuDNN's backward algorithm, a forward convolution
+ * of dy (dx only; agt_cudnn_backward_data runs it), or the im2col path's GEMM (the caller's). */
+enum { AGT_CUDNN_ROUTE_CUDNN = 0, AGT_CUDNN_ROUTE_FWD = 1, AGT_CUDNN_ROUTE_GEMM = 2 };
+void agt_cudnn_routes(const void *plan, int *dx_route, int *dw_route);
 agt_status agt_cudnn_backward_data(void *plan, const float *W, const float *dy, float *dx);
 agt_status agt_cudnn_backward_filter(void *plan, const float *x, const float *dy, float *dW);
 
