@@ -17,7 +17,8 @@
 -- picks) against the same PyTorch; tf32 runs agt --gpu-math tf32 against PyTorch's defaults
 -- (TF32 in cuDNN's convolutions). Each math mode is its own pair of lines, like for like.
 --
--- Each engine runs in its own process, `rounds` times alternating; steps_per_s is the median
+-- Each engine runs in its own process, `rounds` times alternating (and the rules' rounds in turn:
+-- average, krum, average, ...); steps_per_s is the median
 -- of the rounds' rates (steps over their wall time, after warm-up steps), `rounds_steps_per_s`
 -- lists them all. Peak device memory: the
 -- largest (total − free) of cudaMemGetInfo seen after a step, the CUDA context included, the
@@ -196,23 +197,37 @@ local function main(args)
         io.stderr:write("gpu_step: math must be fp32, tf32 or fp32-fast, got '", gm, "'\n")
         return 1
       end
-      local rates = {}
-      for _, rule in ipairs(opt.rules) do
-        local ra_rates, rt_rates, arec, trec, skipped = {}, {}, nil, nil, nil
-        for _ = 1, opt.rounds do
-          local ra, err = json_of(string.format("cd /tmp && '%s' '%s/bench/gpu_step.lua' child %s %s %d '%s' %s",
-                                                agt_exe(), host.root, name, rule, opt.steps, data_dir, gm))
-          if not ra then io.stderr:write("gpu_step: the agt run failed: ", tostring(err), "\n"); code = 1; break end
-          if ra.error then skipped = ra.error; break end
-          ra_rates[#ra_rates + 1], arec = ra.steps_per_s, ra
-          if has_torch then
-            local rt, terr = json_of(string.format("%s '%s/bench/gpu_step_torch.py' %s %s %d %d %d %d '%s' %s",
-              PY, host.root, name, rule, N_WORKERS, F_BYZ, c.bs, opt.steps, data_dir,
-            gm == "tf32" and "tf32" or "fp32"))
-            if not rt then io.stderr:write("gpu_step: the PyTorch run failed: ", tostring(terr), "\n"); code = 1
-            else rt_rates[#rt_rates + 1], trec = rt.steps_per_s, rt end
+      -- The rules' rounds interleave (average, krum, average, krum, ...) so that a drift of the
+      -- card or the host over the case moves every rule alike, not the last one alone.
+      local runs = {}
+      for _, rule in ipairs(opt.rules) do runs[rule] = { ra = {}, rt = {} } end
+      for _ = 1, opt.rounds do
+        for _, rule in ipairs(opt.rules) do
+          local r = runs[rule]
+          if not r.skipped and not r.failed then
+            local ra, err = json_of(string.format("cd /tmp && '%s' '%s/bench/gpu_step.lua' child %s %s %d '%s' %s",
+                                                  agt_exe(), host.root, name, rule, opt.steps, data_dir, gm))
+            if not ra then
+              io.stderr:write("gpu_step: the agt run failed: ", tostring(err), "\n"); code = 1; r.failed = true
+            elseif ra.error then
+              r.skipped = ra.error
+            else
+              r.ra[#r.ra + 1], r.arec = ra.steps_per_s, ra
+              if has_torch then
+                local rt, terr = json_of(string.format("%s '%s/bench/gpu_step_torch.py' %s %s %d %d %d %d '%s' %s",
+                  PY, host.root, name, rule, N_WORKERS, F_BYZ, c.bs, opt.steps, data_dir,
+                  gm == "tf32" and "tf32" or "fp32"))
+                if not rt then io.stderr:write("gpu_step: the PyTorch run failed: ", tostring(terr), "\n"); code = 1
+                else r.rt[#r.rt + 1], r.trec = rt.steps_per_s, rt end
+              end
+            end
           end
         end
+      end
+      local rates = {}
+      for _, rule in ipairs(opt.rules) do
+        local r = runs[rule]
+        local ra_rates, rt_rates, arec, trec, skipped = r.ra, r.rt, r.arec, r.trec, r.skipped
         local med_a, med_t = median(ra_rates), median(rt_rates)
         local base = { bench = "gpu_step", device = card, experiment = name, rule = rule,
                        workers = N_WORKERS, batch = c.bs, math = gm }
