@@ -96,7 +96,7 @@ describe("what Byzantine worker processes compute", function()
           local G = random_G(5)
           local g = {}
           for _, i in ipairs(known) do g[i] = row_bytes(G, i) end
-          local ok, err = pcall(Collusion.run_attack, a, G, known, 2, a.rule, R.new(9, 1))
+          local ok, err = pcall(Collusion.run_attack, a, G, known, 2, a.rule)
           -- the honest set is the known rows: the first honest indices hold their copies
           for k, i in ipairs(known) do assert.equal(g[i], row_bytes(G, k), name) end
           assert.is_true(ok, name .. ": " .. tostring(err))
@@ -159,6 +159,134 @@ describe("the Byzantine workers' channel", function()
   end)
 end)
 
+describe("a user's rule file at the Byzantine coordinator", function()
+  local N = require("agt.net")
+  local A = require("agt.aggregators")
+  local U = require("agt.util")
+  local Byzantine = require("agt.session.byzantine")
+  local cjson = require("cjson")
+  local clock = require("agt.clock")
+  -- A rule of the user's (not built in): the row of smallest norm (NaN or inf as the largest).
+  local LOWEST = [[
+local C = require("agt.ffi").C
+return {
+  name = "lowest-norm", doc = "the row of smallest L2 norm",
+  aggregate = function(self, G, out, ctx)
+    local best, bi = math.huge, 1
+    for i = 1, self.n do
+      local v = C.agt_vec_norm2(G.ptr + (i - 1) * self.d, self.d)
+      if v == v and v < best then best, bi = v, i end
+    end
+    C.agt_vec_copy(out.ptr, G.ptr + (bi - 1) * self.d, self.d)
+    return { selected = { bi } }
+  end,
+}
+]]
+  -- The CONFIG's attack table that the PS makes for worker w (agt.session.remote), through JSON.
+  local function config_of(o, n, f, w, partners, warn)
+    local byz = Byzantine.new(o, { n = n, f = f, r = #partners, rule = A.new(o.aggregator, n, f),
+                                warn = warn or function() end })
+    local a = cjson.decode(cjson.encode(byz:wire().config))
+    a.partners, a.coordinator, a.step_timeout, a.protocol = partners, partners[1], 4, Collusion.PROTOCOL
+    return a, w
+  end
+
+  it("travels in CONFIG: optimal-lie searches against it at the coordinator, not against a plain average", function()
+    local dir = H.tmpdir()
+    local path = dir .. "/lowest.lua"
+    H.write(path, LOWEST)
+    local n, f, d, step, session = 4, 2, 23, 3, 777
+    local port = free_port(12)
+    local c = { wk_job = "workers", workers = { "127.0.0.1:1", "127.0.0.1:2", string.format("127.0.0.1:%d", port), "127.0.0.1:4" } }
+    local o = { server = "x", attack = "optimal-lie", attack_args = {}, seed = 5, aggregator = path, aggregator_args = {} }
+    local cfg = config_of(o, n, f, 2, { 2, 3 })
+    assert.equal(LOWEST, cfg.rule.sources[path]) -- the file's text, under the element's name
+    os.execute("rm -rf '" .. dir .. "'")          -- (the worker has no such file)
+    local said = {}
+    local col = Collusion.new(cfg, { w = 2, d = d, cluster = c, session = session,
+                                     say = function(t) said[#said + 1] = t end })
+    local partner = N.client(string.format("tcp://127.0.0.1:%d", port), 65536)
+    partner:set_session(session)
+    local G = T.new({ n, d })
+    R.new(8, 8):normal(G, 0, 1)
+    local own = G:row(3):clone()
+    partner:send(nil, N.GRAD, 3, step, 0, G:row(4).ptr, d * 4)
+    col:row(step, own, clock.mono())
+    local reply
+    local t_end = clock.mono() + 5
+    while not reply and clock.mono() < t_end do
+      local m = partner:recv(200)
+      if m and m.type == N.GRAD and m.step == step then reply = ffi.string(m.data, m.len) end
+    end
+    partner:close(); col:close()
+    assert.equal("lowest-norm", col.rule.elements[1].name)
+    -- What optimal-lie computes from rows 3 and 4 against the user's rule (a reference built
+    -- from the file here), and against a plain average: another row.
+    local function reference(rule)
+      local a = K.new("optimal-lie", {}, { n = n, f = f, r = 2, seed = 5 })
+      local ref = G:clone()
+      Collusion.run_attack(a, ref, { 3, 4 }, step, rule)
+      return row_bytes(ref, 3), row_bytes(ref, 4)
+    end
+    local want3, want4 = reference(A.new("lowest-norm", n, f, {}, { sources = { ["lowest-norm"] = LOWEST } }))
+    local avg3 = reference(nil)
+    assert.equal(want3, ffi.string(own.ptr, d * 4))
+    assert.equal(want4, reply)
+    assert.are_not.equal(avg3, want3)
+    assert.equal(1, #said, table.concat(said, "\n")) -- "coordinating ...", nothing about the rule
+  end)
+
+  it("a rule found through AGT_PATH travels too; an over-size or malformed rule file is refused, saying why", function()
+    local dir = H.tmpdir()
+    os.execute("mkdir -p '" .. dir .. "/aggregators'")
+    H.write(dir .. "/aggregators/lowest_norm.lua", LOWEST)
+    -- (AGT_PATH is read when the rules are first listed: a process of its own)
+    H.write(dir .. "/wire.lua", [[
+local Byzantine = require("agt.session.byzantine")
+local A = require("agt.aggregators")
+local o = { server = "x", attack = "fang", attack_args = {}, seed = 5, aggregator = "nnm,lowest-norm", aggregator_args = {} }
+local byz = Byzantine.new(o, { n = 5, f = 2, r = 2, rule = A.new(o.aggregator, 5, 2) })
+io.write(require("cjson").encode(byz:wire().config.rule))
+]])
+    local rc, out, err = H.run(string.format("AGT_PATH='%s' '%s' '%s/wire.lua'", dir, AGT, dir))
+    assert.equal(0, rc, err)
+    local rule = require("cjson").decode(out)
+    assert.equal("nnm,lowest-norm", rule.name)
+    assert.same({ ["lowest-norm"] = LOWEST }, rule.sources) -- nnm is built in: not sent
+    -- At the PS: a rule file above U.MAX_SOURCE is refused before the run starts.
+    local big = dir .. "/big.lua"
+    H.write(big, "-- " .. string.rep("x", U.MAX_SOURCE) .. "\n" .. LOWEST)
+    local ok, e = pcall(config_of, { server = "x", attack = "lie", attack_args = {}, seed = 5, aggregator = big,
+                                     aggregator_args = {} }, 4, 2, 2, { 2, 3 })
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("^%-%-aggregator: rule file '.*big.lua' has %d+ bytes, more than the 1048576"), tostring(e))
+    -- ... not when the attack does not collude (no rule to send)
+    assert.is_true((pcall(config_of, { server = "x", attack = "gaussian", attack_args = {}, seed = 5, aggregator = big,
+                                       aggregator_args = {} }, 4, 2, 2, { 2, 3 })))
+    -- At a worker: a text above U.MAX_SOURCE, one that is no text, one that does not load.
+    local path = dir .. "/lowest.lua"
+    H.write(path, LOWEST)
+    local cfg = config_of({ server = "x", attack = "lie", attack_args = {}, seed = 5, aggregator = path,
+                            aggregator_args = {} }, 4, 2, 3, { 2, 3 })
+    local ctx = { w = 3, d = 5, cluster = { wk_job = "workers", workers = {} }, session = 1, say = function() end }
+    local function refused(sources, pattern)
+      cfg.rule.sources = sources
+      local okc, err2 = pcall(Collusion.new, cfg, ctx)
+      assert.is_false(okc)
+      assert.truthy(tostring(err2):find(pattern), tostring(err2))
+    end
+    refused({ [path] = string.rep("-", U.MAX_SOURCE + 1) }, "^the PS sent the rule file '.*lowest.lua' as 1048577 bytes, "
+      .. "not the text of at most 1048576 bytes")
+    refused({ [path] = 7 }, "^the PS sent the rule file '.*lowest.lua' as number")
+    refused({ [path] = "return {" }, "^the run's rule, from the rule file%(s%) the PS sent, cannot be built here: "
+      .. "cannot load rule file '.*lowest.lua': .*unexpected symbol")
+    refused({ [path] = "return { name = 'x' }" }, "^the run's rule, from the rule file%(s%) the PS sent, cannot be built here: ")
+    cfg.rule.sources = { [path] = LOWEST }
+    assert.is_true((pcall(Collusion.new, cfg, ctx)))
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)
+
 describe("the flags of attacks over the wire", function()
   local FL = require("agt.cli.run.flags")
   local c = [[{"ps": ["127.0.0.1:1"], "workers": ["a:1", "b:2"]}]]
@@ -212,7 +340,8 @@ io.stderr:write(m and ("got " .. N.TYPE_NAMES[m.type]) or "nothing", "\n")
     os.execute("rm -rf '" .. dir .. "'")
     assert.is_false(ok)
     assert.truthy(tostring(err):find("^%-%-connect%-timeout: 0 of 2 workers ready"), tostring(err))
-    assert.truthy(text:find("worker workers:1 speaks version 0 of the Byzantine workers' protocol, this PS 1: not configured", 1, true), text)
+    assert.truthy(text:find(string.format("worker workers:1 speaks version 0 of the Byzantine workers' protocol, this PS %d: "
+      .. "not configured", Collusion.PROTOCOL), 1, true), text)
   end)
 
   it("warns that --attack-at-ps does nothing in a local run", function()
