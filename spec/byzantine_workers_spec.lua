@@ -497,6 +497,69 @@ describe("Byzantine worker processes (attacks over the wire)", function()
     if not ok then error(tostring(err) .. "\n" .. text, 0) end
   end)
 
+  -- The attack's draws come from (seed, row, step) at each worker alone, from (seed, step) at
+  -- the coordinator: nothing to carry across the restart, and the run ends where one that never
+  -- stopped does.
+  for k, attack in ipairs({ "gaussian --attack-args std:0.01", "fang" }) do
+  it(string.format("a random attack at the workers (%s) across a PS killed and restarted: θ of the run never stopped",
+                   k == 1 and "gaussian, each alone" or "fang, colluding"), function()
+    local dir = H.tmpdir()
+    local function ps_cmd(path, ck, steps)
+      return string.format("'%s' run --server '%s' --auth none --experiment fashion-mnist "
+        .. "--experiment-args eval-size:500 --aggregator average --nb-workers 4 --nb-decl-byz-workers 2 "
+        .. "--nb-real-byz-workers 2 --attack %s --seed 5 --max-step %d "
+        .. "--step-timeout 60 --connect-timeout 60 --checkpoint-dir '%s' --checkpoint-delta 4 "
+        .. "--checkpoint-period -1 --evaluation-period -1 --progress none", AGT, path, attack, steps, ck)
+    end
+    local text = ""
+    local ok, err = pcall(function()
+      local path = cluster(dir, free_port(13 + 2 * k), 4)
+      local pids = start_workers(dir, path, 4)
+      local ps = spawn("exec " .. ps_cmd(path, dir .. "/ck", 100000), dir .. "/ps1.log")
+      -- An honest worker stopped past a checkpoint of step 8 or later: the Byzantine workers
+      -- (workers:2 and 3) have drawn the next step's attack when the PS is killed.
+      local t_end = os.time() + 90
+      while os.time() < t_end and H.newest_checkpoint(dir .. "/ck") < 8 do os.execute("sleep 0.05") end
+      os.execute("kill -STOP " .. pids[1])
+      assert.truthy(H.newest_checkpoint(dir .. "/ck") >= 8, H.read(dir .. "/ps1.log"))
+      os.execute("sleep 0.5")
+      os.execute("kill -9 " .. ps)
+      os.execute("kill -CONT " .. pids[1])
+      gone(ps)
+      local rc, pout, perr = H.run(ps_cmd(path, dir .. "/ck", 4))
+      assert.equal(0, rc, perr)
+      local restored = tonumber(pout:match("Restored step (%d+)"))
+      assert.truthy(restored and restored >= 8, pout .. perr)
+      os.execute("sleep 0.3")
+      text = logs(dir, 4) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "")
+      stop(pids)
+      for i = 2, 3 do
+        assert.truthy(text:find(string.format("%%[workers:%d%%] the PS is back with a new session", i)), text)
+      end
+      assert.equal(k == 2, text:find("may attack (fang, colluding)", 1, true) ~= nil, text)
+      local map = Checkpoint.restore(dir .. "/ck")
+      assert.equal(tostring(restored + 4), map.step)
+      -- The same run never stopped, with new worker processes.
+      path = cluster(dir, free_port(14 + 2 * k), 4)
+      pids = start_workers(dir, path, 4)
+      rc, _, perr = H.run(ps_cmd(path, dir .. "/ck2", restored + 4))
+      text = logs(dir, 4)
+      stop(pids)
+      assert.equal(0, rc, perr)
+      local map2 = Checkpoint.restore(dir .. "/ck2")
+      assert.equal(map2.step, map.step)
+      assert.equal(Checkpoint.hex(Checkpoint.sha256(map2.theta)), Checkpoint.hex(Checkpoint.sha256(map.theta)))
+      -- ... which is not the run without the attack (the draws did reach θ)
+      local loc = S.new(opts({ aggregator = "average", nb_workers = 4, nb_decl_byz_workers = 2 }))
+      for _ = 1, restored + 4 do loc:step() end
+      assert.are_not.equal(ffi.string(loc.theta.ptr, loc.d * 4), map.theta)
+      loc:close()
+    end)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+  end)
+  end
+
   it("trains a user's experiment and attack present only at the PS; selection:random twice gives the same θ", function()
     local dir = H.tmpdir()
     local psdir = dir .. "/ps"
