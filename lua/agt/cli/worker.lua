@@ -214,6 +214,7 @@ local function run(o)
       if type(cfg.attack) == "table" then
         col = Collusion.new(cfg.attack, { w = w, d = cfg.d, curve = curve, session = session,
                                           cluster = c or { wk_job = o["wk-job-name"], workers = {} }, -- --MPI
+                                          mpi = o.MPI and require("agt.mpi") or nil,
                                           say = function(text) say(id, "%s", text) end })
       end
       if type(cfg.udp) == "table" then

@@ -45,12 +45,7 @@ function M.new(o, c)
     table.sort(list)
     self.data_rows = list
   end
-  local wire = (o.server or o.MPI) and self:wire() -- a user's attack file is read (and its size checked) now
-  if o.MPI and wire and wire.config.colludes and #wire.rows > 1 then
-    error(string.format("--attack: %s reads honest gradients, which the Byzantine workers share among "
-      .. "themselves; the worker ranks of --MPI cannot yet: add --attack-at-ps (the PS applies it), or run "
-      .. "with --server", tostring(self.attack.name)), 0)
-  end
+  if o.server or o.MPI then self:wire() end -- a user's attack and rule files are read (and their sizes checked) now
   return self
 end
 

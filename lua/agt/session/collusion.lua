@@ -4,7 +4,8 @@
 --
 --   local col = Collusion.new(cfg, ctx)  cfg: CONFIG's `attack` table (below); ctx: { w = this
 --                                       worker's index from 0, d =, cluster = (agt.cluster),
---                                       curve = its own keys or nil, session =, say = fn(text) }
+--                                       curve = its own keys or nil, session =, say = fn(text),
+--                                       mpi = agt.mpi for a worker rank of --MPI, else nil }
 --   col:row(step, row, t0)              the worker is Byzantine at step (the PS said so): row
 --                                       holds its honest gradient; overwritten with what it sends
 --   col:serve(step, t0)                 the coordinator, honest at step: runs the attack for the
@@ -29,7 +30,9 @@
 -- The coordinator (the lowest-index worker that may attack) binds its own cluster address;
 -- each other Byzantine worker of the step sends it its honest row (GRAD on that channel, bound
 -- to the run's session and the step; with CURVE only the partners' keys get in, and a row's
--- sender is its key) and gets back its Byzantine row. The coordinator runs the attack on an
+-- sender is its key) and gets back its Byzantine row. Over MPI the channel is agt.mpi's
+-- (MPI.channel: the partners' ranks only, a tag of their own, each message probed and its size
+-- checked before it is received, the same deadlines), and a row's sender is its rank. The coordinator runs the attack on an
 -- n × d matrix: the Byzantine rows at their own indices hold their honest gradients, the
 -- honest set is those same gradients (ascending worker index) placed at the first honest
 -- indices, and the other honest indices repeat them (what a rule sees when the attack
@@ -128,7 +131,7 @@ function M.new(cfg, ctx)
                                     warn = function(msg) say("attack: " .. msg) end })
   local self = setmetatable({
     cfg = cfg, attack = attack, w = ctx.w, row_index = ctx.w + 1, d = ctx.d, bytes = ctx.d * 4,
-    n = cfg.n, c = ctx.cluster, curve = ctx.curve, session = ctx.session, say = say,
+    n = cfg.n, c = ctx.cluster, curve = ctx.curve, mpi = ctx.mpi, session = ctx.session, say = say,
     colludes = cfg.colludes and true or false, rule = rule, said = {},
     coordinator = cfg.coordinator, partners = cfg.partners, keys = cfg.keys,
     gather_s = cfg.step_timeout / 2, answer_s = cfg.step_timeout * 3 / 4,
@@ -156,7 +159,16 @@ end
 function Col:_name(w) return string.format("%s:%d", self.c.wk_job, w) end
 
 -- The coordinator's channel: its own cluster address; only the partners' keys get in (CURVE).
+-- Over MPI: a channel with the partners' ranks (msg.auth is then a partner's index, as a key's).
 function Col:_bind()
+  if self.mpi then
+    local ranks = {}
+    for k, p in ipairs(self.partners) do ranks[k] = p + 1 end
+    self.server = self.mpi.channel(math.max(self.bytes, 65536), ranks)
+    self.server:set_session(self.session)
+    self.say(string.format("coordinating the Byzantine partners (%d) over MPI", #self.partners - 1))
+    return
+  end
   local curve
   if self.curve then curve = { secret = self.curve.secret, keys = self.keys } end
   local endpoint = CL.endpoint(self.c.workers[self.coordinator + 1], true)
@@ -168,6 +180,11 @@ end
 -- A partner's channel to the coordinator (opened on first use).
 function Col:_client()
   if self.client then return self.client end
+  if self.mpi then
+    self.client = self.mpi.channel(math.max(self.bytes, 65536), { self.coordinator + 1 })
+    self.client:set_session(self.session)
+    return self.client
+  end
   local curve
   if self.curve then
     local key
