@@ -28,8 +28,8 @@ local Byz = {}
 Byz.__index = Byz
 
 function M.new(o, c)
-  local self = setmetatable({ r = c.r, poisoned = {}, o = o, warn = c.warn or function() end, at_ps = not (o.server or o.MPI) or o.attack_at_ps or false },
-                           Byz)
+  local self = setmetatable({ r = c.r, poisoned = {}, o = o, warn = c.warn or function() end,
+                              at_ps = not (o.server or o.MPI) or o.attack_at_ps or false }, Byz)
   if o.attack ~= nil then
     if type(o.attack) == "table" then
       self.attack = o.attack
@@ -45,7 +45,7 @@ function M.new(o, c)
     table.sort(list)
     self.data_rows = list
   end
-  if o.server or o.MPI then self:wire() end -- a user's attack and rule files are read (and their sizes checked) now
+  if o.server or o.MPI then self:wire() end -- a user's attack and rule files read (sizes checked) now
   return self
 end
 

@@ -25,29 +25,28 @@
 --
 -- An attack that reads no honest row (cfg.colludes false: signflip as reverse of:own, gaussian,
 -- nan, ...) runs in each Byzantine process alone, on its own row, with a stream of its own for
--- the step (seed, "attack-worker.<row>", step). One that does (lie, empire, minmax, ...) runs on what the
--- Byzantine processes of the step can know: their own honest gradients, shared among them.
--- The coordinator (the lowest-index worker that may attack) binds its own cluster address;
+-- the step (seed, "attack-worker.<row>", step). One that does (lie, empire, minmax, ...) runs on
+-- what the Byzantine processes of the step can know: their own honest gradients, shared among
+-- them. The coordinator (the lowest-index worker that may attack) binds its own cluster address;
 -- each other Byzantine worker of the step sends it its honest row (GRAD on that channel, bound
 -- to the run's session and the step; with CURVE only the partners' keys get in, and a row's
 -- sender is its key) and gets back its Byzantine row. Over MPI the channel is agt.mpi's
 -- (MPI.channel: the partners' ranks only, a tag of their own, each message probed and its size
--- checked before it is received, the same deadlines), and a row's sender is its rank. The coordinator runs the attack on an
--- n × d matrix: the Byzantine rows at their own indices hold their honest gradients, the
--- honest set is those same gradients (ascending worker index) placed at the first honest
--- indices, and the other honest indices repeat them (what a rule sees when the attack
--- evaluates it; when the step's Byzantine workers outnumber the others, b > n − b, the honest
--- set is the first n − b of their gradients); the attack's stream is that of the step, (seed,
--- "attack", step), and the rule the run's (a user's rule file built from the text the PS sent;
--- a rule object given to a script stays on the PS: then a plain average). No stream has a
--- state to keep: a PS restarted from its checkpoint and the workers made again for its session
--- draw what the run that never stopped draws. The step's Byzantine
--- set comes from the attack's selection (agt.attacks: fixed, or drawn from (seed, step)),
--- which is the PS's by construction; the PS's word (THETA's aux) decides for the worker's own
--- row, and a disagreement is said once. A partner missing at the coordinator's deadline
--- (step_timeout / 2 after θ) is left out of the step; a Byzantine worker that hears nothing
--- from its coordinator by 3/4 of step_timeout attacks with its own gradient as the honest set
--- (said once).
+-- checked before it is received, the same deadlines), and a row's sender is its rank. The
+-- coordinator runs the attack on an n × d matrix: the Byzantine rows at their own indices hold
+-- their honest gradients, the honest set is those same gradients (ascending worker index) placed
+-- at the first honest indices, and the other honest indices repeat them (what a rule sees when
+-- the attack evaluates it; when the step's Byzantine workers outnumber the others, b > n − b,
+-- the honest set is the first n − b of their gradients); the attack's stream is that of the
+-- step, (seed, "attack", step), and the rule the run's (a user's rule file built from the text
+-- the PS sent; a rule object given to a script stays on the PS: then a plain average). No stream
+-- has a state to keep: a PS restarted from its checkpoint and the workers made again for its
+-- session draw what the run that never stopped draws. The step's Byzantine set comes from the
+-- attack's selection (agt.attacks: fixed, or drawn from (seed, step)), which is the PS's by
+-- construction; the PS's word (THETA's aux) decides for the worker's own row, and a disagreement
+-- is said once. A partner missing at the coordinator's deadline (step_timeout / 2 after θ) is
+-- left out of the step; a Byzantine worker that hears nothing from its coordinator by 3/4 of
+-- step_timeout attacks with its own gradient as the honest set (said once).
 local ffi = require("ffi")
 local N = require("agt.net")
 local CL = require("agt.cluster")
@@ -331,7 +330,8 @@ end
 
 function Col:row(step, row, t0)
   if not self.colludes then
-    local ok, err = pcall(self.attack.apply_own, self.attack, row, step, M.own_stream(self.cfg.seed, self.row_index, step))
+    local rng = M.own_stream(self.cfg.seed, self.row_index, step)
+    local ok, err = pcall(self.attack.apply_own, self.attack, row, step, rng)
     if not ok then
       self:_once("failed", string.format("attack %s failed at step %d: %s (said once)", self.attack.name, step,
                                          tostring(err)))
