@@ -159,15 +159,8 @@ describe("the Byzantine workers' channel", function()
   end)
 end)
 
-describe("a user's rule file at the Byzantine coordinator", function()
-  local N = require("agt.net")
-  local A = require("agt.aggregators")
-  local U = require("agt.util")
-  local Byzantine = require("agt.session.byzantine")
-  local cjson = require("cjson")
-  local clock = require("agt.clock")
-  -- A rule of the user's (not built in): the row of smallest norm (NaN or inf as the largest).
-  local LOWEST = [[
+-- A rule of the user's (not built in): the row of smallest norm (NaN or inf as the largest).
+local LOWEST = [[
 local C = require("agt.ffi").C
 return {
   name = "lowest-norm", doc = "the row of smallest L2 norm",
@@ -182,6 +175,14 @@ return {
   end,
 }
 ]]
+
+describe("a user's rule file at the Byzantine coordinator", function()
+  local N = require("agt.net")
+  local A = require("agt.aggregators")
+  local U = require("agt.util")
+  local Byzantine = require("agt.session.byzantine")
+  local cjson = require("cjson")
+  local clock = require("agt.clock")
   -- The CONFIG's attack table that the PS makes for worker w (agt.session.remote), through JSON.
   local function config_of(o, n, f, w, partners, warn)
     local byz = Byzantine.new(o, { n = n, f = f, r = #partners, rule = A.new(o.aggregator, n, f),
@@ -349,6 +350,27 @@ io.stderr:write(m and ("got " .. N.TYPE_NAMES[m.type]) or "nothing", "\n")
     assert.truthy(table.concat(warnings, "\n"):find("--attack-at-ps: has no effect in a local run", 1, true))
   end)
 end)
+
+-- A made-up experiment (its data drawn from a fixed stream): a user's file.
+local BLOBS = [[
+local T = require("agt.tensor")
+local R = require("agt.rng")
+local function blobs(k, seed)
+  local x, y = T.new({ k, 4 }), T.new({ k }, "i32")
+  R.new(seed, 1):normal(x, 0, 1)
+  for i = 0, k - 1 do
+    y.ptr[i] = i % 2
+    for j = 0, 3 do x.ptr[i * 4 + j] = x.ptr[i * 4 + j] + (i % 2 == 0 and 2 or -2) end
+  end
+  return { x = x, y = y }
+end
+return {
+  name = "blobs", doc = "two Gaussian blobs in 4 dimensions (a user's experiment)", shape = { 4 }, classes = 2,
+  defaults = { ["batch-size"] = 8, ["eval-size"] = 64 },
+  data = function() return { train = blobs(256, 7), test = blobs(64, 8) } end,
+  model = function(nn) return nn.sequential({ 4 }, { nn.linear(8), nn.relu(), nn.linear(2) }) end,
+}
+]]
 
 describe("Byzantine worker processes (attacks over the wire)", function()
   it("collude over CURVE: 2 of 6 send lie from their own honest gradients; alone when the coordinator is gone", function()
@@ -560,31 +582,59 @@ describe("Byzantine worker processes (attacks over the wire)", function()
   end)
   end
 
+  it("optimal-lie at the workers searches against a user's rule that only the PS has (AGT_PATH): θ as simulated here", function()
+    local dir = H.tmpdir()
+    local psdir = dir .. "/ps"
+    os.execute("mkdir -p '" .. psdir .. "/plugins/aggregators'")
+    H.write(psdir .. "/blobs.lua", BLOBS)
+    local rule_path = psdir .. "/plugins/aggregators/lua_trimmed_mean.lua"
+    H.write(rule_path, H.read(host.root .. "/examples/custom_rule.lua"))
+    local path = cluster(dir, free_port(19), 5)
+    local pids = start_workers(dir, path, 5, "--auth none", dir) -- (no AGT_PATH: no such rule there)
+    local rc, out, err = H.run(string.format("cd '%s' && AGT_PATH='%s/plugins' '%s' run --server '%s' --auth none "
+      .. "--experiment blobs.lua --aggregator lua-trimmed-mean --nb-workers 5 --nb-decl-byz-workers 2 "
+      .. "--nb-real-byz-workers 2 --attack optimal-lie --seed 3 --max-step 5 --step-timeout 30 --connect-timeout 60 "
+      .. "--checkpoint-dir ck --checkpoint-period -1 --evaluation-period -1 --quiet", psdir, psdir, AGT, path))
+    os.execute("sleep 0.3")
+    local text = logs(dir, 5)
+    stop(pids)
+    local map = Checkpoint.restore(psdir .. "/ck")
+    -- The run simulated here: a local run whose attack is what the coordinator computes from the
+    -- two Byzantine workers' own gradients (Collusion.run_attack), against the rule given.
+    local A = require("agt.aggregators")
+    local function simulated(rule)
+      local inner = K.new("optimal-lie", {}, { n = 5, f = 2, r = 2, seed = 3, rule = rule })
+      local colluding = K.new({ name = "colluding", apply = function(_, c)
+        local G = c.G:clone()
+        Collusion.run_attack(inner, G, c.byz, c.step, rule)
+        for _, i in ipairs(c.byz) do c.G:row(i):copy(G:row(i)) end
+      end }, {}, { n = 5, f = 2, r = 2, seed = 3 })
+      local loc = S.new(opts({ experiment = psdir .. "/blobs.lua", experiment_args = {}, seed = 3, aggregator = rule_path,
+                               nb_workers = 5, nb_decl_byz_workers = 2, nb_real_byz_workers = 2, attack = colluding }))
+      for _ = 1, 5 do loc:step() end
+      local theta = ffi.string(loc.theta.ptr, loc.d * 4)
+      loc:close()
+      return theta
+    end
+    local want = simulated(A.new(rule_path, 5, 2))
+    local against_average = simulated(nil)
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(0, rc, tostring(out) .. tostring(err) .. "\n" .. text)
+    assert.truthy(text:find("may attack (optimal-lie, colluding)", 1, true), text)
+    assert.falsy(text:find("cannot be built", 1, true), text)
+    assert.falsy(text:find("said once", 1, true), text)
+    assert.equal("5", map.step)
+    assert.equal(want, map.theta)
+    assert.are_not.equal(against_average, map.theta)
+  end)
+
   it("trains a user's experiment and attack present only at the PS; selection:random twice gives the same θ", function()
     local dir = H.tmpdir()
     local psdir = dir .. "/ps"
     os.execute("mkdir -p '" .. psdir .. "'")
     -- A made-up experiment (its data drawn from a fixed stream) and a colluding attack: files
     -- only in the PS's directory; the workers run elsewhere.
-    H.write(psdir .. "/blobs.lua", [[
-local T = require("agt.tensor")
-local R = require("agt.rng")
-local function blobs(k, seed)
-  local x, y = T.new({ k, 4 }), T.new({ k }, "i32")
-  R.new(seed, 1):normal(x, 0, 1)
-  for i = 0, k - 1 do
-    y.ptr[i] = i % 2
-    for j = 0, 3 do x.ptr[i * 4 + j] = x.ptr[i * 4 + j] + (i % 2 == 0 and 2 or -2) end
-  end
-  return { x = x, y = y }
-end
-return {
-  name = "blobs", doc = "two Gaussian blobs in 4 dimensions (a user's experiment)", shape = { 4 }, classes = 2,
-  defaults = { ["batch-size"] = 8, ["eval-size"] = 64 },
-  data = function() return { train = blobs(256, 7), test = blobs(64, 8) } end,
-  model = function(nn) return nn.sequential({ 4 }, { nn.linear(8), nn.relu(), nn.linear(2) }) end,
-}
-]])
+    H.write(psdir .. "/blobs.lua", BLOBS)
     H.write(psdir .. "/antimean.lua", [[
 local C = require("agt.ffi").C
 return {
