@@ -96,7 +96,7 @@ describe("what Byzantine worker processes compute", function()
           local G = random_G(5)
           local g = {}
           for _, i in ipairs(known) do g[i] = row_bytes(G, i) end
-          local ok, err = pcall(Collusion.run_attack, a, G, known, 2, a.rule, R.new(9, 1))
+          local ok, err = pcall(Collusion.run_attack, a, G, known, 2, a.rule)
           -- the honest set is the known rows: the first honest indices hold their copies
           for k, i in ipairs(known) do assert.equal(g[i], row_bytes(G, k), name) end
           assert.is_true(ok, name .. ": " .. tostring(err))
@@ -159,6 +159,135 @@ describe("the Byzantine workers' channel", function()
   end)
 end)
 
+-- A rule of the user's (not built in): the row of smallest norm (NaN or inf as the largest).
+local LOWEST = [[
+local C = require("agt.ffi").C
+return {
+  name = "lowest-norm", doc = "the row of smallest L2 norm",
+  aggregate = function(self, G, out, ctx)
+    local best, bi = math.huge, 1
+    for i = 1, self.n do
+      local v = C.agt_vec_norm2(G.ptr + (i - 1) * self.d, self.d)
+      if v == v and v < best then best, bi = v, i end
+    end
+    C.agt_vec_copy(out.ptr, G.ptr + (bi - 1) * self.d, self.d)
+    return { selected = { bi } }
+  end,
+}
+]]
+
+describe("a user's rule file at the Byzantine coordinator", function()
+  local N = require("agt.net")
+  local A = require("agt.aggregators")
+  local U = require("agt.util")
+  local Byzantine = require("agt.session.byzantine")
+  local cjson = require("cjson")
+  local clock = require("agt.clock")
+  -- The CONFIG's attack table that the PS makes for worker w (agt.session.remote), through JSON.
+  local function config_of(o, n, f, w, partners, warn)
+    local byz = Byzantine.new(o, { n = n, f = f, r = #partners, rule = A.new(o.aggregator, n, f),
+                                warn = warn or function() end })
+    local a = cjson.decode(cjson.encode(byz:wire().config))
+    a.partners, a.coordinator, a.step_timeout, a.protocol = partners, partners[1], 4, Collusion.PROTOCOL
+    return a, w
+  end
+
+  it("travels in CONFIG: optimal-lie searches against it at the coordinator, not against a plain average", function()
+    local dir = H.tmpdir()
+    local path = dir .. "/lowest.lua"
+    H.write(path, LOWEST)
+    local n, f, d, step, session = 4, 2, 23, 3, 777
+    local port = free_port(12)
+    local c = { wk_job = "workers", workers = { "127.0.0.1:1", "127.0.0.1:2", string.format("127.0.0.1:%d", port), "127.0.0.1:4" } }
+    local o = { server = "x", attack = "optimal-lie", attack_args = {}, seed = 5, aggregator = path, aggregator_args = {} }
+    local cfg = config_of(o, n, f, 2, { 2, 3 })
+    assert.equal(LOWEST, cfg.rule.sources[path]) -- the file's text, under the element's name
+    os.execute("rm -rf '" .. dir .. "'")          -- (the worker has no such file)
+    local said = {}
+    local col = Collusion.new(cfg, { w = 2, d = d, cluster = c, session = session,
+                                     say = function(t) said[#said + 1] = t end })
+    local partner = N.client(string.format("tcp://127.0.0.1:%d", port), 65536)
+    partner:set_session(session)
+    local G = T.new({ n, d })
+    R.new(8, 8):normal(G, 0, 1)
+    local own = G:row(3):clone()
+    partner:send(nil, N.GRAD, 3, step, 0, G:row(4).ptr, d * 4)
+    col:row(step, own, clock.mono())
+    local reply
+    local t_end = clock.mono() + 5
+    while not reply and clock.mono() < t_end do
+      local m = partner:recv(200)
+      if m and m.type == N.GRAD and m.step == step then reply = ffi.string(m.data, m.len) end
+    end
+    partner:close(); col:close()
+    assert.equal("lowest-norm", col.rule.elements[1].name)
+    -- What optimal-lie computes from rows 3 and 4 against the user's rule (a reference built
+    -- from the file here), and against a plain average: another row.
+    local function reference(rule)
+      local a = K.new("optimal-lie", {}, { n = n, f = f, r = 2, seed = 5 })
+      local ref = G:clone()
+      Collusion.run_attack(a, ref, { 3, 4 }, step, rule)
+      return row_bytes(ref, 3), row_bytes(ref, 4)
+    end
+    local want3, want4 = reference(A.new("lowest-norm", n, f, {}, { sources = { ["lowest-norm"] = LOWEST } }))
+    local avg3 = reference(nil)
+    assert.equal(want3, ffi.string(own.ptr, d * 4))
+    assert.equal(want4, reply)
+    assert.are_not.equal(avg3, want3)
+    assert.equal(1, #said, table.concat(said, "\n")) -- "coordinating ...", nothing about the rule
+  end)
+
+  it("a rule found through AGT_PATH travels too; an over-size or malformed rule file is refused, saying why", function()
+    local dir = H.tmpdir()
+    os.execute("mkdir -p '" .. dir .. "/aggregators'")
+    H.write(dir .. "/aggregators/lowest_norm.lua", LOWEST)
+    -- (AGT_PATH is read when the rules are first listed: a process of its own)
+    H.write(dir .. "/wire.lua", [[
+local Byzantine = require("agt.session.byzantine")
+local A = require("agt.aggregators")
+local o = { server = "x", attack = "fang", attack_args = {}, seed = 5, aggregator = "nnm,lowest-norm", aggregator_args = {} }
+local byz = Byzantine.new(o, { n = 5, f = 2, r = 2, rule = A.new(o.aggregator, 5, 2) })
+io.write(require("cjson").encode(byz:wire().config.rule))
+]])
+    local rc, out, err = H.run(string.format("AGT_PATH='%s' '%s' '%s/wire.lua'", dir, AGT, dir))
+    assert.equal(0, rc, err)
+    local rule = require("cjson").decode(out)
+    assert.equal("nnm,lowest-norm", rule.name)
+    assert.same({ ["lowest-norm"] = LOWEST }, rule.sources) -- nnm is built in: not sent
+    -- At the PS: a rule file above U.MAX_SOURCE is refused before the run starts.
+    local big = dir .. "/big.lua"
+    H.write(big, "-- " .. string.rep("x", U.MAX_SOURCE) .. "\n" .. LOWEST)
+    local ok, e = pcall(config_of, { server = "x", attack = "lie", attack_args = {}, seed = 5, aggregator = big,
+                                     aggregator_args = {} }, 4, 2, 2, { 2, 3 })
+    assert.is_false(ok)
+    assert.truthy(tostring(e):find("^%-%-aggregator: rule file '.*big.lua' has %d+ bytes, more than the 1048576"), tostring(e))
+    -- ... not when the attack does not collude (no rule to send)
+    assert.is_true((pcall(config_of, { server = "x", attack = "gaussian", attack_args = {}, seed = 5, aggregator = big,
+                                       aggregator_args = {} }, 4, 2, 2, { 2, 3 })))
+    -- At a worker: a text above U.MAX_SOURCE, one that is no text, one that does not load.
+    local path = dir .. "/lowest.lua"
+    H.write(path, LOWEST)
+    local cfg = config_of({ server = "x", attack = "lie", attack_args = {}, seed = 5, aggregator = path,
+                            aggregator_args = {} }, 4, 2, 3, { 2, 3 })
+    local ctx = { w = 3, d = 5, cluster = { wk_job = "workers", workers = {} }, session = 1, say = function() end }
+    local function refused(sources, pattern)
+      cfg.rule.sources = sources
+      local okc, err2 = pcall(Collusion.new, cfg, ctx)
+      assert.is_false(okc)
+      assert.truthy(tostring(err2):find(pattern), tostring(err2))
+    end
+    refused({ [path] = string.rep("-", U.MAX_SOURCE + 1) }, "^the PS sent the rule file '.*lowest.lua' as 1048577 bytes, "
+      .. "not the text of at most 1048576 bytes")
+    refused({ [path] = 7 }, "^the PS sent the rule file '.*lowest.lua' as number")
+    refused({ [path] = "return {" }, "^the run's rule, from the rule file%(s%) the PS sent, cannot be built here: "
+      .. "cannot load rule file '.*lowest.lua': .*unexpected symbol")
+    refused({ [path] = "return { name = 'x' }" }, "^the run's rule, from the rule file%(s%) the PS sent, cannot be built here: ")
+    cfg.rule.sources = { [path] = LOWEST }
+    assert.is_true((pcall(Collusion.new, cfg, ctx)))
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+end)
+
 describe("the flags of attacks over the wire", function()
   local FL = require("agt.cli.run.flags")
   local c = [[{"ps": ["127.0.0.1:1"], "workers": ["a:1", "b:2"]}]]
@@ -212,7 +341,8 @@ io.stderr:write(m and ("got " .. N.TYPE_NAMES[m.type]) or "nothing", "\n")
     os.execute("rm -rf '" .. dir .. "'")
     assert.is_false(ok)
     assert.truthy(tostring(err):find("^%-%-connect%-timeout: 0 of 2 workers ready"), tostring(err))
-    assert.truthy(text:find("worker workers:1 speaks version 0 of the Byzantine workers' protocol, this PS 1: not configured", 1, true), text)
+    assert.truthy(text:find(string.format("worker workers:1 speaks version 0 of the Byzantine workers' protocol, this PS %d: "
+      .. "not configured", Collusion.PROTOCOL), 1, true), text)
   end)
 
   it("warns that --attack-at-ps does nothing in a local run", function()
@@ -220,6 +350,27 @@ io.stderr:write(m and ("got " .. N.TYPE_NAMES[m.type]) or "nothing", "\n")
     assert.truthy(table.concat(warnings, "\n"):find("--attack-at-ps: has no effect in a local run", 1, true))
   end)
 end)
+
+-- A made-up experiment (its data drawn from a fixed stream): a user's file.
+local BLOBS = [[
+local T = require("agt.tensor")
+local R = require("agt.rng")
+local function blobs(k, seed)
+  local x, y = T.new({ k, 4 }), T.new({ k }, "i32")
+  R.new(seed, 1):normal(x, 0, 1)
+  for i = 0, k - 1 do
+    y.ptr[i] = i % 2
+    for j = 0, 3 do x.ptr[i * 4 + j] = x.ptr[i * 4 + j] + (i % 2 == 0 and 2 or -2) end
+  end
+  return { x = x, y = y }
+end
+return {
+  name = "blobs", doc = "two Gaussian blobs in 4 dimensions (a user's experiment)", shape = { 4 }, classes = 2,
+  defaults = { ["batch-size"] = 8, ["eval-size"] = 64 },
+  data = function() return { train = blobs(256, 7), test = blobs(64, 8) } end,
+  model = function(nn) return nn.sequential({ 4 }, { nn.linear(8), nn.relu(), nn.linear(2) }) end,
+}
+]]
 
 describe("Byzantine worker processes (attacks over the wire)", function()
   it("collude over CURVE: 2 of 6 send lie from their own honest gradients; alone when the coordinator is gone", function()
@@ -368,31 +519,122 @@ describe("Byzantine worker processes (attacks over the wire)", function()
     if not ok then error(tostring(err) .. "\n" .. text, 0) end
   end)
 
+  -- The attack's draws come from (seed, row, step) at each worker alone, from (seed, step) at
+  -- the coordinator: nothing to carry across the restart, and the run ends where one that never
+  -- stopped does.
+  for k, attack in ipairs({ "gaussian --attack-args std:0.01", "fang" }) do
+  it(string.format("a random attack at the workers (%s) across a PS killed and restarted: θ of the run never stopped",
+                   k == 1 and "gaussian, each alone" or "fang, colluding"), function()
+    local dir = H.tmpdir()
+    local function ps_cmd(path, ck, steps)
+      return string.format("'%s' run --server '%s' --auth none --experiment fashion-mnist "
+        .. "--experiment-args eval-size:500 --aggregator average --nb-workers 4 --nb-decl-byz-workers 2 "
+        .. "--nb-real-byz-workers 2 --attack %s --seed 5 --max-step %d "
+        .. "--step-timeout 60 --connect-timeout 60 --checkpoint-dir '%s' --checkpoint-delta 4 "
+        .. "--checkpoint-period -1 --evaluation-period -1 --progress none", AGT, path, attack, steps, ck)
+    end
+    local text = ""
+    local ok, err = pcall(function()
+      local path = cluster(dir, free_port(13 + 2 * k), 4)
+      local pids = start_workers(dir, path, 4)
+      local ps = spawn("exec " .. ps_cmd(path, dir .. "/ck", 100000), dir .. "/ps1.log")
+      -- An honest worker stopped past a checkpoint of step 8 or later: the Byzantine workers
+      -- (workers:2 and 3) have drawn the next step's attack when the PS is killed.
+      local t_end = os.time() + 90
+      while os.time() < t_end and H.newest_checkpoint(dir .. "/ck") < 8 do os.execute("sleep 0.05") end
+      os.execute("kill -STOP " .. pids[1])
+      assert.truthy(H.newest_checkpoint(dir .. "/ck") >= 8, H.read(dir .. "/ps1.log"))
+      os.execute("sleep 0.5")
+      os.execute("kill -9 " .. ps)
+      os.execute("kill -CONT " .. pids[1])
+      gone(ps)
+      local rc, pout, perr = H.run(ps_cmd(path, dir .. "/ck", 4))
+      assert.equal(0, rc, perr)
+      local restored = tonumber(pout:match("Restored step (%d+)"))
+      assert.truthy(restored and restored >= 8, pout .. perr)
+      os.execute("sleep 0.3")
+      text = logs(dir, 4) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "")
+      stop(pids)
+      for i = 2, 3 do
+        assert.truthy(text:find(string.format("%%[workers:%d%%] the PS is back with a new session", i)), text)
+      end
+      assert.equal(k == 2, text:find("may attack (fang, colluding)", 1, true) ~= nil, text)
+      local map = Checkpoint.restore(dir .. "/ck")
+      assert.equal(tostring(restored + 4), map.step)
+      -- The same run never stopped, with new worker processes.
+      path = cluster(dir, free_port(14 + 2 * k), 4)
+      pids = start_workers(dir, path, 4)
+      rc, _, perr = H.run(ps_cmd(path, dir .. "/ck2", restored + 4))
+      text = logs(dir, 4)
+      stop(pids)
+      assert.equal(0, rc, perr)
+      local map2 = Checkpoint.restore(dir .. "/ck2")
+      assert.equal(map2.step, map.step)
+      assert.equal(Checkpoint.hex(Checkpoint.sha256(map2.theta)), Checkpoint.hex(Checkpoint.sha256(map.theta)))
+      -- ... which is not the run without the attack (the draws did reach θ)
+      local loc = S.new(opts({ aggregator = "average", nb_workers = 4, nb_decl_byz_workers = 2 }))
+      for _ = 1, restored + 4 do loc:step() end
+      assert.are_not.equal(ffi.string(loc.theta.ptr, loc.d * 4), map.theta)
+      loc:close()
+    end)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+  end)
+  end
+
+  it("optimal-lie at the workers searches against a user's rule that only the PS has (AGT_PATH): θ as simulated here", function()
+    local dir = H.tmpdir()
+    local psdir = dir .. "/ps"
+    os.execute("mkdir -p '" .. psdir .. "/plugins/aggregators'")
+    H.write(psdir .. "/blobs.lua", BLOBS)
+    local rule_path = psdir .. "/plugins/aggregators/lua_trimmed_mean.lua"
+    H.write(rule_path, H.read(host.root .. "/examples/custom_rule.lua"))
+    local path = cluster(dir, free_port(19), 5)
+    local pids = start_workers(dir, path, 5, "--auth none", dir) -- (no AGT_PATH: no such rule there)
+    local rc, out, err = H.run(string.format("cd '%s' && AGT_PATH='%s/plugins' '%s' run --server '%s' --auth none "
+      .. "--experiment blobs.lua --aggregator lua-trimmed-mean --nb-workers 5 --nb-decl-byz-workers 2 "
+      .. "--nb-real-byz-workers 2 --attack optimal-lie --seed 3 --max-step 5 --step-timeout 30 --connect-timeout 60 "
+      .. "--checkpoint-dir ck --checkpoint-period -1 --evaluation-period -1 --quiet", psdir, psdir, AGT, path))
+    os.execute("sleep 0.3")
+    local text = logs(dir, 5)
+    stop(pids)
+    local map = Checkpoint.restore(psdir .. "/ck")
+    -- The run simulated here: a local run whose attack is what the coordinator computes from the
+    -- two Byzantine workers' own gradients (Collusion.run_attack), against the rule given.
+    local A = require("agt.aggregators")
+    local function simulated(rule)
+      local inner = K.new("optimal-lie", {}, { n = 5, f = 2, r = 2, seed = 3, rule = rule })
+      local colluding = K.new({ name = "colluding", apply = function(_, c)
+        local G = c.G:clone()
+        Collusion.run_attack(inner, G, c.byz, c.step, rule)
+        for _, i in ipairs(c.byz) do c.G:row(i):copy(G:row(i)) end
+      end }, {}, { n = 5, f = 2, r = 2, seed = 3 })
+      local loc = S.new(opts({ experiment = psdir .. "/blobs.lua", experiment_args = {}, seed = 3, aggregator = rule_path,
+                               nb_workers = 5, nb_decl_byz_workers = 2, nb_real_byz_workers = 2, attack = colluding }))
+      for _ = 1, 5 do loc:step() end
+      local theta = ffi.string(loc.theta.ptr, loc.d * 4)
+      loc:close()
+      return theta
+    end
+    local want = simulated(A.new(rule_path, 5, 2))
+    local against_average = simulated(nil)
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(0, rc, tostring(out) .. tostring(err) .. "\n" .. text)
+    assert.truthy(text:find("may attack (optimal-lie, colluding)", 1, true), text)
+    assert.falsy(text:find("cannot be built", 1, true), text)
+    assert.falsy(text:find("said once", 1, true), text)
+    assert.equal("5", map.step)
+    assert.equal(want, map.theta)
+    assert.are_not.equal(against_average, map.theta)
+  end)
+
   it("trains a user's experiment and attack present only at the PS; selection:random twice gives the same θ", function()
     local dir = H.tmpdir()
     local psdir = dir .. "/ps"
     os.execute("mkdir -p '" .. psdir .. "'")
     -- A made-up experiment (its data drawn from a fixed stream) and a colluding attack: files
     -- only in the PS's directory; the workers run elsewhere.
-    H.write(psdir .. "/blobs.lua", [[
-local T = require("agt.tensor")
-local R = require("agt.rng")
-local function blobs(k, seed)
-  local x, y = T.new({ k, 4 }), T.new({ k }, "i32")
-  R.new(seed, 1):normal(x, 0, 1)
-  for i = 0, k - 1 do
-    y.ptr[i] = i % 2
-    for j = 0, 3 do x.ptr[i * 4 + j] = x.ptr[i * 4 + j] + (i % 2 == 0 and 2 or -2) end
-  end
-  return { x = x, y = y }
-end
-return {
-  name = "blobs", doc = "two Gaussian blobs in 4 dimensions (a user's experiment)", shape = { 4 }, classes = 2,
-  defaults = { ["batch-size"] = 8, ["eval-size"] = 64 },
-  data = function() return { train = blobs(256, 7), test = blobs(64, 8) } end,
-  model = function(nn) return nn.sequential({ 4 }, { nn.linear(8), nn.relu(), nn.linear(2) }) end,
-}
-]])
+    H.write(psdir .. "/blobs.lua", BLOBS)
     H.write(psdir .. "/antimean.lua", [[
 local C = require("agt.ffi").C
 return {

@@ -60,7 +60,7 @@ describe("agt run --MPI", function()
     loc:close()
   end)
 
-  it("a Byzantine worker rank attacks over MPI (reverse of:own) with the local run's θ; colluding ranks are refused", function()
+  it("a Byzantine worker rank attacks over MPI (reverse of:own) with the local run's θ", function()
     need_mpi()
     local dir = H.tmpdir()
     local attack = "--aggregator average --nb-workers 4 --nb-decl-byz-workers 1 --nb-real-byz-workers 1 "
@@ -79,13 +79,56 @@ describe("agt run --MPI", function()
     assert.equal("3", map.step)
     assert.equal(ffi.string(loc.theta.ptr, loc.d * 4), map.theta)
     loc:close()
-    -- lie from 2 ranks would need them to share their gradients: refused before any step
-    rc, _, err = H.run(string.format("timeout 300 %s -np 6 %s run --MPI --experiment fashion-mnist --aggregator median "
-      .. "--nb-workers 5 --nb-decl-byz-workers 2 --nb-real-byz-workers 2 --attack lie --max-step 2 --quiet", MPIRUN, AGT))
-    assert.is_not.equal(0, rc)
-    assert.truthy(err:find("--attack: lie reads honest gradients, which the Byzantine workers share among themselves; "
-      .. "the worker ranks of --MPI cannot yet: add --attack-at-ps", 1, true), err)
   end)
+
+  -- lie from the last 2 ranks; empire from 2 drawn each step (every rank may attack: the
+  -- coordinator, workers:0, serves the others when it is honest)
+  for k, attack in ipairs({ "lie", "empire --attack-args selection:random" }) do
+  it(string.format("Byzantine ranks collude over MPI (%s, 2 of 4, on a channel of their own): the θ of the same "
+                   .. "run over ZeroMQ", k == 1 and "lie" or "empire with selection:random"), function()
+    need_mpi()
+    local dir = H.tmpdir()
+    local flags = "--experiment fashion-mnist --experiment-args eval-size:500 --aggregator average --nb-workers 4 "
+      .. "--nb-decl-byz-workers 2 --nb-real-byz-workers 2 --attack " .. attack .. " --seed 5 --step-timeout 30 "
+      .. "--checkpoint-period -1 --evaluation-period -1 --quiet --max-step 4"
+    local rc, _, err = H.run(string.format("timeout 300 %s -np 5 %s run --MPI %s --checkpoint-dir '%s/mpi'",
+                                           MPIRUN, AGT, flags, dir))
+    local mpi = K.restore(dir .. "/mpi")
+    -- The same run over ZeroMQ: 4 worker processes and the PS on 127.0.0.1.
+    local path = H.cluster(dir, H.free_port(5 + k), 4)
+    local pids = {}
+    for i = 0, 3 do
+      pids[#pids + 1] = H.spawn(string.format("exec %s worker --server '%s' --id workers:%d --auth none --idle-timeout 60",
+                                              AGT, path, i), string.format("%s/w%d.log", dir, i))
+    end
+    local rc2, _, err2 = H.run(string.format("timeout 300 %s run --server '%s' --auth none --connect-timeout 60 %s "
+      .. "--checkpoint-dir '%s/zmq'", AGT, path, flags, dir))
+    H.stop(pids)
+    local logs = {}
+    for i = 0, 3 do logs[#logs + 1] = H.read(string.format("%s/w%d.log", dir, i)) or "" end
+    local zmq = K.restore(dir .. "/zmq")
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(0, rc, err)
+    assert.equal(0, rc2, err2 .. table.concat(logs, "\n"))
+    assert.truthy(err:find(k == 1 and "[workers:2] coordinating the Byzantine partners (1) over MPI"
+                             or "[workers:0] coordinating the Byzantine partners (3) over MPI", 1, true), err)
+    assert.truthy(err:find("%[workers:3%] ready: .*may attack %(" .. attack:match("^%a+") .. ", colluding%)"), err)
+    assert.falsy(err:find("said once", 1, true), err) -- no partner left out, none alone
+    assert.falsy(err:find("faulty", 1, true), err)
+    assert.equal("4", mpi.step)
+    assert.equal("4", zmq.step)
+    assert.equal(zmq.theta, mpi.theta)
+    -- ... which is not the omniscient attacker's (--attack-at-ps, as the local run): lie did act
+    -- on the two Byzantine ranks' own gradients.
+    local loc = S.new({ experiment = "fashion-mnist", experiment_args = { "eval-size:500" }, seed = 5, quiet = true,
+                        evaluation_file = "-", summary_dir = "-", checkpoint_period = -1, evaluation_period = -1,
+                        aggregator = "average", nb_workers = 4, nb_decl_byz_workers = 2, nb_real_byz_workers = 2,
+                        attack = attack:match("^%a+"), attack_args = k == 2 and { "selection:random" } or nil })
+    for _ = 1, 4 do loc:step() end
+    assert.are_not.equal(ffi.string(loc.theta.ptr, loc.d * 4), mpi.theta)
+    loc:close()
+  end)
+  end
 
   it("refuses a -np that is not --nb-workers + 1 on every rank at once, saying which -np to give", function()
     need_mpi()
@@ -124,6 +167,16 @@ describe("agt run --MPI", function()
     assert.falsy(out:find("FAIL", 1, true), out)
     local _, oks = out:gsub("ok: ", "")
     assert.equal(21, oks, out)
+  end)
+
+  it("the Byzantine ranks' channel: its ranks only, its own tag, size checked before receiving (spec/mpi/channel.lua)", function()
+    need_mpi()
+    local rc, out, err = H.run(string.format("timeout 120 %s -np 4 %s %s", MPIRUN, AGT,
+                                           H.shell_quote(host.root .. "/spec/mpi/channel.lua")))
+    assert.equal(0, rc, out .. err)
+    assert.falsy(out:find("FAIL", 1, true), out)
+    local _, oks = out:gsub("ok: ", "")
+    assert.equal(17, oks, out)
   end)
 
   it("a rogue worker rank's wrong-size rows, garbage and rows for another worker are counted; the run completes", function()

@@ -3,9 +3,11 @@
  * Process-wide state (MPI is per process): the sends in flight with their buffers, and the
  * spare buffers. A handle holds one receive slot per rank: a buffer (reused) and the receive in
  * flight from that rank, if any. Receives are posted per source (MPI_Improbe on each rank whose
- * slot is idle), so a rank that stalls mid-message holds only its own slot. All handles of a
- * process share MPI_COMM_WORLD and its one tag: a message goes to whichever handle probes for it
- * first, so a process receives on one handle at a time (a worker closes its HELLO handle before
+ * slot is idle), so a rank that stalls mid-message holds only its own slot. The handles of a
+ * process share MPI_COMM_WORLD. A channel (agt_mpi_channel) claims its ranks: only it probes
+ * them, and it takes its own tag only. Every other handle probes the ranks no channel claims
+ * and takes agt's tag: a message from an unclaimed rank goes to whichever of them probes first,
+ * so a process receives on one such handle at a time (a worker closes its HELLO handle before
  * it opens its step handle). */
 #include "net_mpi.h"
 
@@ -20,6 +22,7 @@
 
 enum {
   TAG = 0x4147,          /* every agt message ("AG") */
+  TAG_BYZ = 0x4142,      /* the Byzantine ranks' channel ("AB") */
   HWM = 4,               /* sends in flight per peer before it counts as not receiving */
   SPARE = 4,             /* send buffers kept for reuse */
   SINK_CHUNK = 4 << 20,  /* the physical size of a sink (see make_sink) */
@@ -50,6 +53,7 @@ static struct {
   int nops, cap_ops;
   struct sbuf *spare[SPARE];
   int nspare;
+  struct agt_mpi **owner; /* per rank: the channel that claims it, or NULL */
   char version[MPI_MAX_LIBRARY_VERSION_STRING + 1];
 } G;
 
@@ -70,6 +74,9 @@ struct agt_mpi {
   int64_t rejected;
   slot *slots;           /* one per rank */
   int next;              /* the slot looked at first: rotates, so no rank is served first always */
+  int tag;               /* TAG, or TAG_BYZ for a channel */
+  int *ranks;            /* a channel: the ranks it speaks with, in its creator's order */
+  int nranks;            /* 0: not a channel */
 };
 
 static agt_status mfail(int rc, const char *what) {
@@ -224,6 +231,8 @@ agt_status agt_mpi_finalize(void) {
   free(G.ops);
   G.ops = NULL;
   G.cap_ops = 0;
+  free(G.owner);
+  G.owner = NULL;
   return rc == MPI_SUCCESS ? AGT_OK : mfail(rc, "MPI_Finalize");
 }
 
@@ -245,8 +254,57 @@ agt_status agt_mpi_new(int64_t max_payload, agt_mpi **out) {
   }
   for (int i = 0; i < G.size; i++) t->slots[i].req = MPI_REQUEST_NULL;
   t->max_payload = max_payload;
+  t->tag = TAG;
   *out = t;
   return AGT_OK;
+}
+
+agt_status agt_mpi_channel(int64_t max_payload, const int64_t *ranks, int nranks, agt_mpi **out) {
+  if (!out) return AGT_FAIL(AGT_EINVAL, "agt_mpi_channel: out is NULL");
+  *out = NULL;
+  if (!live()) return AGT_FAIL(AGT_EINVAL, "agt_mpi_channel: MPI is not initialised (agt_mpi_init first)");
+  if (G.rank == 0) return AGT_FAIL(AGT_EINVAL, "agt_mpi_channel: rank 0 is the PS, which takes part in no channel");
+  if (nranks < 1 || nranks > G.size || !ranks)
+    return AGT_FAIL(AGT_EINVAL, "agt_mpi_channel: expects 1 to %d ranks, got %d", G.size, nranks);
+  if (!G.owner && !(G.owner = calloc((size_t)G.size, sizeof *G.owner)))
+    return AGT_FAIL(AGT_ENOMEM, "agt_mpi_channel: out of memory");
+  for (int i = 0; i < nranks; i++) {
+    if (ranks[i] < 1 || ranks[i] >= G.size)
+      return AGT_FAIL(AGT_EINVAL, "agt_mpi_channel: rank %lld is not a worker rank of this run (1..%d)",
+                      (long long)ranks[i], G.size - 1);
+    for (int j = 0; j < i; j++)
+      if (ranks[j] == ranks[i]) return AGT_FAIL(AGT_EINVAL, "agt_mpi_channel: rank %lld given twice", (long long)ranks[i]);
+    if (ranks[i] != G.rank && G.owner[ranks[i]])
+      return AGT_FAIL(AGT_EINVAL, "agt_mpi_channel: rank %lld is in another open channel", (long long)ranks[i]);
+  }
+  agt_mpi *t;
+  AGT_TRY(agt_mpi_new(max_payload, &t));
+  if (!(t->ranks = malloc((size_t)nranks * sizeof *t->ranks))) {
+    agt_mpi_close(t);
+    return AGT_FAIL(AGT_ENOMEM, "agt_mpi_channel: out of memory");
+  }
+  for (int i = 0; i < nranks; i++) {
+    t->ranks[i] = (int)ranks[i];
+    if (ranks[i] != G.rank) G.owner[ranks[i]] = t;
+  }
+  t->nranks = nranks;
+  t->tag = TAG_BYZ;
+  *out = t;
+  return AGT_OK;
+}
+
+/* The index of rank r among a channel's ranks, or -1. */
+static int rank_index(const agt_mpi *t, int r) {
+  for (int i = 0; i < t->nranks; i++)
+    if (t->ranks[i] == r) return i;
+  return -1;
+}
+
+/* Whether handle t probes rank src: a channel its own ranks, another handle the unclaimed. */
+static int probes(const agt_mpi *t, int src) {
+  if (src == G.rank) return 0;
+  agt_mpi *o = G.owner ? G.owner[src] : NULL;
+  return t->nranks ? o == t : o == NULL;
 }
 
 void agt_mpi_close(agt_mpi *t) {
@@ -265,6 +323,10 @@ void agt_mpi_close(agt_mpi *t) {
       if (s->sink) munmap(s->sink, s->sink_len);
     }
   }
+  if (G.owner)
+    for (int i = 0; i < G.size; i++)
+      if (G.owner[i] == t) G.owner[i] = NULL;
+  free(t->ranks);
   free(t->slots);
   free(t);
 }
@@ -289,8 +351,8 @@ agt_status agt_mpi_send(agt_mpi *t, const int64_t *peers, int npeers, int type, 
     return AGT_FAIL(AGT_EINVAL, "agt_mpi_send: bad payload (len %lld)", (long long)len);
   if (len > INT_MAX - AGT_NET_HEADER)
     return AGT_FAIL(AGT_EINVAL, "agt_mpi_send: a %lld-byte payload is above one MPI message (2 GiB)", (long long)len);
-  int ps = G.rank == 0;
-  if (ps ? (npeers < 0 || (npeers > 0 && !peers)) : npeers != 1)
+  int ps = G.rank == 0, listed = ps || (t->nranks && peers);
+  if (listed ? (npeers < 0 || (npeers > 0 && !peers)) : npeers != 1)
     return AGT_FAIL(AGT_EINVAL, "agt_mpi_send: bad peer list (%d peers)", npeers);
   reap();
   size_t size = (size_t)(AGT_NET_HEADER + len);
@@ -300,9 +362,11 @@ agt_status agt_mpi_send(agt_mpi *t, const int64_t *peers, int npeers, int type, 
   if (len > 0) memcpy(b->data + AGT_NET_HEADER, data, (size_t)len);
   agt_status st = AGT_OK;
   for (int i = 0; i < npeers; i++) {
-    int64_t dest = ps ? peers[i] : 0;
+    /* a worker's handle: to rank 0; a channel: to the ranks given, or its first rank */
+    int64_t dest = listed ? peers[i] : t->nranks ? t->ranks[0] : 0;
     if (sent) sent[i] = 0;
     if (dest < 0 || dest >= G.size || dest == G.rank) continue; /* not a peer of this run */
+    if (t->nranks && rank_index(t, (int)dest) < 0) continue;    /* nor of this channel */
     if (in_flight_to((int)dest) >= HWM) {
       if (sent) sent[i] = -1;
       continue;
@@ -312,7 +376,7 @@ agt_status agt_mpi_send(agt_mpi *t, const int64_t *peers, int npeers, int type, 
       st = AGT_FAIL(AGT_ENOMEM, "agt_mpi_send: out of memory");
       break;
     }
-    int rc = MPI_Isend(b->data, (int)size, MPI_BYTE, (int)dest, TAG, MPI_COMM_WORLD, &o->req);
+    int rc = MPI_Isend(b->data, (int)size, MPI_BYTE, (int)dest, t->tag, MPI_COMM_WORLD, &o->req);
     if (rc != MPI_SUCCESS) {
       G.nops--;
       st = mfail(rc, "MPI_Isend");
@@ -335,9 +399,10 @@ static agt_status start_recv(agt_mpi *t, int src, MPI_Message *msg, const MPI_St
   if (MPI_Get_elements_x(status, MPI_BYTE, &count) != MPI_SUCCESS || count < 0) count = 0;
   int64_t cap = AGT_NET_HEADER + (t->max_payload > 1024 ? t->max_payload : 1024);
   s->why[0] = 0;
-  if (status->MPI_TAG != TAG)
-    snprintf(s->why, sizeof s->why, "a message of tag %d from rank %d (agt's tag is %d)", status->MPI_TAG, src, TAG);
-  else if (G.rank != 0 && src != 0)
+  if (status->MPI_TAG != t->tag)
+    snprintf(s->why, sizeof s->why, "a message of tag %d from rank %d (agt's tag %s is %d)", status->MPI_TAG, src,
+             t->nranks ? "between Byzantine ranks" : "to and from the PS", t->tag);
+  else if (G.rank != 0 && src != 0 && !t->nranks)
     snprintf(s->why, sizeof s->why, "a message from rank %d (a worker takes messages from the PS, rank 0, only)", src);
   else if (count > cap)
     snprintf(s->why, sizeof s->why, "a message of %lld bytes from rank %d, above the cap of %lld (dropped unread)",
@@ -393,7 +458,7 @@ static agt_status finish_recv(agt_mpi *t, int src, agt_net_msg *m) {
                                : agt_net_decode(s->buf, (size_t)s->count, t->session, t->max_payload, m);
   if (st == AGT_NET_REJECTED) t->rejected++;
   m->peer = src;
-  m->auth = st == AGT_OK && G.rank == 0 ? src - 1 : -1;
+  m->auth = st != AGT_OK ? -1 : G.rank == 0 ? src - 1 : t->nranks ? rank_index(t, src) : -1;
   return st;
 }
 
@@ -430,7 +495,7 @@ agt_status agt_mpi_recv(agt_mpi *t, int timeout_ms, agt_net_msg *m) {
       return finish_recv(t, src, m);
     }
     for (int src = 0; src < G.size; src++) {
-      if (src == G.rank || t->slots[src].kind != IDLE) continue;
+      if (!probes(t, src) || t->slots[src].kind != IDLE) continue;
       int flag = 0;
       MPI_Message msg;
       MPI_Status status;

@@ -28,6 +28,14 @@
  *   agt_last_error() and the rank in m->peer, and are counted.
  * - On the PS, m->auth = rank - 1: the worker index that rank is (MPI's launcher assigns the
  *   ranks, so a rank cannot speak for another); on a worker -1.
+ * - A channel (agt_mpi_channel) is the Byzantine worker ranks' own: a handle on a worker rank
+ *   that speaks with the ranks it is given only, on a tag of its own. It claims those ranks:
+ *   the process's other handles no longer probe them (their messages wait for the channel),
+ *   and it probes no other rank; a message from them of another tag, above the cap or that
+ *   agt_net_decode refuses is rejected as above. m->auth is the index of the sender's rank in
+ *   the list given (so a rank cannot speak for another there either). A send goes to the
+ *   ranks given (peers; others are not sent to: sent[i] = 0), or with peers NULL and npeers 1
+ *   to the list's first rank. A rank is in at most one open channel; rank 0 in none.
  * - The PS holds at most one receive buffer per rank (reused), so what the workers can make it
  *   allocate is bounded by size × (48 + max_payload) bytes. (Eager messages that MPI itself
  *   buffers before they are probed are MPI's; the ranks are the processes mpirun started.)
@@ -52,6 +60,9 @@ void agt_mpi_abort(int code);
 const char *agt_mpi_version(void);
 /* A transport endpoint on this rank, taking payloads of up to max_payload bytes. */
 agt_status agt_mpi_new(int64_t max_payload, agt_mpi **out);
+/* A channel with the worker ranks ranks[0..nranks-1] (this rank may be among them), taking
+ * payloads of up to max_payload bytes; released by agt_mpi_close. */
+agt_status agt_mpi_channel(int64_t max_payload, const int64_t *ranks, int nranks, agt_mpi **out);
 void agt_mpi_close(agt_mpi *t);
 void agt_mpi_set_session(agt_mpi *t, uint64_t session);
 agt_status agt_mpi_send(agt_mpi *t, const int64_t *peers, int npeers, int type, uint32_t worker,

@@ -381,6 +381,7 @@ agt_status agt_mpi_finalize(void);
 void agt_mpi_abort(int code);
 const char *agt_mpi_version(void);
 agt_status agt_mpi_new(int64_t max_payload, agt_mpi **out);
+agt_status agt_mpi_channel(int64_t max_payload, const int64_t *ranks, int nranks, agt_mpi **out);
 void agt_mpi_close(agt_mpi *t);
 void agt_mpi_set_session(agt_mpi *t, uint64_t session);
 agt_status agt_mpi_send(agt_mpi *t, const int64_t *peers, int npeers, int type, uint32_t worker,

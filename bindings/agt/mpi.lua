@@ -9,6 +9,10 @@
 --       (peers: ranks; nil on a worker: to rank 0), t:recv(timeout_ms), t:set_session(id),
 --       t:rejected(), t:close() — as agt.net's (no denied/refused: MPI's launcher admits the
 --       ranks, and there are no other connections); every message type of agt.net (STATE too)
+--   MPI.channel(max_payload, ranks) -> t   the Byzantine worker ranks' channel (src/net_mpi.h):
+--       speaks with the given ranks only (a Lua array; this rank may be among them), on a tag of
+--       its own; the other handles of this process leave those ranks to it. msg.auth: the
+--       sender's index in ranks, from 0. t:send(nil, ...) goes to ranks[1]
 --   MPI.workers_error(n, size) -> nil | "--nb-workers: ..."   a run of n workers needs n+1 ranks
 --   MPI.run(fn) -> code      init, code = fn(rank, size), finalize; a Lua error in fn is printed
 --                            and gives 1. Nested calls just call fn (one init and finalize).
@@ -68,6 +72,14 @@ function M.transport(max_payload)
   M.init()
   local h = ffi.new("agt_mpi *[1]")
   if lib.agt_mpi_new(max_payload, h) ~= 0 then error(N.strip(F.errmsg()), 2) end
+  return N.wrap(Transport, h[0], lib.agt_mpi_close)
+end
+
+function M.channel(max_payload, ranks)
+  M.init()
+  local h = ffi.new("agt_mpi *[1]")
+  local arr = ffi.new("int64_t[?]", math.max(#ranks, 1), ranks)
+  if lib.agt_mpi_channel(max_payload, arr, #ranks, h) ~= 0 then error(N.strip(F.errmsg()), 2) end
   return N.wrap(Transport, h[0], lib.agt_mpi_close)
 end
 

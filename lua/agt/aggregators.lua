@@ -2,7 +2,9 @@
 --
 --   local A = require("agt.aggregators")
 --   A.list() -> sorted names;  A.help() -> text;  A.find(name) -> the rule file's table
---   local rule = A.new("nnm,bucketing,krum", n, f, {s = 2} [, {backend = "cpu", d = d}])
+--   local rule = A.new("nnm,bucketing,krum", n, f, {s = 2} [, {backend = "cpu", d = d, sources = }])
+--                    (sources: element -> the text of a user's rule file, from A.user_files' paths
+--                    in another process: the element is built from it instead of looked up here)
 --   local info = rule:aggregate(G, out [, {step = k, rng = r}])   -- G: n×d f32, out: d f32
 --   local out, info = rule:aggregate(G)                            -- out: a new d-vector
 --   rule:state() -> string or nil;  rule:set_state(s)
@@ -61,7 +63,7 @@ function A.backends() return B.names() end
 -- ---- the index of built-in rules --------------------------------------------------------
 local index -- name or alias -> { def = table, preset = fn or nil }
 
--- user: a user's file (found in AGT_PATH), not a built-in one
+-- user: the path of a user's file (found in AGT_PATH), nil for a built-in one
 local function add_def(idx, def, where, user)
   contract.rule(def, where)
   if type(def.name) ~= "string" then error("rule file " .. where .. " has no name", 0) end
@@ -75,8 +77,8 @@ local function get_index()
   if index then return index end
   index = {}
   for _, mod in ipairs(P.list("aggregators")) do
-    local _, module = P.find("aggregators", mod)
-    add_def(index, P.load("aggregators", mod, "rule file"), mod, module == nil)
+    local path, module = P.find("aggregators", mod)
+    add_def(index, P.load("aggregators", mod, "rule file"), mod, module == nil and path or nil)
   end
   return index
 end
@@ -90,11 +92,19 @@ function A.list()
   return names
 end
 
--- The rule file's table for a name, alias or path (nil, message if none).
-function A.find(spec)
-  if spec:match("%.lua$") or spec:find("/", 1, true) then
-    local def = contract.rule(U.load_lua_file(spec, "rule file"), spec)
+local function is_path(spec) return spec:match("%.lua$") or spec:find("/", 1, true) end
+
+-- The rule file's table for a name, alias or path (nil, message if none). sources: element ->
+-- the text of its file (a user's rule file sent by another process, see A.user_files), taken
+-- instead of looking the element up here.
+function A.find(spec, sources)
+  local text = sources and sources[spec]
+  if text or is_path(spec) then
+    local def = contract.rule(text and U.load_lua_text(text, spec, "rule file") or U.load_lua_file(spec, "rule file"), spec)
     if type(def.name) ~= "string" then def.name = spec:match("([^/]+)%.lua$") or spec end
+    for _, a in ipairs(not is_path(spec) and def.aliases or {}) do
+      if a == spec then return { def = def, preset = def.presets and def.presets[a], alias = a, user = true } end
+    end
     return { def = def, user = true }
   end
   local e = get_index()[spec]
@@ -237,6 +247,36 @@ local function split_args(entries, args)
   return per
 end
 
+-- The elements of a spec (one, or the chain's).
+local function chain(spec)
+  local parts = {}
+  for p in (spec .. ","):gmatch("([^,]*),") do
+    p = p:match("^%s*(.-)%s*$")
+    if p == "" then
+      error(string.format("aggregator '%s': an empty element in the chain (expected 'step,...,rule', "
+                          .. "e.g. 'nnm,krum')", spec), 0)
+    end
+    parts[#parts + 1] = p
+  end
+  return parts
+end
+
+-- The elements of spec that are a user's rule files (a path, or a name or alias found in
+-- AGT_PATH): element -> the file's path; what another process needs besides agt to build the
+-- rule (A.new's opts.sources, the files' texts).
+function A.user_files(spec)
+  local files = {}
+  for _, p in ipairs(chain(spec)) do
+    if is_path(p) then
+      files[p] = p
+    else
+      local e = get_index()[p]
+      if e and e.user then files[p] = e.user end
+    end
+  end
+  return files
+end
+
 function A.new(spec, n, f, args, opts)
   if type(spec) ~= "string" or spec == "" then
     error("aggregator: expects a rule name, a path or a chain 'step,...,rule', got " .. tostring(spec), 2)
@@ -259,18 +299,10 @@ function A.new(spec, n, f, args, opts)
     if not avail then error(string.format("aggregator '%s' on %s: %s", spec, be.name, tostring(why)), 2) end
     backend = be
   end
-  local parts = {}
-  for p in (spec .. ","):gmatch("([^,]*),") do
-    p = p:match("^%s*(.-)%s*$")
-    if p == "" then
-      error(string.format("aggregator '%s': an empty element in the chain (expected 'step,...,rule', "
-                          .. "e.g. 'nnm,krum')", spec), 0)
-    end
-    parts[#parts + 1] = p
-  end
+  local parts = chain(spec)
   local entries = {}
   for i, p in ipairs(parts) do
-    local e, err = A.find(p)
+    local e, err = A.find(p, opts.sources)
     if not e then error(err, 0) end
     local kind = e.def.kind or "rule"
     if i < #parts and kind ~= "pre" then

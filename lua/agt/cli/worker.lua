@@ -17,7 +17,8 @@
 -- a new session and the streams of that checkpoint, and the worker carries on in that run (the
 -- data already loaded is kept; the attack and the UDP sender are made again for the session).
 -- With --MPI it is a rank of 'agt run --MPI' (rank r is worker r-1): the same steps over MPI,
--- STATE before each GRAD too, but no HELLO again (the ranks live and die with the job).
+-- STATE before each GRAD too, Byzantine ranks colluding on a channel of their own (agt.mpi's
+-- MPI.channel), but no HELLO again (the ranks live and die with the job).
 -- See agt.session.remote for the protocol.
 local ffi = require("ffi")
 local N = require("agt.net")
@@ -214,6 +215,7 @@ local function run(o)
       if type(cfg.attack) == "table" then
         col = Collusion.new(cfg.attack, { w = w, d = cfg.d, curve = curve, session = session,
                                           cluster = c or { wk_job = o["wk-job-name"], workers = {} }, -- --MPI
+                                          mpi = o.MPI and require("agt.mpi") or nil,
                                           say = function(text) say(id, "%s", text) end })
       end
       if type(cfg.udp) == "table" then

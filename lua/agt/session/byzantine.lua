@@ -16,6 +16,7 @@
 -- A data attack poisons fixed workers from the start (their rows are honest gradients of
 -- poisoned data, nothing to overwrite); a gradient attack's rows hold their own honest gradient
 -- on entry to apply.
+local A = require("agt.aggregators")
 local K = require("agt.attacks")
 local R = require("agt.rng")
 local FL = require("agt.cli.run.flags")
@@ -27,8 +28,8 @@ local Byz = {}
 Byz.__index = Byz
 
 function M.new(o, c)
-  local self = setmetatable({ r = c.r, poisoned = {}, o = o, at_ps = not (o.server or o.MPI) or o.attack_at_ps or false },
-                           Byz)
+  local self = setmetatable({ r = c.r, poisoned = {}, o = o, warn = c.warn or function() end,
+                              at_ps = not (o.server or o.MPI) or o.attack_at_ps or false }, Byz)
   if o.attack ~= nil then
     if type(o.attack) == "table" then
       self.attack = o.attack
@@ -44,12 +45,7 @@ function M.new(o, c)
     table.sort(list)
     self.data_rows = list
   end
-  local wire = (o.server or o.MPI) and self:wire() -- a user's attack file is read (and its size checked) now
-  if o.MPI and wire and wire.config.colludes and #wire.rows > 1 then
-    error(string.format("--attack: %s reads honest gradients, which the Byzantine workers share among "
-      .. "themselves; the worker ranks of --MPI cannot yet: add --attack-at-ps (the PS applies it), or run "
-      .. "with --server", tostring(self.attack.name)), 0)
-  end
+  if o.server or o.MPI then self:wire() end -- a user's attack and rule files read (sizes checked) now
   return self
 end
 
@@ -72,11 +68,22 @@ end
 -- attacks at the workers have none at the PS).
 function Byz:acts(rows) return #rows > 0 and not self.data_rows and self.at_ps end
 
--- A spec of the aggregator that a worker process can build (names only: a user's rule file
--- stays on the PS), or nil.
-local function portable_rule(o)
-  if type(o.aggregator) ~= "string" or o.aggregator:find("/", 1, true) or o.aggregator:find("%.lua") then return nil end
-  return { name = o.aggregator, args = o.aggregator_args }
+-- The run's rule as a worker process builds it (agt.session.collusion): its spec and
+-- arguments, and the text of each element that is a user's rule file (a path, or a name found
+-- in AGT_PATH; at most U.MAX_SOURCE bytes each), which the worker builds from that text
+-- (agt.aggregators' sources); nil for a rule given as an object (said by warn).
+local function portable_rule(o, warn)
+  if type(o.aggregator) ~= "string" then
+    warn("--aggregator: a rule object cannot be sent to the Byzantine workers: an attack that evaluates the rule "
+      .. "(fang, optimal-lie, optimal-empire, ...) searches against a plain average there")
+    return nil
+  end
+  local sources
+  for element, path in pairs(FL.as_flag("aggregator", A.user_files, o.aggregator)) do
+    sources = sources or {}
+    sources[element] = FL.as_flag("aggregator", U.read_source, path, U.MAX_SOURCE, "rule file")
+  end
+  return { name = o.aggregator, args = o.aggregator_args, sources = sources }
 end
 
 function Byz:wire()
@@ -93,8 +100,9 @@ function Byz:wire()
   local name = o.attack
   local config = {
     name = name, args = o.attack_args, n = a.n, f = a.f, r = a.r, seed = a.seed,
-    colludes = a:needs_honest(), rule = portable_rule(o),
+    colludes = a:needs_honest(),
   }
+  if config.colludes then config.rule = portable_rule(o, self.warn) end
   if name:find("/", 1, true) or name:match("%.lua$") then
     config.source = FL.as_flag("attack", U.read_source, name, U.MAX_SOURCE, "attack")
   end

@@ -4,41 +4,49 @@
 --
 --   local col = Collusion.new(cfg, ctx)  cfg: CONFIG's `attack` table (below); ctx: { w = this
 --                                       worker's index from 0, d =, cluster = (agt.cluster),
---                                       curve = its own keys or nil, session =, say = fn(text) }
+--                                       curve = its own keys or nil, session =, say = fn(text),
+--                                       mpi = agt.mpi for a worker rank of --MPI, else nil }
 --   col:row(step, row, t0)              the worker is Byzantine at step (the PS said so): row
 --                                       holds its honest gradient; overwritten with what it sends
 --   col:serve(step, t0)                 the coordinator, honest at step: runs the attack for the
 --                                       step's Byzantine partners (after its own row has gone)
 --   col:close()
---   Collusion.run_attack(attack, G, known, step, rule, rng)   what the coordinator computes
---                                       (below), for a reference
+--   Collusion.run_attack(attack, G, known, step, rule)   what the coordinator computes (below),
+--                                       for a reference
+--   Collusion.own_stream(seed, row, step)   the stream of an attack alone (below)
 -- t0: when the step's θ arrived (the deadlines count from it).
 --
 -- cfg (from the PS): protocol (M.PROTOCOL), name, args, source (a user's attack file's text),
--- n, f, r, seed, colludes, rule = {name, args} | nil, coordinator (index from 0), partners
+-- n, f, r, seed, colludes, rule = {name, args, sources = {element = the text of a user's rule
+-- file}} | nil (agt.aggregators; a source or the attack's of more than U.MAX_SOURCE bytes, or
+-- one that does not load, is refused), coordinator (index from 0), partners
 -- (indices from 0: the workers that may attack, ascending), keys (their CURVE public keys, in
 -- the same order), step_timeout.
 --
 -- An attack that reads no honest row (cfg.colludes false: signflip as reverse of:own, gaussian,
--- nan, ...) runs in each Byzantine process alone, on its own row, with the worker's own stream
--- (seed, "attack-worker", row). One that does (lie, empire, minmax, ...) runs on what the
--- Byzantine processes of the step can know: their own honest gradients, shared among them.
--- The coordinator (the lowest-index worker that may attack) binds its own cluster address;
+-- nan, ...) runs in each Byzantine process alone, on its own row, with a stream of its own for
+-- the step (seed, "attack-worker.<row>", step). One that does (lie, empire, minmax, ...) runs on
+-- what the Byzantine processes of the step can know: their own honest gradients, shared among
+-- them. The coordinator (the lowest-index worker that may attack) binds its own cluster address;
 -- each other Byzantine worker of the step sends it its honest row (GRAD on that channel, bound
 -- to the run's session and the step; with CURVE only the partners' keys get in, and a row's
--- sender is its key) and gets back its Byzantine row. The coordinator runs the attack on an
--- n × d matrix: the Byzantine rows at their own indices hold their honest gradients, the
--- honest set is those same gradients (ascending worker index) placed at the first honest
--- indices, and the other honest indices repeat them (what a rule sees when the attack
--- evaluates it; when the step's Byzantine workers outnumber the others, b > n − b, the honest
--- set is the first n − b of their gradients); the attack's stream is the PS's (seed, "attack", 0), the rule the run's
--- (by name; a user's rule file stays on the PS: then a plain average). The step's Byzantine
--- set comes from the attack's selection (agt.attacks: fixed, or drawn from (seed, step)),
--- which is the PS's by construction; the PS's word (THETA's aux) decides for the worker's own
--- row, and a disagreement is said once. A partner missing at the coordinator's deadline
--- (step_timeout / 2 after θ) is left out of the step; a Byzantine worker that hears nothing
--- from its coordinator by 3/4 of step_timeout attacks with its own gradient as the honest set
--- (said once).
+-- sender is its key) and gets back its Byzantine row. Over MPI the channel is agt.mpi's
+-- (MPI.channel: the partners' ranks only, a tag of their own, each message probed and its size
+-- checked before it is received, the same deadlines), and a row's sender is its rank. The
+-- coordinator runs the attack on an n × d matrix: the Byzantine rows at their own indices hold
+-- their honest gradients, the honest set is those same gradients (ascending worker index) placed
+-- at the first honest indices, and the other honest indices repeat them (what a rule sees when
+-- the attack evaluates it; when the step's Byzantine workers outnumber the others, b > n − b,
+-- the honest set is the first n − b of their gradients); the attack's stream is that of the
+-- step, (seed, "attack", step), and the rule the run's (a user's rule file built from the text
+-- the PS sent; a rule object given to a script stays on the PS: then a plain average). No stream
+-- has a state to keep: a PS restarted from its checkpoint and the workers made again for its
+-- session draw what the run that never stopped draws. The step's Byzantine set comes from the
+-- attack's selection (agt.attacks: fixed, or drawn from (seed, step)), which is the PS's by
+-- construction; the PS's word (THETA's aux) decides for the worker's own row, and a disagreement
+-- is said once. A partner missing at the coordinator's deadline (step_timeout / 2 after θ) is
+-- left out of the step; a Byzantine worker that hears nothing from its coordinator by 3/4 of
+-- step_timeout attacks with its own gradient as the honest set (said once).
 local ffi = require("ffi")
 local N = require("agt.net")
 local CL = require("agt.cluster")
@@ -52,7 +60,7 @@ local M = {}
 
 -- The version of this protocol (the CONFIG's attack table, THETA's aux, the coordinator's
 -- channel): a worker says it in its HELLO, the PS in the attack table; they must be equal.
-M.PROTOCOL = 1
+M.PROTOCOL = 2
 
 local Col = {}
 Col.__index = Col
@@ -70,6 +78,23 @@ local function valid(cfg, w, curve)
   local mine = false
   for _, p in ipairs(cfg.partners) do if p == w then mine = true end end
   if not mine then return nil, "the PS made this worker Byzantine but left it out of the partners" end
+  -- a user's files, as the PS reads them (U.read_source): text of at most U.MAX_SOURCE bytes
+  local texts = { { "attack", cfg.source } }
+  local rule = cfg.rule
+  if type(rule) == "table" then
+    if type(rule.name) ~= "string" or (rule.sources ~= nil and type(rule.sources) ~= "table") then
+      return nil, "the PS sent a rule this agt does not understand"
+    end
+    for element, text in pairs(rule.sources or {}) do texts[#texts + 1] = { "rule", text, element } end
+  end
+  for _, t in ipairs(texts) do
+    local what, text, element = t[1], t[2], t[3]
+    if text ~= nil and (type(text) ~= "string" or #text > U.MAX_SOURCE) then
+      return nil, string.format("the PS sent the %s file%s as %s, not the text of at most %d bytes that agt sends",
+        what, element and (" '" .. tostring(element) .. "'") or "",
+        type(text) == "string" and (#text .. " bytes") or type(text), U.MAX_SOURCE)
+    end
+  end
   if curve and cfg.colludes and #cfg.partners > 1 then
     local ok = type(cfg.keys) == "table" and #cfg.keys == #cfg.partners
     for _, k in ipairs(ok and cfg.keys or {}) do ok = ok and type(k) == "string" end
@@ -87,11 +112,15 @@ function M.new(cfg, ctx)
   local args = cfg.args
   if type(args) ~= "table" then args = {} end
   local rule
-  if cfg.colludes and type(cfg.rule) == "table" and type(cfg.rule.name) == "string" then
+  if cfg.colludes and type(cfg.rule) == "table" then
+    -- (a user's rule file from its text, as the PS sent it: a file that does not load is refused)
+    local sources = cfg.rule.sources
     local okr, r = pcall(require("agt.aggregators").new, cfg.rule.name, cfg.n, cfg.f,
-                         type(cfg.rule.args) == "table" and cfg.rule.args or {})
+                         type(cfg.rule.args) == "table" and cfg.rule.args or {}, { sources = sources })
     if okr then
       rule = r
+    elseif sources then
+      error("the run's rule, from the rule file(s) the PS sent, cannot be built here: " .. tostring(r), 0)
     else
       say("the run's rule cannot be built here (" .. tostring(r) .. "): an attack that evaluates it searches "
         .. "against a plain average")
@@ -101,19 +130,22 @@ function M.new(cfg, ctx)
                                     warn = function(msg) say("attack: " .. msg) end })
   local self = setmetatable({
     cfg = cfg, attack = attack, w = ctx.w, row_index = ctx.w + 1, d = ctx.d, bytes = ctx.d * 4,
-    n = cfg.n, c = ctx.cluster, curve = ctx.curve, session = ctx.session, say = say,
+    n = cfg.n, c = ctx.cluster, curve = ctx.curve, mpi = ctx.mpi, session = ctx.session, say = say,
     colludes = cfg.colludes and true or false, rule = rule, said = {},
     coordinator = cfg.coordinator, partners = cfg.partners, keys = cfg.keys,
     gather_s = cfg.step_timeout / 2, answer_s = cfg.step_timeout * 3 / 4,
     stash = {},
   }, Col)
-  if self.colludes then
-    self.rng = R.new(cfg.seed, R.stream_id("attack", 0)) -- the PS's attack stream (--attack-at-ps)
-    if self.w == self.coordinator and #self.partners > 1 then self:_bind() end
-  else
-    self.rng = R.new(cfg.seed, R.stream_id("attack-worker", self.row_index))
-  end
+  if self.colludes and self.w == self.coordinator and #self.partners > 1 then self:_bind() end
   return self
+end
+
+-- The random stream of a Byzantine worker's attack alone at step, for its row: a stream of its
+-- own for each (seed, row, step), so that it needs no state (a PS restarted from its
+-- checkpoint, a worker restarted, draw what the run never stopped draws). A colluding attack
+-- draws from (seed, "attack", step) (agt.attacks' stream of a step, given no stream).
+function M.own_stream(seed, row, step)
+  return R.new(seed, R.stream_id("attack-worker." .. row, step))
 end
 
 -- Says msg once under key (a partner that is gone, a disagreement with the PS).
@@ -126,7 +158,16 @@ end
 function Col:_name(w) return string.format("%s:%d", self.c.wk_job, w) end
 
 -- The coordinator's channel: its own cluster address; only the partners' keys get in (CURVE).
+-- Over MPI: a channel with the partners' ranks (msg.auth is then a partner's index, as a key's).
 function Col:_bind()
+  if self.mpi then
+    local ranks = {}
+    for k, p in ipairs(self.partners) do ranks[k] = p + 1 end
+    self.server = self.mpi.channel(math.max(self.bytes, 65536), ranks)
+    self.server:set_session(self.session)
+    self.say(string.format("coordinating the Byzantine partners (%d) over MPI", #self.partners - 1))
+    return
+  end
   local curve
   if self.curve then curve = { secret = self.curve.secret, keys = self.keys } end
   local endpoint = CL.endpoint(self.c.workers[self.coordinator + 1], true)
@@ -138,6 +179,11 @@ end
 -- A partner's channel to the coordinator (opened on first use).
 function Col:_client()
   if self.client then return self.client end
+  if self.mpi then
+    self.client = self.mpi.channel(math.max(self.bytes, 65536), { self.coordinator + 1 })
+    self.client:set_session(self.session)
+    return self.client
+  end
   local curve
   if self.curve then
     local key
@@ -158,7 +204,7 @@ end
 -- Runs attack on G (n × d) for the known rows (ascending row indices whose honest gradients are
 -- in their rows of G): the honest set is those gradients, copied to the first honest indices,
 -- the other honest indices repeat them (see the header). Overwrites the known rows of G.
-function M.run_attack(attack, G, known, step, rule, rng)
+function M.run_attack(attack, G, known, step, rule)
   local n, d = G:size(1), G:size(2)
   local bytes = d * 4
   local is_known = {}
@@ -171,13 +217,13 @@ function M.run_attack(attack, G, known, step, rule, rng)
     ffi.copy(G.raw + (i - 1) * d, G.raw + (src - 1) * d, bytes)
     if k <= #known then honest[k] = i end
   end
-  return attack:apply({ G = G, honest = honest, byz = known, step = step, rule = rule, rng = rng })
+  return attack:apply({ G = G, honest = honest, byz = known, step = step, rule = rule })
 end
 
 -- The same in this worker; false (said once) when the attack fails on what it knows (e.g. a
 -- sample std of one row): the rows are then left as they were given.
 function Col:_attack(step, known)
-  local ok, err = pcall(M.run_attack, self.attack, self.G, known, step, self.rule, self.rng)
+  local ok, err = pcall(M.run_attack, self.attack, self.G, known, step, self.rule)
   if not ok then
     self:_once("failed", string.format("attack %s failed at step %d on the rows of %d Byzantine worker(s): %s; "
       .. "sending honest gradients when that happens (said once)", self.attack.name, step, #known, tostring(err)))
@@ -284,7 +330,8 @@ end
 
 function Col:row(step, row, t0)
   if not self.colludes then
-    local ok, err = pcall(self.attack.apply_own, self.attack, row, step, self.rng)
+    local rng = M.own_stream(self.cfg.seed, self.row_index, step)
+    local ok, err = pcall(self.attack.apply_own, self.attack, row, step, rng)
     if not ok then
       self:_once("failed", string.format("attack %s failed at step %d: %s (said once)", self.attack.name, step,
                                          tostring(err)))
