@@ -2,21 +2,39 @@
  * over G, weighted mixtures of rows (subset means, NNM, bucketing, the iterative rules' output)
  * and row scaling (clipping, ARC).
  *
- * Distances, fast pass: the Gram matrix of the rows minus row 0 (y_i = x_i - x_0, so the rows'
- * common part cancels before any product). A block streams tiles of R rows x TC coordinates
- * into shared memory (16-byte asynchronous copies, several tiles in flight while one is
- * computed), then turns each tile into y, transposed (coordinate-major), so that a thread reads
- * the 8 rows of its block at one coordinate with two 16-byte loads that the warp's threads
- * sharing that block get by broadcast: each thread owns an 8 x 8 block of row pairs (upper
- * triangle of 8-row blocks) and a fixed set of the tile's coordinates, and accumulates in
- * float; the arithmetic, not shared memory, is then the limit.
- * Exact pass: D[i][j] = sum_c (x_i[c] - x_j[c])^2 from differences, for pairs close enough that
- * the Gram form has lost digits and for non-finite inputs; same tiling, row-major tiles.
- * In both, the lanes are summed in double in a fixed order, each block writes its partial sums,
- * and a second kernel adds the blocks in block order: the result depends on (R, d) only, never
- * on timing or on the card. A NULL row pointer reads as zeros (so D against it is a squared
- * norm). Rows beyond 64 are handled by the general path, which runs the exact kernel on pairs
- * of 32-row blocks.
+ * Distances, fast pass (17 to 64 rows): the Gram matrix of the rows minus row 0 (y_i = x_i -
+ * x_0, so the rows' common part cancels before any product), on the tensor cores: each warp
+ * streams its own chunks of 32 coordinates of every row into shared memory (16-byte
+ * asynchronous copies, the next chunk in flight while one is computed), forms y in registers,
+ * splits it as y = h + l (h: y rounded to TF32's 11 significant bits; l = y - h, exact) and
+ * multiplies 16 x 8 tiles with mma.sync: h_i h_j in TF32 (exact products), the cross terms
+ * h_i l_j + l_i h_j together in one BF16 mma of k = 16; float accumulators.
+ * Exact pass: D[i][j] = sum_c (x_i[c] - x_j[c])^2 from differences, in float FMAs, for pairs
+ * close enough that the Gram form has lost digits and for non-finite inputs.
+ *
+ * Precision of the fast pass, per coordinate c: h_i h_j is exact; |l| <= 2^-11 |y|, and the
+ * BF16 rounding of h and l (8 significant bits, 2^-9 each) puts each cross term off by at most
+ * 2^-8 of itself, 2^-19 of |y_i[c] y_j[c]|; with the dropped l_i l_j (2^-22) the product is off
+ * by at most about 2^-18 (4e-6) of |y_i[c] y_j[c]|. Those errors have no common sign (a cross
+ * term's sign is l's, not y's), so over a row they mostly cancel; what remains is float
+ * accumulation, in the mma's adders and over a warp's chunks (of the order of 2^-24 per add, as
+ * in the float kernel this replaced), then double across warps and blocks. The bound on g_ij is
+ * then 4e-6 sqrt(g_ii g_jj) plus the float sums' error; D_ij = g_ii + g_jj - 2 g_ij is kept only
+ * where D_ij >= DIST_TAU_CLOSE (g_ii + g_jj) (a quarter), where cancellation costs at most a
+ * factor 8: a kept distance is within about 3e-5 of the exact one at worst, typically far
+ * closer (the spec holds it to 1e-5 against sums in double); every closer pair is recomputed by
+ * the exact pass, and so are all pairs when any value is not finite (h or l of inf or NaN is
+ * inf or NaN, so the diagonal the host checks is).
+ *
+ * Determinism: in both passes each accumulator takes its coordinates in a fixed order (a
+ * warp's chunks are fixed by d and a grid that depends on d alone), the warps or lanes of a
+ * block are added in double in a fixed order, each block writes its partial sums, and a second
+ * kernel adds the blocks in block order; one thread writes each entry. The result depends on
+ * (R, d) only, never on timing; the exact pass's also not on the card, while the tensor cores'
+ * internal rounding of an mma may differ between GPU architectures (the same card model gives
+ * the same bits). A NULL row pointer reads as zeros (so D against it is a squared norm). Rows
+ * beyond 64 are handled by the general path, which runs the exact kernel on pairs of 32-row
+ * blocks.
  *
  * Averages of lists of rows: out[r][c] = (x_{l_r0}[c] + x_{l_r1}[c] + ...) / |l_r|, in float, in
  * list order: the CPU's avg_lists, operation for operation (bit-identical). Each thread reads four
@@ -30,6 +48,7 @@
  * not used never turns the output into NaN through 0 * inf. */
 #include "gpu_internal.h"
 
+#include <cuda_bf16.h>
 #include <cuda_pipeline.h>
 #include <math.h>
 #include <string.h>
@@ -227,12 +246,18 @@ static agt_status pairdist_small(const float *const *rows, int R, size_t d, doub
 }
 
 /* ---------------------------------------------------------------- Gram pass, tensor cores */
-/* The Gram matrix of y_i = x_i - x_0 on the tensor cores in "3xTF32": every value is split as
- * y = h + l, h = y rounded to TF32 (11 significant bits), l = y - h (exact in float) rounded to
- * TF32, and y_i . y_j is accumulated as h_i l_j + l_i h_j + h_i h_j by mma.sync m16n8k8 (TF32
- * inputs, float accumulators); the dropped l_i l_j and the rounding of l are below 2^-21 of
- * |y_i[c] y_j[c]| per coordinate, under the float accumulation error of a long sum (see the
- * file's header for what that means for D).
+/* The Gram matrix of y_i = x_i - x_0 on the tensor cores, split-precision. Every value is split
+ * as y = h + l: h = y rounded to TF32 (11 significant bits, a tie away from zero, by integer
+ * operations: the bits h keeps are exactly TF32's), l = y - h, exact in float, |l| <= 2^-11 |y|.
+ * Per coordinate y_i y_j = h_i h_j + (h_i l_j + l_i h_j) + l_i l_j: h_i h_j is exact in an
+ * mma.sync m16n8k8 TF32 product; the cross terms, 2^-11 of the whole, go through one mma.sync
+ * m16n8k16 BF16 (h and l rounded to 8 significant bits: relative error 2^-8 of a term, so
+ * 2^-19 of |y_i y_j| each), whose k = 16 holds both cross terms of 8 coordinates at once
+ * (A's row i: (h_i, l_i) pairs, B's column j: (l_j, h_j) pairs) — two mma per tile and 8
+ * coordinates where 3xTF32 takes three TF32 ones. l_i l_j (2^-22) is dropped.
+ * So each coordinate's product is off by at most about 2^-18 (4e-6) of |y_i[c] y_j[c]|, with
+ * no bias (the cross terms' sign is l's, not y's); accumulation is in float (the mma's adders
+ * and a warp's chunks), then double. See the file's header for what that means for D.
  *
  * Work: each warp owns whole chunks of GT_KW = 32 coordinates (chunk w, w + W, w + 2W, ... for
  * warp w of W = grid x GT_WARPS: fixed by d), with its own GT_STAGES-deep pipeline of 16-byte
@@ -240,20 +265,22 @@ static agt_status pairdist_small(const float *const *rows, int R, size_t d, doub
  * RP + 1 rows (the R rows padded to 8-row blocks, then x_0) of 32 floats; 16-byte piece q of
  * row r sits at q ^ (4 (r & 1)), so that the two rows a quarter-warp reads lie in distinct
  * banks. Lane (g, t) = (lane / 4, lane % 4) reads pieces t and 4 + t of rows 8 J + g, J < NB:
- * row 8 J + g at the 8 coordinates of those pieces, two per k-step of the mma (k-slots t and
- * t + 4). The same registers are the mma's B fragment of column block J and half the A
- * fragment of any 16-row pair of blocks, so no data moves between lanes.
+ * row 8 J + g at the 8 coordinates of those pieces, two per step of 8 coordinates (TF32
+ * k-slots t and t + 4; BF16 k-slots 2t, 2t + 1 and 2t + 8, 2t + 9). The same registers are the
+ * mma's B fragment of column block J and half the A fragment of any 16-row pair of blocks, so
+ * no data moves between lanes. 12 warps of 2 stages measured faster on an H200 than 8 of 3
+ * (more warps to hide the mma's latency; at n = 51 one 7 KB chunk per warp in flight, 88 KB
+ * per multiprocessor, is ample).
  *
  * Tiles: an mma computes two 8 x 8 blocks of one column block J (rows of blocks a and b
  * against the columns of J). The pair blocks needed (i-block <= j-block) are covered once:
  * column J takes its blocks 0 .. J, except that for even J >= 2 block (0, J) is computed
  * transposed, as (J, 0) in column 0, so that most columns hold an even number of blocks
  * (NB = 7: 14 mma tiles for 28 blocks). A column of odd count pads its last tile with zeros.
- * The cost per k-step of 8 coordinates is 3 x tc_ntiles(NB) mma.sync per warp. */
-#define GT_WARPS 8           /* warps per block of the Gram kernel */
-#define GT_THREADS (GT_WARPS * 32)
+ * The cost per step of 8 coordinates is 2 x tc_ntiles(NB) mma.sync per warp. */
+#define GT_WARPS 12          /* warps per block of the Gram kernel */
 #define GT_GRID 264          /* blocks of the Gram kernel at most (fixed: determinism) */
-#define GT_STAGES 3          /* chunks in each warp's pipeline */
+#define GT_STAGES 2          /* chunks in each warp's pipeline */
 #define GT_KW 32             /* coordinates per chunk */
 
 struct TcTile {
@@ -295,16 +322,19 @@ __device__ __forceinline__ void static_for(Fn &&fn) {
   static_for_(std::make_integer_sequence<int, N>{}, fn);
 }
 
-__device__ __forceinline__ uint32_t tf32_rna(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return r;
-}
-
 /* c += A B, A 16 x 8 (a0..a3), B 8 x 8 (b0, b1), TF32 inputs, float accumulators. */
 __device__ __forceinline__ void mma_tf32(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                          uint32_t a3, uint32_t b0, uint32_t b1) {
   asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* c += A B, A 16 x 16 (a0..a3), B 16 x 8 (b0, b1), bf16 pairs, float accumulators. */
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
@@ -316,18 +346,20 @@ struct GramCfg {
   static constexpr int ROWS = RP + 1;                     /* then x_0 */
   static constexpr int NMT = NB * (NB + 1) / 2;           /* 8x8 pair blocks, i-block <= j-block */
   static constexpr int NT = tc_ntiles(NB);                /* mma tiles per k-step */
+  static constexpr int NS = NB <= 4 ? 2 : 1;              /* accumulator sets (see k_gram) */
   static constexpr int CHUNK_F = ROWS * GT_KW;
   static constexpr int PIPE_F = GT_WARPS * GT_STAGES * CHUNK_F;
   static constexpr int RED_F = GT_WARPS * NMT * 64;
   static constexpr size_t SMEM = (size_t)(PIPE_F > RED_F ? PIPE_F : RED_F) * sizeof(float);
-  static constexpr int MINB = NB <= 4 ? 2 : 1;            /* blocks per multiprocessor */
+  static constexpr int MINB = NB <= 3 ? 2 : 1;            /* blocks per multiprocessor */
+  static_assert(MINB == 1 || 2 * SMEM <= 227 * 1024, "two blocks fit a multiprocessor");
 };
 
 /* partials[block][pair block][8x8] = sum over the block's chunks of y_i . y_j (y = x - x0), rows
  * rowp[0 .. R) (NULL: zeros), x0p (NULL: zeros). VEC: every row and x0p 16-byte aligned and
  * d % 4 == 0 (16-byte copies); otherwise 4-byte copies, same arithmetic. */
 template <int NB, bool VEC>
-__global__ void __launch_bounds__(GT_THREADS, GramCfg<NB>::MINB)
+__global__ void __launch_bounds__(GT_WARPS * 32, GramCfg<NB>::MINB)
 k_gram(const float *const *__restrict__ rowp, int R, const float *__restrict__ x0p, size_t d,
        double *__restrict__ partials) {
   using Cfg = GramCfg<NB>;
@@ -368,11 +400,16 @@ k_gram(const float *const *__restrict__ rowp, int R, const float *__restrict__ x
     }
   };
 
-  float acc[Cfg::NT][4];
+  /* The mma of one step go product by product (all tiles' cross terms, then all h h): in-order
+   * issue then meets an mma's accumulator again only NT mma later. Below 5 row blocks NT is
+   * too small for that, and the h h products have accumulators of their own (NS = 2). */
+  float acc[Cfg::NS][Cfg::NT][4];
 #pragma unroll
-  for (int k = 0; k < Cfg::NT; k++)
+  for (int a = 0; a < Cfg::NS; a++)
 #pragma unroll
-    for (int u = 0; u < 4; u++) acc[k][u] = 0.f;
+    for (int k = 0; k < Cfg::NT; k++)
+#pragma unroll
+      for (int u = 0; u < 4; u++) acc[a][k][u] = 0.f;
 
 #pragma unroll
   for (int st = 0; st < GT_STAGES - 1; st++) {
@@ -406,25 +443,32 @@ k_gram(const float *const *__restrict__ rowp, int R, const float *__restrict__ x
       }
 #pragma unroll
       for (int s = 0; s < 2; s++) {   /* k-slot t: coordinate 2 s, k-slot t + 4: 2 s + 1 */
-        uint32_t H[NB][2], L[NB][2];
+        uint32_t H[NB][2], P[NB][2], Q[NB][2];
 #pragma unroll
         for (int J = 0; J < NB; J++)
 #pragma unroll
           for (int u = 0; u < 2; u++) {
             const float v = y[J][2 * s + u];
-            H[J][u] = tf32_rna(v);
-            L[J][u] = tf32_rna(__fsub_rn(v, __uint_as_float(H[J][u])));
+            const uint32_t h = (__float_as_uint(v) + 0x1000u) & 0xffffe000u;
+            const float hv = __uint_as_float(h), lv = __fsub_rn(v, hv);
+            H[J][u] = h;
+            const __nv_bfloat162 pq = __floats2bfloat162_rn(hv, lv);   /* low h, high l */
+            P[J][u] = *reinterpret_cast<const uint32_t *>(&pq);
+            Q[J][u] = __byte_perm(P[J][u], 0u, 0x1032);                /* low l, high h */
           }
         static_for<Cfg::NT>([&](auto K) {
           constexpr TcTile tl = tc_tile(NB, K.value);
           constexpr int a = tl.a, b = tl.b < 0 ? 0 : tl.b, j = tl.j;
           constexpr bool hb = tl.b >= 0;
-          mma_tf32(acc[K.value], L[a][0], hb ? L[b][0] : 0u, L[a][1], hb ? L[b][1] : 0u,
-                   H[j][0], H[j][1]);
-          mma_tf32(acc[K.value], H[a][0], hb ? H[b][0] : 0u, H[a][1], hb ? H[b][1] : 0u,
-                   L[j][0], L[j][1]);
-          mma_tf32(acc[K.value], H[a][0], hb ? H[b][0] : 0u, H[a][1], hb ? H[b][1] : 0u,
-                   H[j][0], H[j][1]);
+          mma_bf16(acc[0][K.value], P[a][0], hb ? P[b][0] : 0u, P[a][1], hb ? P[b][1] : 0u,
+                   Q[j][0], Q[j][1]);
+        });
+        static_for<Cfg::NT>([&](auto K) {
+          constexpr TcTile tl = tc_tile(NB, K.value);
+          constexpr int a = tl.a, b = tl.b < 0 ? 0 : tl.b, j = tl.j;
+          constexpr bool hb = tl.b >= 0;
+          mma_tf32(acc[Cfg::NS - 1][K.value], H[a][0], hb ? H[b][0] : 0u, H[a][1],
+                   hb ? H[b][1] : 0u, H[j][0], H[j][1]);
         });
       }
     }
@@ -445,12 +489,13 @@ k_gram(const float *const *__restrict__ rowp, int R, const float *__restrict__ x
         const int co = 2 * tq + u;   /* column offset in block tl.j; g: row offset in block ib */
         const int e = ib <= tl.j ? tc_pair_index(NB, ib, tl.j) * 64 + g * 8 + co
                                  : tc_pair_index(NB, tl.j, ib) * 64 + co * 8 + g;
-        red[e] = acc[K.value][2 * h + u];
+        red[e] = Cfg::NS == 2 ? acc[Cfg::NS - 1][K.value][2 * h + u] + acc[0][K.value][2 * h + u]
+                              : acc[0][K.value][2 * h + u];
       }
     }
   });
   __syncthreads();
-  for (int e = t; e < Cfg::NMT * 64; e += GT_THREADS) {
+  for (int e = t; e < Cfg::NMT * 64; e += GT_WARPS * 32) {
     double s = 0;
     for (int w = 0; w < GT_WARPS; w++) s += (double)sm[w * Cfg::NMT * 64 + e];
     partials[(size_t)blockIdx.x * Cfg::NMT * 64 + e] = s;
@@ -459,7 +504,7 @@ k_gram(const float *const *__restrict__ rowp, int R, const float *__restrict__ x
 
 template <int NB, bool VEC>
 static agt_status gram_launch(const float *const *rows_dev, int R, const float *x0, size_t d,
-                              double *partials, int grid) {
+                              double *partials, int *grid) {
   using Cfg = GramCfg<NB>;
   static int attr_done = 0;
   if (!attr_done) {
@@ -467,17 +512,20 @@ static agt_status gram_launch(const float *const *rows_dev, int R, const float *
                                 (int)Cfg::SMEM));
     attr_done = 1;
   }
-  k_gram<NB, VEC><<<grid, GT_THREADS, Cfg::SMEM>>>(rows_dev, R, x0, d, partials);
+  const size_t nchunks = (d + GT_KW - 1) / GT_KW, want = (nchunks + GT_WARPS - 1) / GT_WARPS;
+  *grid = (int)(want < GT_GRID ? want : GT_GRID);   /* a function of d alone */
+  k_gram<NB, VEC><<<*grid, GT_WARPS * 32, Cfg::SMEM>>>(rows_dev, R, x0, d, partials);
   AGT_CU_LAUNCH("k_gram");
   return AGT_OK;
 }
 
 template <int NB>
 static agt_status gram_dispatch(const float *const *rows_dev, int R, const float *x0, size_t d,
-                                double *partials, bool vec, int grid) {
+                                double *partials, bool vec, int *grid) {
   return vec ? gram_launch<NB, true>(rows_dev, R, x0, d, partials, grid)
              : gram_launch<NB, false>(rows_dev, R, x0, d, partials, grid);
 }
+
 /* M_host[R x R] = the Gram matrix of y_i = rows[i] - rows[0] (R <= 65; row and column 0 are
  * zero), in one pass over the rows. */
 static agt_status gram_centered(const float *const *rows, int R, size_t d, double *M_host) {
@@ -488,9 +536,7 @@ static agt_status gram_centered(const float *const *rows, int R, size_t d, doubl
   bool vec = d % 4 == 0;
   for (int i = 0; i < R; i++)
     if (rows[i] && ((uintptr_t)rows[i] & 15)) vec = false;
-  const size_t nchunks = (d + GT_KW - 1) / GT_KW, want = (nchunks + GT_WARPS - 1) / GT_WARPS;
-  const int grid = (int)(want < GT_GRID ? want : GT_GRID);   /* a function of d alone */
-  const size_t part_bytes = (size_t)grid * nmt * 64 * sizeof(double);
+  const size_t part_bytes = (size_t)GT_GRID * nmt * 64 * sizeof(double);
   const size_t ptr_bytes = 64 * sizeof(float *);
   const size_t D_bytes = (size_t)Rs * Rs * sizeof(double);
   char *scr = NULL;
@@ -500,10 +546,11 @@ static agt_status gram_centered(const float *const *rows, int R, size_t d, doubl
   double *partials = (double *)(scr + ptr_bytes + D_bytes);
   AGT_CU(cudaMemcpy(rows_dev, rows + 1, (size_t)Rs * sizeof(float *), cudaMemcpyHostToDevice));
   agt_status s;
-#define GR_CASE(K) case K: s = gram_dispatch<K>(rows_dev, Rs, rows[0], d, partials, vec, grid); break;
+  int grid = 0;
+#define GR_CASE(K) case K: s = gram_dispatch<K>(rows_dev, Rs, rows[0], d, partials, vec, &grid); break;
   switch (NB) {
     GR_CASE(1) GR_CASE(2) GR_CASE(3) GR_CASE(4) GR_CASE(5) GR_CASE(6) GR_CASE(7)
-    default: s = gram_dispatch<8>(rows_dev, Rs, rows[0], d, partials, vec, grid);
+    default: s = gram_dispatch<8>(rows_dev, Rs, rows[0], d, partials, vec, &grid);
   }
 #undef GR_CASE
   if (s != AGT_OK) return s;
