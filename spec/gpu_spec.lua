@@ -201,6 +201,60 @@ describe("gpu #gpu", function()
     end
   end)
 
+  -- The Gram pass (17 to 64 rows) against sums of squared differences in double: d large enough
+  -- that every warp of the fixed grid takes several chunks (d = 300000: 16-byte copies; 300001:
+  -- 4-byte copies), rows sharing a common offset (the centring on row 0 must cancel it), an
+  -- identical pair (recomputed exactly: 0), non-finite entries (+inf for their pairs, the other
+  -- pairs exact), and two calls giving the same bits.
+  test("sqdist of 17-64 rows: a naive double reference, NaN and +-inf, the same bits twice", function()
+    local function naive(p, n, d)
+      local ref = {}
+      for i = 0, n - 1 do
+        for j = i + 1, n - 1 do
+          local s, a, b = 0, i * d, j * d
+          for c = 0, d - 1 do
+            local v = p[a + c] - p[b + c]
+            s = s + v * v
+          end
+          ref[i * n + j] = s
+        end
+      end
+      return ref
+    end
+    for _, case in ipairs({ { 51, 300000 }, { 33, 300001 }, { 64, 70000 }, { 17, 4100 },
+                            { 51, 300000, true }, { 40, 70001, true } }) do
+      local n, d, special = case[1], case[2], case[3]
+      local G = input(1000 + n + d % 7, n, d, { special = special })
+      local p = G.ptr
+      for e = 0, n * d - 1 do
+        if p[e] == p[e] and p[e] > -math.huge and p[e] < math.huge then p[e] = p[e] + 3 end
+      end
+      for c = 0, d - 1 do p[5 * d + c] = p[2 * d + c] end   -- rows 2 and 5 identical
+      local ref = naive(p, n, d)
+      local Gd = G:to("cuda")
+      local a, b = ffi.new("double[?]", n * n), ffi.new("double[?]", n * n)
+      F.check(C.agt_gpu_gar_sqdist(Gd:pointer(), n, d, a))
+      F.check(C.agt_gpu_gar_sqdist(Gd:pointer(), n, d, b))
+      Gd:free()
+      local what = string.format("n=%d d=%d special=%s", n, d, tostring(special))
+      for i = 0, n - 1 do
+        assert.are.equal(0, a[i * n + i], what .. ": diagonal")
+        for j = i + 1, n - 1 do
+          local r, g = ref[i * n + j], a[i * n + j]
+          local at = string.format("%s (%d, %d): naive %.10g gpu %.10g", what, i, j, r, g)
+          assert.are.equal(g, a[j * n + i], at .. ": symmetric")
+          assert.is_true(g == b[i * n + j], at .. ": second call " .. tostring(b[i * n + j]))
+          if r ~= r or r == math.huge then
+            assert.are.equal(math.huge, g, at)
+          else
+            assert.is_true(math.abs(g - r) <= 1e-5 * math.max(1, r), at)
+          end
+        end
+      end
+      assert.are.equal(0, a[2 * n + 5], what .. ": identical rows")
+    end
+  end)
+
   test("nnm is bit-identical to the CPU (finite rows, and exact lists where one is not)", function()
     for _, d in ipairs({ D, D + 1 }) do   -- one coordinate per thread, and pairs (8-byte loads)
       for _, n in ipairs({ 1, 4, 11, 25, 51, 64, 70 }) do

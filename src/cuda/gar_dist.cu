@@ -2,21 +2,39 @@
  * over G, weighted mixtures of rows (subset means, NNM, bucketing, the iterative rules' output)
  * and row scaling (clipping, ARC).
  *
- * Distances, fast pass: the Gram matrix of the rows minus row 0 (y_i = x_i - x_0, so the rows'
- * common part cancels before any product). A block streams tiles of R rows x TC coordinates
- * into shared memory (16-byte asynchronous copies, several tiles in flight while one is
- * computed), then turns each tile into y, transposed (coordinate-major), so that a thread reads
- * the 8 rows of its block at one coordinate with two 16-byte loads that the warp's threads
- * sharing that block get by broadcast: each thread owns an 8 x 8 block of row pairs (upper
- * triangle of 8-row blocks) and a fixed set of the tile's coordinates, and accumulates in
- * float; the arithmetic, not shared memory, is then the limit.
- * Exact pass: D[i][j] = sum_c (x_i[c] - x_j[c])^2 from differences, for pairs close enough that
- * the Gram form has lost digits and for non-finite inputs; same tiling, row-major tiles.
- * In both, the lanes are summed in double in a fixed order, each block writes its partial sums,
- * and a second kernel adds the blocks in block order: the result depends on (R, d) only, never
- * on timing or on the card. A NULL row pointer reads as zeros (so D against it is a squared
- * norm). Rows beyond 64 are handled by the general path, which runs the exact kernel on pairs
- * of 32-row blocks.
+ * Distances, fast pass (17 to 64 rows): the Gram matrix of the rows minus row 0 (y_i = x_i -
+ * x_0, so the rows' common part cancels before any product), on the tensor cores: each warp
+ * streams its own chunks of 32 coordinates of every row into shared memory (16-byte
+ * asynchronous copies, the next chunk in flight while one is computed), forms y in registers,
+ * splits it as y = h + l (h: y rounded to TF32's 11 significant bits; l = y - h, exact) and
+ * multiplies 16 x 8 tiles with mma.sync: h_i h_j in TF32 (exact products), the cross terms
+ * h_i l_j + l_i h_j together in one BF16 mma of k = 16; float accumulators.
+ * Exact pass: D[i][j] = sum_c (x_i[c] - x_j[c])^2 from differences, in float FMAs, for pairs
+ * close enough that the Gram form has lost digits and for non-finite inputs.
+ *
+ * Precision of the fast pass, per coordinate c: h_i h_j is exact; |l| <= 2^-11 |y|, and the
+ * BF16 rounding of h and l (8 significant bits, 2^-9 each) puts each cross term off by at most
+ * 2^-8 of itself, 2^-19 of |y_i[c] y_j[c]|; with the dropped l_i l_j (2^-22) the product is off
+ * by at most about 2^-18 (4e-6) of |y_i[c] y_j[c]|. Those errors have no common sign (a cross
+ * term's sign is l's, not y's), so over a row they mostly cancel; what remains is float
+ * accumulation, in the mma's adders and over a warp's chunks (of the order of 2^-24 per add, as
+ * in the float kernel this replaced), then double across warps and blocks. The bound on g_ij is
+ * then 4e-6 sqrt(g_ii g_jj) plus the float sums' error; D_ij = g_ii + g_jj - 2 g_ij is kept only
+ * where D_ij >= DIST_TAU_CLOSE (g_ii + g_jj) (a quarter), where cancellation costs at most a
+ * factor 8: a kept distance is within about 3e-5 of the exact one at worst, typically far
+ * closer (the spec holds it to 1e-5 against sums in double); every closer pair is recomputed by
+ * the exact pass, and so are all pairs when any value is not finite (h or l of inf or NaN is
+ * inf or NaN, so the diagonal the host checks is).
+ *
+ * Determinism: in both passes each accumulator takes its coordinates in a fixed order (a
+ * warp's chunks are fixed by d and a grid that depends on d alone), the warps or lanes of a
+ * block are added in double in a fixed order, each block writes its partial sums, and a second
+ * kernel adds the blocks in block order; one thread writes each entry. The result depends on
+ * (R, d) only, never on timing; the exact pass's also not on the card, while the tensor cores'
+ * internal rounding of an mma may differ between GPU architectures (the same card model gives
+ * the same bits). A NULL row pointer reads as zeros (so D against it is a squared norm). Rows
+ * beyond 64 are handled by the general path, which runs the exact kernel on pairs of 32-row
+ * blocks.
  *
  * Averages of lists of rows: out[r][c] = (x_{l_r0}[c] + x_{l_r1}[c] + ...) / |l_r|, in float, in
  * list order: the CPU's avg_lists, operation for operation (bit-identical). Each thread reads four
@@ -30,9 +48,11 @@
  * not used never turns the output into NaN through 0 * inf. */
 #include "gpu_internal.h"
 
+#include <cuda_bf16.h>
 #include <cuda_pipeline.h>
 #include <math.h>
 #include <string.h>
+#include <utility>
 #include <vector>
 
 #define DIST_THREADS 256     /* threads per block of the distance kernel */
@@ -172,8 +192,8 @@ __global__ void k_pairdist_sum(const double *__restrict__ partials, int nblocks,
     if (k < NB - bi) { bj = bi + k; break; }
     k -= NB - bi;
   }
-  const int i = bi * 8 + (e % 64) / 8, j = bj * 8 + e % 8;
-  if (i >= R || j >= R) return;
+  const int q = (e % 64) / 8, r = e % 8, i = bi * 8 + q, j = bj * 8 + r;
+  if (i >= R || j >= R || (bi == bj && q > r)) return;   /* one writer per entry */
   double s = 0;
   for (int b = 0; b < nblocks; b++) s += partials[(size_t)b * nmt * 64 + e];
   D[(size_t)i * R + j] = s;
@@ -225,166 +245,266 @@ static agt_status pairdist_small(const float *const *rows, int R, size_t d, doub
   return AGT_OK;
 }
 
-/* ---------------------------------------------------------------- Gram pass */
-/* Lanes L (threads per 8x8 pair block, each with its own coordinates), steps S (coordinates
- * per lane and tile) and copy stages by row-block count: L * NMT <= DIST_THREADS, TC = L * S a
- * multiple of 4 (16-byte copies), tiles as large as two blocks per multiprocessor allow (fewer
- * barriers per product, more bytes in flight: measured faster on an H200 than half the size),
- * with two stages where three would not fit. */
-template <int NB> struct GramLS;
-template <> struct GramLS<1> { static constexpr int L = 256, S = 2, STAGES = 3; };
-template <> struct GramLS<2> { static constexpr int L = 84, S = 4, STAGES = 3; };
-template <> struct GramLS<3> { static constexpr int L = 42, S = 6, STAGES = 3; };
-template <> struct GramLS<4> { static constexpr int L = 25, S = 8, STAGES = 2; };
-template <> struct GramLS<5> { static constexpr int L = 17, S = 8, STAGES = 3; };
-template <> struct GramLS<6> { static constexpr int L = 12, S = 12, STAGES = 2; };
-template <> struct GramLS<7> { static constexpr int L = 9, S = 16, STAGES = 2; };
-template <> struct GramLS<8> { static constexpr int L = 7, S = 16, STAGES = 2; };
+/* ---------------------------------------------------------------- Gram pass, tensor cores */
+/* The Gram matrix of y_i = x_i - x_0 on the tensor cores, split-precision. Every value is split
+ * as y = h + l: h = y rounded to TF32 (11 significant bits, a tie away from zero, by integer
+ * operations: the bits h keeps are exactly TF32's), l = y - h, exact in float, |l| <= 2^-11 |y|.
+ * Per coordinate y_i y_j = h_i h_j + (h_i l_j + l_i h_j) + l_i l_j: h_i h_j is exact in an
+ * mma.sync m16n8k8 TF32 product; the cross terms, 2^-11 of the whole, go through one mma.sync
+ * m16n8k16 BF16 (h and l rounded to 8 significant bits: relative error 2^-8 of a term, so
+ * 2^-19 of |y_i y_j| each), whose k = 16 holds both cross terms of 8 coordinates at once
+ * (A's row i: (h_i, l_i) pairs, B's column j: (l_j, h_j) pairs) — two mma per tile and 8
+ * coordinates where 3xTF32 takes three TF32 ones. l_i l_j (2^-22) is dropped.
+ * So each coordinate's product is off by at most about 2^-18 (4e-6) of |y_i[c] y_j[c]|, with
+ * no bias (the cross terms' sign is l's, not y's); accumulation is in float (the mma's adders
+ * and a warp's chunks), then double. See the file's header for what that means for D.
+ *
+ * Work: each warp owns whole chunks of GT_KW = 32 coordinates (chunk w, w + W, w + 2W, ... for
+ * warp w of W = grid x GT_WARPS: fixed by d), with its own GT_STAGES-deep pipeline of 16-byte
+ * asynchronous copies into its own shared memory (no block barrier in the loop). A chunk is
+ * RP + 1 rows (the R rows padded to 8-row blocks, then x_0) of 32 floats; 16-byte piece q of
+ * row r sits at q ^ (4 (r & 1)), so that the two rows a quarter-warp reads lie in distinct
+ * banks. Lane (g, t) = (lane / 4, lane % 4) reads pieces t and 4 + t of rows 8 J + g, J < NB:
+ * row 8 J + g at the 8 coordinates of those pieces, two per step of 8 coordinates (TF32
+ * k-slots t and t + 4; BF16 k-slots 2t, 2t + 1 and 2t + 8, 2t + 9). The same registers are the
+ * mma's B fragment of column block J and half the A fragment of any 16-row pair of blocks, so
+ * no data moves between lanes. 12 warps of 2 stages measured faster on an H200 than 8 of 3
+ * (more warps to hide the mma's latency; at n = 51 one 7 KB chunk per warp in flight, 88 KB
+ * per multiprocessor, is ample).
+ *
+ * Tiles: an mma computes two 8 x 8 blocks of one column block J (rows of blocks a and b
+ * against the columns of J). The pair blocks needed (i-block <= j-block) are covered once:
+ * column J takes its blocks 0 .. J, except that for even J >= 2 block (0, J) is computed
+ * transposed, as (J, 0) in column 0, so that most columns hold an even number of blocks
+ * (NB = 7: 14 mma tiles for 28 blocks). A column of odd count pads its last tile with zeros.
+ * The cost per step of 8 coordinates is 2 x tc_ntiles(NB) mma.sync per warp. */
+#define GT_WARPS 12          /* warps per block of the Gram kernel */
+#define GT_GRID 264          /* blocks of the Gram kernel at most (fixed: determinism) */
+#define GT_STAGES 2          /* chunks in each warp's pipeline */
+#define GT_KW 32             /* coordinates per chunk */
+
+struct TcTile {
+  int j, a, b;   /* column block; row blocks of the mma's rows 0-7 and 8-15 (b < 0: zeros) */
+};
+__host__ __device__ constexpr int tc_col_len(int NB, int J) {
+  return J == 0 ? 1 + (NB - 1) / 2 : (J & 1) ? J + 1 : J;
+}
+__host__ __device__ constexpr int tc_col_block(int J, int m) {
+  return J == 0 ? 2 * m : (J & 1) ? m : m + 1;
+}
+__host__ __device__ constexpr int tc_ntiles(int NB) {
+  int n = 0;
+  for (int J = 0; J < NB; J++) n += (tc_col_len(NB, J) + 1) / 2;
+  return n;
+}
+__host__ __device__ constexpr TcTile tc_tile(int NB, int k) {
+  for (int J = 0; J < NB; J++) {
+    const int len = tc_col_len(NB, J), nt = (len + 1) / 2;
+    if (k < nt)
+      return TcTile{ J, tc_col_block(J, 2 * k), 2 * k + 1 < len ? tc_col_block(J, 2 * k + 1) : -1 };
+    k -= nt;
+  }
+  return TcTile{ -1, -1, -1 };
+}
+/* Index of pair block (bi, bj), bi <= bj, in row-major order of the upper triangle of NB x NB
+ * (block_pair's order, the partial sums' layout). */
+__host__ __device__ constexpr int tc_pair_index(int NB, int bi, int bj) {
+  return bi * NB - bi * (bi - 1) / 2 + (bj - bi);
+}
+
+template <int... Ks, class Fn>
+__device__ __forceinline__ void static_for_(std::integer_sequence<int, Ks...>, Fn &&fn) {
+  (fn(std::integral_constant<int, Ks>{}), ...);
+}
+/* fn(std::integral_constant<int, k>) for k = 0 .. N-1: k is a constant in fn's body. */
+template <int N, class Fn>
+__device__ __forceinline__ void static_for(Fn &&fn) {
+  static_for_(std::make_integer_sequence<int, N>{}, fn);
+}
+
+/* c += A B, A 16 x 8 (a0..a3), B 8 x 8 (b0, b1), TF32 inputs, float accumulators. */
+__device__ __forceinline__ void mma_tf32(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* c += A B, A 16 x 16 (a0..a3), B 16 x 8 (b0, b1), bf16 pairs, float accumulators. */
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
 
 template <int NB>
 struct GramCfg {
   static constexpr int RP = NB * 8;                       /* rows, padded */
+  static constexpr int ROWS = RP + 1;                     /* then x_0 */
   static constexpr int NMT = NB * (NB + 1) / 2;           /* 8x8 pair blocks, i-block <= j-block */
-  static constexpr int L = GramLS<NB>::L, S = GramLS<NB>::S;
-  static constexpr int TC = L * S;                        /* coordinates per tile */
-  static constexpr int STAGES = GramLS<NB>::STAGES;
-  /* raw tile: RP rows then x_0, row-major, row stride TC (16-byte copies land aligned) */
-  static constexpr int RAW_F = (RP + 1) * TC;
-  /* transposed tile: coordinate k's RP values at k * RPS; RPS / 4 odd, so the 16-byte stores of
-   * eight consecutive coordinates (one store phase) fall in distinct banks */
-  static constexpr int RPS = RP + 4;
-  static constexpr int T_F = TC * RPS;
-  static constexpr int WORK_F = STAGES * RAW_F + T_F;
-  static constexpr int RED_F = NMT * L * 64;
-  static constexpr size_t SMEM = (size_t)(WORK_F > RED_F ? WORK_F : RED_F) * sizeof(float);
-  static_assert(TC % 4 == 0, "tiles of whole 16-byte chunks");
-  static_assert(NMT * L <= DIST_THREADS, "lanes fit the block");
-  static_assert(((RPS / 4) & 1) == 1, "transposed stride");
+  static constexpr int NT = tc_ntiles(NB);                /* mma tiles per k-step */
+  static constexpr int NS = NB <= 4 ? 2 : 1;              /* accumulator sets (see k_gram) */
+  static constexpr int CHUNK_F = ROWS * GT_KW;
+  static constexpr int PIPE_F = GT_WARPS * GT_STAGES * CHUNK_F;
+  static constexpr int RED_F = GT_WARPS * NMT * 64;
+  static constexpr size_t SMEM = (size_t)(PIPE_F > RED_F ? PIPE_F : RED_F) * sizeof(float);
+  static constexpr int MINB = NB <= 3 ? 2 : 1;            /* blocks per multiprocessor */
+  static_assert(MINB == 1 || 2 * SMEM <= 227 * 1024, "two blocks fit a multiprocessor");
 };
 
-/* partials[block][pair block][8x8] = sum over the block's tiles of y_i . y_j (y = x - x0), rows
+/* partials[block][pair block][8x8] = sum over the block's chunks of y_i . y_j (y = x - x0), rows
  * rowp[0 .. R) (NULL: zeros), x0p (NULL: zeros). VEC: every row and x0p 16-byte aligned and
  * d % 4 == 0 (16-byte copies); otherwise 4-byte copies, same arithmetic. */
 template <int NB, bool VEC>
-__global__ void __launch_bounds__(DIST_THREADS, 2)
+__global__ void __launch_bounds__(GT_WARPS * 32, GramCfg<NB>::MINB)
 k_gram(const float *const *__restrict__ rowp, int R, const float *__restrict__ x0p, size_t d,
        double *__restrict__ partials) {
   using Cfg = GramCfg<NB>;
   extern __shared__ float4 smg4[];
   float *const sm = reinterpret_cast<float *>(smg4);
-  __shared__ const float *rp[Cfg::RP + 1];
-  const int t = threadIdx.x;
+  __shared__ const float *rp[Cfg::ROWS];
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   if (t < Cfg::RP) rp[t] = t < R ? rowp[t] : nullptr;
   if (t == Cfg::RP) rp[t] = x0p;
-  const int mt = t % Cfg::NMT, lane = t / Cfg::NMT;
-  const bool active = lane < Cfg::L;
-  int bi, bj;
-  block_pair(mt, NB, bi, bj);
-  float acc[8][8];
-#pragma unroll
-  for (int q = 0; q < 8; q++)
-#pragma unroll
-    for (int r = 0; r < 8; r++) acc[q][r] = 0.f;
   __syncthreads();
 
-  float *const T = sm + Cfg::STAGES * Cfg::RAW_F;
-  const size_t ntiles = (d + Cfg::TC - 1) / Cfg::TC;
-  auto issue = [&](size_t tile, int stage) {
-    float *dst = sm + stage * Cfg::RAW_F;
-    const size_t c0 = tile * Cfg::TC;
+  float *const wsm = sm + warp * GT_STAGES * Cfg::CHUNK_F;
+  const size_t nchunks = (d + GT_KW - 1) / GT_KW;
+  const size_t wstride = (size_t)gridDim.x * GT_WARPS;
+  const size_t w0 = (size_t)blockIdx.x * GT_WARPS + warp;
+  auto issue = [&](size_t chunk, int stage) {
+    float *dst = wsm + stage * Cfg::CHUNK_F;
+    const size_t c0 = chunk * GT_KW;
     if (VEC) {
-      constexpr int Q = Cfg::TC / 4, NQ = (Cfg::RP + 1) * Q;
 #pragma unroll
-      for (int e = t; e < NQ; e += DIST_THREADS) {
-        const int r = e / Q, qq = e % Q;
+      for (int e = lane; e < Cfg::ROWS * 8; e += 32) {
+        const int r = e >> 3, q = e & 7;
         const float *p = rp[r];
-        const size_t c = c0 + 4 * qq;
-        float *s = dst + r * Cfg::TC + 4 * qq;
+        const size_t c = c0 + 4 * q;
+        float *s = dst + r * GT_KW + 4 * (q ^ ((r & 1) << 2));
         if (p && c < d) __pipeline_memcpy_async(s, p + c, 16);   /* d % 4 == 0: c + 3 < d */
         else *reinterpret_cast<float4 *>(s) = make_float4(0.f, 0.f, 0.f, 0.f);
       }
     } else {
-      constexpr int NE = (Cfg::RP + 1) * Cfg::TC;
+      const size_t c = c0 + lane;   /* lane: one coordinate of every row */
 #pragma unroll 4
-      for (int e = t; e < NE; e += DIST_THREADS) {
-        const int r = e / Cfg::TC, cc = e % Cfg::TC;
+      for (int r = 0; r < Cfg::ROWS; r++) {
         const float *p = rp[r];
-        const size_t c = c0 + cc;
-        float *s = dst + r * Cfg::TC + cc;
+        float *s = dst + r * GT_KW + 4 * ((lane >> 2) ^ ((r & 1) << 2)) + (lane & 3);
         if (p && c < d) __pipeline_memcpy_async(s, p + c, sizeof(float));
         else *s = 0.f;
       }
     }
   };
+
+  /* The mma of one step go product by product (all tiles' cross terms, then all h h): in-order
+   * issue then meets an mma's accumulator again only NT mma later. Below 5 row blocks NT is
+   * too small for that, and the h h products have accumulators of their own (NS = 2). */
+  float acc[Cfg::NS][Cfg::NT][4];
 #pragma unroll
-  for (int st = 0; st < Cfg::STAGES - 1; st++) {
-    const size_t tile = blockIdx.x + (size_t)st * gridDim.x;
-    if (tile < ntiles) issue(tile, st);
+  for (int a = 0; a < Cfg::NS; a++)
+#pragma unroll
+    for (int k = 0; k < Cfg::NT; k++)
+#pragma unroll
+      for (int u = 0; u < 4; u++) acc[a][k][u] = 0.f;
+
+#pragma unroll
+  for (int st = 0; st < GT_STAGES - 1; st++) {
+    const size_t ch = w0 + (size_t)st * wstride;
+    if (ch < nchunks) issue(ch, st);
     __pipeline_commit();
   }
+  const int g = lane >> 2, tq = lane & 3, sw = (g & 1) << 2;
   int it = 0;
-  for (size_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x, it++) {
-    __pipeline_wait_prior(Cfg::STAGES - 2);   /* this tile's copies have landed */
-    __syncthreads();                          /* ... for every thread; the oldest stage and T are free */
+  for (size_t ch = w0; ch < nchunks; ch += wstride, it++) {
+    __pipeline_wait_prior(GT_STAGES - 2);   /* this chunk's copies have landed */
+    __syncwarp();                           /* ... for every lane; the oldest stage is free */
     {
-      const size_t next = tile + (size_t)(Cfg::STAGES - 1) * gridDim.x;
-      if (next < ntiles) issue(next, (it + Cfg::STAGES - 1) % Cfg::STAGES);
+      const size_t next = ch + (size_t)(GT_STAGES - 1) * wstride;
+      if (next < nchunks) issue(next, (it + GT_STAGES - 1) % GT_STAGES);
       __pipeline_commit();
     }
-    {
-      /* T[k][r] = raw[r][k] - raw[x0][k], four rows per 16-byte store */
-      const float *raw = sm + (it % Cfg::STAGES) * Cfg::RAW_F;
-      constexpr int NQ = (Cfg::RP / 4) * Cfg::TC;
+    const float *cur = wsm + (it % GT_STAGES) * Cfg::CHUNK_F;
 #pragma unroll
-      for (int e = t; e < NQ; e += DIST_THREADS) {
-        const int k = e % Cfg::TC, r = 4 * (e / Cfg::TC);
-        const float x0 = raw[Cfg::RP * Cfg::TC + k];
-        float4 v;
-        v.x = raw[r * Cfg::TC + k] - x0;
-        v.y = raw[(r + 1) * Cfg::TC + k] - x0;
-        v.z = raw[(r + 2) * Cfg::TC + k] - x0;
-        v.w = raw[(r + 3) * Cfg::TC + k] - x0;
-        *reinterpret_cast<float4 *>(T + k * Cfg::RPS + r) = v;
+    for (int hf = 0; hf < 2; hf++) {   /* pieces t, then 4 + t: coordinates 4 (4 hf + t) + 0..3 */
+      const int pc = 4 * hf + tq;
+      const float4 z = *reinterpret_cast<const float4 *>(cur + Cfg::RP * GT_KW + 4 * pc);
+      float y[NB][4];
+#pragma unroll
+      for (int J = 0; J < NB; J++) {
+        const float4 v = *reinterpret_cast<const float4 *>(cur + (8 * J + g) * GT_KW + 4 * (pc ^ sw));
+        y[J][0] = __fsub_rn(v.x, z.x);
+        y[J][1] = __fsub_rn(v.y, z.y);
+        y[J][2] = __fsub_rn(v.z, z.z);
+        y[J][3] = __fsub_rn(v.w, z.w);
       }
-    }
-    __syncthreads();
-    if (active) {
-      const float *ta = T + bi * 8, *tb = T + bj * 8;
 #pragma unroll
-      for (int s = 0; s < Cfg::S; s++) {
-        const int k = lane + s * Cfg::L;
-        const float4 a0 = *reinterpret_cast<const float4 *>(ta + k * Cfg::RPS);
-        const float4 a1 = *reinterpret_cast<const float4 *>(ta + k * Cfg::RPS + 4);
-        const float4 b0 = *reinterpret_cast<const float4 *>(tb + k * Cfg::RPS);
-        const float4 b1 = *reinterpret_cast<const float4 *>(tb + k * Cfg::RPS + 4);
-        const float a[8] = { a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w };
-        const float b[8] = { b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w };
+      for (int s = 0; s < 2; s++) {   /* k-slot t: coordinate 2 s, k-slot t + 4: 2 s + 1 */
+        uint32_t H[NB][2], P[NB][2], Q[NB][2];
 #pragma unroll
-        for (int q = 0; q < 8; q++)
+        for (int J = 0; J < NB; J++)
 #pragma unroll
-          for (int r = 0; r < 8; r++) acc[q][r] = fmaf(a[q], b[r], acc[q][r]);
+          for (int u = 0; u < 2; u++) {
+            const float v = y[J][2 * s + u];
+            const uint32_t h = (__float_as_uint(v) + 0x1000u) & 0xffffe000u;
+            const float hv = __uint_as_float(h), lv = __fsub_rn(v, hv);
+            H[J][u] = h;
+            const __nv_bfloat162 pq = __floats2bfloat162_rn(hv, lv);   /* low h, high l */
+            P[J][u] = *reinterpret_cast<const uint32_t *>(&pq);
+            Q[J][u] = __byte_perm(P[J][u], 0u, 0x1032);                /* low l, high h */
+          }
+        static_for<Cfg::NT>([&](auto K) {
+          constexpr TcTile tl = tc_tile(NB, K.value);
+          constexpr int a = tl.a, b = tl.b < 0 ? 0 : tl.b, j = tl.j;
+          constexpr bool hb = tl.b >= 0;
+          mma_bf16(acc[0][K.value], P[a][0], hb ? P[b][0] : 0u, P[a][1], hb ? P[b][1] : 0u,
+                   Q[j][0], Q[j][1]);
+        });
+        static_for<Cfg::NT>([&](auto K) {
+          constexpr TcTile tl = tc_tile(NB, K.value);
+          constexpr int a = tl.a, b = tl.b < 0 ? 0 : tl.b, j = tl.j;
+          constexpr bool hb = tl.b >= 0;
+          mma_tf32(acc[Cfg::NS - 1][K.value], H[a][0], hb ? H[b][0] : 0u, H[a][1],
+                   hb ? H[b][1] : 0u, H[j][0], H[j][1]);
+        });
       }
     }
   }
   __pipeline_wait_prior(0);
-  __syncthreads();
-  if (active) {
+  __syncthreads();   /* every warp done with its stages: the reduction area may overlap them */
+
+  /* red[warp][pair block][q][r]: entry (row 8 bi + q, row 8 bj + r), each written once */
+  float *const red = sm + warp * Cfg::NMT * 64;
+  static_for<Cfg::NT>([&](auto K) {
+    constexpr TcTile tl = tc_tile(NB, K.value);
 #pragma unroll
-    for (int q = 0; q < 8; q++)
+    for (int h = 0; h < 2; h++) {
+      const int ib = h ? tl.b : tl.a;
+      if (ib < 0) continue;
 #pragma unroll
-      for (int r = 0; r < 8; r++) sm[(mt * 64 + q * 8 + r) * Cfg::L + lane] = acc[q][r];
-  }
+      for (int u = 0; u < 2; u++) {
+        const int co = 2 * tq + u;   /* column offset in block tl.j; g: row offset in block ib */
+        const int e = ib <= tl.j ? tc_pair_index(NB, ib, tl.j) * 64 + g * 8 + co
+                                 : tc_pair_index(NB, tl.j, ib) * 64 + co * 8 + g;
+        red[e] = Cfg::NS == 2 ? acc[Cfg::NS - 1][K.value][2 * h + u] + acc[0][K.value][2 * h + u]
+                              : acc[0][K.value][2 * h + u];
+      }
+    }
+  });
   __syncthreads();
-  for (int e = t; e < Cfg::NMT * 64; e += DIST_THREADS) {
+  for (int e = t; e < Cfg::NMT * 64; e += GT_WARPS * 32) {
     double s = 0;
-    for (int l = 0; l < Cfg::L; l++) s += (double)sm[e * Cfg::L + l];
+    for (int w = 0; w < GT_WARPS; w++) s += (double)sm[w * Cfg::NMT * 64 + e];
     partials[(size_t)blockIdx.x * Cfg::NMT * 64 + e] = s;
   }
 }
 
 template <int NB, bool VEC>
 static agt_status gram_launch(const float *const *rows_dev, int R, const float *x0, size_t d,
-                              double *partials, int grid) {
+                              double *partials, int *grid) {
   using Cfg = GramCfg<NB>;
   static int attr_done = 0;
   if (!attr_done) {
@@ -392,7 +512,9 @@ static agt_status gram_launch(const float *const *rows_dev, int R, const float *
                                 (int)Cfg::SMEM));
     attr_done = 1;
   }
-  k_gram<NB, VEC><<<grid, DIST_THREADS, Cfg::SMEM>>>(rows_dev, R, x0, d, partials);
+  const size_t nchunks = (d + GT_KW - 1) / GT_KW, want = (nchunks + GT_WARPS - 1) / GT_WARPS;
+  *grid = (int)(want < GT_GRID ? want : GT_GRID);   /* a function of d alone */
+  k_gram<NB, VEC><<<*grid, GT_WARPS * 32, Cfg::SMEM>>>(rows_dev, R, x0, d, partials);
   AGT_CU_LAUNCH("k_gram");
   return AGT_OK;
 }
@@ -400,10 +522,8 @@ static agt_status gram_launch(const float *const *rows_dev, int R, const float *
 template <int NB>
 static agt_status gram_dispatch(const float *const *rows_dev, int R, const float *x0, size_t d,
                                 double *partials, bool vec, int *grid) {
-  const size_t ntiles = (d + GramCfg<NB>::TC - 1) / GramCfg<NB>::TC;
-  *grid = (int)(ntiles < DIST_GRID_MAX ? ntiles : DIST_GRID_MAX);
-  return vec ? gram_launch<NB, true>(rows_dev, R, x0, d, partials, *grid)
-             : gram_launch<NB, false>(rows_dev, R, x0, d, partials, *grid);
+  return vec ? gram_launch<NB, true>(rows_dev, R, x0, d, partials, grid)
+             : gram_launch<NB, false>(rows_dev, R, x0, d, partials, grid);
 }
 
 /* M_host[R x R] = the Gram matrix of y_i = rows[i] - rows[0] (R <= 65; row and column 0 are
@@ -416,7 +536,7 @@ static agt_status gram_centered(const float *const *rows, int R, size_t d, doubl
   bool vec = d % 4 == 0;
   for (int i = 0; i < R; i++)
     if (rows[i] && ((uintptr_t)rows[i] & 15)) vec = false;
-  const size_t part_bytes = (size_t)DIST_GRID_MAX * nmt * 64 * sizeof(double);
+  const size_t part_bytes = (size_t)GT_GRID * nmt * 64 * sizeof(double);
   const size_t ptr_bytes = 64 * sizeof(float *);
   const size_t D_bytes = (size_t)Rs * Rs * sizeof(double);
   char *scr = NULL;
