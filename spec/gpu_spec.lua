@@ -351,6 +351,20 @@ describe("gpu #gpu", function()
     end
   end)
 
+  test("nnm over many coordinate pairs a thread (its pipelined loads) is bit-identical to the CPU", function()
+    -- d / 2 pairs over at most 16 blocks of 128 threads per SM: ~3.7 pairs a thread on a
+    -- 132-SM card, more on smaller ones, so both register sets and an odd last pair are used.
+    local d = 2000002
+    for _, n in ipairs({ 20, 51 }) do
+      local f = n == 20 and 3 or 12
+      local G = input(900 + n, n, d, {})
+      compare(G, n,
+        function(g, o) return C.agt_gar_nnm(g, n, d, f, o) end,
+        function(g, o) return C.agt_gpu_gar_nnm(g, n, d, f, o) end,
+        nil, string.format("nnm n=%d f=%d d=%d", n, f, d))
+    end
+  end)
+
   test("a pipeline nnm,bucketing,krum runs and refuses misuse", function()
     local n, f = 25, 2
     local G = input(901, n, D)
