@@ -42,13 +42,14 @@ EOP
 fi
 cat > $B/run.sh <<'EOS'
 #!/bin/sh
-# Runs the bundled agt with the bundled Lua modules; CUDA's libraries from the system.
+# Runs the bundled agt with the bundled Lua modules; CUDA's libraries from the system. AGT_BIN=NAME
+# runs another binary put in the bundle instead (a baseline build, for side-by-side benchmarks).
 H=$(cd "$(dirname "$0")" && pwd)
 export LUA_PATH="$H/lua5.1/?.lua;$H/lua5.1/?/init.lua;;"
 export LUA_CPATH="$H/clib/?.so;;"
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64:/usr/local/cuda/lib"
 cd "$H"
-exec "$H/agt" "$@"
+exec "$H/${AGT_BIN:-agt}" "$@"
 EOS
 chmod +x $B/run.sh
 du -sh $B
