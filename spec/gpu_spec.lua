@@ -351,9 +351,9 @@ describe("gpu #gpu", function()
     end
   end)
 
-  test("nnm over many coordinate pairs a thread (its pipelined loads) is bit-identical to the CPU", function()
+  test("nnm over several coordinate pairs a thread is bit-identical to the CPU", function()
     -- d / 2 pairs over at most 16 blocks of 128 threads per SM: ~3.7 pairs a thread on a
-    -- 132-SM card, more on smaller ones, so both register sets and an odd last pair are used.
+    -- 132-SM card, more on smaller ones (the cases above give a thread one pair at most).
     local d = 2000002
     for _, n in ipairs({ 20, 51 }) do
       local f = n == 20 and 3 or 12

@@ -1044,96 +1044,11 @@ k_lists_dense(const float *__restrict__ G, int K, size_t d, const float *__restr
   }
 }
 
-/* The same sums over coordinate pairs (float2 loads and stores; d even, G and out 8-byte
- * aligned), pipelined: a thread reads the next pair's N rows into a second set of registers
- * before it forms the lists of the current one, so the loads of one unit are in flight while
- * the previous unit's FMAs and stores run (in k_lists_dense a thread waits for its loads, then
- * computes, then loads again, and the warps of an SM, started together, tend to do the same in
- * step). Two lists at a time: four independent FMA chains per thread. Each output is the same
- * FMA chain in the same order as k_lists_dense's, so the same bits. */
-template <int N>
-__device__ __forceinline__ void lists_load2(float (&x)[2][N], const float *__restrict__ G, int K,
-                                            size_t d, size_t c) {
-#pragma unroll
-  for (int k = 0; k < N; k++) {
-    const float2 v = k < K ? __ldg(reinterpret_cast<const float2 *>(G + (size_t)k * d + c))
-                           : make_float2(0.f, 0.f);
-    x[0][k] = v.x;
-    x[1][k] = v.y;
-  }
-}
-
-template <int N>
-__device__ __forceinline__ void lists_mix2(const float (&x)[2][N], const float4 *w4, int R,
-                                           float kdiv, float *__restrict__ out, size_t d, size_t c) {
-  int r = 0;
-  for (; r + 2 <= R; r += 2) {
-    float a0 = 0.f, a1 = 0.f, b0 = 0.f, b1 = 0.f;
-#pragma unroll
-    for (int q = 0; q < N / 4; q++) {
-      const float4 wa = w4[r * (N / 4) + q], wb = w4[(r + 1) * (N / 4) + q];
-      a0 = __fmaf_rn(wa.x, x[0][4 * q], a0); a1 = __fmaf_rn(wa.x, x[1][4 * q], a1);
-      b0 = __fmaf_rn(wb.x, x[0][4 * q], b0); b1 = __fmaf_rn(wb.x, x[1][4 * q], b1);
-      a0 = __fmaf_rn(wa.y, x[0][4 * q + 1], a0); a1 = __fmaf_rn(wa.y, x[1][4 * q + 1], a1);
-      b0 = __fmaf_rn(wb.y, x[0][4 * q + 1], b0); b1 = __fmaf_rn(wb.y, x[1][4 * q + 1], b1);
-      a0 = __fmaf_rn(wa.z, x[0][4 * q + 2], a0); a1 = __fmaf_rn(wa.z, x[1][4 * q + 2], a1);
-      b0 = __fmaf_rn(wb.z, x[0][4 * q + 2], b0); b1 = __fmaf_rn(wb.z, x[1][4 * q + 2], b1);
-      a0 = __fmaf_rn(wa.w, x[0][4 * q + 3], a0); a1 = __fmaf_rn(wa.w, x[1][4 * q + 3], a1);
-      b0 = __fmaf_rn(wb.w, x[0][4 * q + 3], b0); b1 = __fmaf_rn(wb.w, x[1][4 * q + 3], b1);
-    }
-    *reinterpret_cast<float2 *>(out + (size_t)r * d + c) = make_float2(__fdiv_rn(a0, kdiv), __fdiv_rn(a1, kdiv));
-    *reinterpret_cast<float2 *>(out + (size_t)(r + 1) * d + c) = make_float2(__fdiv_rn(b0, kdiv), __fdiv_rn(b1, kdiv));
-  }
-  if (r < R) {
-    float a0 = 0.f, a1 = 0.f;
-#pragma unroll
-    for (int q = 0; q < N / 4; q++) {
-      const float4 wa = w4[r * (N / 4) + q];
-      a0 = __fmaf_rn(wa.x, x[0][4 * q], a0); a1 = __fmaf_rn(wa.x, x[1][4 * q], a1);
-      a0 = __fmaf_rn(wa.y, x[0][4 * q + 1], a0); a1 = __fmaf_rn(wa.y, x[1][4 * q + 1], a1);
-      a0 = __fmaf_rn(wa.z, x[0][4 * q + 2], a0); a1 = __fmaf_rn(wa.z, x[1][4 * q + 2], a1);
-      a0 = __fmaf_rn(wa.w, x[0][4 * q + 3], a0); a1 = __fmaf_rn(wa.w, x[1][4 * q + 3], a1);
-    }
-    *reinterpret_cast<float2 *>(out + (size_t)r * d + c) = make_float2(__fdiv_rn(a0, kdiv), __fdiv_rn(a1, kdiv));
-  }
-}
-
-template <int N>
-__global__ void __launch_bounds__(NNM_BLOCK)
-k_lists_dense2(const float *__restrict__ G, int K, size_t d, const float *__restrict__ W, int R,
-               float kdiv, float *__restrict__ out) {
-  __shared__ float4 w4[64 * (N / 4)];
-  for (int e = threadIdx.x; e < R * (N / 4); e += NNM_BLOCK) w4[e] = reinterpret_cast<const float4 *>(W)[e];
-  __syncthreads();
-  const size_t units = d / 2, stride = (size_t)gridDim.x * NNM_BLOCK;
-  size_t u = (size_t)blockIdx.x * NNM_BLOCK + threadIdx.x;
-  if (u >= units) return;
-  float xa[2][N], xb[2][N];
-  lists_load2<N>(xa, G, K, d, 2 * u);
-  for (;;) {
-    size_t un = u + stride;
-    if (un < units) lists_load2<N>(xb, G, K, d, 2 * un);
-    lists_mix2<N>(xa, w4, R, kdiv, out, d, 2 * u);
-    if (un >= units) break;
-    u = un;
-    un = u + stride;
-    if (un < units) lists_load2<N>(xa, G, K, d, 2 * un);
-    lists_mix2<N>(xb, w4, R, kdiv, out, d, 2 * u);
-    if (un >= units) break;
-    u = un;
-  }
-}
-
 template <int N>
 static void launch_lists_dense(bool pairs, unsigned blocks, const float *G, int K, size_t d,
                                const float *W, int R, float kdiv, float *out) {
-  /* Two sets of N = 60 or 64 pairs do not fit in a thread's 255 registers: those stay unpipelined. */
-  if constexpr (N <= 56) {
-    if (pairs) { k_lists_dense2<N><<<blocks, NNM_BLOCK>>>(G, K, d, W, R, kdiv, out); return; }
-  } else {
-    if (pairs) { k_lists_dense<N, 2><<<blocks, NNM_BLOCK>>>(G, K, d, W, R, kdiv, out); return; }
-  }
-  k_lists_dense<N, 1><<<blocks, NNM_BLOCK>>>(G, K, d, W, R, kdiv, out);
+  if (pairs) k_lists_dense<N, 2><<<blocks, NNM_BLOCK>>>(G, K, d, W, R, kdiv, out);
+  else k_lists_dense<N, 1><<<blocks, NNM_BLOCK>>>(G, K, d, W, R, kdiv, out);
 }
 
 agt_status agt_gpu_avg_lists_dense(const float *G, size_t n, size_t d, const int64_t *lists,
