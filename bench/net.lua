@@ -9,7 +9,8 @@
 -- times after one warm-up each: a change in the machine's load falls on all alike); the median
 -- round gives GB/s received by the PS (k·d·4 bytes per round; as much is sent), and ratio =
 -- ZeroMQ / plain socket (issue target: >= 0.8 without CURVE). The PS receives each ZeroMQ row
--- straight into its place in its matrix (agt_net_expect), as agt.session.remote does. "udp": θ over ZeroMQ, the rows as agt.udp datagrams (--UDP, 16 KiB
+-- straight into its place in its matrix, and a worker θ into its own (agt_net_expect), as
+-- agt.session.remote and agt.cli.worker do. "udp": θ over ZeroMQ, the rows as agt.udp datagrams (--UDP, 16 KiB
 -- chunks) and the loss over ZeroMQ; its line adds the fraction of chunks lost (no retransmission:
 -- a sender faster than the PS's receive thread loses chunks). MPI (agt.mpi, where agt was built
 -- with OpenMPI and mpirun is found) runs as `mpirun -np k+1 agt bench net --mpi-child ...`:
@@ -127,10 +128,12 @@ local function child(mode, port, d, i, keydir)
   local c = N.client("tcp://127.0.0.1:" .. port, bytes, curve)
   c:send(nil, N.HELLO, i, -1, 0)
   while true do
+    c:expect(nil, N.THETA, N.ANY_STEP, buf, bytes) -- θ in place, as agt.cli.worker takes it
     local m = c:recv(20000)
+    c:unexpect(nil)
     if not m or m.type == N.BYE then break end
     if m.type == N.THETA then
-      ffi.copy(buf, m.data, bytes)
+      if m.data ~= buf then ffi.copy(buf, m.data, bytes) end
       while c:send(nil, N.GRAD, i, m.step, 0, buf, bytes) == "full" do os.execute("sleep 0.001") end
     end
   end

@@ -756,7 +756,8 @@ static agt_status assemble(agt_net *n, assembly *a, const unsigned char *h, uint
   memset(head + 12, 0, 4);
   if (idx == 0) {
     a->next = 0;
-    if (a->armed && m->type == a->dest_type && m->step == a->dest_step && len == a->dest_len) {
+    if (a->armed && m->type == a->dest_type && (m->step == a->dest_step || a->dest_step == INT64_MIN) &&
+        len == a->dest_len) {
       a->at = a->dest;
     } else if (piece == len) {
       return AGT_OK; /* a whole message in one frame: no copy */

@@ -132,7 +132,8 @@ agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, 
 /* Waits up to timeout_ms (>= 0) for one frame: AGT_OK with the message in m, AGT_NET_TIMEOUT,
  * AGT_NET_REJECTED (m->peer says who sent it), or a failure (AGT_EINTR on Ctrl-C). */
 agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m);
-/* Receiving in place: the next message of `type` at `step` of exactly len payload bytes from
+/* Receiving in place: the next message of `type` at `step` (INT64_MIN: at any step; agt.net's
+ * N.ANY_STEP) of exactly len payload bytes from
  * `peer` (PS; a worker: 0) is put together in dest (len bytes that the caller keeps valid until
  * agt_net_unexpect) as its chunks arrive, instead of in the peer's buffer: agt_net_recv returns it
  * with m->data == dest, one copy of its bytes fewer. Once: a message completed there ends the

@@ -14,7 +14,8 @@
 --     msg: { type, worker, peer, session, step, aux, len, data (const void *, valid until the
 --            next recv) }; msg:text() copies the payload as a string
 --   s:expect(peer, N.GRAD, step, ptr, bytes)   the next such message from peer (a worker: nil)
---        is put together at ptr (no copy after it): its msg.data == ptr (see agt_net_expect)
+--        is put together at ptr (no copy after it): its msg.data == ptr (see agt_net_expect);
+--        step N.ANY_STEP: at any step
 --   s:unexpect(peer) -> true when something was written at ptr since (agt_net_unexpect)
 --   s:set_session(id)  s:rejected()  s:close()
 --   s:denied()   handshakes refused (CURVE: an unknown key)
@@ -30,6 +31,7 @@ local M = {
   THETA = C.AGT_NET_THETA, GRAD = C.AGT_NET_GRAD, BYE = C.AGT_NET_BYE, ERROR = C.AGT_NET_ERROR,
   STATE = C.AGT_NET_STATE,
   HEADER = C.AGT_NET_HEADER,
+  ANY_STEP = -0x7fffffffffffffffLL - 1, -- (INT64_MIN: agt_net_expect's "any step")
   SEND_WAIT_S = C.AGT_NET_SEND_WAIT_MS / 1000, -- how long a worker's send waits for room
 }
 M.TYPE_NAMES = { [M.HELLO] = "HELLO", [M.CONFIG] = "CONFIG", [M.READY] = "READY",
