@@ -316,7 +316,8 @@ end
 -- whole, or 1 s after (then the missing chunks are lost).
 local function open_udp(d, k, theta, G)
   local port = next_port()
-  local ps = N.server("tcp://127.0.0.1:" .. port, 65536, 2 * k + 8)
+  -- (capped at a row as agt.session.remote's: the send queues hold a θ's chunks)
+  local ps = N.server("tcp://127.0.0.1:" .. port, d * 4, 2 * k + 8)
   local r = U.server("127.0.0.1", port, k, d, 16384)
   r:set_session(1)
   for i = 0, k - 1 do spawn({ "udp", port, d, i }) end
