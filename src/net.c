@@ -711,15 +711,13 @@ agt_status agt_net_decode_chunk(const void *frame, size_t size, uint64_t session
   if (max_payload < 0 || ulen > (uint64_t)max_payload)
     return AGT_FAIL(AGT_NET_REJECTED, "a frame of %llu payload bytes, above the cap of %lld",
                     (unsigned long long)ulen, (long long)max_payload);
-  /* chunk idx carries the payload's bytes [idx * CHUNK, min(len, (idx + 1) * CHUNK)) */
+  /* chunk idx carries the payload's bytes [idx * CHUNK, min(len, (idx + 1) * CHUNK)); a
+   * transport of whole messages carries all len bytes in its one frame, chunk 0 */
   uint64_t off = (uint64_t)idx * AGT_NET_CHUNK;
   if (idx > 0 && (!chunk || off >= ulen))
     return AGT_FAIL(AGT_NET_REJECTED, "a frame with chunk index %u, beyond its %llu payload bytes%s", idx,
                     (unsigned long long)ulen, chunk ? "" : " (whole messages expected)");
-  uint64_t piece = ulen - off < AGT_NET_CHUNK ? ulen - off : AGT_NET_CHUNK;
-  if (!chunk && piece != ulen)
-    return AGT_FAIL(AGT_NET_REJECTED, "a chunk of a %llu-byte message where whole messages are expected",
-                    (unsigned long long)ulen);
+  uint64_t piece = !chunk ? ulen : ulen - off < AGT_NET_CHUNK ? ulen - off : AGT_NET_CHUNK;
   if (piece != size - AGT_NET_HEADER)
     return AGT_FAIL(AGT_NET_REJECTED, "a frame announcing %llu payload bytes (chunk %u) and carrying %zu",
                     (unsigned long long)ulen, idx, size - AGT_NET_HEADER);

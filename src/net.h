@@ -166,7 +166,8 @@ const char *agt_net_zmq_version(void);
  * Reads only the size bytes given; allocates nothing. */
 agt_status agt_net_decode_chunk(const void *frame, size_t size, uint64_t session, int64_t max_payload,
                                 agt_net_msg *m, uint32_t *chunk);
-/* The same for a transport that carries whole messages only (src/net_mpi.c): a chunk of a
+/* The same for a transport that carries whole messages only (src/net_mpi.c): a frame is the
+ * header (chunk 0) and all len payload bytes, whatever len (up to max_payload); a chunk of a
  * larger message is rejected. */
 agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int64_t max_payload,
                           agt_net_msg *m);

@@ -35,11 +35,10 @@ static int reference_accepts(const unsigned char *f, size_t size, uint64_t sessi
   if (len > (uint64_t)cap) return 0;
   if (!chunks && idx != 0) return 0;
   /* chunk idx holds the bytes [idx * CHUNK, min(len, (idx + 1) * CHUNK)): non-empty unless the
-   * message is empty and idx 0 */
+   * message is empty and idx 0; a whole message (no chunks) all len bytes */
   uint64_t start = idx * (uint64_t)AGT_NET_CHUNK, end = start + AGT_NET_CHUNK;
-  if (end > len) end = len;
+  if (end > len || !chunks) end = len;
   if (idx > 0 && start >= len) return 0;
-  if (!chunks && end - start != len) return 0;
   if (size - 48 != end - start) return 0;
   if (session != 0 && type != AGT_NET_HELLO && le(f + 16, 8) != session) return 0;
   return 1;
