@@ -849,6 +849,26 @@ static agt_status recv_frame(agt_net *n, int timeout_ms, agt_net_msg *m, assembl
   return AGT_OK;
 }
 
+agt_status agt_net_take(agt_net *n, int64_t peer, const void *frame, size_t size, agt_net_msg *m) {
+  assembly *a = n && m && frame ? assembly_of(n, peer) : NULL;
+  if (!a) return AGT_FAIL(AGT_EINVAL, "agt_net_take: no socket, no frame or no such peer");
+  memset(m, 0, sizeof *m);
+  m->auth = -1;
+  m->peer = n->role == AGT_NET_SERVER ? peer : 0;
+  uint32_t idx = 0;
+  agt_status st = agt_net_decode_chunk(frame, size, n->session, n->max_payload, m, &idx);
+  if (st != AGT_OK) {
+    n->rejected++;
+    return st;
+  }
+  st = assemble(n, a, frame, idx, m);
+  if (st == AGT_NET_TIMEOUT) {
+    memset(m, 0, sizeof *m);
+    m->auth = -1;
+  }
+  return st;
+}
+
 agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {
   if (!n || !m) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: NULL argument");
   if (timeout_ms < 0) return AGT_FAIL(AGT_EINVAL, "agt_net_recv: timeout must be >= 0 ms, got %d", timeout_ms);

@@ -166,6 +166,11 @@ const char *agt_net_zmq_version(void);
  * Reads only the size bytes given; allocates nothing. */
 agt_status agt_net_decode_chunk(const void *frame, size_t size, uint64_t session, int64_t max_payload,
                                 agt_net_msg *m, uint32_t *chunk);
+/* What agt_net_recv does with a frame received from peer (PS; a worker: 0), without ZeroMQ:
+ * decodes it and takes it into that peer's message under way (in its buffer or its
+ * agt_net_expect destination). Same results as agt_net_recv (AGT_NET_TIMEOUT: a chunk taken,
+ * the message not complete); m->data may point into frame. For the fuzzer (tools/fuzz/net.c). */
+agt_status agt_net_take(agt_net *n, int64_t peer, const void *frame, size_t size, agt_net_msg *m);
 /* The same for a transport that carries whole messages only (src/net_mpi.c): a frame is the
  * header (chunk 0) and all len payload bytes, whatever len (up to max_payload); a chunk of a
  * larger message is rejected. */
