@@ -10,8 +10,8 @@
  * accepted frame's fields are the header's and its payload lies inside the frame, a refusal
  * comes with a message, and nothing is allocated (LSan and libFuzzer's malloc limit watch).
  *
- * With bit 4 of the first byte set the rest is a sequence of operations on a worker's socket
- * that agt_net_take feeds (what agt_net_recv does with each frame, ZeroMQ aside), its payload
+ * Target "net-chunks" (the same binary, AGT_FUZZ_TARGET=net-chunks, as `make fuzz` runs it):
+ * the input is a sequence of operations on a worker's socket that agt_net_take feeds (what agt_net_recv does with each frame, ZeroMQ aside), its payload
  * cap 3.25 chunks: frames (any header, a payload of the size its chunk should have, one byte
  * less or more, or a small one, filled with a pattern of the input), agt_net_expect into a
  * destination inside a guarded buffer (any type, step 0..6 or any, one of a few sizes) and
@@ -65,14 +65,20 @@ static void fail(const char *what, size_t size) {
 enum { CAP = 3 * AGT_NET_CHUNK + AGT_NET_CHUNK / 4, GUARD = 64, MAXCHUNKS = 4 };
 static const unsigned char CANARY = 0xC3;
 
-static unsigned char pattern(unsigned fill, uint32_t idx, size_t i) {
-  return (unsigned char)(fill ^ (i * 131u) ^ (idx * 7u));
-}
+static unsigned char pattern(unsigned fill, uint32_t idx) { return (unsigned char)(fill ^ (idx * 7u)); }
 
 static int all_canary(const unsigned char *p, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (p[i] != CANARY) return 0;
   return 1;
+}
+
+/* Nothing written outside the destination, nor into it once ended (sealed). Checked before
+ * the buffer is reset (expect, unexpect) and at the end: a stray write stays until then. */
+static void guards(const unsigned char *area, int sealed, int64_t dlen, size_t n) {
+  size_t used = dlen > 0 && !sealed ? (size_t)dlen : 0;
+  if (!all_canary(area, GUARD) || !all_canary(area + GUARD + used, CAP + GUARD - used))
+    fail(sealed ? "a write into an ended destination, or outside it" : "a write outside the destination", n);
 }
 
 static void assembly_mode(const unsigned char *in, size_t n) {
@@ -99,6 +105,7 @@ static void assembly_mode(const unsigned char *in, size_t n) {
   int dtype = 0;
   int64_t dstep = 0, dlen = -1;
   size_t at = 0;
+  int frames = 0;
   while (at < n) {
     unsigned op = in[at++] % 3;
     if (op == 1) { /* expect */
@@ -112,6 +119,7 @@ static void assembly_mode(const unsigned char *in, size_t n) {
       agt_status st = agt_net_expect(net, 0, type, step, dest, len);
       if ((st == AGT_OK) != ok) fail("agt_net_expect accepted or refused wrongly", n);
       if (!ok) continue;
+      guards(area, sealed, dlen, n);
       memset(area, CANARY, CAP + 2 * GUARD);
       in_dest = 0, armed = 1, touched = 0, sealed = 0;
       dtype = type, dstep = step, dlen = len;
@@ -119,12 +127,13 @@ static void assembly_mode(const unsigned char *in, size_t n) {
     }
     if (op == 2) { /* unexpect */
       if (agt_net_unexpect(net, 0) != touched) fail("agt_net_unexpect misreports the destination", n);
+      guards(area, sealed, dlen, n);
       in_dest = 0, armed = 0, touched = 0, sealed = 1;
       memset(area, CANARY, CAP + 2 * GUARD);
       continue;
     }
-    /* a frame: its header, a size mode and a fill */
-    if (n - at < 50) break;
+    /* a frame: its header, a size mode and a fill (at most 24 an input: a chunk is 1 MiB) */
+    if (n - at < 50 || ++frames > 24) break;
     const unsigned char *h = in + at;
     unsigned mode = in[at + 48], fill = in[at + 49];
     at += 50;
@@ -138,7 +147,7 @@ static void assembly_mode(const unsigned char *in, size_t n) {
     unsigned char *frame = malloc(48 + psize);
     if (!frame) return;
     memcpy(frame, h, 48);
-    for (size_t i = 0; i < psize; i++) frame[48 + i] = pattern(fill, (uint32_t)idx, i);
+    memset(frame + 48, pattern(fill, (uint32_t)idx), psize);
     int accepted = reference_accepts(frame, 48 + psize, 0, CAP, 1);
     /* the reference's verdict: rejected, taken (message incomplete), or complete */
     int want; /* 0 rejected, 1 incomplete, 2 complete */
@@ -180,25 +189,28 @@ static void assembly_mode(const unsigned char *in, size_t n) {
       for (uint64_t c = 0; c * AGT_NET_CHUNK < len; c++) {
         uint64_t off = c * AGT_NET_CHUNK, p = len - off < AGT_NET_CHUNK ? len - off : AGT_NET_CHUNK;
         for (uint64_t i = 0; i < p; i++)
-          if (d[off + i] != pattern(fills[c], (uint32_t)c, i)) fail("a message's bytes differ from its chunks'", n);
+          if (d[off + i] != pattern(fills[c], (uint32_t)c)) fail("a message's bytes differ from its chunks'", n);
       }
       if (in_dest) armed = 0, in_dest = 0; /* once */
     }
     free(frame);
-    if (!all_canary(area, GUARD) || !all_canary(area + GUARD + (dlen > 0 && !sealed ? dlen : 0), CAP + GUARD - (dlen > 0 && !sealed ? (size_t)dlen : 0)))
-      fail("a write outside the destination", n);
-    if (sealed && !all_canary(dest, CAP)) fail("a write into an ended destination", n);
   }
+  guards(area, sealed, dlen, n);
   agt_net_unexpect(net, 0);
 }
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
-  if (size < 1) return 0;
-  if (data[0] & 16) {
-    assembly_mode(data + 1, size - 1);
+  static int chunks_target = -1;
+  if (chunks_target < 0) {
+    const char *t = getenv("AGT_FUZZ_TARGET");
+    chunks_target = t && strcmp(t, "net-chunks") == 0;
+  }
+  if (chunks_target) {
+    assembly_mode(data, size);
     return 0;
   }
+  if (size < 1) return 0;
   static const int64_t caps[4] = { 0, 16, 1024, INT64_MAX - 48 };
   uint64_t session = (data[0] & 1) ? FUZZ_SESSION : 0;
   int64_t cap = caps[(data[0] >> 1) & 3];
