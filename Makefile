@@ -7,7 +7,7 @@
 #   make torture    kill -9/SIGTERM, damaged checkpoints, two runs at once, a full disk
 #                   (TORTURE_ROUNDS=20); make test runs a short form
 #   make fuzz       libFuzzer (clang) on the checkpoint and event-file readers, the plugin
-#                   validators and the transport's frame decoder, FUZZ_SECONDS=60 each
+#                   validators and the transport's frame decoder and chunks, FUZZ_SECONDS=60 each
 #   make bench      benchmarks, JSON lines on stdout
 #   make demo       train the default experiment with Byzantine workers and a robust rule
 #   make ffi        regenerate bindings/agt/cdef.lua from the public headers
@@ -191,13 +191,14 @@ torture: all
 # tools/fuzz/targets.lua runs FUZZ_SECONDS from a corpus seeded with valid files. A crash is
 # kept as build-fuzz/<target>-crash-*; replay: AGT_FUZZ_TARGET=<target> build-fuzz/fuzz-agt FILE.
 FUZZ_SECONDS ?= 60
-# The target net is C (tools/fuzz/net.c: the transport's frame decoder), its own binary with
-# src/net.c instrumented, run with leak detection; the Lua ones without (the Lua state lives on).
-FUZZ_TARGETS := checkpoint tfevents plugin net
+# The targets net and net-chunks are C (tools/fuzz/net.c: the transport's frame decoder, and
+# its putting chunks together), their own binary with src/net.c instrumented, run with leak
+# detection; the Lua ones without (the Lua state lives on).
+FUZZ_TARGETS := checkpoint tfevents plugin net net-chunks
 fuzz: agt build-fuzz/fuzz-agt build-fuzz/fuzz-net
 	@./agt tools/fuzz/seeds.lua build-fuzz/corpus
 	@for t in $(FUZZ_TARGETS); do echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
-	  bin=build-fuzz/fuzz-agt; leaks=0; if test $$t = net; then bin=build-fuzz/fuzz-net; leaks=1; fi; \
+	  bin=build-fuzz/fuzz-agt; leaks=0; case $$t in net*) bin=build-fuzz/fuzz-net; leaks=1;; esac; \
 	  if AGT_ROOT=$(CURDIR) AGT_FUZZ_TARGET=$$t ASAN_OPTIONS=detect_leaks=$$leaks $$bin \
 	    -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -artifact_prefix=build-fuzz/$$t- \
 	    build-fuzz/corpus/$$t > build-fuzz/$$t.log 2>&1; then grep -E "DONE" build-fuzz/$$t.log; \

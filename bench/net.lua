@@ -4,15 +4,19 @@
 --
 -- One round = what a distributed step moves: the PS sends θ (d floats) to each of k worker
 -- processes and receives one row (d floats) from each into its own matrix. The workers are
--- child processes on 127.0.0.1 that answer at once (no gradient computed). For each transport
--- and k, `rounds` rounds after one warm-up; the median round gives GB/s received by the PS
--- (k·d·4 bytes per round; as much is sent), and ratio = ZeroMQ / plain socket (issue target:
--- >= 0.8 without CURVE). "udp": θ over ZeroMQ, the rows as agt.udp datagrams (--UDP, 16 KiB
+-- child processes on 127.0.0.1 that answer at once (no gradient computed). For each k, every
+-- transport is connected at once and their rounds alternate (a round of each in turn, `rounds`
+-- times after one warm-up each: a change in the machine's load falls on all alike); the median
+-- round gives GB/s received by the PS (k·d·4 bytes per round; as much is sent), and ratio =
+-- ZeroMQ / plain socket (issue target: >= 0.8 without CURVE). The PS receives each ZeroMQ row
+-- straight into its place in its matrix, and a worker θ into its own (agt_net_expect), as
+-- agt.session.remote and agt.cli.worker do. "udp": θ over ZeroMQ, the rows as agt.udp datagrams (--UDP, 16 KiB
 -- chunks) and the loss over ZeroMQ; its line adds the fraction of chunks lost (no retransmission:
 -- a sender faster than the PS's receive thread loses chunks). MPI (agt.mpi, where agt was built
 -- with OpenMPI and mpirun is found) runs as `mpirun -np k+1 agt bench net --mpi-child ...`:
 -- "mpi" with OpenMPI's defaults (shared memory between the ranks of one host), "mpi-tcp" over
--- loopback TCP as the others (--mca btl self,tcp); the round is timed by rank 0 as for ZeroMQ.
+-- loopback TCP as the others (--mca btl self,tcp); the round is timed by rank 0 as for ZeroMQ,
+-- in its own mpirun before the others' rounds.
 --   agt bench net [d] [senders, e.g. 1,4] [rounds] [transports, e.g. tcp,zmq]
 --     (default 25000000 floats, 1,4, 5, all of tcp,zmq,zmq+curve,udp,mpi,mpi-tcp)
 -- Prints JSON lines: one per transport and k, then one ratio line per k.
@@ -124,10 +128,12 @@ local function child(mode, port, d, i, keydir)
   local c = N.client("tcp://127.0.0.1:" .. port, bytes, curve)
   c:send(nil, N.HELLO, i, -1, 0)
   while true do
+    c:expect(nil, N.THETA, N.ANY_STEP, buf, bytes) -- θ in place, as agt.cli.worker takes it
     local m = c:recv(20000)
+    c:unexpect(nil)
     if not m or m.type == N.BYE then break end
     if m.type == N.THETA then
-      ffi.copy(buf, m.data, bytes)
+      if m.data ~= buf then ffi.copy(buf, m.data, bytes) end
       while c:send(nil, N.GRAD, i, m.step, 0, buf, bytes) == "full" do os.execute("sleep 0.001") end
     end
   end
@@ -203,16 +209,27 @@ local function bench_mpi(d, k, rounds, tcp)
 end
 
 local function median(t)
-  table.sort(t)
-  return t[math.floor((#t + 1) / 2)]
+  local c = {}
+  for i, v in ipairs(t) do c[i] = v end
+  table.sort(c)
+  return c[math.floor((#c + 1) / 2)]
 end
 
 local port_base = 30000 + (os.time() * 7) % 20000
 
-local function bench_tcp(d, k, rounds)
-  local bytes = d * 4
-  local port = port_base
+local function next_port()
   port_base = port_base + 1
+  return port_base - 1
+end
+
+-- Each transport below is opened once per k (its worker processes started and connected) and
+-- gives { round = function(r) -> seconds [, lost chunks], close = function() }: the rounds of
+-- all the transports of a k then alternate (tcp, zmq, ... , tcp, zmq, ...), so a change in the
+-- machine's load falls on all of them alike. theta and G (d and k·d floats) are the PS's.
+
+local function open_tcp(d, k, theta, G)
+  local bytes = d * 4
+  local port = next_port()
   local fd = C.socket(AF_INET, SOCK_STREAM, 0)
   local one = ffi.new("int[1]", 1)
   C.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4)
@@ -225,23 +242,23 @@ local function bench_tcp(d, k, rounds)
     conns[i] = C.accept(fd, nil, nil)
     C.setsockopt(conns[i], IPPROTO_TCP, TCP_NODELAY, one, 4)
   end
-  local theta, G = ffi.new("float[?]", d), ffi.new("float[?]", d * k)
-  local times = {}
-  for r = 0, rounds do
-    local t0 = now()
-    for i = 1, k do send_all(conns[i], theta, bytes) end
-    for i = 1, k do recv_all(conns[i], G + (i - 1) * d, bytes) end
-    if r > 0 then times[#times + 1] = now() - t0 end
-  end
-  for i = 1, k do C.close(conns[i]) end
-  C.close(fd)
-  return median(times)
+  return {
+    round = function()
+      local t0 = now()
+      for i = 1, k do send_all(conns[i], theta, bytes) end
+      for i = 1, k do recv_all(conns[i], G + (i - 1) * d, bytes) end
+      return now() - t0
+    end,
+    close = function()
+      for i = 1, k do C.close(conns[i]) end
+      C.close(fd)
+    end,
+  }
 end
 
-local function bench_zmq(d, k, rounds, with_curve)
+local function open_zmq(d, k, theta, G, with_curve)
   local bytes = d * 4
-  local port = port_base
-  port_base = port_base + 1
+  local port = next_port()
   local curve, keydir
   if with_curve then
     keydir = os.tmpname()
@@ -267,35 +284,40 @@ local function bench_zmq(d, k, rounds, with_curve)
     if m and m.type == N.HELLO then peers[m.worker + 1] = m.peer; seen = seen + 1 end
   end
   assert(seen == k, "senders did not connect")
-  local theta, G = ffi.new("float[?]", d), ffi.new("float[?]", d * k)
-  local times = {}
-  for r = 0, rounds do
-    local t0 = now()
-    ps:send(peers, N.THETA, 0, r, 0, theta, bytes)
-    local got = 0
-    while got < k do
-      local m = ps:recv(120000)
-      assert(m, "no row within 120 s")
-      if m.type == N.GRAD and m.step == r then
-        ffi.copy(G + m.worker * d, m.data, bytes)
-        got = got + 1
+  return {
+    round = function(r)
+      local t0 = now()
+      ps:send(peers, N.THETA, 0, r, 0, theta, bytes)
+      -- as agt.session.remote: each row put together in its place in G
+      for i = 1, k do ps:expect(peers[i], N.GRAD, r, G + (i - 1) * d, bytes) end
+      local got = 0
+      while got < k do
+        local m = ps:recv(120000)
+        assert(m, "no row within 120 s")
+        if m.type == N.GRAD and m.step == r then
+          local row = G + m.worker * d
+          if m.data ~= row then ffi.copy(row, m.data, bytes) end
+          got = got + 1
+        end
       end
-    end
-    if r > 0 then times[#times + 1] = now() - t0 end
-  end
-  ps:send(peers, N.BYE, 0, -1, 0)
-  os.execute("sleep 0.2")
-  ps:close()
-  if keydir then os.execute("rm -rf '" .. keydir .. "'") end
-  return median(times)
+      for i = 1, k do ps:unexpect(peers[i]) end
+      return now() - t0
+    end,
+    close = function()
+      ps:send(peers, N.BYE, 0, -1, 0)
+      os.execute("sleep 0.2")
+      ps:close()
+      if keydir then os.execute("rm -rf '" .. keydir .. "'") end
+    end,
+  }
 end
 
 -- θ over ZeroMQ, rows over UDP: a round ends when every loss has arrived and the rows are
 -- whole, or 1 s after (then the missing chunks are lost).
-local function bench_udp(d, k, rounds)
-  local port = port_base
-  port_base = port_base + 1
-  local ps = N.server("tcp://127.0.0.1:" .. port, 65536, 2 * k + 8)
+local function open_udp(d, k, theta, G)
+  local port = next_port()
+  -- (capped at a row as agt.session.remote's: the send queues hold a θ's chunks)
+  local ps = N.server("tcp://127.0.0.1:" .. port, d * 4, 2 * k + 8)
   local r = U.server("127.0.0.1", port, k, d, 16384)
   r:set_session(1)
   for i = 0, k - 1 do spawn({ "udp", port, d, i }) end
@@ -307,31 +329,31 @@ local function bench_udp(d, k, rounds)
     if m and m.type == N.READY then peers[m.worker + 1] = m.peer; seen = seen + 1 end
   end
   assert(seen == k, "senders did not connect")
-  local theta, G = ffi.new("float[?]", d), ffi.new("float[?]", d * k)
-  local times, want, lost = {}, {}, 0
+  local want = {}
   for i = 1, k do want[i] = true end
-  for rd = 0, rounds do
-    local t0 = now()
-    r:open(rd, G)
-    ps:send(peers, N.THETA, 0, rd, 0, theta, d * 4)
-    local got = 0
-    while got < k do
-      local m = ps:recv(30000)
-      assert(m, "no row within 30 s")
-      if m.type == N.GRAD and m.step == rd then got = got + 1 end
-    end
-    local l = r:finish(want, 1)
-    if rd > 0 then
-      times[#times + 1] = now() - t0
+  return {
+    chunks = r.chunks,
+    round = function(rd)
+      local t0 = now()
+      r:open(rd, G)
+      ps:send(peers, N.THETA, 0, rd, 0, theta, d * 4)
+      local got = 0
+      while got < k do
+        local m = ps:recv(30000)
+        assert(m, "no row within 30 s")
+        if m.type == N.GRAD and m.step == rd then got = got + 1 end
+      end
+      local l, lost = r:finish(want, 1), 0
       for i = 1, k do lost = lost + l[i] end
-    end
-  end
-  ps:send(peers, N.BYE, 0, -1, 0)
-  os.execute("sleep 0.2")
-  local chunks = r.chunks
-  r:close()
-  ps:close()
-  return median(times), lost / (rounds * k * chunks)
+      return now() - t0, lost
+    end,
+    close = function()
+      ps:send(peers, N.BYE, 0, -1, 0)
+      os.execute("sleep 0.2")
+      r:close()
+      ps:close()
+    end,
+  }
 end
 
 return function(args)
@@ -349,18 +371,37 @@ return function(args)
   if no_mpi and (want.mpi or want["mpi-tcp"]) then print(cjson.encode({ bench = "net", transport = "mpi", skipped = no_mpi })) end
   for _, k in ipairs(ks) do
     local res = {}
-    for _, tr in ipairs({ "tcp", "zmq", "zmq+curve", "udp", "mpi", "mpi-tcp" }) do
-      local t, lost
-      if not want[tr] then t = nil
-      elseif tr == "tcp" then t = bench_tcp(d, k, rounds)
-      elseif tr == "udp" then t, lost = bench_udp(d, k, rounds)
-      elseif tr == "mpi" or tr == "mpi-tcp" then t = not no_mpi and bench_mpi(d, k, rounds, tr == "mpi-tcp")
-      else t = bench_zmq(d, k, rounds, tr == "zmq+curve") end
-      if t then
-        res[tr] = k * d * 4 / t / 1e9
-        print(cjson.encode({ bench = "net", transport = tr, senders = k, d = d, rounds = rounds,
-                             round_s = t, recv_GBps = res[tr], lost_fraction = lost }))
+    local function report(tr, t, lost)
+      res[tr] = k * d * 4 / t / 1e9
+      print(cjson.encode({ bench = "net", transport = tr, senders = k, d = d, rounds = rounds,
+                           round_s = t, recv_GBps = res[tr], lost_fraction = lost }))
+    end
+    -- MPI first, in its own mpirun (its ranks time their own rounds)
+    for _, tr in ipairs({ "mpi", "mpi-tcp" }) do
+      if want[tr] and not no_mpi then report(tr, bench_mpi(d, k, rounds, tr == "mpi-tcp")) end
+    end
+    local theta, G = ffi.new("float[?]", d), ffi.new("float[?]", d * k)
+    local open, order = {}, {}
+    for _, tr in ipairs({ "tcp", "zmq", "zmq+curve", "udp" }) do
+      if want[tr] then
+        order[#order + 1] = tr
+        if tr == "tcp" then open[tr] = open_tcp(d, k, theta, G)
+        elseif tr == "udp" then open[tr] = open_udp(d, k, theta, G)
+        else open[tr] = open_zmq(d, k, theta, G, tr == "zmq+curve") end
+        open[tr].round(0) -- warm-up
       end
+    end
+    local times, lost = {}, {}
+    for _, tr in ipairs(order) do times[tr], lost[tr] = {}, 0 end
+    for r = 1, rounds do
+      for _, tr in ipairs(order) do
+        local t, l = open[tr].round(r)
+        times[tr][r], lost[tr] = t, lost[tr] + (l or 0)
+      end
+    end
+    for _, tr in ipairs(order) do
+      open[tr].close()
+      report(tr, median(times[tr]), tr == "udp" and lost[tr] / (rounds * k * open[tr].chunks) or nil)
     end
     local function ratio(tr) return res[tr] and res.tcp and res[tr] / res.tcp end
     local ratios = { bench = "net", senders = k, ratio_zmq_tcp = ratio("zmq"),

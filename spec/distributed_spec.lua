@@ -571,6 +571,59 @@ sleep 30
     if not ok then error(err, 0) end
   end)
 
+  it("a row refused after it landed in its place in G leaves that row NaN and faulty; θ stays finite", function()
+    local dir = H.tmpdir()
+    local port = free_port() + 1
+    local path = cluster(dir, port, 3)
+    local pids = start_workers(dir, path, 2, 60)
+    -- Worker 2's process answers each θ with a row of ones of the right size that claims to be
+    -- worker 0's: it is put together in row 3's place as it arrives, then refused (stranger).
+    local script = dir .. "/claim.lua"
+    H.write(script, string.format([[
+local N = require("agt.net")
+local cjson = require("cjson")
+local ep = "tcp://127.0.0.1:%d"
+local h = N.client(ep, 2^24)
+h:send(nil, N.HELLO, 2, -1, 0)
+local m
+repeat m = h:recv(1000) until m and m.type == N.CONFIG
+local cfg = cjson.decode(m:text())
+h:close()
+local c = N.client(ep, cfg.d * 4 + 64)
+c:set_session(tonumber(cfg.session, 16))
+c:send(nil, N.READY, 2, -1, cfg.d)
+local row = string.rep("\0\0\128\63", cfg.d)
+while true do
+  m = c:recv(20000)
+  if not m or m.type == N.BYE then break end
+  if m.type == N.THETA then c:send(nil, N.GRAD, 0, m.step, 0, row) end
+end
+]], port))
+    local extra = { claim = spawn(string.format("exec '%s' '%s'", AGT, script), dir .. "/claim.log") }
+    local ok, err = pcall(function()
+      local ps = S.new(opts({ aggregator = "median", nb_workers = 3, nb_decl_byz_workers = 1,
+                              server = path, auth = "none", step_timeout = 2, connect_timeout = 60 }))
+      ps.source.warn = function() end
+      local F = ps.source:faults()
+      local t_end = os.time() + 30
+      repeat ps:step() until F[3].stranger >= 1 or os.time() > t_end
+      assert.is_true(F[3].stranger >= 1)
+      local is_faulty = {}
+      for _, i in ipairs(ps.source.last_faulty) do is_faulty[i] = true end
+      assert.is_true(is_faulty[3])
+      local g, d = ps.G.raw, ps.d
+      local nan = 0
+      for j = 0, d - 1 do if g[2 * d + j] ~= g[2 * d + j] then nan = nan + 1 end end
+      assert.equal(d, nan)
+      for j = 0, d - 1 do assert.is_true(ps.theta.ptr[j] == ps.theta.ptr[j]) end
+      ps:close()
+    end)
+    stop(pids)
+    stop(extra)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(err, 0) end
+  end)
+
   it("refuses bad distributed flags before any data is loaded", function()
     local function refused(extra, pattern)
       local ok, err = pcall(S.new, opts(extra))

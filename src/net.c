@@ -23,12 +23,20 @@ static const unsigned char MAGIC[4] = { 'A', 'G', 'T', 'N' };
 #define ID_MAX 256 /* a ZeroMQ routing id is at most 255 bytes */
 
 /* The message a peer is sending in chunks, put together in a buffer kept for its next ones (so
- * a row lands in memory already mapped: no page faults after the first). */
+ * a row lands in memory already mapped: no page faults after the first), or in the caller's
+ * destination (agt_net_expect: no copy after this one). */
 typedef struct {
   unsigned char *buf;
   size_t cap;
   uint32_t next;                       /* the chunk expected next; 0: none under way */
   unsigned char head[AGT_NET_HEADER];  /* the first chunk's header, its chunk index zeroed */
+  unsigned char *at;                   /* where the message under way goes: buf or dest */
+  /* agt_net_expect's destination: dest != NULL from agt_net_expect to agt_net_unexpect; armed
+   * until a message completes there; touched once a chunk was written there */
+  unsigned char *dest;
+  uint64_t dest_len;
+  int64_t dest_step;
+  int dest_type, armed, touched;
 } assembly;
 
 typedef struct {
@@ -437,6 +445,44 @@ void agt_net_set_session(agt_net *n, uint64_t session) { n->session = session; }
 
 int64_t agt_net_rejected(const agt_net *n) { return n->rejected; }
 
+/* --- assembly ---------------------------------------------------------------------------- */
+
+/* a's buffer, at least len bytes (len is within max_payload: decoded); 0 when out of memory. */
+static int reserve(assembly *a, uint64_t len) {
+  if (a->cap >= len) return 1;
+  free(a->buf);
+  a->cap = 0;
+  if (!(a->buf = malloc(len ? len : 1))) return 0;
+  a->cap = len;
+  return 1;
+}
+
+static uint64_t head_len(const unsigned char *head) {
+  uint64_t len;
+  memcpy(&len, head + 40, 8);
+  return len;
+}
+
+/* Ends a's destination: from now on nothing is written there. A message under way there goes on
+ * in a's buffer (its chunks so far copied over; dropped if there is no memory for it), so that
+ * it ends as it would have without a destination. Returns whether a chunk was written there. */
+static int end_dest(assembly *a) {
+  int touched = a->touched;
+  if (a->next && a->at == a->dest && a->dest) {
+    uint64_t len = head_len(a->head), done = (uint64_t)a->next * AGT_NET_CHUNK;
+    if (reserve(a, len)) {
+      memcpy(a->buf, a->dest, done);
+      a->at = a->buf;
+    } else {
+      a->next = 0;
+    }
+  }
+  a->dest = NULL;
+  a->dest_len = 0;
+  a->armed = a->touched = 0;
+  return touched;
+}
+
 /* --- peers ------------------------------------------------------------------------------- */
 
 static peer_slot *slot_of_peer(agt_net *n, int64_t peer) {
@@ -467,7 +513,45 @@ static peer_slot *slot_of_id(agt_net *n, const void *id, size_t len) {
   s->peer = n->next_peer++;
   s->heard = n->clock;
   s->as.next = 0; /* (a forgotten peer's message under way is dropped; the buffer stays) */
+  end_dest(&s->as);  /* (and its destination ended: agt_net_unexpect says 1 for a peer unknown) */
   return s;
+}
+
+/* The assembly of a peer (PS) or of the one peer 0 (worker); NULL if unknown. */
+static assembly *assembly_of(agt_net *n, int64_t peer) {
+  if (n->role == AGT_NET_CLIENT) return peer == 0 ? &n->solo : NULL;
+  peer_slot *s = slot_of_peer(n, peer);
+  return s ? &s->as : NULL;
+}
+
+agt_status agt_net_expect(agt_net *n, int64_t peer, int type, int64_t step, void *dest, int64_t len) {
+  if (!n || !dest || len < 0) return AGT_FAIL(AGT_EINVAL, "agt_net_expect: no socket, no destination or a negative size");
+  if (type < AGT_NET_HELLO || type > AGT_NET_LAST_TYPE)
+    return AGT_FAIL(AGT_EINVAL, "agt_net_expect: unknown message type %d", type);
+  if (len > n->max_payload)
+    return AGT_FAIL(AGT_EINVAL, "agt_net_expect: %lld bytes, above the socket's cap of %lld", (long long)len,
+                    (long long)n->max_payload);
+  assembly *a = assembly_of(n, peer);
+  if (!a) return AGT_OK; /* forgotten or never known: nothing comes from it */
+  /* One writer per byte: a destination overlapping this one (another peer's) is ended. */
+  uintptr_t lo = (uintptr_t)dest, hi = lo + (uintptr_t)len;
+  for (int i = -1; i < n->max_peers; i++) {
+    assembly *o = i < 0 ? &n->solo : &n->peers[i].as;
+    uintptr_t olo = (uintptr_t)o->dest, ohi = olo + (uintptr_t)o->dest_len;
+    if (o != a && o->dest && olo < hi && lo < ohi) end_dest(o);
+  }
+  end_dest(a);
+  a->dest = dest;
+  a->dest_len = (uint64_t)len;
+  a->dest_type = type;
+  a->dest_step = step;
+  a->armed = 1;
+  return AGT_OK;
+}
+
+int agt_net_unexpect(agt_net *n, int64_t peer) {
+  assembly *a = n ? assembly_of(n, peer) : NULL;
+  return a ? end_dest(a) : 1;
 }
 
 /* --- frames ------------------------------------------------------------------------------ */
@@ -627,15 +711,13 @@ agt_status agt_net_decode_chunk(const void *frame, size_t size, uint64_t session
   if (max_payload < 0 || ulen > (uint64_t)max_payload)
     return AGT_FAIL(AGT_NET_REJECTED, "a frame of %llu payload bytes, above the cap of %lld",
                     (unsigned long long)ulen, (long long)max_payload);
-  /* chunk idx carries the payload's bytes [idx * CHUNK, min(len, (idx + 1) * CHUNK)) */
+  /* chunk idx carries the payload's bytes [idx * CHUNK, min(len, (idx + 1) * CHUNK)); a
+   * transport of whole messages carries all len bytes in its one frame, chunk 0 */
   uint64_t off = (uint64_t)idx * AGT_NET_CHUNK;
   if (idx > 0 && (!chunk || off >= ulen))
     return AGT_FAIL(AGT_NET_REJECTED, "a frame with chunk index %u, beyond its %llu payload bytes%s", idx,
                     (unsigned long long)ulen, chunk ? "" : " (whole messages expected)");
-  uint64_t piece = ulen - off < AGT_NET_CHUNK ? ulen - off : AGT_NET_CHUNK;
-  if (!chunk && piece != ulen)
-    return AGT_FAIL(AGT_NET_REJECTED, "a chunk of a %llu-byte message where whole messages are expected",
-                    (unsigned long long)ulen);
+  uint64_t piece = !chunk ? ulen : ulen - off < AGT_NET_CHUNK ? ulen - off : AGT_NET_CHUNK;
   if (piece != size - AGT_NET_HEADER)
     return AGT_FAIL(AGT_NET_REJECTED, "a frame announcing %llu payload bytes (chunk %u) and carrying %zu",
                     (unsigned long long)ulen, idx, size - AGT_NET_HEADER);
@@ -658,27 +740,28 @@ agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int6
 }
 
 /* Takes the chunk just decoded (frame h, m filled from it) into a's message: AGT_OK with m the
- * whole message once its last chunk is in (m->data then points into a's buffer), AGT_NET_TIMEOUT
- * while chunks are missing, AGT_NET_REJECTED for a chunk that does not continue the message
- * under way (that message is dropped). A message begun and not finished (its sender's queue was
- * full) is dropped when its peer's next message begins. */
+ * whole message once its last chunk is in (m->data then points into a's buffer, or is a's
+ * destination), AGT_NET_TIMEOUT while chunks are missing, AGT_NET_REJECTED for a chunk that does
+ * not continue the message under way (that message is dropped). A message begun and not finished
+ * (its sender's queue was full) is dropped when its peer's next message begins. A message goes to
+ * the destination when its first chunk shows the type, step and size expected there; its other
+ * chunks are checked against that first one's header as any message's. */
 static agt_status assemble(agt_net *n, assembly *a, const unsigned char *h, uint32_t idx, agt_net_msg *m) {
   uint64_t len = (uint64_t)m->len, off = (uint64_t)idx * AGT_NET_CHUNK;
   uint64_t piece = len - off < AGT_NET_CHUNK ? len - off : AGT_NET_CHUNK;
-  if (idx == 0 && piece == len) { /* a whole message in one frame: no copy */
-    a->next = 0;
-    return AGT_OK;
-  }
   unsigned char head[AGT_NET_HEADER];
   memcpy(head, h, AGT_NET_HEADER);
   memset(head + 12, 0, 4);
   if (idx == 0) {
-    if (a->cap < len) { /* len is within max_payload (decoded) */
-      free(a->buf);
-      a->cap = 0;
-      a->next = 0;
-      if (!(a->buf = malloc(len))) return reject(n, "no memory for a %llu-byte message", (unsigned long long)len);
-      a->cap = len;
+    a->next = 0;
+    if (a->armed && m->type == a->dest_type && (m->step == a->dest_step || a->dest_step == INT64_MIN) &&
+        len == a->dest_len) {
+      a->at = a->dest;
+    } else if (piece == len) {
+      return AGT_OK; /* a whole message in one frame: no copy */
+    } else {
+      if (!reserve(a, len)) return reject(n, "no memory for a %llu-byte message", (unsigned long long)len);
+      a->at = a->buf;
     }
     memcpy(a->head, head, AGT_NET_HEADER);
   } else if (a->next != idx || memcmp(a->head, head, AGT_NET_HEADER) != 0) {
@@ -687,13 +770,15 @@ static agt_status assemble(agt_net *n, assembly *a, const unsigned char *h, uint
     return reject(n, "chunk %u of a message where %s", idx,
                   want ? "the next chunk of another was under way" : "its first chunk was not seen");
   }
-  memcpy(a->buf + off, h + AGT_NET_HEADER, piece);
+  if (a->at == a->dest) a->touched = 1;
+  if (piece > 0) memcpy(a->at + off, h + AGT_NET_HEADER, piece);
   if (off + piece < len) {
     a->next = idx + 1;
     return AGT_NET_TIMEOUT;
   }
   a->next = 0;
-  m->data = a->buf;
+  if (a->at == a->dest) a->armed = 0; /* once */
+  m->data = a->at;
   return AGT_OK;
 }
 
@@ -762,6 +847,26 @@ static agt_status recv_frame(agt_net *n, int timeout_ms, agt_net_msg *m, assembl
     m->auth = (int32_t)k;
   }
   return AGT_OK;
+}
+
+agt_status agt_net_take(agt_net *n, int64_t peer, const void *frame, size_t size, agt_net_msg *m) {
+  assembly *a = n && m && frame ? assembly_of(n, peer) : NULL;
+  if (!a) return AGT_FAIL(AGT_EINVAL, "agt_net_take: no socket, no frame or no such peer");
+  memset(m, 0, sizeof *m);
+  m->auth = -1;
+  m->peer = n->role == AGT_NET_SERVER ? peer : 0;
+  uint32_t idx = 0;
+  agt_status st = agt_net_decode_chunk(frame, size, n->session, n->max_payload, m, &idx);
+  if (st != AGT_OK) {
+    n->rejected++;
+    return st;
+  }
+  st = assemble(n, a, frame, idx, m);
+  if (st == AGT_NET_TIMEOUT) {
+    memset(m, 0, sizeof *m);
+    m->auth = -1;
+  }
+  return st;
 }
 
 agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m) {

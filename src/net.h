@@ -8,7 +8,9 @@
  * payload's bytes [i * AGT_NET_CHUNK, min(len, (i + 1) * AGT_NET_CHUNK)). The receiver puts them
  * together in a buffer it keeps per peer (mapped once, reused by the peer's next messages: a row
  * of 100 MB does not cost 25,000 page faults per step, as a fresh ZeroMQ message of that size
- * did) and returns the message once its last chunk is in.
+ * did), or straight where the caller wants the message (agt_net_expect: a row lands in its
+ * place in the PS's matrix, one copy of it fewer), and returns the message once its last chunk
+ * is in.
  *
  *   off  size  field
  *     0     4  magic    "AGTN"
@@ -51,7 +53,7 @@
  *
  * Ownership: agt_net_new returns a handle owned by the caller, released by agt_net_close.
  * m->data points into the last received frame or the sender's message buffer, valid until the
- * next agt_net_recv or close. */
+ * next agt_net_recv or close, or is the caller's destination (agt_net_expect). */
 #ifndef AGT_NET_H
 #define AGT_NET_H
 
@@ -130,6 +132,23 @@ agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, 
 /* Waits up to timeout_ms (>= 0) for one frame: AGT_OK with the message in m, AGT_NET_TIMEOUT,
  * AGT_NET_REJECTED (m->peer says who sent it), or a failure (AGT_EINTR on Ctrl-C). */
 agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m);
+/* Receiving in place: the next message of `type` at `step` (INT64_MIN: at any step; agt.net's
+ * N.ANY_STEP) of exactly len payload bytes from
+ * `peer` (PS; a worker: 0) is put together in dest (len bytes that the caller keeps valid until
+ * agt_net_unexpect) as its chunks arrive, instead of in the peer's buffer: agt_net_recv returns it
+ * with m->data == dest, one copy of its bytes fewer. Once: a message completed there ends the
+ * wait for it (the next goes to the buffer as before; dest stays the caller's until
+ * agt_net_unexpect). A message that does not continue or is dropped mid-way leaves dest partly
+ * written, and the next message that fits starts there again: dest holds a message only when
+ * agt_net_recv returned it there. Nothing is written into dest outside agt_net_recv, none after
+ * agt_net_unexpect, and never by two peers: expecting into bytes that another peer's dest
+ * covers ends that one (agt_net_unexpect then says 1 for it). A peer unknown (gone, forgotten)
+ * sends nothing more: AGT_OK. Fails only on bad arguments (len above max_payload). */
+agt_status agt_net_expect(agt_net *n, int64_t peer, int type, int64_t step, void *dest, int64_t len);
+/* Ends peer's destination (a message under way there goes on in the peer's buffer): 1 when a
+ * chunk was written into it since agt_net_expect (a message that agt_net_recv returned there, or
+ * part of one), or the peer is unknown now (it may have been); 0 when dest is untouched. */
+int agt_net_unexpect(agt_net *n, int64_t peer);
 /* Frames rejected so far (all reasons). */
 int64_t agt_net_rejected(const agt_net *n);
 /* The libzmq version as "4.3.4". */
@@ -147,7 +166,13 @@ const char *agt_net_zmq_version(void);
  * Reads only the size bytes given; allocates nothing. */
 agt_status agt_net_decode_chunk(const void *frame, size_t size, uint64_t session, int64_t max_payload,
                                 agt_net_msg *m, uint32_t *chunk);
-/* The same for a transport that carries whole messages only (src/net_mpi.c): a chunk of a
+/* What agt_net_recv does with a frame received from peer (PS; a worker: 0), without ZeroMQ:
+ * decodes it and takes it into that peer's message under way (in its buffer or its
+ * agt_net_expect destination). Same results as agt_net_recv (AGT_NET_TIMEOUT: a chunk taken,
+ * the message not complete); m->data may point into frame. For the fuzzer (tools/fuzz/net.c). */
+agt_status agt_net_take(agt_net *n, int64_t peer, const void *frame, size_t size, agt_net_msg *m);
+/* The same for a transport that carries whole messages only (src/net_mpi.c): a frame is the
+ * header (chunk 0) and all len payload bytes, whatever len (up to max_payload); a chunk of a
  * larger message is rejected. */
 agt_status agt_net_decode(const void *frame, size_t size, uint64_t session, int64_t max_payload,
                           agt_net_msg *m);

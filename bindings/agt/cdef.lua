@@ -372,6 +372,8 @@ enum { AGT_NET_SEND_WAIT_MS = 10000 };
 agt_status agt_net_send(agt_net *n, const int64_t *peers, int npeers, int type, uint32_t worker,
                         int64_t step, double aux, const void *data, int64_t len, int8_t *sent);
 agt_status agt_net_recv(agt_net *n, int timeout_ms, agt_net_msg *m);
+agt_status agt_net_expect(agt_net *n, int64_t peer, int type, int64_t step, void *dest, int64_t len);
+int agt_net_unexpect(agt_net *n, int64_t peer);
 int64_t agt_net_rejected(const agt_net *n);
 const char *agt_net_zmq_version(void);
 /* net_mpi.h */

@@ -13,6 +13,10 @@
 --   s:recv(timeout_ms) -> msg | nil, "timeout" | nil, "rejected", why, peer
 --     msg: { type, worker, peer, session, step, aux, len, data (const void *, valid until the
 --            next recv) }; msg:text() copies the payload as a string
+--   s:expect(peer, N.GRAD, step, ptr, bytes)   the next such message from peer (a worker: nil)
+--        is put together at ptr (no copy after it): its msg.data == ptr (see agt_net_expect);
+--        step N.ANY_STEP: at any step
+--   s:unexpect(peer) -> true when something was written at ptr since (agt_net_unexpect)
 --   s:set_session(id)  s:rejected()  s:close()
 --   s:denied()   handshakes refused (CURVE: an unknown key)
 --   s:refused()  connections shut down at accept, max_peers being open (the PS holds no more)
@@ -27,6 +31,7 @@ local M = {
   THETA = C.AGT_NET_THETA, GRAD = C.AGT_NET_GRAD, BYE = C.AGT_NET_BYE, ERROR = C.AGT_NET_ERROR,
   STATE = C.AGT_NET_STATE,
   HEADER = C.AGT_NET_HEADER,
+  ANY_STEP = -0x7fffffffffffffffLL - 1, -- (INT64_MIN: agt_net_expect's "any step")
   SEND_WAIT_S = C.AGT_NET_SEND_WAIT_MS / 1000, -- how long a worker's send waits for room
 }
 M.TYPE_NAMES = { [M.HELLO] = "HELLO", [M.CONFIG] = "CONFIG", [M.READY] = "READY",
@@ -44,8 +49,9 @@ Msg.__index = Msg
 function Msg:text() return ffi.string(self.data, self.len) end
 
 -- The methods of a transport object over a C API of agt_net's shape: api = { send =, recv =,
--- set_session =, rejected =, close = [, denied =, refused =] }, functions taking the handle
--- first. denied and refused are methods only where the API has them (callers test for them).
+-- set_session =, rejected =, close = [, denied =, refused =, expect =, unexpect =] }, functions
+-- taking the handle first. denied, refused, expect and unexpect are methods only where the API
+-- has them (callers test for them).
 function M.class(api)
   local Net = {}
   Net.__index = Net
@@ -67,6 +73,12 @@ function M.class(api)
   function Net:rejected() return tonumber(api.rejected(handle(self))) end
   if api.denied then function Net:denied() return tonumber(api.denied(handle(self))) end end
   if api.refused then function Net:refused() return tonumber(api.refused(handle(self))) end end
+  if api.expect then
+    function Net:expect(peer, kind, step, ptr, len)
+      if api.expect(handle(self), peer or 0, kind, step, ptr, len) ~= 0 then error(strip(F.errmsg()), 2) end
+    end
+    function Net:unexpect(peer) return api.unexpect(handle(self), peer or 0) ~= 0 end
+  end
 
   -- peers: a Lua array of peer ids (PS), or nil (worker). data: a pointer or a string (or nil).
   function Net:send(peers, kind, worker, step, aux, data, len)
@@ -108,7 +120,7 @@ function M.wrap(Net, h, close) return setmetatable({ h = ffi.gc(h, close), m = m
 
 local Net = M.class({ send = C.agt_net_send, recv = C.agt_net_recv, set_session = C.agt_net_set_session,
                       rejected = C.agt_net_rejected, denied = C.agt_net_denied, refused = C.agt_net_refused,
-                      close = C.agt_net_close })
+                      expect = C.agt_net_expect, unexpect = C.agt_net_unexpect, close = C.agt_net_close })
 
 local function open(role, max_payload, max_peers)
   local h = handle_p()

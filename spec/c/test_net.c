@@ -318,7 +318,18 @@ static void chunks(void) {
   header(f, AGT_NET_VERSION, AGT_NET_GRAD, 4, 0, (uint64_t)bytes);     /* beyond the end */
   CHECK(agt_net_decode_chunk(f, AGT_NET_HEADER + last, 0, bytes, &m, &idx) == AGT_NET_REJECTED);
   header(f, AGT_NET_VERSION, AGT_NET_GRAD, 0, 0, (uint64_t)bytes);
-  CHECK(agt_net_decode(f, sizeof f, 0, bytes, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "whole messages"));
+  CHECK(agt_net_decode(f, sizeof f, 0, bytes, &m) == AGT_NET_REJECTED && strstr(agt_last_error(), "carrying"));
+  /* ... and takes a whole message above a chunk (the MPI transport's frames) */
+  unsigned char *whole = malloc(AGT_NET_HEADER + (size_t)bytes);
+  CHECK(whole != NULL);
+  if (whole) {
+    header(whole, AGT_NET_VERSION, AGT_NET_GRAD, 0, 0, (uint64_t)bytes);
+    CHECK(agt_net_decode(whole, AGT_NET_HEADER + (size_t)bytes, 0, bytes, &m) == AGT_OK && m.len == bytes &&
+          m.data == whole + AGT_NET_HEADER);
+    CHECK(agt_net_decode(whole, AGT_NET_HEADER + (size_t)bytes - 1, 0, bytes, &m) == AGT_NET_REJECTED);
+    CHECK(agt_net_decode_chunk(whole, AGT_NET_HEADER + (size_t)bytes, 0, bytes, &m, &idx) == AGT_NET_REJECTED);
+    free(whole);
+  }
   CHECK(agt_net_decode_chunk(f, sizeof f, 0, bytes - 1, &m, &idx) == AGT_NET_REJECTED);  /* above the cap */
 
   zmq_close(raw);
@@ -330,11 +341,159 @@ static void chunks(void) {
   agt_net_close(ps);
 }
 
+/* 1 when the n bytes at p all equal c. */
+static int all_bytes(const unsigned char *p, size_t n, unsigned char c) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i] != c) return 0;
+  return 1;
+}
+
+/* Receiving in place (agt_net_expect): a worker's 3.25-chunk GRAD lands in the PS's destination
+ * (m.data is it, the bytes are the row's, the guard bytes around it untouched), once (a second
+ * row goes to the buffer, the destination keeps the first); a message of another step or size
+ * never touches it; a worker's THETA lands in its own; a raw peer's message dropped mid-way
+ * leaves it partly written (unexpect says so) and the next one that fits starts there again;
+ * one under way when the destination ends goes on in the buffer and arrives whole, nothing
+ * written there after; a destination overlapping another peer's ends that one; an unknown peer
+ * is taken (unexpect: 1); bad arguments fail. */
+static void in_place(void) {
+  enum { D = 3 * (AGT_NET_CHUNK / 4) + AGT_NET_CHUNK / 16, GUARD = 64 };
+  const int64_t bytes = (int64_t)D * 4;
+  agt_net *ps = NULL, *w = NULL;
+  agt_net_msg m;
+  CHECK(agt_net_new(AGT_NET_SERVER, bytes, 4, &ps) == AGT_OK);
+  CHECK(agt_net_bind(ps, "tcp://127.0.0.1:*") == AGT_OK);
+  char ep[256];
+  snprintf(ep, sizeof ep, "%s", agt_net_endpoint(ps));
+  CHECK(agt_net_new(AGT_NET_CLIENT, bytes, 0, &w) == AGT_OK);
+  CHECK(agt_net_connect(w, ep) == AGT_OK);
+  CHECK(agt_net_send(w, NULL, 1, AGT_NET_HELLO, 0, -1, 0, NULL, 0, NULL) == AGT_OK);
+  CHECK(next(ps, &m) == AGT_OK && m.type == AGT_NET_HELLO);
+  int64_t peer = m.peer;
+  unsigned char *area = malloc((size_t)bytes + 2 * GUARD);
+  float *row = malloc((size_t)bytes), *row2 = malloc((size_t)bytes);
+  CHECK(area && row && row2);
+  unsigned char *dest = area + GUARD;
+  for (int i = 0; i < D; i++) row[i] = (float)i * 0.5f - 3.0f, row2[i] = -(float)i;
+
+  /* a row in place, once */
+  memset(area, 0xA5, (size_t)bytes + 2 * GUARD);
+  CHECK(agt_net_expect(ps, peer, AGT_NET_GRAD, 5, dest, bytes) == AGT_OK);
+  CHECK(agt_net_send(w, NULL, 1, AGT_NET_GRAD, 0, 5, 0.25, row, bytes, NULL) == AGT_OK);
+  CHECK(next(ps, &m) == AGT_OK && m.type == AGT_NET_GRAD && m.step == 5 && m.len == bytes && m.aux == 0.25);
+  CHECK(m.data == dest && memcmp(dest, row, (size_t)bytes) == 0);
+  CHECK(all_bytes(area, GUARD, 0xA5) && all_bytes(dest + bytes, GUARD, 0xA5));
+  CHECK(agt_net_send(w, NULL, 1, AGT_NET_GRAD, 0, 5, 0, row2, bytes, NULL) == AGT_OK);
+  CHECK(next(ps, &m) == AGT_OK && m.data != dest && m.len == bytes && memcmp(m.data, row2, (size_t)bytes) == 0);
+  CHECK(memcmp(dest, row, (size_t)bytes) == 0);
+  CHECK(agt_net_unexpect(ps, peer) == 1);
+  /* another step, another size, another type: not there */
+  memset(area, 0xA5, (size_t)bytes + 2 * GUARD);
+  CHECK(agt_net_expect(ps, peer, AGT_NET_GRAD, 6, dest, bytes) == AGT_OK);
+  CHECK(agt_net_send(w, NULL, 1, AGT_NET_GRAD, 0, 7, 0, row, bytes, NULL) == AGT_OK);
+  CHECK(next(ps, &m) == AGT_OK && m.step == 7 && m.data != dest && memcmp(m.data, row, (size_t)bytes) == 0);
+  CHECK(agt_net_send(w, NULL, 1, AGT_NET_GRAD, 0, 6, 0, row, bytes - 4, NULL) == AGT_OK);
+  CHECK(next(ps, &m) == AGT_OK && m.len == bytes - 4 && m.data != dest);
+  CHECK(agt_net_send(w, NULL, 1, AGT_NET_STATE, 0, 6, 0, row, bytes, NULL) == AGT_OK);
+  CHECK(next(ps, &m) == AGT_OK && m.type == AGT_NET_STATE && m.data != dest);
+  CHECK(all_bytes(area, (size_t)bytes + 2 * GUARD, 0xA5));
+  CHECK(agt_net_unexpect(ps, peer) == 0);
+  /* the worker's side: θ into its own destination (peer 0) */
+  memset(area, 0xA5, (size_t)bytes + 2 * GUARD);
+  CHECK(agt_net_expect(w, 0, AGT_NET_THETA, 9, dest, bytes) == AGT_OK);
+  CHECK(agt_net_send(ps, &peer, 1, AGT_NET_THETA, 0, 9, 0, row2, bytes, NULL) == AGT_OK);
+  CHECK(next(w, &m) == AGT_OK && m.type == AGT_NET_THETA && m.data == dest && memcmp(dest, row2, (size_t)bytes) == 0);
+  CHECK(all_bytes(dest + bytes, GUARD, 0xA5));
+  CHECK(agt_net_unexpect(w, 0) == 1 && agt_net_unexpect(w, 3) == 1);
+
+  /* A raw peer's chunks (worker 3, step 7: see header()). */
+  void *ctx = zmq_ctx_new(), *raw = zmq_socket(ctx, ZMQ_DEALER);
+  int zero = 0;
+  zmq_setsockopt(raw, ZMQ_LINGER, &zero, sizeof zero);
+  CHECK(zmq_connect(raw, ep) == 0);
+  static unsigned char f[AGT_NET_HEADER + AGT_NET_CHUNK];
+  header(f, AGT_NET_VERSION, AGT_NET_HELLO, 0, 0, 0);
+  CHECK(zmq_send(raw, f, AGT_NET_HEADER, 0) == AGT_NET_HEADER);
+  CHECK(next(ps, &m) == AGT_OK && m.type == AGT_NET_HELLO);
+  int64_t rawp = m.peer;
+  /* chunk 0 then chunk 2: dropped mid-way, dest partly written */
+  memset(area, 0xA5, (size_t)bytes + 2 * GUARD);
+  CHECK(agt_net_expect(ps, rawp, AGT_NET_GRAD, 7, dest, bytes) == AGT_OK);
+  int64_t rejected = agt_net_rejected(ps);
+  for (uint32_t c = 0; c < 3; c += 2) {
+    header(f, AGT_NET_VERSION, AGT_NET_GRAD, c, 0, (uint64_t)bytes);
+    memset(f + AGT_NET_HEADER, (int)(0x10 + c), AGT_NET_CHUNK);
+    zmq_send(raw, f, sizeof f, 0);
+  }
+  CHECK(next(ps, &m) == AGT_NET_REJECTED && m.peer == rawp && strstr(agt_last_error(), "chunk 2"));
+  CHECK(agt_net_rejected(ps) == rejected + 1);
+  CHECK(all_bytes(dest, AGT_NET_CHUNK, 0x10) && all_bytes(dest + AGT_NET_CHUNK, (size_t)bytes - AGT_NET_CHUNK + GUARD, 0xA5));
+  /* ... the next whole one starts there again and completes it */
+  size_t last = (size_t)(bytes - 3 * AGT_NET_CHUNK);
+  for (uint32_t c = 0; c < 4; c++) {
+    header(f, AGT_NET_VERSION, AGT_NET_GRAD, c, 0, (uint64_t)bytes);
+    memset(f + AGT_NET_HEADER, (int)(0x20 + c), AGT_NET_CHUNK);
+    zmq_send(raw, f, AGT_NET_HEADER + (c < 3 ? AGT_NET_CHUNK : last), 0);
+  }
+  CHECK(next(ps, &m) == AGT_OK && m.data == dest && m.worker == 3);
+  int ok = 1;
+  for (uint32_t c = 0; c < 4; c++)
+    ok &= all_bytes(dest + (size_t)c * AGT_NET_CHUNK, c < 3 ? AGT_NET_CHUNK : last, (unsigned char)(0x20 + c));
+  CHECK(ok && all_bytes(dest + bytes, GUARD, 0xA5));
+  CHECK(agt_net_unexpect(ps, rawp) == 1);
+  /* under way when its destination ends: goes on in the buffer, arrives whole; dest untouched */
+  CHECK(agt_net_expect(ps, rawp, AGT_NET_GRAD, 7, dest, bytes) == AGT_OK);
+  for (uint32_t c = 0; c < 2; c++) {
+    header(f, AGT_NET_VERSION, AGT_NET_GRAD, c, 0, (uint64_t)bytes);
+    memset(f + AGT_NET_HEADER, (int)(0x30 + c), AGT_NET_CHUNK);
+    zmq_send(raw, f, sizeof f, 0);
+  }
+  CHECK(agt_net_recv(ps, 300, &m) == AGT_NET_TIMEOUT);
+  CHECK(agt_net_unexpect(ps, rawp) == 1);
+  memset(area, 0xA5, (size_t)bytes + 2 * GUARD);
+  for (uint32_t c = 2; c < 4; c++) {
+    header(f, AGT_NET_VERSION, AGT_NET_GRAD, c, 0, (uint64_t)bytes);
+    memset(f + AGT_NET_HEADER, (int)(0x30 + c), AGT_NET_CHUNK);
+    zmq_send(raw, f, AGT_NET_HEADER + (c < 3 ? AGT_NET_CHUNK : last), 0);
+  }
+  CHECK(next(ps, &m) == AGT_OK && m.data != dest && m.len == bytes);
+  ok = 1;
+  for (uint32_t c = 0; c < 4; c++)
+    ok &= all_bytes((const unsigned char *)m.data + (size_t)c * AGT_NET_CHUNK, c < 3 ? AGT_NET_CHUNK : last,
+                    (unsigned char)(0x30 + c));
+  CHECK(ok && all_bytes(area, (size_t)bytes + 2 * GUARD, 0xA5));
+  /* one writer per byte: the worker's destination over the raw peer's ends the raw peer's */
+  CHECK(agt_net_expect(ps, rawp, AGT_NET_GRAD, 7, dest, bytes) == AGT_OK);
+  CHECK(agt_net_expect(ps, peer, AGT_NET_GRAD, 8, dest + 4, bytes - 4) == AGT_OK);
+  for (uint32_t c = 0; c < 4; c++) {
+    header(f, AGT_NET_VERSION, AGT_NET_GRAD, c, 0, (uint64_t)bytes);
+    zmq_send(raw, f, AGT_NET_HEADER + (c < 3 ? AGT_NET_CHUNK : last), 0);
+  }
+  CHECK(next(ps, &m) == AGT_OK && m.peer == rawp && m.data != dest);
+  CHECK(all_bytes(area, (size_t)bytes + 2 * GUARD, 0xA5));
+  CHECK(agt_net_unexpect(ps, rawp) == 0 && agt_net_unexpect(ps, peer) == 0);
+  /* an unknown peer; bad arguments */
+  CHECK(agt_net_expect(ps, 12345, AGT_NET_GRAD, 7, dest, bytes) == AGT_OK && agt_net_unexpect(ps, 12345) == 1);
+  CHECK(agt_net_expect(ps, peer, AGT_NET_GRAD, 7, dest, bytes + 1) == AGT_EINVAL && strstr(agt_last_error(), "cap"));
+  CHECK(agt_net_expect(ps, peer, 99, 7, dest, bytes) == AGT_EINVAL);
+  CHECK(agt_net_expect(ps, peer, AGT_NET_GRAD, 7, NULL, bytes) == AGT_EINVAL);
+  CHECK(agt_net_rejected(ps) == rejected + 1);
+
+  zmq_close(raw);
+  zmq_ctx_term(ctx);
+  free(area);
+  free(row);
+  free(row2);
+  agt_net_close(w);
+  agt_net_close(ps);
+}
+
 int main(void) {
   enum { D = 1000 };
   decode();
   header_roundtrip();
   chunks();
+  in_place();
   agt_net *ps = NULL, *w1 = NULL, *w2 = NULL;
   CHECK(agt_net_new(AGT_NET_SERVER, D * 4, 4, &ps) == AGT_OK);
   CHECK(agt_net_bind(ps, "tcp://127.0.0.1:*") == AGT_OK);

@@ -40,6 +40,9 @@
 -- A row is faulty for a step when none arrived before the deadline (--step-timeout), or it
 -- came from a connection that is not that worker's, for another step, or with another size;
 -- faults are counted by worker and logged when a worker turns faulty and when it is back.
+-- A row awaited on a connection is put together straight in its place in G as its chunks arrive
+-- (agt.net's expect: no copy of it after ZeroMQ's); a faulty row that a message was written
+-- into, whole or in part (one that failed mid-way, or was dropped), is NaN after the step.
 -- With --wait-for K the step takes the first K rows that arrive: the others are faulty for
 -- that step (counted as "slow", not logged) and dropped when they arrive (counted as "late").
 -- A row of an earlier step (late, or replayed) is dropped and counted; it never rebinds a
@@ -422,6 +425,9 @@ function Remote:_row_of(msg, step)
 end
 
 function Remote:fill(theta, G, step, ctx)
+  -- (rows still awaited in place when a step raised: ended before anything else is received)
+  for _, peer in pairs(self.armed or {}) do self.net:unexpect(peer) end
+  self.armed = {}
   self.stepped = true
   self.next_step = step -- (what a worker configured now is told it starts at)
   if not self.connected then self:_connect(self.o.connect_timeout) end
@@ -441,11 +447,28 @@ function Remote:fill(theta, G, step, ctx)
   local udp = self.udp
   if udp then udp:open(step, G) end
   local function row_bytes(i) return udp and i <= udp.k and 0 or bytes end -- a UDP row's GRAD: its loss
+  -- A row awaited on a connection is put together in its place in G as it arrives (agt.net's
+  -- expect; not over MPI): armed[i] is the peer whose row may be written there. Ended (unexpect)
+  -- before a row is taken from elsewhere, and at the end of the step: nothing is written into
+  -- G after, and a faulty row that a message wrote into, whole or in part, is made NaN.
+  local gp = G.raw
+  local armed, written, net = self.armed, {}, self.net
+  local function disarm(i)
+    if armed[i] and net:unexpect(armed[i]) then written[i] = true end
+    armed[i] = nil
+  end
+  local function arm(i)
+    if not net.expect or row_bytes(i) ~= bytes then return end
+    disarm(i)
+    net:expect(self.peer_of[i], N.GRAD, step, gp + (i - 1) * d, bytes)
+    armed[i] = self.peer_of[i]
+  end
   local sent = self:_send_theta(peers, rows, theta, step)
   for j, i in ipairs(rows) do
     if TRACE then TRACE("step %d: THETA to row %d (peer %d): %s", step, i, peers[j], tostring(sent[j])) end
     if sent[j] == true then
       got[i], pending, sent_at[i] = false, pending + 1, clock.mono()
+      arm(i)
     elseif sent[j] == "full" then
       got[i] = "full" -- stalled: faulty this step, still connected
     else
@@ -454,7 +477,6 @@ function Remote:fill(theta, G, step, ctx)
   end
   local timeout = self.step_timeout
   local t_end = clock.mono() + timeout
-  local gp = G.raw
   -- Rows below n - f fail the step: then the deadline is also spent waiting for workers whose
   -- connection is gone or that are not connected, to come back. (After a long pause of the PS,
   -- say a slow evaluation, ZeroMQ may have dropped every connection: the workers are back on
@@ -494,6 +516,7 @@ function Remote:fill(theta, G, step, ctx)
           if self:_send_theta({ self.peer_of[r] }, { r }, theta, step)[1] == true then
             if got[r] ~= false then pending = pending + 1 end
             got[r], sent_at[r] = false, clock.mono()
+            arm(r) -- (its new connection's; one armed on its old one is ended)
           end
         end
       else
@@ -511,7 +534,9 @@ function Remote:fill(theta, G, step, ctx)
             got[i] = "bad"
             self:_fault(i, "wrong_size", step, string.format("a row of %d bytes, expected %d", msg.len, row_bytes(i)))
           else
-            ffi.copy(gp + (i - 1) * d, msg.data, msg.len)
+            local row = gp + (i - 1) * d
+            disarm(i) -- (nothing more is written into the row taken)
+            if msg.data ~= row then ffi.copy(row, msg.data, msg.len) end
             losses[i], got[i], have = msg.aux, true, have + 1
             local ps = self.pending_streams[i]
             if ps and ps.step == step and ps.peer == msg.peer then self.streams[i] = ps.state end
@@ -529,6 +554,10 @@ function Remote:fill(theta, G, step, ctx)
     local t = {}
     for i = 1, n do t[i] = tostring(got[i]) end
     TRACE("step %d: done, have %d pending %d, got %s", step, have, pending, table.concat(t, " "))
+  end
+  for i = 1, n do
+    disarm(i)
+    if written[i] and got[i] ~= true then G:row(i):fill(0 / 0) end
   end
   if self.mom then
     for i = 1, n do if got[i] ~= true then self.mom_known[i] = false end end
