@@ -582,6 +582,65 @@ describe("Byzantine worker processes (attacks over the wire)", function()
   end)
   end
 
+  -- mimic variant:principal keeps a state at its coordinator (the direction z and its
+  -- accumulator): the PS asks for it at each step whose end it checkpoints, keeps it in the
+  -- checkpoint, and gives it back to the coordinator of the restarted PS's session.
+  it("a stateful attack at the workers (mimic variant:principal, colluding) across a PS killed and restarted: θ of the run never stopped", function()
+    local dir = H.tmpdir()
+    local function ps_cmd(path, ck, steps)
+      return string.format("'%s' run --server '%s' --auth none --experiment fashion-mnist "
+        .. "--experiment-args eval-size:500 --aggregator average --nb-workers 5 --nb-decl-byz-workers 2 "
+        .. "--nb-real-byz-workers 2 --attack mimic --attack-args variant:principal --seed 5 --max-step %d "
+        .. "--step-timeout 60 --connect-timeout 60 --checkpoint-dir '%s' --checkpoint-delta 4 "
+        .. "--checkpoint-period -1 --evaluation-period -1 --progress none", AGT, path, steps, ck)
+    end
+    local text = ""
+    local ok, err = pcall(function()
+      local path = cluster(dir, free_port(23), 5)
+      local pids = start_workers(dir, path, 5)
+      local ps = spawn("exec " .. ps_cmd(path, dir .. "/ck", 100000), dir .. "/ps1.log")
+      -- An honest worker stopped past a checkpoint of step 8 or later: the coordinator
+      -- (workers:3) has run the next step's attack, its direction is past the checkpoint's.
+      local t_end = os.time() + 90
+      while os.time() < t_end and H.newest_checkpoint(dir .. "/ck") < 8 do os.execute("sleep 0.05") end
+      os.execute("kill -STOP " .. pids[1])
+      assert.truthy(H.newest_checkpoint(dir .. "/ck") >= 8, H.read(dir .. "/ps1.log"))
+      os.execute("sleep 0.5")
+      os.execute("kill -9 " .. ps)
+      os.execute("kill -CONT " .. pids[1])
+      gone(ps)
+      local rc, pout, perr = H.run(ps_cmd(path, dir .. "/ck", 6))
+      assert.equal(0, rc, perr)
+      local restored = tonumber(pout:match("Restored step (%d+)"))
+      assert.truthy(restored and restored >= 8, pout .. perr)
+      assert.falsy(perr:find("is not known to the PS", 1, true), perr)
+      os.execute("sleep 0.3")
+      text = logs(dir, 5) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "")
+      stop(pids)
+      assert.truthy(text:find("[workers:3] the PS is back with a new session", 1, true), text)
+      assert.truthy(text:find("[workers:3] attack mimic goes on from its state as the PS kept it", 1, true), text)
+      assert.truthy(text:find("may attack (mimic, colluding)", 1, true), text)
+      local map = Checkpoint.restore(dir .. "/ck")
+      assert.equal(tostring(restored + 6), map.step)
+      assert.equal(tostring(restored + 5), map["attack.wire"])
+      assert.truthy(#map["attack.wire.4"] > 8 * 1000, "the coordinator's direction is in the checkpoint")
+      -- The same run never stopped, with new worker processes.
+      path = cluster(dir, free_port(24), 5)
+      pids = start_workers(dir, path, 5)
+      rc, _, perr = H.run(ps_cmd(path, dir .. "/ck2", restored + 6))
+      text = logs(dir, 5)
+      stop(pids)
+      assert.equal(0, rc, perr)
+      local map2 = Checkpoint.restore(dir .. "/ck2")
+      assert.equal(map2.step, map.step)
+      assert.equal(map2["attack.wire.4"], map["attack.wire.4"])
+      assert.equal(Checkpoint.hex(Checkpoint.sha256(map2.theta)), Checkpoint.hex(Checkpoint.sha256(map.theta)))
+    end)
+    if not ok and text == "" then text = logs(dir, 5) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "") end
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+  end)
+
   it("optimal-lie at the workers searches against a user's rule that only the PS has (AGT_PATH): θ as simulated here", function()
     local dir = H.tmpdir()
     local psdir = dir .. "/ps"
