@@ -106,6 +106,131 @@ describe("what Byzantine worker processes compute", function()
   end)
 end)
 
+describe("an attack's state at the workers, on its way to the PS's checkpoint", function()
+  local Byzantine = require("agt.session.byzantine")
+  local function byz(attack, args)
+    return Byzantine.new({ attack = attack, attack_args = args, seed = 3, server = "unused", aggregator = "average" },
+                         { n = 5, f = 2, r = 2, warn = function() end })
+  end
+  -- the state of mimic variant:principal after a step on random rows
+  local function mimic_state(d)
+    local a = K.new("mimic", { "variant:principal" }, { n = 5, f = 2, r = 2, seed = 3 })
+    local G = T.new({ 5, d })
+    R.new(8, 1):normal(G, 0, 1)
+    a:apply({ G = G, honest = { 1, 2, 3 }, byz = { 4, 5 }, step = 0, rng = R.new(3, 1) })
+    return a:state()
+  end
+
+  it("travels in parts of one row's bytes and is put together again, whatever the size", function()
+    for _, d in ipairs({ 1, 1000, 16384, 16385, 40000 }) do
+      for _, s in ipairs({ "", "x", mimic_state(d), string.rep("y", Collusion.max_state(d)) }) do
+        local parts = Collusion.state_parts(s, d)
+        local asm = Collusion.assembler(d)
+        local got
+        for k, p in ipairs(parts) do
+          assert.truthy(#p.s <= Collusion.part_bytes(d))
+          got = asm:add(p.aux, p.s, #p.s)
+          if k < #parts then assert.is_nil(got) end
+        end
+        assert.equal(s, got, d .. " parameters, " .. #s .. " bytes")
+      end
+    end
+    assert.equal("", Collusion.state_parts(nil, 10)[1].s)
+  end)
+
+  it("a state out of form is refused, saying why, before anything is kept", function()
+    local d = 40000
+    local P = Collusion.part_bytes(d)
+    -- too big to send: the worker says so and sends none
+    local parts, why = Collusion.state_parts(string.rep("z", Collusion.max_state(d) + 1), d)
+    assert.is_nil(parts)
+    assert.truthy(why:find("more than the " .. Collusion.max_state(d), 1, true), why)
+    local function refused(aux, len, pattern, asm)
+      asm = asm or Collusion.assembler(d)
+      local ok, err = asm:add(aux, string.rep("a", len), len)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(pattern, 1, true), tostring(err))
+    end
+    refused(2 ^ 40, 10, "is not one of a state of at most 3 parts")       -- claims a huge state
+    refused(9 * 65536 + 1, 10, "is not one of a state of at most 3 parts") -- more parts than fit
+    refused(0 / 0, 10, "is not one of a state of at most 3 parts")
+    refused(1.5 + 65536, 10, "is not one of a state")
+    refused(2 * 65536 + 3, 10, "part 3 of 2")
+    refused(2 * 65536 + 1, 10, "part 1 of 2 has 10 bytes")                 -- a part short of a row
+    refused(3 * 65536 + 3, P, "part 3 of 3 has " .. P .. " bytes")       -- over 8 d + 64 KiB in all
+    local asm = Collusion.assembler(d)
+    assert.is_nil(asm:add(2 * 65536 + 1, string.rep("a", P), P))
+    refused(3 * 65536 + 2, 10, "a part of 3 after parts of 2", asm)
+    -- the parts before are dropped: a new state starts clean
+    assert.equal("b", asm:add(1 * 65536 + 1, "b", 1))
+  end)
+
+  it("the PS takes only a state of its attack, and keeps it in its checkpoint for the next step", function()
+    local d = 1000
+    local b = byz("mimic", { "variant:principal" })
+    assert.is_true(b:wire().stateful)
+    assert.is_false(byz("lie", {}):wire().stateful)
+    local good = mimic_state(d)
+    assert.is_true(b:check_wire_state(good, d))
+    assert.is_true(b:check_wire_state("", d))
+    local ok, why = b:check_wire_state("hello", d)
+    assert.is_nil(ok)
+    assert.truthy(why:find("not a state of attack mimic: attack mimic: not a mimic state", 1, true), why)
+    ok, why = b:check_wire_state(good:sub(1, -2), d)
+    assert.is_nil(ok)
+    assert.truthy(why:find("wrong size", 1, true), why)
+    ok, why = b:check_wire_state(string.rep("q", Collusion.max_state(d) + 1), d)
+    assert.is_nil(ok)
+    assert.truthy(why:find("more than the " .. Collusion.max_state(d) .. " allowed", 1, true), why)
+    -- the PS's own attack is left as it was
+    assert.equal("agt-mimic/1 0 0 0\n", b.attack:state())
+    -- kept for the step after the one it was taken at, and through a checkpoint
+    b:took_wire_states(7, { [4] = good, [5] = "" })
+    assert.equal(good, b:wire_state(4, 8))
+    assert.equal("", b:wire_state(5, 8))
+    assert.is_nil(b:wire_state(4, 9))
+    local map = b:state()
+    assert.equal("7", map["attack.wire"])
+    local b2 = byz("mimic", { "variant:principal" })
+    b2:set_state(map)
+    assert.equal(good, b2:wire_state(4, 8))
+    -- a step at which the PS did not ask: none, and the checkpoint holds none
+    b:took_wire_states(8, nil)
+    assert.is_nil(b:wire_state(4, 9))
+    assert.is_nil(b:state()["attack.wire"])
+    -- a checkpoint of an agt before these entries: none either, and it loads
+    map["attack.wire"], map["attack.wire.4"], map["attack.wire.5"] = nil, nil, nil
+    b2:set_state(map)
+    assert.is_nil(b2:wire_state(4, 8))
+  end)
+
+  it("a worker takes the state the PS sends, and refuses one that is not its attack's, saying why", function()
+    local d = 1000
+    local good = mimic_state(d)
+    local said = {}
+    local function cfg(state)
+      return { protocol = Collusion.PROTOCOL, name = "mimic", args = { "variant:principal" }, n = 5, f = 2, r = 2,
+               seed = 3, colludes = true, partners = { 4 }, coordinator = 4, step_timeout = 1, state = state }
+    end
+    local ctx = { w = 4, d = d, cluster = { wk_job = "workers", workers = {} }, say = function(t) said[#said + 1] = t end }
+    local col = Collusion.new(cfg(Checkpoint.hex(good)), ctx)
+    assert.equal(good, col.attack:state())
+    assert.truthy(said[1]:find("attack mimic goes on from its state as the PS kept it", 1, true), said[1])
+    local cases = {
+      { "zz", "not hexadecimal text" },
+      { Checkpoint.hex("hello"), "not a mimic state" },
+      { 42, "not hexadecimal text of at most" },
+      { string.rep("00", Collusion.max_state(d) + 1), "not hexadecimal text of at most" },
+    }
+    for _, c in ipairs(cases) do
+      local ok, err = pcall(Collusion.new, cfg(c[1]), ctx)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(c[2], 1, true), tostring(err))
+    end
+    col:close()
+  end)
+end)
+
 describe("the Byzantine workers' channel", function()
   local N = require("agt.net")
   local clock = require("agt.clock")

@@ -139,7 +139,9 @@ function Byz:check_wire_state(s, d)
                                           warn = function() end })
   end
   local ok, err = pcall(self.probe.set_state, self.probe, s)
-  if not ok then return nil, "not a state of attack " .. self.attack.name .. ": " .. tostring(err) end
+  if not ok then -- (without the "file:line: " of where the attack raised)
+    return nil, "not a state of attack " .. self.attack.name .. ": " .. tostring(err):gsub("^[^:\n]+:%d+: ", "")
+  end
   return true
 end
 

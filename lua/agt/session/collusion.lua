@@ -214,7 +214,7 @@ function M.new(cfg, ctx)
     local ok, err = pcall(attack.set_state, attack, s)
     if not s or not ok then
       error(string.format("the PS sent a state that attack %s does not take: %s", attack.name,
-                          s and tostring(err) or "not hexadecimal text"), 0)
+                          s and tostring(err):gsub("^[^:\n]+:%d+: ", "") or "not hexadecimal text"), 0)
     end
     say(string.format("attack %s goes on from its state as the PS kept it (%d bytes)", attack.name, #s))
   end
