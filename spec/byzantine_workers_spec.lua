@@ -204,6 +204,90 @@ describe("an attack's state at the workers, on its way to the PS's checkpoint", 
     assert.is_nil(b2:wire_state(4, 8))
   end)
 
+  it("over the wire: a state out of form is refused and counted, one missing is none, and a resume says so", function()
+    local dir = H.tmpdir()
+    local port = free_port(25)
+    local path = cluster(dir, port, 3)
+    -- workers:2 (Byzantine: the last row) is made up here: at each step it sends a row of zeros
+    -- and, when asked, the attack's state below (nothing at step 3); after the PS's BYE it says
+    -- HELLO again and reports whether the new CONFIG carries a state.
+    H.write(dir .. "/fake.lua", string.format([[
+local ffi = require("ffi")
+local N = require("agt.net")
+local cjson = require("cjson")
+local P = require("agt.session.collusion").PROTOCOL
+local hello = N.client("tcp://127.0.0.1:%d", 2^24)
+local good = "agt-mimic/1 0 0 0\n"
+local plan = { [0] = { good, 65537 }, [1] = { "x", 9 * 65536 + 1 }, [2] = { "hello", 65537 }, [4] = { good, 65537 } }
+for session = 1, 2 do
+  local m
+  for _ = 1, 60 do -- (HELLO again each second until a PS answers, as agt worker does)
+    hello:send(nil, N.HELLO, 2, -1, P)
+    m = hello:recv(1000)
+    if m and m.type == N.CONFIG then break end
+  end
+  local cfg = cjson.decode(m:text())
+  io.stderr:write("config ", session, ": state ", tostring(cfg.attack and cfg.attack.state), "\n")
+  local d = cfg.d
+  local net = N.client("tcp://127.0.0.1:%d", math.max(d * 4, 65536))
+  net:set_session(tonumber(cfg.session, 16))
+  net:send(nil, N.READY, 2, -1, d)
+  local row = ffi.new("float[?]", d)
+  while true do
+    m = net:recv(30000)
+    if not m or m.type == N.BYE then break end
+    if m.type == N.THETA then
+      local step, aux = m.step, m.aux
+      net:send(nil, N.GRAD, 2, step, 0, row, d * 4)
+      if aux >= 2 and plan[step] then net:send(nil, N.STATE, 2, step, plan[step][2], plan[step][1]) end
+      io.stderr:write("step ", step, " aux ", aux, "\n")
+    end
+  end
+  net:close()
+end
+]], port, port))
+    local function honest() return start_workers(dir, path, 2) end
+    local fake = spawn(string.format("exec '%s' '%s/fake.lua'", AGT, dir), dir .. "/fake.log")
+    local pids = honest()
+    local o = opts({ aggregator = "average", nb_workers = 3, nb_decl_byz_workers = 1, nb_real_byz_workers = 1,
+                     attack = "mimic", attack_args = { "variant:principal" }, server = path, step_timeout = 3,
+                     connect_timeout = 20, checkpoint_dir = dir .. "/ck", checkpoint_delta = 1, stderr_to = dir .. "/ps.err" })
+    local states, text = {}, ""
+    local ok, err = pcall(function()
+      local s = S.new(o)
+      for k = 0, 3 do
+        s:step()
+        local map = s:state()
+        assert.equal(tostring(k), map["attack.wire"])
+        states[k] = map["attack.wire.3"] or false
+      end
+      s:checkpoint()
+      s:close()
+      stop(pids)
+      pids = honest()
+      s = S.new(o) -- resumed at step 4: the checkpoint holds no state of workers:2
+      s:step()
+      states[4] = s:state()["attack.wire.3"] or false
+      s:close()
+    end)
+    os.execute("sleep 0.3")
+    stop(pids)
+    stop({ fake })
+    text = (H.read(dir .. "/ps.err") or "") .. "\n--- fake:\n" .. (H.read(dir .. "/fake.log") or "") .. logs(dir, 2)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+    assert.same({ [0] = "agt-mimic/1 0 0 0\n", false, false, false, "agt-mimic/1 0 0 0\n" }, states)
+    for _, said in ipairs({
+      "worker workers:2 faulty at step 1: its attack's state was refused: part number 589825 is not one of a state of at most 3 parts",
+      "worker workers:2 faulty at step 2: its attack's state was refused: not a state of attack mimic: attack mimic: not a mimic state",
+      "the PS has no state of the attack at worker workers:2 for step 4 (none taken after step 3:",
+      "config 1: state nil", "config 2: state nil", "step 3 aux 3", "step 4 aux 3" }) do
+      assert.truthy(text:find(said, 1, true), said .. "\n" .. text)
+    end
+    local _, k = text:gsub("has no state of the attack", "")
+    assert.equal(1, k, text)
+  end)
+
   it("a worker takes the state the PS sends, and refuses one that is not its attack's, saying why", function()
     local d = 1000
     local good = mimic_state(d)
@@ -738,7 +822,7 @@ describe("Byzantine worker processes (attacks over the wire)", function()
       assert.equal(0, rc, perr)
       local restored = tonumber(pout:match("Restored step (%d+)"))
       assert.truthy(restored and restored >= 8, pout .. perr)
-      assert.falsy(perr:find("is not known to the PS", 1, true), perr)
+      assert.falsy(perr:find("has no state of the attack", 1, true), perr)
       os.execute("sleep 0.3")
       text = logs(dir, 5) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "")
       stop(pids)

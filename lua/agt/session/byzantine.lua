@@ -15,6 +15,7 @@
 --                              rows that may attack (fixed: the last r; selection:random: all)
 --                              and what their CONFIG says (agt.session.collusion reads it);
 --                              stateful: whether the attack keeps a state (state/set_state)
+--   byz:keeps_wire_state()     whether wire() is that of an attack that keeps a state
 --   byz:check_wire_state(s, d) -> true | nil, why   whether s is a state of this attack, as a
 --                              worker sent it (at most Collusion.max_state(d) bytes)
 --   byz:took_wire_states(step, states | nil)   the states of the attack in the worker processes
@@ -123,6 +124,14 @@ function Byz:wire()
   end
   self._wire = { rows = rows, config = config, stateful = a.def.state ~= nil }
   return self._wire
+end
+
+-- Whether the attack runs in the worker processes and keeps a state there: the PS then
+-- checkpoints only at the end of a step at which it asked for that state (agt.session: a
+-- --checkpoint-period that runs out during a step waits for the end of the next one).
+function Byz:keeps_wire_state()
+  local w = self:wire()
+  return w ~= nil and w.stateful
 end
 
 function Byz:check_wire_state(s, d)

@@ -240,7 +240,7 @@ function Remote:_configure(peer, w, hello_aux)
   local text = cjson.encode(cfg)
   -- (the worker reads CONFIG on a socket capped at 16 MiB, see agt.cli.worker)
   if attack and attack.state and #text > MAX_CONFIG then
-    self:_state_unknown(w + 1, string.format("its %d bytes do not fit in a CONFIG", #attack.state / 2))
+    self:_state_unknown(w + 1, string.format("its %d bytes do not fit in a CONFIG of 16 MiB", #attack.state / 2))
     attack.state = nil
     text = cjson.encode(cfg)
   end
@@ -267,8 +267,9 @@ function Remote:_attack_config(w)
     if s and s ~= "" then
       a.state = K.hex(s)
     elseif not s and self.next_step > 0 then
-      self:_state_unknown(w + 1, string.format("the PS did not take it after step %d (not a step whose end it "
-        .. "checkpointed and asked for it, or the worker did not answer then)", self.next_step - 1))
+      self:_state_unknown(w + 1, string.format("none taken after step %d: the checkpoint was made at a step that "
+        .. "did not ask for it, or the worker did not answer then, or by an agt that did not keep it",
+        self.next_step - 1))
     end
   end
   if self.cluster.curve then
@@ -282,8 +283,8 @@ end
 function Remote:_state_unknown(i, why)
   if self.said_state[i] then return end
   self.said_state[i] = true
-  self.warn(string.format("the attack's state of worker %s at step %d is not known to the PS (%s): the attack "
-    .. "there starts over from its first state, and the run is not the one that never stopped (said once)",
+  self.warn(string.format("the PS has no state of the attack at worker %s for step %d (%s): the attack there "
+    .. "starts over from its first state, and the run differs from one that never stopped (said once)",
     self:name(i), self.next_step, why))
 end
 
