@@ -288,6 +288,35 @@ end
     assert.equal(1, k, text)
   end)
 
+  it("with --checkpoint-period, every checkpoint holds the state after its step's attack", function()
+    local dir = H.tmpdir()
+    local path = cluster(dir, free_port(26), 3)
+    local pids = start_workers(dir, path, 3)
+    local ok, err = pcall(function()
+      -- (workers:2 attacks alone: one Byzantine worker; a period of 0.05 s runs out during steps)
+      local s = S.new(opts({ aggregator = "average", nb_workers = 3, nb_decl_byz_workers = 1, nb_real_byz_workers = 1,
+                             attack = "mimic", attack_args = { "variant:principal", "warmup:1000" }, server = path,
+                             checkpoint_dir = dir .. "/ck", checkpoint_period = 0.05, checkpoint_keep = 1000 }))
+      s:run(150)
+      s:close()
+      local seen = 0
+      for _, f in ipairs(require("agt.fs").list(dir .. "/ck")) do
+        local step = tonumber(f:match("^model%-(%d+)%.ckpt$"))
+        if step then
+          local map = assert(Checkpoint.load(dir .. "/ck/" .. f))
+          assert.equal(tostring(step - 1), map["attack.wire"], f)
+          assert.truthy(map["attack.wire.3"]:find("^agt%-mimic/1 " .. step .. " 0 79510\n"), f)
+          seen = seen + 1
+        end
+      end
+      assert.truthy(seen >= 4, seen .. " checkpoints")
+    end)
+    local text = logs(dir, 3)
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+  end)
+
   it("a worker takes the state the PS sends, and refuses one that is not its attack's, saying why", function()
     local d = 1000
     local good = mimic_state(d)
