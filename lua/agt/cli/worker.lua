@@ -9,13 +9,15 @@
 -- each step takes θ and sends back its streams and its gradient row and loss — what the local
 -- source (agt.session.workers) computes for that row, bit for bit — or, when the PS marks it
 -- Byzantine for the step, its streams and the attack's row (agt.session.collusion: alone, or
--- colluding with the other Byzantine workers). It stops when the PS says the run is over
+-- colluding with the other Byzantine workers), and, when the PS asks (a step whose end it
+-- checkpoints), the attack's state after that step. It stops when the PS says the run is over
 -- (exit 0), or when nothing has come from the PS for --idle-timeout seconds (exit 1). If
 -- several θ are waiting (after a stall), only the newest is computed; a θ of the step it
 -- answered last (the PS sent it again) gets that row and its streams again. While the PS is
 -- silent it says HELLO again every few seconds: a PS restarted from its checkpoint answers with
 -- a new session and the streams of that checkpoint, and the worker carries on in that run (the
--- data already loaded is kept; the attack and the UDP sender are made again for the session).
+-- data already loaded is kept; the attack and the UDP sender are made again for the session,
+-- the attack from the state the PS kept when it sends one).
 -- With --MPI it is a rank of 'agt run --MPI' (rank r is worker r-1): the same steps over MPI,
 -- STATE before each GRAD too, Byzantine ranks colluding on a channel of their own (agt.mpi's
 -- MPI.channel), but no HELLO again (the ranks live and die with the job).
