@@ -617,6 +617,10 @@ function Remote:fill(theta, G, step, ctx)
           self:_fault(i, "late", step, "a second row after θ was sent again (dropped)")
         elseif got[i] == true or got[i] == "bad" then
           self:_fault(i, "malformed", step, "a second row in one step")
+        elseif have >= self.wait_for then
+          -- (--wait-for K: K rows are in, the step waits only for attacks' states now; this row
+          -- is not waited for, as when the step ends at its K-th row)
+          disarm(i)
         else
           if got[i] == false then pending = pending - 1 end
           if msg.len ~= row_bytes(i) then
