@@ -106,6 +106,244 @@ describe("what Byzantine worker processes compute", function()
   end)
 end)
 
+describe("an attack's state at the workers, on its way to the PS's checkpoint", function()
+  local Byzantine = require("agt.session.byzantine")
+  local function byz(attack, args)
+    return Byzantine.new({ attack = attack, attack_args = args, seed = 3, server = "unused", aggregator = "average" },
+                         { n = 5, f = 2, r = 2, warn = function() end })
+  end
+  -- the state of mimic variant:principal after a step on random rows
+  local function mimic_state(d)
+    local a = K.new("mimic", { "variant:principal" }, { n = 5, f = 2, r = 2, seed = 3 })
+    local G = T.new({ 5, d })
+    R.new(8, 1):normal(G, 0, 1)
+    a:apply({ G = G, honest = { 1, 2, 3 }, byz = { 4, 5 }, step = 0, rng = R.new(3, 1) })
+    return a:state()
+  end
+
+  it("travels in parts of one row's bytes and is put together again, whatever the size", function()
+    for _, d in ipairs({ 1, 1000, 16384, 16385, 40000 }) do
+      for _, s in ipairs({ "", "x", mimic_state(d), string.rep("y", Collusion.max_state(d)) }) do
+        local parts = Collusion.state_parts(s, d)
+        local asm = Collusion.assembler(d)
+        local got
+        for k, p in ipairs(parts) do
+          assert.truthy(#p.s <= Collusion.part_bytes(d))
+          got = asm:add(p.aux, p.s, #p.s)
+          if k < #parts then assert.is_nil(got) end
+        end
+        assert.equal(s, got, d .. " parameters, " .. #s .. " bytes")
+      end
+    end
+    assert.equal("", Collusion.state_parts(nil, 10)[1].s)
+  end)
+
+  it("a state out of form is refused, saying why, before anything is kept", function()
+    local d = 40000
+    local P = Collusion.part_bytes(d)
+    -- too big to send: the worker says so and sends none
+    local parts, why = Collusion.state_parts(string.rep("z", Collusion.max_state(d) + 1), d)
+    assert.is_nil(parts)
+    assert.truthy(why:find("more than the " .. Collusion.max_state(d), 1, true), why)
+    local function refused(aux, len, pattern, asm)
+      asm = asm or Collusion.assembler(d)
+      local ok, err = asm:add(aux, string.rep("a", len), len)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(pattern, 1, true), tostring(err))
+    end
+    refused(2 ^ 40, 10, "is not one of a state of at most 3 parts")       -- claims a huge state
+    refused(9 * 65536 + 1, 10, "is not one of a state of at most 3 parts") -- more parts than fit
+    refused(0 / 0, 10, "is not one of a state of at most 3 parts")
+    refused(1.5 + 65536, 10, "is not one of a state")
+    refused(2 * 65536 + 3, 10, "part 3 of 2")
+    refused(2 * 65536 + 1, 10, "part 1 of 2 has 10 bytes")                 -- a part short of a row
+    refused(3 * 65536 + 3, P, "part 3 of 3 has " .. P .. " bytes")       -- over 8 d + 64 KiB in all
+    local asm = Collusion.assembler(d)
+    assert.is_nil(asm:add(2 * 65536 + 1, string.rep("a", P), P))
+    refused(3 * 65536 + 2, 10, "a part of 3 after parts of 2", asm)
+    -- the parts before are dropped: a new state starts clean
+    assert.equal("b", asm:add(1 * 65536 + 1, "b", 1))
+  end)
+
+  it("the PS takes only a state of its attack, and keeps it in its checkpoint for the next step", function()
+    local d = 1000
+    local b = byz("mimic", { "variant:principal" })
+    assert.is_true(b:wire().stateful)
+    assert.is_false(byz("lie", {}):wire().stateful)
+    local good = mimic_state(d)
+    assert.is_true(b:check_wire_state(good, d))
+    assert.is_true(b:check_wire_state("", d))
+    local ok, why = b:check_wire_state("hello", d)
+    assert.is_nil(ok)
+    assert.truthy(why:find("not a state of attack mimic: attack mimic: not a mimic state", 1, true), why)
+    ok, why = b:check_wire_state(good:sub(1, -2), d)
+    assert.is_nil(ok)
+    assert.truthy(why:find("wrong size", 1, true), why)
+    ok, why = b:check_wire_state(string.rep("q", Collusion.max_state(d) + 1), d)
+    assert.is_nil(ok)
+    assert.truthy(why:find("more than the " .. Collusion.max_state(d) .. " allowed", 1, true), why)
+    -- the PS's own attack is left as it was
+    assert.equal("agt-mimic/1 0 0 0\n", b.attack:state())
+    -- kept for the step after the one it was taken at, and through a checkpoint
+    b:took_wire_states(7, { [4] = good, [5] = "" })
+    assert.equal(good, b:wire_state(4, 8))
+    assert.equal("", b:wire_state(5, 8))
+    assert.is_nil(b:wire_state(4, 9))
+    local map = b:state()
+    assert.equal("7", map["attack.wire"])
+    local b2 = byz("mimic", { "variant:principal" })
+    b2:set_state(map)
+    assert.equal(good, b2:wire_state(4, 8))
+    -- a step at which the PS did not ask: none, and the checkpoint holds none
+    b:took_wire_states(8, nil)
+    assert.is_nil(b:wire_state(4, 9))
+    assert.is_nil(b:state()["attack.wire"])
+    -- a checkpoint of an agt before these entries: none either, and it loads
+    map["attack.wire"], map["attack.wire.4"], map["attack.wire.5"] = nil, nil, nil
+    b2:set_state(map)
+    assert.is_nil(b2:wire_state(4, 8))
+  end)
+
+  it("over the wire: a state out of form is refused and counted, one missing is none, and a resume says so", function()
+    local dir = H.tmpdir()
+    local port = free_port(25)
+    local path = cluster(dir, port, 3)
+    -- workers:2 (Byzantine: the last row) is made up here: at each step it sends a row of zeros
+    -- and, when asked, the attack's state below (nothing at step 3); after the PS's BYE it says
+    -- HELLO again and reports whether the new CONFIG carries a state.
+    H.write(dir .. "/fake.lua", string.format([[
+local ffi = require("ffi")
+local N = require("agt.net")
+local cjson = require("cjson")
+local P = require("agt.session.collusion").PROTOCOL
+local hello = N.client("tcp://127.0.0.1:%d", 2^24)
+local good = "agt-mimic/1 0 0 0\n"
+local plan = { [0] = { good, 65537 }, [1] = { "x", 9 * 65536 + 1 }, [2] = { "hello", 65537 }, [4] = { good, 65537 } }
+for session = 1, 2 do
+  local m
+  for _ = 1, 60 do -- (HELLO again each second until a PS answers, as agt worker does)
+    hello:send(nil, N.HELLO, 2, -1, P)
+    m = hello:recv(1000)
+    if m and m.type == N.CONFIG then break end
+  end
+  local cfg = cjson.decode(m:text())
+  io.stderr:write("config ", session, ": state ", tostring(cfg.attack and cfg.attack.state), "\n")
+  local d = cfg.d
+  local net = N.client("tcp://127.0.0.1:%d", math.max(d * 4, 65536))
+  net:set_session(tonumber(cfg.session, 16))
+  net:send(nil, N.READY, 2, -1, d)
+  local row = ffi.new("float[?]", d)
+  while true do
+    m = net:recv(30000)
+    if not m or m.type == N.BYE then break end
+    if m.type == N.THETA then
+      local step, aux = m.step, m.aux
+      net:send(nil, N.GRAD, 2, step, 0, row, d * 4)
+      if aux >= 2 and plan[step] then net:send(nil, N.STATE, 2, step, plan[step][2], plan[step][1]) end
+      io.stderr:write("step ", step, " aux ", aux, "\n")
+    end
+  end
+  net:close()
+end
+]], port, port))
+    local function honest() return start_workers(dir, path, 2) end
+    local fake = spawn(string.format("exec '%s' '%s/fake.lua'", AGT, dir), dir .. "/fake.log")
+    local pids = honest()
+    local o = opts({ aggregator = "average", nb_workers = 3, nb_decl_byz_workers = 1, nb_real_byz_workers = 1,
+                     attack = "mimic", attack_args = { "variant:principal" }, server = path, step_timeout = 3,
+                     connect_timeout = 20, checkpoint_dir = dir .. "/ck", checkpoint_delta = 1, stderr_to = dir .. "/ps.err" })
+    local states, text = {}, ""
+    local ok, err = pcall(function()
+      local s = S.new(o)
+      for k = 0, 3 do
+        s:step()
+        local map = s:state()
+        assert.equal(tostring(k), map["attack.wire"])
+        states[k] = map["attack.wire.3"] or false
+      end
+      s:checkpoint()
+      s:close()
+      stop(pids)
+      pids = honest()
+      s = S.new(o) -- resumed at step 4: the checkpoint holds no state of workers:2
+      s:step()
+      states[4] = s:state()["attack.wire.3"] or false
+      s:close()
+    end)
+    os.execute("sleep 0.3")
+    stop(pids)
+    stop({ fake })
+    text = (H.read(dir .. "/ps.err") or "") .. "\n--- fake:\n" .. (H.read(dir .. "/fake.log") or "") .. logs(dir, 2)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+    assert.same({ [0] = "agt-mimic/1 0 0 0\n", false, false, false, "agt-mimic/1 0 0 0\n" }, states)
+    for _, said in ipairs({
+      "worker workers:2 faulty at step 1: its attack's state was refused: part number 589825 is not one of a state of at most 3 parts",
+      "worker workers:2 faulty at step 2: its attack's state was refused: not a state of attack mimic: attack mimic: not a mimic state",
+      "the PS has no state of the attack at worker workers:2 for step 4 (none taken after step 3:",
+      "config 1: state nil", "config 2: state nil", "step 3 aux 3", "step 4 aux 3" }) do
+      assert.truthy(text:find(said, 1, true), said .. "\n" .. text)
+    end
+    local _, k = text:gsub("has no state of the attack", "")
+    assert.equal(1, k, text)
+  end)
+
+  it("with --checkpoint-period, every checkpoint holds the state after its step's attack", function()
+    local dir = H.tmpdir()
+    local path = cluster(dir, free_port(26), 3)
+    local pids = start_workers(dir, path, 3)
+    local ok, err = pcall(function()
+      -- (workers:2 attacks alone: one Byzantine worker; a period of 0.05 s runs out during steps)
+      local s = S.new(opts({ aggregator = "average", nb_workers = 3, nb_decl_byz_workers = 1, nb_real_byz_workers = 1,
+                             attack = "mimic", attack_args = { "variant:principal", "warmup:1000" }, server = path,
+                             checkpoint_dir = dir .. "/ck", checkpoint_period = 0.05, checkpoint_keep = 1000 }))
+      s:run(150)
+      s:close()
+      local seen = 0
+      for _, f in ipairs(require("agt.fs").list(dir .. "/ck")) do
+        local step = tonumber(f:match("^model%-(%d+)%.ckpt$"))
+        if step then
+          local map = assert(Checkpoint.load(dir .. "/ck/" .. f))
+          assert.equal(tostring(step - 1), map["attack.wire"], f)
+          assert.truthy(map["attack.wire.3"]:find("^agt%-mimic/1 " .. step .. " 0 79510\n"), f)
+          seen = seen + 1
+        end
+      end
+      assert.truthy(seen >= 4, seen .. " checkpoints")
+    end)
+    local text = logs(dir, 3)
+    stop(pids)
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+  end)
+
+  it("a worker takes the state the PS sends, and refuses one that is not its attack's, saying why", function()
+    local d = 1000
+    local good = mimic_state(d)
+    local said = {}
+    local function cfg(state)
+      return { protocol = Collusion.PROTOCOL, name = "mimic", args = { "variant:principal" }, n = 5, f = 2, r = 2,
+               seed = 3, colludes = true, partners = { 4 }, coordinator = 4, step_timeout = 1, state = state }
+    end
+    local ctx = { w = 4, d = d, cluster = { wk_job = "workers", workers = {} }, say = function(t) said[#said + 1] = t end }
+    local col = Collusion.new(cfg(Checkpoint.hex(good)), ctx)
+    assert.equal(good, col.attack:state())
+    assert.truthy(said[1]:find("attack mimic goes on from its state as the PS kept it", 1, true), said[1])
+    local cases = {
+      { "zz", "not hexadecimal text" },
+      { Checkpoint.hex("hello"), "not a mimic state" },
+      { 42, "not hexadecimal text of at most" },
+      { string.rep("00", Collusion.max_state(d) + 1), "not hexadecimal text of at most" },
+    }
+    for _, c in ipairs(cases) do
+      local ok, err = pcall(Collusion.new, cfg(c[1]), ctx)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(c[2], 1, true), tostring(err))
+    end
+    col:close()
+  end)
+end)
+
 describe("the Byzantine workers' channel", function()
   local N = require("agt.net")
   local clock = require("agt.clock")
@@ -581,6 +819,65 @@ describe("Byzantine worker processes (attacks over the wire)", function()
     if not ok then error(tostring(err) .. "\n" .. text, 0) end
   end)
   end
+
+  -- mimic variant:principal keeps a state at its coordinator (the direction z and its
+  -- accumulator): the PS asks for it at each step whose end it checkpoints, keeps it in the
+  -- checkpoint, and gives it back to the coordinator of the restarted PS's session.
+  it("a stateful attack at the workers (mimic variant:principal, colluding) across a PS killed and restarted: θ of the run never stopped", function()
+    local dir = H.tmpdir()
+    local function ps_cmd(path, ck, steps)
+      return string.format("'%s' run --server '%s' --auth none --experiment fashion-mnist "
+        .. "--experiment-args eval-size:500 --aggregator average --nb-workers 5 --nb-decl-byz-workers 2 "
+        .. "--nb-real-byz-workers 2 --attack mimic --attack-args variant:principal --seed 5 --max-step %d "
+        .. "--step-timeout 60 --connect-timeout 60 --checkpoint-dir '%s' --checkpoint-delta 4 "
+        .. "--checkpoint-period -1 --evaluation-period -1 --progress none", AGT, path, steps, ck)
+    end
+    local text = ""
+    local ok, err = pcall(function()
+      local path = cluster(dir, free_port(23), 5)
+      local pids = start_workers(dir, path, 5)
+      local ps = spawn("exec " .. ps_cmd(path, dir .. "/ck", 100000), dir .. "/ps1.log")
+      -- An honest worker stopped past a checkpoint of step 8 or later: the coordinator
+      -- (workers:3) has run the next step's attack, its direction is past the checkpoint's.
+      local t_end = os.time() + 90
+      while os.time() < t_end and H.newest_checkpoint(dir .. "/ck") < 8 do os.execute("sleep 0.05") end
+      os.execute("kill -STOP " .. pids[1])
+      assert.truthy(H.newest_checkpoint(dir .. "/ck") >= 8, H.read(dir .. "/ps1.log"))
+      os.execute("sleep 0.5")
+      os.execute("kill -9 " .. ps)
+      os.execute("kill -CONT " .. pids[1])
+      gone(ps)
+      local rc, pout, perr = H.run(ps_cmd(path, dir .. "/ck", 6))
+      assert.equal(0, rc, perr)
+      local restored = tonumber(pout:match("Restored step (%d+)"))
+      assert.truthy(restored and restored >= 8, pout .. perr)
+      assert.falsy(perr:find("has no state of the attack", 1, true), perr)
+      os.execute("sleep 0.3")
+      text = logs(dir, 5) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "")
+      stop(pids)
+      assert.truthy(text:find("[workers:3] the PS is back with a new session", 1, true), text)
+      assert.truthy(text:find("[workers:3] attack mimic goes on from its state as the PS kept it", 1, true), text)
+      assert.truthy(text:find("may attack (mimic, colluding)", 1, true), text)
+      local map = Checkpoint.restore(dir .. "/ck")
+      assert.equal(tostring(restored + 6), map.step)
+      assert.equal(tostring(restored + 5), map["attack.wire"])
+      assert.truthy(#map["attack.wire.4"] > 8 * 1000, "the coordinator's direction is in the checkpoint")
+      -- The same run never stopped, with new worker processes.
+      path = cluster(dir, free_port(24), 5)
+      pids = start_workers(dir, path, 5)
+      rc, _, perr = H.run(ps_cmd(path, dir .. "/ck2", restored + 6))
+      text = logs(dir, 5)
+      stop(pids)
+      assert.equal(0, rc, perr)
+      local map2 = Checkpoint.restore(dir .. "/ck2")
+      assert.equal(map2.step, map.step)
+      assert.equal(map2["attack.wire.4"], map["attack.wire.4"])
+      assert.equal(Checkpoint.hex(Checkpoint.sha256(map2.theta)), Checkpoint.hex(Checkpoint.sha256(map.theta)))
+    end)
+    if not ok and text == "" then text = logs(dir, 5) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "") end
+    os.execute("rm -rf '" .. dir .. "'")
+    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+  end)
 
   it("optimal-lie at the workers searches against a user's rule that only the PS has (AGT_PATH): θ as simulated here", function()
     local dir = H.tmpdir()

@@ -130,6 +130,35 @@ describe("agt run --MPI", function()
   end)
   end
 
+  -- mimic variant:principal keeps its direction at the coordinator (workers:0 with
+  -- selection:random: it serves the others when it is honest, and sends its state after that):
+  -- the PS keeps it in its last checkpoint, and the next job gives it back.
+  it("a stateful attack over MPI (mimic variant:principal, selection:random): a job resumed from its checkpoint gives the θ of one job", function()
+    need_mpi()
+    local dir = H.tmpdir()
+    local function mpirun(ck, steps)
+      return H.run(string.format("timeout 300 %s -np 5 %s run --MPI --experiment fashion-mnist --experiment-args "
+        .. "eval-size:500 --aggregator average --nb-workers 4 --nb-decl-byz-workers 2 --nb-real-byz-workers 2 "
+        .. "--attack mimic --attack-args variant:principal selection:random --seed 5 --step-timeout 30 "
+        .. "--checkpoint-period -1 --evaluation-period -1 --quiet --max-step %d --checkpoint-dir '%s/%s'",
+        MPIRUN, AGT, steps, dir, ck))
+    end
+    local rc1, _, err1 = mpirun("two", 8)
+    local rc2, _, err2 = mpirun("two", 8)
+    local rc3, _, err3 = mpirun("one", 16)
+    local two, one = K.restore(dir .. "/two"), K.restore(dir .. "/one")
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(0, rc1, err1)
+    assert.equal(0, rc2, err2)
+    assert.equal(0, rc3, err3)
+    assert.truthy(err2:find("[workers:0] attack mimic goes on from its state as the PS kept it", 1, true), err2)
+    assert.falsy(err2:find("has no state of the attack", 1, true), err2)
+    assert.equal("16", two.step)
+    assert.equal("16", one.step)
+    assert.equal(one["attack.wire.1"], two["attack.wire.1"])
+    assert.equal(K.hex(K.sha256(one.theta)), K.hex(K.sha256(two.theta))) -- (they differ without the state)
+  end)
+
   it("refuses a -np that is not --nb-workers + 1 on every rank at once, saying which -np to give", function()
     need_mpi()
     local rc, _, err = H.run(string.format("timeout 120 %s -np 3 %s run --MPI %s --max-step 2", MPIRUN, AGT, RUN))

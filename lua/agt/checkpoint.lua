@@ -78,6 +78,12 @@ function M.hex(s)
   return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
+-- The bytes of hexadecimal text (M.hex's), or nil when it is not such text.
+function M.unhex(h)
+  if type(h) ~= "string" or #h % 2 ~= 0 or h:find("[^%x]") then return nil end
+  return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
+end
+
 -- Writes data to path durably: temporary file, write, fsync, rename, fsync of the directory.
 function M.write_atomic(path, data)
   local dir, base = path:match("^(.*)/([^/]+)$")

@@ -490,7 +490,9 @@ function Session:step()
   -- With --local-steps K > 1 the rows are model differences: the workers step at the
   -- schedule's rate and the server applies the aggregate at rate 1 (FedAvg).
   local local_lr = self.opts.local_steps > 1 and self.optimizer:rate(k) or nil
-  local losses, faulty = self.source:fill(self.theta, self.G, k, { trace = self._trace_rows, lr = local_lr })
+  self._asked = self:_checkpoint_after(k)
+  local losses, faulty = self.source:fill(self.theta, self.G, k, { trace = self._trace_rows, lr = local_lr,
+                                                                    checkpoint = self._asked })
   self.rule:check_faulty(k, faulty)
   local is_faulty = {}
   for _, i in ipairs(faulty or {}) do is_faulty[i] = true end
@@ -646,6 +648,21 @@ function Session:_put_back(snap)
   end
 end
 
+-- Whether the loop checkpoints at the end of step k, as far as is known at its start: its
+-- --checkpoint-delta, the run's last step, a --checkpoint-period already run out (not one that
+-- runs out during the step, nor a Ctrl-C). A remote source asks the Byzantine workers for their
+-- attack's state at such a step (agt.session.remote); a --checkpoint-period that runs out
+-- during a step then checkpoints at the end of the next one (see _one).
+function Session:_checkpoint_after(k)
+  local o = self.opts
+  if not o.checkpoint_dir then return false end
+  local g = k + 1
+  if self._last and g >= self._last then return true end
+  if o.checkpoint_delta and o.checkpoint_delta > 0 and g % o.checkpoint_delta == 0 then return true end
+  return o.checkpoint_period ~= nil and o.checkpoint_period >= 0 and self.last_ckpt_time ~= nil
+    and clock.mono() - self.last_ckpt_time >= o.checkpoint_period
+end
+
 -- One step of the loop and what follows it: progress, summaries, evaluation, checkpoint.
 function Session:_one()
   local o = self.opts
@@ -667,7 +684,8 @@ function Session:_one()
     self:evaluate()
   end
   if o.checkpoint_dir and due(o.checkpoint_delta, o.checkpoint_period, g, self.last_ckpt_step,
-                              now, self.last_ckpt_time) then
+                              now, self.last_ckpt_time)
+     and (self._asked or not self.byzantine:keeps_wire_state()) then
     self:checkpoint()
   end
 end

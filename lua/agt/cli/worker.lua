@@ -9,13 +9,15 @@
 -- each step takes θ and sends back its streams and its gradient row and loss — what the local
 -- source (agt.session.workers) computes for that row, bit for bit — or, when the PS marks it
 -- Byzantine for the step, its streams and the attack's row (agt.session.collusion: alone, or
--- colluding with the other Byzantine workers). It stops when the PS says the run is over
+-- colluding with the other Byzantine workers), and, when the PS asks (a step whose end it
+-- checkpoints), the attack's state after that step. It stops when the PS says the run is over
 -- (exit 0), or when nothing has come from the PS for --idle-timeout seconds (exit 1). If
 -- several θ are waiting (after a stall), only the newest is computed; a θ of the step it
 -- answered last (the PS sent it again) gets that row and its streams again. While the PS is
 -- silent it says HELLO again every few seconds: a PS restarted from its checkpoint answers with
 -- a new session and the streams of that checkpoint, and the worker carries on in that run (the
--- data already loaded is kept; the attack and the UDP sender are made again for the session).
+-- data already loaded is kept; the attack and the UDP sender are made again for the session,
+-- the attack from the state the PS kept when it sends one).
 -- With --MPI it is a rank of 'agt run --MPI' (rank r is worker r-1): the same steps over MPI,
 -- STATE before each GRAD too, Byzantine ranks colluding on a channel of their own (agt.mpi's
 -- MPI.channel), but no HELLO again (the ranks live and die with the job).
@@ -114,10 +116,7 @@ local function wait_for(net, timeout, wanted)
   end
 end
 
-local function from_hex(h)
-  if type(h) ~= "string" or #h % 2 ~= 0 or h:find("[^%x]") then return nil end
-  return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
-end
+local from_hex = require("agt.checkpoint").unhex
 
 -- The run of a CONFIG message, or nil and why.
 local function decode_config(msg, w)
@@ -305,7 +304,7 @@ local function run(o)
     end
     -- Only the newest θ waiting is worth computing (after a stall, older ones are stale); a
     -- message's bytes live until the next recv, so each θ is copied out before looking further.
-    local step, byzantine
+    local step, byzantine, want_state
     local bytes = cfg.d * 4
     local t0 = clock.mono()
     while msg do
@@ -315,7 +314,8 @@ local function run(o)
         say(id, "a θ of %d bytes from the PS, expected %d: ignored", msg.len, bytes)
       else
         if msg.data ~= theta.raw then ffi.copy(theta.raw, msg.data, bytes) end
-        step, byzantine = msg.step, msg.aux == 1
+        -- aux: 1 Byzantine at this step, + 2 the PS wants the attack's state after it
+        step, byzantine, want_state = msg.step, msg.aux % 2 == 1, msg.aux >= 2
       end
       msg = net:recv(0)
       if TRACE and msg then TRACE(id, "recv %s step %d (waiting)", N.TYPE_NAMES[msg.type] or msg.type, msg.step) end
@@ -336,6 +336,13 @@ local function run(o)
             N.SEND_WAIT_S)
       end
     end
+    -- The attack's state after this step's attack, when the PS asks (it checkpoints at the
+    -- end of the step): after the row, and after the coordinator's attack for its partners.
+    local function send_attack_state()
+      if not (want_state and col) then return end
+      for _, p in ipairs(col:state_parts()) do net:send(nil, N.STATE, w, step, p.aux, p.s) end
+      if TRACE then TRACE(id, "sent the attack's state of step %d", step) end
+    end
     local again = step and answered and answered.step == step
     if again then
       -- θ of the step this worker answered last, sent again (the PS took a READY of ours for
@@ -344,6 +351,7 @@ local function run(o)
       -- local run.
       net:send(nil, N.STATE, w, step, 0, answered.state)
       send_row(answered.loss)
+      send_attack_state()
       if TRACE then TRACE(id, "sent STATE and GRAD of step %d again", step) end
     elseif step then
       local loss = worker:gradient(theta, row)
@@ -361,6 +369,7 @@ local function run(o)
       send_row(loss)
       if TRACE then TRACE(id, "sent STATE and GRAD of step %d", step) end
       if col and not byzantine then col:serve(step, t0) end
+      send_attack_state()
       steps = steps + 1
     end
   end

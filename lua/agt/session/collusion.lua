@@ -10,10 +10,14 @@
 --                                       holds its honest gradient; overwritten with what it sends
 --   col:serve(step, t0)                 the coordinator, honest at step: runs the attack for the
 --                                       step's Byzantine partners (after its own row has gone)
+--   col:state_parts() -> { {aux =, s =}, ... }   its attack's state, now, as the STATE
+--                                       messages that carry it to the PS (below)
 --   col:close()
 --   Collusion.run_attack(attack, G, known, step, rule)   what the coordinator computes (below),
 --                                       for a reference
 --   Collusion.own_stream(seed, row, step)   the stream of an attack alone (below)
+--   Collusion.state_parts(s, d), Collusion.assembler(d), Collusion.max_state(d)   an attack's
+--                                       state in STATE messages, and put together again (below)
 -- t0: when the step's θ arrived (the deadlines count from it).
 --
 -- cfg (from the PS): protocol (M.PROTOCOL), name, args, source (a user's attack file's text),
@@ -21,7 +25,20 @@
 -- file}} | nil (agt.aggregators; a source or the attack's of more than U.MAX_SOURCE bytes, or
 -- one that does not load, is refused), coordinator (index from 0), partners
 -- (indices from 0: the workers that may attack, ascending), keys (their CURVE public keys, in
--- the same order), step_timeout.
+-- the same order), step_timeout, state (the attack's state as the PS kept it, in hexadecimal
+-- text: the process calls the attack's set_state with it before its first attack; absent when
+-- the PS has none for the step the worker starts at).
+--
+-- An attack's own state (state/set_state: mimic variant:principal's direction, a user's attack
+-- that keeps one) lives in the processes that run it: the coordinator of colluding workers, each
+-- Byzantine worker attacking alone. When the PS checkpoints at the end of a step, it asks each
+-- worker that may attack for its attack's state after that step's attack (THETA's aux, see
+-- agt.session.remote); the worker sends it after its row (and, for the coordinator, after the
+-- step's attack for its partners) as STATE messages whose aux is K * 65536 + k: part k of K,
+-- each of part_bytes(d) bytes (the PS's cap on any message) but the last, at most max_state(d)
+-- bytes in all (an empty one: the attack has none now). The PS keeps it in its checkpoint
+-- (agt.session.byzantine) and gives it back in the CONFIG of a session that starts at the
+-- next step (a PS restarted from that checkpoint).
 --
 -- An attack that reads no honest row (cfg.colludes false: signflip as reverse of:own, gaussian,
 -- nan, ...) runs in each Byzantine process alone, on its own row, with a stream of its own for
@@ -55,18 +72,78 @@ local R = require("agt.rng")
 local T = require("agt.tensor")
 local U = require("agt.util")
 local clock = require("agt.clock")
+local Checkpoint = require("agt.checkpoint")
 
 local M = {}
 
 -- The version of this protocol (the CONFIG's attack table, THETA's aux, the coordinator's
 -- channel): a worker says it in its HELLO, the PS in the attack table; they must be equal.
-M.PROTOCOL = 2
+-- 3: CONFIG's attack carries the attack's state; THETA's aux asks for it (+2).
+M.PROTOCOL = 3
+
+-- An attack's state in STATE messages: parts of at most a row's bytes (the PS's cap on any
+-- message), at most max_state(d) bytes in all (mimic's direction and accumulator, 8 d bytes,
+-- and some room for a header).
+function M.part_bytes(d) return math.max(d * 4, 65536) end
+function M.max_state(d) return 8 * d + 65536 end
+local PART = 65536 -- aux = K * PART + k
+
+-- s (a string, or nil for none) as { {aux =, s =}, ... }, or nil, why when it is too big.
+function M.state_parts(s, d)
+  s = s or ""
+  if type(s) ~= "string" then return nil, "its state() returned a " .. type(s) .. ", not a string" end
+  if #s > M.max_state(d) then
+    return nil, string.format("its state has %d bytes, more than the %d that a model of %d parameters allows",
+                              #s, M.max_state(d), d)
+  end
+  local P = M.part_bytes(d)
+  local K = math.max(1, math.ceil(#s / P))
+  local parts = {}
+  for k = 1, K do parts[k] = { aux = K * PART + k, s = s:sub((k - 1) * P + 1, k * P) } end
+  return parts
+end
+
+-- Puts the parts of one worker's state together (the PS): asm:add(aux, data, len) -> the state
+-- (a string, "" for none) once its last part is in, nil while parts are missing, or false, why
+-- for a part out of form (the parts so far are dropped). Sizes are checked before anything is
+-- kept: at most max_state(d) bytes in all.
+local Asm = {}
+Asm.__index = Asm
+
+function M.assembler(d)
+  local P, cap = M.part_bytes(d), M.max_state(d)
+  return setmetatable({ P = P, cap = cap, kmax = math.ceil(cap / P), parts = {}, have = 0 }, Asm)
+end
+
+function Asm:add(aux, data, len)
+  local function bad(why)
+    self.K, self.parts, self.have = nil, {}, 0
+    return false, why
+  end
+  if type(aux) ~= "number" or aux ~= math.floor(aux) or aux < PART or aux >= (self.kmax + 1) * PART then
+    return bad(string.format("part number %s is not one of a state of at most %d parts", tostring(aux), self.kmax))
+  end
+  local K, k = math.floor(aux / PART), aux % PART
+  if k < 1 or k > K then return bad(string.format("part %d of %d", k, K)) end
+  if self.K and self.K ~= K then return bad(string.format("a part of %d after parts of %d", K, self.K)) end
+  if (k < K and len ~= self.P) or len > self.P or (k == K and (K - 1) * self.P + len > self.cap) then
+    return bad(string.format("part %d of %d has %d bytes (parts of %d bytes, at most %d in all)", k, K, len,
+                             self.P, self.cap))
+  end
+  self.K = K
+  if not self.parts[k] then self.have = self.have + 1 end
+  self.parts[k] = ffi.string(data, len)
+  if self.have < K then return nil end
+  local s = table.concat(self.parts)
+  self.K, self.parts, self.have = nil, {}, 0
+  return s
+end
 
 local Col = {}
 Col.__index = Col
 
 -- Checks the CONFIG's attack table; returns nil, why when it is not one this agt understands.
-local function valid(cfg, w, curve)
+local function valid(cfg, w, d, curve)
   if type(cfg) ~= "table" or type(cfg.name) ~= "string" or type(cfg.partners) ~= "table"
      or type(cfg.coordinator) ~= "number" or type(cfg.step_timeout) ~= "number" or cfg.step_timeout <= 0 then
     return nil, "the PS sent an attack description this agt does not understand"
@@ -95,6 +172,10 @@ local function valid(cfg, w, curve)
         type(text) == "string" and (#text .. " bytes") or type(text), U.MAX_SOURCE)
     end
   end
+  if cfg.state ~= nil and (type(cfg.state) ~= "string" or #cfg.state > 2 * M.max_state(d)) then
+    return nil, "the PS sent an attack's state that is not hexadecimal text of at most "
+      .. 2 * M.max_state(d) .. " characters"
+  end
   if curve and cfg.colludes and #cfg.partners > 1 then
     local ok = type(cfg.keys) == "table" and #cfg.keys == #cfg.partners
     for _, k in ipairs(ok and cfg.keys or {}) do ok = ok and type(k) == "string" end
@@ -104,7 +185,7 @@ local function valid(cfg, w, curve)
 end
 
 function M.new(cfg, ctx)
-  local ok, why = valid(cfg, ctx.w, ctx.curve)
+  local ok, why = valid(cfg, ctx.w, ctx.d, ctx.curve)
   if not ok then error(why, 0) end
   local def = cfg.name
   if type(cfg.source) == "string" then def = U.load_lua_text(cfg.source, cfg.name, "attack") end
@@ -128,6 +209,15 @@ function M.new(cfg, ctx)
   end
   local attack = K.new(def, args, { n = cfg.n, f = cfg.f, r = cfg.r, seed = cfg.seed, rule = rule,
                                     warn = function(msg) say("attack: " .. msg) end })
+  if cfg.state ~= nil then -- (the PS kept it: a session that goes on from its checkpoint)
+    local s = Checkpoint.unhex(cfg.state)
+    local ok, err = pcall(attack.set_state, attack, s)
+    if not s or not ok then
+      error(string.format("the PS sent a state that attack %s does not take: %s", attack.name,
+                          s and tostring(err):gsub("^[^:\n]+:%d+: ", "") or "not hexadecimal text"), 0)
+    end
+    say(string.format("attack %s goes on from its state as the PS kept it (%d bytes)", attack.name, #s))
+  end
   local self = setmetatable({
     cfg = cfg, attack = attack, w = ctx.w, row_index = ctx.w + 1, d = ctx.d, bytes = ctx.d * 4,
     n = cfg.n, c = ctx.cluster, curve = ctx.curve, mpi = ctx.mpi, session = ctx.session, say = say,
@@ -357,6 +447,17 @@ function Col:serve(step, t0)
     local set = self:_set(step)
     if #set > 0 then self:_coordinate(step, t0, nil) end
   end
+end
+
+function Col:state_parts()
+  local ok, s = pcall(self.attack.state, self.attack)
+  local parts, why
+  if ok then parts, why = M.state_parts(s, self.d) else why = tostring(s) end
+  if not parts then
+    self:_once("state", string.format("attack %s: %s; the PS keeps no state of it (said once)", self.attack.name, why))
+    parts = M.state_parts(nil, self.d)
+  end
+  return parts
 end
 
 function Col:close()

@@ -30,11 +30,22 @@
 --                                        Byzantine at that step (attacks over the wire), 0
 --                                        otherwise; a Byzantine worker's STATE is that of its
 --                                        honest gradient's streams, as an honest one's;
---                                        PS -> BYE at close
+--                                        aux + 2: the PS checkpoints at the end of the step and
+--                                        wants the attack's state after it, worker -> STATE(step,
+--                                        part, aux = K * 65536 + k) after its row (a worker that
+--                                        may attack, when the attack keeps a state; see
+--                                        agt.session.collusion), which the PS waits for until the
+--                                        deadline like a row; PS -> BYE at close
 -- The workers are configured at the first step, after a resumed run has read their streams
 -- from its checkpoint: the PS's checkpoint holds each worker's streams as they were after its
 -- last row that the PS took (the "worker.<i>" entries of the local source, same format), so a
 -- PS killed and restarted from it gives the workers back the streams of that step.
+-- The attack's state in the worker processes (see agt.session.collusion) is kept the same way:
+-- asked for at a step whose end the PS checkpoints (ctx.checkpoint of fill), taken from the
+-- connection of the worker's row, checked (its size before anything is kept, then by an attack
+-- object that reads it) and given to agt.session.byzantine for the checkpoint; a worker
+-- configured at step t gets the state after step t - 1's attack when the PS has it (a resumed
+-- run), and the PS says once, by worker, when it has not (the attack there starts over).
 -- With --UDP k, workers 0..k-1 send their rows as datagrams (agt.session.lossy) and their GRAD
 -- carries the loss only (no payload); their rows start each step as NaN.
 -- A row is faulty for a step when none arrived before the deadline (--step-timeout), or it
@@ -76,6 +87,9 @@ Remote.__index = Remote
 -- A worker's momentum goes to it in CONFIG as hexadecimal text, under the 16 MiB of its HELLO
 -- socket: models up to this many parameters.
 local MAX_MOMENTUM_HEX = 1500000
+-- The largest CONFIG (the worker's HELLO socket takes 16 MiB): an attack's state that would make
+-- it larger is not sent (said).
+local MAX_CONFIG = 16 * 2 ^ 20 - 65536
 
 local FAULT_KINDS = { "missing", "late", "wrong_size", "malformed", "stranger", "slow" }
 -- Kinds that are not logged as a worker turning faulty: a row of an earlier step (dropped) and
@@ -135,6 +149,7 @@ function M.new(exp, n, sopts, o, c, endpoint)
     step_timeout = o.step_timeout, peer_of = {}, row_of_peer = {}, ready = {},
     fault = {}, faulty_since = {}, faulty_kind = {}, rejected_unknown = 0, other_session = 0,
     wait_for = o.wait_for or n, streams = {}, pending_streams = {}, next_step = 0, udp_config = {},
+    said_state = {},
   }, Remote)
   -- Each worker's random streams as the PS last took them (with its row): fresh ones until a
   -- row arrives or a checkpoint is read. A worker object of the experiment makes them (no data
@@ -223,6 +238,12 @@ function Remote:_configure(peer, w, hello_aux)
   end
   cfg.attack = attack
   local text = cjson.encode(cfg)
+  -- (the worker reads CONFIG on a socket capped at 16 MiB, see agt.cli.worker)
+  if attack and attack.state and #text > MAX_CONFIG then
+    self:_state_unknown(w + 1, string.format("its %d bytes do not fit in a CONFIG of 16 MiB", #attack.state / 2))
+    attack.state = nil
+    text = cjson.encode(cfg)
+  end
   self.net:send({ peer }, N.CONFIG, w, -1, 0, text)
 end
 
@@ -241,6 +262,16 @@ function Remote:_attack_config(w)
   for k, v in pairs(wire.config) do a[k] = v end
   a.partners, a.coordinator, a.step_timeout = partners, partners[1], self.step_timeout
   a.protocol = Collusion.PROTOCOL
+  if wire.stateful then
+    local s = self.byzantine:wire_state(w + 1, self.next_step)
+    if s and s ~= "" then
+      a.state = K.hex(s)
+    elseif not s and self.next_step > 0 then
+      self:_state_unknown(w + 1, string.format("none taken after step %d: the checkpoint was made at a step that "
+        .. "did not ask for it, or the worker did not answer then, or by an agt that did not keep it",
+        self.next_step - 1))
+    end
+  end
   if self.cluster.curve then
     a.keys = {}
     for k, i in ipairs(wire.rows) do a.keys[k] = self.cluster.curve.keys[i] end
@@ -248,20 +279,32 @@ function Remote:_attack_config(w)
   return a
 end
 
+-- Says once by worker that its attack's state is not given back (why), and that it starts over.
+function Remote:_state_unknown(i, why)
+  if self.said_state[i] then return end
+  self.said_state[i] = true
+  self.warn(string.format("the PS has no state of the attack at worker %s for step %d (%s): the attack there "
+    .. "starts over from its first state, and the run differs from one that never stopped (said once)",
+    self:name(i), self.next_step, why))
+end
+
 -- Sends θ of step to the peers (rows[j] is peers[j]'s row): aux 1 to the rows that attack over
--- the wire at this step, 0 to the others. Returns what net:send returns, in the peers' order.
+-- the wire at this step, 0 to the others, + 2 to the rows asked for their attack's state
+-- (self.asked[i] at step self.asked.step). Returns what net:send returns, in the peers' order.
 function Remote:_send_theta(peers, rows, theta, step)
   local bytes = self.d * 4
   if not self.wire then return self.net:send(peers, N.THETA, 0, step, 0, theta.raw, bytes) end
   local byz = {}
   for _, i in ipairs(self.byzantine:rows(step)) do byz[i] = true end
-  local groups = { [0] = { peers = {}, at = {} }, [1] = { peers = {}, at = {} } }
+  local asked = self.asked and self.asked.step == step and self.asked or {}
+  local groups = {}
+  for aux = 0, 3 do groups[aux] = { peers = {}, at = {} } end
   for j, i in ipairs(rows) do
-    local g = groups[byz[i] and 1 or 0]
+    local g = groups[(byz[i] and 1 or 0) + (asked[i] and 2 or 0)]
     g.peers[#g.peers + 1], g.at[#g.at + 1] = peers[j], j
   end
   local sent = {}
-  for aux = 0, 1 do
+  for aux = 0, 3 do
     local g = groups[aux]
     if #g.peers > 0 then
       local s = self.net:send(g.peers, N.THETA, 0, step, aux, theta.raw, bytes)
@@ -393,6 +436,33 @@ function Remote:_stream_state(msg, step)
   end
 end
 
+-- A part of an attack's state (a STATE whose aux is not 0), from worker i's row's connection, at
+-- a step that asked for it: put together in asm[i]; once whole and checked, states[i] (false: it
+-- was out of form, counted; the step waits no more for it).
+function Remote:_attack_state(msg, step, asm, states)
+  local w = self:_who(msg, step)
+  if not w or w >= self.n then return end
+  local i = w + 1
+  local asked = self.asked and self.asked.step == step and self.asked[i]
+  if msg.step ~= step or not asked or self.row_of_peer[msg.peer] ~= i then
+    self:_fault(i, msg.step < step and "late" or "malformed", step,
+                string.format("an attack's state of step %d not asked for on that connection (dropped)", msg.step))
+    return
+  end
+  if states[i] ~= nil then return end -- (sent again with the row, θ having gone twice)
+  asm[i] = asm[i] or Collusion.assembler(self.d)
+  local s, why = asm[i]:add(msg.aux, msg.data, msg.len)
+  if s then
+    local ok
+    ok, why = self.byzantine:check_wire_state(s, self.d)
+    if ok then states[i] = s; return end
+  end
+  if s ~= nil then
+    states[i] = false
+    self:_fault(i, "malformed", step, "its attack's state was refused: " .. why)
+  end
+end
+
 -- Which row a GRAD may fill: its connection's, or the one it claims from a connection the PS
 -- does not know when it is a row of this step (the worker's socket reconnected, after a stall
 -- or a network cut: that connection speaks for the worker from now on; with --auth none,
@@ -463,6 +533,23 @@ function Remote:fill(theta, G, step, ctx)
     net:expect(self.peer_of[i], N.GRAD, step, gp + (i - 1) * d, bytes)
     armed[i] = self.peer_of[i]
   end
+  -- A step whose end the PS checkpoints, with an attack at the workers that keeps a state: the
+  -- workers that may attack are asked for it (see _send_theta); states[i] once whole and
+  -- checked (false: refused), asm[i] its parts so far.
+  local states, asm = {}, {}
+  local want = self.wire and self.wire.stateful and ctx and ctx.checkpoint
+  self.asked = nil
+  if want then
+    self.asked = { step = step }
+    for _, i in ipairs(self.wire.rows) do self.asked[i] = true end
+  end
+  local function states_pending()
+    if not want then return false end
+    for _, i in ipairs(self.wire.rows) do
+      if got[i] == true and states[i] == nil then return true end
+    end
+    return false
+  end
   local sent = self:_send_theta(peers, rows, theta, step)
   for j, i in ipairs(rows) do
     if TRACE then TRACE("step %d: THETA to row %d (peer %d): %s", step, i, peers[j], tostring(sent[j])) end
@@ -482,7 +569,7 @@ function Remote:fill(theta, G, step, ctx)
   -- say a slow evaluation, ZeroMQ may have dropped every connection: the workers are back on
   -- new ones within seconds, and this step takes them instead of failing at once.)
   local need = n - self.o.nb_decl_byz_workers
-  while (pending > 0 and have < self.wait_for) or have + pending < need do
+  while (pending > 0 and have < self.wait_for) or have + pending < need or states_pending() do
     local left = t_end - clock.mono()
     if left <= 0 then break end
     local msg, what, why, peer = self.net:recv(left * 1000)
@@ -493,7 +580,9 @@ function Remote:fill(theta, G, step, ctx)
       else TRACE("step %d: recv %s %s", step, tostring(what), tostring(why)) end
     end
     if msg then
-      if msg.type == N.STATE then
+      if msg.type == N.STATE and msg.aux ~= 0 then
+        self:_attack_state(msg, step, asm, states)
+      elseif msg.type == N.STATE then
         self:_stream_state(msg, step)
       elseif msg.type ~= N.GRAD then
         -- A worker that joins (or comes back on a new connection) mid-step gets this step's θ.
@@ -528,6 +617,10 @@ function Remote:fill(theta, G, step, ctx)
           self:_fault(i, "late", step, "a second row after θ was sent again (dropped)")
         elseif got[i] == true or got[i] == "bad" then
           self:_fault(i, "malformed", step, "a second row in one step")
+        elseif have >= self.wait_for then
+          -- (--wait-for K: K rows are in, the step waits only for attacks' states now; this row
+          -- is not waited for, as when the step ends at its K-th row)
+          disarm(i)
         else
           if got[i] == false then pending = pending - 1 end
           if msg.len ~= row_bytes(i) then
@@ -563,6 +656,12 @@ function Remote:fill(theta, G, step, ctx)
     for i = 1, n do if got[i] ~= true then self.mom_known[i] = false end end
   end
   if udp then udp:finish(got, t_end) end -- after it, nothing more is written into G
+  if self.wire and self.wire.stateful then
+    -- (a row that did not answer, or was refused: none; the checkpoint then holds none for it)
+    local kept = {}
+    for i, s in pairs(states) do if s then kept[i] = s end end
+    self.byzantine:took_wire_states(step, want and kept or nil)
+  end
   local faulty = {}
   for i = 1, n do
     if got[i] == true then
