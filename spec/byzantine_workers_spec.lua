@@ -757,27 +757,27 @@ describe("Byzantine worker processes (attacks over the wire)", function()
     if not ok then error(tostring(err) .. "\n" .. text, 0) end
   end)
 
-  -- The attack's draws come from (seed, row, step) at each worker alone, from (seed, step) at
-  -- the coordinator: nothing to carry across the restart, and the run ends where one that never
-  -- stopped does.
-  for k, attack in ipairs({ "gaussian --attack-args std:0.01", "fang" }) do
-  it(string.format("a random attack at the workers (%s) across a PS killed and restarted: θ of the run never stopped",
-                   k == 1 and "gaussian, each alone" or "fang, colluding"), function()
-    local dir = H.tmpdir()
+  -- A distributed run (n workers, the last two Byzantine, `attack` given as the flag's words)
+  -- whose PS is killed with kill -9 past a checkpoint of step 8 or later — an honest worker
+  -- stopped first, so the Byzantine workers have moved on to the next step — then restarted
+  -- from that checkpoint for `more` steps; then the same run never stopped, with new worker
+  -- processes, to the step the restarted one ended at. Fills r (read by the caller, also when
+  -- this raises): restored (the step restored), map and map2 (the last checkpoints of the
+  -- restarted run and of the run never stopped), perr (the restarted PS's stderr), text (the
+  -- workers' and the first PS's logs).
+  local function killed_and_never_stopped(r, dir, n, attack, more, port1, port2)
     local function ps_cmd(path, ck, steps)
       return string.format("'%s' run --server '%s' --auth none --experiment fashion-mnist "
-        .. "--experiment-args eval-size:500 --aggregator average --nb-workers 4 --nb-decl-byz-workers 2 "
+        .. "--experiment-args eval-size:500 --aggregator average --nb-workers %d --nb-decl-byz-workers 2 "
         .. "--nb-real-byz-workers 2 --attack %s --seed 5 --max-step %d "
         .. "--step-timeout 60 --connect-timeout 60 --checkpoint-dir '%s' --checkpoint-delta 4 "
-        .. "--checkpoint-period -1 --evaluation-period -1 --progress none", AGT, path, attack, steps, ck)
+        .. "--checkpoint-period -1 --evaluation-period -1 --progress none", AGT, path, n, attack, steps, ck)
     end
-    local text = ""
+    local function first_logs() return logs(dir, n) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "") end
+    local path = cluster(dir, free_port(port1), n)
+    local pids = start_workers(dir, path, n)
+    local ps = spawn("exec " .. ps_cmd(path, dir .. "/ck", 100000), dir .. "/ps1.log")
     local ok, err = pcall(function()
-      local path = cluster(dir, free_port(13 + 2 * k), 4)
-      local pids = start_workers(dir, path, 4)
-      local ps = spawn("exec " .. ps_cmd(path, dir .. "/ck", 100000), dir .. "/ps1.log")
-      -- An honest worker stopped past a checkpoint of step 8 or later: the Byzantine workers
-      -- (workers:2 and 3) have drawn the next step's attack when the PS is killed.
       local t_end = os.time() + 90
       while os.time() < t_end and H.newest_checkpoint(dir .. "/ck") < 8 do os.execute("sleep 0.05") end
       os.execute("kill -STOP " .. pids[1])
@@ -786,37 +786,51 @@ describe("Byzantine worker processes (attacks over the wire)", function()
       os.execute("kill -9 " .. ps)
       os.execute("kill -CONT " .. pids[1])
       gone(ps)
-      local rc, pout, perr = H.run(ps_cmd(path, dir .. "/ck", 4))
+      local rc, pout, perr = H.run(ps_cmd(path, dir .. "/ck", more))
+      r.perr = perr
       assert.equal(0, rc, perr)
-      local restored = tonumber(pout:match("Restored step (%d+)"))
-      assert.truthy(restored and restored >= 8, pout .. perr)
+      r.restored = tonumber(pout:match("Restored step (%d+)"))
+      assert.truthy(r.restored and r.restored >= 8, pout .. perr)
       os.execute("sleep 0.3")
-      text = logs(dir, 4) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "")
-      stop(pids)
+    end)
+    r.text = first_logs()
+    stop(pids)
+    if not ok then error(err, 0) end
+    r.map = Checkpoint.restore(dir .. "/ck")
+    assert.equal(tostring(r.restored + more), r.map.step)
+    path = cluster(dir, free_port(port2), n)
+    pids = start_workers(dir, path, n)
+    local rc, _, perr = H.run(ps_cmd(path, dir .. "/ck2", r.restored + more))
+    local text2 = logs(dir, n)
+    stop(pids)
+    assert.equal(0, rc, perr .. "\n" .. text2)
+    r.map2 = Checkpoint.restore(dir .. "/ck2")
+    assert.equal(r.map2.step, r.map.step)
+    assert.equal(Checkpoint.hex(Checkpoint.sha256(r.map2.theta)), Checkpoint.hex(Checkpoint.sha256(r.map.theta)))
+  end
+
+  -- The attack's draws come from (seed, row, step) at each worker alone, from (seed, step) at
+  -- the coordinator: nothing to carry across the restart, and the run ends where one that never
+  -- stopped does.
+  for k, attack in ipairs({ "gaussian --attack-args std:0.01", "fang" }) do
+  it(string.format("a random attack at the workers (%s) across a PS killed and restarted: θ of the run never stopped",
+                   k == 1 and "gaussian, each alone" or "fang, colluding"), function()
+    local dir = H.tmpdir()
+    local r = { text = "" }
+    local ok, err = pcall(function()
+      killed_and_never_stopped(r, dir, 4, attack, 4, 13 + 2 * k, 14 + 2 * k)
       for i = 2, 3 do
-        assert.truthy(text:find(string.format("%%[workers:%d%%] the PS is back with a new session", i)), text)
+        assert.truthy(r.text:find(string.format("%%[workers:%d%%] the PS is back with a new session", i)), r.text)
       end
-      assert.equal(k == 2, text:find("may attack (fang, colluding)", 1, true) ~= nil, text)
-      local map = Checkpoint.restore(dir .. "/ck")
-      assert.equal(tostring(restored + 4), map.step)
-      -- The same run never stopped, with new worker processes.
-      path = cluster(dir, free_port(14 + 2 * k), 4)
-      pids = start_workers(dir, path, 4)
-      rc, _, perr = H.run(ps_cmd(path, dir .. "/ck2", restored + 4))
-      text = logs(dir, 4)
-      stop(pids)
-      assert.equal(0, rc, perr)
-      local map2 = Checkpoint.restore(dir .. "/ck2")
-      assert.equal(map2.step, map.step)
-      assert.equal(Checkpoint.hex(Checkpoint.sha256(map2.theta)), Checkpoint.hex(Checkpoint.sha256(map.theta)))
+      assert.equal(k == 2, r.text:find("may attack (fang, colluding)", 1, true) ~= nil, r.text)
       -- ... which is not the run without the attack (the draws did reach θ)
       local loc = S.new(opts({ aggregator = "average", nb_workers = 4, nb_decl_byz_workers = 2 }))
-      for _ = 1, restored + 4 do loc:step() end
-      assert.are_not.equal(ffi.string(loc.theta.ptr, loc.d * 4), map.theta)
+      for _ = 1, r.restored + 4 do loc:step() end
+      assert.are_not.equal(ffi.string(loc.theta.ptr, loc.d * 4), r.map.theta)
       loc:close()
     end)
     os.execute("rm -rf '" .. dir .. "'")
-    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+    if not ok then error(tostring(err) .. "\n" .. r.text, 0) end
   end)
   end
 
@@ -825,58 +839,19 @@ describe("Byzantine worker processes (attacks over the wire)", function()
   -- checkpoint, and gives it back to the coordinator of the restarted PS's session.
   it("a stateful attack at the workers (mimic variant:principal, colluding) across a PS killed and restarted: θ of the run never stopped", function()
     local dir = H.tmpdir()
-    local function ps_cmd(path, ck, steps)
-      return string.format("'%s' run --server '%s' --auth none --experiment fashion-mnist "
-        .. "--experiment-args eval-size:500 --aggregator average --nb-workers 5 --nb-decl-byz-workers 2 "
-        .. "--nb-real-byz-workers 2 --attack mimic --attack-args variant:principal --seed 5 --max-step %d "
-        .. "--step-timeout 60 --connect-timeout 60 --checkpoint-dir '%s' --checkpoint-delta 4 "
-        .. "--checkpoint-period -1 --evaluation-period -1 --progress none", AGT, path, steps, ck)
-    end
-    local text = ""
+    local r = { text = "" }
     local ok, err = pcall(function()
-      local path = cluster(dir, free_port(23), 5)
-      local pids = start_workers(dir, path, 5)
-      local ps = spawn("exec " .. ps_cmd(path, dir .. "/ck", 100000), dir .. "/ps1.log")
-      -- An honest worker stopped past a checkpoint of step 8 or later: the coordinator
-      -- (workers:3) has run the next step's attack, its direction is past the checkpoint's.
-      local t_end = os.time() + 90
-      while os.time() < t_end and H.newest_checkpoint(dir .. "/ck") < 8 do os.execute("sleep 0.05") end
-      os.execute("kill -STOP " .. pids[1])
-      assert.truthy(H.newest_checkpoint(dir .. "/ck") >= 8, H.read(dir .. "/ps1.log"))
-      os.execute("sleep 0.5")
-      os.execute("kill -9 " .. ps)
-      os.execute("kill -CONT " .. pids[1])
-      gone(ps)
-      local rc, pout, perr = H.run(ps_cmd(path, dir .. "/ck", 6))
-      assert.equal(0, rc, perr)
-      local restored = tonumber(pout:match("Restored step (%d+)"))
-      assert.truthy(restored and restored >= 8, pout .. perr)
-      assert.falsy(perr:find("has no state of the attack", 1, true), perr)
-      os.execute("sleep 0.3")
-      text = logs(dir, 5) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "")
-      stop(pids)
-      assert.truthy(text:find("[workers:3] the PS is back with a new session", 1, true), text)
-      assert.truthy(text:find("[workers:3] attack mimic goes on from its state as the PS kept it", 1, true), text)
-      assert.truthy(text:find("may attack (mimic, colluding)", 1, true), text)
-      local map = Checkpoint.restore(dir .. "/ck")
-      assert.equal(tostring(restored + 6), map.step)
-      assert.equal(tostring(restored + 5), map["attack.wire"])
-      assert.truthy(#map["attack.wire.4"] > 8 * 1000, "the coordinator's direction is in the checkpoint")
-      -- The same run never stopped, with new worker processes.
-      path = cluster(dir, free_port(24), 5)
-      pids = start_workers(dir, path, 5)
-      rc, _, perr = H.run(ps_cmd(path, dir .. "/ck2", restored + 6))
-      text = logs(dir, 5)
-      stop(pids)
-      assert.equal(0, rc, perr)
-      local map2 = Checkpoint.restore(dir .. "/ck2")
-      assert.equal(map2.step, map.step)
-      assert.equal(map2["attack.wire.4"], map["attack.wire.4"])
-      assert.equal(Checkpoint.hex(Checkpoint.sha256(map2.theta)), Checkpoint.hex(Checkpoint.sha256(map.theta)))
+      killed_and_never_stopped(r, dir, 5, "mimic --attack-args variant:principal", 6, 23, 24)
+      assert.falsy(r.perr:find("has no state of the attack", 1, true), r.perr)
+      assert.truthy(r.text:find("[workers:3] the PS is back with a new session", 1, true), r.text)
+      assert.truthy(r.text:find("[workers:3] attack mimic goes on from its state as the PS kept it", 1, true), r.text)
+      assert.truthy(r.text:find("may attack (mimic, colluding)", 1, true), r.text)
+      assert.equal(tostring(r.restored + 5), r.map["attack.wire"])
+      assert.truthy(#r.map["attack.wire.4"] > 8 * 1000, "the coordinator's direction is in the checkpoint")
+      assert.equal(r.map2["attack.wire.4"], r.map["attack.wire.4"])
     end)
-    if not ok and text == "" then text = logs(dir, 5) .. "\n--- the first PS:\n" .. (H.read(dir .. "/ps1.log") or "") end
     os.execute("rm -rf '" .. dir .. "'")
-    if not ok then error(tostring(err) .. "\n" .. text, 0) end
+    if not ok then error(tostring(err) .. "\n" .. r.text, 0) end
   end)
 
   it("optimal-lie at the workers searches against a user's rule that only the PS has (AGT_PATH): θ as simulated here", function()
