@@ -33,6 +33,32 @@ local function opts(extra)
   return o
 end
 
+-- A raw worker process (a script run by agt, written to path): it joins as worker `id` on the
+-- PS at `port`, and answers each θ with the row `row` (a Lua expression of cfg.d) sent as the
+-- GRAD of worker `as`, until BYE or 20 s without a message.
+local function raw_worker(path, port, id, row, as)
+  H.write(path, string.format([[
+local N = require("agt.net")
+local cjson = require("cjson")
+local ep = "tcp://127.0.0.1:%d"
+local h = N.client(ep, 2^24)
+h:send(nil, N.HELLO, %d, -1, 0)
+local m
+repeat m = h:recv(1000) until m and m.type == N.CONFIG
+local cfg = cjson.decode(m:text())
+h:close()
+local c = N.client(ep, cfg.d * 4 + 64)
+c:set_session(tonumber(cfg.session, 16))
+c:send(nil, N.READY, %d, -1, cfg.d)
+local row = %s
+while true do
+  m = c:recv(20000)
+  if not m or m.type == N.BYE then break end
+  if m.type == N.THETA then c:send(nil, N.GRAD, %d, m.step, 0, row) end
+end
+]], port, id, id, row, as))
+end
+
 describe("the rule part with faulty rows", function()
   local T = require("agt.tensor")
   local A = require("agt.aggregators")
@@ -189,26 +215,7 @@ describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
       -- A wrong-size row: a process that joins as worker 5 (row 6, whose process was killed) and
       -- answers each θ with one float too few.
       local script = dir .. "/short.lua"
-      H.write(script, string.format([[
-local N = require("agt.net")
-local cjson = require("cjson")
-local ep = "tcp://127.0.0.1:%d"
-local h = N.client(ep, 2^24)
-h:send(nil, N.HELLO, 5, -1, 0)
-local m
-repeat m = h:recv(1000) until m and m.type == N.CONFIG
-local cfg = cjson.decode(m:text())
-h:close()
-local c = N.client(ep, cfg.d * 4 + 64)
-c:set_session(tonumber(cfg.session, 16))
-c:send(nil, N.READY, 5, -1, cfg.d)
-local row = string.rep("\0", (cfg.d - 1) * 4)
-while true do
-  m = c:recv(20000)
-  if not m or m.type == N.BYE then break end
-  if m.type == N.THETA then c:send(nil, N.GRAD, 5, m.step, 0, row) end
-end
-]], port))
+      raw_worker(script, port, 5, [[string.rep("\0", (cfg.d - 1) * 4)]], 5)
       extra.short = spawn(string.format("exec '%s' '%s'", AGT, script), dir .. "/short.log")
       -- It joins during this step (and gets its θ at once) or the next.
       local t_end = os.time() + 30
@@ -579,26 +586,7 @@ sleep 30
     -- Worker 2's process answers each θ with a row of ones of the right size that claims to be
     -- worker 0's: it is put together in row 3's place as it arrives, then refused (stranger).
     local script = dir .. "/claim.lua"
-    H.write(script, string.format([[
-local N = require("agt.net")
-local cjson = require("cjson")
-local ep = "tcp://127.0.0.1:%d"
-local h = N.client(ep, 2^24)
-h:send(nil, N.HELLO, 2, -1, 0)
-local m
-repeat m = h:recv(1000) until m and m.type == N.CONFIG
-local cfg = cjson.decode(m:text())
-h:close()
-local c = N.client(ep, cfg.d * 4 + 64)
-c:set_session(tonumber(cfg.session, 16))
-c:send(nil, N.READY, 2, -1, cfg.d)
-local row = string.rep("\0\0\128\63", cfg.d)
-while true do
-  m = c:recv(20000)
-  if not m or m.type == N.BYE then break end
-  if m.type == N.THETA then c:send(nil, N.GRAD, 0, m.step, 0, row) end
-end
-]], port))
+    raw_worker(script, port, 2, [[string.rep("\0\0\128\63", cfg.d)]], 0)
     local extra = { claim = spawn(string.format("exec '%s' '%s'", AGT, script), dir .. "/claim.log") }
     local ok, err = pcall(function()
       local ps = S.new(opts({ aggregator = "median", nb_workers = 3, nb_decl_byz_workers = 1,
