@@ -188,24 +188,23 @@ describe("agt run --MPI", function()
     assert.equal(1, count, err)
   end)
 
-  it("the transport: deadlines, size, tag and source checked before receiving, full peers (spec/mpi/transport.lua)", function()
+  -- A script of spec/mpi/ on np ranks: it exits 0, prints no FAIL and `oks` lines "ok: ".
+  local function mpi_script(np, name, oks)
     need_mpi()
-    local rc, out, err = H.run(string.format("timeout 120 %s -np 3 %s %s", MPIRUN, AGT,
-                                           H.shell_quote(host.root .. "/spec/mpi/transport.lua")))
+    local rc, out, err = H.run(string.format("timeout 120 %s -np %d %s %s", MPIRUN, np, AGT,
+                                           H.shell_quote(host.root .. "/spec/mpi/" .. name)))
     assert.equal(0, rc, out .. err)
     assert.falsy(out:find("FAIL", 1, true), out)
-    local _, oks = out:gsub("ok: ", "")
-    assert.equal(21, oks, out)
+    local _, n = out:gsub("ok: ", "")
+    assert.equal(oks, n, out)
+  end
+
+  it("the transport: deadlines, size, tag and source checked before receiving, full peers (spec/mpi/transport.lua)", function()
+    mpi_script(3, "transport.lua", 21)
   end)
 
   it("the Byzantine ranks' channel: its ranks only, its own tag, size checked before receiving (spec/mpi/channel.lua)", function()
-    need_mpi()
-    local rc, out, err = H.run(string.format("timeout 120 %s -np 4 %s %s", MPIRUN, AGT,
-                                           H.shell_quote(host.root .. "/spec/mpi/channel.lua")))
-    assert.equal(0, rc, out .. err)
-    assert.falsy(out:find("FAIL", 1, true), out)
-    local _, oks = out:gsub("ok: ", "")
-    assert.equal(17, oks, out)
+    mpi_script(4, "channel.lua", 17)
   end)
 
   it("a rogue worker rank's wrong-size rows, garbage and rows for another worker are counted; the run completes", function()

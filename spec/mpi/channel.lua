@@ -8,28 +8,11 @@ local MPI = require("agt.mpi")
 local N = require("agt.net")
 local clock = require("agt.clock")
 
--- Raw MPI for what the transport never sends (OpenMPI's handles are its globals).
-ffi.cdef [[
-extern char ompi_mpi_comm_world[];
-extern char ompi_mpi_byte[];
-int MPI_Send(const void *buf, int count, void *datatype, int dest, int tag, void *comm);
-]]
-local function raw_send(bytes, dest, tag)
-  return ffi.C.MPI_Send(bytes, #bytes, ffi.C.ompi_mpi_byte, dest, tag, ffi.C.ompi_mpi_comm_world)
-end
-local TAG, TAG_BYZ = 0x4147, 0x4142
-
-local failed = 0
-local function check(cond, what, why)
-  if cond then print("ok: " .. what) else failed = failed + 1; print("FAIL: " .. what .. ": " .. tostring(why)) end
-end
+local C = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
+local raw_send, check, pattern, TAG = C.raw_send, C.check, C.pattern, C.TAG
+local TAG_BYZ = 0x4142
 
 local SESSION, CAP, CAP_CH = 0x1234567, 2 ^ 20, 4096
-local function pattern(d, x)
-  local p = ffi.new("float[?]", d)
-  for i = 0, d - 1 do p[i] = x + i end
-  return p
-end
 
 -- Receives on t until done(msg, why, peer) is true or 20 s.
 local function until_done(t, done)
@@ -137,5 +120,5 @@ os.exit(MPI.run(function(rank, size)
     ps(t)
   elseif rank == 1 then coordinator(t) elseif rank == 2 then partner(t) else rogue(t) end
   t:close()
-  return failed == 0 and 0 or 1
+  return C.status()
 end))

@@ -9,11 +9,7 @@ local cjson = require("cjson")
 local MPI = require("agt.mpi")
 local N = require("agt.net")
 
-ffi.cdef [[
-extern char ompi_mpi_comm_world[];
-extern char ompi_mpi_byte[];
-int MPI_Send(const void *buf, int count, void *datatype, int dest, int tag, void *comm);
-]]
+local C = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
 
 os.exit(MPI.run(function(rank)
   local w = rank - 1
@@ -40,7 +36,7 @@ os.exit(MPI.run(function(rank)
         t:send(nil, N.GRAD, w, m.step, 0, row, (d - 1) * 4)
       elseif k == 1 then
         local junk = string.rep("z", 200)
-        ffi.C.MPI_Send(junk, #junk, ffi.C.ompi_mpi_byte, 0, 0x4147, ffi.C.ompi_mpi_comm_world)
+        C.raw_send(junk, 0, C.TAG)
       else
         t:send(nil, N.GRAD, 0, m.step, 0, row, d * 4)
       end

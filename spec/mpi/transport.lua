@@ -8,28 +8,10 @@ local MPI = require("agt.mpi")
 local N = require("agt.net")
 local clock = require("agt.clock")
 
--- Raw MPI for what the transport refuses to send (OpenMPI's handles are its globals).
-ffi.cdef [[
-extern char ompi_mpi_comm_world[];
-extern char ompi_mpi_byte[];
-int MPI_Send(const void *buf, int count, void *datatype, int dest, int tag, void *comm);
-]]
-local function raw_send(bytes, dest, tag)
-  return ffi.C.MPI_Send(bytes, #bytes, ffi.C.ompi_mpi_byte, dest, tag, ffi.C.ompi_mpi_comm_world)
-end
-local TAG = 0x4147
-
-local failed = 0
-local function check(cond, what, why)
-  if cond then print("ok: " .. what) else failed = failed + 1; print("FAIL: " .. what .. ": " .. tostring(why)) end
-end
+local C = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
+local raw_send, check, pattern, TAG = C.raw_send, C.check, C.pattern, C.TAG
 
 local SESSION, CAP = 0x1234567, 2 ^ 20
-local function pattern(d, x)
-  local p = ffi.new("float[?]", d)
-  for i = 0, d - 1 do p[i] = x + i end
-  return p
-end
 
 local function ps(t)
   local t0 = clock.mono()
@@ -127,5 +109,5 @@ os.exit(MPI.run(function(rank, size)
     local ok, err = pcall(t.recv, t, 0)
     check(not ok and tostring(err):find("the socket is closed", 1, true), "a closed transport raises", err)
   end
-  return failed == 0 and 0 or 1
+  return C.status()
 end))
