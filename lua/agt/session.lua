@@ -658,9 +658,7 @@ function Session:_checkpoint_after(k)
   if not o.checkpoint_dir then return false end
   local g = k + 1
   if self._last and g >= self._last then return true end
-  if o.checkpoint_delta and o.checkpoint_delta > 0 and g % o.checkpoint_delta == 0 then return true end
-  return o.checkpoint_period ~= nil and o.checkpoint_period >= 0 and self.last_ckpt_time ~= nil
-    and clock.mono() - self.last_ckpt_time >= o.checkpoint_period
+  return due(o.checkpoint_delta, o.checkpoint_period, g, self.last_ckpt_step, clock.mono(), self.last_ckpt_time)
 end
 
 -- One step of the loop and what follows it: progress, summaries, evaluation, checkpoint.
