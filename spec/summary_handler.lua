@@ -27,6 +27,15 @@ return function(options)
   end, { priority = 1 })
   busted.subscribe({ "suite", "end" }, function()
     local failed = handler.failuresCount + handler.errorsCount
+    -- one short line per failure, which make test's last lines repeat (a CI log may keep only its tail)
+    for _, list in ipairs({ handler.failures, handler.errors }) do
+      for _, f in pairs(list) do
+        local t = f.element and f.element.trace
+        local where = t and t.short_src and (t.short_src .. ":" .. tostring(t.currentline)) or "?"
+        local msg = tostring(f.message or ""):gsub("%s+", " ")
+        io.write(string.format("\nFAILED: %s %s: %s", where, tostring(f.name), msg:sub(1, 160)))
+      end
+    end
     io.write(string.format("\n%d passed, %d failed (busted; %d pending)\n",
                            handler.successesCount, failed, handler.pendingsCount))
     io.flush()
