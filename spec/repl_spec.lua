@@ -10,12 +10,7 @@ describe("agt REPL", function()
     return
   end
   local home
-  setup(function()
-    home = H.tmpdir()
-    tmux("kill-server")
-    tmux(string.format("new-session -d -s repl -x 150 -y 50 'HOME=%s %s; echo REPL-EXIT=$?; sleep 20'",
-                       home, H.shell_quote(H.agt)))
-  end)
+  setup(function() home = H.tmpdir() end)
   teardown(function()
     tmux("kill-server")
     os.execute("rm -rf " .. H.shell_quote(home))
@@ -34,6 +29,23 @@ describe("agt REPL", function()
     return false
   end
   local prompts = 1
+  -- A fresh tmux server running the REPL, once its first prompt shows. A server just killed
+  -- may still be going away: wait until it is gone, and start again if the new one shows no
+  -- prompt (a new session made against the dying server shows nothing).
+  local function start(cwd)
+    prompts = 1
+    for _ = 1, 3 do
+      tmux("kill-server")
+      for _ = 1, 50 do
+        if tmux("has-session -t repl") ~= 0 then break end
+        H.run("sleep 0.1")
+      end
+      local rc = tmux(string.format("new-session -d -s repl -x 150 -y 50 %s'HOME=%s %s; echo REPL-EXIT=$?; sleep 20'",
+                                    cwd and ("-c " .. H.shell_quote(cwd) .. " ") or "", home, H.shell_quote(H.agt)))
+      if rc == 0 and wait_for("agt>") then return true end
+    end
+    return false
+  end
   local function count(text)
     local n, i = 0, 1
     local s = screen()
@@ -56,6 +68,7 @@ describe("agt REPL", function()
   end
 
   it("evaluates multi-line chunks, prints values and survives errors and Ctrl-C", function()
+    assert.is_true(start(), "no REPL prompt within 15 s: " .. screen())
     assert.is_true(wait_for("agt>"), screen())
     type_line("function twice(x)", true)
     type_line("return 2 * x", true)
@@ -87,11 +100,7 @@ describe("agt REPL", function()
   end)
 
   it("has =expr, ?x and help(x), Tab completion, tensors as rows, a compiled s:run() and exit", function()
-    tmux("kill-server")
-    tmux(string.format("new-session -d -s repl -x 150 -y 50 -c %s 'HOME=%s %s; echo REPL-EXIT=$?; sleep 20'",
-                       H.shell_quote(require("agt.host").root), home, H.shell_quote(H.agt)))
-    prompts = 1
-    assert.is_true(wait_for("agt>"), screen())
+    assert.is_true(start(require("agt.host").root), "no REPL prompt within 15 s: " .. screen())
     type_line("=6 * 7")
     type_line("?krum")
     type_line("help('lie')")
