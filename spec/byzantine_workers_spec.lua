@@ -278,14 +278,19 @@ end
     if not ok then error(tostring(err) .. "\n" .. text, 0) end
     assert.same({ [0] = "agt-mimic/1 0 0 0\n", false, false, false, "agt-mimic/1 0 0 0\n" }, states)
     for _, said in ipairs({
-      "worker workers:2 faulty at step 1: its attack's state was refused: part number 589825 is not one of a state of at most 3 parts",
-      "worker workers:2 faulty at step 2: its attack's state was refused: not a state of attack mimic: attack mimic: not a mimic state",
+      "worker workers:2 at step 1: its attack's state was refused: part number 589825 is not one of a state of at most 3 parts",
+      "worker workers:2 at step 2: its attack's state was refused: not a state of attack mimic: attack mimic: not a mimic state",
       "the PS has no state of the attack at worker workers:2 for step 4 (none taken after step 3:",
       "config 1: state nil", "config 2: state nil", "step 3 aux 3", "step 4 aux 3" }) do
       assert.truthy(text:find(said, 1, true), said .. "\n" .. text)
     end
     local _, k = text:gsub("has no state of the attack", "")
     assert.equal(1, k, text)
+    -- (its rows were taken: a refused state is said as such, not as the worker faulty then back)
+    assert.falsy(text:find("worker workers:2 faulty", 1, true), text)
+    assert.falsy(text:find("worker workers:2 back", 1, true), text)
+    -- (and counted, by worker, at close)
+    assert.truthy(text:find("workers:2: [^;\n]*malformed 2"), text)
   end)
 
   it("with --checkpoint-period, every checkpoint holds the state after its step's attack", function()
