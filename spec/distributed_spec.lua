@@ -13,6 +13,9 @@ local AGT = host.root .. "/agt"
 
 local free_port, cluster, spawn, gone, stop = H.free_port, H.cluster, H.spawn, H.gone, H.stop
 
+-- The sockets this process holds (the PS's connections when the PS is a session in it).
+local function sockets() return tonumber(H.sh("ls -l /proc/$PPID/fd 2>/dev/null | grep -c 'socket:'")) end
+
 local function start_workers(dir, path, n, idle)
   local pids = {}
   for i = 0, n - 1 do
@@ -187,8 +190,16 @@ describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
       ps:step()
       local F = ps.source:faults()
 
-      -- A worker killed: its row is faulty (counted), the step goes on with the others.
+      -- A worker killed: its row is faulty (counted), the step goes on with the others. The step
+      -- starts once the PS has closed the worker's two connections (its HELLO and step sockets):
+      -- a fixed 0.2 s was too short on a loaded machine, and the PS then sent θ to a connection
+      -- it had not seen close yet and waited --step-timeout for its row ("no row" instead of
+      -- "its connection is gone"). (Then 0.2 s for ZeroMQ to end that peer's pipe after.)
+      local before = sockets()
       os.execute("kill -9 " .. pids[6])
+      gone(pids[6])
+      local t_end = os.time() + 30
+      while os.time() < t_end and sockets() > before - 2 do os.execute("sleep 0.05") end
       os.execute("sleep 0.2")
       local t = ps:step()
       assert.is_true(faulty()[6] and t.faulty >= 1)
@@ -218,7 +229,7 @@ describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
       raw_worker(script, port, 5, [[string.rep("\0", (cfg.d - 1) * 4)]], 5)
       extra.short = spawn(string.format("exec '%s' '%s'", AGT, script), dir .. "/short.log")
       -- It joins during this step (and gets its θ at once) or the next.
-      local t_end = os.time() + 30
+      t_end = os.time() + 30
       while os.time() < t_end do
         ps:step()
         if F[6].wrong_size >= 1 then break end
@@ -553,7 +564,6 @@ sleep 30
       local ps = S.new(opts({ aggregator = "median", nb_workers = 4, nb_decl_byz_workers = 1, server = path,
                               auth = "none", step_timeout = 30, connect_timeout = 60 }))
       ps:step() -- every worker is connected (two connections each)
-      local function sockets() return tonumber(H.sh("ls -l /proc/$PPID/fd 2>/dev/null | grep -c 'socket:'")) end
       local base = sockets()
       flood = spawn("exec bash " .. dir .. "/flood.sh", dir .. "/flood.log")
       local t_end = os.time() + 30
