@@ -158,10 +158,16 @@ function H.stop(pids)
   for _, pid in pairs(pids) do os.execute(string.format("kill -9 %d 2>/dev/null", pid)) end
 end
 
--- Waits (up to 20 s) until process pid has exited (a zombie has).
+-- Waits (up to 20 s) until process pid has exited: gone, or a zombie whose other threads have
+-- ended too. (A killed process's main thread turns zombie first; its files, a checkpoint
+-- directory's lock among them, are released with its last thread, which on a loaded machine
+-- can come later: a PS restarted at once then found the directory "in use by another run".)
 function H.gone(pid)
   for _ = 1, 400 do
-    if os.execute(string.format("s=$(ps -o stat= -p %d) && [ \"${s#Z}\" = \"$s\" ]", pid)) ~= 0 then return end
+    if os.execute(string.format("s=$(ps -o stat= -p %d) && { [ \"${s#Z}\" = \"$s\" ] "
+                                .. "|| [ $(ls /proc/%d/task 2>/dev/null | wc -l) -gt 1 ]; }", pid, pid)) ~= 0 then
+      return
+    end
     os.execute("sleep 0.05")
   end
 end
