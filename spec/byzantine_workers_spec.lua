@@ -270,10 +270,11 @@ end
       states[4] = s:state()["attack.wire.3"] or false
       s:close()
     end)
-    os.execute("sleep 0.3")
+    -- (the fake's last line, written after its row and state of step 4)
+    local fake_log = H.wait_logs({ dir .. "/fake.log" }, "step 4 aux")[1]
     stop(pids)
     stop({ fake })
-    text = (H.read(dir .. "/ps.err") or "") .. "\n--- fake:\n" .. (H.read(dir .. "/fake.log") or "") .. logs(dir, 2)
+    text = (H.read(dir .. "/ps.err") or "") .. "\n--- fake:\n" .. fake_log .. logs(dir, 2)
     os.execute("rm -rf '" .. dir .. "'")
     if not ok then error(tostring(err) .. "\n" .. text, 0) end
     assert.same({ [0] = "agt-mimic/1 0 0 0\n", false, false, false, "agt-mimic/1 0 0 0\n" }, states)

@@ -109,9 +109,10 @@ describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
       .. "--experiment-args eval-size:500 --aggregator krum --nb-workers 6 --nb-decl-byz-workers 1 "
       .. "--seed 5 --max-step 8 --step-timeout 30 --connect-timeout 60 --checkpoint-dir '%s/ck' "
       .. "--checkpoint-period -1 --evaluation-period -1 --quiet", path, dir))
-    os.execute("sleep 0.3")
-    local logs = {}
-    for i = 0, 5 do logs[i + 1] = H.read(string.format("%s/w%d.log", dir, i)) or "" end
+    -- (each worker says so once it has the PS's BYE)
+    local paths = {}
+    for i = 0, 5 do paths[i + 1] = string.format("%s/w%d.log", dir, i) end
+    local logs = H.wait_logs(paths, "the PS ended the run")
     stop(pids)
     local map = K.restore(dir .. "/ck")
     os.execute("rm -rf '" .. dir .. "'")
@@ -339,9 +340,9 @@ describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
       assert.equal(0, rc, perr)
       local restored = tonumber(pout:match("Restored step (%d+)"))
       assert.truthy(restored and restored >= 8, pout .. perr)
-      os.execute("sleep 0.3")
-      for i = 0, 3 do
-        local log = H.read(string.format("%s/w%d.log", dir, i)) or ""
+      local paths = {}
+      for i = 0, 3 do paths[i + 1] = string.format("%s/w%d.log", dir, i) end
+      for _, log in ipairs(H.wait_logs(paths, "the PS ended the run")) do
         assert.truthy(log:find("the PS is back with a new session", 1, true), log)
         assert.truthy(log:find("the PS ended the run", 1, true), log)
       end

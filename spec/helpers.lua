@@ -172,6 +172,23 @@ function H.gone(pid)
   end
 end
 
+-- The texts of the files at paths (a list) once each holds `text` (plain), or as they are
+-- after secs seconds (default 30) in all: a line that processes write after an event (workers,
+-- after the PS's BYE) is waited for, not slept for.
+function H.wait_logs(paths, text, secs)
+  local t_end, texts = os.time() + (secs or 30), {}
+  repeat
+    local all = true
+    for k, path in ipairs(paths) do
+      texts[k] = H.read(path) or ""
+      if not texts[k]:find(text, 1, true) then all = false end
+    end
+    if all then return texts end
+    os.execute("sleep 0.1")
+  until os.time() > t_end
+  return texts
+end
+
 -- The step of the newest model-N.ckpt in dir, or -1 (with --checkpoint-keep a file lives only
 -- a few steps: a poll for one name can miss it).
 function H.newest_checkpoint(dir)
