@@ -383,19 +383,17 @@ describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
                               auth = "none", step_timeout = 30, connect_timeout = 60 }))
       ps.source.warn = function(msg) warnings[#warnings + 1] = msg end
       -- A raw client learns the session as anyone can with --auth none (HELLO as worker 0)...
-      local ep = string.format("tcp://127.0.0.1:%d", port)
-      local hello = N.client(ep, 2 ^ 24)
-      hello:send(nil, N.HELLO, 0, -1, 0)
+      raw = N.client(string.format("tcp://127.0.0.1:%d", port), 2 ^ 24)
+      raw:send(nil, N.HELLO, 0, -1, 0)
       ps:step()
-      local m = hello:recv(5000)
+      local m = raw:recv(5000)
       assert.truthy(m and m.type == N.CONFIG)
-      local session = tonumber(require("cjson").decode(m:text()).session, 16)
-      hello:close()
-      -- ... and replays worker 0's row of step 1 (its bytes and loss, taken from G) during step 2.
+      raw:set_session(tonumber(require("cjson").decode(m:text()).session, 16))
+      -- ... and replays worker 0's row of step 1 (its bytes and loss, taken from G) during step 2,
+      -- on that connection (up already: a new one's handshake on a loaded machine could take
+      -- longer than the wait below and step 2 together, and the frames then come in step 3).
       ps:step()
       local row, loss = ffi.string(ps.G:row(1).ptr, ps.d * 4), ps.source.losses[1]
-      raw = N.client(ep, ps.d * 4 + 64)
-      raw:set_session(session)
       assert.equal(true, raw:send(nil, N.GRAD, 0, 1, loss, row))
       -- (and streams for worker 0 at this step that are no worker's state: dropped, counted)
       assert.equal(true, raw:send(nil, N.STATE, 0, 2, 0, "not a state"))
