@@ -424,6 +424,9 @@ describe("a distributed run (PS + worker processes on 127.0.0.1)", function()
     local text = table.concat(warnings, "\n")
     if not ok then error(tostring(err) .. "\n" .. text .. "\n" .. table.concat(logs, "\n"), 0) end
     assert.falsy(text:find("new connection", 1, true), text) -- the replay took no worker's place
+    -- the forged streams are said as dropped; worker 0, whose own row was taken, is not faulty
+    assert.truthy(text:find("worker workers:0 at step 2: streams that are not a worker's state (dropped)", 1, true), text)
+    assert.falsy(text:find("worker workers:0 faulty", 1, true), text)
   end)
 
   it("--wait-for K aggregates on the first K rows: a stalled worker is not waited for", function()
