@@ -149,6 +149,14 @@ describe("agt deploy over SSH (a real sshd on 127.0.0.1..3)", function()
   local RUN = "--experiment fashion-mnist --experiment-args eval-size:200 --aggregator average --nb-workers 3 "
     .. "--seed 3 --evaluation-period -1 --checkpoint-period -1 --summary-dir - --evaluation-file - "
   local function workers_alive() return pids_with("127.0.0.1:" .. base .. "\"", "\0worker\0--server\0") end
+  -- Whether each of the 3 workers said it is ready (READY sent to the PS) on deploy's stderr.
+  local function all_ready(out)
+    local se = text(out.err)
+    for i = 0, 2 do
+      if not se:find(string.format("[workers:%d] ready", i), 1, true) then return false end
+    end
+    return true
+  end
   local function ps_alive() return pids_with("\0run\0--server\0" .. cluster .. "\0") end
 
   it("runs the PS here and 3 workers over ssh, each line prefixed, and the workers are gone after", function()
@@ -184,13 +192,8 @@ describe("agt deploy over SSH (a real sshd on 127.0.0.1..3)", function()
     if not have then return pending("openssh-server is not installed (make setup installs it)") end
     local p, out = deploy(RUN .. "--auth none --max-step 1000000 --step-timeout 60",
                           { "--nice", "7", "--nice-only", "workers" })
-    local function ready()
-      local se = text(out.err)
-      return se:find("[workers:0] ready", 1, true) and se:find("[workers:1] ready", 1, true)
-        and se:find("[workers:2] ready", 1, true)
-    end
-    pump_until(p, out, 120, ready)
-    assert.truthy(ready(), text(out.err))
+    pump_until(p, out, 120, function() return all_ready(out) end)
+    assert.truthy(all_ready(out), text(out.err))
     assert.equal(3, #workers_alive())
     local base_nice = niceness("self")
     for _, pid in ipairs(workers_alive()) do assert.equal(7, niceness(pid)) end
@@ -209,7 +212,10 @@ describe("agt deploy over SSH (a real sshd on 127.0.0.1..3)", function()
   it("a deploy killed with SIGKILL takes its remote workers with it (their session's end)", function()
     if not have then return pending("openssh-server is not installed (make setup installs it)") end
     local p, out = deploy(RUN .. "--auth none --max-step 1000000 --step-timeout 2")
-    pump_until(p, out, 120, function() return #workers_alive() == 3 and text(out.err):find("ready", 1, true) end)
+    -- (every worker ready, so that the PS is past connecting: killed while it waits for one
+    -- still loading its data, it waits --connect-timeout, 60 s, and not one step)
+    pump_until(p, out, 120, function() return #workers_alive() == 3 and all_ready(out) end)
+    assert.truthy(all_ready(out), text(out.err))
     assert.equal(3, #workers_alive())
     ffi.C.kill(p.pid, P.SIGKILL)
     p:reap(true)

@@ -158,12 +158,35 @@ function H.stop(pids)
   for _, pid in pairs(pids) do os.execute(string.format("kill -9 %d 2>/dev/null", pid)) end
 end
 
--- Waits (up to 20 s) until process pid has exited (a zombie has).
+-- Waits (up to 20 s) until process pid has exited: gone, or a zombie whose other threads have
+-- ended too. (A killed process's main thread turns zombie first; its files, a checkpoint
+-- directory's lock among them, are released with its last thread, which on a loaded machine
+-- can come later: a PS restarted at once then found the directory "in use by another run".)
 function H.gone(pid)
   for _ = 1, 400 do
-    if os.execute(string.format("s=$(ps -o stat= -p %d) && [ \"${s#Z}\" = \"$s\" ]", pid)) ~= 0 then return end
+    if os.execute(string.format("s=$(ps -o stat= -p %d) && { [ \"${s#Z}\" = \"$s\" ] "
+                                .. "|| [ $(ls /proc/%d/task 2>/dev/null | wc -l) -gt 1 ]; }", pid, pid)) ~= 0 then
+      return
+    end
     os.execute("sleep 0.05")
   end
+end
+
+-- The texts of the files at paths (a list) once each holds `text` (plain), or as they are
+-- after secs seconds (default 30) in all: a line that processes write after an event (workers,
+-- after the PS's BYE) is waited for, not slept for.
+function H.wait_logs(paths, text, secs)
+  local t_end, texts = os.time() + (secs or 30), {}
+  repeat
+    local all = true
+    for k, path in ipairs(paths) do
+      texts[k] = H.read(path) or ""
+      if not texts[k]:find(text, 1, true) then all = false end
+    end
+    if all then return texts end
+    os.execute("sleep 0.1")
+  until os.time() > t_end
+  return texts
 end
 
 -- The step of the newest model-N.ckpt in dir, or -1 (with --checkpoint-keep a file lives only

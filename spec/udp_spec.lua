@@ -258,8 +258,7 @@ describe("--UDP K with worker processes", function()
       .. "--experiment-args eval-size:500 --aggregator trimmed-mean --nb-workers 4 --nb-decl-byz-workers 1 "
       .. "--seed 3 --max-step 5 --step-timeout 30 --UDP 1 --udp-args drop:0.3 chunk:4096 rate:50 "
       .. "--summary-dir '%s/sm' --evaluation-period -1 --quiet", path, dir))
-    os.execute("sleep 0.3")
-    local log0 = H.read(dir .. "/w0.log") or ""
+    local log0 = H.wait_logs({ dir .. "/w0.log" }, "left out by the test drop rate")[1] -- (said after the PS's BYE)
     local csv = H.read(dir .. "/sm/summary.csv") or ""
     local events = H.sh(string.format("ls '%s/sm' | grep -c tfevents", dir))
     stop(pids)

@@ -50,7 +50,9 @@
 -- carries the loss only (no payload); their rows start each step as NaN.
 -- A row is faulty for a step when none arrived before the deadline (--step-timeout), or it
 -- came from a connection that is not that worker's, for another step, or with another size;
--- faults are counted by worker and logged when a worker turns faulty and when it is back.
+-- faults are counted by worker and logged when a worker turns faulty and when it is back. A
+-- STATE dropped (streams or an attack's state out of form) is counted and said, but does not
+-- make the worker faulty: its row says that.
 -- A row awaited on a connection is put together straight in its place in G as its chunks arrive
 -- (agt.net's expect: no copy of it after ZeroMQ's); a faulty row that a message was written
 -- into, whole or in part (one that failed mid-way, or was dropped), is NaN after the step.
@@ -421,6 +423,14 @@ function Remote:_fault(i, kind, step, why)
   end
 end
 
+-- A STATE of worker i dropped (its streams, or its attack's state): counted as a fault of that
+-- kind and said (unless QUIET), but the worker is not faulty for it: its row, taken or not,
+-- says that (a refused state does not make the row it came with faulty).
+function Remote:_dropped(i, kind, step, why)
+  self.fault[i][kind] = self.fault[i][kind] + 1
+  if not QUIET[kind] then self.warn(string.format("worker %s at step %d: %s", self:name(i), step, why)) end
+end
+
 -- A worker's STATE (its streams after its row of `step`, sent just before that GRAD): kept
 -- until that row is taken from the same connection. Only the current step's, of at most 64 KiB,
 -- under the sender's key, and a worker's state in form (so that no worker can make the PS's
@@ -432,7 +442,7 @@ function Remote:_stream_state(msg, step)
   if text and pcall(self.probe.set_state, self.probe, text) then
     self.pending_streams[w + 1] = { step = step, peer = msg.peer, state = text }
   else
-    self:_fault(w + 1, "malformed", step, "streams that are not a worker's state (dropped)")
+    self:_dropped(w + 1, "malformed", step, "streams that are not a worker's state (dropped)")
   end
 end
 
@@ -445,8 +455,8 @@ function Remote:_attack_state(msg, step, asm, states)
   local i = w + 1
   local asked = self.asked and self.asked.step == step and self.asked[i]
   if msg.step ~= step or not asked or self.row_of_peer[msg.peer] ~= i then
-    self:_fault(i, msg.step < step and "late" or "malformed", step,
-                string.format("an attack's state of step %d not asked for on that connection (dropped)", msg.step))
+    self:_dropped(i, msg.step < step and "late" or "malformed", step,
+                  string.format("an attack's state of step %d not asked for on that connection (dropped)", msg.step))
     return
   end
   if states[i] ~= nil then return end -- (sent again with the row, θ having gone twice)
@@ -459,7 +469,7 @@ function Remote:_attack_state(msg, step, asm, states)
   end
   if s ~= nil then
     states[i] = false
-    self:_fault(i, "malformed", step, "its attack's state was refused: " .. why)
+    self:_dropped(i, "malformed", step, "its attack's state was refused: " .. why)
   end
 end
 
