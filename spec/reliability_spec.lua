@@ -222,6 +222,43 @@ describe("agt.checkpoint's directory lock", function()
   end)
 end)
 
+describe("agt.checkpoint's directory lock held by a run that is ending", function()
+  -- The holder here is flock(1), the pid in the lock file is what M.lock judges it by.
+  local clock = require("agt.clock")
+  local function hold(dir, seconds, pid_text)
+    write(dir .. "/.lock", pid_text)
+    os.execute(string.format("flock '%s/.lock' sleep %g >/dev/null 2>&1 &", dir, seconds))
+    for _ = 1, 200 do   -- until flock holds it
+      if os.execute(string.format("flock -n '%s/.lock' true", dir)) ~= 0 then return end
+      os.execute("sleep 0.02")
+    end
+    error("flock did not take " .. dir .. "/.lock")
+  end
+
+  it("is waited for when its pid is gone, and refused at once when it is alive", function()
+    local dir = tmp .. "/lock-ending"
+    os.execute("mkdir -p '" .. dir .. "'")
+    local p = io.popen("sh -c 'echo $$'")
+    local dead = p:read("*l")
+    p:close()
+    hold(dir, 1.5, dead .. "\n")
+    local t0 = clock.mono()
+    local a, err = K.lock(dir)
+    local waited = clock.mono() - t0
+    assert.truthy(a, err)
+    assert.is_true(waited > 0.5 and waited < 10, "waited " .. waited .. " s")
+    a:release()
+    -- a live holder (this process's pid): the same refusal as before, without the wait
+    local me = tostring(require("ffi").C.getpid())
+    hold(dir, 3, me .. "\n")
+    t0 = clock.mono()
+    local b, err2 = K.lock(dir)
+    assert.is_nil(b)
+    assert.truthy(err2:find("in use by another run %(pid " .. me .. "%)"), err2)
+    assert.is_true(clock.mono() - t0 < 1, "a live holder was waited for")
+  end)
+end)
+
 describe("plugin tables (what make fuzz found at first; agt.contract checks them now)", function()
   it("refuses an attack table whose args are not argument specs, naming the problem", function()
     local AT = require("agt.attacks")

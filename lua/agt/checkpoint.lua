@@ -39,6 +39,7 @@ cdef("int rename(const char *from, const char *to);")
 cdef("int unlink(const char *path);")
 cdef("char *strerror(int errnum);")
 cdef("int getpid(void);")
+cdef("int usleep(unsigned int usec);")
 cdef("int sodium_init(void);")
 cdef("int crypto_hash_sha256(unsigned char *out, const unsigned char *in, unsigned long long inlen);")
 
@@ -415,6 +416,20 @@ local function pid_in(path)
   return s and s:match("%d+")
 end
 
+-- Whether the run that holds a lock is ending: its pid gone from this host or a zombie. A
+-- process killed with -9 turns zombie at once, but its lock goes with its last thread, which
+-- on a busy machine can take a moment: a PS restarted right away (by hand, a supervisor) waits
+-- for it rather than being refused. (A pid from another host sharing the directory also reads
+-- as gone here: that costs the wait, then the same refusal.)
+local function ending(pid)
+  if not pid then return false end
+  local stat = U.read_file("/proc/" .. pid .. "/stat")
+  if not stat then return true end
+  local state = stat:match("^%d+ %b() (%a)")
+  return state == "Z" or state == "X"
+end
+local LOCK_WAIT_S = 10
+
 -- Takes dir (created if needed) for this process: a lock object, or nil, message naming the
 -- pid of the run that holds it. Then removes the temporary files of interrupted writes
 -- (`.model-<step>.ckpt.tmp.<pid>`), which no live writer can own once the lock is held.
@@ -427,9 +442,13 @@ function M.lock(dir, warn)
   if fd < 0 then
     return nil, string.format("cannot create %s: %s (the directory must be writable)", path, errno_msg())
   end
+  local waited = 0
   while C.flock(fd, LOCK_EX + LOCK_NB) ~= 0 do
     local e = ffi.errno()
-    if e ~= EINTR then
+    if e == EWOULDBLOCK and waited < LOCK_WAIT_S and ending(pid_in(path)) then
+      C.usleep(50000)
+      waited = waited + 0.05
+    elseif e ~= EINTR then
       local msg = errno_msg()
       C.close(fd)
       if e == EWOULDBLOCK then
