@@ -139,7 +139,7 @@ describe("agt run --MPI", function()
     local function mpirun(ck, steps)
       return H.run(string.format("timeout 300 %s -np 5 %s run --MPI --experiment fashion-mnist --experiment-args "
         .. "eval-size:500 --aggregator average --nb-workers 4 --nb-decl-byz-workers 2 --nb-real-byz-workers 2 "
-        .. "--attack mimic --attack-args variant:principal selection:random --seed 5 --step-timeout 30 "
+        .. "--attack mimic --attack-args variant:principal selection:random --seed 5 --step-timeout 120 "
         .. "--checkpoint-period -1 --evaluation-period -1 --quiet --max-step %d --checkpoint-dir '%s/%s'",
         MPIRUN, AGT, steps, dir, ck))
     end
@@ -153,9 +153,13 @@ describe("agt run --MPI", function()
     assert.equal(0, rc3, err3)
     assert.truthy(err2:find("[workers:0] attack mimic goes on from its state as the PS kept it", 1, true), err2)
     assert.falsy(err2:find("has no state of the attack", 1, true), err2)
+    -- (a row faulty at the last step leaves its state out of that checkpoint: the step timeout
+    -- is long, a loaded machine once made the coordinator's state miss it, cause not captured)
+    assert.falsy(err2:find("faulty", 1, true), err2)
+    assert.falsy(err3:find("faulty", 1, true), err3)
     assert.equal("16", two.step)
     assert.equal("16", one.step)
-    assert.equal(one["attack.wire.1"], two["attack.wire.1"])
+    assert.equal(one["attack.wire.1"], two["attack.wire.1"], "the coordinator's state at step 16:\n" .. err2)
     assert.equal(K.hex(K.sha256(one.theta)), K.hex(K.sha256(two.theta))) -- (they differ without the state)
   end)
 
