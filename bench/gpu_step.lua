@@ -27,7 +27,6 @@
 -- against the targets (the issue's: cnnet ≥ 1.5× PyTorch, resnet18 ≥ 0.9× with cuDNN, krum's
 -- step within 5% of average's). Without a device, one line says why and it exits 0.
 local cjson = require("cjson")
-local ffi = require("ffi")
 local host = require("agt.host")
 local gpu = require("agt.gpu")
 local fs = require("agt.fs")
@@ -42,21 +41,7 @@ local N_WORKERS, F_BYZ = 8, 1
 local function synthetic_cifar()
   local dir = os.tmpname()
   os.remove(dir)
-  assert(fs.mkdir_p(dir))
-  local rng = R.new(1, 0)
-  local function write(name, n)
-    local f = assert(io.open(dir .. "/" .. name, "wb"))
-    local buf = ffi.new("uint8_t[?]", 3073)
-    for k = 0, n - 1 do
-      buf[0] = k % 10
-      for j = 1, 3072 do buf[j] = rng:below(256) end
-      f:write(ffi.string(buf, 3073))
-    end
-    f:close()
-  end
-  for b = 1, 5 do write("data_batch_" .. b .. ".bin", 410) end
-  write("test_batch.bin", 10)
-  return dir
+  return require("agt.data").write_random_cifar10(dir, 410, 10, R.new(1, 0))
 end
 
 local FM = "/usr/share/datasets/fashion-mnist"

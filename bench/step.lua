@@ -12,7 +12,6 @@
 -- ones when other work shares the cores).
 --   agt bench step [steps-scale] [rounds]
 -- Prints JSON lines: one per engine and case, then {"ratio": agt/torch, "target": ...}.
-local ffi = require("ffi")
 local cjson = require("cjson")
 local E = require("agt.experiments")
 local O = require("agt.optim")
@@ -27,21 +26,7 @@ local now = require("agt.clock").mono
 local function synthetic_cifar()
   local dir = os.tmpname()
   os.remove(dir)
-  os.execute("mkdir -p '" .. dir .. "'")
-  local rng = R.new(1, 0)
-  local function write(name, n)
-    local f = assert(io.open(dir .. "/" .. name, "wb"))
-    local buf = ffi.new("uint8_t[?]", 3073)
-    for k = 0, n - 1 do
-      buf[0] = k % 10
-      for j = 1, 3072 do buf[j] = rng:below(256) end
-      f:write(ffi.string(buf, 3073))
-    end
-    f:close()
-  end
-  for b = 1, 5 do write("data_batch_" .. b .. ".bin", 410) end
-  write("test_batch.bin", 10)
-  return dir
+  return require("agt.data").write_random_cifar10(dir, 410, 10, R.new(1, 0))
 end
 
 local function agt_steps(name, words, n, steps)

@@ -178,6 +178,23 @@ describe("agt.data readers", function()
     assert.matches("data_batch_1", msg)
   end)
 
+  it("writes a random CIFAR-10 set that loads, the same bytes for the same stream", function()
+    local a = D.write_random_cifar10(dir .. "/rand-a", 7, 3, R.new(4, "x"))
+    local b = D.write_random_cifar10(dir .. "/rand-b", 7, 3, R.new(4, "x"))
+    local c = D.write_random_cifar10(dir .. "/rand-c", 7, 3, R.new(5, "x"))
+    local set = assert(D.cifar10({ dir = a, download = false }))
+    assert.are.same({ 35, 3, 32, 32 }, set.train.x.shape)
+    assert.are.same({ 3, 3, 32, 32 }, set.test.x.shape)
+    for i = 1, 35 do assert.are.equal((i - 1) % 7 % 10, set.train.y[i]) end
+    local function bytes(d, f) return H.read(d .. "/" .. f) end
+    assert.are.equal(bytes(a, "data_batch_3.bin"), bytes(b, "data_batch_3.bin"))
+    assert.are.equal(bytes(a, "test_batch.bin"), bytes(b, "test_batch.bin"))
+    assert.are_not.equal(bytes(a, "data_batch_3.bin"), bytes(c, "data_batch_3.bin"))
+    -- the pixels are the stream's draws, in order: record 1 of batch 1, its first pixel
+    local r = R.new(4, "x")
+    assert.are.equal(r:below(256), bytes(a, "data_batch_1.bin"):byte(2))
+  end)
+
   it("loads the installed Fashion-MNIST", function()
     local set = assert(D.fashion_mnist())
     assert.are.same({ 60000, 1, 28, 28 }, set.train.x.shape)

@@ -226,20 +226,7 @@ describe("training on the GPU #gpu", function()
   local function cifar_dir()   -- CIFAR-10's binary format, random pixels (no download there)
     local dir = tmpdir .. "/cifar"
     if fs.kind(dir) == "dir" then return dir end
-    assert(fs.mkdir_p(dir))
-    local rng = R.new(1, "cifar")
-    local buf = ffi.new("uint8_t[?]", 3073)
-    for _, name in ipairs({ "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
-                            "data_batch_5", "test_batch" }) do
-      local fh = assert(io.open(dir .. "/" .. name .. ".bin", "wb"))
-      for k = 0, 199 do
-        buf[0] = k % 10
-        for j = 1, 3072 do buf[j] = rng:below(256) end
-        fh:write(ffi.string(buf, 3073))
-      end
-      fh:close()
-    end
-    return dir
+    return require("agt.data").write_random_cifar10(dir, 200, 200, R.new(1, "cifar"))
   end
   local function conv_opts(name, extra)
     local words = name == "cnnet" and { "batch-size:8", "eval-size:100", "data-dir:" .. cifar_dir(), "download:false" }

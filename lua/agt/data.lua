@@ -349,6 +349,28 @@ function D.cifar10(opts)
   return set
 end
 
+-- Writes a CIFAR-10 set of random pixels in its binary format into dir (created): train
+-- records in each of data_batch_1..5.bin, test in test_batch.bin, labels 0..9 in turn, pixels
+-- rng:below(256) (an agt.rng stream) — for benchmarks and specs where the real set is not
+-- downloaded. Returns dir.
+function D.write_random_cifar10(dir, train, test, rng)
+  local ok, err = fs.mkdir_p(dir)
+  if not ok then error(err, 2) end
+  local buf = ffi.new("uint8_t[?]", 3073)
+  local function write(name, records)
+    local f = assert(io.open(dir .. "/" .. name, "wb"))
+    for k = 0, records - 1 do
+      buf[0] = k % 10
+      for j = 1, 3072 do buf[j] = rng:below(256) end
+      f:write(ffi.string(buf, 3073))
+    end
+    f:close()
+  end
+  for _, name in ipairs(CIFAR_TRAIN) do write(name, train) end
+  write(CIFAR_TEST, test)
+  return dir
+end
+
 -- Shards, gathering, preprocessing and samplers live in agt.batches; agt.data is their public
 -- face too (D.shard, D.gather, D.preprocess, D.sampler), as experiments and scripts use them.
 D.shard, D.gather, D.preprocess, D.sampler = B.shard, B.gather, B.preprocess, B.sampler
